@@ -1,0 +1,263 @@
+//! Splits the logs byte stream into messages, whatever the chunking of the reads.
+//!
+//! Non-TTY containers: multiplexed frames `[type, 0, 0, 0, len u32 BE] payload`, one message per
+//! frame (1 stdout, 2 stderr, 3 system error). TTY containers: raw bytes, one message per line;
+//! Docker's 16 KiB pieces of a long line carry no newline, so a piece ends where exactly 16 KiB
+//! of content is followed by another timestamp.
+
+use bytes::{Bytes, BytesMut};
+
+use crate::pipeline::StreamKind;
+
+/// Size of the content of Docker's partial pieces (moby's log copier buffer).
+pub const PIECE_BYTES: usize = 16 * 1024;
+/// Length of `2006-01-02T15:04:05.000000000Z ` (RFC3339Nano, fixed width, and a space).
+pub const STAMP_PREFIX: usize = 31;
+/// A frame larger than this is not something Docker sends: the stream is corrupt.
+const MAX_FRAME_BYTES: usize = 16 * 1024 * 1024;
+/// A TTY "line" with neither newline nor piece boundary is cut here to bound memory.
+const MAX_TTY_MESSAGE: usize = 1024 * 1024;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Message {
+    /// A log message: timestamp, space, content (with its newline when complete).
+    Log { stream: StreamKind, payload: Bytes },
+    /// The daemon reported an error inside the stream (frame type 3).
+    SystemError(Bytes),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DecodeError {
+    UnknownFrameType(u8),
+    FrameTooLarge(usize),
+}
+
+impl std::fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DecodeError::UnknownFrameType(t) => write!(f, "unknown stream frame type {t}"),
+            DecodeError::FrameTooLarge(n) => write!(f, "stream frame of {n} bytes is too large"),
+        }
+    }
+}
+
+pub struct Decoder {
+    tty: bool,
+    buf: BytesMut,
+    /// TTY only: how far `buf` (after the stamp) has been searched for a newline.
+    scanned: usize,
+}
+
+impl Decoder {
+    pub fn new(tty: bool) -> Self {
+        Decoder {
+            tty,
+            buf: BytesMut::new(),
+            scanned: 0,
+        }
+    }
+
+    pub fn push(&mut self, chunk: &[u8]) {
+        self.buf.extend_from_slice(chunk);
+    }
+
+    /// The next complete message, if the buffered bytes hold one.
+    pub fn next_message(&mut self) -> Result<Option<Message>, DecodeError> {
+        if self.tty {
+            Ok(self.next_tty())
+        } else {
+            self.next_frame()
+        }
+    }
+
+    /// At a clean end of stream: whatever is left, as a last message (TTY only: a truncated
+    /// multiplexed frame is not a message).
+    pub fn finish(&mut self) -> Option<Message> {
+        if self.tty && !self.buf.is_empty() {
+            self.scanned = 0;
+            let payload = self.buf.split().freeze();
+            return Some(Message::Log {
+                stream: StreamKind::Tty,
+                payload,
+            });
+        }
+        None
+    }
+
+    fn next_frame(&mut self) -> Result<Option<Message>, DecodeError> {
+        if self.buf.len() < 8 {
+            return Ok(None);
+        }
+        let kind = self.buf[0];
+        let len = u32::from_be_bytes([self.buf[4], self.buf[5], self.buf[6], self.buf[7]]) as usize;
+        if len > MAX_FRAME_BYTES {
+            return Err(DecodeError::FrameTooLarge(len));
+        }
+        let stream = match kind {
+            0 | 1 => Some(StreamKind::Stdout),
+            2 => Some(StreamKind::Stderr),
+            3 => None,
+            other => return Err(DecodeError::UnknownFrameType(other)),
+        };
+        if self.buf.len() < 8 + len {
+            self.buf.reserve(8 + len - self.buf.len());
+            return Ok(None);
+        }
+        let mut frame = self.buf.split_to(8 + len);
+        let payload = frame.split_off(8).freeze();
+        Ok(Some(match stream {
+            Some(stream) => Message::Log { stream, payload },
+            None => Message::SystemError(payload),
+        }))
+    }
+
+    fn next_tty(&mut self) -> Option<Message> {
+        if self.buf.len() <= STAMP_PREFIX {
+            return None;
+        }
+        let content = &self.buf[STAMP_PREFIX..];
+        let from = self.scanned.min(content.len());
+        if let Some(pos) = memchr_newline(&content[from..]) {
+            let end = STAMP_PREFIX + from + pos + 1;
+            let content_len = from + pos;
+            // A newline beyond the 16 KiB mark may belong to a later piece: check the boundary.
+            if content_len <= PIECE_BYTES || !self.piece_boundary() {
+                return Some(self.take_tty(end));
+            }
+            return Some(self.take_tty(STAMP_PREFIX + PIECE_BYTES));
+        }
+        self.scanned = content.len();
+        if content.len() >= PIECE_BYTES + STAMP_PREFIX && self.piece_boundary() {
+            return Some(self.take_tty(STAMP_PREFIX + PIECE_BYTES));
+        }
+        if content.len() >= MAX_TTY_MESSAGE {
+            return Some(self.take_tty(self.buf.len()));
+        }
+        None
+    }
+
+    /// Whether the 16 KiB of content after the stamp is followed by another stamp.
+    fn piece_boundary(&self) -> bool {
+        let at = STAMP_PREFIX + PIECE_BYTES;
+        self.buf.len() >= at + STAMP_PREFIX
+            && self.buf[at + STAMP_PREFIX - 1] == b' '
+            && crate::docker::timestamp::parse_rfc3339_nanos(&self.buf[at..at + STAMP_PREFIX - 1])
+                .is_some()
+    }
+
+    fn take_tty(&mut self, end: usize) -> Message {
+        self.scanned = 0;
+        Message::Log {
+            stream: StreamKind::Tty,
+            payload: self.buf.split_to(end).freeze(),
+        }
+    }
+}
+
+fn memchr_newline(s: &[u8]) -> Option<usize> {
+    s.iter().position(|&b| b == b'\n')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    pub fn frame(kind: u8, payload: &[u8]) -> Vec<u8> {
+        let mut v = vec![kind, 0, 0, 0];
+        v.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+        v.extend_from_slice(payload);
+        v
+    }
+
+    fn decode_all(tty: bool, input: &[u8], cuts: &[usize]) -> Vec<Message> {
+        let mut d = Decoder::new(tty);
+        let mut out = Vec::new();
+        let mut start = 0;
+        let mut points: Vec<usize> = cuts.iter().map(|c| c % (input.len() + 1)).collect();
+        points.sort_unstable();
+        points.push(input.len());
+        for p in points {
+            d.push(&input[start..p.max(start)]);
+            start = p.max(start);
+            while let Some(m) = d.next_message().expect("valid stream") {
+                out.push(m);
+            }
+        }
+        out.extend(d.finish());
+        out
+    }
+
+    const TS: &str = "2026-11-28T23:49:08.780644778Z ";
+
+    fn sample_mux() -> (Vec<u8>, Vec<Message>) {
+        let mut bytes = Vec::new();
+        let mut expected = Vec::new();
+        for i in 0..20u8 {
+            let kind = if i % 3 == 0 { 2 } else { 1 };
+            let payload = format!("{TS}line {i} {}\n", "x".repeat(i as usize * 7));
+            bytes.extend(frame(kind, payload.as_bytes()));
+            expected.push(Message::Log {
+                stream: if kind == 2 {
+                    StreamKind::Stderr
+                } else {
+                    StreamKind::Stdout
+                },
+                payload: Bytes::from(payload),
+            });
+        }
+        (bytes, expected)
+    }
+
+    proptest! {
+        #[test]
+        fn mux_any_chunking_same_messages(cuts in proptest::collection::vec(0usize..5000, 0..40)) {
+            let (bytes, expected) = sample_mux();
+            prop_assert_eq!(decode_all(false, &bytes, &cuts), expected);
+        }
+
+        #[test]
+        fn tty_any_chunking_same_messages(cuts in proptest::collection::vec(0usize..60000, 0..40)) {
+            let long = "y".repeat(40_000);
+            let text = format!("{TS}a\r\n{TS}{}{TS}{}{TS}{}\r\n{TS}b\r\n",
+                &long[..PIECE_BYTES], &long[PIECE_BYTES..2 * PIECE_BYTES], &long[2 * PIECE_BYTES..]);
+            let msgs = decode_all(true, text.as_bytes(), &cuts);
+            let lens: Vec<usize> = msgs.iter().map(|m| match m {
+                Message::Log { payload, .. } => payload.len(),
+                Message::SystemError(_) => 0,
+            }).collect();
+            prop_assert_eq!(lens, vec![STAMP_PREFIX + 3, STAMP_PREFIX + PIECE_BYTES,
+                STAMP_PREFIX + PIECE_BYTES, STAMP_PREFIX + 40_000 - 2 * PIECE_BYTES + 2, STAMP_PREFIX + 3]);
+        }
+    }
+
+    #[test]
+    fn system_error_frame() {
+        let bytes = frame(3, b"boom");
+        assert_eq!(
+            decode_all(false, &bytes, &[]),
+            vec![Message::SystemError(Bytes::from_static(b"boom"))]
+        );
+    }
+
+    #[test]
+    fn rejects_garbage_frames() {
+        let mut d = Decoder::new(false);
+        d.push(&[9, 0, 0, 0, 0, 0, 0, 1, b'x']);
+        assert_eq!(d.next_message(), Err(DecodeError::UnknownFrameType(9)));
+        let mut d = Decoder::new(false);
+        d.push(&[1, 0, 0, 0, 0x7f, 0, 0, 0]);
+        assert!(matches!(
+            d.next_message(),
+            Err(DecodeError::FrameTooLarge(_))
+        ));
+    }
+
+    #[test]
+    fn tty_line_longer_than_piece_without_boundary_is_kept_whole() {
+        // 20 000 bytes then a newline, no stamp at 16 KiB: one message.
+        let text = format!("{TS}{}\n", "z".repeat(20_000));
+        let msgs = decode_all(true, text.as_bytes(), &[100, 17_000]);
+        assert_eq!(msgs.len(), 1);
+    }
+}

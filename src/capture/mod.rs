@@ -1,0 +1,12 @@
+//! Per-container capture: decoding the logs stream, merging partial lines, the exact-resume
+//! cursor, and the task that owns one container's stream.
+
+mod assembler;
+mod cursor;
+mod decoder;
+mod task;
+
+pub use assembler::Assembler;
+pub use cursor::{Cursor, Replay};
+pub use decoder::{DecodeError, Decoder, Message, PIECE_BYTES};
+pub use task::{CaptureContext, CaptureExit, CaptureTask, SharedCursor, read_cursor};

@@ -1,0 +1,366 @@
+//! One container's capture: open the follow stream from the cursor, read, hand batches to the
+//! pipeline, rotate on schedule, and react to EOF and errors. Every wait races cancellation
+//! and the rotation deadline, and the stream's connection is owned by this task alone, so
+//! closing a stream — idle or busy — is a drop that releases its socket immediately.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use super::assembler::Assembler;
+use super::cursor::{Cursor, Replay};
+use super::decoder::{Decoder, Message};
+use crate::backoff::{Backoff, sleep_or_cancel};
+use crate::docker::{DockerClient, DockerError, HttpStream};
+use crate::observability::metrics::{ContainerLabels, ContainerStreamLabels, Metrics};
+use crate::pipeline::{Batch, ContainerMeta, LogLine, StreamKind};
+
+/// Settings and handles shared by every capture task.
+pub struct CaptureContext {
+    pub client: DockerClient,
+    pub pipeline: mpsc::Sender<Batch>,
+    pub metrics: Arc<Metrics>,
+    pub rotation_interval: Duration,
+    pub max_line_bytes: usize,
+    pub backoff_initial: Duration,
+    pub backoff_max: Duration,
+}
+
+/// Why a capture task ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CaptureExit {
+    /// Shutdown or the container was dropped by discovery.
+    Cancelled,
+    /// The stream reached its end and the container is not running.
+    Stopped,
+    /// The container no longer exists (404) or is being removed (409).
+    Gone,
+    /// The log driver cannot be read (501): wait for the next `start`.
+    Unreadable,
+}
+
+/// A committed cursor shared between a capture task and discovery (which keeps it across
+/// stops and starts of the container).
+pub type SharedCursor = Arc<Mutex<Cursor>>;
+
+pub fn read_cursor(cursor: &SharedCursor) -> Cursor {
+    match cursor.lock() {
+        Ok(c) => *c,
+        Err(poisoned) => *poisoned.into_inner(),
+    }
+}
+
+fn write_cursor(cursor: &SharedCursor, value: Cursor) {
+    match cursor.lock() {
+        Ok(mut c) => *c = value,
+        Err(poisoned) => *poisoned.into_inner() = value,
+    }
+}
+
+enum SessionEnd {
+    Rotate,
+    Cancelled,
+    /// Clean end of stream; `lines` is how many new lines the session emitted.
+    Eof {
+        lines: u64,
+    },
+    Error(&'static str, String),
+}
+
+/// Keeps `streams_active` true to the streams actually open, however the session ends.
+struct ActiveStream<'a> {
+    metrics: &'a Metrics,
+    opened: Instant,
+}
+
+impl<'a> ActiveStream<'a> {
+    fn open(metrics: &'a Metrics) -> Self {
+        metrics.streams_active.inc();
+        ActiveStream {
+            metrics,
+            opened: Instant::now(),
+        }
+    }
+}
+
+impl Drop for ActiveStream<'_> {
+    fn drop(&mut self) {
+        self.metrics.streams_active.dec();
+        self.metrics
+            .stream_age
+            .observe(self.opened.elapsed().as_secs_f64());
+    }
+}
+
+pub struct CaptureTask {
+    pub ctx: Arc<CaptureContext>,
+    pub id: String,
+    pub tty: bool,
+    pub meta: watch::Receiver<Arc<ContainerMeta>>,
+    pub cursor: SharedCursor,
+    pub cancel: CancellationToken,
+}
+
+impl CaptureTask {
+    pub async fn run(mut self) -> CaptureExit {
+        let ctx = Arc::clone(&self.ctx);
+        let mut backoff = Backoff::new(ctx.backoff_initial, ctx.backoff_max);
+        loop {
+            if self.cancel.is_cancelled() {
+                return CaptureExit::Cancelled;
+            }
+            let since = read_cursor(&self.cursor).ts_ns;
+            let opened = tokio::select! {
+                _ = self.cancel.cancelled() => return CaptureExit::Cancelled,
+                r = ctx.client.logs(&self.id, since) => r,
+            };
+            let stream = match opened {
+                Ok(stream) => stream,
+                Err(e) => match e.status() {
+                    Some(501) => {
+                        ctx.metrics.stream_error("unreadable_log_driver");
+                        warn!(container = %self.name(), error = %e,
+                            "log driver cannot be read; not retrying until the container starts again");
+                        return CaptureExit::Unreadable;
+                    }
+                    Some(404) | Some(409) => {
+                        debug!(container = %self.name(), error = %e, "container gone");
+                        return CaptureExit::Gone;
+                    }
+                    _ => {
+                        ctx.metrics.stream_error(open_reason(&e));
+                        let delay = backoff.next_delay();
+                        warn!(container = %self.name(), error = %e, retry_in = ?delay, "cannot open log stream");
+                        if !sleep_or_cancel(delay, &self.cancel).await {
+                            return CaptureExit::Cancelled;
+                        }
+                        continue;
+                    }
+                },
+            };
+            let active = ActiveStream::open(&ctx.metrics);
+            let end = self.session(stream, active.opened).await;
+            let age = active.opened.elapsed();
+            drop(active);
+            match end {
+                SessionEnd::Cancelled => return CaptureExit::Cancelled,
+                SessionEnd::Rotate => {
+                    ctx.metrics
+                        .rotations
+                        .get_or_create(&ContainerLabels {
+                            container_name: self.name(),
+                        })
+                        .inc();
+                    debug!(container = %self.name(), age_ms = age.as_millis() as u64, "stream rotated");
+                    backoff.reset();
+                }
+                SessionEnd::Eof { lines } => {
+                    match self.after_eof().await {
+                        Some(exit) => return exit,
+                        None => {
+                            // Still running: the stream ended under us (daemon restart, log file
+                            // rotation). Reopen; pause first if the stream was empty and short, so a
+                            // daemon that keeps closing at once cannot make us spin.
+                            if lines == 0 && age < Duration::from_secs(1) {
+                                if !sleep_or_cancel(backoff.next_delay(), &self.cancel).await {
+                                    return CaptureExit::Cancelled;
+                                }
+                            } else {
+                                backoff.reset();
+                            }
+                        }
+                    }
+                }
+                SessionEnd::Error(reason, message) => {
+                    ctx.metrics.stream_error(reason);
+                    let delay = backoff.next_delay();
+                    warn!(container = %self.name(), error = %message, retry_in = ?delay, "log stream failed; reopening from cursor");
+                    if !sleep_or_cancel(delay, &self.cancel).await {
+                        return CaptureExit::Cancelled;
+                    }
+                }
+            }
+        }
+    }
+
+    fn name(&self) -> String {
+        self.meta.borrow().name.clone()
+    }
+
+    /// After a clean EOF: `Some(exit)` when the task should end, `None` to reopen.
+    async fn after_eof(&self) -> Option<CaptureExit> {
+        let inspected = tokio::select! {
+            _ = self.cancel.cancelled() => return Some(CaptureExit::Cancelled),
+            r = self.ctx.client.inspect(&self.id) => r,
+        };
+        match inspected {
+            Ok(c) if c.state.running => None,
+            Ok(_) => {
+                debug!(container = %self.name(), "container stopped; stream drained");
+                Some(CaptureExit::Stopped)
+            }
+            Err(e) if e.status() == Some(404) => Some(CaptureExit::Gone),
+            Err(e) => {
+                // Cannot tell: treat as stopped; discovery re-inspects and the next start event
+                // resumes from the cursor.
+                info!(container = %self.name(), error = %e, "cannot inspect container after its stream ended");
+                Some(CaptureExit::Stopped)
+            }
+        }
+    }
+
+    /// Reads one stream until rotation, EOF, error or cancellation.
+    async fn session(&mut self, mut stream: HttpStream, opened: Instant) -> SessionEnd {
+        let ctx = Arc::clone(&self.ctx);
+        let deadline = tokio::time::sleep_until((opened + ctx.rotation_interval).into());
+        tokio::pin!(deadline);
+        let committed = read_cursor(&self.cursor);
+        let mut replay = Replay::new(committed);
+        let mut cursor = committed;
+        let mut decoder = Decoder::new(self.tty);
+        let mut assembler = Assembler::new(ctx.max_line_bytes);
+        let mut lines: Vec<LogLine> = Vec::new();
+        let mut emitted: u64 = 0;
+        let counters = SessionCounters::new(&ctx.metrics, &self.meta.borrow().name);
+        loop {
+            let chunk = tokio::select! {
+                biased;
+                _ = self.cancel.cancelled() => return SessionEnd::Cancelled,
+                _ = &mut deadline => return SessionEnd::Rotate,
+                c = stream.next_chunk() => c,
+            };
+            let eof = match chunk {
+                Ok(Some(bytes)) => {
+                    decoder.push(&bytes);
+                    false
+                }
+                Ok(None) => true,
+                Err(e) => return SessionEnd::Error("read", e.to_string()),
+            };
+            loop {
+                match decoder.next_message() {
+                    Ok(Some(Message::Log { stream, payload })) => {
+                        assembler.push(stream, payload, &mut lines)
+                    }
+                    Ok(Some(Message::SystemError(text))) => {
+                        return SessionEnd::Error(
+                            "daemon_stream_error",
+                            String::from_utf8_lossy(&text).trim().to_string(),
+                        );
+                    }
+                    Ok(None) => break,
+                    Err(e) => return SessionEnd::Error("decode", e.to_string()),
+                }
+            }
+            if eof {
+                if let Some(Message::Log { stream, payload }) = decoder.finish() {
+                    assembler.push(stream, payload, &mut lines);
+                }
+                assembler.flush(&mut lines);
+            }
+            if assembler.unstamped > 0 {
+                ctx.metrics.stream_error("line_without_timestamp");
+                assembler.unstamped = 0;
+            }
+            lines.retain(|line| {
+                let new = replay.admit(line.ts_ns);
+                if new {
+                    cursor.advance(line.ts_ns);
+                }
+                new
+            });
+            if !lines.is_empty() {
+                counters.count(&lines, &ctx.metrics);
+                emitted += lines.len() as u64;
+                let batch = Batch {
+                    container: self.meta.borrow().clone(),
+                    lines: std::mem::take(&mut lines),
+                    cursor,
+                };
+                // Waiting for room in the queue is where backpressure pauses reading. It races
+                // rotation too: an unsent batch is simply re-read after the reopen, because the
+                // shared cursor only moves once the batch is handed over.
+                tokio::select! {
+                    biased;
+                    _ = self.cancel.cancelled() => return SessionEnd::Cancelled,
+                    _ = &mut deadline => return SessionEnd::Rotate,
+                    sent = ctx.pipeline.send(batch) => {
+                        if sent.is_err() {
+                            return SessionEnd::Cancelled;
+                        }
+                    }
+                }
+                ctx.metrics.queue_batches.inc();
+                write_cursor(&self.cursor, cursor);
+            }
+            if eof {
+                return SessionEnd::Eof { lines: emitted };
+            }
+        }
+    }
+}
+
+fn open_reason(e: &DockerError) -> &'static str {
+    match e {
+        DockerError::Timeout => "open_timeout",
+        DockerError::Transport(_) => "open_transport",
+        _ => "open_failed",
+    }
+}
+
+/// Per-session handles to the container's counters (label lookups once, not per line).
+struct SessionCounters {
+    stdout: prometheus_client::metrics::counter::Counter,
+    stderr: prometheus_client::metrics::counter::Counter,
+    tty: prometheus_client::metrics::counter::Counter,
+    bytes: prometheus_client::metrics::counter::Counter,
+}
+
+impl SessionCounters {
+    fn new(metrics: &Metrics, name: &str) -> Self {
+        let per_stream = |stream: &'static str| {
+            metrics
+                .logs_collected
+                .get_or_create(&ContainerStreamLabels {
+                    container_name: name.to_string(),
+                    stream,
+                })
+                .clone()
+        };
+        SessionCounters {
+            stdout: per_stream("stdout"),
+            stderr: per_stream("stderr"),
+            tty: per_stream("tty"),
+            bytes: metrics
+                .bytes_collected
+                .get_or_create(&ContainerLabels {
+                    container_name: name.to_string(),
+                })
+                .clone(),
+        }
+    }
+
+    fn count(&self, lines: &[LogLine], metrics: &Metrics) {
+        let (mut out, mut err, mut tty, mut bytes, mut truncated) = (0, 0, 0, 0, 0);
+        for l in lines {
+            match l.stream {
+                StreamKind::Stdout => out += 1,
+                StreamKind::Stderr => err += 1,
+                StreamKind::Tty => tty += 1,
+            }
+            bytes += l.message.len() as u64;
+            truncated += u64::from(l.truncated);
+        }
+        for (c, n) in [(&self.stdout, out), (&self.stderr, err), (&self.tty, tty)] {
+            if n > 0 {
+                c.inc_by(n);
+            }
+        }
+        self.bytes.inc_by(bytes);
+        if truncated > 0 {
+            metrics.lines_truncated.inc_by(truncated);
+        }
+    }
+}

@@ -1,0 +1,306 @@
+//! Per-container cursors persisted under `<state_dir>/checkpoints/<container id>.json`.
+//! A cursor only moves when the sinks acknowledge a batch; files are written atomically
+//! (temporary file, fsync, rename, fsync of the directory). A file that cannot be read or
+//! parsed is renamed aside with a `.corrupt-<unix time>` suffix, reported, and skipped.
+
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::fs;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use tracing::{error, warn};
+
+use crate::capture::Cursor;
+use crate::docker::timestamp::format_rfc3339_nanos;
+use crate::observability::metrics::Metrics;
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CheckpointFile {
+    container_id: String,
+    /// Nanoseconds since the epoch of the last delivered line.
+    timestamp_ns: i64,
+    /// Lines carrying exactly that timestamp already delivered.
+    count: u64,
+    /// `timestamp_ns` in RFC3339, for people reading the file.
+    timestamp: String,
+}
+
+#[derive(Debug)]
+struct Entry {
+    cursor: Cursor,
+    /// Acknowledged but not yet persisted since this instant.
+    dirty_since: Option<Instant>,
+}
+
+pub struct CheckpointStore {
+    dir: PathBuf,
+    entries: Mutex<HashMap<String, Entry>>,
+    metrics: Arc<Metrics>,
+    /// Whether an earlier run of the agent used this state directory.
+    pub had_previous_run: bool,
+}
+
+const MARKER: &str = "agent.json";
+
+impl CheckpointStore {
+    /// Opens (creating) the state directory and loads every checkpoint.
+    pub fn open(state_dir: &Path, metrics: Arc<Metrics>) -> io::Result<CheckpointStore> {
+        let dir = state_dir.join("checkpoints");
+        fs::create_dir_all(&dir).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("checkpoint.state_dir {}: {e}", dir.display()),
+            )
+        })?;
+        let marker = state_dir.join(MARKER);
+        let had_previous_run = marker.exists();
+        write_atomically(
+            &marker,
+            format!(
+                "{{\"version\":\"{}\",\"first_seen\":\"{}\"}}\n",
+                env!("CARGO_PKG_VERSION"),
+                format_rfc3339_nanos(now_ns())
+            )
+            .as_bytes(),
+        )
+        .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", marker.display())))
+        .or_else(|e| if had_previous_run { Ok(()) } else { Err(e) })?;
+        let mut entries = HashMap::new();
+        for item in fs::read_dir(&dir)? {
+            let path = item?.path();
+            if path.extension().and_then(|e| e.to_str()) != Some("json") {
+                continue;
+            }
+            match read_checkpoint(&path) {
+                Ok(cp) => {
+                    entries.insert(
+                        cp.container_id,
+                        Entry {
+                            cursor: Cursor {
+                                ts_ns: cp.timestamp_ns,
+                                count: cp.count,
+                            },
+                            dirty_since: None,
+                        },
+                    );
+                }
+                Err(reason) => {
+                    metrics.checkpoint_corrupt.inc();
+                    let aside =
+                        path.with_extension(format!("json.corrupt-{}", now_ns() / 1_000_000_000));
+                    let moved = fs::rename(&path, &aside);
+                    error!(file = %path.display(), %reason, moved_to = %aside.display(),
+                        moved = moved.is_ok(),
+                        "checkpoint file is corrupt or unreadable; set aside, that container restarts without it");
+                }
+            }
+        }
+        Ok(CheckpointStore {
+            dir,
+            entries: Mutex::new(entries),
+            metrics,
+            had_previous_run,
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, Entry>> {
+        match self.entries.lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
+    pub fn get(&self, id: &str) -> Option<Cursor> {
+        self.lock().get(id).map(|e| e.cursor)
+    }
+
+    /// Ids of all known checkpoints.
+    pub fn ids(&self) -> Vec<String> {
+        self.lock().keys().cloned().collect()
+    }
+
+    /// Records a starting position for a container that has none (persisted with the others).
+    pub fn init(&self, id: &str, cursor: Cursor) {
+        self.lock().entry(id.to_string()).or_insert(Entry {
+            cursor,
+            dirty_since: Some(Instant::now()),
+        });
+    }
+
+    /// The sinks have flushed everything up to `cursor`.
+    pub fn ack(&self, id: &str, cursor: Cursor) {
+        let mut entries = self.lock();
+        let entry = entries.entry(id.to_string()).or_insert(Entry {
+            cursor,
+            dirty_since: None,
+        });
+        if cursor.is_at_or_after(&entry.cursor) {
+            entry.cursor = cursor;
+            entry.dirty_since.get_or_insert_with(Instant::now);
+        }
+    }
+
+    /// The container is gone: drop its cursor and file.
+    pub fn forget(&self, id: &str) {
+        self.lock().remove(id);
+        let path = self.path(id);
+        if let Err(e) = fs::remove_file(&path)
+            && e.kind() != io::ErrorKind::NotFound
+        {
+            warn!(file = %path.display(), error = %e, "cannot remove checkpoint of removed container");
+        }
+    }
+
+    fn path(&self, id: &str) -> PathBuf {
+        self.dir.join(format!("{id}.json"))
+    }
+
+    /// Writes every changed cursor. Blocking (fsync): call from a blocking thread.
+    pub fn persist(&self) {
+        let dirty: Vec<(String, Cursor, Instant)> = self
+            .lock()
+            .iter()
+            .filter_map(|(id, e)| e.dirty_since.map(|since| (id.clone(), e.cursor, since)))
+            .collect();
+        for (id, cursor, since) in dirty {
+            let file = CheckpointFile {
+                container_id: id.clone(),
+                timestamp_ns: cursor.ts_ns,
+                count: cursor.count,
+                timestamp: format_rfc3339_nanos(cursor.ts_ns),
+            };
+            let result = serde_json::to_vec_pretty(&file)
+                .map_err(io::Error::other)
+                .and_then(|bytes| write_atomically(&self.path(&id), &bytes));
+            match result {
+                Ok(()) => {
+                    self.metrics.checkpoint_writes.inc();
+                    let mut entries = self.lock();
+                    // Still the same cursor (and not forgotten meanwhile): clean.
+                    if let Some(e) = entries.get_mut(&id)
+                        && e.cursor == cursor
+                        && e.dirty_since == Some(since)
+                    {
+                        e.dirty_since = None;
+                    }
+                }
+                Err(e) => {
+                    self.metrics.checkpoint_errors.inc();
+                    error!(container = %id, error = %e, "cannot write checkpoint; will retry");
+                }
+            }
+        }
+        let lag = self
+            .lock()
+            .values()
+            .filter_map(|e| e.dirty_since)
+            .map(|s| s.elapsed().as_secs_f64())
+            .fold(0.0, f64::max);
+        self.metrics.checkpoint_lag.set(lag);
+        // A container forgotten while its file was being written must not leave it behind.
+        let known = self
+            .lock()
+            .keys()
+            .cloned()
+            .collect::<std::collections::HashSet<_>>();
+        if let Ok(dir) = fs::read_dir(&self.dir) {
+            for item in dir.flatten() {
+                let name = item.file_name();
+                let name = name.to_string_lossy();
+                if let Some(id) = name.strip_suffix(".json")
+                    && !known.contains(id)
+                {
+                    let _ = fs::remove_file(item.path());
+                }
+            }
+        }
+    }
+}
+
+fn read_checkpoint(path: &Path) -> Result<CheckpointFile, String> {
+    let bytes = fs::read(path).map_err(|e| e.to_string())?;
+    let cp: CheckpointFile = serde_json::from_slice(&bytes).map_err(|e| e.to_string())?;
+    let expected = path
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or_default();
+    if cp.container_id != expected || cp.timestamp_ns < 0 {
+        return Err(format!(
+            "content does not match the file name (container_id {:?})",
+            cp.container_id
+        ));
+    }
+    Ok(cp)
+}
+
+/// temp file + fsync + rename + fsync(dir): after a crash the file is either old or new.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    {
+        let mut f = fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+    }
+    fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent() {
+        fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
+pub fn now_ns() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn persists_and_reloads() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let metrics = Arc::new(Metrics::new());
+        let store = CheckpointStore::open(dir.path(), metrics.clone()).expect("open");
+        assert!(!store.had_previous_run);
+        store.ack("abc", Cursor { ts_ns: 5, count: 2 });
+        store.ack("abc", Cursor { ts_ns: 4, count: 9 }); // older: ignored
+        store.init("def", Cursor::at(7));
+        store.persist();
+        let again = CheckpointStore::open(dir.path(), metrics).expect("reopen");
+        assert!(again.had_previous_run);
+        assert_eq!(again.get("abc"), Some(Cursor { ts_ns: 5, count: 2 }));
+        assert_eq!(again.get("def"), Some(Cursor::at(7)));
+        again.forget("abc");
+        again.persist();
+        assert!(!dir.path().join("checkpoints/abc.json").exists());
+    }
+
+    #[test]
+    fn corrupt_file_is_set_aside() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cps = dir.path().join("checkpoints");
+        fs::create_dir_all(&cps).expect("mkdir");
+        fs::write(cps.join("bad.json"), b"{not json").expect("write");
+        let metrics = Arc::new(Metrics::new());
+        let store = CheckpointStore::open(dir.path(), metrics.clone()).expect("open");
+        assert_eq!(store.get("bad"), None);
+        assert!(!cps.join("bad.json").exists());
+        let aside: Vec<_> = fs::read_dir(&cps)
+            .expect("ls")
+            .flatten()
+            .filter(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .starts_with("bad.json.corrupt-")
+            })
+            .collect();
+        assert_eq!(aside.len(), 1);
+        assert_eq!(metrics.checkpoint_corrupt.get(), 1);
+    }
+}

@@ -1,0 +1,404 @@
+//! The agent's YAML configuration: typed structs with documented defaults, strict parsing
+//! (unknown keys are errors) and semantic validation that reports the key path and the reason.
+
+mod units;
+
+pub use units::{ByteSize, HumanDuration, parse_byte_size, parse_duration};
+
+use serde::Deserialize;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The configuration that runs when no `-c FILE` is given.
+pub const DEFAULT_CONFIG_YAML: &str = include_str!("default.yaml");
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub docker: DockerConfig,
+    pub capture: CaptureConfig,
+    pub pipeline: PipelineConfig,
+    pub sinks: SinksConfig,
+    pub checkpoint: CheckpointConfig,
+    pub http: HttpConfig,
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DockerConfig {
+    /// `unix:///path` or `tcp://host:port`. Empty: `$DOCKER_HOST`, else the local socket.
+    pub host: String,
+    /// Time-out for short requests (version, list, inspect). Streams have none.
+    pub request_timeout: HumanDuration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InitialPosition {
+    Beginning,
+    End,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CaptureConfig {
+    pub rotation_interval: HumanDuration,
+    pub initial_position: InitialPosition,
+    pub max_line_bytes: ByteSize,
+    pub retry_backoff_initial: HumanDuration,
+    pub retry_backoff_max: HumanDuration,
+    pub include: FilterConfig,
+    pub exclude: FilterConfig,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FilterConfig {
+    /// Container name globs (`*`, `?`), without the leading `/`.
+    pub names: Vec<String>,
+    /// `key` (label present) or `key=value` (glob on the value).
+    pub labels: Vec<String>,
+    /// Image reference globs as shown by `docker ps` (e.g. `nginx:*`).
+    pub images: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PipelineConfig {
+    /// Capacity of the queue between capture and sinks, in batches (one batch = what one read of
+    /// one stream produced). When it is full, capture pauses reading.
+    pub queue_batches: usize,
+    /// Longest time a written line may sit in a sink's buffer before it is flushed.
+    pub flush_interval: HumanDuration,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SinksConfig {
+    pub stdout: Option<StdoutSinkConfig>,
+    pub file: Option<FileSinkConfig>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StdoutSinkConfig {}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FileSinkConfig {
+    /// Path template; `{container_name}` and `{container_id}` are replaced.
+    pub path: String,
+    /// Close a container's file after this long without writes (it reopens on demand).
+    pub idle_close: HumanDuration,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CheckpointConfig {
+    pub state_dir: PathBuf,
+    pub interval: HumanDuration,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// `host:port` of the metrics/health listener; empty disables it.
+    pub listen: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// A tracing filter: `info`, `debug`, `log_capturer=debug,warn`. `RUST_LOG` overrides it.
+    pub level: String,
+    pub format: LogFormat,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            docker: DockerConfig::default(),
+            capture: CaptureConfig::default(),
+            pipeline: PipelineConfig::default(),
+            sinks: SinksConfig {
+                stdout: Some(StdoutSinkConfig {}),
+                file: None,
+            },
+            checkpoint: CheckpointConfig::default(),
+            http: HttpConfig::default(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+impl Default for DockerConfig {
+    fn default() -> Self {
+        DockerConfig {
+            host: String::new(),
+            request_timeout: HumanDuration(Duration::from_secs(30)),
+        }
+    }
+}
+
+impl Default for CaptureConfig {
+    fn default() -> Self {
+        CaptureConfig {
+            rotation_interval: HumanDuration(Duration::from_secs(300)),
+            initial_position: InitialPosition::End,
+            max_line_bytes: ByteSize(256 * 1024),
+            retry_backoff_initial: HumanDuration(Duration::from_millis(500)),
+            retry_backoff_max: HumanDuration(Duration::from_secs(30)),
+            include: FilterConfig::default(),
+            exclude: FilterConfig::default(),
+        }
+    }
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        PipelineConfig {
+            queue_batches: 1024,
+            flush_interval: HumanDuration(Duration::from_millis(200)),
+        }
+    }
+}
+
+impl Default for FileSinkConfig {
+    fn default() -> Self {
+        FileSinkConfig {
+            path: "/var/log/log-capturer/{container_name}.log".to_string(),
+            idle_close: HumanDuration(Duration::from_secs(300)),
+        }
+    }
+}
+
+impl Default for CheckpointConfig {
+    fn default() -> Self {
+        CheckpointConfig {
+            state_dir: PathBuf::from("/var/lib/log-capturer"),
+            interval: HumanDuration(Duration::from_secs(5)),
+        }
+    }
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            listen: "127.0.0.1:8001".to_string(),
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            level: "info".to_string(),
+            format: LogFormat::Text,
+        }
+    }
+}
+
+/// A configuration problem, with where it is (`source`) and what is wrong.
+#[derive(Debug)]
+pub struct ConfigError {
+    pub source: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.source, self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Config {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            source: path.display().to_string(),
+            message: format!("cannot read config file: {e}"),
+        })?;
+        Config::parse(&text, &path.display().to_string())
+    }
+
+    /// Parses and validates YAML text; `source` names it in errors.
+    pub fn parse(text: &str, source: &str) -> Result<Config, ConfigError> {
+        // serde_path_to_error gives the key path (`capture.rotation_interval`); serde-saphyr's
+        // own message gives the position and a snippet. Operators get both, path first.
+        let mut key_path = None;
+        let config: Config = serde_saphyr::with_deserializer_from_str(text, |de| {
+            serde_path_to_error::deserialize(de).map_err(|err| {
+                key_path = Some(err.path().to_string());
+                err.into_inner()
+            })
+        })
+        .map_err(|e| ConfigError {
+            source: source.to_string(),
+            message: match key_path.as_deref() {
+                Some(path) if path != "." => format!("{path}: {e}"),
+                _ => e.to_string(),
+            },
+        })?;
+        config.validate().map_err(|message| ConfigError {
+            source: source.to_string(),
+            message,
+        })?;
+        Ok(config)
+    }
+
+    /// The embedded default configuration.
+    pub fn embedded_default() -> Config {
+        // The embedded text is part of the binary and covered by a unit test; falling back to
+        // the typed defaults keeps `run` working even if that test were skipped.
+        Config::parse(DEFAULT_CONFIG_YAML, "<embedded default config>").unwrap_or_default()
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        let c = &self.capture;
+        if c.rotation_interval.0 < Duration::from_secs(1) {
+            return Err(format!(
+                "capture.rotation_interval: {:?} is below the 1s minimum",
+                c.rotation_interval.0
+            ));
+        }
+        if c.max_line_bytes.0 < 1024 || c.max_line_bytes.0 > 64 * 1024 * 1024 {
+            return Err(format!(
+                "capture.max_line_bytes: {} is outside 1KiB..64MiB",
+                c.max_line_bytes.0
+            ));
+        }
+        if c.retry_backoff_initial.0.is_zero() || c.retry_backoff_initial.0 > c.retry_backoff_max.0
+        {
+            return Err(
+                "capture.retry_backoff_initial: must be > 0 and <= capture.retry_backoff_max"
+                    .to_string(),
+            );
+        }
+        for (key, filter) in [
+            ("capture.include", &c.include),
+            ("capture.exclude", &c.exclude),
+        ] {
+            for (i, label) in filter.labels.iter().enumerate() {
+                if label.is_empty() || label.starts_with('=') {
+                    return Err(format!(
+                        "{key}.labels[{i}]: {label:?} is not `key` or `key=value`"
+                    ));
+                }
+            }
+        }
+        if self.pipeline.queue_batches == 0 {
+            return Err("pipeline.queue_batches: must be at least 1".to_string());
+        }
+        if self.pipeline.flush_interval.0.is_zero() {
+            return Err("pipeline.flush_interval: must be > 0".to_string());
+        }
+        if self.sinks.stdout.is_none() && self.sinks.file.is_none() {
+            return Err("sinks: at least one sink (stdout, file) must be configured".to_string());
+        }
+        if let Some(file) = &self.sinks.file
+            && file.path.trim().is_empty()
+        {
+            return Err("sinks.file.path: must not be empty".to_string());
+        }
+        if self.checkpoint.state_dir.as_os_str().is_empty() {
+            return Err("checkpoint.state_dir: must not be empty".to_string());
+        }
+        if self.checkpoint.interval.0 < Duration::from_millis(100) {
+            return Err("checkpoint.interval: must be at least 100ms".to_string());
+        }
+        if !self.http.listen.is_empty() && self.http.listen.parse::<SocketAddr>().is_err() {
+            return Err(format!(
+                "http.listen: {:?} is not an address such as 127.0.0.1:8001",
+                self.http.listen
+            ));
+        }
+        if !self.docker.host.is_empty()
+            && let Err(e) = crate::docker::Endpoint::parse(&self.docker.host)
+        {
+            return Err(format!("docker.host: {e}"));
+        }
+        if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
+            return Err(format!(
+                "log.level: {:?} is not a log filter (e.g. info, debug)",
+                self.log.level
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(yaml: &str) -> String {
+        match Config::parse(yaml, "test.yaml") {
+            Ok(_) => panic!("expected an error for {yaml:?}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn embedded_default_parses() {
+        let c = Config::parse(DEFAULT_CONFIG_YAML, "default").expect("default config");
+        assert!(c.sinks.stdout.is_some());
+        assert_eq!(c.http.listen, "127.0.0.1:8001");
+    }
+
+    #[test]
+    fn example_config_parses() {
+        let text = include_str!("../../examples/config.yaml");
+        Config::parse(text, "examples/config.yaml").expect("example config");
+    }
+
+    #[test]
+    fn bad_duration_names_key_and_value() {
+        let e = err("capture:\n  rotation_interval: 5x\n");
+        assert!(e.contains("capture.rotation_interval"), "{e}");
+        assert!(e.contains("\"5x\" is not a duration"), "{e}");
+    }
+
+    #[test]
+    fn unknown_key_is_rejected_with_path() {
+        let e = err("capture:\n  rotation_intervl: 5s\n");
+        assert!(e.contains("capture"), "{e}");
+        assert!(e.contains("rotation_intervl"), "{e}");
+    }
+
+    #[test]
+    fn semantic_errors_name_key() {
+        assert!(
+            err("capture:\n  rotation_interval: 500ms\n").contains("capture.rotation_interval")
+        );
+        assert!(err("http:\n  listen: nope\n").contains("http.listen"));
+        assert!(err("docker:\n  host: ftp://x\n").contains("docker.host"));
+        assert!(
+            err("capture:\n  include:\n    labels: ['=x']\n").contains("capture.include.labels[0]")
+        );
+        assert!(err("capture:\n  max_line_bytes: 12XB\n").contains("capture.max_line_bytes"));
+        assert!(err("sinks: {}\n").contains("at least one sink"));
+    }
+
+    #[test]
+    fn initial_position_values() {
+        let c = Config::parse(
+            "capture:\n  initial_position: beginning\nsinks:\n  stdout: {}\n",
+            "t",
+        )
+        .expect("valid");
+        assert_eq!(c.capture.initial_position, InitialPosition::Beginning);
+        assert!(err("capture:\n  initial_position: middle\n").contains("capture.initial_position"));
+    }
+}

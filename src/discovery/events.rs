@@ -1,0 +1,108 @@
+//! Follows `GET /events` for container lifecycle events. On every (re)connection it first asks
+//! the supervisor to re-list containers, so nothing that happened while the stream was down is
+//! missed; it also asks the daemon to replay events since the last one it saw.
+
+use bytes::BytesMut;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+use crate::backoff::{Backoff, sleep_or_cancel};
+use crate::checkpoint::now_ns;
+use crate::docker::DockerClient;
+use crate::docker::types::Event;
+use crate::observability::metrics::Metrics;
+
+#[derive(Debug)]
+pub enum DiscoveryMsg {
+    /// The events stream is (re)connected: list containers to catch up.
+    Resync,
+    Event(Event),
+}
+
+pub async fn follow_events(
+    client: DockerClient,
+    tx: mpsc::Sender<DiscoveryMsg>,
+    metrics: Arc<Metrics>,
+    backoff: (Duration, Duration),
+    cancel: CancellationToken,
+) {
+    let mut backoff = Backoff::new(backoff.0, backoff.1);
+    let mut since: Option<i64> = None;
+    let mut connected_before = false;
+    loop {
+        let opened = tokio::select! {
+            _ = cancel.cancelled() => return,
+            r = client.events(since) => r,
+        };
+        let mut stream = match opened {
+            Ok(s) => s,
+            Err(e) => {
+                metrics.stream_error("events_open");
+                let delay = backoff.next_delay();
+                warn!(error = %e, retry_in = ?delay, "cannot follow Docker events");
+                if !sleep_or_cancel(delay, &cancel).await {
+                    return;
+                }
+                continue;
+            }
+        };
+        if connected_before {
+            metrics.events_reconnects.inc();
+        }
+        connected_before = true;
+        since.get_or_insert_with(now_ns);
+        if tx.send(DiscoveryMsg::Resync).await.is_err() {
+            return;
+        }
+        let mut buf = BytesMut::new();
+        let mut got_any = false;
+        let why = loop {
+            let chunk = tokio::select! {
+                _ = cancel.cancelled() => return,
+                c = stream.next_chunk() => c,
+            };
+            match chunk {
+                Ok(Some(bytes)) => {
+                    got_any = true;
+                    buf.extend_from_slice(&bytes);
+                    while let Some(pos) = buf.iter().position(|&b| b == b'\n') {
+                        let line = buf.split_to(pos + 1);
+                        let line = line.trim_ascii();
+                        if line.is_empty() {
+                            continue;
+                        }
+                        match serde_json::from_slice::<Event>(line) {
+                            Ok(event) => {
+                                if event.time_nano > 0 {
+                                    since = Some(event.time_nano);
+                                }
+                                debug!(action = %event.action, id = %event.actor.id, "docker event");
+                                if tx.send(DiscoveryMsg::Event(event)).await.is_err() {
+                                    return;
+                                }
+                            }
+                            Err(e) => {
+                                metrics.stream_error("events_decode");
+                                warn!(error = %e, "undecodable Docker event skipped");
+                            }
+                        }
+                    }
+                }
+                Ok(None) => break "the events stream ended".to_string(),
+                Err(e) => break e.to_string(),
+            }
+        };
+        metrics.stream_error("events_dropped");
+        if got_any {
+            backoff.reset();
+        }
+        let delay = backoff.next_delay();
+        warn!(reason = %why, retry_in = ?delay, "Docker events stream lost; reconnecting");
+        if !sleep_or_cancel(delay, &cancel).await {
+            return;
+        }
+    }
+}

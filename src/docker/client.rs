@@ -1,0 +1,215 @@
+//! A small Engine API client: one HTTP/1.1 connection per request or stream, the negotiated API
+//! version in every path, and the exact query parameters the agent needs (fractional `since`).
+//!
+//! Why not bollard: it sends `since` as whole seconds (a reopen would re-send up to a second of
+//! lines and lean entirely on de-duplication) and drops the version prefix. Why a connection per
+//! stream: closing a stream must close its socket, and a dedicated connection makes that a drop.
+
+use bytes::Bytes;
+use http_body_util::Empty;
+use hyper::Request;
+use hyper::client::conn::http1;
+use hyper_util::rt::TokioIo;
+use serde::de::DeserializeOwned;
+use std::time::Duration;
+
+use super::endpoint::Endpoint;
+use super::error::DockerError;
+use super::http_stream::{ConnDriver, HttpStream};
+use super::timestamp::since_param;
+use super::types::{ContainerInspect, ContainerSummary, ErrorResponse, VersionResponse};
+
+/// The oldest Engine API the agent speaks (Docker 20.10).
+pub const MIN_API_VERSION: (u32, u32) = (1, 41);
+/// The newest Engine API the agent was checked against; newer daemons are spoken to at this one.
+pub const MAX_API_VERSION: (u32, u32) = (1, 51);
+
+#[derive(Clone, Debug)]
+pub struct DockerClient {
+    endpoint: Endpoint,
+    /// e.g. "v1.41", prefixed to every path.
+    version: String,
+    timeout: Duration,
+}
+
+fn parse_version(v: &str) -> Option<(u32, u32)> {
+    let (major, minor) = v.trim().split_once('.')?;
+    Some((major.parse().ok()?, minor.parse().ok()?))
+}
+
+impl DockerClient {
+    /// Connects to the engine and negotiates the API version (`/version`, floor 1.41).
+    pub async fn negotiate(endpoint: Endpoint, timeout: Duration) -> Result<Self, DockerError> {
+        let mut client = DockerClient {
+            endpoint,
+            version: String::new(),
+            timeout,
+        };
+        let v: VersionResponse = client.get_json("/version").await?;
+        let server = parse_version(&v.api_version).ok_or_else(|| {
+            DockerError::Decode(format!("API version {:?} is not N.M", v.api_version))
+        })?;
+        if server < MIN_API_VERSION {
+            return Err(DockerError::Decode(format!(
+                "the engine speaks API {}, older than the minimum {}.{}",
+                v.api_version, MIN_API_VERSION.0, MIN_API_VERSION.1
+            )));
+        }
+        let (major, minor) = server.min(MAX_API_VERSION);
+        client.version = format!("v{major}.{minor}");
+        Ok(client)
+    }
+
+    /// The negotiated version, e.g. "v1.41".
+    pub fn api_version(&self) -> &str {
+        &self.version
+    }
+
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
+    }
+
+    fn path(&self, rest: &str) -> String {
+        if self.version.is_empty() {
+            rest.to_string()
+        } else {
+            format!("/{}{}", self.version, rest)
+        }
+    }
+
+    /// Opens a connection and sends a GET; returns the response head and the live connection.
+    async fn send(
+        &self,
+        path: &str,
+    ) -> Result<(hyper::Response<hyper::body::Incoming>, ConnDriver), DockerError> {
+        let io = self
+            .endpoint
+            .connect()
+            .await
+            .map_err(|e| DockerError::Transport(format!("{}: {e}", self.endpoint)))?;
+        let (mut sender, conn) = http1::handshake::<_, Empty<Bytes>>(TokioIo::new(io))
+            .await
+            .map_err(|e| DockerError::Transport(e.to_string()))?;
+        let mut conn: ConnDriver = Box::pin(conn);
+        let request = Request::get(path)
+            .header("Host", "docker")
+            .header(
+                "User-Agent",
+                concat!("log-capturer/", env!("CARGO_PKG_VERSION")),
+            )
+            .body(Empty::new())
+            .map_err(|e| DockerError::Decode(e.to_string()))?;
+        // The connection must be polled for the request to go out and the head to come back.
+        let response = tokio::select! {
+            r = sender.send_request(request) => r.map_err(|e| DockerError::Transport(e.to_string()))?,
+            r = conn.as_mut() => {
+                return Err(DockerError::Transport(match r {
+                    Ok(()) => "connection closed before the response".to_string(),
+                    Err(e) => e.to_string(),
+                }));
+            }
+        };
+        Ok((response, conn))
+    }
+
+    /// GET with a short time-out; returns the whole body of a 2xx answer.
+    async fn get_bytes(&self, path: &str) -> Result<Bytes, DockerError> {
+        let work = async {
+            let (response, conn) = self.send(path).await?;
+            let status = response.status();
+            let mut stream = HttpStream::new(conn, response.into_body());
+            let mut body = Vec::new();
+            while let Some(chunk) = stream.next_chunk().await? {
+                body.extend_from_slice(&chunk);
+            }
+            if !status.is_success() {
+                return Err(status_error(status.as_u16(), &body));
+            }
+            Ok(Bytes::from(body))
+        };
+        tokio::time::timeout(self.timeout, work)
+            .await
+            .map_err(|_| DockerError::Timeout)?
+    }
+
+    async fn get_json<T: DeserializeOwned>(&self, rest: &str) -> Result<T, DockerError> {
+        let body = self.get_bytes(&self.path(rest)).await?;
+        serde_json::from_slice(&body).map_err(|e| DockerError::Decode(format!("{rest}: {e}")))
+    }
+
+    /// Opens a long-lived GET. Only the response head is subject to the time-out.
+    async fn get_stream(&self, path: &str) -> Result<HttpStream, DockerError> {
+        let (response, conn) = tokio::time::timeout(self.timeout, self.send(path))
+            .await
+            .map_err(|_| DockerError::Timeout)??;
+        let status = response.status();
+        if !status.is_success() {
+            let mut stream = HttpStream::new(conn, response.into_body());
+            let body = tokio::time::timeout(self.timeout, async {
+                let mut body = Vec::new();
+                while let Ok(Some(chunk)) = stream.next_chunk().await {
+                    body.extend_from_slice(&chunk);
+                }
+                body
+            })
+            .await
+            .unwrap_or_default();
+            return Err(status_error(status.as_u16(), &body));
+        }
+        Ok(HttpStream::new(conn, response.into_body()))
+    }
+
+    pub async fn list_running(&self) -> Result<Vec<ContainerSummary>, DockerError> {
+        self.get_json("/containers/json").await
+    }
+
+    /// Every container, running or not (used to notice ones removed while we were away).
+    pub async fn list_all(&self) -> Result<Vec<ContainerSummary>, DockerError> {
+        self.get_json("/containers/json?all=1").await
+    }
+
+    pub async fn inspect(&self, id: &str) -> Result<ContainerInspect, DockerError> {
+        self.get_json(&format!("/containers/{id}/json")).await
+    }
+
+    /// Follows a container's stdout and stderr with timestamps from `since_ns` (inclusive).
+    pub async fn logs(&self, id: &str, since_ns: i64) -> Result<HttpStream, DockerError> {
+        let path = self.path(&format!(
+            "/containers/{id}/logs?follow=1&stdout=1&stderr=1&timestamps=1&since={}",
+            since_param(since_ns)
+        ));
+        self.get_stream(&path).await
+    }
+
+    /// Container lifecycle events, optionally replayed from `since_ns`.
+    pub async fn events(&self, since_ns: Option<i64>) -> Result<HttpStream, DockerError> {
+        // {"type":["container"],"event":["start","die","destroy","rename"]}, URL-encoded.
+        let filters = "%7B%22type%22%3A%5B%22container%22%5D%2C%22event%22%3A%5B%22start%22%2C%22die%22%2C%22destroy%22%2C%22rename%22%5D%7D";
+        let mut rest = format!("/events?filters={filters}");
+        if let Some(since) = since_ns {
+            rest.push_str("&since=");
+            rest.push_str(&since_param(since));
+        }
+        self.get_stream(&self.path(&rest)).await
+    }
+}
+
+fn status_error(status: u16, body: &[u8]) -> DockerError {
+    let message = serde_json::from_slice::<ErrorResponse>(body)
+        .map(|e| e.message)
+        .unwrap_or_else(|_| String::from_utf8_lossy(body).trim().to_string());
+    DockerError::Status { status, message }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions() {
+        assert_eq!(parse_version("1.41"), Some((1, 41)));
+        assert_eq!(parse_version("1.9"), Some((1, 9)));
+        assert!(parse_version("1.9") < Some((1, 41)));
+        assert_eq!(parse_version("x"), None);
+    }
+}

@@ -1,0 +1,13 @@
+//! Docker Engine API client: endpoints, version negotiation, requests and streams.
+
+mod client;
+mod endpoint;
+mod error;
+mod http_stream;
+pub mod timestamp;
+pub mod types;
+
+pub use client::{DockerClient, MAX_API_VERSION, MIN_API_VERSION};
+pub use endpoint::{Conn, DEFAULT_SOCKET, Endpoint};
+pub use error::DockerError;
+pub use http_stream::HttpStream;

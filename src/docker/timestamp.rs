@@ -1,0 +1,154 @@
+//! Docker's RFC3339Nano timestamps ("2026-11-28T23:49:08.780644778Z"), parsed to nanoseconds
+//! since the UNIX epoch without allocating, and the `since=SEC.NANOS` query form.
+
+/// Parses an RFC3339 timestamp with optional fraction (up to 9 digits) and `Z` or `±HH:MM`.
+pub fn parse_rfc3339_nanos(s: &[u8]) -> Option<i64> {
+    if s.len() < 20 || s[4] != b'-' || s[7] != b'-' || (s[10] != b'T' && s[10] != b't') {
+        return None;
+    }
+    if s[13] != b':' || s[16] != b':' {
+        return None;
+    }
+    let year = digits(&s[0..4])?;
+    let month = digits(&s[5..7])?;
+    let day = digits(&s[8..10])?;
+    let hour = digits(&s[11..13])?;
+    let minute = digits(&s[14..16])?;
+    let second = digits(&s[17..19])?;
+    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || minute > 59 {
+        return None;
+    }
+    if second > 60 {
+        return None;
+    }
+    let mut i = 19;
+    let mut nanos: i64 = 0;
+    if s.get(i) == Some(&b'.') {
+        i += 1;
+        let start = i;
+        while i < s.len() && s[i].is_ascii_digit() {
+            if i - start < 9 {
+                nanos = nanos * 10 + i64::from(s[i] - b'0');
+            }
+            i += 1;
+        }
+        let n = i - start;
+        if n == 0 {
+            return None;
+        }
+        for _ in n..9 {
+            nanos *= 10;
+        }
+    }
+    let offset_secs: i64 = match s.get(i)? {
+        b'Z' | b'z' if i + 1 == s.len() => 0,
+        sign @ (b'+' | b'-') if i + 6 == s.len() && s[i + 3] == b':' => {
+            let h = digits(&s[i + 1..i + 3])?;
+            let m = digits(&s[i + 4..i + 6])?;
+            let v = h * 3600 + m * 60;
+            if *sign == b'+' { v } else { -v }
+        }
+        _ => return None,
+    };
+    let days = days_from_civil(year, month, day);
+    let secs = days * 86_400 + hour * 3600 + minute * 60 + second - offset_secs;
+    secs.checked_mul(1_000_000_000)?.checked_add(nanos)
+}
+
+/// `since` query value: fractional UNIX seconds with exactly 9 fraction digits.
+pub fn since_param(ts_ns: i64) -> String {
+    let ts = ts_ns.max(0);
+    format!("{}.{:09}", ts / 1_000_000_000, ts % 1_000_000_000)
+}
+
+/// Formats nanoseconds since the epoch as RFC3339 with 9 fraction digits, UTC.
+pub fn format_rfc3339_nanos(ts_ns: i64) -> String {
+    let secs = ts_ns.div_euclid(1_000_000_000);
+    let nanos = ts_ns.rem_euclid(1_000_000_000);
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    let (y, m, d) = civil_from_days(days);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{nanos:09}Z",
+        rem / 3600,
+        (rem / 60) % 60,
+        rem % 60
+    )
+}
+
+fn digits(s: &[u8]) -> Option<i64> {
+    let mut v = 0i64;
+    for &b in s {
+        if !b.is_ascii_digit() {
+            return None;
+        }
+        v = v * 10 + i64::from(b - b'0');
+    }
+    Some(v)
+}
+
+// Howard Hinnant's days-from-civil algorithm (proleptic Gregorian calendar).
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+fn civil_from_days(z: i64) -> (i64, i64, i64) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn parses_docker_stamps() {
+        assert_eq!(parse_rfc3339_nanos(b"1970-01-01T00:00:00Z"), Some(0));
+        assert_eq!(
+            parse_rfc3339_nanos(b"2026-11-28T23:49:08.780644778Z"),
+            Some(1_795_909_748_780_644_778)
+        );
+        assert_eq!(
+            parse_rfc3339_nanos(b"2026-11-28T23:49:08.78Z"),
+            Some(1_795_909_748_780_000_000)
+        );
+        assert_eq!(
+            parse_rfc3339_nanos(b"2026-11-29T01:49:08.780644778+02:00"),
+            Some(1_795_909_748_780_644_778)
+        );
+        assert_eq!(parse_rfc3339_nanos(b"2026-13-28T23:49:08Z"), None);
+        assert_eq!(parse_rfc3339_nanos(b"2026-11-28 23:49:08Z"), None);
+        assert_eq!(parse_rfc3339_nanos(b"2026-11-28T23:49:08."), None);
+        assert_eq!(parse_rfc3339_nanos(b"garbage"), None);
+    }
+
+    #[test]
+    fn since_is_padded() {
+        assert_eq!(since_param(1_000_000_005), "1.000000005");
+        assert_eq!(since_param(0), "0.000000000");
+    }
+
+    proptest! {
+        #[test]
+        fn format_then_parse_round_trips(ts in 0i64..4_102_444_800_000_000_000) {
+            let text = format_rfc3339_nanos(ts);
+            prop_assert_eq!(text.len(), 30);
+            prop_assert_eq!(parse_rfc3339_nanos(text.as_bytes()), Some(ts));
+        }
+    }
+}

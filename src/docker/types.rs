@@ -1,0 +1,73 @@
+//! The few fields of Engine API responses that the agent uses.
+
+use serde::Deserialize;
+use std::collections::HashMap;
+
+#[derive(Debug, Deserialize)]
+pub struct VersionResponse {
+    #[serde(rename = "ApiVersion")]
+    pub api_version: String,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ContainerSummary {
+    #[serde(rename = "Id")]
+    pub id: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct ContainerInspect {
+    #[serde(rename = "Id")]
+    pub id: String,
+    #[serde(rename = "Name", default)]
+    pub name: String,
+    #[serde(rename = "Created", default)]
+    pub created: String,
+    #[serde(rename = "State", default)]
+    pub state: ContainerState,
+    #[serde(rename = "Config", default)]
+    pub config: ContainerConfig,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct ContainerState {
+    #[serde(rename = "Running", default)]
+    pub running: bool,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct ContainerConfig {
+    #[serde(rename = "Tty", default)]
+    pub tty: bool,
+    #[serde(rename = "Image", default)]
+    pub image: String,
+    #[serde(rename = "Labels", default)]
+    pub labels: Option<HashMap<String, String>>,
+}
+
+/// One message of `GET /events`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Event {
+    #[serde(rename = "Type", default)]
+    pub kind: String,
+    #[serde(rename = "Action", default)]
+    pub action: String,
+    #[serde(rename = "Actor", default)]
+    pub actor: EventActor,
+    #[serde(rename = "timeNano", default)]
+    pub time_nano: i64,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct EventActor {
+    #[serde(rename = "ID", default)]
+    pub id: String,
+    #[serde(rename = "Attributes", default)]
+    pub attributes: HashMap<String, String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ErrorResponse {
+    #[serde(default)]
+    pub message: String,
+}

@@ -1,0 +1,18 @@
+//! log-capturer: captures the logs of Docker containers through the Engine API and ships them
+//! to sinks, with exact resume across rotations, reconnects and restarts.
+//!
+//! Data flow: [`docker`] (Engine API client) → [`discovery`] (which containers, lifecycle) →
+//! [`capture`] (one task per container stream) → [`pipeline`] (queue, writer, acks) →
+//! [`sinks`]; [`checkpoint`] persists acknowledged cursors; [`observability`] exports metrics;
+//! [`agent`] wires it all and owns shutdown.
+
+pub mod agent;
+pub mod backoff;
+pub mod capture;
+pub mod checkpoint;
+pub mod config;
+pub mod discovery;
+pub mod docker;
+pub mod observability;
+pub mod pipeline;
+pub mod sinks;

@@ -1,0 +1,5 @@
+//! Metrics, resource counts and the HTTP endpoints that expose them.
+
+pub mod http;
+pub mod metrics;
+pub mod resources;

@@ -1,0 +1,61 @@
+//! What capture hands to the sinks.
+
+use bytes::Bytes;
+use std::sync::Arc;
+
+use crate::capture::Cursor;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum StreamKind {
+    Stdout,
+    Stderr,
+    Tty,
+}
+
+impl StreamKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StreamKind::Stdout => "stdout",
+            StreamKind::Stderr => "stderr",
+            StreamKind::Tty => "tty",
+        }
+    }
+}
+
+/// One log line as Docker gave it.
+#[derive(Clone, Debug)]
+pub struct LogLine {
+    /// RFC3339Nano timestamp exactly as Docker sent it.
+    pub timestamp: Bytes,
+    pub ts_ns: i64,
+    pub stream: StreamKind,
+    /// The line without its newline; raw bytes (invalid UTF-8 is replaced when encoded).
+    pub message: Bytes,
+    /// The line was longer than `capture.max_line_bytes` and was cut.
+    pub truncated: bool,
+}
+
+/// Container metadata, shared by every line of the container (never cloned per line).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ContainerMeta {
+    pub id: String,
+    /// Without the leading `/`.
+    pub name: String,
+    pub image: String,
+    pub compose_project: Option<String>,
+    pub compose_service: Option<String>,
+}
+
+/// Lines of one container read in one go, and the cursor just past the last of them.
+#[derive(Clone, Debug)]
+pub struct Batch {
+    pub container: Arc<ContainerMeta>,
+    pub lines: Vec<LogLine>,
+    pub cursor: Cursor,
+}
+
+impl Batch {
+    pub fn bytes(&self) -> usize {
+        self.lines.iter().map(|l| l.message.len()).sum()
+    }
+}

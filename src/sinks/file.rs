@@ -1,0 +1,133 @@
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use super::Sink;
+use super::ndjson::encode_line;
+use crate::pipeline::{Batch, ContainerMeta};
+
+struct OpenFile {
+    file: File,
+    buf: Vec<u8>,
+    last_write: Instant,
+}
+
+/// NDJSON files, one per path the template yields (e.g. one per container).
+pub struct FileSink {
+    template: String,
+    idle_close: Duration,
+    files: HashMap<PathBuf, OpenFile>,
+}
+
+impl FileSink {
+    pub fn new(template: &str, idle_close: Duration) -> Self {
+        FileSink {
+            template: template.to_string(),
+            idle_close,
+            files: HashMap::new(),
+        }
+    }
+
+    pub fn path_for(&self, meta: &ContainerMeta) -> PathBuf {
+        PathBuf::from(
+            self.template
+                .replace("{container_name}", &sanitize(&meta.name))
+                .replace("{container_id}", &meta.id),
+        )
+    }
+
+    fn open(path: &PathBuf) -> io::Result<File> {
+        if let Some(dir) = path.parent()
+            && !dir.as_os_str().is_empty()
+        {
+            std::fs::create_dir_all(dir)?;
+        }
+        OpenOptions::new().create(true).append(true).open(path)
+    }
+}
+
+/// Keeps a container name from escaping the template's directory.
+fn sanitize(name: &str) -> String {
+    name.chars()
+        .map(|c| if c == '/' || c == '\0' { '_' } else { c })
+        .collect::<String>()
+        .replace("..", "__")
+}
+
+impl Sink for FileSink {
+    fn name(&self) -> &'static str {
+        "file"
+    }
+
+    fn write_batch(&mut self, batch: &Batch) -> io::Result<()> {
+        let path = self.path_for(&batch.container);
+        let entry = match self.files.get_mut(&path) {
+            Some(f) => f,
+            None => {
+                let file = Self::open(&path)
+                    .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+                self.files.entry(path.clone()).or_insert(OpenFile {
+                    file,
+                    buf: Vec::with_capacity(64 * 1024),
+                    last_write: Instant::now(),
+                })
+            }
+        };
+        for line in &batch.lines {
+            encode_line(&mut entry.buf, &batch.container, line);
+        }
+        entry.last_write = Instant::now();
+        if entry.buf.len() >= 256 * 1024 {
+            let result = entry.file.write_all(&entry.buf);
+            entry.buf.clear();
+            result.map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        let mut first_error = None;
+        for (path, f) in &mut self.files {
+            if !f.buf.is_empty() {
+                let result = f.file.write_all(&f.buf);
+                f.buf.clear();
+                if let Err(e) = result {
+                    first_error.get_or_insert(io::Error::new(
+                        e.kind(),
+                        format!("{}: {e}", path.display()),
+                    ));
+                }
+            }
+        }
+        let idle = self.idle_close;
+        self.files
+            .retain(|_, f| !f.buf.is_empty() || f.last_write.elapsed() < idle);
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_cannot_escape_directory() {
+        let sink = FileSink::new("/logs/{container_name}.log", Duration::from_secs(1));
+        let meta = ContainerMeta {
+            id: "id".into(),
+            name: "../etc/passwd".into(),
+            image: String::new(),
+            compose_project: None,
+            compose_service: None,
+        };
+        assert_eq!(
+            sink.path_for(&meta),
+            PathBuf::from("/logs/___etc_passwd.log")
+        );
+    }
+}
