@@ -1,0 +1,207 @@
+//! The agent under test, as a real process.
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::Duration;
+
+use super::wait_until;
+
+pub struct AgentOptions {
+    /// Extra `capture:` keys, indented by 2 spaces (e.g. "  rotation_interval: 1s\n").
+    pub capture: String,
+    /// `DOCKER_HOST` for the agent; None: the local socket.
+    pub docker_host: Option<String>,
+    pub checkpoint_interval: &'static str,
+}
+
+impl Default for AgentOptions {
+    fn default() -> Self {
+        AgentOptions {
+            capture: String::new(),
+            docker_host: None,
+            checkpoint_interval: "1s",
+        }
+    }
+}
+
+pub struct Agent {
+    child: Option<Child>,
+    pub dir: PathBuf,
+    pub http: String,
+    options_config: PathBuf,
+    docker_host: Option<String>,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+impl Agent {
+    /// Writes a config into `dir` (file sink under `dir/out`, state under `dir/state`) and
+    /// starts the agent; waits until `/ready`.
+    pub fn start(dir: &Path, options: AgentOptions) -> Agent {
+        std::fs::create_dir_all(dir).expect("agent dir");
+        let http = format!("127.0.0.1:{}", free_port());
+        let config = format!(
+            "capture:\n{capture}\
+             sinks:\n  file:\n    path: {out}/{{container_name}}.log\n    idle_close: 1s\n\
+             pipeline:\n  flush_interval: 50ms\n\
+             checkpoint:\n  state_dir: {state}\n  interval: {ci}\n\
+             http:\n  listen: {http}\n\
+             log:\n  level: log_capturer=debug,info\n",
+            capture = options.capture,
+            out = dir.join("out").display(),
+            state = dir.join("state").display(),
+            ci = options.checkpoint_interval,
+        );
+        let path = dir.join("config.yaml");
+        std::fs::write(&path, config).expect("write config");
+        let mut agent = Agent {
+            child: None,
+            dir: dir.to_path_buf(),
+            http,
+            options_config: path,
+            docker_host: options.docker_host,
+        };
+        agent.spawn();
+        agent
+    }
+
+    fn spawn(&mut self) {
+        let stderr = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("agent.log"))
+            .expect("agent log");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_log-capturer"));
+        cmd.arg("run")
+            .arg("-c")
+            .arg(&self.options_config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .env_remove("RUST_LOG");
+        match &self.docker_host {
+            Some(h) => cmd.env("DOCKER_HOST", h),
+            None => cmd.env_remove("DOCKER_HOST"),
+        };
+        self.child = Some(cmd.spawn().expect("spawn agent"));
+        let ready = wait_until(Duration::from_secs(60), || {
+            self.get("/ready").is_some_and(|(status, _)| status == 200)
+        });
+        assert!(ready, "agent not ready; log:\n{}", self.log());
+    }
+
+    /// Starts the same agent again (same config, state and output).
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "agent still running");
+        self.spawn();
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).expect("running")
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("agent.log")).unwrap_or_default()
+    }
+
+    /// Minimal HTTP/1.0 GET; None when the agent does not answer.
+    pub fn get(&self, path: &str) -> Option<(u16, String)> {
+        let mut s = TcpStream::connect(&self.http).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+        write!(s, "GET {path} HTTP/1.0\r\nHost: test\r\n\r\n").ok()?;
+        let mut text = String::new();
+        s.read_to_string(&mut text).ok()?;
+        let status = text.split_whitespace().nth(1)?.parse().ok()?;
+        let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string())?;
+        Some((status, body))
+    }
+
+    /// Every sample of the exposition: `name{labels}` → value.
+    pub fn metrics(&self) -> HashMap<String, f64> {
+        let (_, body) = self.get("/metrics").expect("metrics");
+        body.lines()
+            .filter(|l| !l.starts_with('#') && !l.is_empty())
+            .filter_map(|l| {
+                let (k, v) = l.rsplit_once(' ')?;
+                Some((k.to_string(), v.parse().ok()?))
+            })
+            .collect()
+    }
+
+    pub fn metric(&self, key: &str) -> f64 {
+        self.metrics().get(key).copied().unwrap_or(0.0)
+    }
+
+    /// Sends SIGTERM and waits (up to 30 s) for the exit.
+    pub fn terminate(&mut self) -> ExitStatus {
+        self.signal("TERM");
+        self.wait_exit()
+    }
+
+    pub fn kill(&mut self) -> ExitStatus {
+        self.signal("KILL");
+        self.wait_exit()
+    }
+
+    fn signal(&self, sig: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.pid().to_string())
+            .status()
+            .expect("kill");
+        assert!(status.success());
+    }
+
+    fn wait_exit(&mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("running");
+        let mut status = None;
+        wait_until(Duration::from_secs(30), || {
+            status = child.try_wait().ok().flatten();
+            status.is_some()
+        });
+        match status {
+            Some(s) => s,
+            None => {
+                let _ = child.kill();
+                panic!("agent did not exit within 30 s; log:\n{}", self.log());
+            }
+        }
+    }
+
+    pub fn out_file(&self, container_name: &str) -> PathBuf {
+        self.dir.join("out").join(format!("{container_name}.log"))
+    }
+
+    /// Records written for a container, parsed.
+    pub fn records(&self, container_name: &str) -> Vec<serde_json::Value> {
+        let text = std::fs::read_to_string(self.out_file(container_name)).unwrap_or_default();
+        text.lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad NDJSON {l:?}: {e}")))
+            .collect()
+    }
+
+    /// The `message` of each record.
+    pub fn messages(&self, container_name: &str) -> Vec<String> {
+        self.records(container_name)
+            .iter()
+            .map(|r| r["message"].as_str().unwrap_or_default().to_string())
+            .collect()
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}

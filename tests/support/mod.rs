@@ -1,0 +1,23 @@
+//! Shared test harness: runs the real `log-capturer` binary as a process, scrapes its metrics,
+//! reads its NDJSON output, and drives containers on a real dockerd.
+
+#![allow(dead_code)]
+
+pub mod agent;
+pub mod docker;
+
+use std::time::{Duration, Instant};
+
+/// Polls `check` every 100 ms until it returns true or `timeout` passes.
+pub fn wait_until(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if check() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
