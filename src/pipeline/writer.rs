@@ -85,15 +85,13 @@ impl SinkWriter {
 
     /// Flushes every sink, then acknowledges the cursors of all written batches.
     fn flush_and_ack(&mut self, written: &mut Vec<Batch>) {
-        if written.is_empty() {
-            return;
-        }
+        // Flushing with nothing written still lets sinks do housekeeping (closing idle files).
         let mut all_ok = true;
         for i in 0..self.sinks.len() {
             if let Err(e) = self.sinks[i].flush() {
                 all_ok &= self.recover(i, &e, written.iter());
             }
-            if all_ok {
+            if all_ok && !written.is_empty() {
                 let lines: usize = written.iter().map(|b| b.lines.len()).sum();
                 self.metrics
                     .sink_lines

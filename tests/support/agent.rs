@@ -46,6 +46,14 @@ impl Agent {
     /// Writes a config into `dir` (file sink under `dir/out`, state under `dir/state`) and
     /// starts the agent; waits until `/ready`.
     pub fn start(dir: &Path, options: AgentOptions) -> Agent {
+        let agent = Agent::start_unready(dir, options);
+        agent.wait_ready();
+        agent
+    }
+
+    /// Like `start`, but returns as soon as the process is spawned, ready or not (e.g. while
+    /// no Docker engine answers).
+    pub fn start_unready(dir: &Path, options: AgentOptions) -> Agent {
         std::fs::create_dir_all(dir).expect("agent dir");
         let http = format!("127.0.0.1:{}", free_port());
         let config = format!(
@@ -69,11 +77,16 @@ impl Agent {
             options_config: path,
             docker_host: options.docker_host,
         };
-        agent.spawn();
+        agent.spawn_process();
         agent
     }
 
     fn spawn(&mut self) {
+        self.spawn_process();
+        self.wait_ready();
+    }
+
+    fn spawn_process(&mut self) {
         let stderr = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -92,6 +105,10 @@ impl Agent {
             None => cmd.env_remove("DOCKER_HOST"),
         };
         self.child = Some(cmd.spawn().expect("spawn agent"));
+    }
+
+    /// Waits (up to 60 s) for `/ready`; panics with the agent's log otherwise.
+    pub fn wait_ready(&self) {
         let ready = wait_until(Duration::from_secs(60), || {
             self.get("/ready").is_some_and(|(status, _)| status == 200)
         });

@@ -5,6 +5,7 @@
 
 pub mod agent;
 pub mod docker;
+pub mod fake_engine;
 
 use std::time::{Duration, Instant};
 

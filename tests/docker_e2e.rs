@@ -1,0 +1,320 @@
+//! End-to-end tests against a real dockerd (started by `scripts/test` when none runs), with
+//! the real agent binary as a process. Every test selects only its own containers by label.
+
+mod support;
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::time::Duration;
+
+use support::agent::{Agent, AgentOptions};
+use support::docker::{Containers, docker};
+use support::wait_until;
+
+fn options(containers: &Containers, extra_capture: &str) -> AgentOptions {
+    AgentOptions {
+        capture: format!("{}{}", containers.include_yaml(), extra_capture),
+        ..AgentOptions::default()
+    }
+}
+
+/// Asserts that `messages` are exactly `prefix1 .. prefixN`, once each, in order.
+fn assert_sequence(messages: &[String], prefix: &str, n: usize, context: &str) {
+    let expected: Vec<String> = (1..=n).map(|i| format!("{prefix}{i}")).collect();
+    if messages != expected {
+        let got: HashSet<&String> = messages.iter().collect();
+        let missing: Vec<&String> = expected.iter().filter(|e| !got.contains(e)).take(10).collect();
+        let mut seen = HashSet::new();
+        let dups: Vec<&String> = messages.iter().filter(|m| !seen.insert(*m)).take(10).collect();
+        panic!(
+            "{context}: {} records for {n} lines; missing (first 10) {missing:?}; duplicated {dups:?}",
+            messages.len()
+        );
+    }
+}
+
+fn resources(agent: &Agent) -> (f64, f64) {
+    let m = agent.metrics();
+    (
+        m.get("log_capturer_tasks_alive").copied().unwrap_or(-1.0),
+        m.get("log_capturer_file_descriptors_open").copied().unwrap_or(-1.0),
+    )
+}
+
+fn tempdir() -> tempfile::TempDir {
+    tempfile::tempdir().expect("tempdir")
+}
+
+#[test]
+fn idle_rotation_continuity() {
+    let mut containers = Containers::new("idle");
+    let dir = tempdir();
+    let agent = Agent::start(dir.path(), options(&containers, "  rotation_interval: 1s\n"));
+    // Baseline: agent ready, no container of ours yet.
+    std::thread::sleep(Duration::from_secs(1));
+    let baseline = resources(&agent);
+
+    let names: Vec<String> = (0..5).map(|i| containers.name(&format!("idle{i}"))).collect();
+    for i in 0..5 {
+        containers.run(
+            &format!("idle{i}"),
+            &[],
+            "i=1; while [ $i -le 100 ]; do echo idle-$i; i=$((i+1)); done; exec sleep 3600",
+        );
+    }
+    let all_in = wait_until(Duration::from_secs(30), || {
+        names.iter().all(|n| agent.records(n).len() >= 100)
+    });
+    assert!(all_in, "lines did not arrive; log:\n{}", agent.log());
+    // Now every stream is idle: keep rotating for ~12 s.
+    std::thread::sleep(Duration::from_secs(12));
+    let metrics = agent.metrics();
+    let mut rotations = Vec::new();
+    for n in &names {
+        let r = metrics
+            .get(&format!(
+                "log_capturer_container_stream_rotations_total{{container_name=\"{n}\"}}"
+            ))
+            .copied()
+            .unwrap_or(0.0);
+        rotations.push(r);
+        assert!(r >= 10.0, "{n} rotated {r} times in ~12 s idle (expected >= 10)");
+        assert_sequence(&agent.messages(n), "idle-", 100, n);
+    }
+    let busy = resources(&agent);
+    containers.remove_all();
+    // Streams end, tasks and FDs (sockets, output files after idle_close) return to baseline.
+    let mut last = (0.0, 0.0);
+    let back = wait_until(Duration::from_secs(30), || {
+        last = resources(&agent);
+        last == baseline && agent.metric("log_capturer_container_streams_active") == 0.0
+    });
+    assert!(
+        back,
+        "resources not back at baseline: baseline (tasks, fds) {baseline:?}, with 5 streams {busy:?}, after removal {last:?}"
+    );
+    println!(
+        "idle_rotation_continuity: rotations per container {rotations:?}; (tasks, fds) baseline {baseline:?}, with 5 idle streams {busy:?}, after removal {last:?}"
+    );
+}
+
+#[test]
+fn rotation_under_load_keeps_every_line_in_order() {
+    let mut containers = Containers::new("load");
+    let dir = tempdir();
+    let agent = Agent::start(dir.path(), options(&containers, "  rotation_interval: 1s\n"));
+    let name = containers.name("load");
+    let n = 6000;
+    containers.run(
+        "load",
+        &[],
+        &format!("i=1; while [ $i -le {n} ]; do echo seq-$i; usleep 1000; i=$((i+1)); done; exec sleep 3600"),
+    );
+    let done = wait_until(Duration::from_secs(120), || agent.records(&name).len() >= n);
+    assert!(done, "only {} of {n} lines; log:\n{}", agent.records(&name).len(), agent.log());
+    std::thread::sleep(Duration::from_secs(2)); // would reveal late duplicates
+    assert_sequence(&agent.messages(&name), "seq-", n, "under load");
+    let rotations = agent.metric(&format!(
+        "log_capturer_container_stream_rotations_total{{container_name=\"{name}\"}}"
+    ));
+    assert!(rotations >= 3.0, "only {rotations} rotations while printing");
+    println!("rotation_under_load: {n} lines exactly once in order across {rotations} rotations");
+}
+
+#[test]
+fn restart_mid_stream_loses_and_duplicates_nothing() {
+    let mut containers = Containers::new("restart");
+    let dir = tempdir();
+    let mut agent = Agent::start(dir.path(), options(&containers, "  rotation_interval: 2s\n"));
+    let name = containers.name("restart");
+    let n = 6000;
+    containers.run(
+        "restart",
+        &[],
+        &format!("i=1; while [ $i -le {n} ]; do echo r-$i; usleep 1000; i=$((i+1)); done; exec sleep 3600"),
+    );
+    assert!(wait_until(Duration::from_secs(60), || agent.records(&name).len() >= 500));
+    let status = agent.terminate();
+    assert!(status.success(), "agent exit status {status:?}");
+    let at_stop = agent.records(&name).len();
+    // The container keeps printing while the agent is down.
+    std::thread::sleep(Duration::from_secs(2));
+    agent.restart();
+    let done = wait_until(Duration::from_secs(120), || agent.records(&name).len() >= n);
+    assert!(done, "only {} of {n} lines after restart; log:\n{}", agent.records(&name).len(), agent.log());
+    std::thread::sleep(Duration::from_secs(2));
+    assert_sequence(&agent.messages(&name), "r-", n, "across agent restart");
+    assert!(at_stop < n, "the stop was not mid-stream");
+    println!("restart: stopped after {at_stop} lines, all {n} exactly once after restart");
+}
+
+#[test]
+fn short_lived_tty_stderr_long_line() {
+    let mut containers = Containers::new("shapes");
+    let dir = tempdir();
+    let agent = Agent::start(dir.path(), options(&containers, ""));
+    let rm_name = containers.name("rm");
+    // Lives about a second: a container that exits within milliseconds is already marked for
+    // removal when its start event arrives, and the daemon refuses its logs (409).
+    containers.run("rm", &["--rm"], "echo one; echo two; echo three; sleep 1");
+    let tty_name = containers.name("tty");
+    containers.run("tty", &["-t"], "echo tty-a; echo tty-b; exec sleep 3600");
+    let err_name = containers.name("err");
+    containers.run("err", &[], "echo out-1; echo err-1 >&2; exec sleep 3600");
+    let long_name = containers.name("long");
+    containers.run(
+        "long",
+        &[],
+        "echo before; head -c 40000 /dev/zero | tr '\\0' L; echo; echo after; exec sleep 3600",
+    );
+    let got = wait_until(Duration::from_secs(30), || {
+        agent.records(&rm_name).len() >= 3
+            && agent.records(&tty_name).len() >= 2
+            && agent.records(&err_name).len() >= 2
+            && agent.records(&long_name).len() >= 3
+    });
+    assert!(got, "not all records arrived; log:\n{}", agent.log());
+    std::thread::sleep(Duration::from_secs(1));
+
+    assert_eq!(agent.messages(&rm_name), ["one", "two", "three"], "--rm container");
+
+    let tty = agent.records(&tty_name);
+    assert_eq!(agent.messages(&tty_name), ["tty-a", "tty-b"], "TTY lines, \\r\\n stripped");
+    assert!(tty.iter().all(|r| r["stream"] == "tty"));
+
+    let err = agent.records(&err_name);
+    assert_eq!(err.len(), 2);
+    let by_msg = |m: &str| err.iter().find(|r| r["message"] == m).cloned().unwrap_or_default();
+    assert_eq!(by_msg("out-1")["stream"], "stdout");
+    assert_eq!(by_msg("err-1")["stream"], "stderr");
+
+    let long = agent.records(&long_name);
+    assert_eq!(long.len(), 3, "a 40 000-byte line must be one record");
+    let line = long[1]["message"].as_str().unwrap_or_default();
+    assert_eq!(line.len(), 40_000);
+    assert!(line.bytes().all(|b| b == b'L'));
+    assert!(long[1].get("truncated").is_none());
+    // Record shape.
+    let r = &long[0];
+    assert_eq!(r["container_name"], long_name.as_str());
+    assert_eq!(r["image"], "lc-test:busybox");
+    assert_eq!(r["container_id"].as_str().map(str::len), Some(64));
+    assert_eq!(r["timestamp"].as_str().map(str::len), Some(30));
+}
+
+#[test]
+fn tty_long_line_is_one_record() {
+    let mut containers = Containers::new("ttylong");
+    let dir = tempdir();
+    let agent = Agent::start(dir.path(), options(&containers, ""));
+    let name = containers.name("ttylong");
+    containers.run(
+        "ttylong",
+        &["-t"],
+        "echo before; head -c 40000 /dev/zero | tr '\\0' T; echo; echo after; exec sleep 3600",
+    );
+    assert!(wait_until(Duration::from_secs(30), || agent.records(&name).len() >= 3));
+    std::thread::sleep(Duration::from_millis(500));
+    let msgs = agent.messages(&name);
+    assert_eq!(msgs.len(), 3, "{:?}", msgs.iter().map(String::len).collect::<Vec<_>>());
+    assert_eq!(msgs[1].len(), 40_000);
+}
+
+#[test]
+fn truncates_beyond_max_line_bytes() {
+    let mut containers = Containers::new("trunc");
+    let dir = tempdir();
+    let agent = Agent::start(dir.path(), options(&containers, "  max_line_bytes: 20KiB\n"));
+    let name = containers.name("trunc");
+    containers.run(
+        "trunc",
+        &[],
+        "head -c 50000 /dev/zero | tr '\\0' T; echo; echo next; exec sleep 3600",
+    );
+    assert!(wait_until(Duration::from_secs(30), || agent.records(&name).len() >= 2));
+    let recs = agent.records(&name);
+    assert_eq!(recs[0]["message"].as_str().map(str::len), Some(20 * 1024));
+    assert_eq!(recs[0]["truncated"], true);
+    assert_eq!(recs[1]["message"], "next");
+    assert!(agent.metric("log_capturer_lines_truncated_total") >= 1.0);
+}
+
+#[test]
+fn log_driver_none_is_reported_and_agent_stays_healthy() {
+    let mut containers = Containers::new("none");
+    let dir = tempdir();
+    let agent = Agent::start(dir.path(), options(&containers, ""));
+    let name = containers.name("none");
+    containers.run("none", &["--log-driver", "none"], "echo invisible; exec sleep 3600");
+    let ok_name = containers.name("ok");
+    containers.run("ok", &[], "echo visible; exec sleep 3600");
+    assert!(wait_until(Duration::from_secs(30), || {
+        agent.metric("log_capturer_containers_unreadable") == 1.0
+    }));
+    assert!(wait_until(Duration::from_secs(30), || agent.records(&ok_name).len() == 1));
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        agent.metric("log_capturer_container_stream_errors_total{reason=\"unreadable_log_driver\"}"),
+        1.0,
+        "one error, no retry loop"
+    );
+    let warnings = agent
+        .log()
+        .lines()
+        .filter(|l| l.contains("WARN") && l.contains(&name))
+        .count();
+    assert_eq!(warnings, 1, "exactly one warning for {name}:\n{}", agent.log());
+    assert_eq!(agent.get("/health").map(|r| r.0), Some(200));
+    assert!(!Path::new(&agent.out_file(&name)).exists());
+}
+
+#[test]
+fn stop_start_rename_remove() {
+    let mut containers = Containers::new("life");
+    let dir = tempdir();
+    let agent = Agent::start(dir.path(), options(&containers, "  rotation_interval: 2s\n"));
+    let name = containers.name("life");
+    let id = containers.run(
+        "life",
+        &[],
+        // Each start prints two lines tagged with a run counter kept in the container's fs.
+        "n=$(cat /tmp/runs 2>/dev/null || echo 0); n=$((n+1)); echo $n > /tmp/runs; echo run$n-a; echo run$n-b; exec sleep 3600",
+    );
+    assert!(wait_until(Duration::from_secs(30), || agent.records(&name).len() >= 2));
+    docker(&["stop", "-t", "1", &name]);
+    docker(&["start", &name]);
+    assert!(
+        wait_until(Duration::from_secs(30), || agent.records(&name).len() >= 4),
+        "no lines after restart; log:\n{}",
+        agent.log()
+    );
+    std::thread::sleep(Duration::from_secs(3)); // a rotation or two: still no duplicate
+    assert_eq!(agent.messages(&name), ["run1-a", "run1-b", "run2-a", "run2-b"]);
+
+    // Rename: later lines carry the new name (and so go to the new name's file).
+    let new_name = format!("{name}-renamed");
+    docker(&["rename", &name, &new_name]);
+    std::thread::sleep(Duration::from_secs(1));
+    docker(&["restart", "-t", "1", &new_name]);
+    assert!(
+        wait_until(Duration::from_secs(30), || agent.records(&new_name).len() >= 2),
+        "no lines under the new name; log:\n{}",
+        agent.log()
+    );
+    let renamed = agent.records(&new_name);
+    assert_eq!(agent.messages(&new_name), ["run3-a", "run3-b"]);
+    assert!(renamed.iter().all(|r| r["container_name"] == new_name.as_str()));
+
+    // Remove: the checkpoint is dropped and the container's metrics series go away.
+    let checkpoint = dir.path().join(format!("state/checkpoints/{id}.json"));
+    assert!(wait_until(Duration::from_secs(10), || checkpoint.exists()));
+    docker(&["rm", "-f", &new_name]);
+    assert!(
+        wait_until(Duration::from_secs(15), || !checkpoint.exists()),
+        "checkpoint of a removed container still there"
+    );
+    assert!(wait_until(Duration::from_secs(10), || {
+        !agent.metrics().keys().any(|k| k.contains(&new_name))
+    }));
+    assert_eq!(agent.metric("log_capturer_containers_tracked"), 0.0);
+}

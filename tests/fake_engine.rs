@@ -1,0 +1,328 @@
+//! The real agent against a fake Docker Engine (tests/support/fake_engine.rs), for faults a real
+//! daemon cannot be made to show on demand: a stream that never sends anything, a connection
+//! reset in the middle of a frame, log drivers that cannot be read, containers being removed,
+//! an events stream that drops, a daemon that is not there yet.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use support::agent::{Agent, AgentOptions};
+use support::fake_engine::{BASE_NS, Container, FakeEngine, Line, LogsPlan};
+use support::wait_until;
+
+fn agent_options(engine: &FakeEngine, capture: &str) -> AgentOptions {
+    AgentOptions {
+        docker_host: Some(engine.docker_host()),
+        capture: format!("  initial_position: beginning\n{capture}"),
+        ..AgentOptions::default()
+    }
+}
+
+/// `count` stdout lines "<prefix> NNN", `per_stamp` of them sharing each timestamp
+/// (1 ms apart, from BASE + 1 s).
+fn numbered_lines(prefix: &str, count: usize, per_stamp: usize) -> Vec<Line> {
+    (0..count)
+        .map(|i| {
+            let ts = BASE_NS + 1_000_000_000 + (i / per_stamp) as i64 * 1_000_000;
+            Line::stdout(ts, format!("{prefix} {:03}", i + 1))
+        })
+        .collect()
+}
+
+fn texts(lines: &[Line]) -> Vec<String> {
+    lines.iter().map(|l| l.text.clone()).collect()
+}
+
+/// Lines of the agent's diagnostics at WARN level that mention `needle`.
+fn warnings_mentioning(agent: &Agent, needle: &str) -> Vec<String> {
+    agent
+        .log()
+        .lines()
+        .filter(|l| l.contains("WARN") && l.contains(needle))
+        .map(str::to_string)
+        .collect()
+}
+
+fn assert_healthy(agent: &Agent) {
+    let health = agent.get("/health");
+    assert!(
+        health.as_ref().is_some_and(|(status, _)| *status == 200),
+        "/health answered {health:?}; log:\n{}",
+        agent.log()
+    );
+}
+
+fn assert_clean_exit(agent: &mut Agent) {
+    let status = agent.terminate();
+    assert!(
+        status.success(),
+        "agent exited with {status}; log:\n{}",
+        agent.log()
+    );
+}
+
+/// A logs stream that sends its head and then nothing, forever: rotation must still close it
+/// (and its socket) on schedule and open exactly one replacement each time.
+#[test]
+fn silent_stream_is_rotated_and_its_connection_closed() {
+    let silent = Container::new("silent", Vec::new(), vec![LogsPlan::Follow]);
+    let id = silent.id.clone();
+    let engine = FakeEngine::start(vec![silent]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut agent = Agent::start(
+        dir.path(),
+        agent_options(&engine, "  rotation_interval: 1s\n"),
+    );
+
+    let rotated = wait_until(Duration::from_secs(15), || {
+        engine.logs_stats(&id).requests >= 5
+    });
+    let stats = engine.logs_stats(&id);
+    assert!(
+        rotated,
+        "expected >= 5 logs requests within 15 s with 1 s rotation, got {stats:?}; log:\n{}",
+        agent.log()
+    );
+    assert_eq!(
+        stats.max_open,
+        1,
+        "a rotated stream's connection stayed open next to its replacement: {stats:?}"
+    );
+    assert!(stats.open <= 1, "{stats:?}");
+    let rotations = agent.metric(r#"log_capturer_container_stream_rotations_total{container_name="silent"}"#);
+    assert!(rotations >= 4.0, "rotations metric {rotations}, engine saw {stats:?}");
+    let active = agent.metric("log_capturer_container_streams_active");
+    assert!(active <= 1.0, "streams_active {active}");
+
+    assert_clean_exit(&mut agent);
+    let closed = wait_until(Duration::from_secs(5), || engine.logs_stats(&id).open == 0);
+    assert!(closed, "logs connection still open after the agent exited: {:?}", engine.logs_stats(&id));
+    assert_eq!(engine.logs_stats(&id).max_open, 1);
+}
+
+/// The logs connection dies in the middle of a frame, twice, at points where the last line
+/// read shares its timestamp with lines not yet read. Each reopen must ask from the cursor and
+/// skip exactly the lines already emitted at that timestamp: every line once, in order.
+#[test]
+fn reset_mid_frame_resumes_without_loss_or_duplicate() {
+    // 3 lines per timestamp: line 151 is the first of its group, line 227 the second.
+    let lines = numbered_lines("line", 300, 3);
+    let expected = texts(&lines);
+    let since_151 = lines[150].ts_ns;
+    let since_227 = lines[226].ts_ns;
+    let resets = Container::new(
+        "resets",
+        lines,
+        vec![
+            LogsPlan::CutMidFrame { last_line: 151 },
+            LogsPlan::CutMidFrame { last_line: 227 },
+            LogsPlan::Follow,
+        ],
+    );
+    let id = resets.id.clone();
+    let engine = FakeEngine::start(vec![resets]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut agent = Agent::start(dir.path(), agent_options(&engine, ""));
+
+    let all = wait_until(Duration::from_secs(20), || {
+        agent.messages("resets").len() >= expected.len()
+    });
+    assert!(
+        all,
+        "got {} of {} lines; engine saw {:?}; log:\n{}",
+        agent.messages("resets").len(),
+        expected.len(),
+        engine.logs_stats(&id),
+        agent.log()
+    );
+    // Anything duplicated after the last line would be written by now.
+    std::thread::sleep(Duration::from_secs(1));
+    let got = agent.messages("resets");
+    if got != expected {
+        let first_diff = got.iter().zip(&expected).position(|(g, e)| g != e);
+        panic!(
+            "lines lost, duplicated or reordered: got {} lines, first difference at index \
+             {first_diff:?}; engine saw {:?}",
+            got.len(),
+            engine.logs_stats(&id)
+        );
+    }
+
+    let stats = engine.logs_stats(&id);
+    assert_eq!(stats.requests, 3, "{stats:?}");
+    assert_eq!(stats.since[0], 0, "first open from the beginning: {stats:?}");
+    assert_eq!(
+        stats.since[1..],
+        [since_151, since_227],
+        "each reopen asks from the last emitted line's timestamp: {stats:?}"
+    );
+    // Hyper reports a chunked body cut short as an error (not a clean end).
+    let read_errors =
+        agent.metric(r#"log_capturer_container_stream_errors_total{reason="read"}"#);
+    assert_eq!(read_errors, 2.0, "stream_errors{{reason=\"read\"}}; log:\n{}", agent.log());
+    assert_clean_exit(&mut agent);
+}
+
+/// `--log-driver none` answers 501: warn once, count the container unreadable, do not retry —
+/// until the container starts again.
+#[test]
+fn log_driver_none_501_warns_once_and_does_not_retry() {
+    let nolog = Container::new(
+        "nolog",
+        Vec::new(),
+        vec![LogsPlan::Status(
+            501,
+            "configured logging driver does not support reading".into(),
+        )],
+    );
+    let id = nolog.id.clone();
+    let engine = FakeEngine::start(vec![nolog]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut agent = Agent::start(dir.path(), agent_options(&engine, ""));
+
+    let unreadable = wait_until(Duration::from_secs(10), || {
+        agent.metric("log_capturer_containers_unreadable") == 1.0
+    });
+    assert!(unreadable, "containers_unreadable never 1; log:\n{}", agent.log());
+    // Time for retries to show, if there were any (the back-off starts at 500 ms).
+    std::thread::sleep(Duration::from_secs(3));
+    let stats = engine.logs_stats(&id);
+    assert_eq!(stats.requests, 1, "501 must not be retried: {stats:?}");
+    assert_eq!(agent.metric("log_capturer_containers_unreadable"), 1.0);
+    assert_eq!(
+        agent.metric(r#"log_capturer_container_stream_errors_total{reason="unreadable_log_driver"}"#),
+        1.0
+    );
+    let warnings = warnings_mentioning(&agent, "nolog");
+    assert_eq!(warnings.len(), 1, "expected one warning about nolog: {warnings:#?}");
+    assert_healthy(&agent);
+    let released = wait_until(Duration::from_secs(5), || engine.logs_stats(&id).open == 0);
+    assert!(released, "the 501 answer's connection was not closed: {:?}", engine.logs_stats(&id));
+
+    // The container starts again: one new attempt.
+    assert!(engine.events_open() >= 1, "the agent follows no events stream");
+    engine.send_start(&id, "nolog");
+    let retried = wait_until(Duration::from_secs(10), || engine.logs_stats(&id).requests >= 2);
+    assert!(retried, "no logs request after a start event; log:\n{}", agent.log());
+    let counted = wait_until(Duration::from_secs(5), || {
+        agent.metric(r#"log_capturer_container_stream_errors_total{reason="unreadable_log_driver"}"#)
+            == 2.0
+    });
+    assert!(counted, "second 501 not counted; log:\n{}", agent.log());
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(engine.logs_stats(&id).requests, 2, "{:?}", engine.logs_stats(&id));
+    assert_eq!(
+        agent.metric("log_capturer_containers_unreadable"),
+        1.0,
+        "one container, counted once"
+    );
+    assert_healthy(&agent);
+    assert_clean_exit(&mut agent);
+}
+
+/// 409 (the container is being removed) ends the capture; it must not turn into a loop.
+#[test]
+fn conflict_409_does_not_loop() {
+    let removing = Container::new(
+        "removing",
+        Vec::new(),
+        vec![LogsPlan::Status(409, "container is being removed".into())],
+    );
+    let id = removing.id.clone();
+    let engine = FakeEngine::start(vec![removing]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut agent = Agent::start(dir.path(), agent_options(&engine, ""));
+
+    let asked = wait_until(Duration::from_secs(10), || engine.logs_stats(&id).requests >= 1);
+    assert!(asked, "no logs request; log:\n{}", agent.log());
+    std::thread::sleep(Duration::from_secs(3));
+    let stats = engine.logs_stats(&id);
+    assert!(stats.requests <= 2, "409 answered in a loop: {stats:?}");
+    assert_healthy(&agent);
+    let ready = agent.get("/ready");
+    assert!(ready.is_some_and(|(s, _)| s == 200));
+    let released = wait_until(Duration::from_secs(5), || engine.logs_stats(&id).open == 0);
+    assert!(released, "the 409 answer's connection was not closed: {:?}", engine.logs_stats(&id));
+    assert_clean_exit(&mut agent);
+}
+
+/// The events stream drops; a container appears while it is down (no event for it will ever
+/// be replayed). The agent reconnects, re-lists, and captures it; the container it already
+/// captured is not captured twice.
+#[test]
+fn events_stream_drop_reconnects_and_resyncs() {
+    let steady_lines = numbered_lines("steady", 3, 1);
+    let late_lines = numbered_lines("late", 5, 1);
+    let steady = Container::new("steady", steady_lines.clone(), vec![LogsPlan::Follow]);
+    let late = Container::new("late", late_lines.clone(), vec![LogsPlan::Follow]);
+    let (steady_id, late_id) = (steady.id.clone(), late.id.clone());
+    let engine = FakeEngine::start(vec![steady]);
+    engine.close_first_events_after(Duration::from_millis(500));
+    engine.add_after_first_events_drop(late);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut agent = Agent::start(dir.path(), agent_options(&engine, ""));
+
+    let found = wait_until(Duration::from_secs(20), || {
+        agent.messages("late").len() >= late_lines.len()
+    });
+    assert!(
+        found,
+        "the container listed after the events stream dropped was not captured; engine saw \
+         {} events requests, requests {:#?}; log:\n{}",
+        engine.events_requests(),
+        engine.requests(),
+        agent.log()
+    );
+    assert!(engine.events_requests() >= 2, "{}", engine.events_requests());
+    let reconnects = agent.metric("log_capturer_events_reconnects_total");
+    assert!(reconnects >= 1.0, "events_reconnects {reconnects}");
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(agent.messages("late"), texts(&late_lines));
+    assert_eq!(
+        agent.messages("steady"),
+        texts(&steady_lines),
+        "the re-list must not start a second capture of a container already captured"
+    );
+    assert_eq!(engine.logs_stats(&steady_id).requests, 1);
+    assert_eq!(engine.logs_stats(&late_id).requests, 1);
+    assert_eq!(engine.events_open(), 1, "exactly one events stream followed");
+    assert_clean_exit(&mut agent);
+}
+
+/// Nothing listens on the socket when the agent starts: it serves /health, is not ready, and
+/// retries; once the engine is up it connects, becomes ready and captures.
+#[test]
+fn daemon_down_at_start_then_up() {
+    let lines = numbered_lines("early", 4, 2);
+    let early = Container::new("early", lines.clone(), vec![LogsPlan::Follow]);
+    let engine = FakeEngine::unbound(vec![early]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut agent = Agent::start_unready(
+        dir.path(),
+        agent_options(&engine, "  retry_backoff_max: 1s\n"),
+    );
+
+    let retried = wait_until(Duration::from_secs(10), || {
+        agent.get("/metrics").is_some()
+            && agent.metric(r#"log_capturer_container_stream_errors_total{reason="docker_unreachable"}"#)
+                >= 2.0
+    });
+    assert!(retried, "no retries against an absent daemon; log:\n{}", agent.log());
+    assert_healthy(&agent);
+    let ready = agent.get("/ready").map(|(s, _)| s);
+    assert_ne!(ready, Some(200), "ready without a daemon");
+
+    engine.bind();
+    let up = Instant::now();
+    let became_ready = wait_until(Duration::from_secs(10), || {
+        agent.get("/ready").is_some_and(|(s, _)| s == 200)
+    });
+    assert!(became_ready, "not ready {:?} after the daemon came up; log:\n{}", up.elapsed(), agent.log());
+    let captured = wait_until(Duration::from_secs(10), || {
+        agent.messages("early").len() >= lines.len()
+    });
+    assert!(captured, "log:\n{}", agent.log());
+    assert_eq!(agent.messages("early"), texts(&lines));
+    assert_clean_exit(&mut agent);
+}
