@@ -23,9 +23,17 @@ fn assert_sequence(messages: &[String], prefix: &str, n: usize, context: &str) {
     let expected: Vec<String> = (1..=n).map(|i| format!("{prefix}{i}")).collect();
     if messages != expected {
         let got: HashSet<&String> = messages.iter().collect();
-        let missing: Vec<&String> = expected.iter().filter(|e| !got.contains(e)).take(10).collect();
+        let missing: Vec<&String> = expected
+            .iter()
+            .filter(|e| !got.contains(e))
+            .take(10)
+            .collect();
         let mut seen = HashSet::new();
-        let dups: Vec<&String> = messages.iter().filter(|m| !seen.insert(*m)).take(10).collect();
+        let dups: Vec<&String> = messages
+            .iter()
+            .filter(|m| !seen.insert(*m))
+            .take(10)
+            .collect();
         panic!(
             "{context}: {} records for {n} lines; missing (first 10) {missing:?}; duplicated {dups:?}",
             messages.len()
@@ -37,7 +45,9 @@ fn resources(agent: &Agent) -> (f64, f64) {
     let m = agent.metrics();
     (
         m.get("log_capturer_tasks_alive").copied().unwrap_or(-1.0),
-        m.get("log_capturer_file_descriptors_open").copied().unwrap_or(-1.0),
+        m.get("log_capturer_file_descriptors_open")
+            .copied()
+            .unwrap_or(-1.0),
     )
 }
 
@@ -49,12 +59,17 @@ fn tempdir() -> tempfile::TempDir {
 fn idle_rotation_continuity() {
     let mut containers = Containers::new("idle");
     let dir = tempdir();
-    let agent = Agent::start(dir.path(), options(&containers, "  rotation_interval: 1s\n"));
+    let agent = Agent::start(
+        dir.path(),
+        options(&containers, "  rotation_interval: 1s\n"),
+    );
     // Baseline: agent ready, no container of ours yet.
     std::thread::sleep(Duration::from_secs(1));
     let baseline = resources(&agent);
 
-    let names: Vec<String> = (0..5).map(|i| containers.name(&format!("idle{i}"))).collect();
+    let names: Vec<String> = (0..5)
+        .map(|i| containers.name(&format!("idle{i}")))
+        .collect();
     for i in 0..5 {
         containers.run(
             &format!("idle{i}"),
@@ -66,8 +81,16 @@ fn idle_rotation_continuity() {
         names.iter().all(|n| agent.records(n).len() >= 100)
     });
     assert!(all_in, "lines did not arrive; log:\n{}", agent.log());
-    // Now every stream is idle: keep rotating for ~12 s.
-    std::thread::sleep(Duration::from_secs(12));
+    // Now every stream is idle: keep rotating for ~12 s. Rotation must not leak: the task and
+    // FD counts in the middle and at the end of the idle window are the same.
+    std::thread::sleep(Duration::from_secs(3));
+    let idle_start = resources(&agent);
+    std::thread::sleep(Duration::from_secs(9));
+    let idle_end = resources(&agent);
+    assert_eq!(
+        idle_start, idle_end,
+        "(tasks, fds) changed while idle streams rotated"
+    );
     let metrics = agent.metrics();
     let mut rotations = Vec::new();
     for n in &names {
@@ -78,10 +101,13 @@ fn idle_rotation_continuity() {
             .copied()
             .unwrap_or(0.0);
         rotations.push(r);
-        assert!(r >= 10.0, "{n} rotated {r} times in ~12 s idle (expected >= 10)");
+        assert!(
+            r >= 10.0,
+            "{n} rotated {r} times in ~12 s idle (expected >= 10)"
+        );
         assert_sequence(&agent.messages(n), "idle-", 100, n);
     }
-    let busy = resources(&agent);
+    let busy = idle_end;
     containers.remove_all();
     // Streams end, tasks and FDs (sockets, output files after idle_close) return to baseline.
     let mut last = (0.0, 0.0);
@@ -102,7 +128,10 @@ fn idle_rotation_continuity() {
 fn rotation_under_load_keeps_every_line_in_order() {
     let mut containers = Containers::new("load");
     let dir = tempdir();
-    let agent = Agent::start(dir.path(), options(&containers, "  rotation_interval: 1s\n"));
+    let agent = Agent::start(
+        dir.path(),
+        options(&containers, "  rotation_interval: 1s\n"),
+    );
     let name = containers.name("load");
     let n = 6000;
     containers.run(
@@ -111,13 +140,21 @@ fn rotation_under_load_keeps_every_line_in_order() {
         &format!("i=1; while [ $i -le {n} ]; do echo seq-$i; usleep 1000; i=$((i+1)); done; exec sleep 3600"),
     );
     let done = wait_until(Duration::from_secs(120), || agent.records(&name).len() >= n);
-    assert!(done, "only {} of {n} lines; log:\n{}", agent.records(&name).len(), agent.log());
+    assert!(
+        done,
+        "only {} of {n} lines; log:\n{}",
+        agent.records(&name).len(),
+        agent.log()
+    );
     std::thread::sleep(Duration::from_secs(2)); // would reveal late duplicates
     assert_sequence(&agent.messages(&name), "seq-", n, "under load");
     let rotations = agent.metric(&format!(
         "log_capturer_container_stream_rotations_total{{container_name=\"{name}\"}}"
     ));
-    assert!(rotations >= 3.0, "only {rotations} rotations while printing");
+    assert!(
+        rotations >= 3.0,
+        "only {rotations} rotations while printing"
+    );
     println!("rotation_under_load: {n} lines exactly once in order across {rotations} rotations");
 }
 
@@ -125,7 +162,10 @@ fn rotation_under_load_keeps_every_line_in_order() {
 fn restart_mid_stream_loses_and_duplicates_nothing() {
     let mut containers = Containers::new("restart");
     let dir = tempdir();
-    let mut agent = Agent::start(dir.path(), options(&containers, "  rotation_interval: 2s\n"));
+    let mut agent = Agent::start(
+        dir.path(),
+        options(&containers, "  rotation_interval: 2s\n"),
+    );
     let name = containers.name("restart");
     let n = 6000;
     containers.run(
@@ -133,7 +173,10 @@ fn restart_mid_stream_loses_and_duplicates_nothing() {
         &[],
         &format!("i=1; while [ $i -le {n} ]; do echo r-$i; usleep 1000; i=$((i+1)); done; exec sleep 3600"),
     );
-    assert!(wait_until(Duration::from_secs(60), || agent.records(&name).len() >= 500));
+    assert!(wait_until(Duration::from_secs(60), || agent
+        .records(&name)
+        .len()
+        >= 500));
     let status = agent.terminate();
     assert!(status.success(), "agent exit status {status:?}");
     let at_stop = agent.records(&name).len();
@@ -141,7 +184,12 @@ fn restart_mid_stream_loses_and_duplicates_nothing() {
     std::thread::sleep(Duration::from_secs(2));
     agent.restart();
     let done = wait_until(Duration::from_secs(120), || agent.records(&name).len() >= n);
-    assert!(done, "only {} of {n} lines after restart; log:\n{}", agent.records(&name).len(), agent.log());
+    assert!(
+        done,
+        "only {} of {n} lines after restart; log:\n{}",
+        agent.records(&name).len(),
+        agent.log()
+    );
     std::thread::sleep(Duration::from_secs(2));
     assert_sequence(&agent.messages(&name), "r-", n, "across agent restart");
     assert!(at_stop < n, "the stop was not mid-stream");
@@ -176,15 +224,28 @@ fn short_lived_tty_stderr_long_line() {
     assert!(got, "not all records arrived; log:\n{}", agent.log());
     std::thread::sleep(Duration::from_secs(1));
 
-    assert_eq!(agent.messages(&rm_name), ["one", "two", "three"], "--rm container");
+    assert_eq!(
+        agent.messages(&rm_name),
+        ["one", "two", "three"],
+        "--rm container"
+    );
 
     let tty = agent.records(&tty_name);
-    assert_eq!(agent.messages(&tty_name), ["tty-a", "tty-b"], "TTY lines, \\r\\n stripped");
+    assert_eq!(
+        agent.messages(&tty_name),
+        ["tty-a", "tty-b"],
+        "TTY lines, \\r\\n stripped"
+    );
     assert!(tty.iter().all(|r| r["stream"] == "tty"));
 
     let err = agent.records(&err_name);
     assert_eq!(err.len(), 2);
-    let by_msg = |m: &str| err.iter().find(|r| r["message"] == m).cloned().unwrap_or_default();
+    let by_msg = |m: &str| {
+        err.iter()
+            .find(|r| r["message"] == m)
+            .cloned()
+            .unwrap_or_default()
+    };
     assert_eq!(by_msg("out-1")["stream"], "stdout");
     assert_eq!(by_msg("err-1")["stream"], "stderr");
 
@@ -213,10 +274,18 @@ fn tty_long_line_is_one_record() {
         &["-t"],
         "echo before; head -c 40000 /dev/zero | tr '\\0' T; echo; echo after; exec sleep 3600",
     );
-    assert!(wait_until(Duration::from_secs(30), || agent.records(&name).len() >= 3));
+    assert!(wait_until(Duration::from_secs(30), || agent
+        .records(&name)
+        .len()
+        >= 3));
     std::thread::sleep(Duration::from_millis(500));
     let msgs = agent.messages(&name);
-    assert_eq!(msgs.len(), 3, "{:?}", msgs.iter().map(String::len).collect::<Vec<_>>());
+    assert_eq!(
+        msgs.len(),
+        3,
+        "{:?}",
+        msgs.iter().map(String::len).collect::<Vec<_>>()
+    );
     assert_eq!(msgs[1].len(), 40_000);
 }
 
@@ -224,14 +293,20 @@ fn tty_long_line_is_one_record() {
 fn truncates_beyond_max_line_bytes() {
     let mut containers = Containers::new("trunc");
     let dir = tempdir();
-    let agent = Agent::start(dir.path(), options(&containers, "  max_line_bytes: 20KiB\n"));
+    let agent = Agent::start(
+        dir.path(),
+        options(&containers, "  max_line_bytes: 20KiB\n"),
+    );
     let name = containers.name("trunc");
     containers.run(
         "trunc",
         &[],
         "head -c 50000 /dev/zero | tr '\\0' T; echo; echo next; exec sleep 3600",
     );
-    assert!(wait_until(Duration::from_secs(30), || agent.records(&name).len() >= 2));
+    assert!(wait_until(Duration::from_secs(30), || agent
+        .records(&name)
+        .len()
+        >= 2));
     let recs = agent.records(&name);
     assert_eq!(recs[0]["message"].as_str().map(str::len), Some(20 * 1024));
     assert_eq!(recs[0]["truncated"], true);
@@ -245,16 +320,24 @@ fn log_driver_none_is_reported_and_agent_stays_healthy() {
     let dir = tempdir();
     let agent = Agent::start(dir.path(), options(&containers, ""));
     let name = containers.name("none");
-    containers.run("none", &["--log-driver", "none"], "echo invisible; exec sleep 3600");
+    containers.run(
+        "none",
+        &["--log-driver", "none"],
+        "echo invisible; exec sleep 3600",
+    );
     let ok_name = containers.name("ok");
     containers.run("ok", &[], "echo visible; exec sleep 3600");
     assert!(wait_until(Duration::from_secs(30), || {
         agent.metric("log_capturer_containers_unreadable") == 1.0
     }));
-    assert!(wait_until(Duration::from_secs(30), || agent.records(&ok_name).len() == 1));
+    assert!(wait_until(Duration::from_secs(30), || agent
+        .records(&ok_name)
+        .len()
+        == 1));
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(
-        agent.metric("log_capturer_container_stream_errors_total{reason=\"unreadable_log_driver\"}"),
+        agent
+            .metric("log_capturer_container_stream_errors_total{reason=\"unreadable_log_driver\"}"),
         1.0,
         "one error, no retry loop"
     );
@@ -263,7 +346,12 @@ fn log_driver_none_is_reported_and_agent_stays_healthy() {
         .lines()
         .filter(|l| l.contains("WARN") && l.contains(&name))
         .count();
-    assert_eq!(warnings, 1, "exactly one warning for {name}:\n{}", agent.log());
+    assert_eq!(
+        warnings,
+        1,
+        "exactly one warning for {name}:\n{}",
+        agent.log()
+    );
     assert_eq!(agent.get("/health").map(|r| r.0), Some(200));
     assert!(!Path::new(&agent.out_file(&name)).exists());
 }
@@ -272,7 +360,10 @@ fn log_driver_none_is_reported_and_agent_stays_healthy() {
 fn stop_start_rename_remove() {
     let mut containers = Containers::new("life");
     let dir = tempdir();
-    let agent = Agent::start(dir.path(), options(&containers, "  rotation_interval: 2s\n"));
+    let agent = Agent::start(
+        dir.path(),
+        options(&containers, "  rotation_interval: 2s\n"),
+    );
     let name = containers.name("life");
     let id = containers.run(
         "life",
@@ -280,7 +371,10 @@ fn stop_start_rename_remove() {
         // Each start prints two lines tagged with a run counter kept in the container's fs.
         "n=$(cat /tmp/runs 2>/dev/null || echo 0); n=$((n+1)); echo $n > /tmp/runs; echo run$n-a; echo run$n-b; exec sleep 3600",
     );
-    assert!(wait_until(Duration::from_secs(30), || agent.records(&name).len() >= 2));
+    assert!(wait_until(Duration::from_secs(30), || agent
+        .records(&name)
+        .len()
+        >= 2));
     docker(&["stop", "-t", "1", &name]);
     docker(&["start", &name]);
     assert!(
@@ -289,7 +383,10 @@ fn stop_start_rename_remove() {
         agent.log()
     );
     std::thread::sleep(Duration::from_secs(3)); // a rotation or two: still no duplicate
-    assert_eq!(agent.messages(&name), ["run1-a", "run1-b", "run2-a", "run2-b"]);
+    assert_eq!(
+        agent.messages(&name),
+        ["run1-a", "run1-b", "run2-a", "run2-b"]
+    );
 
     // Rename: later lines carry the new name (and so go to the new name's file).
     let new_name = format!("{name}-renamed");
@@ -297,13 +394,18 @@ fn stop_start_rename_remove() {
     std::thread::sleep(Duration::from_secs(1));
     docker(&["restart", "-t", "1", &new_name]);
     assert!(
-        wait_until(Duration::from_secs(30), || agent.records(&new_name).len() >= 2),
+        wait_until(Duration::from_secs(30), || agent.records(&new_name).len()
+            >= 2),
         "no lines under the new name; log:\n{}",
         agent.log()
     );
     let renamed = agent.records(&new_name);
     assert_eq!(agent.messages(&new_name), ["run3-a", "run3-b"]);
-    assert!(renamed.iter().all(|r| r["container_name"] == new_name.as_str()));
+    assert!(
+        renamed
+            .iter()
+            .all(|r| r["container_name"] == new_name.as_str())
+    );
 
     // Remove: the checkpoint is dropped and the container's metrics series go away.
     let checkpoint = dir.path().join(format!("state/checkpoints/{id}.json"));
@@ -317,4 +419,32 @@ fn stop_start_rename_remove() {
         !agent.metrics().keys().any(|k| k.contains(&new_name))
     }));
     assert_eq!(agent.metric("log_capturer_containers_tracked"), 0.0);
+}
+
+#[test]
+fn initial_position_applies_only_to_containers_running_before_first_start() {
+    let mut containers = Containers::new("initial");
+    let script = "echo old-1; echo old-2; sleep 4; echo new-1; echo new-2; exec sleep 3600";
+    let end_name = containers.name("from-end");
+    containers.run("from-end", &[], script);
+    let begin_name = containers.name("from-beginning");
+    containers.run("from-beginning", &[], script);
+    std::thread::sleep(Duration::from_secs(1)); // the old lines are written before any agent runs
+    let end_dir = tempdir();
+    let begin_dir = tempdir();
+    let include_one = |name: &str, position: &str| AgentOptions {
+        capture: format!("  include:\n    names: [\"{name}\"]\n  initial_position: {position}\n"),
+        ..AgentOptions::default()
+    };
+    let end_agent = Agent::start(end_dir.path(), include_one(&end_name, "end"));
+    let begin_agent = Agent::start(begin_dir.path(), include_one(&begin_name, "beginning"));
+    assert!(wait_until(Duration::from_secs(30), || {
+        end_agent.records(&end_name).len() >= 2 && begin_agent.records(&begin_name).len() >= 4
+    }));
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(end_agent.messages(&end_name), ["new-1", "new-2"]);
+    assert_eq!(
+        begin_agent.messages(&begin_name),
+        ["old-1", "old-2", "new-1", "new-2"]
+    );
 }

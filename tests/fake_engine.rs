@@ -85,19 +85,26 @@ fn silent_stream_is_rotated_and_its_connection_closed() {
         agent.log()
     );
     assert_eq!(
-        stats.max_open,
-        1,
+        stats.max_open, 1,
         "a rotated stream's connection stayed open next to its replacement: {stats:?}"
     );
     assert!(stats.open <= 1, "{stats:?}");
-    let rotations = agent.metric(r#"log_capturer_container_stream_rotations_total{container_name="silent"}"#);
-    assert!(rotations >= 4.0, "rotations metric {rotations}, engine saw {stats:?}");
+    let rotations =
+        agent.metric(r#"log_capturer_container_stream_rotations_total{container_name="silent"}"#);
+    assert!(
+        rotations >= 4.0,
+        "rotations metric {rotations}, engine saw {stats:?}"
+    );
     let active = agent.metric("log_capturer_container_streams_active");
     assert!(active <= 1.0, "streams_active {active}");
 
     assert_clean_exit(&mut agent);
     let closed = wait_until(Duration::from_secs(5), || engine.logs_stats(&id).open == 0);
-    assert!(closed, "logs connection still open after the agent exited: {:?}", engine.logs_stats(&id));
+    assert!(
+        closed,
+        "logs connection still open after the agent exited: {:?}",
+        engine.logs_stats(&id)
+    );
     assert_eq!(engine.logs_stats(&id).max_open, 1);
 }
 
@@ -151,16 +158,23 @@ fn reset_mid_frame_resumes_without_loss_or_duplicate() {
 
     let stats = engine.logs_stats(&id);
     assert_eq!(stats.requests, 3, "{stats:?}");
-    assert_eq!(stats.since[0], 0, "first open from the beginning: {stats:?}");
+    assert_eq!(
+        stats.since[0], 0,
+        "first open from the beginning: {stats:?}"
+    );
     assert_eq!(
         stats.since[1..],
         [since_151, since_227],
         "each reopen asks from the last emitted line's timestamp: {stats:?}"
     );
     // Hyper reports a chunked body cut short as an error (not a clean end).
-    let read_errors =
-        agent.metric(r#"log_capturer_container_stream_errors_total{reason="read"}"#);
-    assert_eq!(read_errors, 2.0, "stream_errors{{reason=\"read\"}}; log:\n{}", agent.log());
+    let read_errors = agent.metric(r#"log_capturer_container_stream_errors_total{reason="read"}"#);
+    assert_eq!(
+        read_errors,
+        2.0,
+        "stream_errors{{reason=\"read\"}}; log:\n{}",
+        agent.log()
+    );
     assert_clean_exit(&mut agent);
 }
 
@@ -184,34 +198,63 @@ fn log_driver_none_501_warns_once_and_does_not_retry() {
     let unreadable = wait_until(Duration::from_secs(10), || {
         agent.metric("log_capturer_containers_unreadable") == 1.0
     });
-    assert!(unreadable, "containers_unreadable never 1; log:\n{}", agent.log());
+    assert!(
+        unreadable,
+        "containers_unreadable never 1; log:\n{}",
+        agent.log()
+    );
     // Time for retries to show, if there were any (the back-off starts at 500 ms).
     std::thread::sleep(Duration::from_secs(3));
     let stats = engine.logs_stats(&id);
     assert_eq!(stats.requests, 1, "501 must not be retried: {stats:?}");
     assert_eq!(agent.metric("log_capturer_containers_unreadable"), 1.0);
     assert_eq!(
-        agent.metric(r#"log_capturer_container_stream_errors_total{reason="unreadable_log_driver"}"#),
+        agent.metric(
+            r#"log_capturer_container_stream_errors_total{reason="unreadable_log_driver"}"#
+        ),
         1.0
     );
     let warnings = warnings_mentioning(&agent, "nolog");
-    assert_eq!(warnings.len(), 1, "expected one warning about nolog: {warnings:#?}");
+    assert_eq!(
+        warnings.len(),
+        1,
+        "expected one warning about nolog: {warnings:#?}"
+    );
     assert_healthy(&agent);
     let released = wait_until(Duration::from_secs(5), || engine.logs_stats(&id).open == 0);
-    assert!(released, "the 501 answer's connection was not closed: {:?}", engine.logs_stats(&id));
+    assert!(
+        released,
+        "the 501 answer's connection was not closed: {:?}",
+        engine.logs_stats(&id)
+    );
 
     // The container starts again: one new attempt.
-    assert!(engine.events_open() >= 1, "the agent follows no events stream");
+    assert!(
+        engine.events_open() >= 1,
+        "the agent follows no events stream"
+    );
     engine.send_start(&id, "nolog");
-    let retried = wait_until(Duration::from_secs(10), || engine.logs_stats(&id).requests >= 2);
-    assert!(retried, "no logs request after a start event; log:\n{}", agent.log());
+    let retried = wait_until(Duration::from_secs(10), || {
+        engine.logs_stats(&id).requests >= 2
+    });
+    assert!(
+        retried,
+        "no logs request after a start event; log:\n{}",
+        agent.log()
+    );
     let counted = wait_until(Duration::from_secs(5), || {
-        agent.metric(r#"log_capturer_container_stream_errors_total{reason="unreadable_log_driver"}"#)
+        agent
+            .metric(r#"log_capturer_container_stream_errors_total{reason="unreadable_log_driver"}"#)
             == 2.0
     });
     assert!(counted, "second 501 not counted; log:\n{}", agent.log());
     std::thread::sleep(Duration::from_secs(2));
-    assert_eq!(engine.logs_stats(&id).requests, 2, "{:?}", engine.logs_stats(&id));
+    assert_eq!(
+        engine.logs_stats(&id).requests,
+        2,
+        "{:?}",
+        engine.logs_stats(&id)
+    );
     assert_eq!(
         agent.metric("log_capturer_containers_unreadable"),
         1.0,
@@ -234,7 +277,9 @@ fn conflict_409_does_not_loop() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut agent = Agent::start(dir.path(), agent_options(&engine, ""));
 
-    let asked = wait_until(Duration::from_secs(10), || engine.logs_stats(&id).requests >= 1);
+    let asked = wait_until(Duration::from_secs(10), || {
+        engine.logs_stats(&id).requests >= 1
+    });
     assert!(asked, "no logs request; log:\n{}", agent.log());
     std::thread::sleep(Duration::from_secs(3));
     let stats = engine.logs_stats(&id);
@@ -243,7 +288,11 @@ fn conflict_409_does_not_loop() {
     let ready = agent.get("/ready");
     assert!(ready.is_some_and(|(s, _)| s == 200));
     let released = wait_until(Duration::from_secs(5), || engine.logs_stats(&id).open == 0);
-    assert!(released, "the 409 answer's connection was not closed: {:?}", engine.logs_stats(&id));
+    assert!(
+        released,
+        "the 409 answer's connection was not closed: {:?}",
+        engine.logs_stats(&id)
+    );
     assert_clean_exit(&mut agent);
 }
 
@@ -274,7 +323,11 @@ fn events_stream_drop_reconnects_and_resyncs() {
         engine.requests(),
         agent.log()
     );
-    assert!(engine.events_requests() >= 2, "{}", engine.events_requests());
+    assert!(
+        engine.events_requests() >= 2,
+        "{}",
+        engine.events_requests()
+    );
     let reconnects = agent.metric("log_capturer_events_reconnects_total");
     assert!(reconnects >= 1.0, "events_reconnects {reconnects}");
     std::thread::sleep(Duration::from_secs(1));
@@ -286,7 +339,11 @@ fn events_stream_drop_reconnects_and_resyncs() {
     );
     assert_eq!(engine.logs_stats(&steady_id).requests, 1);
     assert_eq!(engine.logs_stats(&late_id).requests, 1);
-    assert_eq!(engine.events_open(), 1, "exactly one events stream followed");
+    assert_eq!(
+        engine.events_open(),
+        1,
+        "exactly one events stream followed"
+    );
     assert_clean_exit(&mut agent);
 }
 
@@ -305,10 +362,15 @@ fn daemon_down_at_start_then_up() {
 
     let retried = wait_until(Duration::from_secs(10), || {
         agent.get("/metrics").is_some()
-            && agent.metric(r#"log_capturer_container_stream_errors_total{reason="docker_unreachable"}"#)
-                >= 2.0
+            && agent.metric(
+                r#"log_capturer_container_stream_errors_total{reason="docker_unreachable"}"#,
+            ) >= 2.0
     });
-    assert!(retried, "no retries against an absent daemon; log:\n{}", agent.log());
+    assert!(
+        retried,
+        "no retries against an absent daemon; log:\n{}",
+        agent.log()
+    );
     assert_healthy(&agent);
     let ready = agent.get("/ready").map(|(s, _)| s);
     assert_ne!(ready, Some(200), "ready without a daemon");
@@ -318,7 +380,12 @@ fn daemon_down_at_start_then_up() {
     let became_ready = wait_until(Duration::from_secs(10), || {
         agent.get("/ready").is_some_and(|(s, _)| s == 200)
     });
-    assert!(became_ready, "not ready {:?} after the daemon came up; log:\n{}", up.elapsed(), agent.log());
+    assert!(
+        became_ready,
+        "not ready {:?} after the daemon came up; log:\n{}",
+        up.elapsed(),
+        agent.log()
+    );
     let captured = wait_until(Duration::from_secs(10), || {
         agent.messages("early").len() >= lines.len()
     });

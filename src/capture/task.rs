@@ -223,7 +223,7 @@ impl CaptureTask {
         let mut assembler = Assembler::new(ctx.max_line_bytes);
         let mut lines: Vec<LogLine> = Vec::new();
         let mut emitted: u64 = 0;
-        let counters = SessionCounters::new(&ctx.metrics, &self.meta.borrow().name);
+        let counters = SessionCounters::new(&ctx.metrics, &self.meta.borrow().name, self.tty);
         loop {
             let chunk = tokio::select! {
                 biased;
@@ -311,28 +311,31 @@ fn open_reason(e: &DockerError) -> &'static str {
 }
 
 /// Per-session handles to the container's counters (label lookups once, not per line).
+/// A TTY container only ever has the `tty` series; others only `stdout` and `stderr`.
 struct SessionCounters {
-    stdout: prometheus_client::metrics::counter::Counter,
-    stderr: prometheus_client::metrics::counter::Counter,
-    tty: prometheus_client::metrics::counter::Counter,
+    first: prometheus_client::metrics::counter::Counter,
+    stderr: Option<prometheus_client::metrics::counter::Counter>,
     bytes: prometheus_client::metrics::counter::Counter,
 }
 
 impl SessionCounters {
-    fn new(metrics: &Metrics, name: &str) -> Self {
-        let per_stream = |stream: &'static str| {
+    fn new(metrics: &Metrics, name: &str, tty: bool) -> Self {
+        let per_stream = |stream: StreamKind| {
             metrics
                 .logs_collected
                 .get_or_create(&ContainerStreamLabels {
                     container_name: name.to_string(),
-                    stream,
+                    stream: stream.as_str(),
                 })
                 .clone()
         };
         SessionCounters {
-            stdout: per_stream("stdout"),
-            stderr: per_stream("stderr"),
-            tty: per_stream("tty"),
+            first: per_stream(if tty {
+                StreamKind::Tty
+            } else {
+                StreamKind::Stdout
+            }),
+            stderr: (!tty).then(|| per_stream(StreamKind::Stderr)),
             bytes: metrics
                 .bytes_collected
                 .get_or_create(&ContainerLabels {
@@ -343,20 +346,18 @@ impl SessionCounters {
     }
 
     fn count(&self, lines: &[LogLine], metrics: &Metrics) {
-        let (mut out, mut err, mut tty, mut bytes, mut truncated) = (0, 0, 0, 0, 0);
+        let (mut err, mut bytes, mut truncated) = (0, 0, 0);
         for l in lines {
-            match l.stream {
-                StreamKind::Stdout => out += 1,
-                StreamKind::Stderr => err += 1,
-                StreamKind::Tty => tty += 1,
-            }
+            err += u64::from(l.stream == StreamKind::Stderr);
             bytes += l.message.len() as u64;
             truncated += u64::from(l.truncated);
         }
-        for (c, n) in [(&self.stdout, out), (&self.stderr, err), (&self.tty, tty)] {
-            if n > 0 {
-                c.inc_by(n);
-            }
+        let first = lines.len() as u64 - err;
+        if first > 0 {
+            self.first.inc_by(first);
+        }
+        if let (Some(c), true) = (&self.stderr, err > 0) {
+            c.inc_by(err);
         }
         self.bytes.inc_by(bytes);
         if truncated > 0 {

@@ -24,16 +24,23 @@ pub fn docker(args: &[&str]) -> String {
 pub fn ensure_ready() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
-        let info = Command::new("docker").args(["info", "--format", "{{.ServerVersion}}"]).output();
+        let info = Command::new("docker")
+            .args(["info", "--format", "{{.ServerVersion}}"])
+            .output();
         let ok = info.as_ref().is_ok_and(|o| o.status.success());
         assert!(
             ok,
             "no reachable dockerd: run `bash scripts/test`, which installs and starts one"
         );
-        let have = Command::new("docker").args(["image", "inspect", IMAGE]).output();
+        let have = Command::new("docker")
+            .args(["image", "inspect", IMAGE])
+            .output();
         if !have.is_ok_and(|o| o.status.success()) {
             let status = Command::new("bash")
-                .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/build-test-image"))
+                .arg(concat!(
+                    env!("CARGO_MANIFEST_DIR"),
+                    "/scripts/build-test-image"
+                ))
                 .status()
                 .expect("run scripts/build-test-image");
             assert!(status.success(), "building the test image failed");

@@ -417,7 +417,14 @@ async fn handle(mut stream: UnixStream, shared: Arc<Shared>) {
     };
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     match segments.as_slice() {
-        ["version"] => respond(&mut stream, 200, r#"{"ApiVersion":"1.41","Version":"fake"}"#).await,
+        ["version"] => {
+            respond(
+                &mut stream,
+                200,
+                r#"{"ApiVersion":"1.41","Version":"fake"}"#,
+            )
+            .await
+        }
         ["containers", "json"] => {
             let all = query_param(query, "all") == Some("1");
             let list: Vec<serde_json::Value> = shared
@@ -465,7 +472,9 @@ impl Drop for OpenLogs {
 }
 
 async fn logs(mut stream: UnixStream, shared: &Arc<Shared>, id: &str, query: &str) {
-    let since = query_param(query, "since").and_then(parse_since).unwrap_or(0);
+    let since = query_param(query, "since")
+        .and_then(parse_since)
+        .unwrap_or(0);
     let found = {
         let mut st = shared.lock();
         let container = st.containers.iter().find(|c| c.id == id).cloned();
