@@ -448,3 +448,90 @@ fn initial_position_applies_only_to_containers_running_before_first_start() {
         ["old-1", "old-2", "new-1", "new-2"]
     );
 }
+
+#[test]
+fn sigkill_then_restart_loses_nothing() {
+    let mut containers = Containers::new("sigkill");
+    let dir = tempdir();
+    let mut agent = Agent::start(
+        dir.path(),
+        options(&containers, "  rotation_interval: 2s\n"),
+    );
+    let name = containers.name("sigkill");
+    let n = 5000;
+    containers.run(
+        "sigkill",
+        &[],
+        &format!("i=1; while [ $i -le {n} ]; do echo k-$i; usleep 1000; i=$((i+1)); done; exec sleep 3600"),
+    );
+    assert!(wait_until(Duration::from_secs(60), || agent
+        .records(&name)
+        .len()
+        >= 1500));
+    agent.kill();
+    let at_kill = agent.records(&name).len();
+    agent.restart();
+    assert!(
+        wait_until(Duration::from_secs(120), || {
+            agent.messages(&name).last().map(String::as_str) == Some(format!("k-{n}").as_str())
+        }),
+        "last line never arrived; log:\n{}",
+        agent.log()
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    let messages = agent.messages(&name);
+    // Before the kill: 1..at_kill in order. After it: one contiguous run s..=n that starts at
+    // or before at_kill + 1 (a replay from the last checkpoint), so nothing is lost.
+    let seq = |from: usize, to: usize| (from..=to).map(|i| format!("k-{i}")).collect::<Vec<_>>();
+    assert_eq!(
+        messages[..at_kill],
+        seq(1, at_kill)[..],
+        "lines before the kill"
+    );
+    let after = &messages[at_kill..];
+    let first: usize = after
+        .first()
+        .and_then(|m| m.strip_prefix("k-"))
+        .and_then(|v| v.parse().ok())
+        .expect("lines after restart");
+    assert!(
+        first <= at_kill + 1,
+        "gap: resumed at k-{first} after {at_kill} lines"
+    );
+    assert_eq!(
+        after,
+        &seq(first, n)[..],
+        "after restart: one contiguous run to the end"
+    );
+    let replayed = at_kill + 1 - first;
+    println!(
+        "sigkill: {at_kill} lines before SIGKILL, {replayed} replayed after restart, none lost"
+    );
+}
+
+#[test]
+fn failing_sink_pauses_capture_and_loses_nothing() {
+    let mut containers = Containers::new("sinkfail");
+    let dir = tempdir();
+    // The output directory cannot be created while a plain file sits at its path.
+    std::fs::write(dir.path().join("out"), b"in the way").expect("blocker");
+    let agent = Agent::start(dir.path(), options(&containers, ""));
+    let name = containers.name("sinkfail");
+    containers.run(
+        "sinkfail",
+        &[],
+        "i=1; while [ $i -le 300 ]; do echo f-$i; usleep 5000; i=$((i+1)); done; exec sleep 3600",
+    );
+    assert!(wait_until(Duration::from_secs(30), || {
+        agent.metric("log_capturer_sink_errors_total{sink=\"file\"}") >= 2.0
+    }));
+    std::fs::remove_file(dir.path().join("out")).expect("remove blocker");
+    assert!(
+        wait_until(Duration::from_secs(60), || agent.records(&name).len()
+            >= 300),
+        "lines did not arrive after the sink recovered; log:\n{}",
+        agent.log()
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    assert_sequence(&agent.messages(&name), "f-", 300, "after sink recovery");
+}

@@ -2,21 +2,23 @@
 //! acknowledges each batch's cursor to the checkpoint store. It runs on a blocking thread
 //! because sink I/O (stdout, files) is blocking; it ends when the queue closes and is drained.
 
+use std::io;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio::runtime::Handle;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, warn};
 
 use super::Batch;
-use crate::backoff::Backoff;
+use crate::backoff::{Backoff, sleep_or_cancel};
 use crate::checkpoint::CheckpointStore;
 use crate::observability::metrics::{Metrics, SinkLabels};
 use crate::sinks::Sink;
 
 pub struct WriterSettings {
     pub flush_interval: Duration,
-    /// Flush early once this many message bytes are waiting.
+    /// Flush early once this many message bytes are waiting (bounds sink buffers).
     pub flush_bytes: usize,
 }
 
@@ -33,7 +35,7 @@ pub struct SinkWriter {
 
 impl SinkWriter {
     /// Runs until the queue is closed and drained. Call from a blocking thread.
-    pub fn run_blocking(mut self, runtime: tokio::runtime::Handle) {
+    pub fn run_blocking(mut self, runtime: Handle) {
         let mut written: Vec<Batch> = Vec::new();
         let mut written_bytes = 0usize;
         let mut oldest = Instant::now();
@@ -53,93 +55,96 @@ impl SinkWriter {
                     if written.is_empty() {
                         oldest = Instant::now();
                     }
-                    self.write_to_all(&batch, &written);
+                    if !self.write_to_all(&batch, &runtime) {
+                        return; // shutdown while a sink failed: acknowledge nothing more
+                    }
                     written_bytes += batch.bytes();
                     written.push(batch);
                     if written_bytes >= self.settings.flush_bytes
                         || oldest.elapsed() >= self.settings.flush_interval
                     {
-                        self.flush_and_ack(&mut written);
+                        if !self.flush_and_ack(&mut written, &runtime) {
+                            return;
+                        }
                         written_bytes = 0;
                     }
                 }
                 Ok(None) => {
-                    self.flush_and_ack(&mut written);
+                    self.flush_and_ack(&mut written, &runtime);
                     return;
                 }
                 Err(_elapsed) => {
-                    self.flush_and_ack(&mut written);
+                    if !self.flush_and_ack(&mut written, &runtime) {
+                        return;
+                    }
                     written_bytes = 0;
                 }
             }
         }
     }
 
-    fn write_to_all(&mut self, batch: &Batch, earlier: &[Batch]) {
-        for i in 0..self.sinks.len() {
-            if let Err(e) = self.sinks[i].write_batch(batch) {
-                self.recover(i, &e, earlier.iter().chain(std::iter::once(batch)));
-            }
-        }
+    fn write_to_all(&mut self, batch: &Batch, runtime: &Handle) -> bool {
+        (0..self.sinks.len()).all(|i| self.retry(i, runtime, |sink| sink.write_batch(batch)))
     }
 
-    /// Flushes every sink, then acknowledges the cursors of all written batches.
-    fn flush_and_ack(&mut self, written: &mut Vec<Batch>) {
-        // Flushing with nothing written still lets sinks do housekeeping (closing idle files).
-        let mut all_ok = true;
+    /// Flushes every sink (with nothing written this still lets sinks close idle files), then
+    /// acknowledges the cursors of all written batches.
+    fn flush_and_ack(&mut self, written: &mut Vec<Batch>, runtime: &Handle) -> bool {
         for i in 0..self.sinks.len() {
-            if let Err(e) = self.sinks[i].flush() {
-                all_ok &= self.recover(i, &e, written.iter());
-            }
-            if all_ok && !written.is_empty() {
-                let lines: usize = written.iter().map(|b| b.lines.len()).sum();
-                self.metrics
-                    .sink_lines
-                    .get_or_create(&SinkLabels {
-                        sink: self.sinks[i].name(),
-                    })
-                    .inc_by(lines as u64);
+            if !self.retry(i, runtime, |sink| sink.flush()) {
+                return false;
             }
         }
-        if all_ok {
-            for batch in written.iter() {
-                self.checkpoints.ack(&batch.container.id, batch.cursor);
-            }
+        if written.is_empty() {
+            return true;
+        }
+        let lines: usize = written.iter().map(|b| b.lines.len()).sum();
+        for sink in &self.sinks {
+            self.metrics
+                .sink_lines
+                .get_or_create(&SinkLabels { sink: sink.name() })
+                .inc_by(lines as u64);
+        }
+        for batch in written.iter() {
+            self.checkpoints.ack(&batch.container.id, batch.cursor);
         }
         written.clear();
+        true
     }
 
-    /// Retries a failed sink with back-off: re-offers every unacknowledged batch, then flushes.
-    /// Returns false only when shutdown interrupted it (nothing is acknowledged then).
-    fn recover<'a>(
+    /// Runs `op` on one sink until it succeeds, with back-off; capture pauses meanwhile (the
+    /// queue fills). Returns false when shutdown interrupts the retries.
+    fn retry(
         &mut self,
-        sink: usize,
-        first: &std::io::Error,
-        batches: impl Iterator<Item = &'a Batch> + Clone,
+        index: usize,
+        runtime: &Handle,
+        mut op: impl FnMut(&mut dyn Sink) -> io::Result<()>,
     ) -> bool {
-        let name = self.sinks[sink].name();
         let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
-        let mut last = first.to_string();
         loop {
+            let sink = self.sinks[index].as_mut();
+            let err = match op(sink) {
+                Ok(()) => return true,
+                Err(e) => e,
+            };
+            let name = sink.name();
             self.metrics
                 .sink_errors
                 .get_or_create(&SinkLabels { sink: name })
                 .inc();
             if self.shutdown.is_cancelled() {
-                error!(sink = name, error = %last,
-                    "sink failed during shutdown; its unwritten lines will be read again after restart");
+                error!(sink = name, error = %err,
+                    "sink failed during shutdown; unacknowledged lines will be read again after restart");
                 return false;
             }
             let delay = backoff.next_delay();
-            warn!(sink = name, error = %last, retry_in = ?delay, "sink write failed; capture pauses until it recovers");
-            std::thread::sleep(delay);
-            let attempt = batches
-                .clone()
-                .try_for_each(|b| self.sinks[sink].write_batch(b))
-                .and_then(|()| self.sinks[sink].flush());
-            match attempt {
-                Ok(()) => return true,
-                Err(e) => last = e.to_string(),
+            warn!(sink = name, error = %err, retry_in = ?delay, "sink failed; capture pauses until it recovers");
+            if !runtime.block_on(sleep_or_cancel(delay, &self.shutdown)) {
+                error!(
+                    sink = name,
+                    "shutdown while the sink was failing; unacknowledged lines will be read again after restart"
+                );
+                return false;
             }
         }
     }

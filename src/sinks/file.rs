@@ -1,11 +1,11 @@
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
-use std::io::{self, Write};
+use std::io;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use super::Sink;
 use super::ndjson::encode_line;
+use super::{Sink, write_out};
 use crate::pipeline::{Batch, ContainerMeta};
 
 struct OpenFile {
@@ -56,6 +56,10 @@ fn sanitize(name: &str) -> String {
         .replace("..", "__")
 }
 
+fn with_path(path: &std::path::Path, e: io::Error) -> io::Error {
+    io::Error::new(e.kind(), format!("{}: {e}", path.display()))
+}
+
 impl Sink for FileSink {
     fn name(&self) -> &'static str {
         "file"
@@ -63,26 +67,23 @@ impl Sink for FileSink {
 
     fn write_batch(&mut self, batch: &Batch) -> io::Result<()> {
         let path = self.path_for(&batch.container);
-        let entry = match self.files.get_mut(&path) {
-            Some(f) => f,
-            None => {
-                let file = Self::open(&path)
-                    .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
-                self.files.entry(path.clone()).or_insert(OpenFile {
+        if !self.files.contains_key(&path) {
+            // The only failure point, and it comes before anything is buffered.
+            let file = Self::open(&path).map_err(|e| with_path(&path, e))?;
+            self.files.insert(
+                path.clone(),
+                OpenFile {
                     file,
                     buf: Vec::with_capacity(64 * 1024),
                     last_write: Instant::now(),
-                })
-            }
-        };
-        for line in &batch.lines {
-            encode_line(&mut entry.buf, &batch.container, line);
+                },
+            );
         }
-        entry.last_write = Instant::now();
-        if entry.buf.len() >= 256 * 1024 {
-            let result = entry.file.write_all(&entry.buf);
-            entry.buf.clear();
-            result.map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+        if let Some(entry) = self.files.get_mut(&path) {
+            for line in &batch.lines {
+                encode_line(&mut entry.buf, &batch.container, line);
+            }
+            entry.last_write = Instant::now();
         }
         Ok(())
     }
@@ -90,15 +91,10 @@ impl Sink for FileSink {
     fn flush(&mut self) -> io::Result<()> {
         let mut first_error = None;
         for (path, f) in &mut self.files {
-            if !f.buf.is_empty() {
-                let result = f.file.write_all(&f.buf);
-                f.buf.clear();
-                if let Err(e) = result {
-                    first_error.get_or_insert(io::Error::new(
-                        e.kind(),
-                        format!("{}: {e}", path.display()),
-                    ));
-                }
+            if !f.buf.is_empty()
+                && let Err(e) = write_out(&mut f.file, &mut f.buf)
+            {
+                first_error.get_or_insert(with_path(path, e));
             }
         }
         let idle = self.idle_close;

@@ -1,7 +1,7 @@
-use std::io::{self, Write};
+use std::io;
 
-use super::Sink;
 use super::ndjson::encode_line;
+use super::{Sink, write_out};
 use crate::pipeline::Batch;
 
 /// NDJSON on standard output.
@@ -32,9 +32,6 @@ impl Sink for StdoutSink {
         for line in &batch.lines {
             encode_line(&mut self.buf, &batch.container, line);
         }
-        if self.buf.len() >= 256 * 1024 {
-            self.flush()?;
-        }
         Ok(())
     }
 
@@ -42,10 +39,6 @@ impl Sink for StdoutSink {
         if self.buf.is_empty() {
             return Ok(());
         }
-        let mut out = io::stdout().lock();
-        let result = out.write_all(&self.buf).and_then(|()| out.flush());
-        // On error the buffer is dropped too: the writer re-offers the unacknowledged batches.
-        self.buf.clear();
-        result
+        write_out(&mut io::stdout().lock(), &mut self.buf)
     }
 }
