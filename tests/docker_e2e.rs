@@ -535,3 +535,52 @@ fn failing_sink_pauses_capture_and_loses_nothing() {
     std::thread::sleep(Duration::from_secs(1));
     assert_sequence(&agent.messages(&name), "f-", 300, "after sink recovery");
 }
+
+/// Forwards TCP connections on 127.0.0.1 to the local docker socket, so the agent can be
+/// pointed at `DOCKER_HOST=tcp://…` against the real daemon.
+fn tcp_to_docker_socket() -> String {
+    use std::net::TcpListener;
+    use std::os::unix::net::UnixStream;
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind proxy");
+    let addr = listener.local_addr().expect("addr").to_string();
+    std::thread::spawn(move || {
+        for tcp in listener.incoming().flatten() {
+            let Ok(unix) = UnixStream::connect("/var/run/docker.sock") else {
+                continue;
+            };
+            let (Ok(mut tcp_r), Ok(mut unix_w)) = (tcp.try_clone(), unix.try_clone()) else {
+                continue;
+            };
+            let (mut tcp_w, mut unix_r) = (tcp, unix);
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut tcp_r, &mut unix_w);
+                let _ = unix_w.shutdown(std::net::Shutdown::Write);
+            });
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut unix_r, &mut tcp_w);
+                let _ = tcp_w.shutdown(std::net::Shutdown::Both);
+            });
+        }
+    });
+    addr
+}
+
+#[test]
+fn docker_host_tcp_is_honoured() {
+    let mut containers = Containers::new("tcp");
+    let dir = tempdir();
+    let addr = tcp_to_docker_socket();
+    let agent = Agent::start(
+        dir.path(),
+        AgentOptions {
+            docker_host: Some(format!("tcp://{addr}")),
+            ..options(&containers, "  rotation_interval: 1s\n")
+        },
+    );
+    assert!(agent.log().contains(&format!("tcp://{addr}")), "{}", agent.log());
+    let name = containers.name("tcp");
+    containers.run("tcp", &[], "echo via-1; echo via-2; exec sleep 3600");
+    assert!(wait_until(Duration::from_secs(30), || agent.records(&name).len() >= 2));
+    std::thread::sleep(Duration::from_secs(2)); // rotations over TCP: still exactly once
+    assert_eq!(agent.messages(&name), ["via-1", "via-2"]);
+}
