@@ -577,10 +577,17 @@ fn docker_host_tcp_is_honoured() {
             ..options(&containers, "  rotation_interval: 1s\n")
         },
     );
-    assert!(agent.log().contains(&format!("tcp://{addr}")), "{}", agent.log());
+    assert!(
+        agent.log().contains(&format!("tcp://{addr}")),
+        "{}",
+        agent.log()
+    );
     let name = containers.name("tcp");
     containers.run("tcp", &[], "echo via-1; echo via-2; exec sleep 3600");
-    assert!(wait_until(Duration::from_secs(30), || agent.records(&name).len() >= 2));
+    assert!(wait_until(Duration::from_secs(30), || agent
+        .records(&name)
+        .len()
+        >= 2));
     std::thread::sleep(Duration::from_secs(2)); // rotations over TCP: still exactly once
     assert_eq!(agent.messages(&name), ["via-1", "via-2"]);
 }

@@ -15,6 +15,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use crate::backoff::Backoff;
 use crate::capture::{CaptureContext, CaptureExit, CaptureTask, Cursor, SharedCursor};
 use crate::checkpoint::{CheckpointStore, now_ns};
 use crate::config::{FilterConfig, InitialPosition};
@@ -91,20 +92,26 @@ impl Discovery {
             self.settings.backoff,
             follower_cancel.clone(),
         ));
+        // A listing that fails is retried with back-off (the events stream may be healthy and
+        // never reconnect, so nothing else would list again).
+        let mut retry = Backoff::new(self.settings.backoff.0, self.settings.backoff.1);
+        let mut resync_at: Option<tokio::time::Instant> = None;
         loop {
-            tokio::select! {
+            let retry_due = async {
+                match resync_at {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
+            let resync = tokio::select! {
                 _ = cancel.cancelled() => break,
+                () = retry_due => true,
                 msg = rx.recv() => match msg {
-                    Some(DiscoveryMsg::Resync) => {
-                        tokio::select! {
-                            _ = cancel.cancelled() => break,
-                            () = self.resync(&cancel) => {}
-                        }
-                    }
+                    Some(DiscoveryMsg::Resync) => true,
                     Some(DiscoveryMsg::Event(event)) => {
                         tokio::select! {
                             _ = cancel.cancelled() => break,
-                            () = self.on_event(event, &cancel) => {}
+                            () = self.on_event(event, &cancel) => false,
                         }
                     }
                     None => break,
@@ -114,12 +121,27 @@ impl Discovery {
                         Ok((id, exit)) => {
                             tokio::select! {
                                 _ = cancel.cancelled() => break,
-                                () = self.on_exit(id, exit, &cancel) => {}
+                                () = self.on_exit(id, exit, &cancel) => false,
                             }
                         }
-                        Err(e) => warn!(error = %e, "capture task failed"),
+                        Err(e) => {
+                            warn!(error = %e, "capture task failed");
+                            false
+                        }
                     }
                 }
+            };
+            if resync {
+                let listed = tokio::select! {
+                    _ = cancel.cancelled() => break,
+                    ok = self.resync(&cancel) => ok,
+                };
+                resync_at = if listed {
+                    retry.reset();
+                    None
+                } else {
+                    Some(tokio::time::Instant::now() + retry.next_delay())
+                };
             }
         }
         // Shutdown: every task token is a child of `cancel`; wait for all of them.
@@ -138,14 +160,14 @@ impl Discovery {
 
     /// Lists containers and reconciles: start what is running and not captured, drop what no
     /// longer exists.
-    async fn resync(&mut self, cancel: &CancellationToken) {
+    async fn resync(&mut self, cancel: &CancellationToken) -> bool {
         let client = self.ctx.client.clone();
         let running = match client.list_running().await {
             Ok(list) => list,
             Err(e) => {
                 self.metrics.stream_error("list");
                 warn!(error = %e, "cannot list containers");
-                return;
+                return false;
             }
         };
         for c in &running {
@@ -180,6 +202,7 @@ impl Discovery {
         self.metrics
             .containers_tracked
             .set(self.tracked.len() as i64);
+        true
     }
 
     async fn on_event(&mut self, event: Event, cancel: &CancellationToken) {

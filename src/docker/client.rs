@@ -81,7 +81,7 @@ impl DockerClient {
     async fn send(
         &self,
         path: &str,
-    ) -> Result<(hyper::Response<hyper::body::Incoming>, ConnDriver), DockerError> {
+    ) -> Result<(hyper::Response<hyper::body::Incoming>, Option<ConnDriver>), DockerError> {
         let io = self
             .endpoint
             .connect()
@@ -100,13 +100,17 @@ impl DockerClient {
             .body(Empty::new())
             .map_err(|e| DockerError::Decode(e.to_string()))?;
         // The connection must be polled for the request to go out and the head to come back.
-        let response = tokio::select! {
-            r = sender.send_request(request) => r.map_err(|e| DockerError::Transport(e.to_string()))?,
+        // It may also finish in the very poll that delivers the response (the server closed
+        // the connection right after answering): the response is then waiting in `send`.
+        let send = sender.send_request(request);
+        tokio::pin!(send);
+        let (response, conn) = tokio::select! {
+            biased;
+            r = &mut send => (r.map_err(|e| DockerError::Transport(e.to_string()))?, Some(conn)),
             r = conn.as_mut() => {
-                return Err(DockerError::Transport(match r {
-                    Ok(()) => "connection closed before the response".to_string(),
-                    Err(e) => e.to_string(),
-                }));
+                r.map_err(|e| DockerError::Transport(e.to_string()))?;
+                let response = send.await.map_err(|e| DockerError::Transport(e.to_string()))?;
+                (response, None)
             }
         };
         Ok((response, conn))

@@ -20,11 +20,8 @@ pub struct HttpStream {
 }
 
 impl HttpStream {
-    pub(crate) fn new(conn: ConnDriver, body: Incoming) -> Self {
-        HttpStream {
-            conn: Some(conn),
-            body,
-        }
+    pub(crate) fn new(conn: Option<ConnDriver>, body: Incoming) -> Self {
+        HttpStream { conn, body }
     }
 
     /// Next chunk of the body; `Ok(None)` at a clean end. Cancel-safe: dropping the future

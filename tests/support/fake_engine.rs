@@ -166,6 +166,11 @@ struct State {
     logs: HashMap<String, LogsStats>,
     /// Every request target, in order (for failure messages).
     requests: Vec<String>,
+    /// Close the connection right after a short (Content-Length) answer, instead of keeping
+    /// it alive until the client closes it as dockerd does.
+    close_after_response: bool,
+    /// This many of the next container listings answer 500.
+    failing_lists: usize,
 }
 
 struct Shared {
@@ -252,6 +257,18 @@ impl FakeEngine {
     /// events connection, before the client can notice the close.
     pub fn add_after_first_events_drop(&self, container: Container) {
         self.shared.lock().after_events_drop.push(container);
+    }
+
+    /// Closes connections right after short answers (as an HTTP/1.1 server may, and some
+    /// proxies in front of dockerd do), instead of keeping them alive like dockerd.
+    pub fn close_after_response(&self, close: bool) {
+        self.shared.lock().close_after_response = close;
+    }
+
+    /// The next `n` container listings (`/containers/json`, with or without `all`) answer
+    /// 500.
+    pub fn fail_next_lists(&self, n: usize) {
+        self.shared.lock().failing_lists = n;
     }
 
     /// Sends one event (a JSON object, without newline) to every open events stream.
@@ -346,15 +363,28 @@ fn reason_phrase(status: u16) -> &'static str {
     }
 }
 
-async fn respond(stream: &mut UnixStream, status: u16, body: &str) {
+/// A short answer. Unless the engine is told to close after answering, the connection is
+/// kept alive (HTTP/1.1 default, what dockerd does) until the client closes it.
+async fn respond(stream: &mut UnixStream, shared: &Shared, status: u16, body: &str) {
     let head = format!(
         "HTTP/1.1 {status} {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
         reason_phrase(status),
         body.len()
     );
-    let _ = stream.write_all(head.as_bytes()).await;
-    let _ = stream.write_all(body.as_bytes()).await;
-    let _ = stream.flush().await;
+    let mut out = head.into_bytes();
+    out.extend_from_slice(body.as_bytes());
+    if stream.write_all(&out).await.is_err() || stream.flush().await.is_err() {
+        return;
+    }
+    if shared.lock().close_after_response {
+        return;
+    }
+    let mut buf = [0u8; 1024];
+    while let Ok(n) = stream.read(&mut buf).await {
+        if n == 0 {
+            break;
+        }
+    }
 }
 
 fn error_body(message: &str) -> String {
@@ -420,12 +450,23 @@ async fn handle(mut stream: UnixStream, shared: Arc<Shared>) {
         ["version"] => {
             respond(
                 &mut stream,
+                &shared,
                 200,
                 r#"{"ApiVersion":"1.41","Version":"fake"}"#,
             )
             .await
         }
         ["containers", "json"] => {
+            let fail = {
+                let mut st = shared.lock();
+                let fail = st.failing_lists > 0;
+                st.failing_lists = st.failing_lists.saturating_sub(1);
+                fail
+            };
+            if fail {
+                let body = error_body("fake engine: listing failed");
+                return respond(&mut stream, &shared, 500, &body).await;
+            }
             let all = query_param(query, "all") == Some("1");
             let list: Vec<serde_json::Value> = shared
                 .lock()
@@ -434,7 +475,13 @@ async fn handle(mut stream: UnixStream, shared: Arc<Shared>) {
                 .filter(|c| all || c.running)
                 .map(|c| serde_json::json!({ "Id": c.id, "Names": [format!("/{}", c.name)] }))
                 .collect();
-            respond(&mut stream, 200, &serde_json::Value::from(list).to_string()).await;
+            respond(
+                &mut stream,
+                &shared,
+                200,
+                &serde_json::Value::from(list).to_string(),
+            )
+            .await;
         }
         ["containers", id, "json"] => {
             let found = shared
@@ -444,16 +491,16 @@ async fn handle(mut stream: UnixStream, shared: Arc<Shared>) {
                 .find(|c| c.id == *id)
                 .map(Container::inspect_json);
             match found {
-                Some(body) => respond(&mut stream, 200, &body).await,
+                Some(body) => respond(&mut stream, &shared, 200, &body).await,
                 None => {
                     let body = error_body(&format!("No such container: {id}"));
-                    respond(&mut stream, 404, &body).await;
+                    respond(&mut stream, &shared, 404, &body).await;
                 }
             }
         }
         ["containers", id, "logs"] => logs(stream, &shared, id, query).await,
         ["events"] => events(stream, &shared).await,
-        _ => respond(&mut stream, 404, &error_body("page not found")).await,
+        _ => respond(&mut stream, &shared, 404, &error_body("page not found")).await,
     }
 }
 
@@ -490,7 +537,7 @@ async fn logs(mut stream: UnixStream, shared: &Arc<Shared>, id: &str, query: &st
     };
     let Some((container, plan)) = found else {
         let body = error_body(&format!("No such container: {id}"));
-        return respond(&mut stream, 404, &body).await;
+        return respond(&mut stream, shared, 404, &body).await;
     };
     // Let a just-closed previous connection be noticed before counting this one as concurrent.
     let deadline = Instant::now() + OVERLAP_GRACE;

@@ -1,5 +1,6 @@
 //! Shared test harness: runs the real `log-capturer` binary as a process, scrapes its metrics,
-//! reads its NDJSON output, and drives containers on a real dockerd.
+//! reads its NDJSON output, and drives containers on a real dockerd or a fake Engine API
+//! (`fake_engine`).
 
 #![allow(dead_code)]
 
