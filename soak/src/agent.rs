@@ -1,0 +1,178 @@
+//! The agent under soak: the release binary as a real process, sampled through `/metrics` and
+//! `/proc/<pid>`.
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub struct Agent {
+    child: Child,
+    pub http: String,
+    pub out_dir: PathBuf,
+}
+
+pub fn write_config(
+    dir: &Path,
+    label: &str,
+    rotation: Duration,
+    http: &str,
+) -> std::io::Result<PathBuf> {
+    let config = format!(
+        "capture:\n  rotation_interval: {}ms\n  initial_position: beginning\n  include:\n    labels: [\"{label}\"]\n\
+         sinks:\n  file:\n    path: {}/{{container_name}}.log\n    idle_close: 5s\n\
+         checkpoint:\n  state_dir: {}\n\
+         http:\n  listen: {http}\n",
+        rotation.as_millis(),
+        dir.join("out").display(),
+        dir.join("state").display(),
+    );
+    let path = dir.join("agent.yaml");
+    std::fs::write(&path, config)?;
+    Ok(path)
+}
+
+impl Agent {
+    pub fn start(binary: &Path, config: &Path, dir: &Path, http: String) -> Result<Agent, String> {
+        let log = std::fs::File::create(dir.join("agent.log")).map_err(|e| e.to_string())?;
+        let child = Command::new(binary)
+            .args(["run", "-c"])
+            .arg(config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .map_err(|e| format!("cannot start {}: {e}", binary.display()))?;
+        let agent = Agent {
+            child,
+            http,
+            out_dir: dir.join("out"),
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while agent.get("/ready").map(|(s, _)| s) != Some(200) {
+            if Instant::now() > deadline {
+                return Err("the agent did not become ready within 60 s (see agent.log)".into());
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        Ok(agent)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn get(&self, path: &str) -> Option<(u16, String)> {
+        let mut s = TcpStream::connect(&self.http).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+        write!(s, "GET {path} HTTP/1.0\r\nHost: soak\r\n\r\n").ok()?;
+        let mut text = String::new();
+        s.read_to_string(&mut text).ok()?;
+        let status = text.split_whitespace().nth(1)?.parse().ok()?;
+        Some((status, text.split_once("\r\n\r\n")?.1.to_string()))
+    }
+
+    pub fn metrics(&self) -> HashMap<String, f64> {
+        let body = self.get("/metrics").map(|(_, b)| b).unwrap_or_default();
+        body.lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| {
+                let (k, v) = l.rsplit_once(' ')?;
+                Some((k.to_string(), v.parse().ok()?))
+            })
+            .collect()
+    }
+
+    /// SIGTERM, then wait for the exit; returns (exit ok, seconds it took).
+    pub fn terminate(mut self) -> (bool, f64) {
+        let started = Instant::now();
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return (status.success(), started.elapsed().as_secs_f64());
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                return (false, started.elapsed().as_secs_f64());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// One observation of the agent.
+#[derive(Clone, Debug, Default)]
+pub struct Sample {
+    pub t: f64,
+    pub tasks: f64,
+    pub fds: f64,
+    pub rss_mib: f64,
+    pub threads: f64,
+    pub streams_active: f64,
+    pub rotations: f64,
+    pub lines: f64,
+    pub errors: f64,
+}
+
+impl Sample {
+    pub const CSV_HEADER: &'static str = "elapsed_s,tasks_alive,fds_open,rss_mib,threads,streams_active,rotations_total,lines_collected_total,stream_errors_total";
+
+    pub fn csv(&self) -> String {
+        format!(
+            "{:.1},{},{},{:.2},{},{},{},{},{}",
+            self.t,
+            self.tasks,
+            self.fds,
+            self.rss_mib,
+            self.threads,
+            self.streams_active,
+            self.rotations,
+            self.lines,
+            self.errors
+        )
+    }
+}
+
+fn sum_prefix(m: &HashMap<String, f64>, prefix: &str) -> f64 {
+    m.iter()
+        .filter(|(k, _)| k.starts_with(prefix))
+        .map(|(_, v)| v)
+        .sum()
+}
+
+pub fn sample(agent: &Agent, t: f64) -> Sample {
+    let m = agent.metrics();
+    let pid = agent.pid();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| -> f64 {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0)
+    };
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count() as f64)
+        .unwrap_or(0.0);
+    Sample {
+        t,
+        tasks: m.get("log_capturer_tasks_alive").copied().unwrap_or(0.0),
+        fds,
+        rss_mib: field("VmRSS:") / 1024.0,
+        threads: field("Threads:"),
+        streams_active: m
+            .get("log_capturer_container_streams_active")
+            .copied()
+            .unwrap_or(0.0),
+        rotations: sum_prefix(&m, "log_capturer_container_stream_rotations_total"),
+        lines: sum_prefix(&m, "log_capturer_logs_collected_total"),
+        errors: sum_prefix(&m, "log_capturer_container_stream_errors_total"),
+    }
+}
