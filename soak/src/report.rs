@@ -92,7 +92,8 @@ pub fn evaluate(i: &Inputs, c: &Criteria) -> Verdict {
         .iter()
         .filter(|(reason, _)| reason != "unreadable_log_driver")
         .map(|e| e.1)
-        .sum();
+        .sum::<f64>()
+        + 0.0; // an empty f64 sum is -0.0
     let first = i.samples.first().cloned().unwrap_or_default();
     let last = i.samples.last().cloned().unwrap_or_default();
     let peak_rss = i.samples.iter().map(|s| s.rss_mib).fold(0.0, f64::max);
@@ -158,6 +159,9 @@ pub fn evaluate(i: &Inputs, c: &Criteria) -> Verdict {
     let mut t = String::new();
     let _ = writeln!(t, "# Soak report\n");
     let _ = writeln!(t, "Command: `{}`\n", i.command);
+    if let Some(commit) = git_commit() {
+        let _ = writeln!(t, "Agent built from commit `{commit}`.\n");
+    }
     let _ = writeln!(t, "| measure | value |\n|---|---|");
     let _ = writeln!(
         t,
@@ -233,6 +237,38 @@ pub fn evaluate(i: &Inputs, c: &Criteria) -> Verdict {
     }
     let _ = writeln!(t, "\nResult: **{}**", if passed { "PASS" } else { "FAIL" });
     Verdict { text: t, passed }
+}
+
+fn git_commit() -> Option<String> {
+    let out = std::process::Command::new("git")
+        .args([
+            "-C",
+            env!("CARGO_MANIFEST_DIR"),
+            "rev-parse",
+            "--short",
+            "HEAD",
+        ])
+        .output()
+        .ok()?;
+    let dirty = std::process::Command::new("git")
+        .args([
+            "-C",
+            env!("CARGO_MANIFEST_DIR"),
+            "status",
+            "--porcelain",
+            "--untracked-files=no",
+        ])
+        .output()
+        .ok()
+        .is_some_and(|o| !o.stdout.is_empty());
+    out.status.success().then(|| {
+        let hash = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        if dirty {
+            format!("{hash} (with uncommitted changes)")
+        } else {
+            hash
+        }
+    })
 }
 
 #[cfg(test)]
