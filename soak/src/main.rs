@@ -142,6 +142,7 @@ fn soak(
     run_id: &str,
     label: &str,
 ) -> Result<bool, String> {
+    let commit = report::git_commit();
     let d = args.duration.as_secs_f64();
     let warmup = args
         .warmup
@@ -304,6 +305,7 @@ fn soak(
     let verdict = report::evaluate(
         &report::Inputs {
             command,
+            commit,
             containers: containers.len(),
             churn_containers: churned.len(),
             duration_s: d,

@@ -39,6 +39,7 @@ pub struct Criteria {
 
 pub struct Inputs<'a> {
     pub command: String,
+    pub commit: Option<String>,
     pub containers: usize,
     pub churn_containers: usize,
     pub duration_s: f64,
@@ -159,7 +160,7 @@ pub fn evaluate(i: &Inputs, c: &Criteria) -> Verdict {
     let mut t = String::new();
     let _ = writeln!(t, "# Soak report\n");
     let _ = writeln!(t, "Command: `{}`\n", i.command);
-    if let Some(commit) = git_commit() {
+    if let Some(commit) = &i.commit {
         let _ = writeln!(t, "Agent built from commit `{commit}`.\n");
     }
     let _ = writeln!(t, "| measure | value |\n|---|---|");
@@ -239,7 +240,8 @@ pub fn evaluate(i: &Inputs, c: &Criteria) -> Verdict {
     Verdict { text: t, passed }
 }
 
-fn git_commit() -> Option<String> {
+/// The commit the harness (and so the agent next to it) was built from, read at start.
+pub fn git_commit() -> Option<String> {
     let out = std::process::Command::new("git")
         .args([
             "-C",
