@@ -56,9 +56,9 @@ pub struct Container {
     pub kind: Kind,
 }
 
-/// The mix for `n` long-running containers (one of them `--log-driver none`).
+/// The mix for `n` (at least 8) long-running containers, one of them `--log-driver none`.
 pub fn mix(n: usize) -> Vec<Kind> {
-    let n = n.max(7);
+    let n = n.max(8);
     let share = |pct: usize| (n * pct / 100).max(1);
     let mut kinds = Vec::new();
     for (kind, pct) in [
@@ -185,7 +185,7 @@ mod tests {
 
     #[test]
     fn mix_has_every_kind() {
-        for n in [7, 20, 55] {
+        for n in [8, 20, 55] {
             let m = mix(n);
             assert_eq!(m.len(), n);
             assert_eq!(m.iter().filter(|k| **k == Kind::DriverNone).count(), 1);
