@@ -1,7 +1,8 @@
-//! Wires the agent together and owns its lifecycle. Start-up: state, HTTP, Docker, writer,
-//! checkpoint persister, discovery. Shutdown (in this order, so nothing captured is lost):
-//! stop discovery and every capture task → the queue closes → the writer drains, flushes and
-//! acknowledges → checkpoints are persisted one last time → HTTP stops.
+//! Wires the agent together and owns its lifecycle. Start-up: state, HTTP, Docker, sink
+//! workers and router, checkpoint persister, discovery. Shutdown (in this order, so nothing
+//! captured is lost): stop discovery and every capture task → the queue closes → the router
+//! ends → each sink worker drains, flushes (or buffers on disk) and acknowledges → checkpoints
+//! are persisted one last time → HTTP stops.
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -14,16 +15,21 @@ use crate::backoff::{Backoff, sleep_or_cancel};
 use crate::capture::CaptureContext;
 use crate::checkpoint::CheckpointStore;
 use crate::config::Config;
+use crate::config::LokiSinkConfig;
 use crate::discovery::{Discovery, DiscoverySettings, filter::own_container_id};
 use crate::docker::{DockerClient, Endpoint};
+use crate::observability::metrics::SinkLabels;
 use crate::observability::{http, metrics::Metrics};
-use crate::pipeline::{SinkWriter, WriterSettings};
+use crate::pipeline::{AckLedger, Delivery, LocalSinkWorker, QueueBudget, WriterSettings, route};
+use crate::sinks::loki::{self, Encoder, LokiClient, LokiWorker, store::SharedStore};
 use crate::sinks::{FileSink, Sink, StdoutSink};
+use tokio::task::JoinHandle;
 
 /// Runs until `shutdown` is cancelled, then stops cleanly. Errors are start-up failures.
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), String> {
     let metrics = Arc::new(Metrics::new());
     let endpoint = Endpoint::resolve(&config.docker.host)?;
+    let _lock = crate::state_lock::StateLock::acquire(&config.checkpoint.state_dir)?;
     let state_dir = config.checkpoint.state_dir.clone();
     let checkpoints = {
         let metrics = Arc::clone(&metrics);
@@ -78,20 +84,11 @@ async fn run_pipeline(
     };
     info!(endpoint = %client.endpoint(), api = client.api_version(), "connected to Docker");
 
-    let (queue_tx, queue_rx) = mpsc::channel(config.pipeline.queue_batches);
-    let writer = SinkWriter {
-        sinks: build_sinks(config),
-        queue: queue_rx,
-        checkpoints: Arc::clone(checkpoints),
-        metrics: Arc::clone(metrics),
-        settings: WriterSettings {
-            flush_interval: config.pipeline.flush_interval.0,
-            flush_bytes: 4 * 1024 * 1024,
-        },
-        shutdown: shutdown.clone(),
-    };
-    let runtime = tokio::runtime::Handle::current();
-    let writer_task = tokio::task::spawn_blocking(move || writer.run_blocking(runtime));
+    let budget = QueueBudget::new(config.pipeline.queue_bytes.0 as usize, Arc::clone(metrics));
+    // The byte budget bounds the queue; the channel's own capacity only caps batch count.
+    let (queue_tx, queue_rx) = mpsc::channel(QUEUE_CHANNEL_BATCHES);
+    let sinks = start_sinks(config, metrics, checkpoints, shutdown).await?;
+    let router = tokio::spawn(route(queue_rx, sinks.inputs, Arc::clone(&sinks.ledger)));
 
     let persist_cancel = CancellationToken::new();
     let persister = tokio::spawn(persist_periodically(
@@ -103,6 +100,7 @@ async fn run_pipeline(
     let ctx = Arc::new(CaptureContext {
         client,
         pipeline: queue_tx,
+        budget,
         metrics: Arc::clone(metrics),
         rotation_interval: capture_cfg.rotation_interval.0,
         max_line_bytes: capture_cfg.max_line_bytes.0 as usize,
@@ -129,7 +127,7 @@ async fn run_pipeline(
         ready,
     );
     // Discovery owns the last handle to the capture context and so to the queue's sender:
-    // when it returns, the queue closes and the writer drains.
+    // when it returns, the queue closes and the router and sink workers drain.
     let discovery_task = tokio::spawn(discovery.run(shutdown.child_token()));
 
     shutdown.cancelled().await;
@@ -138,8 +136,13 @@ async fn run_pipeline(
         warn!(error = %e, "discovery task failed");
     }
     info!("capture stopped; flushing sinks");
-    if let Err(e) = writer_task.await {
-        warn!(error = %e, "sink writer failed");
+    if let Err(e) = router.await {
+        warn!(error = %e, "router failed");
+    }
+    for worker in sinks.workers {
+        if let Err(e) = worker.await {
+            warn!(error = %e, "sink worker failed");
+        }
     }
     persist_cancel.cancel();
     if let Err(e) = persister.await {
@@ -183,15 +186,116 @@ async fn negotiate(
     }
 }
 
-fn build_sinks(config: &Config) -> Vec<Box<dyn Sink>> {
-    let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
+/// Batches in flight between capture and the router at most (the byte budget binds first).
+const QUEUE_CHANNEL_BATCHES: usize = 16 * 1024;
+
+struct RunningSinks {
+    inputs: Vec<mpsc::UnboundedSender<Arc<Delivery>>>,
+    workers: Vec<JoinHandle<()>>,
+    ledger: Arc<AckLedger>,
+}
+
+/// Starts one worker per configured sink. Each worker ends when its input closes.
+async fn start_sinks(
+    config: &Config,
+    metrics: &Arc<Metrics>,
+    checkpoints: &Arc<CheckpointStore>,
+    shutdown: &CancellationToken,
+) -> Result<RunningSinks, String> {
+    let mut local: Vec<Box<dyn Sink>> = Vec::new();
     if config.sinks.stdout.is_some() {
-        sinks.push(Box::new(StdoutSink::new()));
+        local.push(Box::new(StdoutSink::new()));
     }
     if let Some(file) = &config.sinks.file {
-        sinks.push(Box::new(FileSink::new(&file.path, file.idle_close.0)));
+        local.push(Box::new(FileSink::new(&file.path, file.idle_close.0)));
     }
-    sinks
+    let count = local.len() + usize::from(config.sinks.loki.is_some());
+    let ledger = Arc::new(AckLedger::new(count, Arc::clone(checkpoints)));
+    {
+        let ledger = Arc::clone(&ledger);
+        let _ = metrics
+            .oldest_unacked_probe
+            .set(Box::new(move || ledger.oldest_unacked_age()));
+    }
+    let mut inputs = Vec::new();
+    let mut workers = Vec::new();
+    for sink in local {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let worker = LocalSinkWorker {
+            sink,
+            input: rx,
+            ledger: Arc::clone(&ledger),
+            metrics: Arc::clone(metrics),
+            settings: WriterSettings {
+                flush_interval: config.pipeline.flush_interval.0,
+                flush_bytes: 4 * 1024 * 1024,
+            },
+            shutdown: shutdown.clone(),
+        };
+        let runtime = tokio::runtime::Handle::current();
+        workers.push(tokio::task::spawn_blocking(move || {
+            worker.run_blocking(runtime)
+        }));
+        inputs.push(tx);
+    }
+    if let Some(loki) = &config.sinks.loki {
+        if loki.tls.insecure_skip_verify {
+            warn!("sinks.loki.tls.insecure_skip_verify is set: Loki's certificate is NOT verified");
+        }
+        let client = LokiClient::new(loki)?;
+        let state = config.checkpoint.state_dir.clone();
+        let (buffer, dead_letters) = {
+            let loki = loki.clone();
+            let metrics = Arc::clone(metrics);
+            tokio::task::spawn_blocking(move || open_loki_stores(&state, &loki, &metrics))
+                .await
+                .map_err(|e| e.to_string())??
+        };
+        let (tx, rx) = mpsc::unbounded_channel();
+        let worker = LokiWorker {
+            input: rx,
+            ledger: Arc::clone(&ledger),
+            metrics: Arc::clone(metrics),
+            encoder: Encoder::new(loki),
+            client,
+            buffer,
+            dead_letters,
+            config: loki.clone(),
+            shutdown: shutdown.clone(),
+        };
+        workers.push(tokio::spawn(worker.run()));
+        inputs.push(tx);
+    }
+    Ok(RunningSinks {
+        inputs,
+        workers,
+        ledger,
+    })
+}
+
+fn open_loki_stores(
+    state_dir: &std::path::Path,
+    config: &LokiSinkConfig,
+    metrics: &Metrics,
+) -> Result<(SharedStore, SharedStore), String> {
+    let open = |dir: std::path::PathBuf, options| {
+        let (store, report) = SharedStore::open(&dir, options)
+            .map_err(|e| format!("cannot open {}: {e}", dir.display()))?;
+        for problem in &report.problems {
+            metrics
+                .buffer_corrupt
+                .get_or_create(&SinkLabels { sink: "loki" })
+                .inc();
+            warn!(store = %dir.display(), %problem, "skipped torn or corrupt data");
+        }
+        if report.pending_records > 0 {
+            info!(store = %dir.display(), records = report.pending_records, "records waiting from an earlier run");
+        }
+        Ok::<_, String>(store)
+    };
+    let buffer = open(loki::buffer_dir(state_dir), loki::buffer_options(config))?;
+    let dlq = open(loki::dlq_dir(state_dir), loki::dlq_options(config))?;
+    Ok((buffer, dlq))
 }
 
 async fn persist_periodically(

@@ -8,11 +8,14 @@
 
 pub mod agent;
 pub mod backoff;
+pub mod buffer;
 pub mod capture;
 pub mod checkpoint;
 pub mod config;
 pub mod discovery;
+pub mod dlq;
 pub mod docker;
 pub mod observability;
 pub mod pipeline;
 pub mod sinks;
+pub mod state_lock;

@@ -32,6 +32,25 @@ enum Command {
     },
     /// Print the embedded default config.
     DefaultConfig,
+    /// Manage the Loki sink's dead letters (batches Loki rejected). Run with the agent stopped.
+    Dlq {
+        #[arg(short, long, value_name = "FILE")]
+        config: PathBuf,
+        #[command(subcommand)]
+        action: DlqAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum DlqAction {
+    /// One line per dead letter: id, when, entries, Loki's reason.
+    List,
+    /// The entries of one dead letter.
+    Show { id: String },
+    /// Send every dead letter again; accepted ones are removed.
+    Replay,
+    /// Delete every dead letter.
+    Purge,
 }
 
 fn main() -> ExitCode {
@@ -47,6 +66,32 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+        Command::Dlq { config, action } => {
+            let config = match Config::load(&config) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            let result = match action {
+                DlqAction::List => log_capturer::dlq::list(&config),
+                DlqAction::Show { id } => log_capturer::dlq::show(&config, &id),
+                DlqAction::Purge => log_capturer::dlq::purge(&config),
+                DlqAction::Replay => tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(|e| e.to_string())
+                    .and_then(|rt| rt.block_on(log_capturer::dlq::replay(&config))),
+            };
+            match result {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::DefaultConfig => {
             print!("{}", log_capturer::config::DEFAULT_CONFIG_YAML);
             ExitCode::SUCCESS

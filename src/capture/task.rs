@@ -15,12 +15,14 @@ use super::decoder::{Decoder, Message};
 use crate::backoff::{Backoff, sleep_or_cancel};
 use crate::docker::{DockerClient, DockerError, HttpStream};
 use crate::observability::metrics::{ContainerLabels, ContainerStreamLabels, Metrics};
-use crate::pipeline::{Batch, ContainerMeta, LogLine, StreamKind};
+use crate::pipeline::{Batch, ContainerMeta, Delivery, LogLine, QueueBudget, StreamKind};
 
 /// Settings and handles shared by every capture task.
 pub struct CaptureContext {
     pub client: DockerClient,
-    pub pipeline: mpsc::Sender<Batch>,
+    pub pipeline: mpsc::Sender<Delivery>,
+    /// Byte budget of the queue: waiting for it is what pauses reading.
+    pub budget: QueueBudget,
     pub metrics: Arc<Metrics>,
     pub rotation_interval: Duration,
     pub max_line_bytes: usize,
@@ -274,25 +276,36 @@ impl CaptureTask {
             if !lines.is_empty() {
                 counters.count(&lines, &ctx.metrics);
                 emitted += lines.len() as u64;
+                let message_bytes: usize = lines.iter().map(|l| l.message.len()).sum();
+                let line_count = lines.len();
                 let batch = Batch {
                     container: self.meta.borrow().clone(),
                     lines: std::mem::take(&mut lines),
                     cursor,
                 };
-                // Waiting for room in the queue is where backpressure pauses reading. It races
-                // rotation too: an unsent batch is simply re-read after the reopen, because the
-                // shared cursor only moves once the batch is handed over.
+                // Waiting for budget and queue room is where backpressure pauses reading. Both
+                // race rotation too: an unsent batch is simply re-read after the reopen, because
+                // the shared cursor only moves once the batch is handed over.
+                let charge = ctx.budget.charge(line_count, message_bytes);
+                let permit = tokio::select! {
+                    biased;
+                    _ = self.cancel.cancelled() => return SessionEnd::Cancelled,
+                    _ = &mut deadline => return SessionEnd::Rotate,
+                    p = ctx.budget.acquire(charge, line_count) => match p {
+                        Some(p) => p,
+                        None => return SessionEnd::Cancelled,
+                    },
+                };
                 tokio::select! {
                     biased;
                     _ = self.cancel.cancelled() => return SessionEnd::Cancelled,
                     _ = &mut deadline => return SessionEnd::Rotate,
-                    sent = ctx.pipeline.send(batch) => {
+                    sent = ctx.pipeline.send(Delivery::new(batch, permit)) => {
                         if sent.is_err() {
                             return SessionEnd::Cancelled;
                         }
                     }
                 }
-                ctx.metrics.queue_batches.inc();
                 write_cursor(&self.cursor, cursor);
             }
             if eof {

@@ -130,14 +130,13 @@ impl CheckpointStore {
         });
     }
 
-    /// The sinks have flushed everything up to `cursor`.
+    /// Every sink has acknowledged everything up to `cursor`. Ignored for containers that are
+    /// not tracked (forgotten meanwhile: a late acknowledgement must not resurrect the file).
     pub fn ack(&self, id: &str, cursor: Cursor) {
         let mut entries = self.lock();
-        let entry = entries.entry(id.to_string()).or_insert(Entry {
-            cursor,
-            dirty_since: None,
-        });
-        if cursor.is_at_or_after(&entry.cursor) {
+        if let Some(entry) = entries.get_mut(id)
+            && cursor.is_at_or_after(&entry.cursor)
+        {
             entry.cursor = cursor;
             entry.dirty_since.get_or_insert_with(Instant::now);
         }
@@ -268,6 +267,8 @@ mod tests {
         let metrics = Arc::new(Metrics::new());
         let store = CheckpointStore::open(dir.path(), metrics.clone()).expect("open");
         assert!(!store.had_previous_run);
+        store.ack("ghost", Cursor { ts_ns: 5, count: 2 }); // never tracked: ignored
+        store.init("abc", Cursor::at(0));
         store.ack("abc", Cursor { ts_ns: 5, count: 2 });
         store.ack("abc", Cursor { ts_ns: 4, count: 9 }); // older: ignored
         store.init("def", Cursor::at(7));
@@ -276,6 +277,7 @@ mod tests {
         assert!(again.had_previous_run);
         assert_eq!(again.get("abc"), Some(Cursor { ts_ns: 5, count: 2 }));
         assert_eq!(again.get("def"), Some(Cursor::at(7)));
+        assert_eq!(again.get("ghost"), None);
         again.forget("abc");
         again.persist();
         assert!(!dir.path().join("checkpoints/abc.json").exists());

@@ -1,6 +1,7 @@
 //! The agent's YAML configuration: typed structs with documented defaults, strict parsing
 //! (unknown keys are errors) and semantic validation that reports the key path and the reason.
 
+mod loki;
 mod units;
 
 pub use units::{ByteSize, HumanDuration, parse_byte_size, parse_duration};
@@ -68,9 +69,9 @@ pub struct FilterConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PipelineConfig {
-    /// Capacity of the queue between capture and sinks, in batches (one batch = what one read of
-    /// one stream produced). When it is full, capture pauses reading.
-    pub queue_batches: usize,
+    /// Byte budget of the queue between capture and sinks: lines held until every sink has
+    /// acknowledged them. When it is spent, capture pauses reading.
+    pub queue_bytes: ByteSize,
     /// Longest time a written line may sit in a sink's buffer before it is flushed.
     pub flush_interval: HumanDuration,
 }
@@ -80,6 +81,7 @@ pub struct PipelineConfig {
 pub struct SinksConfig {
     pub stdout: Option<StdoutSinkConfig>,
     pub file: Option<FileSinkConfig>,
+    pub loki: Option<LokiSinkConfig>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -94,6 +96,12 @@ pub struct FileSinkConfig {
     /// Close a container's file after this long without writes (it reopens on demand).
     pub idle_close: HumanDuration,
 }
+
+pub use loki::{
+    BasicAuth, BufferConfig, FsyncMode, LineOverflow, LokiBatchConfig, LokiEncoding,
+    LokiSinkConfig, RetryConfig, TlsConfig,
+};
+pub use loki::{MAX_LABEL_VALUE, MAX_LABELS, RECORD_FIELDS, valid_label_name};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -133,6 +141,7 @@ impl Default for Config {
             sinks: SinksConfig {
                 stdout: Some(StdoutSinkConfig {}),
                 file: None,
+                loki: None,
             },
             checkpoint: CheckpointConfig::default(),
             http: HttpConfig::default(),
@@ -167,7 +176,7 @@ impl Default for CaptureConfig {
 impl Default for PipelineConfig {
     fn default() -> Self {
         PipelineConfig {
-            queue_batches: 1024,
+            queue_bytes: ByteSize(64 * 1024 * 1024),
             flush_interval: HumanDuration(Duration::from_millis(200)),
         }
     }
@@ -298,14 +307,19 @@ impl Config {
                 }
             }
         }
-        if self.pipeline.queue_batches == 0 {
-            return Err("pipeline.queue_batches: must be at least 1".to_string());
+        if self.pipeline.queue_bytes.0 < 64 * 1024 {
+            return Err("pipeline.queue_bytes: must be at least 64KiB".to_string());
         }
         if self.pipeline.flush_interval.0.is_zero() {
             return Err("pipeline.flush_interval: must be > 0".to_string());
         }
-        if self.sinks.stdout.is_none() && self.sinks.file.is_none() {
-            return Err("sinks: at least one sink (stdout, file) must be configured".to_string());
+        if self.sinks.stdout.is_none() && self.sinks.file.is_none() && self.sinks.loki.is_none() {
+            return Err(
+                "sinks: at least one sink (stdout, file, loki) must be configured".to_string(),
+            );
+        }
+        if let Some(loki) = &self.sinks.loki {
+            loki.validate()?;
         }
         if let Some(file) = &self.sinks.file
             && file.path.trim().is_empty()

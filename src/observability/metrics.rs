@@ -31,6 +31,15 @@ pub struct SinkLabels {
     pub sink: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SinkReasonLabels {
+    pub sink: &'static str,
+    pub reason: &'static str,
+}
+
+/// Computes a gauge at scrape time (e.g. the age of the oldest unacknowledged batch).
+pub type Probe = Box<dyn Fn() -> f64 + Send + Sync>;
+
 pub struct Metrics {
     pub streams_active: Gauge,
     pub rotations: Family<ContainerLabels, Counter>,
@@ -44,7 +53,21 @@ pub struct Metrics {
     pub events_reconnects: Counter,
     pub sink_lines: Family<SinkLabels, Counter>,
     pub sink_errors: Family<SinkLabels, Counter>,
-    pub queue_batches: Gauge,
+    pub queue_bytes: Gauge,
+    pub queue_lines: Gauge,
+    pub queue_budget_bytes: Gauge,
+    pub oldest_unacked: Gauge<f64, AtomicU64>,
+    pub oldest_unacked_probe: std::sync::OnceLock<Probe>,
+    pub sink_batches: Family<SinkLabels, Counter>,
+    pub sink_retries: Family<SinkLabels, Counter>,
+    pub sink_failures: Family<SinkReasonLabels, Counter>,
+    pub sink_latency: Family<SinkLabels, Histogram>,
+    pub sink_lines_modified: Family<SinkReasonLabels, Counter>,
+    pub buffer_bytes: Family<SinkLabels, Gauge>,
+    pub buffer_records: Family<SinkLabels, Gauge>,
+    pub buffer_full: Family<SinkLabels, Counter>,
+    pub buffer_corrupt: Family<SinkLabels, Counter>,
+    pub dead_letters: Family<SinkReasonLabels, Counter>,
     pub checkpoint_writes: Counter,
     pub checkpoint_errors: Counter,
     pub checkpoint_corrupt: Counter,
@@ -72,7 +95,24 @@ impl Metrics {
         let events_reconnects = Counter::default();
         let sink_lines = Family::<SinkLabels, Counter>::default();
         let sink_errors = Family::<SinkLabels, Counter>::default();
-        let queue_batches = Gauge::default();
+        let queue_bytes = Gauge::default();
+        let queue_lines = Gauge::default();
+        let queue_budget_bytes = Gauge::default();
+        let oldest_unacked = Gauge::<f64, AtomicU64>::default();
+        let sink_batches = Family::<SinkLabels, Counter>::default();
+        let sink_retries = Family::<SinkLabels, Counter>::default();
+        let sink_failures = Family::<SinkReasonLabels, Counter>::default();
+        let sink_latency = Family::<SinkLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new([
+                0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+            ])
+        });
+        let sink_lines_modified = Family::<SinkReasonLabels, Counter>::default();
+        let buffer_bytes = Family::<SinkLabels, Gauge>::default();
+        let buffer_records = Family::<SinkLabels, Gauge>::default();
+        let buffer_full = Family::<SinkLabels, Counter>::default();
+        let buffer_corrupt = Family::<SinkLabels, Counter>::default();
+        let dead_letters = Family::<SinkReasonLabels, Counter>::default();
         let checkpoint_writes = Counter::default();
         let checkpoint_errors = Counter::default();
         let checkpoint_corrupt = Counter::default();
@@ -142,9 +182,74 @@ impl Metrics {
             sink_errors.clone(),
         );
         r.register(
-            "log_capturer_queue_batches",
-            "Batches waiting between capture and sinks",
-            queue_batches.clone(),
+            "log_capturer_queue_bytes",
+            "Bytes of the queue budget held by batches not yet acknowledged by every sink",
+            queue_bytes.clone(),
+        );
+        r.register(
+            "log_capturer_queue_lines",
+            "Lines in the queue not yet acknowledged by every sink",
+            queue_lines.clone(),
+        );
+        r.register(
+            "log_capturer_queue_budget_bytes",
+            "The queue's byte budget (pipeline.queue_bytes)",
+            queue_budget_bytes.clone(),
+        );
+        r.register(
+            "log_capturer_oldest_unacked_age_seconds",
+            "Age of the oldest batch not yet acknowledged by every sink",
+            oldest_unacked.clone(),
+        );
+        r.register(
+            "log_capturer_sink_batches",
+            "Batches delivered (written and flushed, or accepted) per sink",
+            sink_batches.clone(),
+        );
+        r.register(
+            "log_capturer_sink_retries",
+            "Delivery attempts retried per sink",
+            sink_retries.clone(),
+        );
+        r.register(
+            "log_capturer_sink_failures",
+            "Failed delivery attempts per sink and reason",
+            sink_failures.clone(),
+        );
+        r.register(
+            "log_capturer_sink_send_latency_seconds",
+            "Time to deliver one batch (successful attempts)",
+            sink_latency.clone(),
+        );
+        r.register(
+            "log_capturer_sink_lines_modified",
+            "Lines truncated or split to fit a sink's limits, per sink and action",
+            sink_lines_modified.clone(),
+        );
+        r.register(
+            "log_capturer_buffer_bytes",
+            "Bytes waiting in a sink's on-disk buffer",
+            buffer_bytes.clone(),
+        );
+        r.register(
+            "log_capturer_buffer_records",
+            "Batches waiting in a sink's on-disk buffer",
+            buffer_records.clone(),
+        );
+        r.register(
+            "log_capturer_buffer_full",
+            "Times a sink's on-disk buffer was full (capture then pauses)",
+            buffer_full.clone(),
+        );
+        r.register(
+            "log_capturer_buffer_corrupt",
+            "Torn or corrupt records found and skipped in on-disk buffers",
+            buffer_corrupt.clone(),
+        );
+        r.register(
+            "log_capturer_dead_letters",
+            "Batches rejected by a sink and kept in its dead-letter store, by reason",
+            dead_letters.clone(),
         );
         r.register(
             "log_capturer_checkpoint_writes",
@@ -190,7 +295,21 @@ impl Metrics {
             events_reconnects,
             sink_lines,
             sink_errors,
-            queue_batches,
+            queue_bytes,
+            queue_lines,
+            queue_budget_bytes,
+            oldest_unacked,
+            oldest_unacked_probe: std::sync::OnceLock::new(),
+            sink_batches,
+            sink_retries,
+            sink_failures,
+            sink_latency,
+            sink_lines_modified,
+            buffer_bytes,
+            buffer_records,
+            buffer_full,
+            buffer_corrupt,
+            dead_letters,
             checkpoint_writes,
             checkpoint_errors,
             checkpoint_corrupt,
@@ -226,6 +345,9 @@ impl Metrics {
     pub fn render(&self) -> String {
         self.tasks_alive.set(super::resources::tasks_alive() as i64);
         self.fds_open.set(super::resources::open_fds() as i64);
+        if let Some(probe) = self.oldest_unacked_probe.get() {
+            self.oldest_unacked.set(probe());
+        }
         let mut out = String::new();
         if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
             out.clear();

@@ -1,8 +1,19 @@
-//! From capture to sinks: the bounded queue, the writer that fans batches out to the sinks, and
-//! acknowledgements that let checkpoints advance only past what every sink has flushed.
+//! From capture to sinks: the byte-budgeted queue, the router that fans batches out to one
+//! worker per sink, and the ledger that lets a container's checkpoint advance only past what
+//! every sink has acknowledged.
+//!
+//! ```text
+//! capture ──Delivery──▶ queue (byte budget) ──▶ router ──▶ worker per sink ──▶ ledger ──▶ checkpoints
+//! ```
 
+mod budget;
+mod ledger;
 mod record;
+mod router;
 mod writer;
 
-pub use record::{Batch, ContainerMeta, LogLine, StreamKind};
-pub use writer::{SinkWriter, WriterSettings};
+pub use budget::{BudgetPermit, QueueBudget};
+pub use ledger::AckLedger;
+pub use record::{Batch, ContainerMeta, Delivery, LogLine, StreamKind};
+pub use router::route;
+pub use writer::{LocalSinkWorker, WriterSettings};

@@ -2,6 +2,9 @@
 
 use bytes::Bytes;
 use std::sync::Arc;
+use std::time::Instant;
+
+use super::budget::BudgetPermit;
 
 use crate::capture::Cursor;
 
@@ -57,5 +60,26 @@ pub struct Batch {
 impl Batch {
     pub fn bytes(&self) -> usize {
         self.lines.iter().map(|l| l.message.len()).sum()
+    }
+}
+
+/// A batch on its way through the pipeline, holding its share of the queue budget until every
+/// sink is done with it (the last `Arc` dropped releases it).
+pub struct Delivery {
+    pub batch: Batch,
+    /// Assigned by the router, in queue order.
+    pub seq: u64,
+    pub enqueued: Instant,
+    _permit: BudgetPermit,
+}
+
+impl Delivery {
+    pub fn new(batch: Batch, permit: BudgetPermit) -> Self {
+        Delivery {
+            batch,
+            seq: 0,
+            enqueued: Instant::now(),
+            _permit: permit,
+        }
     }
 }

@@ -1,6 +1,6 @@
-//! The sink writer: takes batches off the queue, writes them to every sink, flushes, and then
-//! acknowledges each batch's cursor to the checkpoint store. It runs on a blocking thread
-//! because sink I/O (stdout, files) is blocking; it ends when the queue closes and is drained.
+//! The worker of a local sink (stdout, file): takes deliveries, writes them, flushes, and then
+//! acknowledges them. It runs on a blocking thread because that I/O is blocking; it ends when
+//! its input closes and is drained.
 
 use std::io;
 use std::sync::Arc;
@@ -10,10 +10,10 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, warn};
 
-use super::Batch;
+use super::Delivery;
+use super::ledger::AckLedger;
 use crate::backoff::{Backoff, sleep_or_cancel};
-use crate::checkpoint::CheckpointStore;
-use crate::observability::metrics::{Metrics, SinkLabels};
+use crate::observability::metrics::{Metrics, SinkLabels, SinkReasonLabels};
 use crate::sinks::Sink;
 
 pub struct WriterSettings {
@@ -22,10 +22,10 @@ pub struct WriterSettings {
     pub flush_bytes: usize,
 }
 
-pub struct SinkWriter {
-    pub sinks: Vec<Box<dyn Sink>>,
-    pub queue: mpsc::Receiver<Batch>,
-    pub checkpoints: Arc<CheckpointStore>,
+pub struct LocalSinkWorker {
+    pub sink: Box<dyn Sink>,
+    pub input: mpsc::UnboundedReceiver<Arc<Delivery>>,
+    pub ledger: Arc<AckLedger>,
     pub metrics: Arc<Metrics>,
     pub settings: WriterSettings,
     /// Cancelled at shutdown: a sink that keeps failing is then given up on (its batches stay
@@ -33,10 +33,10 @@ pub struct SinkWriter {
     pub shutdown: CancellationToken,
 }
 
-impl SinkWriter {
-    /// Runs until the queue is closed and drained. Call from a blocking thread.
+impl LocalSinkWorker {
+    /// Runs until the input is closed and drained. Call from a blocking thread.
     pub fn run_blocking(mut self, runtime: Handle) {
-        let mut written: Vec<Batch> = Vec::new();
+        let mut written: Vec<Arc<Delivery>> = Vec::new();
         let mut written_bytes = 0usize;
         let mut oldest = Instant::now();
         loop {
@@ -48,18 +48,17 @@ impl SinkWriter {
                     .saturating_sub(oldest.elapsed())
             };
             let next =
-                runtime.block_on(async { tokio::time::timeout(wait, self.queue.recv()).await });
+                runtime.block_on(async { tokio::time::timeout(wait, self.input.recv()).await });
             match next {
-                Ok(Some(batch)) => {
-                    self.metrics.queue_batches.dec();
+                Ok(Some(delivery)) => {
                     if written.is_empty() {
                         oldest = Instant::now();
                     }
-                    if !self.write_to_all(&batch, &runtime) {
-                        return; // shutdown while a sink failed: acknowledge nothing more
+                    if !self.retry(&runtime, |sink| sink.write_batch(&delivery.batch)) {
+                        return; // shutdown while the sink failed: acknowledge nothing more
                     }
-                    written_bytes += batch.bytes();
-                    written.push(batch);
+                    written_bytes += delivery.batch.bytes();
+                    written.push(delivery);
                     if written_bytes >= self.settings.flush_bytes
                         || oldest.elapsed() >= self.settings.flush_interval
                     {
@@ -83,54 +82,59 @@ impl SinkWriter {
         }
     }
 
-    fn write_to_all(&mut self, batch: &Batch, runtime: &Handle) -> bool {
-        (0..self.sinks.len()).all(|i| self.retry(i, runtime, |sink| sink.write_batch(batch)))
-    }
-
-    /// Flushes every sink (with nothing written this still lets sinks close idle files), then
-    /// acknowledges the cursors of all written batches.
-    fn flush_and_ack(&mut self, written: &mut Vec<Batch>, runtime: &Handle) -> bool {
-        for i in 0..self.sinks.len() {
-            if !self.retry(i, runtime, |sink| sink.flush()) {
-                return false;
-            }
+    /// Flushes (with nothing written this still lets the sink close idle files), then
+    /// acknowledges every written delivery.
+    fn flush_and_ack(&mut self, written: &mut Vec<Arc<Delivery>>, runtime: &Handle) -> bool {
+        let started = Instant::now();
+        if !self.retry(runtime, |sink| sink.flush()) {
+            return false;
         }
         if written.is_empty() {
             return true;
         }
-        let lines: usize = written.iter().map(|b| b.lines.len()).sum();
-        for sink in &self.sinks {
-            self.metrics
-                .sink_lines
-                .get_or_create(&SinkLabels { sink: sink.name() })
-                .inc_by(lines as u64);
+        let labels = SinkLabels {
+            sink: self.sink.name(),
+        };
+        let lines: usize = written.iter().map(|d| d.batch.lines.len()).sum();
+        self.metrics
+            .sink_lines
+            .get_or_create(&labels)
+            .inc_by(lines as u64);
+        self.metrics.sink_batches.get_or_create(&labels).inc();
+        self.metrics
+            .sink_latency
+            .get_or_create(&labels)
+            .observe(started.elapsed().as_secs_f64());
+        for d in written.drain(..) {
+            self.ledger.complete(&d.batch.container.id, d.seq);
         }
-        for batch in written.iter() {
-            self.checkpoints.ack(&batch.container.id, batch.cursor);
-        }
-        written.clear();
         true
     }
 
-    /// Runs `op` on one sink until it succeeds, with back-off; capture pauses meanwhile (the
-    /// queue fills). Returns false when shutdown interrupts the retries.
+    /// Runs `op` until it succeeds, with back-off; capture pauses meanwhile (the budget fills).
+    /// Returns false when shutdown interrupts the retries.
     fn retry(
         &mut self,
-        index: usize,
         runtime: &Handle,
         mut op: impl FnMut(&mut dyn Sink) -> io::Result<()>,
     ) -> bool {
         let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
         loop {
-            let sink = self.sinks[index].as_mut();
-            let err = match op(sink) {
+            let err = match op(self.sink.as_mut()) {
                 Ok(()) => return true,
                 Err(e) => e,
             };
-            let name = sink.name();
+            let name = self.sink.name();
             self.metrics
                 .sink_errors
                 .get_or_create(&SinkLabels { sink: name })
+                .inc();
+            self.metrics
+                .sink_failures
+                .get_or_create(&SinkReasonLabels {
+                    sink: name,
+                    reason: "io",
+                })
                 .inc();
             if self.shutdown.is_cancelled() {
                 error!(sink = name, error = %err,
@@ -138,6 +142,10 @@ impl SinkWriter {
                 return false;
             }
             let delay = backoff.next_delay();
+            self.metrics
+                .sink_retries
+                .get_or_create(&SinkLabels { sink: name })
+                .inc();
             warn!(sink = name, error = %err, retry_in = ?delay, "sink failed; capture pauses until it recovers");
             if !runtime.block_on(sleep_or_cancel(delay, &self.shutdown)) {
                 error!(

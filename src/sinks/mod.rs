@@ -6,6 +6,7 @@
 //! and writes it on the next call. The writer retries the failing call only.
 
 mod file;
+pub mod loki;
 pub mod ndjson;
 mod stdout;
 

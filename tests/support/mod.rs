@@ -7,6 +7,7 @@
 pub mod agent;
 pub mod docker;
 pub mod fake_engine;
+pub mod loki;
 
 use std::time::{Duration, Instant};
 

@@ -1,0 +1,283 @@
+//! Configuration of the Loki sink.
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::{ByteSize, HumanDuration};
+
+/// Dynamic labels and structured-metadata fields a record can provide.
+pub const RECORD_FIELDS: &[&str] = &[
+    "container_name",
+    "container_id",
+    "image",
+    "compose_project",
+    "compose_service",
+    "stream",
+    "host",
+];
+
+/// Loki's defaults (`max_label_names_per_series`, `max_label_name_length`,
+/// `max_label_value_length`).
+pub const MAX_LABELS: usize = 15;
+pub const MAX_LABEL_NAME: usize = 1024;
+pub const MAX_LABEL_VALUE: usize = 2048;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LokiEncoding {
+    Protobuf,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LineOverflow {
+    Truncate,
+    Split,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FsyncMode {
+    Always,
+    Never,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BasicAuth {
+    pub username: String,
+    pub password: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LokiBatchConfig {
+    pub max_entries: usize,
+    pub max_bytes: ByteSize,
+    pub max_wait: HumanDuration,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetryConfig {
+    pub initial: HumanDuration,
+    pub max: HumanDuration,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// PEM file of CA certificates to trust in addition to the built-in roots.
+    pub ca_file: Option<PathBuf>,
+    /// PEM client certificate chain and key, for mutual TLS.
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    /// Accept any server certificate. Only for tests; the agent warns at start.
+    pub insecure_skip_verify: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BufferConfig {
+    /// A batch that cannot be delivered for this long goes to the on-disk buffer.
+    pub spill_after: HumanDuration,
+    pub max_bytes: ByteSize,
+    pub segment_bytes: ByteSize,
+    pub fsync: FsyncMode,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LokiSinkConfig {
+    pub url: String,
+    pub encoding: LokiEncoding,
+    /// gzip request bodies (json encoding only; protobuf is always snappy-compressed).
+    pub gzip: bool,
+    /// `X-Scope-OrgID`; empty: none.
+    pub tenant: String,
+    pub basic_auth: Option<BasicAuth>,
+    pub bearer_token: String,
+    pub headers: BTreeMap<String, String>,
+    /// Record fields sent as stream labels.
+    pub labels: Vec<String>,
+    pub static_labels: BTreeMap<String, String>,
+    /// Record fields sent as structured metadata (high-cardinality values belong here).
+    pub structured_metadata: Vec<String>,
+    /// Value of the `host` field; empty: this machine's hostname.
+    pub host: String,
+    pub max_line_bytes: ByteSize,
+    pub line_overflow: LineOverflow,
+    pub batch: LokiBatchConfig,
+    pub timeout: HumanDuration,
+    pub retry: RetryConfig,
+    pub tls: TlsConfig,
+    pub buffer: BufferConfig,
+}
+
+impl Default for LokiSinkConfig {
+    fn default() -> Self {
+        LokiSinkConfig {
+            url: "http://127.0.0.1:3100/loki/api/v1/push".to_string(),
+            encoding: LokiEncoding::Protobuf,
+            gzip: false,
+            tenant: String::new(),
+            basic_auth: None,
+            bearer_token: String::new(),
+            headers: BTreeMap::new(),
+            labels: [
+                "container_name",
+                "compose_project",
+                "compose_service",
+                "stream",
+                "host",
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+            static_labels: BTreeMap::new(),
+            structured_metadata: vec!["container_id".to_string(), "image".to_string()],
+            host: String::new(),
+            max_line_bytes: ByteSize(256 * 1024),
+            line_overflow: LineOverflow::Truncate,
+            batch: LokiBatchConfig::default(),
+            timeout: HumanDuration(Duration::from_secs(10)),
+            retry: RetryConfig::default(),
+            tls: TlsConfig::default(),
+            buffer: BufferConfig::default(),
+        }
+    }
+}
+
+impl Default for LokiBatchConfig {
+    fn default() -> Self {
+        LokiBatchConfig {
+            max_entries: 2000,
+            max_bytes: ByteSize(1024 * 1024),
+            max_wait: HumanDuration(Duration::from_secs(1)),
+        }
+    }
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        RetryConfig {
+            initial: HumanDuration(Duration::from_millis(500)),
+            max: HumanDuration(Duration::from_secs(30)),
+        }
+    }
+}
+
+impl Default for BufferConfig {
+    fn default() -> Self {
+        BufferConfig {
+            spill_after: HumanDuration(Duration::from_secs(10)),
+            max_bytes: ByteSize(1024 * 1024 * 1024),
+            segment_bytes: ByteSize(16 * 1024 * 1024),
+            fsync: FsyncMode::Always,
+        }
+    }
+}
+
+pub fn valid_label_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && name.len() <= MAX_LABEL_NAME
+}
+
+impl LokiSinkConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        let k = "sinks.loki";
+        let scheme_ok = self.url.starts_with("http://") || self.url.starts_with("https://");
+        if !scheme_ok || self.url.parse::<hyper::Uri>().is_err() {
+            return Err(format!(
+                "{k}.url: {:?} is not an http:// or https:// URL",
+                self.url
+            ));
+        }
+        if self.url.starts_with("https://") && !cfg!(feature = "tls") {
+            return Err(format!(
+                "{k}.url: https needs a build with the `tls` feature"
+            ));
+        }
+        for (i, l) in self.labels.iter().enumerate() {
+            if !RECORD_FIELDS.contains(&l.as_str()) {
+                return Err(format!(
+                    "{k}.labels[{i}]: {l:?} is not one of {RECORD_FIELDS:?}"
+                ));
+            }
+            if l == "container_id" {
+                return Err(format!(
+                    "{k}.labels[{i}]: container_id is high-cardinality; put it in structured_metadata"
+                ));
+            }
+        }
+        for (i, f) in self.structured_metadata.iter().enumerate() {
+            if !RECORD_FIELDS.contains(&f.as_str()) {
+                return Err(format!(
+                    "{k}.structured_metadata[{i}]: {f:?} is not one of {RECORD_FIELDS:?}"
+                ));
+            }
+        }
+        for (name, value) in &self.static_labels {
+            if !valid_label_name(name) {
+                return Err(format!(
+                    "{k}.static_labels.{name}: not a Loki label name ([a-zA-Z_][a-zA-Z0-9_]*)"
+                ));
+            }
+            if value.is_empty() || value.len() > MAX_LABEL_VALUE {
+                return Err(format!(
+                    "{k}.static_labels.{name}: value must be 1..{MAX_LABEL_VALUE} bytes"
+                ));
+            }
+            if self.labels.iter().any(|l| l == name) {
+                return Err(format!("{k}.static_labels.{name}: also a dynamic label"));
+            }
+        }
+        if self.labels.len() + self.static_labels.len() > MAX_LABELS {
+            return Err(format!("{k}: more than {MAX_LABELS} labels per stream"));
+        }
+        if self.labels.is_empty() && self.static_labels.is_empty() {
+            return Err(format!(
+                "{k}.labels: a Loki stream needs at least one label"
+            ));
+        }
+        if self.basic_auth.is_some() && !self.bearer_token.is_empty() {
+            return Err(format!("{k}: basic_auth and bearer_token are exclusive"));
+        }
+        for name in self.headers.keys() {
+            if hyper::header::HeaderName::from_bytes(name.as_bytes()).is_err() {
+                return Err(format!("{k}.headers.{name}: not a valid header name"));
+            }
+        }
+        if self.gzip && self.encoding == LokiEncoding::Protobuf {
+            return Err(format!(
+                "{k}.gzip: only for encoding: json (protobuf uses snappy)"
+            ));
+        }
+        if self.max_line_bytes.0 < 1024 {
+            return Err(format!("{k}.max_line_bytes: must be at least 1KiB"));
+        }
+        if self.batch.max_entries == 0 || self.batch.max_bytes.0 < 1024 {
+            return Err(format!("{k}.batch: max_entries >= 1 and max_bytes >= 1KiB"));
+        }
+        if self.retry.initial.0.is_zero() || self.retry.initial.0 > self.retry.max.0 {
+            return Err(format!("{k}.retry.initial: must be > 0 and <= retry.max"));
+        }
+        if self.timeout.0.is_zero() {
+            return Err(format!("{k}.timeout: must be > 0"));
+        }
+        if self.buffer.max_bytes.0 < self.buffer.segment_bytes.0 {
+            return Err(format!(
+                "{k}.buffer.max_bytes: must be >= buffer.segment_bytes"
+            ));
+        }
+        if self.tls.cert_file.is_some() != self.tls.key_file.is_some() {
+            return Err(format!("{k}.tls: cert_file and key_file go together"));
+        }
+        Ok(())
+    }
+}

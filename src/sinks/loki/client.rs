@@ -1,0 +1,349 @@
+//! HTTP delivery to Loki: pooled HTTP/1.1 (HTTPS with rustls when the `tls` feature is on),
+//! auth and tenant headers, a time-out per request, and a classification of every outcome into
+//! "retry" (connection errors, time-outs, 429 with Retry-After, 5xx and other non-400/413
+//! answers) or "rejected" (400, 413: never retried; the batch becomes a dead letter).
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
+use hyper::{Request, Uri};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use std::time::Duration;
+
+use super::encode::EncodedBatch;
+use crate::config::LokiSinkConfig;
+
+#[cfg(feature = "tls")]
+type Connector = hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>;
+#[cfg(not(feature = "tls"))]
+type Connector = hyper_util::client::legacy::connect::HttpConnector;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SendError {
+    Retryable {
+        /// Bounded metric label: "connect", "timeout", "429", "5xx", "4xx".
+        reason: &'static str,
+        detail: String,
+        retry_after: Option<Duration>,
+    },
+    Rejected {
+        status: u16,
+        body: String,
+    },
+}
+
+impl std::fmt::Display for SendError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SendError::Retryable { reason, detail, .. } => write!(f, "{reason}: {detail}"),
+            SendError::Rejected { status, body } => write!(f, "rejected with {status}: {body}"),
+        }
+    }
+}
+
+pub struct LokiClient {
+    client: Client<Connector, Full<Bytes>>,
+    uri: Uri,
+    headers: HeaderMap,
+    timeout: Duration,
+}
+
+impl LokiClient {
+    pub fn new(config: &LokiSinkConfig) -> Result<LokiClient, String> {
+        let uri: Uri = config
+            .url
+            .parse()
+            .map_err(|e| format!("sinks.loki.url: {e}"))?;
+        let mut headers = HeaderMap::new();
+        let mut put = |name: HeaderName, value: &str, what: &str| -> Result<(), String> {
+            let v = HeaderValue::from_str(value)
+                .map_err(|_| format!("sinks.loki.{what}: not a valid header value"))?;
+            headers.insert(name, v);
+            Ok(())
+        };
+        for (name, value) in &config.headers {
+            let n = HeaderName::from_bytes(name.as_bytes())
+                .map_err(|_| format!("sinks.loki.headers.{name}: invalid name"))?;
+            put(n, value, &format!("headers.{name}"))?;
+        }
+        if !config.tenant.is_empty() {
+            put(
+                HeaderName::from_static("x-scope-orgid"),
+                &config.tenant,
+                "tenant",
+            )?;
+        }
+        if let Some(auth) = &config.basic_auth {
+            use base64::Engine;
+            let token = base64::engine::general_purpose::STANDARD
+                .encode(format!("{}:{}", auth.username, auth.password));
+            put(
+                header::AUTHORIZATION,
+                &format!("Basic {token}"),
+                "basic_auth",
+            )?;
+        } else if !config.bearer_token.is_empty() {
+            put(
+                header::AUTHORIZATION,
+                &format!("Bearer {}", config.bearer_token),
+                "bearer_token",
+            )?;
+        }
+        put(
+            header::USER_AGENT,
+            concat!("log-capturer/", env!("CARGO_PKG_VERSION")),
+            "user agent",
+        )?;
+        let connector = connector(config)?;
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(30))
+            .pool_max_idle_per_host(4)
+            .build(connector);
+        Ok(LokiClient {
+            client,
+            uri,
+            headers,
+            timeout: config.timeout.0,
+        })
+    }
+
+    pub async fn send(&self, batch: &EncodedBatch) -> Result<(), SendError> {
+        let mut request = Request::post(self.uri.clone())
+            .header(header::CONTENT_TYPE, batch.content_type)
+            .body(Full::new(Bytes::from(batch.body.clone())))
+            .map_err(|e| SendError::Retryable {
+                reason: "connect",
+                detail: e.to_string(),
+                retry_after: None,
+            })?;
+        if let Some(enc) = batch.content_encoding {
+            request
+                .headers_mut()
+                .insert(header::CONTENT_ENCODING, HeaderValue::from_static(enc));
+        }
+        for (k, v) in &self.headers {
+            request.headers_mut().insert(k.clone(), v.clone());
+        }
+        let exchange = async {
+            let response =
+                self.client
+                    .request(request)
+                    .await
+                    .map_err(|e| SendError::Retryable {
+                        reason: "connect",
+                        detail: error_chain(&e),
+                        retry_after: None,
+                    })?;
+            let status = response.status().as_u16();
+            let retry_after = response
+                .headers()
+                .get(header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .map(Duration::from_secs);
+            let body = response
+                .into_body()
+                .collect()
+                .await
+                .map(|b| b.to_bytes())
+                .unwrap_or_default();
+            let text = String::from_utf8_lossy(&body[..body.len().min(4096)])
+                .trim()
+                .to_string();
+            Ok::<_, SendError>((status, retry_after, text))
+        };
+        let (status, retry_after, text) = tokio::time::timeout(self.timeout, exchange)
+            .await
+            .map_err(|_| SendError::Retryable {
+                reason: "timeout",
+                detail: format!("no answer within {:?}", self.timeout),
+                retry_after: None,
+            })??;
+        classify(status, retry_after, text)
+    }
+}
+
+fn classify(status: u16, retry_after: Option<Duration>, text: String) -> Result<(), SendError> {
+    match status {
+        200..=299 => Ok(()),
+        400 | 413 => Err(SendError::Rejected { status, body: text }),
+        429 => Err(SendError::Retryable {
+            reason: "429",
+            detail: text,
+            retry_after,
+        }),
+        500..=599 => Err(SendError::Retryable {
+            reason: "5xx",
+            detail: format!("{status}: {text}"),
+            retry_after,
+        }),
+        _ => Err(SendError::Retryable {
+            reason: "4xx",
+            detail: format!("{status}: {text}"),
+            retry_after,
+        }),
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut source = e.source();
+    while let Some(inner) = source {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        source = inner.source();
+    }
+    s
+}
+
+#[cfg(not(feature = "tls"))]
+fn connector(_config: &LokiSinkConfig) -> Result<Connector, String> {
+    let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
+    http.set_nodelay(true);
+    Ok(http)
+}
+
+#[cfg(feature = "tls")]
+fn connector(config: &LokiSinkConfig) -> Result<Connector, String> {
+    let tls = tls::client_config(&config.tls)?;
+    let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
+    http.set_nodelay(true);
+    http.enforce_http(false);
+    Ok(hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(http))
+}
+
+#[cfg(feature = "tls")]
+mod tls {
+    use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+    use rustls::crypto::CryptoProvider;
+    use rustls::{DigitallySignedStruct, SignatureScheme};
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+    use std::sync::Arc;
+
+    use crate::config::TlsConfig;
+
+    pub fn client_config(c: &TlsConfig) -> Result<rustls::ClientConfig, String> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut roots = rustls::RootCertStore::empty();
+        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+        if let Some(ca) = &c.ca_file {
+            let certs = CertificateDer::pem_file_iter(ca)
+                .map_err(|e| format!("sinks.loki.tls.ca_file {}: {e}", ca.display()))?;
+            for cert in certs {
+                let cert =
+                    cert.map_err(|e| format!("sinks.loki.tls.ca_file {}: {e}", ca.display()))?;
+                roots
+                    .add(cert)
+                    .map_err(|e| format!("sinks.loki.tls.ca_file {}: {e}", ca.display()))?;
+            }
+        }
+        let builder = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
+            .with_safe_default_protocol_versions()
+            .map_err(|e| format!("TLS: {e}"))?
+            .with_root_certificates(roots);
+        let mut config = match (&c.cert_file, &c.key_file) {
+            (Some(cert), Some(key)) => {
+                let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+                    .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+                    .map_err(|e| format!("sinks.loki.tls.cert_file {}: {e}", cert.display()))?;
+                let key = PrivateKeyDer::from_pem_file(key)
+                    .map_err(|e| format!("sinks.loki.tls.key_file {}: {e}", key.display()))?;
+                builder
+                    .with_client_auth_cert(chain, key)
+                    .map_err(|e| format!("sinks.loki.tls: client certificate: {e}"))?
+            }
+            _ => builder.with_no_client_auth(),
+        };
+        if c.insecure_skip_verify {
+            config
+                .dangerous()
+                .set_certificate_verifier(Arc::new(AcceptAnyCertificate(provider)));
+        }
+        Ok(config)
+    }
+
+    /// `insecure_skip_verify: true`: any certificate is accepted (signatures still checked).
+    #[derive(Debug)]
+    struct AcceptAnyCertificate(Arc<CryptoProvider>);
+
+    impl ServerCertVerifier for AcceptAnyCertificate {
+        fn verify_server_cert(
+            &self,
+            _end_entity: &CertificateDer<'_>,
+            _intermediates: &[CertificateDer<'_>],
+            _server_name: &ServerName<'_>,
+            _ocsp: &[u8],
+            _now: UnixTime,
+        ) -> Result<ServerCertVerified, rustls::Error> {
+            Ok(ServerCertVerified::assertion())
+        }
+
+        fn verify_tls12_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            rustls::crypto::verify_tls12_signature(
+                message,
+                cert,
+                dss,
+                &self.0.signature_verification_algorithms,
+            )
+        }
+
+        fn verify_tls13_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            rustls::crypto::verify_tls13_signature(
+                message,
+                cert,
+                dss,
+                &self.0.signature_verification_algorithms,
+            )
+        }
+
+        fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+            self.0.signature_verification_algorithms.supported_schemes()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classification() {
+        assert_eq!(classify(204, None, String::new()), Ok(()));
+        assert!(matches!(
+            classify(400, None, "bad".into()),
+            Err(SendError::Rejected { status: 400, .. })
+        ));
+        assert!(matches!(
+            classify(413, None, String::new()),
+            Err(SendError::Rejected { status: 413, .. })
+        ));
+        assert!(matches!(
+            classify(429, Some(Duration::from_secs(7)), String::new()),
+            Err(SendError::Retryable { reason: "429", retry_after: Some(d), .. }) if d == Duration::from_secs(7)
+        ));
+        assert!(matches!(
+            classify(503, None, String::new()),
+            Err(SendError::Retryable { reason: "5xx", .. })
+        ));
+        assert!(matches!(
+            classify(401, None, String::new()),
+            Err(SendError::Retryable { reason: "4xx", .. })
+        ));
+    }
+}

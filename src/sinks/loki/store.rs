@@ -1,0 +1,132 @@
+//! The Loki sink's on-disk stores: the buffer (batches waiting for Loki, replayed in order) and
+//! the dead letters (batches Loki rejected, kept with the reason). Both hold encoded request
+//! bodies in the segment store, each record prefixed by a small JSON header.
+
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use super::encode::EncodedBatch;
+use crate::buffer::{AppendError, OpenReport, RecordId, SegmentStore, StoreOptions};
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RecordHeader {
+    pub content_type: String,
+    pub content_encoding: Option<String>,
+    pub entries: usize,
+    /// When the record was written (ns since the epoch).
+    pub written_ns: i64,
+    /// Dead letters: why Loki rejected it ("400: entry too far behind ...").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+pub fn encode_record(header: &RecordHeader, body: &[u8]) -> Vec<u8> {
+    let head = serde_json::to_vec(header).unwrap_or_default();
+    let mut out = Vec::with_capacity(4 + head.len() + body.len());
+    out.extend_from_slice(&(head.len() as u32).to_le_bytes());
+    out.extend_from_slice(&head);
+    out.extend_from_slice(body);
+    out
+}
+
+pub fn decode_record(bytes: &[u8]) -> Result<(RecordHeader, Vec<u8>), String> {
+    let len = bytes
+        .get(..4)
+        .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
+        .ok_or("record shorter than its header length")?;
+    let head = bytes
+        .get(4..4 + len)
+        .ok_or("record shorter than its header")?;
+    let header: RecordHeader =
+        serde_json::from_slice(head).map_err(|e| format!("record header: {e}"))?;
+    Ok((header, bytes[4 + len..].to_vec()))
+}
+
+impl RecordHeader {
+    pub fn for_batch(batch: &EncodedBatch, reason: Option<String>) -> Self {
+        RecordHeader {
+            content_type: batch.content_type.to_string(),
+            content_encoding: batch.content_encoding.map(str::to_string),
+            entries: batch.entries,
+            written_ns: crate::checkpoint::now_ns(),
+            reason,
+        }
+    }
+
+    /// Back to a sendable batch (content type strings map onto the ones the encoder uses).
+    pub fn to_batch(&self, body: Vec<u8>) -> EncodedBatch {
+        EncodedBatch {
+            body,
+            content_type: if self.content_type == "application/json" {
+                "application/json"
+            } else {
+                "application/x-protobuf"
+            },
+            content_encoding: self.content_encoding.as_deref().map(|_| "gzip"),
+            entries: self.entries,
+        }
+    }
+}
+
+/// A segment store shared between the async worker and blocking threads.
+#[derive(Clone)]
+pub struct SharedStore(Arc<Mutex<SegmentStore>>);
+
+impl SharedStore {
+    pub fn open(dir: &Path, options: StoreOptions) -> std::io::Result<(SharedStore, OpenReport)> {
+        let (store, report) = SegmentStore::open(dir, options)?;
+        Ok((SharedStore(Arc::new(Mutex::new(store))), report))
+    }
+
+    pub fn lock(&self) -> MutexGuard<'_, SegmentStore> {
+        match self.0.lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
+    /// Runs a blocking operation on the store off the async runtime.
+    pub async fn with<T: Send + 'static>(
+        &self,
+        op: impl FnOnce(&mut SegmentStore) -> T + Send + 'static,
+    ) -> Result<T, String> {
+        let me = self.clone();
+        tokio::task::spawn_blocking(move || op(&mut me.lock()))
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    pub async fn append(&self, record: Vec<u8>) -> Result<RecordId, AppendError> {
+        match self.with(move |s| s.append(&record)).await {
+            Ok(r) => r,
+            Err(e) => Err(AppendError::Io(std::io::Error::other(e))),
+        }
+    }
+
+    pub fn pending(&self) -> (u64, u64) {
+        let s = self.lock();
+        (s.pending_records(), s.pending_bytes())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn record_round_trip() {
+        let h = RecordHeader {
+            content_type: "application/json".into(),
+            content_encoding: Some("gzip".into()),
+            entries: 3,
+            written_ns: 5,
+            reason: Some("400: nope".into()),
+        };
+        let bytes = encode_record(&h, b"body");
+        let (h2, body) = decode_record(&bytes).expect("decode");
+        assert_eq!(h2, h);
+        assert_eq!(body, b"body");
+        assert!(decode_record(b"\x01").is_err());
+    }
+}
