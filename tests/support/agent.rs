@@ -15,6 +15,10 @@ pub struct AgentOptions {
     /// `DOCKER_HOST` for the agent; None: the local socket.
     pub docker_host: Option<String>,
     pub checkpoint_interval: &'static str,
+    /// Extra `sinks:` entries, indented by 2 spaces (the file sink is always there).
+    pub sinks: String,
+    /// Extra `pipeline:` keys, indented by 2 spaces.
+    pub pipeline: String,
 }
 
 impl Default for AgentOptions {
@@ -23,6 +27,8 @@ impl Default for AgentOptions {
             capture: String::new(),
             docker_host: None,
             checkpoint_interval: "1s",
+            sinks: String::new(),
+            pipeline: String::new(),
         }
     }
 }
@@ -58,8 +64,8 @@ impl Agent {
         let http = format!("127.0.0.1:{}", free_port());
         let config = format!(
             "capture:\n{capture}\
-             sinks:\n  file:\n    path: {out}/{{container_name}}.log\n    idle_close: 1s\n\
-             pipeline:\n  flush_interval: 50ms\n\
+             sinks:\n  file:\n    path: {out}/{{container_name}}.log\n    idle_close: 1s\n{sinks}\
+             pipeline:\n  flush_interval: 50ms\n{pipeline}\
              checkpoint:\n  state_dir: {state}\n  interval: {ci}\n\
              http:\n  listen: {http}\n\
              log:\n  level: log_capturer=debug,info\n",
@@ -67,6 +73,8 @@ impl Agent {
             out = dir.join("out").display(),
             state = dir.join("state").display(),
             ci = options.checkpoint_interval,
+            sinks = options.sinks,
+            pipeline = options.pipeline,
         );
         let path = dir.join("config.yaml");
         std::fs::write(&path, config).expect("write config");
@@ -191,6 +199,11 @@ impl Agent {
                 panic!("agent did not exit within 30 s; log:\n{}", self.log());
             }
         }
+    }
+
+    /// The config file the agent runs with (for `log-capturer dlq -c`).
+    pub fn config_path(&self) -> &Path {
+        &self.options_config
     }
 
     pub fn out_file(&self, container_name: &str) -> PathBuf {

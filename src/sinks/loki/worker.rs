@@ -355,6 +355,10 @@ impl LokiWorker {
                             .sink_failures
                             .get_or_create(&SinkReasonLabels { sink: SINK, reason })
                             .inc();
+                        self.metrics
+                            .sink_retries
+                            .get_or_create(&Self::labels())
+                            .inc();
                         warn!(sink = SINK, reason, error = %detail, "Loki still failing; buffer replay waits");
                         Some(retry_after.unwrap_or_default())
                     }
