@@ -19,6 +19,8 @@ pub struct AgentOptions {
     pub sinks: String,
     /// Extra `pipeline:` keys, indented by 2 spaces.
     pub pipeline: String,
+    /// The NDJSON file sink under `dir/out` (on by default).
+    pub file_sink: bool,
 }
 
 impl Default for AgentOptions {
@@ -29,6 +31,7 @@ impl Default for AgentOptions {
             checkpoint_interval: "1s",
             sinks: String::new(),
             pipeline: String::new(),
+            file_sink: true,
         }
     }
 }
@@ -64,16 +67,23 @@ impl Agent {
         let http = format!("127.0.0.1:{}", free_port());
         let config = format!(
             "capture:\n{capture}\
-             sinks:\n  file:\n    path: {out}/{{container_name}}.log\n    idle_close: 1s\n{sinks}\
+             sinks:\n{file}{sinks}\
              pipeline:\n  flush_interval: 50ms\n{pipeline}\
              checkpoint:\n  state_dir: {state}\n  interval: {ci}\n\
              http:\n  listen: {http}\n\
              log:\n  level: log_capturer=debug,info\n",
             capture = options.capture,
-            out = dir.join("out").display(),
             state = dir.join("state").display(),
             ci = options.checkpoint_interval,
             sinks = options.sinks,
+            file = if options.file_sink {
+                format!(
+                    "  file:\n    path: {}/{{container_name}}.log\n    idle_close: 1s\n",
+                    dir.join("out").display()
+                )
+            } else {
+                String::new()
+            },
             pipeline = options.pipeline,
         );
         let path = dir.join("config.yaml");
