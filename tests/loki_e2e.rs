@@ -182,6 +182,25 @@ fn sigkill_with_buffered_batches_then_restart_delivers_everything() {
     std::thread::sleep(Duration::from_millis(2500)); // > 2 checkpoint intervals
     let buffered = agent.metric("log_capturer_buffer_records{sink=\"loki\"}");
     agent.kill();
+    // A torn tail, as a crash in the middle of an append would leave: detected, reported,
+    // skipped; everything before it is replayed.
+    let segments = dir.path().join("state/buffer/loki");
+    let last = std::fs::read_dir(&segments)
+        .expect("buffer dir")
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "seg"))
+        .max()
+        .expect("a segment");
+    {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&last)
+            .expect("segment");
+        f.write_all(&[200, 1, 0, 0, 9, 9, 9, 9, 1, 2, 3])
+            .expect("torn tail");
+    }
     rx.set_mode(Mode::Accept);
     agent.restart();
     let all = wait_until(Duration::from_secs(60), || {
@@ -268,6 +287,8 @@ fn rejected_batch_becomes_a_dead_letter_and_can_be_replayed() {
     }
     let (ok, list) = cli(&agent, &["list"]);
     assert!(ok && list.contains("no dead letters"), "{list}");
+    let (ok, purged) = cli(&agent, &["purge"]);
+    assert!(ok && purged.contains("purged 0"), "{purged}");
 }
 
 #[test]
