@@ -21,13 +21,13 @@ fn deliveries() -> (Vec<Arc<Delivery>>, u64) {
     let mut out = Vec::new();
     let mut bytes = 0u64;
     for c in 0..10 {
-        let meta = Arc::new(ContainerMeta {
-            id: format!("{c:064x}"),
-            name: format!("web-{c}"),
-            image: "registry.example/shop/web:1.27.3".to_string(),
-            compose_project: Some("shop".to_string()),
-            compose_service: Some("web".to_string()),
-        });
+        let meta = Arc::new(ContainerMeta::new(
+            format!("{c:064x}"),
+            format!("web-{c}"),
+            "registry.example/shop/web:1.27.3".to_string(),
+            Some("shop".to_string()),
+            Some("web".to_string()),
+        ));
         let lines: Vec<LogLine> = (0..LINES / 10)
             .map(|i| {
                 let text = format!(

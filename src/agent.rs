@@ -79,6 +79,12 @@ async fn run_pipeline(
     shutdown: &CancellationToken,
 ) -> Result<(), String> {
     let capture_cfg = &config.capture;
+    // Everything that can fail on bad settings or files (TLS material, buffer directories) is
+    // prepared before waiting for Docker, so such errors are reported at once.
+    let loki = match &config.sinks.loki {
+        Some(loki) => Some(prepare_loki(config, loki, metrics).await?),
+        None => None,
+    };
     let Some(client) = negotiate(endpoint, config, metrics, shutdown).await else {
         return Ok(()); // shut down before Docker answered
     };
@@ -87,7 +93,7 @@ async fn run_pipeline(
     let budget = QueueBudget::new(config.pipeline.queue_bytes.0 as usize, Arc::clone(metrics));
     // The byte budget bounds the queue; the channel's own capacity only caps batch count.
     let (queue_tx, queue_rx) = mpsc::channel(QUEUE_CHANNEL_BATCHES);
-    let sinks = start_sinks(config, metrics, checkpoints, shutdown).await?;
+    let sinks = start_sinks(config, loki, metrics, checkpoints, shutdown);
     let router = tokio::spawn(route(queue_rx, sinks.inputs, Arc::clone(&sinks.ledger)));
 
     let persist_cancel = CancellationToken::new();
@@ -195,13 +201,47 @@ struct RunningSinks {
     ledger: Arc<AckLedger>,
 }
 
-/// Starts one worker per configured sink. Each worker ends when its input closes.
-async fn start_sinks(
+/// The Loki sink's client and on-disk stores, ready to run.
+struct PreparedLoki {
+    config: LokiSinkConfig,
+    client: LokiClient,
+    buffer: SharedStore,
+    dead_letters: SharedStore,
+}
+
+async fn prepare_loki(
     config: &Config,
+    loki: &LokiSinkConfig,
+    metrics: &Arc<Metrics>,
+) -> Result<PreparedLoki, String> {
+    if loki.tls.insecure_skip_verify {
+        warn!("sinks.loki.tls.insecure_skip_verify is set: Loki's certificate is NOT verified");
+    }
+    let client = LokiClient::new(loki)?;
+    let state = config.checkpoint.state_dir.clone();
+    let (buffer, dead_letters) = {
+        let loki = loki.clone();
+        let metrics = Arc::clone(metrics);
+        tokio::task::spawn_blocking(move || open_loki_stores(&state, &loki, &metrics))
+            .await
+            .map_err(|e| e.to_string())??
+    };
+    Ok(PreparedLoki {
+        config: loki.clone(),
+        client,
+        buffer,
+        dead_letters,
+    })
+}
+
+/// Starts one worker per configured sink. Each worker ends when its input closes.
+fn start_sinks(
+    config: &Config,
+    loki: Option<PreparedLoki>,
     metrics: &Arc<Metrics>,
     checkpoints: &Arc<CheckpointStore>,
     shutdown: &CancellationToken,
-) -> Result<RunningSinks, String> {
+) -> RunningSinks {
     let mut local: Vec<Box<dyn Sink>> = Vec::new();
     if config.sinks.stdout.is_some() {
         local.push(Box::new(StdoutSink::new()));
@@ -209,7 +249,7 @@ async fn start_sinks(
     if let Some(file) = &config.sinks.file {
         local.push(Box::new(FileSink::new(&file.path, file.idle_close.0)));
     }
-    let count = local.len() + usize::from(config.sinks.loki.is_some());
+    let count = local.len() + usize::from(loki.is_some());
     let ledger = Arc::new(AckLedger::new(count, Arc::clone(checkpoints)));
     {
         let ledger = Arc::clone(&ledger);
@@ -238,39 +278,27 @@ async fn start_sinks(
         }));
         inputs.push(tx);
     }
-    if let Some(loki) = &config.sinks.loki {
-        if loki.tls.insecure_skip_verify {
-            warn!("sinks.loki.tls.insecure_skip_verify is set: Loki's certificate is NOT verified");
-        }
-        let client = LokiClient::new(loki)?;
-        let state = config.checkpoint.state_dir.clone();
-        let (buffer, dead_letters) = {
-            let loki = loki.clone();
-            let metrics = Arc::clone(metrics);
-            tokio::task::spawn_blocking(move || open_loki_stores(&state, &loki, &metrics))
-                .await
-                .map_err(|e| e.to_string())??
-        };
+    if let Some(loki) = loki {
         let (tx, rx) = mpsc::unbounded_channel();
         let worker = LokiWorker {
             input: rx,
             ledger: Arc::clone(&ledger),
             metrics: Arc::clone(metrics),
-            encoder: Encoder::new(loki),
-            client,
-            buffer,
-            dead_letters,
-            config: loki.clone(),
+            encoder: Encoder::new(&loki.config),
+            client: loki.client,
+            buffer: loki.buffer,
+            dead_letters: loki.dead_letters,
+            config: loki.config,
             shutdown: shutdown.clone(),
         };
         workers.push(tokio::spawn(worker.run()));
         inputs.push(tx);
     }
-    Ok(RunningSinks {
+    RunningSinks {
         inputs,
         workers,
         ledger,
-    })
+    }
 }
 
 fn open_loki_stores(

@@ -235,11 +235,8 @@ impl Discovery {
                     .map(|n| n.trim_start_matches('/').to_string());
                 if let (Some(t), Some(new_name)) = (self.tracked.get(&id), new_name) {
                     let old = t.meta.borrow().name.clone();
-                    t.meta.send_modify(|m| {
-                        let mut updated = (**m).clone();
-                        updated.name = new_name.clone();
-                        *m = Arc::new(updated);
-                    });
+                    t.meta
+                        .send_modify(|m| *m = Arc::new(m.renamed(new_name.clone())));
                     self.metrics.forget_container(&old);
                     info!(container_id = %id, from = %old, to = %new_name, "container renamed");
                 } else if self.ignored.remove(&id) {
@@ -400,11 +397,11 @@ impl Discovery {
 
 fn container_meta(info: &ContainerInspect) -> ContainerMeta {
     let label = |k: &str| info.config.labels.as_ref().and_then(|l| l.get(k)).cloned();
-    ContainerMeta {
-        id: info.id.clone(),
-        name: info.name.trim_start_matches('/').to_string(),
-        image: info.config.image.clone(),
-        compose_project: label("com.docker.compose.project"),
-        compose_service: label("com.docker.compose.service"),
-    }
+    ContainerMeta::new(
+        info.id.clone(),
+        info.name.trim_start_matches('/').to_string(),
+        info.config.image.clone(),
+        label("com.docker.compose.project"),
+        label("com.docker.compose.service"),
+    )
 }

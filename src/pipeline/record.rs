@@ -38,7 +38,8 @@ pub struct LogLine {
     pub truncated: bool,
 }
 
-/// Container metadata, shared by every line of the container (never cloned per line).
+/// Container metadata, shared by every line of the container (never cloned per line). Built
+/// with [`ContainerMeta::new`], which also encodes the record fields once for the NDJSON sinks.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ContainerMeta {
     pub id: String,
@@ -47,6 +48,44 @@ pub struct ContainerMeta {
     pub image: String,
     pub compose_project: Option<String>,
     pub compose_service: Option<String>,
+    ndjson_fields: Box<[u8]>,
+}
+
+impl ContainerMeta {
+    pub fn new(
+        id: String,
+        name: String,
+        image: String,
+        compose_project: Option<String>,
+        compose_service: Option<String>,
+    ) -> Self {
+        let mut meta = ContainerMeta {
+            id,
+            name,
+            image,
+            compose_project,
+            compose_service,
+            ndjson_fields: Box::default(),
+        };
+        meta.ndjson_fields = crate::sinks::ndjson::encode_container_fields(&meta).into();
+        meta
+    }
+
+    /// The same container under another name.
+    pub fn renamed(&self, name: String) -> Self {
+        ContainerMeta::new(
+            self.id.clone(),
+            name,
+            self.image.clone(),
+            self.compose_project.clone(),
+            self.compose_service.clone(),
+        )
+    }
+
+    /// `"container_id":"…","container_name":"…","image":"…",` (and the compose fields), JSON-escaped.
+    pub fn ndjson_fields(&self) -> &[u8] {
+        &self.ndjson_fields
+    }
 }
 
 /// Lines of one container read in one go, and the cursor just past the last of them.

@@ -114,13 +114,13 @@ mod tests {
     #[test]
     fn names_cannot_escape_directory() {
         let sink = FileSink::new("/logs/{container_name}.log", Duration::from_secs(1));
-        let meta = ContainerMeta {
-            id: "id".into(),
-            name: "../etc/passwd".into(),
-            image: String::new(),
-            compose_project: None,
-            compose_service: None,
-        };
+        let meta = ContainerMeta::new(
+            "id".into(),
+            "../etc/passwd".into(),
+            String::new(),
+            None,
+            None,
+        );
         assert_eq!(
             sink.path_for(&meta),
             PathBuf::from("/logs/___etc_passwd.log")

@@ -373,13 +373,13 @@ mod tests {
     use bytes::Bytes;
 
     fn meta(name: &str) -> Arc<ContainerMeta> {
-        Arc::new(ContainerMeta {
-            id: format!("{name}-id"),
-            name: name.to_string(),
-            image: "img:1".to_string(),
-            compose_project: Some("shop".to_string()),
-            compose_service: None,
-        })
+        Arc::new(ContainerMeta::new(
+            format!("{name}-id"),
+            name.to_string(),
+            "img:1".to_string(),
+            Some("shop".to_string()),
+            None,
+        ))
     }
 
     fn line(ts: i64, text: &str, stream: StreamKind) -> LogLine {
