@@ -22,7 +22,7 @@ use crate::observability::metrics::SinkLabels;
 use crate::observability::{http, metrics::Metrics};
 use crate::pipeline::{AckLedger, Delivery, LocalSinkWorker, QueueBudget, WriterSettings, route};
 use crate::sinks::loki::{self, Encoder, LokiClient, LokiWorker, store::SharedStore};
-use crate::sinks::{FileSink, Sink, StdoutSink};
+use crate::sinks::{FileSink, NullSink, Sink, StdoutSink};
 use tokio::task::JoinHandle;
 
 /// Runs until `shutdown` is cancelled, then stops cleanly. Errors are start-up failures.
@@ -30,6 +30,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Stri
     let metrics = Arc::new(Metrics::new());
     let endpoint = Endpoint::resolve(&config.docker.host)?;
     let _lock = crate::state_lock::StateLock::acquire(&config.checkpoint.state_dir)?;
+    crate::observability::resources::raise_fd_limit();
     let state_dir = config.checkpoint.state_dir.clone();
     let checkpoints = {
         let metrics = Arc::clone(&metrics);
@@ -248,6 +249,9 @@ fn start_sinks(
     }
     if let Some(file) = &config.sinks.file {
         local.push(Box::new(FileSink::new(&file.path, file.idle_close.0)));
+    }
+    if config.sinks.discard.is_some() {
+        local.push(Box::new(NullSink));
     }
     let count = local.len() + usize::from(loki.is_some());
     let ledger = Arc::new(AckLedger::new(count, Arc::clone(checkpoints)));

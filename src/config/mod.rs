@@ -82,7 +82,15 @@ pub struct SinksConfig {
     pub stdout: Option<StdoutSinkConfig>,
     pub file: Option<FileSinkConfig>,
     pub loki: Option<LokiSinkConfig>,
+    /// The null sink: counts and discards (benchmarks: capture cost without output cost).
+    /// `discard:` because a bare `null:` key is YAML's null; `"null":` (quoted) also works.
+    #[serde(alias = "null")]
+    pub discard: Option<NullSinkConfig>,
 }
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NullSinkConfig {}
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -142,6 +150,7 @@ impl Default for Config {
                 stdout: Some(StdoutSinkConfig {}),
                 file: None,
                 loki: None,
+                discard: None,
             },
             checkpoint: CheckpointConfig::default(),
             http: HttpConfig::default(),
@@ -313,9 +322,11 @@ impl Config {
         if self.pipeline.flush_interval.0.is_zero() {
             return Err("pipeline.flush_interval: must be > 0".to_string());
         }
-        if self.sinks.stdout.is_none() && self.sinks.file.is_none() && self.sinks.loki.is_none() {
+        let s = &self.sinks;
+        if s.stdout.is_none() && s.file.is_none() && s.loki.is_none() && s.discard.is_none() {
             return Err(
-                "sinks: at least one sink (stdout, file, loki) must be configured".to_string(),
+                "sinks: at least one sink (stdout, file, loki, discard) must be configured"
+                    .to_string(),
             );
         }
         if let Some(loki) = &self.sinks.loki {

@@ -14,3 +14,23 @@ pub fn open_fds() -> usize {
         .map(|d| d.count().saturating_sub(1))
         .unwrap_or(0)
 }
+
+/// Raises the soft open-files limit to the hard one: every followed container holds a socket
+/// (and a file with the file sink), and the common soft default of 1024 is too low for a busy
+/// host.
+pub fn raise_fd_limit() {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    if let Some(hard) = limit.maximum
+        && limit.current.is_some_and(|soft| soft < hard)
+    {
+        let raised = rustix::process::Rlimit {
+            current: Some(hard),
+            maximum: Some(hard),
+        };
+        match setrlimit(Resource::Nofile, raised) {
+            Ok(()) => tracing::debug!(limit = hard, "raised the open-files limit"),
+            Err(e) => tracing::warn!(error = %e, "cannot raise the open-files limit"),
+        }
+    }
+}

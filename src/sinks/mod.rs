@@ -8,9 +8,11 @@
 mod file;
 pub mod loki;
 pub mod ndjson;
+mod null;
 mod stdout;
 
 pub use file::FileSink;
+pub use null::NullSink;
 pub use stdout::StdoutSink;
 
 use crate::pipeline::Batch;

@@ -1,0 +1,21 @@
+use std::io;
+
+use super::Sink;
+use crate::pipeline::Batch;
+
+/// Counts and discards: what capture costs without any output (benchmarks).
+pub struct NullSink;
+
+impl Sink for NullSink {
+    fn name(&self) -> &'static str {
+        "null"
+    }
+
+    fn write_batch(&mut self, _batch: &Batch) -> io::Result<()> {
+        Ok(())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
