@@ -41,15 +41,20 @@ impl AckLedger {
 
     /// A batch entered the pipeline (called in queue order).
     pub fn register(&self, container: &str, seq: u64, cursor: Cursor) {
-        self.lock()
-            .entry(container.to_string())
-            .or_default()
-            .push_back(Slot {
-                seq,
-                cursor,
-                remaining: self.sinks,
-                enqueued: Instant::now(),
-            });
+        let slot = Slot {
+            seq,
+            cursor,
+            remaining: self.sinks,
+            enqueued: Instant::now(),
+        };
+        let mut map = self.lock();
+        // The key is only allocated the first time a container has batches in flight.
+        match map.get_mut(container) {
+            Some(queue) => queue.push_back(slot),
+            None => {
+                map.insert(container.to_string(), VecDeque::from([slot]));
+            }
+        }
     }
 
     /// One sink is done with a batch. Advances the checkpoint over every leading batch that all

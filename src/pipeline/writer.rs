@@ -50,15 +50,24 @@ impl LocalSinkWorker {
             let next =
                 runtime.block_on(async { tokio::time::timeout(wait, self.input.recv()).await });
             match next {
-                Ok(Some(delivery)) => {
+                Ok(Some(first)) => {
                     if written.is_empty() {
                         oldest = Instant::now();
                     }
-                    if !self.retry(&runtime, |sink| sink.write_batch(&delivery.batch)) {
-                        return; // shutdown while the sink failed: acknowledge nothing more
+                    // Take everything already queued without going back to sleep: one thread
+                    // wake-up per burst, not per batch.
+                    let mut next = Some(first);
+                    while let Some(delivery) = next {
+                        if !self.retry(&runtime, |sink| sink.write_batch(&delivery.batch)) {
+                            return; // shutdown while the sink failed: acknowledge nothing more
+                        }
+                        written_bytes += delivery.batch.bytes();
+                        written.push(delivery);
+                        if written_bytes >= self.settings.flush_bytes {
+                            break;
+                        }
+                        next = self.input.try_recv().ok();
                     }
-                    written_bytes += delivery.batch.bytes();
-                    written.push(delivery);
                     if written_bytes >= self.settings.flush_bytes
                         || oldest.elapsed() >= self.settings.flush_interval
                     {
