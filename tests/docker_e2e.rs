@@ -591,3 +591,41 @@ fn docker_host_tcp_is_honoured() {
     std::thread::sleep(Duration::from_secs(2)); // rotations over TCP: still exactly once
     assert_eq!(agent.messages(&name), ["via-1", "via-2"]);
 }
+
+#[test]
+fn container_that_exits_while_the_agent_is_down_is_drained_after_restart() {
+    let mut containers = Containers::new("exitdown");
+    let dir = tempdir();
+    let mut agent = Agent::start(dir.path(), options(&containers, ""));
+    let name = containers.name("exitdown");
+    let n = 3000;
+    containers.run(
+        "exitdown",
+        &[],
+        &format!("i=1; while [ $i -le {n} ]; do echo x-$i; usleep 1000; i=$((i+1)); done"),
+    );
+    assert!(wait_until(Duration::from_secs(60), || agent
+        .records(&name)
+        .len()
+        >= 300));
+    assert!(agent.terminate().success());
+    let at_stop = agent.records(&name).len();
+    // The container finishes and exits while no agent runs.
+    docker(&["wait", &name]);
+    agent.restart();
+    let done = wait_until(Duration::from_secs(60), || agent.records(&name).len() >= n);
+    assert!(
+        done,
+        "only {} of {n} lines; log:\n{}",
+        agent.records(&name).len(),
+        agent.log()
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    assert_sequence(
+        &agent.messages(&name),
+        "x-",
+        n,
+        "stopped while the agent was down",
+    );
+    println!("exit-while-down: {at_stop} lines before the stop, the rest drained after restart");
+}

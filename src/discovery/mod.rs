@@ -173,11 +173,24 @@ impl Discovery {
         for c in &running {
             let busy = self.tracked.get(&c.id).is_some_and(|t| t.running.is_some());
             if !busy && !self.ignored.contains(&c.id) {
-                self.consider(&c.id, None, cancel).await;
+                self.consider(&c.id, None, false, cancel).await;
             }
         }
         if let Ok(all) = client.list_all().await {
             let exists: HashSet<&str> = all.iter().map(|c| c.id.as_str()).collect();
+            // Stopped containers we hold a cursor for (they stopped while the agent was down or
+            // the events stream was lost): read what they wrote since, up to their end.
+            let running_ids: HashSet<&str> = running.iter().map(|c| c.id.as_str()).collect();
+            let stopped_with_cursor: Vec<String> = all
+                .iter()
+                .map(|c| c.id.as_str())
+                .filter(|id| !running_ids.contains(id) && self.checkpoints.get(id).is_some())
+                .filter(|id| !self.tracked.get(*id).is_some_and(|t| t.running.is_some()))
+                .map(str::to_string)
+                .collect();
+            for id in stopped_with_cursor {
+                self.consider(&id, None, true, cancel).await;
+            }
             let gone: Vec<String> = self
                 .tracked
                 .keys()
@@ -215,7 +228,8 @@ impl Discovery {
                     return;
                 }
                 if !self.ignored.contains(&id) {
-                    self.consider(&id, Some(event.time_nano), cancel).await;
+                    self.consider(&id, Some(event.time_nano), false, cancel)
+                        .await;
                 }
             }
             "destroy" => {
@@ -241,7 +255,8 @@ impl Discovery {
                     info!(container_id = %id, from = %old, to = %new_name, "container renamed");
                 } else if self.ignored.remove(&id) {
                     // Filters may select it under its new name.
-                    self.consider(&id, Some(event.time_nano), cancel).await;
+                    self.consider(&id, Some(event.time_nano), false, cancel)
+                        .await;
                 }
             }
             _ => {}
@@ -275,14 +290,21 @@ impl Discovery {
                     && c.state.running
                     && !cancel.is_cancelled()
                 {
-                    self.consider(&id, None, cancel).await;
+                    self.consider(&id, None, false, cancel).await;
                 }
             }
         }
     }
 
-    /// Inspects a container and, if selected, starts capturing it.
-    async fn consider(&mut self, id: &str, event_ns: Option<i64>, cancel: &CancellationToken) {
+    /// Inspects a container and, if selected, starts capturing it. `drain`: also when it is
+    /// not running (its logs are then read up to their end).
+    async fn consider(
+        &mut self,
+        id: &str,
+        event_ns: Option<i64>,
+        drain: bool,
+        cancel: &CancellationToken,
+    ) {
         if self.settings.own_id.as_deref() == Some(id) {
             self.ignored.insert(id.to_string());
             return;
@@ -309,7 +331,7 @@ impl Discovery {
             self.ignored.insert(id.to_string());
             return;
         }
-        if !info.state.running && event_ns.is_none() {
+        if !info.state.running && event_ns.is_none() && !drain {
             return;
         }
         let meta = Arc::new(meta);
