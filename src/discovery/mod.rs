@@ -185,7 +185,7 @@ impl Discovery {
                 .iter()
                 .map(|c| c.id.as_str())
                 .filter(|id| !running_ids.contains(id) && self.checkpoints.get(id).is_some())
-                .filter(|id| !self.tracked.get(*id).is_some_and(|t| t.running.is_some()))
+                .filter(|id| self.tracked.get(*id).is_none_or(|t| t.running.is_none()))
                 .map(str::to_string)
                 .collect();
             for id in stopped_with_cursor {
