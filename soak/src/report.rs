@@ -240,37 +240,9 @@ pub fn evaluate(i: &Inputs, c: &Criteria) -> Verdict {
     Verdict { text: t, passed }
 }
 
-/// The commit the harness (and so the agent next to it) was built from, read at start.
+/// The commit the harness (and the agent built beside it) was built from.
 pub fn git_commit() -> Option<String> {
-    let out = std::process::Command::new("git")
-        .args([
-            "-C",
-            env!("CARGO_MANIFEST_DIR"),
-            "rev-parse",
-            "--short",
-            "HEAD",
-        ])
-        .output()
-        .ok()?;
-    let dirty = std::process::Command::new("git")
-        .args([
-            "-C",
-            env!("CARGO_MANIFEST_DIR"),
-            "status",
-            "--porcelain",
-            "--untracked-files=no",
-        ])
-        .output()
-        .ok()
-        .is_some_and(|o| !o.stdout.is_empty());
-    out.status.success().then(|| {
-        let hash = String::from_utf8_lossy(&out.stdout).trim().to_string();
-        if dirty {
-            format!("{hash} (with uncommitted changes)")
-        } else {
-            hash
-        }
-    })
+    Some(env!("SOAK_GIT_COMMIT").to_string()).filter(|c| c != "unknown")
 }
 
 #[cfg(test)]
