@@ -39,7 +39,7 @@ fn run(chunks: &[Bytes], meta: &ContainerMeta, out: &mut Vec<u8>) -> usize {
     let mut n = 0;
     out.clear();
     for chunk in chunks {
-        decoder.push(chunk);
+        decoder.push(chunk.clone());
         while let Ok(Some(Message::Log { stream, payload })) = decoder.next_message() {
             assembler.push(stream, payload, &mut lines);
         }

@@ -629,3 +629,32 @@ fn container_that_exits_while_the_agent_is_down_is_drained_after_restart() {
     );
     println!("exit-while-down: {at_stop} lines before the stop, the rest drained after restart");
 }
+
+#[test]
+fn fast_writers_that_exit_are_read_to_the_last_line() {
+    let mut containers = Containers::new("fastexit");
+    let dir = tempdir();
+    let agent = Agent::start(dir.path(), options(&containers, ""));
+    let n = 50_000;
+    let names: Vec<String> = (0..8)
+        .map(|i| containers.name(&format!("fastexit{i}")))
+        .collect();
+    // As fast as they can, then exit. Under load the daemon can end a follow stream before it
+    // has sent every line; the agent must still read them all.
+    for i in 0..8 {
+        containers.run(&format!("fastexit{i}"), &[], &format!("seq 1 {n}"));
+    }
+    let done = wait_until(Duration::from_secs(180), || {
+        names.iter().all(|name| agent.records(name).len() >= n)
+    });
+    let counts: Vec<usize> = names.iter().map(|name| agent.records(name).len()).collect();
+    assert!(
+        done,
+        "lines per container {counts:?} of {n}; log:\n{}",
+        agent.log()
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    for name in &names {
+        assert_sequence(&agent.messages(name), "", n, name);
+    }
+}

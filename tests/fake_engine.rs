@@ -460,3 +460,61 @@ fn answer_then_close_is_not_an_error() {
     );
     assert_clean_exit(&mut agent);
 }
+
+/// Hundreds of idle streams: all open, all rotated with tasks and FDs back where they were,
+/// and SIGTERM still ends the agent cleanly (the time is printed, not asserted).
+#[test]
+fn hundreds_of_idle_streams_rotate_and_shut_down_cleanly() {
+    let n = 300;
+    let containers: Vec<Container> = (0..n)
+        .map(|i| Container::new(&format!("idle-{i}"), Vec::new(), vec![LogsPlan::Follow]))
+        .collect();
+    let engine = FakeEngine::start(containers);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut agent = Agent::start(
+        dir.path(),
+        AgentOptions {
+            file_sink: false,
+            sinks: "  discard: {}\n".to_string(),
+            ..agent_options(&engine, "  rotation_interval: 5s\n")
+        },
+    );
+    let open = wait_until(Duration::from_secs(60), || {
+        agent.metric("log_capturer_container_streams_active") == n as f64
+    });
+    assert!(open, "not all {n} streams opened; log:\n{}", agent.log());
+    let m = agent.metrics();
+    let before = (
+        m["log_capturer_tasks_alive"],
+        m["log_capturer_file_descriptors_open"],
+    );
+    let rotated = wait_until(Duration::from_secs(30), || {
+        let m = agent.metrics();
+        let r: f64 = m
+            .iter()
+            .filter(|(k, _)| k.starts_with("log_capturer_container_stream_rotations_total"))
+            .map(|(_, v)| v)
+            .sum();
+        r >= n as f64 && m["log_capturer_container_streams_active"] == n as f64
+    });
+    assert!(rotated, "not every stream rotated");
+    let mut after = (0.0, 0.0);
+    let back = wait_until(Duration::from_secs(10), || {
+        let m = agent.metrics();
+        after = (
+            m["log_capturer_tasks_alive"],
+            m["log_capturer_file_descriptors_open"],
+        );
+        after == before
+    });
+    assert!(
+        back,
+        "(tasks, fds) before rotation {before:?}, after {after:?}"
+    );
+    let started = Instant::now();
+    assert_clean_exit(&mut agent);
+    println!(
+        "{n} idle streams: (tasks, fds) {before:?} before and after a full rotation; SIGTERM → exit in {:?}",
+        started.elapsed()
+    );
+}

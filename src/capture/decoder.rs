@@ -43,7 +43,11 @@ impl std::fmt::Display for DecodeError {
 
 pub struct Decoder {
     tty: bool,
+    /// Bytes carried over between reads (an incomplete frame, or TTY data).
     buf: BytesMut,
+    /// Multiplexed streams: the latest read, decoded in place while nothing is carried over,
+    /// so whole frames become slices of the read buffer without a copy.
+    current: Bytes,
     /// TTY only: how far `buf` (after the stamp) has been searched for a newline.
     scanned: usize,
 }
@@ -53,12 +57,21 @@ impl Decoder {
         Decoder {
             tty,
             buf: BytesMut::new(),
+            current: Bytes::new(),
             scanned: 0,
         }
     }
 
-    pub fn push(&mut self, chunk: &[u8]) {
-        self.buf.extend_from_slice(chunk);
+    pub fn push(&mut self, chunk: Bytes) {
+        if !self.tty && self.buf.is_empty() && self.current.is_empty() {
+            self.current = chunk;
+            return;
+        }
+        if !self.current.is_empty() {
+            self.buf.extend_from_slice(&self.current);
+            self.current = Bytes::new();
+        }
+        self.buf.extend_from_slice(&chunk);
     }
 
     /// The next complete message, if the buffered bytes hold one.
@@ -85,30 +98,30 @@ impl Decoder {
     }
 
     fn next_frame(&mut self) -> Result<Option<Message>, DecodeError> {
-        if self.buf.len() < 8 {
+        if !self.current.is_empty() {
+            match frame_len(&self.current)? {
+                Some(len) if self.current.len() >= 8 + len => {
+                    let frame = self.current.split_to(8 + len);
+                    return Ok(Some(message(frame[0], frame.slice(8..))));
+                }
+                _ => {
+                    // An incomplete frame: carry it over and wait for the rest.
+                    self.buf.extend_from_slice(&self.current);
+                    self.current = Bytes::new();
+                    return Ok(None);
+                }
+            }
+        }
+        let Some(len) = frame_len(&self.buf)? else {
             return Ok(None);
-        }
-        let kind = self.buf[0];
-        let len = u32::from_be_bytes([self.buf[4], self.buf[5], self.buf[6], self.buf[7]]) as usize;
-        if len > MAX_FRAME_BYTES {
-            return Err(DecodeError::FrameTooLarge(len));
-        }
-        let stream = match kind {
-            0 | 1 => Some(StreamKind::Stdout),
-            2 => Some(StreamKind::Stderr),
-            3 => None,
-            other => return Err(DecodeError::UnknownFrameType(other)),
         };
         if self.buf.len() < 8 + len {
             self.buf.reserve(8 + len - self.buf.len());
             return Ok(None);
         }
         let mut frame = self.buf.split_to(8 + len);
-        let payload = frame.split_off(8).freeze();
-        Ok(Some(match stream {
-            Some(stream) => Message::Log { stream, payload },
-            None => Message::SystemError(payload),
-        }))
+        let kind = frame[0];
+        Ok(Some(message(kind, frame.split_off(8).freeze())))
     }
 
     fn next_tty(&mut self) -> Option<Message> {
@@ -154,6 +167,36 @@ impl Decoder {
     }
 }
 
+/// The payload length of the frame at the start of `b`, once its header is complete.
+fn frame_len(b: &[u8]) -> Result<Option<usize>, DecodeError> {
+    if b.len() < 8 {
+        return Ok(None);
+    }
+    if b[0] > 3 {
+        return Err(DecodeError::UnknownFrameType(b[0]));
+    }
+    let len = u32::from_be_bytes([b[4], b[5], b[6], b[7]]) as usize;
+    if len > MAX_FRAME_BYTES {
+        return Err(DecodeError::FrameTooLarge(len));
+    }
+    Ok(Some(len))
+}
+
+/// A frame's payload as a message of its stream (type already checked by `frame_len`).
+fn message(kind: u8, payload: Bytes) -> Message {
+    match kind {
+        2 => Message::Log {
+            stream: StreamKind::Stderr,
+            payload,
+        },
+        3 => Message::SystemError(payload),
+        _ => Message::Log {
+            stream: StreamKind::Stdout,
+            payload,
+        },
+    }
+}
+
 fn memchr_newline(s: &[u8]) -> Option<usize> {
     s.iter().position(|&b| b == b'\n')
 }
@@ -178,7 +221,7 @@ mod tests {
         points.sort_unstable();
         points.push(input.len());
         for p in points {
-            d.push(&input[start..p.max(start)]);
+            d.push(Bytes::copy_from_slice(&input[start..p.max(start)]));
             start = p.max(start);
             while let Some(m) = d.next_message().expect("valid stream") {
                 out.push(m);
@@ -243,10 +286,10 @@ mod tests {
     #[test]
     fn rejects_garbage_frames() {
         let mut d = Decoder::new(false);
-        d.push(&[9, 0, 0, 0, 0, 0, 0, 1, b'x']);
+        d.push(Bytes::from_static(&[9, 0, 0, 0, 0, 0, 0, 1, b'x']));
         assert_eq!(d.next_message(), Err(DecodeError::UnknownFrameType(9)));
         let mut d = Decoder::new(false);
-        d.push(&[1, 0, 0, 0, 0x7f, 0, 0, 0]);
+        d.push(Bytes::from_static(&[1, 0, 0, 0, 0x7f, 0, 0, 0]));
         assert!(matches!(
             d.next_message(),
             Err(DecodeError::FrameTooLarge(_))

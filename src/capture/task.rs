@@ -160,6 +160,13 @@ impl CaptureTask {
                 }
                 SessionEnd::Eof { lines } => {
                     match self.after_eof().await {
+                        // The daemon can end a follow stream when the container stops before
+                        // it has sent every line (seen with json-file under load). A stopped
+                        // container is done only once a reopen from the cursor brings nothing.
+                        Some(CaptureExit::Stopped) if lines > 0 => {
+                            debug!(container = %self.name(), lines, "container stopped; reading again until nothing is left");
+                            backoff.reset();
+                        }
                         Some(exit) => return exit,
                         None => {
                             // Still running: the stream ended under us (daemon restart, log file
@@ -233,27 +240,25 @@ impl CaptureTask {
                 _ = &mut deadline => return SessionEnd::Rotate,
                 c = stream.next_chunk() => c,
             };
-            let eof = match chunk {
-                Ok(Some(bytes)) => {
-                    decoder.push(&bytes);
-                    false
+            // Gather what is already there into one batch: the daemon sends every line as its
+            // own HTTP chunk, and a batch per line would cost more than the line.
+            let mut eof = false;
+            let mut gathered = 0usize;
+            let mut next = Some(chunk);
+            while let Some(chunk) = next.take() {
+                match chunk {
+                    Ok(Some(bytes)) => {
+                        gathered += bytes.len();
+                        decoder.push(bytes);
+                    }
+                    Ok(None) => eof = true,
+                    Err(e) => return SessionEnd::Error("read", e.to_string()),
                 }
-                Ok(None) => true,
-                Err(e) => return SessionEnd::Error("read", e.to_string()),
-            };
-            loop {
-                match decoder.next_message() {
-                    Ok(Some(Message::Log { stream, payload })) => {
-                        assembler.push(stream, payload, &mut lines)
-                    }
-                    Ok(Some(Message::SystemError(text))) => {
-                        return SessionEnd::Error(
-                            "daemon_stream_error",
-                            String::from_utf8_lossy(&text).trim().to_string(),
-                        );
-                    }
-                    Ok(None) => break,
-                    Err(e) => return SessionEnd::Error("decode", e.to_string()),
+                if let Err(end) = drain_decoder(&mut decoder, &mut assembler, &mut lines) {
+                    return end;
+                }
+                if !eof && gathered < GATHER_BYTES {
+                    next = stream.try_next_chunk();
                 }
             }
             if eof {
@@ -311,6 +316,30 @@ impl CaptureTask {
             if eof {
                 return SessionEnd::Eof { lines: emitted };
             }
+        }
+    }
+}
+
+/// At most this much is gathered into one batch from chunks that are already available.
+const GATHER_BYTES: usize = 256 * 1024;
+
+/// Decodes every complete message buffered in `decoder` into `lines`.
+fn drain_decoder(
+    decoder: &mut Decoder,
+    assembler: &mut Assembler,
+    lines: &mut Vec<LogLine>,
+) -> Result<(), SessionEnd> {
+    loop {
+        match decoder.next_message() {
+            Ok(Some(Message::Log { stream, payload })) => assembler.push(stream, payload, lines),
+            Ok(Some(Message::SystemError(text))) => {
+                return Err(SessionEnd::Error(
+                    "daemon_stream_error",
+                    String::from_utf8_lossy(&text).trim().to_string(),
+                ));
+            }
+            Ok(None) => return Ok(()),
+            Err(e) => return Err(SessionEnd::Error("decode", e.to_string())),
         }
     }
 }

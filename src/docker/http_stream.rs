@@ -7,7 +7,9 @@ use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::Connection;
 use hyper_util::rt::TokioIo;
-use std::pin::Pin;
+use std::future::Future;
+use std::pin::{Pin, pin};
+use std::task::{Context, Poll, Waker};
 
 use super::endpoint::Conn;
 use super::error::DockerError;
@@ -53,6 +55,17 @@ impl HttpStream {
                     }
                 }
             }
+        }
+    }
+
+    /// The next chunk if it is already available (buffered by hyper or readable without
+    /// waiting), else `None`. Lets a reader gather what one read of the socket brought, even
+    /// when the daemon sent it as many tiny HTTP chunks.
+    pub fn try_next_chunk(&mut self) -> Option<Result<Option<Bytes>, DockerError>> {
+        let mut cx = Context::from_waker(Waker::noop());
+        match pin!(self.next_chunk()).as_mut().poll(&mut cx) {
+            Poll::Ready(r) => Some(r),
+            Poll::Pending => None,
         }
     }
 }
