@@ -221,6 +221,23 @@ impl LokiWorker {
         items: &[Arc<Delivery>],
         first_try: Instant,
     ) -> Result<(), Option<Duration>> {
+        let result = self
+            .send_once(batch, "Loki push failed; retrying", first_try)
+            .await;
+        if result.is_ok() {
+            self.complete(items);
+        }
+        result
+    }
+
+    /// One push, with its metrics: Ok when Loki accepted the batch or it became a dead letter;
+    /// Err(Retry-After hint) when it should be tried again.
+    async fn send_once(
+        &self,
+        batch: &EncodedBatch,
+        retry_message: &'static str,
+        first_try: Instant,
+    ) -> Result<(), Option<Duration>> {
         let sent_at = Instant::now();
         match self.client.send(batch).await {
             Ok(()) => {
@@ -234,12 +251,10 @@ impl LokiWorker {
                     .sink_latency
                     .get_or_create(&labels)
                     .observe(sent_at.elapsed().as_secs_f64());
-                self.complete(items);
                 Ok(())
             }
             Err(SendError::Rejected { status, body }) => {
                 self.dead_letter(batch, status, &body).await;
-                self.complete(items);
                 Ok(())
             }
             Err(SendError::Retryable {
@@ -251,7 +266,7 @@ impl LokiWorker {
                     .sink_failures
                     .get_or_create(&SinkReasonLabels { sink: SINK, reason })
                     .inc();
-                warn!(sink = SINK, reason, error = %detail, failing_for = ?first_try.elapsed(), "Loki push failed; retrying");
+                warn!(sink = SINK, reason, error = %detail, failing_for = ?first_try.elapsed(), "{retry_message}");
                 Err(retry_after)
             }
         }
@@ -332,34 +347,21 @@ impl LokiWorker {
         let outcome = match decode_record(&bytes) {
             Ok((header, body)) => {
                 let batch = header.to_batch(body);
-                match self.client.send(&batch).await {
-                    Ok(()) => {
-                        let labels = Self::labels();
-                        self.metrics.sink_batches.get_or_create(&labels).inc();
-                        self.metrics
-                            .sink_lines
-                            .get_or_create(&labels)
-                            .inc_by(batch.entries as u64);
-                        None
-                    }
-                    Err(SendError::Rejected { status, body }) => {
-                        self.dead_letter(&batch, status, &body).await;
-                        None
-                    }
-                    Err(SendError::Retryable {
-                        reason,
-                        detail,
-                        retry_after,
-                    }) => {
-                        self.metrics
-                            .sink_failures
-                            .get_or_create(&SinkReasonLabels { sink: SINK, reason })
-                            .inc();
+                let written = Instant::now()
+                    .checked_sub(Duration::from_nanos(
+                        (crate::checkpoint::now_ns() - header.written_ns).max(0) as u64,
+                    ))
+                    .unwrap_or_else(Instant::now);
+                match self
+                    .send_once(&batch, "Loki still failing; buffer replay waits", written)
+                    .await
+                {
+                    Ok(()) => None,
+                    Err(retry_after) => {
                         self.metrics
                             .sink_retries
                             .get_or_create(&Self::labels())
                             .inc();
-                        warn!(sink = SINK, reason, error = %detail, "Loki still failing; buffer replay waits");
                         Some(retry_after.unwrap_or_default())
                     }
                 }
