@@ -435,20 +435,26 @@ fn idle(binary: &Path, out: &Path, runs: usize, quick: bool) -> Result<Vec<Row>,
         vec![],
         vec![],
     );
+    // The same agent on the null sink, rotating every `rotation` seconds, for the baseline and
+    // for the measured run.
+    let rotation_setting = format!("{rotation}s");
+    let start_idle_agent = |engine: &fake_engine::FakeEngine, dir: &Path| {
+        Agent::start(
+            binary,
+            dir,
+            AgentConfig {
+                docker_host: Some(engine.docker_host()),
+                sink: "null",
+                rotation: &rotation_setting,
+                include_label: None,
+            },
+        )
+    };
     for run in 0..runs {
         // Baseline: the same agent with no container at all.
         let dir = out.join(format!("idle-base-{run}"));
         let engine = fake_engine::FakeEngine::start(&dir_ready(&dir)?, 0, None)?;
-        let agent = Agent::start(
-            binary,
-            &dir,
-            AgentConfig {
-                docker_host: Some(engine.docker_host()),
-                sink: "null",
-                rotation: "20s",
-                include_label: None,
-            },
-        )?;
+        let agent = start_idle_agent(&engine, &dir)?;
         std::thread::sleep(Duration::from_secs(1));
         let base = status_kib(agent.pid(), "VmRSS:");
         agent.terminate()?;
@@ -456,16 +462,7 @@ fn idle(binary: &Path, out: &Path, runs: usize, quick: bool) -> Result<Vec<Row>,
 
         let dir = out.join(format!("idle-{run}"));
         let engine = fake_engine::FakeEngine::start(&dir_ready(&dir)?, n, None)?;
-        let agent = Agent::start(
-            binary,
-            &dir,
-            AgentConfig {
-                docker_host: Some(engine.docker_host()),
-                sink: "null",
-                rotation: "20s",
-                include_label: None,
-            },
-        )?;
+        let agent = start_idle_agent(&engine, &dir)?;
         let opened = agent.wait_metric(
             "log_capturer_container_streams_active",
             n as f64,
