@@ -2,8 +2,10 @@
 //! cursor, and the task that owns one container's stream.
 
 mod assembler;
+mod coalesce;
 mod cursor;
 mod decoder;
+mod pause;
 mod task;
 
 pub use assembler::Assembler;

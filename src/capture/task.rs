@@ -10,8 +10,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::assembler::Assembler;
+use super::coalesce::Coalescer;
 use super::cursor::{Cursor, Replay};
 use super::decoder::{Decoder, Message};
+use super::pause::PauseTimer;
 use crate::backoff::{Backoff, sleep_or_cancel};
 use crate::docker::{DockerClient, DockerError, HttpStream};
 use crate::observability::metrics::{ContainerLabels, ContainerStreamLabels, Metrics};
@@ -233,6 +235,8 @@ impl CaptureTask {
         let mut lines: Vec<LogLine> = Vec::new();
         let mut emitted: u64 = 0;
         let counters = SessionCounters::new(&ctx.metrics, &self.meta.borrow().name, self.tty);
+        let mut coalescer = Coalescer::new(Instant::now());
+        let mut timer = PauseTimer::default();
         loop {
             let chunk = tokio::select! {
                 biased;
@@ -261,6 +265,7 @@ impl CaptureTask {
                     next = stream.try_next_chunk();
                 }
             }
+            let read_lines = lines.len();
             if eof {
                 if let Some(Message::Log { stream, payload }) = decoder.finish() {
                     assembler.push(stream, payload, &mut lines);
@@ -315,6 +320,22 @@ impl CaptureTask {
             }
             if eof {
                 return SessionEnd::Eof { lines: emitted };
+            }
+            // A busy stream that has been caught up with waits a moment before the next read,
+            // so that one read brings many lines instead of a few (see `coalesce`).
+            let pause = coalescer.after_read(read_lines, gathered, Instant::now());
+            if let Some(pause) = pause {
+                if let Err(e) = stream.park() {
+                    return SessionEnd::Error("read", e.to_string());
+                }
+                tokio::select! {
+                    biased;
+                    _ = self.cancel.cancelled() => return SessionEnd::Cancelled,
+                    _ = &mut deadline => return SessionEnd::Rotate,
+                    slept = timer.sleep(pause) => if let Err(e) = slept {
+                        return SessionEnd::Error("pause_timer", e.to_string());
+                    }
+                }
             }
         }
     }

@@ -6,16 +6,12 @@
 //! stream: closing a stream must close its socket, and a dedicated connection makes that a drop.
 
 use bytes::Bytes;
-use http_body_util::Empty;
-use hyper::Request;
-use hyper::client::conn::http1;
-use hyper_util::rt::TokioIo;
 use serde::de::DeserializeOwned;
 use std::time::Duration;
 
 use super::endpoint::Endpoint;
 use super::error::DockerError;
-use super::http_stream::{ConnDriver, HttpStream};
+use super::http_stream::{self, HttpStream};
 use super::timestamp::since_param;
 use super::types::{ContainerInspect, ContainerSummary, ErrorResponse, VersionResponse};
 
@@ -77,57 +73,26 @@ impl DockerClient {
         }
     }
 
-    /// Opens a connection and sends a GET; returns the response head and the live connection.
-    async fn send(
-        &self,
-        path: &str,
-    ) -> Result<(hyper::Response<hyper::body::Incoming>, Option<ConnDriver>), DockerError> {
-        let io = self
+    /// Opens a connection and sends a GET; returns the status and the body as a stream.
+    async fn send(&self, path: &str) -> Result<(u16, HttpStream), DockerError> {
+        let conn = self
             .endpoint
             .connect()
             .await
             .map_err(|e| DockerError::Transport(format!("{}: {e}", self.endpoint)))?;
-        let (mut sender, conn) = http1::handshake::<_, Empty<Bytes>>(TokioIo::new(io))
-            .await
-            .map_err(|e| DockerError::Transport(e.to_string()))?;
-        let mut conn: ConnDriver = Box::pin(conn);
-        let request = Request::get(path)
-            .header("Host", "docker")
-            .header(
-                "User-Agent",
-                concat!("log-capturer/", env!("CARGO_PKG_VERSION")),
-            )
-            .body(Empty::new())
-            .map_err(|e| DockerError::Decode(e.to_string()))?;
-        // The connection must be polled for the request to go out and the head to come back.
-        // It may also finish in the very poll that delivers the response (the server closed
-        // the connection right after answering): the response is then waiting in `send`.
-        let send = sender.send_request(request);
-        tokio::pin!(send);
-        let (response, conn) = tokio::select! {
-            biased;
-            r = &mut send => (r.map_err(|e| DockerError::Transport(e.to_string()))?, Some(conn)),
-            r = conn.as_mut() => {
-                r.map_err(|e| DockerError::Transport(e.to_string()))?;
-                let response = send.await.map_err(|e| DockerError::Transport(e.to_string()))?;
-                (response, None)
-            }
-        };
-        Ok((response, conn))
+        http_stream::get(conn, path).await
     }
 
     /// GET with a short time-out; returns the whole body of a 2xx answer.
     async fn get_bytes(&self, path: &str) -> Result<Bytes, DockerError> {
         let work = async {
-            let (response, conn) = self.send(path).await?;
-            let status = response.status();
-            let mut stream = HttpStream::new(conn, response.into_body());
+            let (status, mut stream) = self.send(path).await?;
             let mut body = Vec::new();
             while let Some(chunk) = stream.next_chunk().await? {
                 body.extend_from_slice(&chunk);
             }
-            if !status.is_success() {
-                return Err(status_error(status.as_u16(), &body));
+            if !(200..300).contains(&status) {
+                return Err(status_error(status, &body));
             }
             Ok(Bytes::from(body))
         };
@@ -143,12 +108,10 @@ impl DockerClient {
 
     /// Opens a long-lived GET. Only the response head is subject to the time-out.
     async fn get_stream(&self, path: &str) -> Result<HttpStream, DockerError> {
-        let (response, conn) = tokio::time::timeout(self.timeout, self.send(path))
+        let (status, mut stream) = tokio::time::timeout(self.timeout, self.send(path))
             .await
             .map_err(|_| DockerError::Timeout)??;
-        let status = response.status();
-        if !status.is_success() {
-            let mut stream = HttpStream::new(conn, response.into_body());
+        if !(200..300).contains(&status) {
             let body = tokio::time::timeout(self.timeout, async {
                 let mut body = Vec::new();
                 while let Ok(Some(chunk)) = stream.next_chunk().await {
@@ -158,9 +121,9 @@ impl DockerClient {
             })
             .await
             .unwrap_or_default();
-            return Err(status_error(status.as_u16(), &body));
+            return Err(status_error(status, &body));
         }
-        Ok(HttpStream::new(conn, response.into_body()))
+        Ok(stream)
     }
 
     pub async fn list_running(&self) -> Result<Vec<ContainerSummary>, DockerError> {

@@ -1,71 +1,248 @@
-//! A response body read over its own HTTP/1.1 connection, with the connection driven in the
-//! same task (no background task per stream). Dropping an `HttpStream` closes the socket, so a
-//! reader that is cancelled — for rotation or shutdown — releases its FD at once, idle or busy.
+//! One HTTP/1.1 GET over its own connection, and its response body read as a stream.
+//!
+//! The Engine API is only ever asked GETs without a body, one per connection, so the client
+//! side of HTTP/1.1 needed here is small: write the request, parse the head (httparse), and
+//! unframe the body ([`BodyDecoder`]). Owning the socket directly means that dropping an
+//! `HttpStream` closes it — how a reader cancelled for rotation or shutdown releases its FD at
+//! once, idle or busy — and that one read of the socket becomes one payload, however many HTTP
+//! chunks the daemon split it into.
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Empty};
-use hyper::body::Incoming;
-use hyper::client::conn::http1::Connection;
-use hyper_util::rt::TokioIo;
-use std::future::Future;
-use std::pin::{Pin, pin};
-use std::task::{Context, Poll, Waker};
+use bytes::{Bytes, BytesMut};
+use std::io;
+use tokio::io::AsyncWriteExt;
 
-use super::endpoint::Conn;
+use super::body::BodyDecoder;
+use super::endpoint::{Conn, ParkedConn};
 use super::error::DockerError;
 
-pub(crate) type ConnDriver = Pin<Box<Connection<TokioIo<Conn>, Empty<Bytes>>>>;
+/// A response head larger than this is not from the Docker engine.
+const MAX_HEAD: usize = 64 * 1024;
+const MAX_HEADERS: usize = 64;
+/// Reads start at this size and double while they fill the buffer (a busy stream), up to
+/// `MAX_READ`; they shrink back after small reads, so a trickle does not pin a large buffer.
+const MIN_READ: usize = 8 * 1024;
+const MAX_READ: usize = 256 * 1024;
+
+/// The socket, watched by the reactor only while someone waits on it.
+enum Socket {
+    Live(Conn),
+    Parked(ParkedConn),
+}
 
 pub struct HttpStream {
-    conn: Option<ConnDriver>,
-    body: Incoming,
+    /// `None` only if moving the socket in or out of the reactor failed (it is then closed).
+    socket: Option<Socket>,
+    /// Bytes read and not yet decoded. Emptied (and its allocation let go) before waiting, so
+    /// an idle stream holds no read buffer.
+    buf: BytesMut,
+    body: BodyDecoder,
+    read_size: usize,
+}
+
+fn transport(e: io::Error) -> DockerError {
+    DockerError::Transport(e.to_string())
+}
+
+fn closed() -> DockerError {
+    DockerError::Transport("the stream's socket was lost".to_string())
+}
+
+/// Sends `GET path` on `conn` and reads the response head; the body is left to the stream.
+pub(crate) async fn get(mut conn: Conn, path: &str) -> Result<(u16, HttpStream), DockerError> {
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: docker\r\nUser-Agent: log-capturer/{}\r\nConnection: close\r\n\r\n",
+        env!("CARGO_PKG_VERSION")
+    );
+    conn.write_all(request.as_bytes())
+        .await
+        .map_err(transport)?;
+    let mut buf = BytesMut::with_capacity(MIN_READ);
+    loop {
+        if let Some((status, body, head_len)) = parse_head(&buf)? {
+            let _ = buf.split_to(head_len);
+            let stream = HttpStream {
+                socket: Some(Socket::Live(conn)),
+                buf,
+                body,
+                read_size: MIN_READ,
+            };
+            return Ok((status, stream));
+        }
+        if buf.len() >= MAX_HEAD {
+            return Err(DockerError::Decode(format!(
+                "response head longer than {MAX_HEAD} bytes"
+            )));
+        }
+        buf.reserve(MIN_READ);
+        conn.readable().await.map_err(transport)?;
+        match conn.try_read_buf(&mut buf) {
+            Ok(0) => {
+                return Err(DockerError::Transport(
+                    "connection closed before the response head".to_string(),
+                ));
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(transport(e)),
+        }
+    }
+}
+
+/// The status, body framing and head length once `buf` holds a complete head.
+fn parse_head(buf: &[u8]) -> Result<Option<(u16, BodyDecoder, usize)>, DockerError> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut response = httparse::Response::new(&mut headers);
+    let head_len = match response.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(e) => return Err(DockerError::Decode(format!("bad response head: {e}"))),
+    };
+    let status = response.code.unwrap_or(0);
+    let header = |name: &'static str| {
+        response
+            .headers
+            .iter()
+            .filter(move |h| h.name.eq_ignore_ascii_case(name))
+            .map(|h| String::from_utf8_lossy(h.value).trim().to_ascii_lowercase())
+    };
+    let body = if status == 204 || status == 304 || (100..200).contains(&status) {
+        BodyDecoder::length(0)
+    } else if header("transfer-encoding").any(|v| v.split(',').any(|c| c.trim() == "chunked")) {
+        BodyDecoder::chunked()
+    } else if let Some(v) = header("content-length").next() {
+        let n = v
+            .parse::<u64>()
+            .map_err(|_| DockerError::Decode(format!("bad Content-Length {v:?}")))?;
+        BodyDecoder::length(n)
+    } else {
+        BodyDecoder::until_close()
+    };
+    Ok(Some((status, body, head_len)))
 }
 
 impl HttpStream {
-    pub(crate) fn new(conn: Option<ConnDriver>, body: Incoming) -> Self {
-        HttpStream { conn, body }
-    }
-
-    /// Next chunk of the body; `Ok(None)` at a clean end. Cancel-safe: dropping the future
-    /// loses no data (hyper buffers nothing on our behalf between polls).
+    /// The next piece of the body; `Ok(None)` at its end. Cancel-safe: the only wait is for
+    /// readability, and everything read is kept in `self` until decoded.
     pub async fn next_chunk(&mut self) -> Result<Option<Bytes>, DockerError> {
         loop {
-            let frame = match self.conn.as_mut() {
-                Some(conn) => {
-                    tokio::select! {
-                        biased;
-                        frame = self.body.frame() => frame,
-                        done = conn.as_mut() => {
-                            self.conn = None;
-                            done.map_err(|e| DockerError::Transport(e.to_string()))?;
-                            continue;
-                        }
-                    }
-                }
-                None => self.body.frame().await,
-            };
-            match frame {
-                None => return Ok(None),
-                Some(Err(e)) => return Err(DockerError::Transport(e.to_string())),
-                Some(Ok(frame)) => {
-                    if let Ok(data) = frame.into_data()
-                        && !data.is_empty()
-                    {
-                        return Ok(Some(data));
-                    }
-                }
+            if let Some(next) = self.try_next_chunk() {
+                return next;
             }
+            if self.buf.is_empty() {
+                self.buf = BytesMut::new();
+            }
+            self.live()?.readable().await.map_err(transport)?;
         }
     }
 
-    /// The next chunk if it is already available (buffered by hyper or readable without
-    /// waiting), else `None`. Lets a reader gather what one read of the socket brought, even
-    /// when the daemon sent it as many tiny HTTP chunks.
-    pub fn try_next_chunk(&mut self) -> Option<Result<Option<Bytes>, DockerError>> {
-        let mut cx = Context::from_waker(Waker::noop());
-        match pin!(self.next_chunk()).as_mut().poll(&mut cx) {
-            Poll::Ready(r) => Some(r),
-            Poll::Pending => None,
+    /// Stops watching the socket until the next wait: for a reader that pauses between reads
+    /// on purpose. A watched socket wakes the reactor at every write of the daemon — once per
+    /// log line — even though nobody is waiting for it.
+    pub fn park(&mut self) -> Result<(), DockerError> {
+        match self.socket.take() {
+            Some(Socket::Live(conn)) => {
+                self.socket = Some(Socket::Parked(conn.park().map_err(transport)?));
+            }
+            other => self.socket = other,
         }
+        Ok(())
+    }
+
+    fn live(&mut self) -> Result<&Conn, DockerError> {
+        if let Some(Socket::Parked(_)) = self.socket
+            && let Some(Socket::Parked(parked)) = self.socket.take()
+        {
+            self.socket = Some(Socket::Live(parked.unpark().map_err(transport)?));
+        }
+        match &self.socket {
+            Some(Socket::Live(conn)) => Ok(conn),
+            _ => Err(closed()),
+        }
+    }
+
+    /// The next piece of the body if it can be had without waiting, else `None`: what is
+    /// buffered, or else one non-blocking read of the socket.
+    pub fn try_next_chunk(&mut self) -> Option<Result<Option<Bytes>, DockerError>> {
+        match self.decode() {
+            Ok(Some(b)) => return Some(Ok(Some(b))),
+            Ok(None) if self.body.is_done() => return Some(Ok(None)),
+            Ok(None) => {}
+            Err(e) => return Some(Err(e)),
+        }
+        match self.read_now() {
+            Ok(true) => match self.decode() {
+                Ok(Some(b)) => Some(Ok(Some(b))),
+                Ok(None) if self.body.is_done() => Some(Ok(None)),
+                Ok(None) => None,
+                Err(e) => Some(Err(e)),
+            },
+            Ok(false) => None,
+            Err(e) => Some(Err(e)),
+        }
+    }
+
+    fn decode(&mut self) -> Result<Option<Bytes>, DockerError> {
+        self.body
+            .decode(&mut self.buf)
+            .map_err(|e| DockerError::Transport(e.to_string()))
+    }
+
+    /// One non-blocking read: `Ok(true)` if it brought bytes or the end of the input.
+    fn read_now(&mut self) -> Result<bool, DockerError> {
+        self.buf.reserve(self.read_size);
+        let room = (self.buf.capacity() - self.buf.len()).min(self.read_size);
+        let read = match &self.socket {
+            Some(Socket::Live(conn)) => conn.try_read_buf(&mut self.buf),
+            Some(Socket::Parked(parked)) => parked.try_read_buf(&mut self.buf, room),
+            None => return Err(closed()),
+        };
+        match read {
+            Ok(0) => {
+                self.body
+                    .end_of_input()
+                    .map_err(|e| DockerError::Transport(e.to_string()))?;
+                Ok(true)
+            }
+            Ok(n) => {
+                if n >= room {
+                    self.read_size = (self.read_size * 2).min(MAX_READ);
+                } else if n < self.read_size / 4 {
+                    self.read_size = (self.read_size / 2).max(MIN_READ);
+                }
+                Ok(true)
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(false),
+            Err(e) => Err(transport(e)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn heads_choose_the_body_framing() {
+        let (status, body, len) = parse_head(
+            b"HTTP/1.1 200 OK\r\nContent-Type: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\n",
+        )
+        .expect("valid")
+        .expect("complete");
+        assert_eq!((status, len), (200, 64));
+        assert!(!body.is_done());
+
+        let (status, body, _) = parse_head(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n")
+            .expect("valid")
+            .expect("complete");
+        assert_eq!(status, 404);
+        assert!(body.is_done());
+
+        assert!(
+            parse_head(b"HTTP/1.1 200 OK\r\nContent-Le")
+                .expect("valid")
+                .is_none()
+        );
+        assert!(parse_head(b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n").is_err());
+        assert!(parse_head(b"NOT HTTP\r\n\r\n").is_err());
     }
 }

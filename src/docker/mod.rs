@@ -1,5 +1,6 @@
 //! Docker Engine API client: endpoints, version negotiation, requests and streams.
 
+mod body;
 mod client;
 mod endpoint;
 mod error;
@@ -8,6 +9,6 @@ pub mod timestamp;
 pub mod types;
 
 pub use client::{DockerClient, MAX_API_VERSION, MIN_API_VERSION};
-pub use endpoint::{Conn, DEFAULT_SOCKET, Endpoint};
+pub use endpoint::{Conn, DEFAULT_SOCKET, Endpoint, ParkedConn};
 pub use error::DockerError;
 pub use http_stream::HttpStream;
