@@ -36,7 +36,6 @@ fn deliveries() -> (Vec<Arc<Delivery>>, u64) {
                 );
                 bytes += text.len() as u64;
                 LogLine {
-                    timestamp: Bytes::new(),
                     ts_ns: 1_795_909_748_000_000_000 + i as i64 * 1000,
                     stream: if i % 10 == 0 { StreamKind::Stderr } else { StreamKind::Stdout },
                     message: Bytes::from(text),

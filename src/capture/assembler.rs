@@ -2,15 +2,14 @@
 //! long line (they share the first piece's timestamp; only the last ends in a newline), and
 //! enforces `max_line_bytes`.
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 
 use super::decoder::STAMP_PREFIX;
-use crate::docker::timestamp::{format_rfc3339_nanos, parse_rfc3339_nanos};
+use crate::docker::timestamp::{SecondCache, parse_rfc3339_nanos_cached};
 use crate::pipeline::{LogLine, StreamKind};
 
 struct Pending {
     stream: StreamKind,
-    timestamp: Bytes,
     ts_ns: i64,
     buf: BytesMut,
     truncated: bool,
@@ -23,6 +22,7 @@ pub struct Assembler {
     last_ts_ns: i64,
     /// Messages that carried no parseable timestamp (they are kept, stamped with the last one).
     pub unstamped: u64,
+    seconds: SecondCache,
 }
 
 impl Assembler {
@@ -32,12 +32,13 @@ impl Assembler {
             pending: None,
             last_ts_ns: 0,
             unstamped: 0,
+            seconds: SecondCache::default(),
         }
     }
 
     /// Adds one message (`timestamp SP content`); completed lines are appended to `out`.
     pub fn push(&mut self, stream: StreamKind, payload: Bytes, out: &mut Vec<LogLine>) {
-        let (timestamp, ts_ns, mut content) = self.split_stamp(payload);
+        let (ts_ns, mut content) = self.split_stamp(payload);
         let complete = content.last() == Some(&b'\n');
         if complete {
             content.truncate(content.len() - 1);
@@ -62,7 +63,6 @@ impl Assembler {
         } else if complete {
             let (message, truncated) = self.cut(content);
             out.push(LogLine {
-                timestamp,
                 ts_ns,
                 stream,
                 message,
@@ -71,7 +71,6 @@ impl Assembler {
         } else {
             let mut p = Pending {
                 stream,
-                timestamp,
                 ts_ns,
                 buf: BytesMut::new(),
                 truncated: false,
@@ -88,22 +87,22 @@ impl Assembler {
         }
     }
 
-    fn split_stamp(&mut self, mut payload: Bytes) -> (Bytes, i64, Bytes) {
+    /// The timestamp and the content after it. Advancing past the stamp (rather than splitting
+    /// it off) keeps one reference to the read buffer per line, not two.
+    fn split_stamp(&mut self, mut payload: Bytes) -> (i64, Bytes) {
         let space = payload
             .iter()
             .take(STAMP_PREFIX + 8)
             .position(|&b| b == b' ');
         if let Some(space) = space
-            && let Some(ts) = parse_rfc3339_nanos(&payload[..space])
+            && let Some(ts) = parse_rfc3339_nanos_cached(&payload[..space], &mut self.seconds)
         {
-            let timestamp = payload.split_to(space);
-            payload.advance_one();
+            payload.advance(space + 1);
             self.last_ts_ns = ts;
-            return (timestamp, ts, payload);
+            return (ts, payload);
         }
         self.unstamped += 1;
-        let ts = self.last_ts_ns;
-        (Bytes::from(format_rfc3339_nanos(ts)), ts, payload)
+        (self.last_ts_ns, payload)
     }
 
     fn cut(&self, mut content: Bytes) -> (Bytes, bool) {
@@ -130,22 +129,11 @@ impl Assembler {
 impl Pending {
     fn into_line(self) -> LogLine {
         LogLine {
-            timestamp: self.timestamp,
             ts_ns: self.ts_ns,
             stream: self.stream,
             message: self.buf.freeze(),
             truncated: self.truncated,
         }
-    }
-}
-
-trait AdvanceOne {
-    fn advance_one(&mut self);
-}
-
-impl AdvanceOne for Bytes {
-    fn advance_one(&mut self) {
-        let _ = self.split_to(1.min(self.len()));
     }
 }
 
@@ -178,7 +166,10 @@ mod tests {
         a.push(StreamKind::Stdout, msg(TS, "hello\n"), &mut out);
         assert_eq!(out.len(), 1);
         assert_eq!(&out[0].message[..], b"hello");
-        assert_eq!(&out[0].timestamp[..], TS.as_bytes());
+        assert_eq!(
+            Some(out[0].ts_ns),
+            crate::docker::timestamp::parse_rfc3339_nanos(TS.as_bytes())
+        );
         assert!(!out[0].truncated);
     }
 

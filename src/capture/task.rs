@@ -261,7 +261,7 @@ impl CaptureTask {
                 if let Err(end) = drain_decoder(&mut decoder, &mut assembler, &mut lines) {
                     return end;
                 }
-                if !eof && gathered < GATHER_BYTES {
+                if !eof && gathered < GATHER_BYTES && !stream.drained() {
                     next = stream.try_next_chunk();
                 }
             }
@@ -288,9 +288,11 @@ impl CaptureTask {
                 emitted += lines.len() as u64;
                 let message_bytes: usize = lines.iter().map(|l| l.message.len()).sum();
                 let line_count = lines.len();
+                // The next batch will likely be as large: size it once instead of regrowing.
+                let next_lines = Vec::with_capacity(line_count);
                 let batch = Batch {
                     container: self.meta.borrow().clone(),
-                    lines: std::mem::take(&mut lines),
+                    lines: std::mem::replace(&mut lines, next_lines),
                     cursor,
                 };
                 // Waiting for budget and queue room is where backpressure pauses reading. Both

@@ -37,6 +37,8 @@ pub struct HttpStream {
     buf: BytesMut,
     body: BodyDecoder,
     read_size: usize,
+    /// The last read found the socket emptier than the room it was given.
+    drained: bool,
 }
 
 fn transport(e: io::Error) -> DockerError {
@@ -65,6 +67,7 @@ pub(crate) async fn get(mut conn: Conn, path: &str) -> Result<(u16, HttpStream),
                 buf,
                 body,
                 read_size: MIN_READ,
+                drained: false,
             };
             return Ok((status, stream));
         }
@@ -160,6 +163,12 @@ impl HttpStream {
         }
     }
 
+    /// Whether the last read emptied the socket: reading again at once would find little or
+    /// nothing (a syscall for a few lines at best).
+    pub fn drained(&self) -> bool {
+        self.drained
+    }
+
     /// The next piece of the body if it can be had without waiting, else `None`: what is
     /// buffered, or else one non-blocking read of the socket.
     pub fn try_next_chunk(&mut self) -> Option<Result<Option<Bytes>, DockerError>> {
@@ -204,6 +213,7 @@ impl HttpStream {
                 Ok(true)
             }
             Ok(n) => {
+                self.drained = n < room;
                 if n >= room {
                     self.read_size = (self.read_size * 2).min(MAX_READ);
                 } else if n < self.read_size / 4 {

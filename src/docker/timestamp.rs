@@ -63,17 +63,82 @@ pub fn since_param(ts_ns: i64) -> String {
 
 /// Formats nanoseconds since the epoch as RFC3339 with 9 fraction digits, UTC.
 pub fn format_rfc3339_nanos(ts_ns: i64) -> String {
+    let mut out = Vec::with_capacity(STAMP_LEN);
+    write_rfc3339_nanos(&mut out, ts_ns);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Length of `2026-11-28T23:49:08.780644778Z`.
+pub const STAMP_LEN: usize = 30;
+
+/// `YYYY-MM-DDTHH:MM:SS` and the UNIX second it names: consecutive log lines nearly always
+/// share it, so parsing and formatting only redo the calendar when the second changes.
+#[derive(Clone, Copy)]
+pub struct SecondCache {
+    secs: i64,
+    text: [u8; 19],
+}
+
+impl Default for SecondCache {
+    fn default() -> Self {
+        SecondCache {
+            secs: 0,
+            text: *b"1970-01-01T00:00:00",
+        }
+    }
+}
+
+thread_local! {
+    static FORMAT_CACHE: std::cell::Cell<SecondCache> = std::cell::Cell::new(SecondCache::default());
+}
+
+/// Appends `ts_ns` as `YYYY-MM-DDTHH:MM:SS.nnnnnnnnnZ` (UTC, always 30 bytes; years outside
+/// 0..=9999 are clamped) without allocating: Docker's own fixed-width form.
+pub fn write_rfc3339_nanos(out: &mut Vec<u8>, ts_ns: i64) {
     let secs = ts_ns.div_euclid(1_000_000_000);
-    let nanos = ts_ns.rem_euclid(1_000_000_000);
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    let (y, m, d) = civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{nanos:09}Z",
-        rem / 3600,
-        (rem / 60) % 60,
-        rem % 60
-    )
+    let mut cache = FORMAT_CACHE.get();
+    if cache.secs != secs {
+        let rem = secs.rem_euclid(86_400);
+        let (y, m, d) = civil_from_days(secs.div_euclid(86_400));
+        let mut t = *b"0000-00-00T00:00:00";
+        put_digits(&mut t[0..4], y.clamp(0, 9999));
+        put_digits(&mut t[5..7], m);
+        put_digits(&mut t[8..10], d);
+        put_digits(&mut t[11..13], rem / 3600);
+        put_digits(&mut t[14..16], (rem / 60) % 60);
+        put_digits(&mut t[17..19], rem % 60);
+        cache = SecondCache { secs, text: t };
+        FORMAT_CACHE.set(cache);
+    }
+    let mut b = *b"0000-00-00T00:00:00.000000000Z";
+    b[..19].copy_from_slice(&cache.text);
+    put_digits(&mut b[20..29], ts_ns.rem_euclid(1_000_000_000));
+    out.extend_from_slice(&b);
+}
+
+/// [`parse_rfc3339_nanos`] with a fast path for Docker's fixed-width UTC form in a second
+/// already seen.
+pub fn parse_rfc3339_nanos_cached(s: &[u8], cache: &mut SecondCache) -> Option<i64> {
+    let fixed = s.len() == STAMP_LEN && s[19] == b'.' && s[29] == b'Z';
+    if fixed && s[..19] == cache.text {
+        return cache
+            .secs
+            .checked_mul(1_000_000_000)?
+            .checked_add(digits(&s[20..29])?);
+    }
+    let ts = parse_rfc3339_nanos(s)?;
+    if fixed {
+        cache.secs = ts.div_euclid(1_000_000_000);
+        cache.text.copy_from_slice(&s[..19]);
+    }
+    Some(ts)
+}
+
+fn put_digits(slot: &mut [u8], mut v: i64) {
+    for b in slot.iter_mut().rev() {
+        *b = b'0' + (v % 10) as u8;
+        v /= 10;
+    }
 }
 
 fn digits(s: &[u8]) -> Option<i64> {
@@ -138,17 +203,51 @@ mod tests {
     }
 
     #[test]
+    fn formats_docker_fixed_width() {
+        assert_eq!(
+            format_rfc3339_nanos(1_795_909_748_780_644_778),
+            "2026-11-28T23:49:08.780644778Z"
+        );
+        assert_eq!(format_rfc3339_nanos(5), "1970-01-01T00:00:00.000000005Z");
+    }
+
+    #[test]
     fn since_is_padded() {
         assert_eq!(since_param(1_000_000_005), "1.000000005");
         assert_eq!(since_param(0), "0.000000000");
     }
 
+    #[test]
+    fn cached_parse_agrees_with_the_full_one() {
+        let mut cache = SecondCache::default();
+        for s in [
+            &b"2026-11-28T23:49:08.780644778Z"[..],
+            b"2026-11-28T23:49:08.000000001Z",
+            b"2026-11-28T23:49:09.780644778Z",
+            b"2026-11-28T23:49:09.78064477xZ",
+            b"2026-11-29T01:49:08.780644778+02:00",
+            b"2026-11-28T23:49:09.5Z",
+            b"1970-01-01T00:00:00.000000000Z",
+        ] {
+            assert_eq!(
+                parse_rfc3339_nanos_cached(s, &mut cache),
+                parse_rfc3339_nanos(s),
+                "{}",
+                String::from_utf8_lossy(s)
+            );
+        }
+    }
+
     proptest! {
         #[test]
-        fn format_then_parse_round_trips(ts in 0i64..4_102_444_800_000_000_000) {
-            let text = format_rfc3339_nanos(ts);
-            prop_assert_eq!(text.len(), 30);
-            prop_assert_eq!(parse_rfc3339_nanos(text.as_bytes()), Some(ts));
+        fn format_then_parse_round_trips(ts in 0i64..4_102_444_800_000_000_000, step in 0i64..3_000_000_000) {
+            let mut cache = SecondCache::default();
+            for t in [ts, ts + step] {
+                let text = format_rfc3339_nanos(t);
+                prop_assert_eq!(text.len(), 30);
+                prop_assert_eq!(parse_rfc3339_nanos(text.as_bytes()), Some(t));
+                prop_assert_eq!(parse_rfc3339_nanos_cached(text.as_bytes(), &mut cache), Some(t));
+            }
         }
     }
 }

@@ -28,8 +28,8 @@ impl StreamKind {
 /// One log line as Docker gave it.
 #[derive(Clone, Debug)]
 pub struct LogLine {
-    /// RFC3339Nano timestamp exactly as Docker sent it.
-    pub timestamp: Bytes,
+    /// Docker's timestamp, in nanoseconds since the epoch (sinks format it; Docker's own form
+    /// is the fixed-width UTC one they write back).
     pub ts_ns: i64,
     pub stream: StreamKind,
     /// The line without its newline; raw bytes (invalid UTF-8 is replaced when encoded).

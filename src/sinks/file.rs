@@ -14,6 +14,9 @@ struct OpenFile {
     last_write: Instant,
 }
 
+/// Encoded bytes a file may hold before a batch writes them out ahead of the flush.
+const WRITE_AHEAD_BYTES: usize = 256 * 1024;
+
 /// NDJSON files, one per path the template yields (e.g. one per container).
 pub struct FileSink {
     template: String,
@@ -80,6 +83,12 @@ impl Sink for FileSink {
             );
         }
         if let Some(entry) = self.files.get_mut(&path) {
+            // Hand large buffers to the kernel early rather than growing them until the flush
+            // (200 ms of a firehose is tens of MiB). Done before encoding, so that a failed
+            // write leaves this batch unencoded for the retry, and nothing is written twice.
+            if entry.buf.len() >= WRITE_AHEAD_BYTES {
+                write_out(&mut entry.file, &mut entry.buf).map_err(|e| with_path(&path, e))?;
+            }
             for line in &batch.lines {
                 encode_line(&mut entry.buf, &batch.container, line);
             }
@@ -110,6 +119,63 @@ impl Sink for FileSink {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn large_buffers_are_written_ahead_of_the_flush() {
+        use crate::pipeline::{LogLine, StreamKind};
+        use bytes::Bytes;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let template = format!("{}/{{container_name}}.log", dir.path().display());
+        let mut sink = FileSink::new(&template, Duration::from_secs(60));
+        let meta = std::sync::Arc::new(ContainerMeta::new(
+            "id".into(),
+            "c".into(),
+            String::new(),
+            None,
+            None,
+        ));
+        let path = dir.path().join("c.log");
+        let size = || std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        let mut sent = 0u64;
+        // 1000 lines of 1000 bytes: well past the write-ahead size, well under a flush.
+        for b in 0..10 {
+            let lines = (0..100)
+                .map(|i| LogLine {
+                    ts_ns: (b * 100 + i) as i64,
+                    stream: StreamKind::Stdout,
+                    message: Bytes::from(format!("{:0>1000}", b * 100 + i)),
+                    truncated: false,
+                })
+                .collect();
+            let batch = Batch {
+                container: meta.clone(),
+                lines,
+                cursor: Default::default(),
+            };
+            sink.write_batch(&batch).expect("write");
+            sent += 100;
+        }
+        assert!(size() > 0, "nothing reached the file before the flush");
+        sink.flush().expect("flush");
+        let text = std::fs::read_to_string(&path).expect("read");
+        let mut seen: Vec<u64> = text
+            .lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).expect("json");
+                v["message"]
+                    .as_str()
+                    .and_then(|m| m.parse().ok())
+                    .expect("number")
+            })
+            .collect();
+        assert_eq!(seen.len() as u64, sent);
+        seen.dedup();
+        assert_eq!(
+            seen,
+            (0..sent).collect::<Vec<_>>(),
+            "each line once, in order"
+        );
+    }
 
     #[test]
     fn names_cannot_escape_directory() {

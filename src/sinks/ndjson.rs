@@ -1,13 +1,14 @@
 //! NDJSON encoding of a record, written straight into the sink's buffer (no per-line
 //! allocation). Invalid UTF-8 in a message is replaced with U+FFFD, never dropped.
 
+use crate::docker::timestamp::write_rfc3339_nanos;
 use crate::pipeline::{ContainerMeta, LogLine};
 
 /// Appends one record and its newline to `out`. The container's fields come pre-encoded
-/// (see [`ContainerMeta::ndjson_fields`]); only the timestamp and the message are escaped here.
+/// (see [`ContainerMeta::ndjson_fields`]); the timestamp is formatted and the message escaped here.
 pub fn encode_line(out: &mut Vec<u8>, meta: &ContainerMeta, line: &LogLine) {
     out.extend_from_slice(b"{\"timestamp\":\"");
-    escape_into(out, &line.timestamp);
+    write_rfc3339_nanos(out, line.ts_ns);
     out.extend_from_slice(b"\",");
     out.extend_from_slice(meta.ndjson_fields());
     out.extend_from_slice(b"\"stream\":\"");
@@ -163,8 +164,7 @@ mod tests {
 
     fn line(msg: &'static [u8]) -> LogLine {
         LogLine {
-            timestamp: Bytes::from_static(b"2026-11-28T23:49:08.780644778Z"),
-            ts_ns: 0,
+            ts_ns: 1_795_909_748_780_644_778,
             stream: StreamKind::Stderr,
             message: Bytes::from_static(msg),
             truncated: false,

@@ -384,7 +384,6 @@ mod tests {
 
     fn line(ts: i64, text: &str, stream: StreamKind) -> LogLine {
         LogLine {
-            timestamp: Bytes::new(),
             ts_ns: ts,
             stream,
             message: Bytes::from(text.to_string()),
