@@ -1,9 +1,8 @@
 //! The agent under measurement: the release binary as a real process, its `/metrics`, and its
 //! CPU and memory from `/proc`.
 
+use log_capturer_testkit as testkit;
 use std::collections::HashMap;
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -21,17 +20,13 @@ pub struct AgentConfig<'a> {
     pub include_label: Option<&'a str>,
 }
 
-fn free_port() -> Result<u16, String> {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .map_err(|e| e.to_string())
-}
-
 impl Agent {
     pub fn start(binary: &Path, dir: &Path, c: AgentConfig) -> Result<Agent, String> {
         std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
-        let http = format!("127.0.0.1:{}", free_port()?);
+        let http = format!(
+            "127.0.0.1:{}",
+            testkit::free_port().map_err(|e| e.to_string())?
+        );
         let sink = match c.sink {
             "file" => format!(
                 "  file:\n    path: {}/{{container_name}}.log\n",
@@ -89,24 +84,11 @@ impl Agent {
     }
 
     fn get(&self, path: &str) -> Option<(u16, String)> {
-        let mut s = TcpStream::connect(&self.http).ok()?;
-        s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-        write!(s, "GET {path} HTTP/1.0\r\nHost: bench\r\n\r\n").ok()?;
-        let mut text = String::new();
-        s.read_to_string(&mut text).ok()?;
-        let status = text.split_whitespace().nth(1)?.parse().ok()?;
-        Some((status, text.split_once("\r\n\r\n")?.1.to_string()))
+        testkit::http_get(&self.http, path)
     }
 
     pub fn metrics(&self) -> HashMap<String, f64> {
-        let body = self.get("/metrics").map(|(_, b)| b).unwrap_or_default();
-        body.lines()
-            .filter(|l| !l.starts_with('#'))
-            .filter_map(|l| {
-                let (k, v) = l.rsplit_once(' ')?;
-                Some((k.to_string(), v.parse().ok()?))
-            })
-            .collect()
+        testkit::metrics(&self.http).unwrap_or_default()
     }
 
     pub fn metric(&self, key: &str) -> f64 {
@@ -165,46 +147,6 @@ impl Drop for Agent {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// CPU seconds (user + system) a process has used.
-pub fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command name (which may contain spaces) start after the last ')'.
-    let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    // utime and stime are fields 14 and 15 of stat, i.e. 11 and 12 after the name.
-    (ticks(11) + ticks(12)) / clock_ticks()
-}
-
-/// Clock ticks per second (asked of `getconf` once per process).
-fn clock_ticks() -> f64 {
-    static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
-    *TICKS.get_or_init(|| {
-        Command::new("getconf")
-            .arg("CLK_TCK")
-            .output()
-            .ok()
-            .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
-            .unwrap_or(100.0)
-    })
-}
-
-/// A `/proc/<pid>/status` field in KiB (VmRSS, VmHWM).
-pub fn status_kib(pid: u32, field: &str) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with(field))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0)
 }
 
 pub fn agent_binary(explicit: Option<PathBuf>) -> Result<PathBuf, String> {

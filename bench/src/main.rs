@@ -17,7 +17,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 use std::time::{Duration, Instant};
 
-use agent::{Agent, AgentConfig, agent_binary, cpu_seconds, status_kib};
+use agent::{Agent, AgentConfig, agent_binary};
+use log_capturer_testkit::{cpu_seconds, status_field};
 
 #[derive(Parser)]
 #[command(
@@ -221,7 +222,7 @@ fn firehose(binary: &Path, out: &Path, runs: usize, quick: bool) -> Result<Vec<R
                 let took = agent.wait_metric(&key, total as f64, Duration::from_secs(600))?;
                 let secs = took.as_secs_f64();
                 cpu.push(cpu_seconds(agent.pid()) / (total as f64 / 1e6));
-                rss.push(status_kib(agent.pid(), "VmHWM:") / 1024.0);
+                rss.push(status_field(agent.pid(), "VmHWM:") / 1024.0);
                 rate.push(total as f64 / secs);
                 mbs.push(mb / secs);
                 agent.terminate()?;
@@ -352,7 +353,7 @@ fn daemon(binary: &Path, out: &Path, runs: usize, quick: bool) -> Result<Vec<Row
                 let took = t0.elapsed().as_secs_f64();
                 let cpu = cpu_seconds(agent.pid()) - a0;
                 let d1 = cpu_seconds(dockerd);
-                let peak = status_kib(agent.pid(), "VmHWM:") / 1024.0;
+                let peak = status_field(agent.pid(), "VmHWM:") / 1024.0;
                 Ok::<_, String>((took, cpu, d1 - d0, peak))
             })();
             agent.terminate()?;
@@ -456,7 +457,7 @@ fn idle(binary: &Path, out: &Path, runs: usize, quick: bool) -> Result<Vec<Row>,
         let engine = fake_engine::FakeEngine::start(&dir_ready(&dir)?, 0, None)?;
         let agent = start_idle_agent(&engine, &dir)?;
         std::thread::sleep(Duration::from_secs(1));
-        let base = status_kib(agent.pid(), "VmRSS:");
+        let base = status_field(agent.pid(), "VmRSS:");
         agent.terminate()?;
         engine.stop();
 
@@ -477,7 +478,7 @@ fn idle(binary: &Path, out: &Path, runs: usize, quick: bool) -> Result<Vec<Row>,
                 .copied()
                 .unwrap_or(0.0),
         );
-        let rss = status_kib(agent.pid(), "VmRSS:");
+        let rss = status_field(agent.pid(), "VmRSS:");
         per_stream.push((rss - base) / n as f64);
         base_rss.push(base / 1024.0);
         tasks.push(before.0);

@@ -1,9 +1,8 @@
 //! The agent under soak: the release binary as a real process, sampled through `/metrics` and
 //! `/proc/<pid>`.
 
+use log_capturer_testkit::{self as testkit, sum_prefix};
 use std::collections::HashMap;
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -65,24 +64,11 @@ impl Agent {
     }
 
     pub fn get(&self, path: &str) -> Option<(u16, String)> {
-        let mut s = TcpStream::connect(&self.http).ok()?;
-        s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-        write!(s, "GET {path} HTTP/1.0\r\nHost: soak\r\n\r\n").ok()?;
-        let mut text = String::new();
-        s.read_to_string(&mut text).ok()?;
-        let status = text.split_whitespace().nth(1)?.parse().ok()?;
-        Some((status, text.split_once("\r\n\r\n")?.1.to_string()))
+        testkit::http_get(&self.http, path)
     }
 
     pub fn metrics(&self) -> HashMap<String, f64> {
-        let body = self.get("/metrics").map(|(_, b)| b).unwrap_or_default();
-        body.lines()
-            .filter(|l| !l.starts_with('#'))
-            .filter_map(|l| {
-                let (k, v) = l.rsplit_once(' ')?;
-                Some((k.to_string(), v.parse().ok()?))
-            })
-            .collect()
+        testkit::metrics(&self.http).unwrap_or_default()
     }
 
     /// SIGTERM, then wait for the exit; returns (exit ok, seconds it took).
@@ -139,34 +125,15 @@ impl Sample {
     }
 }
 
-fn sum_prefix(m: &HashMap<String, f64>, prefix: &str) -> f64 {
-    m.iter()
-        .filter(|(k, _)| k.starts_with(prefix))
-        .map(|(_, v)| v)
-        .sum()
-}
-
 pub fn sample(agent: &Agent, t: f64) -> Sample {
     let m = agent.metrics();
     let pid = agent.pid();
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let field = |name: &str| -> f64 {
-        status
-            .lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0.0)
-    };
-    let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .map(|d| d.count() as f64)
-        .unwrap_or(0.0);
     Sample {
         t,
         tasks: m.get("log_capturer_tasks_alive").copied().unwrap_or(0.0),
-        fds,
-        rss_mib: field("VmRSS:") / 1024.0,
-        threads: field("Threads:"),
+        fds: testkit::open_fds(pid),
+        rss_mib: testkit::status_field(pid, "VmRSS:") / 1024.0,
+        threads: testkit::status_field(pid, "Threads:"),
         streams_active: m
             .get("log_capturer_container_streams_active")
             .copied()

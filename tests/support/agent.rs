@@ -1,8 +1,7 @@
 //! The agent under test, as a real process.
 
+use log_capturer_testkit as testkit;
 use std::collections::HashMap;
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::Duration;
@@ -45,10 +44,7 @@ pub struct Agent {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
+    testkit::free_port().expect("free port")
 }
 
 impl Agent {
@@ -149,26 +145,12 @@ impl Agent {
 
     /// Minimal HTTP/1.0 GET; None when the agent does not answer.
     pub fn get(&self, path: &str) -> Option<(u16, String)> {
-        let mut s = TcpStream::connect(&self.http).ok()?;
-        s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-        write!(s, "GET {path} HTTP/1.0\r\nHost: test\r\n\r\n").ok()?;
-        let mut text = String::new();
-        s.read_to_string(&mut text).ok()?;
-        let status = text.split_whitespace().nth(1)?.parse().ok()?;
-        let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string())?;
-        Some((status, body))
+        testkit::http_get(&self.http, path)
     }
 
     /// Every sample of the exposition: `name{labels}` → value.
     pub fn metrics(&self) -> HashMap<String, f64> {
-        let (_, body) = self.get("/metrics").expect("metrics");
-        body.lines()
-            .filter(|l| !l.starts_with('#') && !l.is_empty())
-            .filter_map(|l| {
-                let (k, v) = l.rsplit_once(' ')?;
-                Some((k.to_string(), v.parse().ok()?))
-            })
-            .collect()
+        testkit::metrics(&self.http).expect("metrics")
     }
 
     pub fn metric(&self, key: &str) -> f64 {
