@@ -103,6 +103,10 @@ pub enum LogsPlan {
     End,
     /// An error answer: status and the `message` of the JSON body.
     Status(u16, String),
+    /// Like dockerd: 200, then every line with timestamp >= `since` as its own HTTP chunk and
+    /// its own write, with a pause of `pause` after every `every` lines; then the stream stays
+    /// open and idle.
+    LineByLine { every: usize, pause: Duration },
 }
 
 /// A container as the fake engine shows it.
@@ -608,6 +612,17 @@ async fn logs(mut stream: UnixStream, shared: &Arc<Shared>, id: &str, query: &st
             // Let the bytes reach the client, then drop both halves: the socket closes with
             // the chunked body unfinished.
             tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        LogsPlan::LineByLine { every, pause } => {
+            for (k, (_, line)) in served.iter().enumerate() {
+                if write_chunk(&mut w, &line.frame()).await.is_err() {
+                    return;
+                }
+                if (k + 1) % every.max(1) == 0 {
+                    tokio::time::sleep(pause).await;
+                }
+            }
+            until_closed(&mut r).await;
         }
         LogsPlan::Status(..) => unreachable!(),
     }
