@@ -22,6 +22,8 @@ pub const MAX_PAUSE: Duration = Duration::from_millis(10);
 const WINDOW: Duration = Duration::from_millis(10);
 /// A shorter pause is not worth a timer (the stream would be over a million lines a second).
 const MIN_PAUSE: Duration = Duration::from_micros(100);
+/// A stream that would not bring this many lines in the longest pause is not paused.
+const MIN_LINES_PER_PAUSE: f64 = 8.0;
 
 pub struct Coalescer {
     window_start: Instant,
@@ -63,13 +65,19 @@ impl Coalescer {
     }
 }
 
-/// The time a stream that brought `lines` and `bytes` over `elapsed` needs to bring the target.
+/// The time a stream that brought `lines` and `bytes` over `elapsed` needs to bring the target;
+/// none for a stream so slow that even the longest pause would gather only a few lines (a
+/// pause there would cost a timer and two epoll changes per line and save nothing).
 fn pause_for_rate(lines: usize, bytes: usize, elapsed: Duration) -> Option<Duration> {
-    if lines == 0 {
-        return Some(MAX_PAUSE);
-    }
     let secs = elapsed.as_secs_f64();
-    let by_lines = TARGET_LINES * secs / lines as f64;
+    if lines == 0 || secs <= 0.0 {
+        return None;
+    }
+    let rate = lines as f64 / secs;
+    if rate * MAX_PAUSE.as_secs_f64() < MIN_LINES_PER_PAUSE {
+        return None;
+    }
+    let by_lines = TARGET_LINES / rate;
     let by_bytes = TARGET_BYTES * secs / bytes.max(1) as f64;
     let pause = Duration::from_secs_f64(by_lines.min(by_bytes)).min(MAX_PAUSE);
     (pause >= MIN_PAUSE).then_some(pause)
@@ -115,16 +123,26 @@ mod tests {
     }
 
     #[test]
-    fn a_slow_stream_waits_at_most_the_maximum() {
-        assert_eq!(steady(1, Duration::from_millis(50)), Some(MAX_PAUSE));
+    fn a_middling_stream_waits_at_most_the_maximum() {
+        // 5 000 lines/s: 128 lines would take 25.6 ms.
+        assert_eq!(steady(1, Duration::from_micros(200)), Some(MAX_PAUSE));
+    }
+
+    #[test]
+    fn a_slow_stream_is_not_paused() {
+        // 20 lines/s: a pause would gather a fraction of a line.
+        assert_eq!(steady(1, Duration::from_millis(50)), None);
+        // 500 lines/s: 5 lines in the longest pause, still not worth it.
+        assert_eq!(steady(1, Duration::from_millis(2)), None);
     }
 
     #[test]
     fn a_read_that_brought_the_target_is_followed_at_once() {
         let t0 = Instant::now();
         let mut c = Coalescer::new(t0);
+        // 10 000 lines/s: worth pausing.
         assert!(
-            c.after_read(1, 50, t0 + Duration::from_millis(50))
+            c.after_read(100, 5_000, t0 + Duration::from_millis(10))
                 .is_some()
         );
         assert_eq!(

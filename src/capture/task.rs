@@ -246,7 +246,10 @@ impl CaptureTask {
             };
             // Gather what is already there into one batch: the daemon sends every line as its
             // own HTTP chunk, and a batch per line would cost more than the line.
+            // A failure ends the session, but only after the lines completed before it are
+            // handed over: the daemon may not be able to serve them again (a removed container).
             let mut eof = false;
+            let mut failure = None;
             let mut gathered = 0usize;
             let mut next = Some(chunk);
             while let Some(chunk) = next.take() {
@@ -256,17 +259,21 @@ impl CaptureTask {
                         decoder.push(bytes);
                     }
                     Ok(None) => eof = true,
-                    Err(e) => return SessionEnd::Error("read", e.to_string()),
+                    Err(e) => {
+                        failure = Some(SessionEnd::Error("read", e.to_string()));
+                        break;
+                    }
                 }
                 if let Err(end) = drain_decoder(&mut decoder, &mut assembler, &mut lines) {
-                    return end;
+                    failure = Some(end);
+                    break;
                 }
                 if !eof && gathered < GATHER_BYTES && !stream.drained() {
                     next = stream.try_next_chunk();
                 }
             }
             let read_lines = lines.len();
-            if eof {
+            if eof && failure.is_none() {
                 if let Some(Message::Log { stream, payload }) = decoder.finish() {
                     assembler.push(stream, payload, &mut lines);
                 }
@@ -288,8 +295,9 @@ impl CaptureTask {
                 emitted += lines.len() as u64;
                 let message_bytes: usize = lines.iter().map(|l| l.message.len()).sum();
                 let line_count = lines.len();
-                // The next batch will likely be as large: size it once instead of regrowing.
-                let next_lines = Vec::with_capacity(line_count);
+                // The next batch will likely be as large: size it once instead of regrowing
+                // (within reason: an idle stream should not keep a burst-sized vector).
+                let next_lines = Vec::with_capacity(line_count.min(1024));
                 let batch = Batch {
                     container: self.meta.borrow().clone(),
                     lines: std::mem::replace(&mut lines, next_lines),
@@ -320,6 +328,9 @@ impl CaptureTask {
                 }
                 write_cursor(&self.cursor, cursor);
             }
+            if let Some(end) = failure {
+                return end;
+            }
             if eof {
                 return SessionEnd::Eof { lines: emitted };
             }
@@ -334,8 +345,10 @@ impl CaptureTask {
                     biased;
                     _ = self.cancel.cancelled() => return SessionEnd::Cancelled,
                     _ = &mut deadline => return SessionEnd::Rotate,
-                    slept = timer.sleep(pause) => if let Err(e) = slept {
-                        return SessionEnd::Error("pause_timer", e.to_string());
+                    failed = timer.sleep(pause) => if let Some(e) = failed {
+                        ctx.metrics.stream_error("pause_timer");
+                        warn!(container = %self.name(), error = %e,
+                            "no sub-millisecond timer; pausing with the 1 ms one for this stream");
                     }
                 }
             }

@@ -45,12 +45,15 @@ impl std::fmt::Display for BodyError {
 #[derive(Debug)]
 pub struct BodyDecoder {
     framing: Framing,
+    /// A framing error, reported after the payload unframed before it has been taken.
+    failed: Option<BodyError>,
 }
 
 impl BodyDecoder {
     pub fn chunked() -> Self {
         BodyDecoder {
             framing: Framing::Chunked(Chunked::Size),
+            failed: None,
         }
     }
 
@@ -61,12 +64,14 @@ impl BodyDecoder {
             } else {
                 Framing::Length(n)
             },
+            failed: None,
         }
     }
 
     pub fn until_close() -> Self {
         BodyDecoder {
             framing: Framing::UntilClose,
+            failed: None,
         }
     }
 
@@ -96,6 +101,9 @@ impl BodyDecoder {
     /// payload. What is left in `buf` is an incomplete chunk-size line, a partial CRLF or bytes
     /// after the end of the body.
     pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Bytes>, BodyError> {
+        if let Some(e) = &self.failed {
+            return Err(e.clone());
+        }
         match self.framing {
             Framing::Done => Ok(None),
             Framing::UntilClose => Ok(take(buf, buf.len())),
@@ -111,11 +119,22 @@ impl BodyDecoder {
                 Ok(out)
             }
             Framing::Chunked(state) => {
-                let (state, read, written) = unchunk(state, buf)?;
-                self.framing = state.map_or(Framing::Done, Framing::Chunked);
+                let (read, written) = match unchunk(state, buf) {
+                    Ok((state, read, written)) => {
+                        self.framing = state.map_or(Framing::Done, Framing::Chunked);
+                        (read, written)
+                    }
+                    Err((e, read, written)) => {
+                        self.failed = Some(e);
+                        (read, written)
+                    }
+                };
                 let mut consumed = buf.split_to(read);
                 consumed.truncate(written);
-                Ok((!consumed.is_empty()).then(|| consumed.freeze()))
+                match (&self.failed, consumed.is_empty()) {
+                    (Some(e), true) => Err(e.clone()),
+                    _ => Ok((!consumed.is_empty()).then(|| consumed.freeze())),
+                }
             }
         }
     }
@@ -127,20 +146,27 @@ fn take(buf: &mut BytesMut, len: usize) -> Option<Bytes> {
 
 /// Runs the chunked state machine over `buf`, moving chunk data down over the framing in place.
 /// Returns the new state (`None` once the body is complete), how many bytes were consumed, and
-/// how many payload bytes now start `buf`.
+/// how many payload bytes now start `buf`; on bad framing, the error with the same two counts
+/// (the payload before it is good).
+#[allow(clippy::type_complexity)]
 fn unchunk(
     mut state: Chunked,
     buf: &mut [u8],
-) -> Result<(Option<Chunked>, usize, usize), BodyError> {
+) -> Result<(Option<Chunked>, usize, usize), (BodyError, usize, usize)> {
     let (mut read, mut written) = (0usize, 0usize);
     loop {
         let rest = &buf[read..];
         match state {
             Chunked::Size => {
-                let Some(line) = line(rest)? else { break };
-                state = match chunk_size(&rest[..line.content])? {
-                    0 => Chunked::Trailers,
-                    n => Chunked::Data(n),
+                let line = match line(rest) {
+                    Ok(Some(line)) => line,
+                    Ok(None) => break,
+                    Err(e) => return Err((e, read, written)),
+                };
+                state = match chunk_size(&rest[..line.content]) {
+                    Ok(0) => Chunked::Trailers,
+                    Ok(n) => Chunked::Data(n),
+                    Err(e) => return Err((e, read, written)),
                 };
                 read += line.total;
             }
@@ -166,13 +192,18 @@ fn unchunk(
                     break;
                 }
                 if &rest[..2] != b"\r\n" {
-                    return Err(BodyError("chunk data not followed by CRLF".to_string()));
+                    let e = BodyError("chunk data not followed by CRLF".to_string());
+                    return Err((e, read, written));
                 }
                 read += 2;
                 state = Chunked::Size;
             }
             Chunked::Trailers => {
-                let Some(line) = line(rest)? else { break };
+                let line = match line(rest) {
+                    Ok(Some(line)) => line,
+                    Ok(None) => break,
+                    Err(e) => return Err((e, read, written)),
+                };
                 read += line.total;
                 if line.content == 0 {
                     return Ok((None, read, written));
@@ -323,14 +354,28 @@ mod tests {
         ] {
             let mut buf = BytesMut::from(wire);
             let mut d = BodyDecoder::chunked();
+            // Good payload before the bad framing comes first, then the error.
+            let first = d.decode(&mut buf);
             assert!(
-                d.decode(&mut buf).is_err(),
+                first.is_err() || d.decode(&mut buf).is_err(),
                 "{:?}",
                 String::from_utf8_lossy(wire)
             );
         }
         let mut buf = BytesMut::from(&[b'1'; MAX_LINE][..]);
         assert!(BodyDecoder::chunked().decode(&mut buf).is_err());
+    }
+
+    #[test]
+    fn payload_before_bad_framing_is_delivered_then_the_error() {
+        let mut buf = BytesMut::from(&b"2\r\nok\r\nzz\r\nmore"[..]);
+        let mut d = BodyDecoder::chunked();
+        assert_eq!(
+            d.decode(&mut buf).expect("payload first").as_deref(),
+            Some(&b"ok"[..])
+        );
+        assert!(d.decode(&mut buf).is_err());
+        assert!(d.decode(&mut buf).is_err(), "the error stays");
     }
 
     #[test]

@@ -86,7 +86,7 @@ impl Conn {
     }
 
     /// One non-blocking read into `buf`'s spare capacity (`WouldBlock` when nothing is there).
-    pub fn try_read_buf(&self, buf: &mut bytes::BytesMut) -> io::Result<usize> {
+    pub fn try_read_buf<B: bytes::BufMut>(&self, buf: &mut B) -> io::Result<usize> {
         match self {
             Conn::Unix(s) => s.try_read_buf(buf),
             Conn::Tcp(s) => s.try_read_buf(buf),

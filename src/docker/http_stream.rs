@@ -7,7 +7,7 @@
 //! once, idle or busy — and that one read of the socket becomes one payload, however many HTTP
 //! chunks the daemon split it into.
 
-use bytes::{Bytes, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 use std::io;
 use tokio::io::AsyncWriteExt;
 
@@ -62,6 +62,9 @@ pub(crate) async fn get(mut conn: Conn, path: &str) -> Result<(u16, HttpStream),
     loop {
         if let Some((status, body, head_len)) = parse_head(&buf)? {
             let _ = buf.split_to(head_len);
+            if (100..200).contains(&status) {
+                continue; // an interim answer (100 Continue, 103 Early Hints): the real one follows
+            }
             let stream = HttpStream {
                 socket: Some(Socket::Live(conn)),
                 buf,
@@ -108,14 +111,28 @@ fn parse_head(buf: &[u8]) -> Result<Option<(u16, BodyDecoder, usize)>, DockerErr
             .filter(move |h| h.name.eq_ignore_ascii_case(name))
             .map(|h| String::from_utf8_lossy(h.value).trim().to_ascii_lowercase())
     };
+    // RFC 9112 §6.3: a transfer coding other than chunked last means "read until close",
+    // and it overrides any Content-Length.
+    let codings: Vec<String> = header("transfer-encoding")
+        .flat_map(|v| {
+            v.split(',')
+                .map(|c| c.trim().to_string())
+                .collect::<Vec<_>>()
+        })
+        .collect();
     let body = if status == 204 || status == 304 || (100..200).contains(&status) {
         BodyDecoder::length(0)
-    } else if header("transfer-encoding").any(|v| v.split(',').any(|c| c.trim() == "chunked")) {
+    } else if codings.last().is_some_and(|c| c == "chunked") {
         BodyDecoder::chunked()
+    } else if !codings.is_empty() {
+        BodyDecoder::until_close()
     } else if let Some(v) = header("content-length").next() {
         let n = v
-            .parse::<u64>()
-            .map_err(|_| DockerError::Decode(format!("bad Content-Length {v:?}")))?;
+            .bytes()
+            .all(|b| b.is_ascii_digit())
+            .then(|| v.parse::<u64>().ok())
+            .flatten()
+            .ok_or_else(|| DockerError::Decode(format!("bad Content-Length {v:?}")))?;
         BodyDecoder::length(n)
     } else {
         BodyDecoder::until_close()
@@ -132,7 +149,10 @@ impl HttpStream {
                 return next;
             }
             if self.buf.is_empty() {
+                // Caught up and about to wait: an idle stream keeps no buffer, and the next
+                // line after the wait starts small again (a burst grows reads back quickly).
                 self.buf = BytesMut::new();
+                self.read_size = MIN_READ;
             }
             self.live()?.readable().await.map_err(transport)?;
         }
@@ -201,7 +221,7 @@ impl HttpStream {
         self.buf.reserve(self.read_size);
         let room = (self.buf.capacity() - self.buf.len()).min(self.read_size);
         let read = match &self.socket {
-            Some(Socket::Live(conn)) => conn.try_read_buf(&mut self.buf),
+            Some(Socket::Live(conn)) => conn.try_read_buf(&mut (&mut self.buf).limit(room)),
             Some(Socket::Parked(parked)) => parked.try_read_buf(&mut self.buf, room),
             None => return Err(closed()),
         };
@@ -253,6 +273,18 @@ mod tests {
                 .is_none()
         );
         assert!(parse_head(b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n").is_err());
+        assert!(parse_head(b"HTTP/1.1 200 OK\r\nContent-Length: +5\r\n\r\n").is_err());
+        // A coding other than chunked last: until the close, whatever the length says.
+        let (_, mut body, _) =
+            parse_head(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\nContent-Length: 2\r\n\r\n")
+                .expect("valid")
+                .expect("complete");
+        let mut rest = BytesMut::from(&b"abcdef"[..]);
+        assert_eq!(
+            body.decode(&mut rest).expect("ok").as_deref(),
+            Some(&b"abcdef"[..])
+        );
+        assert!(!body.is_done());
         assert!(parse_head(b"NOT HTTP\r\n\r\n").is_err());
     }
 }
