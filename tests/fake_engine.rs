@@ -490,11 +490,8 @@ fn hundreds_of_idle_streams_rotate_and_shut_down_cleanly() {
     );
     let rotated = wait_until(Duration::from_secs(30), || {
         let m = agent.metrics();
-        let r: f64 = m
-            .iter()
-            .filter(|(k, _)| k.starts_with("log_capturer_container_stream_rotations_total"))
-            .map(|(_, v)| v)
-            .sum();
+        let r =
+            log_capturer_testkit::sum_prefix(&m, "log_capturer_container_stream_rotations_total");
         r >= n as f64 && m["log_capturer_container_streams_active"] == n as f64
     });
     assert!(rotated, "not every stream rotated");

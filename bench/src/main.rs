@@ -18,7 +18,7 @@ use std::process::{Command, ExitCode};
 use std::time::{Duration, Instant};
 
 use agent::{Agent, AgentConfig, agent_binary};
-use log_capturer_testkit::{cpu_seconds, status_field};
+use log_capturer_testkit::{cpu_seconds, status_field, sum_prefix};
 
 #[derive(Parser)]
 #[command(
@@ -490,11 +490,7 @@ fn idle(binary: &Path, out: &Path, runs: usize, quick: bool) -> Result<Vec<Row>,
         let mut done = None;
         while Instant::now() < deadline {
             let m = agent.metrics();
-            let r: f64 = m
-                .iter()
-                .filter(|(k, _)| k.starts_with("log_capturer_container_stream_rotations_total"))
-                .map(|(_, v)| v)
-                .sum();
+            let r = sum_prefix(&m, "log_capturer_container_stream_rotations_total");
             let active = m
                 .get("log_capturer_container_streams_active")
                 .copied()

@@ -50,12 +50,9 @@ impl Coalescer {
         let elapsed = now.saturating_duration_since(self.window_start);
         if elapsed >= WINDOW {
             self.pause = pause_for_rate(self.window_lines, self.window_bytes, elapsed);
-            *self = Coalescer {
-                window_start: now,
-                window_lines: 0,
-                window_bytes: 0,
-                pause: self.pause,
-            };
+            self.window_start = now;
+            self.window_lines = 0;
+            self.window_bytes = 0;
         }
         // A read that already brought the target means we are behind: read again at once.
         if lines == 0 || lines as f64 >= TARGET_LINES || bytes as f64 >= TARGET_BYTES {

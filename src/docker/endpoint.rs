@@ -4,7 +4,7 @@ use std::io;
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::task::{Context, Poll};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::AsyncWrite;
 use tokio::net::{TcpStream, UnixStream};
 
 pub const DEFAULT_SOCKET: &str = "unix:///var/run/docker.sock";
@@ -92,16 +92,7 @@ impl Conn {
             Conn::Tcp(s) => s.try_read_buf(buf),
         }
     }
-}
 
-/// A connection taken out of the reactor: nothing watches its readiness, so the peer's writes
-/// wake nobody, but it can still be read without blocking (the socket stays non-blocking).
-pub enum ParkedConn {
-    Unix(std::os::unix::net::UnixStream),
-    Tcp(std::net::TcpStream),
-}
-
-impl Conn {
     /// Takes the connection out of the reactor (an `epoll_ctl` DEL).
     pub fn park(self) -> io::Result<ParkedConn> {
         match self {
@@ -109,6 +100,13 @@ impl Conn {
             Conn::Tcp(s) => s.into_std().map(ParkedConn::Tcp),
         }
     }
+}
+
+/// A connection taken out of the reactor: nothing watches its readiness, so the peer's writes
+/// wake nobody, but it can still be read without blocking (the socket stays non-blocking).
+pub enum ParkedConn {
+    Unix(std::os::unix::net::UnixStream),
+    Tcp(std::net::TcpStream),
 }
 
 impl ParkedConn {
@@ -133,19 +131,6 @@ impl ParkedConn {
         };
         buf.truncate(start + *read.as_ref().unwrap_or(&0));
         read
-    }
-}
-
-impl AsyncRead for Conn {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Conn::Unix(s) => Pin::new(s).poll_read(cx, buf),
-            Conn::Tcp(s) => Pin::new(s).poll_read(cx, buf),
-        }
     }
 }
 

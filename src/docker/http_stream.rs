@@ -192,28 +192,25 @@ impl HttpStream {
     /// The next piece of the body if it can be had without waiting, else `None`: what is
     /// buffered, or else one non-blocking read of the socket.
     pub fn try_next_chunk(&mut self) -> Option<Result<Option<Bytes>, DockerError>> {
-        match self.decode() {
-            Ok(Some(b)) => return Some(Ok(Some(b))),
-            Ok(None) if self.body.is_done() => return Some(Ok(None)),
-            Ok(None) => {}
-            Err(e) => return Some(Err(e)),
+        if let Some(next) = self.decode() {
+            return Some(next);
         }
         match self.read_now() {
-            Ok(true) => match self.decode() {
-                Ok(Some(b)) => Some(Ok(Some(b))),
-                Ok(None) if self.body.is_done() => Some(Ok(None)),
-                Ok(None) => None,
-                Err(e) => Some(Err(e)),
-            },
+            Ok(true) => self.decode(),
             Ok(false) => None,
             Err(e) => Some(Err(e)),
         }
     }
 
-    fn decode(&mut self) -> Result<Option<Bytes>, DockerError> {
-        self.body
-            .decode(&mut self.buf)
-            .map_err(|e| DockerError::Transport(e.to_string()))
+    /// What the buffered bytes give: a payload, the end of the body, an error, or `None` when
+    /// more must be read.
+    fn decode(&mut self) -> Option<Result<Option<Bytes>, DockerError>> {
+        match self.body.decode(&mut self.buf) {
+            Ok(Some(b)) => Some(Ok(Some(b))),
+            Ok(None) if self.body.is_done() => Some(Ok(None)),
+            Ok(None) => None,
+            Err(e) => Some(Err(DockerError::Transport(e.to_string()))),
+        }
     }
 
     /// One non-blocking read: `Ok(true)` if it brought bytes or the end of the input.
