@@ -574,3 +574,198 @@ fn line_by_line_stream_is_read_exactly_once_across_rotations() {
     assert_healthy(&agent);
     assert_clean_exit(&mut agent);
 }
+
+/// A container is listed as running, then exits while the agent waits for its inspect (3 s
+/// late): at start-up, and again at the resync after the events stream reconnects. Listed as
+/// running means it wrote while we looked: it must be read to its end, not dropped because
+/// the inspect says "exited".
+#[test]
+fn container_that_exits_during_a_resync_is_read_to_its_end() {
+    let first_lines = numbered_lines("first", 40, 1);
+    let second_lines = numbered_lines("second", 30, 1);
+    let first = Container::new("first", first_lines.clone(), vec![LogsPlan::End]);
+    let second = Container::new("second", second_lines.clone(), vec![LogsPlan::End]);
+    let (first_id, second_id) = (first.id.clone(), second.id.clone());
+    let engine = FakeEngine::start(vec![first]);
+    engine.exit_during_inspect(&first_id, Duration::from_secs(3));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut agent = Agent::start(dir.path(), agent_options(&engine, ""));
+
+    let read = wait_until(Duration::from_secs(20), || {
+        agent.messages("first").len() >= first_lines.len()
+    });
+    assert!(
+        read,
+        "a container that exited during the start-up listing was not read: {} of {} lines, \
+         engine saw {:?}; log:\n{}",
+        agent.messages("first").len(),
+        first_lines.len(),
+        engine.logs_stats(&first_id),
+        agent.log()
+    );
+
+    // The same window at the resync after the events stream is lost.
+    engine.add_after_first_events_drop(second);
+    engine.exit_during_inspect(&second_id, Duration::from_secs(3));
+    engine.drop_events_streams();
+    let read = wait_until(Duration::from_secs(20), || {
+        agent.messages("second").len() >= second_lines.len()
+    });
+    assert!(
+        read,
+        "a container that exited during the resync after an events reconnect was not read: \
+         {} of {} lines, engine saw {:?}; log:\n{}",
+        agent.messages("second").len(),
+        second_lines.len(),
+        engine.logs_stats(&second_id),
+        agent.log()
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(agent.messages("first"), texts(&first_lines));
+    assert_eq!(agent.messages("second"), texts(&second_lines));
+    assert_clean_exit(&mut agent);
+}
+
+/// A checkpoint left by an earlier run for a container that no longer exists must be
+/// dropped, even when the first listing of all containers fails (the listing of running ones
+/// works, so nothing else would retry).
+#[test]
+fn stale_checkpoint_is_dropped_when_the_first_full_listing_fails() {
+    let lines = numbered_lines("present", 3, 1);
+    let present = Container::new("present", lines.clone(), vec![LogsPlan::Follow]);
+    let engine = FakeEngine::start(vec![present]);
+    engine.fail_next_all_lists(1);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ghost = support::fake_engine::container_id("removed-while-the-agent-was-down");
+    let checkpoints = dir.path().join("state/checkpoints");
+    std::fs::create_dir_all(&checkpoints).expect("checkpoint dir");
+    let stale = checkpoints.join(format!("{ghost}.json"));
+    std::fs::write(
+        &stale,
+        format!(
+            r#"{{"container_id":"{ghost}","timestamp_ns":{BASE_NS},"count":1,"timestamp":"2026-01-01T00:00:00Z"}}"#
+        ),
+    )
+    .expect("write checkpoint");
+    let mut agent = Agent::start_unready(dir.path(), agent_options(&engine, ""));
+
+    let failed = wait_until(Duration::from_secs(10), || {
+        agent.get("/metrics").is_some()
+            && agent.metric(r#"log_capturer_container_stream_errors_total{reason="list"}"#) >= 1.0
+    });
+    assert!(
+        failed,
+        "the failing listing was not seen; log:\n{}",
+        agent.log()
+    );
+    let dropped = wait_until(Duration::from_secs(15), || !stale.exists());
+    assert!(
+        dropped,
+        "the checkpoint of a container that no longer exists was kept; engine saw {:#?}; \
+         log:\n{}",
+        engine.requests(),
+        agent.log()
+    );
+    assert!(wait_until(Duration::from_secs(10), || {
+        agent.messages("present").len() >= lines.len()
+    }));
+    assert_eq!(agent.messages("present"), texts(&lines));
+    assert!(agent.get("/ready").is_some_and(|(s, _)| s == 200));
+    assert_clean_exit(&mut agent);
+}
+
+/// A container the filters leave out is remembered as ignored; when it is removed while the
+/// events stream is down (no `destroy` will ever arrive), the next listing forgets it.
+#[test]
+fn ignored_container_removed_while_events_were_down_is_forgotten() {
+    let kept_lines = numbered_lines("kept", 2, 1);
+    let kept = Container::new("kept", kept_lines.clone(), vec![LogsPlan::Follow]);
+    let skipped = Container::new(
+        "skipped",
+        numbered_lines("no", 2, 1),
+        vec![LogsPlan::Follow],
+    );
+    let skipped_id = skipped.id.clone();
+    let engine = FakeEngine::start(vec![kept, skipped]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut agent = Agent::start(
+        dir.path(),
+        agent_options(&engine, "  include:\n    names: [\"kept\"]\n"),
+    );
+    let ignored = wait_until(Duration::from_secs(10), || {
+        agent.metric("log_capturer_containers_ignored") == 1.0
+    });
+    assert!(
+        ignored,
+        "containers_ignored {}; log:\n{}",
+        agent.metric("log_capturer_containers_ignored"),
+        agent.log()
+    );
+
+    engine.remove_silently(&skipped_id);
+    engine.drop_events_streams();
+    let forgotten = wait_until(Duration::from_secs(15), || {
+        engine.events_requests() >= 2 && agent.metric("log_capturer_containers_ignored") == 0.0
+    });
+    assert!(
+        forgotten,
+        "the ignored set kept a container that no longer exists: containers_ignored {}, {} \
+         events requests; log:\n{}",
+        agent.metric("log_capturer_containers_ignored"),
+        engine.events_requests(),
+        agent.log()
+    );
+    assert_eq!(agent.messages("kept"), texts(&kept_lines));
+    assert!(agent.records("skipped").is_empty());
+    assert_clean_exit(&mut agent);
+}
+
+/// The daemon goes away (socket gone, every connection cut): /ready turns non-200 while it
+/// is down, and 200 again once it is back and listed; capture resumes without loss or
+/// duplicate.
+#[test]
+fn ready_follows_the_daemon_going_down_and_up() {
+    let lines = numbered_lines("steady", 5, 1);
+    let steady = Container::new("steady", lines.clone(), vec![LogsPlan::Follow]);
+    let id = steady.id.clone();
+    let engine = FakeEngine::start(vec![steady]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut agent = Agent::start(
+        dir.path(),
+        agent_options(&engine, "  retry_backoff_max: 1s\n"),
+    );
+    assert!(wait_until(Duration::from_secs(10), || {
+        agent.messages("steady").len() >= lines.len()
+    }));
+
+    engine.stop();
+    let not_ready = wait_until(Duration::from_secs(15), || {
+        agent.get("/ready").is_some_and(|(s, _)| s != 200)
+    });
+    assert!(
+        not_ready,
+        "/ready stayed {:?} with the daemon down; log:\n{}",
+        agent.get("/ready"),
+        agent.log()
+    );
+    assert_healthy(&agent);
+    // Still not ready a moment later (no listing can succeed).
+    std::thread::sleep(Duration::from_secs(2));
+    assert_ne!(agent.get("/ready").map(|(s, _)| s), Some(200));
+
+    engine.bind();
+    let ready = wait_until(Duration::from_secs(15), || {
+        agent.get("/ready").is_some_and(|(s, _)| s == 200)
+    });
+    assert!(
+        ready,
+        "not ready again after the daemon came back; log:\n{}",
+        agent.log()
+    );
+    assert!(wait_until(Duration::from_secs(15), || {
+        engine.logs_stats(&id).requests >= 2
+    }));
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(agent.messages("steady"), texts(&lines));
+    assert_clean_exit(&mut agent);
+}

@@ -19,7 +19,21 @@ use crate::observability::metrics::Metrics;
 pub enum DiscoveryMsg {
     /// The events stream is (re)connected: list containers to catch up.
     Resync,
+    /// The events stream cannot be opened or was lost: Docker is unreachable (not ready).
+    Lost,
     Event(Event),
+}
+
+/// Hands `msg` to the supervisor; false when it is gone or we are cancelled meanwhile.
+async fn send(
+    tx: &mpsc::Sender<DiscoveryMsg>,
+    msg: DiscoveryMsg,
+    cancel: &CancellationToken,
+) -> bool {
+    tokio::select! {
+        _ = cancel.cancelled() => false,
+        sent = tx.send(msg) => sent.is_ok(),
+    }
 }
 
 pub async fn follow_events(
@@ -41,6 +55,9 @@ pub async fn follow_events(
             Ok(s) => s,
             Err(e) => {
                 metrics.stream_error("events_open");
+                if !send(&tx, DiscoveryMsg::Lost, &cancel).await {
+                    return;
+                }
                 let delay = backoff.next_delay();
                 warn!(error = %e, retry_in = ?delay, "cannot follow Docker events");
                 if !sleep_or_cancel(delay, &cancel).await {
@@ -54,7 +71,7 @@ pub async fn follow_events(
         }
         connected_before = true;
         since.get_or_insert_with(now_ns);
-        if tx.send(DiscoveryMsg::Resync).await.is_err() {
+        if !send(&tx, DiscoveryMsg::Resync, &cancel).await {
             return;
         }
         let mut buf = BytesMut::new();
@@ -80,7 +97,7 @@ pub async fn follow_events(
                                     since = Some(event.time_nano);
                                 }
                                 debug!(action = %event.action, id = %event.actor.id, "docker event");
-                                if tx.send(DiscoveryMsg::Event(event)).await.is_err() {
+                                if !send(&tx, DiscoveryMsg::Event(event), &cancel).await {
                                     return;
                                 }
                             }
@@ -96,6 +113,9 @@ pub async fn follow_events(
             }
         };
         metrics.stream_error("events_dropped");
+        if !send(&tx, DiscoveryMsg::Lost, &cancel).await {
+            return;
+        }
         if got_any {
             backoff.reset();
         }

@@ -5,6 +5,7 @@
 
 mod events;
 pub mod filter;
+mod position;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -16,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::backoff::Backoff;
-use crate::capture::{CaptureContext, CaptureExit, CaptureTask, Cursor, SharedCursor};
+use crate::capture::{CaptureContext, CaptureExit, CaptureTask, SharedCursor};
 use crate::checkpoint::{CheckpointStore, now_ns};
 use crate::config::{FilterConfig, InitialPosition};
 use crate::docker::timestamp::parse_rfc3339_nanos;
@@ -25,6 +26,7 @@ use crate::observability::metrics::Metrics;
 use crate::pipeline::ContainerMeta;
 use events::{DiscoveryMsg, follow_events};
 use filter::{Candidate, selected};
+use position::{StartFacts, start_position};
 
 pub struct DiscoverySettings {
     pub include: FilterConfig,
@@ -51,13 +53,28 @@ pub struct Discovery {
     checkpoints: Arc<CheckpointStore>,
     metrics: Arc<Metrics>,
     settings: DiscoverySettings,
-    /// Set once the first listing succeeded.
+    /// True while Docker answers: the events stream is connected and the last listing
+    /// succeeded (`/ready`).
     ready: Arc<AtomicBool>,
+    /// The events stream is connected (a `Resync` came after the last `Lost`).
+    events_connected: bool,
     agent_start_ns: i64,
     tracked: HashMap<String, Tracked>,
+    /// Existing containers the filters do not select; pruned at every listing.
     ignored: HashSet<String>,
     tasks: JoinSet<(String, CaptureExit)>,
-    first_resync_done: bool,
+}
+
+/// How a resync went.
+#[derive(Debug, PartialEq, Eq)]
+enum ResyncOutcome {
+    /// Both listings answered and every container was reconciled.
+    Done,
+    /// The listings answered, but a container could not be inspected: retry later, or it
+    /// might never be read.
+    Incomplete,
+    /// A listing failed: Docker is unreachable or failing.
+    Failed,
 }
 
 impl Discovery {
@@ -74,11 +91,11 @@ impl Discovery {
             metrics,
             settings,
             ready,
+            events_connected: false,
             agent_start_ns: now_ns(),
             tracked: HashMap::new(),
             ignored: HashSet::new(),
             tasks: JoinSet::new(),
-            first_resync_done: false,
         }
     }
 
@@ -92,8 +109,8 @@ impl Discovery {
             self.settings.backoff,
             follower_cancel.clone(),
         ));
-        // A listing that fails is retried with back-off (the events stream may be healthy and
-        // never reconnect, so nothing else would list again).
+        // A resync that fails (or is incomplete) is retried with back-off (the events stream
+        // may be healthy and never reconnect, so nothing else would list again).
         let mut retry = Backoff::new(self.settings.backoff.0, self.settings.backoff.1);
         let mut resync_at: Option<tokio::time::Instant> = None;
         loop {
@@ -107,7 +124,16 @@ impl Discovery {
                 _ = cancel.cancelled() => break,
                 () = retry_due => true,
                 msg = rx.recv() => match msg {
-                    Some(DiscoveryMsg::Resync) => true,
+                    Some(DiscoveryMsg::Resync) => {
+                        self.events_connected = true;
+                        true
+                    }
+                    Some(DiscoveryMsg::Lost) => {
+                        // Not ready until the stream is back and a listing succeeded.
+                        self.events_connected = false;
+                        self.set_ready(false);
+                        false
+                    }
                     Some(DiscoveryMsg::Event(event)) => {
                         tokio::select! {
                             _ = cancel.cancelled() => break,
@@ -132,11 +158,13 @@ impl Discovery {
                 }
             };
             if resync {
-                let listed = tokio::select! {
+                let outcome = tokio::select! {
                     _ = cancel.cancelled() => break,
-                    ok = self.resync(&cancel) => ok,
+                    outcome = self.resync(&cancel) => outcome,
                 };
-                resync_at = if listed {
+                let listed = outcome != ResyncOutcome::Failed;
+                self.set_ready(listed && self.events_connected);
+                resync_at = if outcome == ResyncOutcome::Done {
                     retry.reset();
                     None
                 } else {
@@ -158,64 +186,83 @@ impl Discovery {
         debug!("discovery stopped");
     }
 
-    /// Lists containers and reconciles: start what is running and not captured, drop what no
-    /// longer exists.
-    async fn resync(&mut self, cancel: &CancellationToken) -> bool {
+    fn set_ready(&self, ready: bool) {
+        if self.ready.swap(ready, Ordering::Relaxed) != ready {
+            info!(ready, "readiness changed");
+        }
+    }
+
+    /// Lists containers and reconciles: reads every container that was listed as running or
+    /// has a cursor and has no capture task (to its end if it is found stopped by then), and
+    /// drops what no longer exists (tracked containers, checkpoints, ignored ids).
+    async fn resync(&mut self, cancel: &CancellationToken) -> ResyncOutcome {
         let client = self.ctx.client.clone();
-        let running = match client.list_running().await {
-            Ok(list) => list,
+        let listed = match client.list_running().await {
+            Ok(running) => client.list_all().await.map(|all| (running, all)),
+            Err(e) => Err(e),
+        };
+        let (running, all) = match listed {
+            Ok(lists) => lists,
             Err(e) => {
                 self.metrics.stream_error("list");
                 warn!(error = %e, "cannot list containers");
-                return false;
+                return ResyncOutcome::Failed;
             }
         };
-        for c in &running {
-            let busy = self.tracked.get(&c.id).is_some_and(|t| t.running.is_some());
-            if !busy && !self.ignored.contains(&c.id) {
-                self.consider(&c.id, None, false, cancel).await;
+        let exists: HashSet<&str> = all.iter().map(|c| c.id.as_str()).collect();
+        let gone: Vec<String> = self
+            .tracked
+            .keys()
+            .filter(|id| !exists.contains(id.as_str()))
+            .cloned()
+            .collect();
+        for id in gone {
+            self.forget(&id);
+        }
+        // Checkpoints of containers removed while the agent was not running or the events
+        // stream was down. Every container holding a checkpoint is tracked after a listing,
+        // so this is only ever stale state.
+        for id in self.checkpoints.ids() {
+            if !exists.contains(id.as_str()) {
+                info!(container_id = %id, "container no longer exists; dropping its checkpoint");
+                self.checkpoints.forget(&id);
             }
         }
-        if let Ok(all) = client.list_all().await {
-            let exists: HashSet<&str> = all.iter().map(|c| c.id.as_str()).collect();
-            // Stopped containers we hold a cursor for (they stopped while the agent was down or
-            // the events stream was lost): read what they wrote since, up to their end.
-            let running_ids: HashSet<&str> = running.iter().map(|c| c.id.as_str()).collect();
-            let stopped_with_cursor: Vec<String> = all
-                .iter()
+        self.ignored.retain(|id| exists.contains(id.as_str()));
+
+        // Listed as running: read it, and if it has stopped since (it may exit between the
+        // listing and the inspect), read it to its end. Holding a cursor: it stopped while
+        // the agent was down or the events stream was lost; read what it wrote since.
+        let mut to_read: Vec<String> = running.iter().map(|c| c.id.clone()).collect();
+        let listed_running: HashSet<&str> = running.iter().map(|c| c.id.as_str()).collect();
+        to_read.extend(
+            all.iter()
                 .map(|c| c.id.as_str())
-                .filter(|id| !running_ids.contains(id) && self.checkpoints.get(id).is_some())
-                .filter(|id| self.tracked.get(*id).is_none_or(|t| t.running.is_none()))
-                .map(str::to_string)
-                .collect();
-            for id in stopped_with_cursor {
-                self.consider(&id, None, true, cancel).await;
-            }
-            let gone: Vec<String> = self
-                .tracked
-                .keys()
-                .filter(|id| !exists.contains(id.as_str()))
-                .cloned()
-                .collect();
-            for id in gone {
-                self.forget(&id);
-            }
-            if !self.first_resync_done {
-                // Checkpoints of containers removed while the agent was not running.
-                for id in self.checkpoints.ids() {
-                    if !exists.contains(id.as_str()) {
-                        info!(container_id = %id, "container no longer exists; dropping its checkpoint");
-                        self.checkpoints.forget(&id);
-                    }
-                }
+                .filter(|id| !listed_running.contains(id) && self.checkpoints.get(id).is_some())
+                .map(str::to_string),
+        );
+        let mut complete = true;
+        for id in to_read {
+            let busy = self.tracked.get(&id).is_some_and(|t| t.running.is_some());
+            if !busy && !self.ignored.contains(&id) {
+                complete &= self.consider(&id, true, cancel).await;
             }
         }
-        self.first_resync_done = true;
-        self.ready.store(true, Ordering::Relaxed);
+        self.update_gauges();
+        if complete {
+            ResyncOutcome::Done
+        } else {
+            ResyncOutcome::Incomplete
+        }
+    }
+
+    fn update_gauges(&self) {
         self.metrics
             .containers_tracked
             .set(self.tracked.len() as i64);
-        true
+        self.metrics
+            .containers_ignored
+            .set(self.ignored.len() as i64);
     }
 
     async fn on_event(&mut self, event: Event, cancel: &CancellationToken) {
@@ -228,8 +275,8 @@ impl Discovery {
                     return;
                 }
                 if !self.ignored.contains(&id) {
-                    self.consider(&id, Some(event.time_nano), false, cancel)
-                        .await;
+                    // It started: read it, to its end if it has already stopped again.
+                    self.consider(&id, true, cancel).await;
                 }
             }
             "destroy" => {
@@ -254,16 +301,14 @@ impl Discovery {
                     self.metrics.forget_container(&old);
                     info!(container_id = %id, from = %old, to = %new_name, "container renamed");
                 } else if self.ignored.remove(&id) {
-                    // Filters may select it under its new name.
-                    self.consider(&id, Some(event.time_nano), false, cancel)
-                        .await;
+                    // Filters may select it under its new name (if it is not running, its
+                    // next `start` decides).
+                    self.consider(&id, false, cancel).await;
                 }
             }
             _ => {}
         }
-        self.metrics
-            .containers_tracked
-            .set(self.tracked.len() as i64);
+        self.update_gauges();
     }
 
     async fn on_exit(&mut self, id: String, exit: CaptureExit, cancel: &CancellationToken) {
@@ -273,6 +318,7 @@ impl Discovery {
         t.running = None;
         if t.destroyed {
             self.forget(&id);
+            self.update_gauges();
             return;
         }
         match exit {
@@ -290,33 +336,27 @@ impl Discovery {
                     && c.state.running
                     && !cancel.is_cancelled()
                 {
-                    self.consider(&id, None, false, cancel).await;
+                    self.consider(&id, false, cancel).await;
                 }
             }
         }
     }
 
     /// Inspects a container and, if selected, starts capturing it. `drain`: also when it is
-    /// not running (its logs are then read up to their end).
-    async fn consider(
-        &mut self,
-        id: &str,
-        event_ns: Option<i64>,
-        drain: bool,
-        cancel: &CancellationToken,
-    ) {
+    /// not running (its logs are then read up to their end). Returns false when the inspect
+    /// failed for a reason other than the container being gone (the caller retries).
+    async fn consider(&mut self, id: &str, drain: bool, cancel: &CancellationToken) -> bool {
         if self.settings.own_id.as_deref() == Some(id) {
             self.ignored.insert(id.to_string());
-            return;
+            return true;
         }
         let info = match self.ctx.client.inspect(id).await {
             Ok(info) => info,
+            Err(e) if e.status() == Some(404) => return true,
             Err(e) => {
-                if e.status() != Some(404) {
-                    self.metrics.stream_error("inspect");
-                    warn!(container_id = %id, error = %e, "cannot inspect container");
-                }
-                return;
+                self.metrics.stream_error("inspect");
+                warn!(container_id = %id, error = %e, "cannot inspect container");
+                return false;
             }
         };
         let meta = container_meta(&info);
@@ -329,10 +369,10 @@ impl Discovery {
         if !selected(&self.settings.include, &self.settings.exclude, &candidate) {
             debug!(container = %meta.name, "container not selected by filters");
             self.ignored.insert(id.to_string());
-            return;
+            return true;
         }
-        if !info.state.running && event_ns.is_none() && !drain {
-            return;
+        if !info.state.running && !drain {
+            return true;
         }
         let meta = Arc::new(meta);
         let (cursor, tty) = match self.tracked.get_mut(id) {
@@ -347,11 +387,17 @@ impl Discovery {
                 (Arc::clone(&t.cursor), t.tty)
             }
             None => {
-                let start = self.start_position(id, &info, event_ns);
+                let start = start_position(&StartFacts {
+                    checkpoint: self.checkpoints.get(id),
+                    created_ns: parse_rfc3339_nanos(info.created.as_bytes()).unwrap_or(0),
+                    agent_start_ns: self.agent_start_ns,
+                    had_previous_run: self.checkpoints.had_previous_run,
+                    initial_position: self.settings.initial_position,
+                });
                 self.checkpoints.init(id, start);
                 let cursor = Arc::new(std::sync::Mutex::new(start));
                 info!(container = %meta.name, container_id = %id, tty = info.config.tty,
-                    since = start.ts_ns, "capturing container");
+                    running = info.state.running, since = start.ts_ns, "capturing container");
                 self.tracked.insert(
                     id.to_string(),
                     Tracked {
@@ -367,7 +413,7 @@ impl Discovery {
             }
         };
         let Some(t) = self.tracked.get_mut(id) else {
-            return;
+            return true;
         };
         let token = cancel.child_token();
         let task = CaptureTask {
@@ -382,23 +428,7 @@ impl Discovery {
         let owned_id = id.to_string();
         self.tasks
             .spawn(async move { (owned_id, task.run().await) });
-    }
-
-    /// Where to start a container seen for the first time.
-    fn start_position(&self, id: &str, info: &ContainerInspect, event_ns: Option<i64>) -> Cursor {
-        if let Some(saved) = self.checkpoints.get(id) {
-            return saved;
-        }
-        let created_ns = parse_rfc3339_nanos(info.created.as_bytes()).unwrap_or(0);
-        // Created while we run, or while we were stopped after an earlier run: all of it.
-        if created_ns >= self.agent_start_ns || self.checkpoints.had_previous_run {
-            return Cursor::at(0);
-        }
-        match self.settings.initial_position {
-            InitialPosition::Beginning => Cursor::at(0),
-            // A start we saw happen: from that instant. Already running: from now.
-            InitialPosition::End => Cursor::at(event_ns.unwrap_or_else(now_ns)),
-        }
+        true
     }
 
     fn forget(&mut self, id: &str) {

@@ -50,6 +50,7 @@ pub struct Metrics {
     pub lines_truncated: Counter,
     pub containers_tracked: Gauge,
     pub containers_unreadable: Gauge,
+    pub containers_ignored: Gauge,
     pub events_reconnects: Counter,
     pub sink_lines: Family<SinkLabels, Counter>,
     pub sink_errors: Family<SinkLabels, Counter>,
@@ -92,6 +93,7 @@ impl Metrics {
         let lines_truncated = Counter::default();
         let containers_tracked = Gauge::default();
         let containers_unreadable = Gauge::default();
+        let containers_ignored = Gauge::default();
         let events_reconnects = Counter::default();
         let sink_lines = Family::<SinkLabels, Counter>::default();
         let sink_errors = Family::<SinkLabels, Counter>::default();
@@ -165,6 +167,11 @@ impl Metrics {
             "log_capturer_containers_unreadable",
             "Containers whose log driver cannot be read (e.g. --log-driver none)",
             containers_unreadable.clone(),
+        );
+        r.register(
+            "log_capturer_containers_ignored",
+            "Existing containers the filters do not select (or the agent's own)",
+            containers_ignored.clone(),
         );
         r.register(
             "log_capturer_events_reconnects",
@@ -292,6 +299,7 @@ impl Metrics {
             lines_truncated,
             containers_tracked,
             containers_unreadable,
+            containers_ignored,
             events_reconnects,
             sink_lines,
             sink_errors,

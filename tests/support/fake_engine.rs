@@ -17,7 +17,8 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, watch};
+use tokio::task::AbortHandle;
 
 /// 2026-01-01T00:00:00Z in nanoseconds since the UNIX epoch: the base of log timestamps.
 pub const BASE_NS: i64 = 1_767_225_600 * 1_000_000_000;
@@ -175,16 +176,30 @@ struct State {
     close_after_response: bool,
     /// This many of the next container listings answer 500.
     failing_lists: usize,
+    /// This many of the next listings of all containers (`all=1`) answer 500.
+    failing_all_lists: usize,
+    /// Containers that exit at their next inspect, which answers (not running) this much later.
+    exit_during_inspect: HashMap<String, Duration>,
 }
 
 struct Shared {
     state: Mutex<State>,
     events: broadcast::Sender<String>,
+    /// The accept loop and every connection's handler (aborted by `stop`).
+    tasks: Mutex<Vec<AbortHandle>>,
+    /// Bumped to make the engine close every open events stream.
+    drop_events: watch::Sender<u64>,
 }
 
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn track(&self, task: AbortHandle) {
+        let mut tasks = self.tasks.lock().unwrap_or_else(|p| p.into_inner());
+        tasks.retain(|t| !t.is_finished());
+        tasks.push(task);
     }
 }
 
@@ -224,6 +239,8 @@ impl FakeEngine {
                 ..State::default()
             }),
             events,
+            tasks: Mutex::new(Vec::new()),
+            drop_events: watch::Sender::new(0),
         });
         FakeEngine {
             runtime: Some(runtime),
@@ -240,7 +257,45 @@ impl FakeEngine {
             let _guard = runtime.enter();
             UnixListener::bind(&self.sock).expect("bind fake engine socket")
         };
-        runtime.spawn(accept_loop(listener, Arc::clone(&self.shared)));
+        let accept = runtime.spawn(accept_loop(listener, Arc::clone(&self.shared)));
+        self.shared.track(accept.abort_handle());
+    }
+
+    /// The daemon goes away: stops listening (the socket file is removed) and cuts every open
+    /// connection. `bind` brings it back.
+    pub fn stop(&self) {
+        let tasks =
+            std::mem::take(&mut *self.shared.tasks.lock().unwrap_or_else(|p| p.into_inner()));
+        for task in tasks {
+            task.abort();
+        }
+        let _ = std::fs::remove_file(&self.sock);
+    }
+
+    /// The engine closes every open events stream now (cleanly ending its body).
+    pub fn drop_events_streams(&self) {
+        self.shared.drop_events.send_modify(|n| *n += 1);
+    }
+
+    /// The next `n` listings of all containers (`/containers/json?all=1`) answer 500; the
+    /// listings of running containers are not affected.
+    pub fn fail_next_all_lists(&self, n: usize) {
+        self.shared.lock().failing_all_lists = n;
+    }
+
+    /// The container exits at its next inspect, which answers "not running" `delay` later
+    /// (the container exits while the agent waits for that answer).
+    pub fn exit_during_inspect(&self, id: &str, delay: Duration) {
+        self.shared
+            .lock()
+            .exit_during_inspect
+            .insert(id.to_string(), delay);
+    }
+
+    /// Removes a container without sending any event (as if it was removed while the agent's
+    /// events stream was down).
+    pub fn remove_silently(&self, id: &str) {
+        self.shared.lock().containers.retain(|c| c.id != id);
     }
 
     pub fn socket(&self) -> &Path {
@@ -332,7 +387,8 @@ async fn accept_loop(listener: UnixListener, shared: Arc<Shared>) {
     loop {
         match listener.accept().await {
             Ok((stream, _)) => {
-                tokio::spawn(handle(stream, Arc::clone(&shared)));
+                let task = tokio::spawn(handle(stream, Arc::clone(&shared)));
+                shared.track(task.abort_handle());
             }
             Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
         }
@@ -461,9 +517,14 @@ async fn handle(mut stream: UnixStream, shared: Arc<Shared>) {
             .await
         }
         ["containers", "json"] => {
+            let all = query_param(query, "all") == Some("1");
             let fail = {
                 let mut st = shared.lock();
-                let fail = st.failing_lists > 0;
+                let fail_all = all && st.failing_all_lists > 0;
+                if fail_all {
+                    st.failing_all_lists -= 1;
+                }
+                let fail = fail_all || st.failing_lists > 0;
                 st.failing_lists = st.failing_lists.saturating_sub(1);
                 fail
             };
@@ -471,7 +532,6 @@ async fn handle(mut stream: UnixStream, shared: Arc<Shared>) {
                 let body = error_body("fake engine: listing failed");
                 return respond(&mut stream, &shared, 500, &body).await;
             }
-            let all = query_param(query, "all") == Some("1");
             let list: Vec<serde_json::Value> = shared
                 .lock()
                 .containers
@@ -488,6 +548,19 @@ async fn handle(mut stream: UnixStream, shared: Arc<Shared>) {
             .await;
         }
         ["containers", id, "json"] => {
+            let exit_after = {
+                let mut st = shared.lock();
+                let delay = st.exit_during_inspect.remove(*id);
+                if delay.is_some()
+                    && let Some(c) = st.containers.iter_mut().find(|c| c.id == *id)
+                {
+                    c.running = false;
+                }
+                delay
+            };
+            if let Some(delay) = exit_after {
+                tokio::time::sleep(delay).await;
+            }
             let found = shared
                 .lock()
                 .containers
@@ -631,6 +704,7 @@ async fn logs(mut stream: UnixStream, shared: &Arc<Shared>, id: &str, query: &st
 async fn events(stream: UnixStream, shared: &Arc<Shared>) {
     // Subscribe before answering: an event sent once the client sees the head is delivered.
     let mut rx = shared.events.subscribe();
+    let mut drop_now = shared.drop_events.subscribe();
     let close_after = {
         let mut st = shared.lock();
         st.events_requests += 1;
@@ -663,6 +737,10 @@ async fn events(stream: UnixStream, shared: &Arc<Shared>) {
             },
             n = r.read(&mut buf) => if !matches!(n, Ok(n) if n > 0) { break },
             () = &mut closer => {
+                closed_by_engine = true;
+                break;
+            }
+            _ = drop_now.changed() => {
                 closed_by_engine = true;
                 break;
             }
