@@ -664,3 +664,54 @@ fn fast_writers_that_exit_are_read_to_the_last_line() {
         assert_sequence(&agent.messages(name), "", n, name);
     }
 }
+
+/// Fresh state_dir, default `initial_position: end`. Containers created (`docker create`, as
+/// `docker compose up` does) before the agent's first run and started after it, and a stopped
+/// container with old history started after it: `end` skips only what was written before the
+/// agent first looked, so every line written after the start is read, even those written
+/// before the `start` event is handled.
+#[test]
+fn containers_started_after_the_first_run_are_read_from_their_first_new_line() {
+    let mut containers = Containers::new("startlater");
+    let n = 20_000;
+    let created: Vec<String> = (0..2)
+        .map(|i| {
+            let short = format!("created{i}");
+            containers.create(&short, &["--network", "none"], &format!("seq 1 {n}"));
+            containers.name(&short)
+        })
+        .collect();
+    // Its first run (before the agent) writes history that `end` skips; its second run
+    // writes the numbers.
+    let history = containers.name("history");
+    containers.run(
+        "history",
+        &["--network", "none"],
+        &format!("if [ -f /tmp/ran ]; then seq 1 {n}; else touch /tmp/ran; echo old-history; fi"),
+    );
+    docker(&["wait", &history]);
+    std::thread::sleep(Duration::from_secs(1)); // the history is older than the agent's start
+    let dir = tempdir();
+    let agent = Agent::start(dir.path(), options(&containers, ""));
+
+    let all_names: Vec<&String> = created.iter().chain([&history]).collect();
+    for name in &all_names {
+        docker(&["start", name]);
+    }
+    let done = wait_until(Duration::from_secs(90), || {
+        all_names.iter().all(|name| agent.records(name).len() >= n)
+    });
+    let counts: Vec<usize> = all_names
+        .iter()
+        .map(|name| agent.records(name).len())
+        .collect();
+    assert!(
+        done,
+        "lines per container {counts:?} of {n} (created x2, history); log:\n{}",
+        agent.log()
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    for name in &all_names {
+        assert_sequence(&agent.messages(name), "", n, name);
+    }
+}

@@ -63,6 +63,8 @@ pub struct Discovery {
     /// Existing containers the filters do not select; pruned at every listing.
     ignored: HashSet<String>,
     tasks: JoinSet<(String, CaptureExit)>,
+    /// The container of each capture task (to know whose task panicked).
+    task_ids: HashMap<tokio::task::Id, String>,
 }
 
 /// How a resync went.
@@ -96,6 +98,7 @@ impl Discovery {
             tracked: HashMap::new(),
             ignored: HashSet::new(),
             tasks: JoinSet::new(),
+            task_ids: HashMap::new(),
         }
     }
 
@@ -142,18 +145,25 @@ impl Discovery {
                     }
                     None => break,
                 },
-                Some(joined) = self.tasks.join_next(), if !self.tasks.is_empty() => {
-                    match joined {
-                        Ok((id, exit)) => {
-                            tokio::select! {
-                                _ = cancel.cancelled() => break,
-                                () = self.on_exit(id, exit, &cancel) => false,
-                            }
+                Some(joined) = self.tasks.join_next_with_id(), if !self.tasks.is_empty() => {
+                    let (id, exit) = match joined {
+                        Ok((task, (id, exit))) => {
+                            self.task_ids.remove(&task);
+                            (id, exit)
                         }
                         Err(e) => {
+                            // A panicked task: its container must not stay marked as
+                            // captured forever. Treat it as a stream that ended.
                             warn!(error = %e, "capture task failed");
-                            false
+                            match self.task_ids.remove(&e.id()) {
+                                Some(id) => (id, CaptureExit::Stopped),
+                                None => continue,
+                            }
                         }
+                    };
+                    tokio::select! {
+                        _ = cancel.cancelled() => break,
+                        resync = self.on_exit(id, exit, &cancel) => resync,
                     }
                 }
             };
@@ -311,15 +321,17 @@ impl Discovery {
         self.update_gauges();
     }
 
-    async fn on_exit(&mut self, id: String, exit: CaptureExit, cancel: &CancellationToken) {
+    /// A capture task ended. Returns true when a resync is needed (the container's state
+    /// could not be checked, so it might still run, or have been started again).
+    async fn on_exit(&mut self, id: String, exit: CaptureExit, cancel: &CancellationToken) -> bool {
         let Some(t) = self.tracked.get_mut(&id) else {
-            return;
+            return false;
         };
         t.running = None;
         if t.destroyed {
             self.forget(&id);
             self.update_gauges();
-            return;
+            return false;
         }
         match exit {
             CaptureExit::Cancelled => {}
@@ -332,14 +344,22 @@ impl Discovery {
             CaptureExit::Gone => {}
             CaptureExit::Stopped => {
                 // A `start` may have been handled while the task was finishing: check again.
-                if let Ok(c) = self.ctx.client.inspect(&id).await
-                    && c.state.running
-                    && !cancel.is_cancelled()
-                {
-                    self.consider(&id, false, cancel).await;
+                match self.ctx.client.inspect(&id).await {
+                    Ok(c) if c.state.running && !cancel.is_cancelled() => {
+                        return !self.consider(&id, false, cancel).await;
+                    }
+                    Ok(_) => {}
+                    Err(e) if e.status() == Some(404) => {}
+                    Err(e) => {
+                        self.metrics.stream_error("inspect");
+                        warn!(container_id = %id, error = %e,
+                            "cannot inspect container after its stream ended; listing again");
+                        return true;
+                    }
                 }
             }
         }
+        false
     }
 
     /// Inspects a container and, if selected, starts capturing it. `drain`: also when it is
@@ -426,8 +446,10 @@ impl Discovery {
         };
         t.running = Some(token);
         let owned_id = id.to_string();
-        self.tasks
+        let handle = self
+            .tasks
             .spawn(async move { (owned_id, task.run().await) });
+        self.task_ids.insert(handle.id(), id.to_string());
         true
     }
 

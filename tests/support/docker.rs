@@ -85,6 +85,17 @@ impl Containers {
         id
     }
 
+    /// `docker create` with the test label (not started); returns the container id.
+    pub fn create(&mut self, short: &str, extra: &[&str], script: &str) -> String {
+        let name = self.name(short);
+        let mut args = vec!["create", "--name", &name, "--label", &self.label];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&[IMAGE, "sh", "-c", script]);
+        let id = docker(&args);
+        self.names.push(name);
+        id
+    }
+
     pub fn remove_all(&mut self) {
         for name in self.names.drain(..) {
             let _ = Command::new("docker").args(["rm", "-f", &name]).output();
