@@ -1,11 +1,16 @@
 //! Discovery and supervision: knows every container, starts one capture task per selected
 //! running container, keeps cursors across stops and starts, and reacts to lifecycle events.
 //! It owns every capture task (in a `JoinSet`) and the events follower; on shutdown it cancels
-//! and awaits all of them.
+//! and awaits all of them. It is the only writer of the readiness flag: ready while the events
+//! stream is connected and the last listing succeeded.
+//!
+//! Files: `reconcile.rs` (listing and starting captures), `position.rs` (where a container
+//! without checkpoint starts), `events.rs` (the events follower), `filter.rs`.
 
 mod events;
 pub mod filter;
 mod position;
+mod reconcile;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -17,16 +22,14 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::backoff::Backoff;
-use crate::capture::{CaptureContext, CaptureExit, CaptureTask, SharedCursor};
+use crate::capture::{CaptureContext, CaptureExit, SharedCursor};
 use crate::checkpoint::{CheckpointStore, now_ns};
 use crate::config::{FilterConfig, InitialPosition};
-use crate::docker::timestamp::parse_rfc3339_nanos;
 use crate::docker::types::{ContainerInspect, Event};
 use crate::observability::metrics::Metrics;
 use crate::pipeline::ContainerMeta;
 use events::{DiscoveryMsg, follow_events};
-use filter::{Candidate, selected};
-use position::{StartFacts, start_position};
+use reconcile::ResyncOutcome;
 
 pub struct DiscoverySettings {
     pub include: FilterConfig,
@@ -65,18 +68,6 @@ pub struct Discovery {
     tasks: JoinSet<(String, CaptureExit)>,
     /// The container of each capture task (to know whose task panicked).
     task_ids: HashMap<tokio::task::Id, String>,
-}
-
-/// How a resync went.
-#[derive(Debug, PartialEq, Eq)]
-enum ResyncOutcome {
-    /// Both listings answered and every container was reconciled.
-    Done,
-    /// The listings answered, but a container could not be inspected: retry later, or it
-    /// might never be read.
-    Incomplete,
-    /// A listing failed: Docker is unreachable or failing.
-    Failed,
 }
 
 impl Discovery {
@@ -202,70 +193,6 @@ impl Discovery {
         }
     }
 
-    /// Lists containers and reconciles: reads every container that was listed as running or
-    /// has a cursor and has no capture task (to its end if it is found stopped by then), and
-    /// drops what no longer exists (tracked containers, checkpoints, ignored ids).
-    async fn resync(&mut self, cancel: &CancellationToken) -> ResyncOutcome {
-        let client = self.ctx.client.clone();
-        let listed = match client.list_running().await {
-            Ok(running) => client.list_all().await.map(|all| (running, all)),
-            Err(e) => Err(e),
-        };
-        let (running, all) = match listed {
-            Ok(lists) => lists,
-            Err(e) => {
-                self.metrics.stream_error("list");
-                warn!(error = %e, "cannot list containers");
-                return ResyncOutcome::Failed;
-            }
-        };
-        let exists: HashSet<&str> = all.iter().map(|c| c.id.as_str()).collect();
-        let gone: Vec<String> = self
-            .tracked
-            .keys()
-            .filter(|id| !exists.contains(id.as_str()))
-            .cloned()
-            .collect();
-        for id in gone {
-            self.forget(&id);
-        }
-        // Checkpoints of containers removed while the agent was not running or the events
-        // stream was down. Every container holding a checkpoint is tracked after a listing,
-        // so this is only ever stale state.
-        for id in self.checkpoints.ids() {
-            if !exists.contains(id.as_str()) {
-                info!(container_id = %id, "container no longer exists; dropping its checkpoint");
-                self.checkpoints.forget(&id);
-            }
-        }
-        self.ignored.retain(|id| exists.contains(id.as_str()));
-
-        // Listed as running: read it, and if it has stopped since (it may exit between the
-        // listing and the inspect), read it to its end. Holding a cursor: it stopped while
-        // the agent was down or the events stream was lost; read what it wrote since.
-        let mut to_read: Vec<String> = running.iter().map(|c| c.id.clone()).collect();
-        let listed_running: HashSet<&str> = running.iter().map(|c| c.id.as_str()).collect();
-        to_read.extend(
-            all.iter()
-                .map(|c| c.id.as_str())
-                .filter(|id| !listed_running.contains(id) && self.checkpoints.get(id).is_some())
-                .map(str::to_string),
-        );
-        let mut complete = true;
-        for id in to_read {
-            let busy = self.tracked.get(&id).is_some_and(|t| t.running.is_some());
-            if !busy && !self.ignored.contains(&id) {
-                complete &= self.consider(&id, true, cancel).await;
-            }
-        }
-        self.update_gauges();
-        if complete {
-            ResyncOutcome::Done
-        } else {
-            ResyncOutcome::Incomplete
-        }
-    }
-
     fn update_gauges(&self) {
         self.metrics
             .containers_tracked
@@ -360,97 +287,6 @@ impl Discovery {
             }
         }
         false
-    }
-
-    /// Inspects a container and, if selected, starts capturing it. `drain`: also when it is
-    /// not running (its logs are then read up to their end). Returns false when the inspect
-    /// failed for a reason other than the container being gone (the caller retries).
-    async fn consider(&mut self, id: &str, drain: bool, cancel: &CancellationToken) -> bool {
-        if self.settings.own_id.as_deref() == Some(id) {
-            self.ignored.insert(id.to_string());
-            return true;
-        }
-        let info = match self.ctx.client.inspect(id).await {
-            Ok(info) => info,
-            Err(e) if e.status() == Some(404) => return true,
-            Err(e) => {
-                self.metrics.stream_error("inspect");
-                warn!(container_id = %id, error = %e, "cannot inspect container");
-                return false;
-            }
-        };
-        let meta = container_meta(&info);
-        let no_labels = HashMap::new();
-        let candidate = Candidate {
-            name: &meta.name,
-            image: &meta.image,
-            labels: info.config.labels.as_ref().unwrap_or(&no_labels),
-        };
-        if !selected(&self.settings.include, &self.settings.exclude, &candidate) {
-            debug!(container = %meta.name, "container not selected by filters");
-            self.ignored.insert(id.to_string());
-            return true;
-        }
-        if !info.state.running && !drain {
-            return true;
-        }
-        let meta = Arc::new(meta);
-        let (cursor, tty) = match self.tracked.get_mut(id) {
-            Some(t) => {
-                if **t.meta.borrow() != *meta {
-                    t.meta.send_replace(Arc::clone(&meta));
-                }
-                if t.unreadable {
-                    t.unreadable = false;
-                    self.metrics.containers_unreadable.dec();
-                }
-                (Arc::clone(&t.cursor), t.tty)
-            }
-            None => {
-                let start = start_position(&StartFacts {
-                    checkpoint: self.checkpoints.get(id),
-                    created_ns: parse_rfc3339_nanos(info.created.as_bytes()).unwrap_or(0),
-                    agent_start_ns: self.agent_start_ns,
-                    had_previous_run: self.checkpoints.had_previous_run,
-                    initial_position: self.settings.initial_position,
-                });
-                self.checkpoints.init(id, start);
-                let cursor = Arc::new(std::sync::Mutex::new(start));
-                info!(container = %meta.name, container_id = %id, tty = info.config.tty,
-                    running = info.state.running, since = start.ts_ns, "capturing container");
-                self.tracked.insert(
-                    id.to_string(),
-                    Tracked {
-                        meta: watch::Sender::new(Arc::clone(&meta)),
-                        tty: info.config.tty,
-                        cursor: Arc::clone(&cursor),
-                        running: None,
-                        unreadable: false,
-                        destroyed: false,
-                    },
-                );
-                (cursor, info.config.tty)
-            }
-        };
-        let Some(t) = self.tracked.get_mut(id) else {
-            return true;
-        };
-        let token = cancel.child_token();
-        let task = CaptureTask {
-            ctx: Arc::clone(&self.ctx),
-            id: id.to_string(),
-            tty,
-            meta: t.meta.subscribe(),
-            cursor,
-            cancel: token.clone(),
-        };
-        t.running = Some(token);
-        let owned_id = id.to_string();
-        let handle = self
-            .tasks
-            .spawn(async move { (owned_id, task.run().await) });
-        self.task_ids.insert(handle.id(), id.to_string());
-        true
     }
 
     fn forget(&mut self, id: &str) {
