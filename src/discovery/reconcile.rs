@@ -55,8 +55,7 @@ impl Discovery {
             self.forget(&id);
         }
         // Checkpoints of containers removed while the agent was not running or the events
-        // stream was down. Every container holding a checkpoint is tracked after a listing,
-        // so this is only ever stale state.
+        // stream was down (at every listing: a failed first listing must not keep them).
         for id in self.checkpoints.ids() {
             if !exists.contains(id.as_str()) {
                 info!(container_id = %id, "container no longer exists; dropping its checkpoint");
