@@ -430,7 +430,10 @@ fn stop_start_rename_remove() {
 #[test]
 fn initial_position_applies_only_to_containers_running_before_first_start() {
     let mut containers = Containers::new("initial");
-    let script = "echo old-1; echo old-2; sleep 4; echo new-1; echo new-2; exec sleep 3600";
+    // The new lines come when the test says so (not after a fixed sleep that a slow agent
+    // start on a loaded host could outlast).
+    let script = "echo old-1; echo old-2; while [ ! -f /tmp/go ]; do usleep 100000; done; \
+                  echo new-1; echo new-2; exec sleep 3600";
     let end_name = containers.name("from-end");
     containers.run("from-end", &[], script);
     let begin_name = containers.name("from-beginning");
@@ -444,9 +447,18 @@ fn initial_position_applies_only_to_containers_running_before_first_start() {
     };
     let end_agent = Agent::start(end_dir.path(), include_one(&end_name, "end"));
     let begin_agent = Agent::start(begin_dir.path(), include_one(&begin_name, "beginning"));
-    assert!(wait_until(Duration::from_secs(30), || {
-        end_agent.records(&end_name).len() >= 2 && begin_agent.records(&begin_name).len() >= 4
-    }));
+    for name in [&end_name, &begin_name] {
+        docker(&["exec", name, "touch", "/tmp/go"]);
+    }
+    assert!(
+        wait_until(Duration::from_secs(30), || {
+            end_agent.records(&end_name).len() >= 2 && begin_agent.records(&begin_name).len() >= 4
+        }),
+        "end: {:?}, beginning: {:?}; end agent's log:\n{}",
+        end_agent.messages(&end_name),
+        begin_agent.messages(&begin_name),
+        end_agent.log()
+    );
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(end_agent.messages(&end_name), ["new-1", "new-2"]);
     assert_eq!(
