@@ -8,8 +8,9 @@
 //! nobody reads, a hung file system) cannot keep the agent from exiting. What is not
 //! acknowledged by then is abandoned: it is not checkpointed, so the next start reads it again.
 //! A sink worker that dies while capture runs (a panic) stops the agent the same way, since it
-//! can never acknowledge again. Either, or a failed final checkpoint write, makes the run
-//! `Outcome::Incomplete` (exit code 3).
+//! can never acknowledge again. Either, a sink that gave up on batches at shutdown (still
+//! failing), or a failed final checkpoint write makes the run `Outcome::Incomplete` (exit
+//! code 3).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -121,6 +122,7 @@ async fn run_pipeline(
     // The byte budget bounds the queue; the channel's own capacity only caps batch count.
     let (queue_tx, queue_rx) = mpsc::channel(QUEUE_CHANNEL_BATCHES);
     let sinks = start_sinks(config, loki, metrics, checkpoints, shutdown);
+    let ledger = Arc::clone(&sinks.ledger);
     let router = tokio::spawn(route(queue_rx, sinks.inputs, Arc::clone(&sinks.ledger)));
     let problems = Arc::new(Mutex::new(Vec::new()));
     let mut workers: Vec<(&'static str, JoinHandle<()>)> = sinks
@@ -197,6 +199,17 @@ async fn run_pipeline(
     };
     let drained = tokio::time::timeout(timeout, drain).await.is_ok();
     let mut problems = std::mem::take(&mut *lock(&problems));
+    if drained && problems.is_empty() && ledger.unacknowledged() > 0 {
+        // Every worker ended, but one gave up on batches (a sink still failing at shutdown).
+        let batches = ledger.unacknowledged();
+        error!(
+            batches,
+            "batches not acknowledged by every sink at shutdown; not checkpointed, they are read again at the next start"
+        );
+        problems.push(format!(
+            "{batches} batches not acknowledged by every sink (read again at the next start)"
+        ));
+    }
     if !drained {
         let stage = if capture_stopped.load(Ordering::Relaxed) {
             "flushing sinks"

@@ -223,3 +223,45 @@ fn empty_config_file_is_refused() {
         }
     }
 }
+
+/// SIGTERM while a sink keeps failing (the file sink's directory cannot be created): the
+/// worker gives up on its batches, which stay unacknowledged. That stop is incomplete (exit 3),
+/// not the clean stop exit 0 promises, and the checkpoint does not move past those lines.
+#[test]
+fn sink_failing_at_shutdown_is_an_incomplete_stop() {
+    let lines: Vec<Line> = (0..5)
+        .map(|i| Line::stdout(line_ts(i), format!("hello {i}")))
+        .collect();
+    let quiet = Container::new("quiet", lines, vec![LogsPlan::Follow]);
+    let id = quiet.id.clone();
+    let engine = FakeEngine::start(vec![quiet]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    // The file sink's output directory cannot be created while a plain file sits there.
+    std::fs::write(dir.path().join("out"), b"in the way").expect("blocker");
+    let mut agent = Agent::start(
+        dir.path(),
+        AgentOptions {
+            docker_host: Some(engine.docker_host()),
+            capture: "  initial_position: beginning\n".to_string(),
+            ..AgentOptions::default()
+        },
+    );
+    let failing = wait_until(Duration::from_secs(30), || {
+        agent.metric("log_capturer_sink_errors_total{sink=\"file\"}") >= 2.0
+    });
+    assert!(failing, "the file sink did not fail; log:\n{}", agent.log());
+
+    let status = agent.terminate();
+    let log = agent.log();
+    assert_eq!(
+        status.code(),
+        Some(EXIT_INCOMPLETE),
+        "exit status {status}; log:\n{log}"
+    );
+    assert!(
+        log.contains("not acknowledged by every sink"),
+        "not reported; log:\n{log}"
+    );
+    let (ts, _) = checkpoint(&agent, &id).expect("checkpoint");
+    assert!(ts < line_ts(0), "checkpoint moved past unwritten lines");
+}

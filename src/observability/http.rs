@@ -6,8 +6,9 @@
 //! - `header_read_timeout`: a connection that has not sent a complete request head this long
 //!   after it opened, or after its previous answer when kept alive, is closed;
 //! - `max_connections`: a new connection beyond the cap closes the oldest one. The oldest is
-//!   closed gracefully: a request it is serving is answered first. A scraper's fresh connection
-//!   is therefore always served, whatever number of idle connections others hold open.
+//!   closed gracefully: a request it is serving is answered first (within `CLOSE_GRACE`). A
+//!   scraper's fresh connection is therefore always served, whatever number of idle
+//!   connections others hold open.
 
 use axum::Router;
 use axum::extract::State;
