@@ -3,13 +3,21 @@
 //! captured is lost): stop discovery and every capture task → the queue closes → the router
 //! ends → each sink worker drains, flushes (or buffers on disk) and acknowledges → checkpoints
 //! are persisted one last time → HTTP stops.
+//!
+//! The drain is bounded by `pipeline.shutdown_timeout`: a sink blocked for good (a stdout
+//! nobody reads, a hung file system) cannot keep the agent from exiting. What is not
+//! acknowledged by then is abandoned: it is not checkpointed, so the next start reads it again.
+//! A sink worker that dies while capture runs (a panic) stops the agent the same way, since it
+//! can never acknowledge again. Either, a sink that gave up on batches at shutdown (still
+//! failing), or a failed final checkpoint write makes the run `Outcome::Incomplete` (exit
+//! code 3).
 
-use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::backoff::{Backoff, sleep_or_cancel};
 use crate::capture::CaptureContext;
@@ -25,8 +33,23 @@ use crate::sinks::loki::{self, Encoder, LokiClient, LokiWorker, store::SharedSto
 use crate::sinks::{FileSink, NullSink, Sink, StdoutSink};
 use tokio::task::JoinHandle;
 
-/// Runs until `shutdown` is cancelled, then stops cleanly. Errors are start-up failures.
-pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), String> {
+/// How a run that started ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Everything captured was acknowledged by every sink and every checkpoint was written.
+    Clean,
+    /// The stop left something behind; each reason was logged. Nothing is lost: what was not
+    /// acknowledged, or whose checkpoint was not written, is read again at the next start.
+    Incomplete(Vec<String>),
+}
+
+/// How long the final checkpoint write may take after the drain (it fsyncs; on a hung file
+/// system it would never return).
+const FINAL_PERSIST_GRACE: Duration = Duration::from_secs(5);
+
+/// Runs until `shutdown` is cancelled, then stops (see the module doc). Errors are start-up
+/// failures.
+pub async fn run(config: Config, shutdown: CancellationToken) -> Result<Outcome, String> {
     let metrics = Arc::new(Metrics::new());
     let endpoint = Endpoint::resolve(&config.docker.host)?;
     let _lock = crate::state_lock::StateLock::acquire(&config.checkpoint.state_dir)?;
@@ -52,6 +75,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Stri
         info!(listen = %config.http.listen, "serving /metrics, /health, /ready");
         Some(tokio::spawn(http::serve(
             listener,
+            http::Limits {
+                header_read_timeout: config.http.header_read_timeout.0,
+                max_connections: config.http.max_connections,
+            },
             Arc::clone(&metrics),
             Arc::clone(&ready),
             http_cancel.clone(),
@@ -78,7 +105,7 @@ async fn run_pipeline(
     checkpoints: &Arc<CheckpointStore>,
     ready: Arc<AtomicBool>,
     shutdown: &CancellationToken,
-) -> Result<(), String> {
+) -> Result<Outcome, String> {
     let capture_cfg = &config.capture;
     // Everything that can fail on bad settings or files (TLS material, buffer directories) is
     // prepared before waiting for Docker, so such errors are reported at once.
@@ -87,7 +114,7 @@ async fn run_pipeline(
         None => None,
     };
     let Some(client) = negotiate(endpoint, config, metrics, shutdown).await else {
-        return Ok(()); // shut down before Docker answered
+        return Ok(Outcome::Clean); // shut down before Docker answered
     };
     info!(endpoint = %client.endpoint(), api = client.api_version(), "connected to Docker");
 
@@ -95,7 +122,23 @@ async fn run_pipeline(
     // The byte budget bounds the queue; the channel's own capacity only caps batch count.
     let (queue_tx, queue_rx) = mpsc::channel(QUEUE_CHANNEL_BATCHES);
     let sinks = start_sinks(config, loki, metrics, checkpoints, shutdown);
+    let ledger = Arc::clone(&sinks.ledger);
     let router = tokio::spawn(route(queue_rx, sinks.inputs, Arc::clone(&sinks.ledger)));
+    let problems = Arc::new(Mutex::new(Vec::new()));
+    let mut workers: Vec<(&'static str, JoinHandle<()>)> = sinks
+        .workers
+        .into_iter()
+        .map(|(name, worker)| {
+            let supervisor = tokio::spawn(supervise_sink_worker(
+                name,
+                worker,
+                shutdown.clone(),
+                Arc::clone(metrics),
+                Arc::clone(&problems),
+            ));
+            (name, supervisor)
+        })
+        .collect();
 
     let persist_cancel = CancellationToken::new();
     let persister = tokio::spawn(persist_periodically(
@@ -139,28 +182,129 @@ async fn run_pipeline(
 
     shutdown.cancelled().await;
     info!("shutting down: stopping capture");
-    if let Err(e) = discovery_task.await {
-        warn!(error = %e, "discovery task failed");
+    let timeout = config.pipeline.shutdown_timeout.0;
+    let capture_stopped = AtomicBool::new(false);
+    let drain = async {
+        if let Err(e) = discovery_task.await {
+            warn!(error = %e, "discovery task failed");
+        }
+        capture_stopped.store(true, Ordering::Relaxed);
+        info!("capture stopped; flushing sinks");
+        if let Err(e) = router.await {
+            warn!(error = %e, "router failed");
+        }
+        for (_, supervisor) in &mut workers {
+            let _ = supervisor.await;
+        }
+    };
+    let drained = tokio::time::timeout(timeout, drain).await.is_ok();
+    let mut problems = std::mem::take(&mut *lock(&problems));
+    if drained && problems.is_empty() && ledger.unacknowledged() > 0 {
+        // Every worker ended, but one gave up on batches (a sink still failing at shutdown).
+        let batches = ledger.unacknowledged();
+        error!(
+            batches,
+            "batches not acknowledged by every sink at shutdown; not checkpointed, they are read again at the next start"
+        );
+        problems.push(format!(
+            "{batches} batches not acknowledged by every sink (read again at the next start)"
+        ));
     }
-    info!("capture stopped; flushing sinks");
-    if let Err(e) = router.await {
-        warn!(error = %e, "router failed");
+    if !drained {
+        let stage = if capture_stopped.load(Ordering::Relaxed) {
+            "flushing sinks"
+        } else {
+            "stopping capture"
+        };
+        let busy: Vec<&str> = workers
+            .iter()
+            .filter(|(_, supervisor)| !supervisor.is_finished())
+            .map(|(name, _)| *name)
+            .collect();
+        let unacknowledged = metrics.queue_lines.get();
+        error!(shutdown_timeout = ?timeout, stage, busy_sinks = ?busy,
+            unacknowledged_lines = unacknowledged,
+            "shutdown_timeout reached: abandoning what the sinks have not acknowledged; \
+             it is not checkpointed and will be read again at the next start");
+        problems.push(format!(
+            "pipeline.shutdown_timeout ({timeout:?}) reached while {stage}: sinks still busy {busy:?}, \
+             {unacknowledged} lines not acknowledged (read again at the next start)"
+        ));
     }
-    for worker in sinks.workers {
-        if let Err(e) = worker.await {
-            warn!(error = %e, "sink worker failed");
+
+    persist_cancel.cancel();
+    let final_persist = async {
+        // The persister may be in the middle of a write: wait for it, so the two never write
+        // the same file at once.
+        if let Err(e) = persister.await {
+            warn!(error = %e, "checkpoint persister failed");
+        }
+        let store = Arc::clone(checkpoints);
+        tokio::task::spawn_blocking(move || store.persist()).await
+    };
+    match tokio::time::timeout(FINAL_PERSIST_GRACE, final_persist).await {
+        Ok(Ok(true)) => {}
+        Ok(Ok(false)) => {
+            error!(
+                "final checkpoint write failed (see the errors above): those containers resume \
+                 from their last persisted position, so lines after it are read again"
+            );
+            problems.push("the final checkpoint write failed".to_string());
+        }
+        Ok(Err(e)) => {
+            error!(error = %e, "final checkpoint write failed");
+            problems.push(format!("the final checkpoint write failed: {e}"));
+        }
+        Err(_) => {
+            error!(grace = ?FINAL_PERSIST_GRACE, "final checkpoint write did not finish in time");
+            problems.push(format!(
+                "the final checkpoint write did not finish within {FINAL_PERSIST_GRACE:?}"
+            ));
         }
     }
-    persist_cancel.cancel();
-    if let Err(e) = persister.await {
-        warn!(error = %e, "checkpoint persister failed");
+    if problems.is_empty() {
+        info!("checkpoints persisted; bye");
+        Ok(Outcome::Clean)
+    } else {
+        Ok(Outcome::Incomplete(problems))
     }
-    let store = Arc::clone(checkpoints);
-    if let Err(e) = tokio::task::spawn_blocking(move || store.persist()).await {
-        warn!(error = %e, "final checkpoint persist failed");
-    }
-    info!("checkpoints persisted; bye");
-    Ok(())
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Watches one sink worker until it ends. A worker ends only once its input has closed, that
+/// is after capture stopped. One that panics or ends earlier can never acknowledge again: every
+/// container's checkpoint would freeze (lines read after it would be written again after the
+/// next restart) and capture would stall once the budget is spent. So the agent stops (exit 3)
+/// and its orchestrator restarts it from what was acknowledged.
+async fn supervise_sink_worker(
+    name: &'static str,
+    worker: JoinHandle<()>,
+    shutdown: CancellationToken,
+    metrics: Arc<Metrics>,
+    problems: Arc<Mutex<Vec<String>>>,
+) {
+    let result = worker.await;
+    let what = match &result {
+        Err(e) if e.is_panic() => format!("panicked ({e})"),
+        Err(e) => format!("failed ({e})"),
+        Ok(()) if !shutdown.is_cancelled() => "ended while capture was running".to_string(),
+        Ok(()) => return,
+    };
+    metrics
+        .sink_worker_failures
+        .get_or_create(&SinkLabels { sink: name })
+        .inc();
+    error!(
+        sink = name,
+        "sink worker {what}; what it has not acknowledged is read again at the next start; stopping the agent"
+    );
+    lock(&problems).push(format!("sink worker {name} {what}"));
+    shutdown.cancel();
 }
 
 /// Connects to Docker, retrying with back-off until it answers or shutdown.
@@ -198,7 +342,8 @@ const QUEUE_CHANNEL_BATCHES: usize = 16 * 1024;
 
 struct RunningSinks {
     inputs: Vec<mpsc::UnboundedSender<Arc<Delivery>>>,
-    workers: Vec<JoinHandle<()>>,
+    /// Each worker with its sink's name.
+    workers: Vec<(&'static str, JoinHandle<()>)>,
     ledger: Arc<AckLedger>,
 }
 
@@ -264,6 +409,7 @@ fn start_sinks(
     let mut inputs = Vec::new();
     let mut workers = Vec::new();
     for sink in local {
+        let name = sink.name();
         let (tx, rx) = mpsc::unbounded_channel();
         let worker = LocalSinkWorker {
             sink,
@@ -277,9 +423,10 @@ fn start_sinks(
             shutdown: shutdown.clone(),
         };
         let runtime = tokio::runtime::Handle::current();
-        workers.push(tokio::task::spawn_blocking(move || {
-            worker.run_blocking(runtime)
-        }));
+        workers.push((
+            name,
+            tokio::task::spawn_blocking(move || worker.run_blocking(runtime)),
+        ));
         inputs.push(tx);
     }
     if let Some(loki) = loki {
@@ -295,7 +442,7 @@ fn start_sinks(
             config: loki.config,
             shutdown: shutdown.clone(),
         };
-        workers.push(tokio::spawn(worker.run()));
+        workers.push(("loki", tokio::spawn(worker.run())));
         inputs.push(tx);
     }
     RunningSinks {
@@ -343,8 +490,133 @@ async fn persist_periodically(
             _ = tick.tick() => {}
         }
         let store = Arc::clone(&store);
+        // A failed write is logged and counted by `persist` and retried on the next tick.
         if let Err(e) = tokio::task::spawn_blocking(move || store.persist()).await {
             warn!(error = %e, "checkpoint persist failed");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::capture::Cursor;
+    use crate::pipeline::{Batch, ContainerMeta, LogLine, StreamKind};
+
+    /// A sink whose worker dies on the first batch, as a bug in a sink would kill it.
+    struct PanickingSink;
+
+    impl Sink for PanickingSink {
+        fn name(&self) -> &'static str {
+            "panicking"
+        }
+        fn write_batch(&mut self, _batch: &Batch) -> std::io::Result<()> {
+            panic!("bug in a sink");
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// A sink worker that dies while capture runs can never acknowledge again: every
+    /// container's checkpoint would freeze for the rest of the run. The supervisor must notice,
+    /// count it, record the problem and stop the agent; the batch it never wrote stays
+    /// unacknowledged (read again at the next start).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn dead_sink_worker_stops_the_agent() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let metrics = Arc::new(Metrics::new());
+        let store =
+            Arc::new(CheckpointStore::open(dir.path(), Arc::clone(&metrics)).expect("store"));
+        store.init("c", Cursor::at(0));
+        let ledger = Arc::new(AckLedger::new(1, Arc::clone(&store)));
+        let shutdown = CancellationToken::new();
+        let (tx, rx) = mpsc::unbounded_channel();
+        let worker = LocalSinkWorker {
+            sink: Box::new(PanickingSink),
+            input: rx,
+            ledger: Arc::clone(&ledger),
+            metrics: Arc::clone(&metrics),
+            settings: WriterSettings {
+                flush_interval: Duration::from_millis(10),
+                flush_bytes: 1024,
+            },
+            shutdown: shutdown.clone(),
+        };
+        let runtime = tokio::runtime::Handle::current();
+        let worker = tokio::task::spawn_blocking(move || worker.run_blocking(runtime));
+        let problems = Arc::new(Mutex::new(Vec::new()));
+        let supervisor = tokio::spawn(supervise_sink_worker(
+            "panicking",
+            worker,
+            shutdown.clone(),
+            Arc::clone(&metrics),
+            Arc::clone(&problems),
+        ));
+
+        let budget = QueueBudget::new(1 << 20, Arc::clone(&metrics));
+        let permit = budget.acquire(100, 1).await.expect("budget");
+        let cursor = Cursor { ts_ns: 5, count: 1 };
+        let batch = Batch {
+            container: Arc::new(ContainerMeta::new(
+                "c".into(),
+                "c".into(),
+                "img".into(),
+                None,
+                None,
+            )),
+            lines: vec![LogLine {
+                ts_ns: 5,
+                stream: StreamKind::Stdout,
+                message: bytes::Bytes::from_static(b"hello"),
+                truncated: false,
+            }],
+            cursor,
+        };
+        let mut delivery = Delivery::new(batch, permit);
+        delivery.seq = 1;
+        ledger.register("c", 1, cursor);
+        tx.send(Arc::new(delivery)).expect("worker input");
+
+        let stopped = tokio::time::timeout(Duration::from_secs(30), shutdown.cancelled()).await;
+        assert!(stopped.is_ok(), "a dead sink worker did not stop the agent");
+        tokio::time::timeout(Duration::from_secs(30), supervisor)
+            .await
+            .expect("supervisor ends")
+            .expect("supervisor task");
+        let problems = lock(&problems).clone();
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(
+            problems[0].starts_with("sink worker panicking panicked"),
+            "{problems:?}"
+        );
+        let failures = metrics
+            .sink_worker_failures
+            .get_or_create(&SinkLabels { sink: "panicking" })
+            .get();
+        assert_eq!(failures, 1);
+        assert_eq!(
+            store.get("c"),
+            Some(Cursor::at(0)),
+            "nothing was acknowledged"
+        );
+    }
+
+    /// A worker that ends because shutdown closed its input is the normal end: no problem.
+    #[tokio::test]
+    async fn worker_ending_at_shutdown_is_no_problem() {
+        let metrics = Arc::new(Metrics::new());
+        let shutdown = CancellationToken::new();
+        shutdown.cancel();
+        let problems = Arc::new(Mutex::new(Vec::new()));
+        supervise_sink_worker(
+            "stdout",
+            tokio::spawn(async {}),
+            shutdown,
+            Arc::clone(&metrics),
+            Arc::clone(&problems),
+        )
+        .await;
+        assert!(lock(&problems).is_empty());
     }
 }

@@ -3,8 +3,10 @@
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
+use log_capturer::agent::Outcome;
 use log_capturer::config::{Config, LogFormat};
 
 #[derive(Parser)]
@@ -127,6 +129,14 @@ fn init_logging(config: &Config) {
     }
 }
 
+/// Exit code of a run that stopped but left something behind (see `agent::Outcome`).
+const EXIT_INCOMPLETE: u8 = 3;
+
+/// How long the runtime waits, at exit, for blocking threads still running. A sink thread
+/// blocked in a write that cannot be cancelled (a stdout nobody reads, a hung file system) was
+/// abandoned at `pipeline.shutdown_timeout`; waiting for it would undo that deadline.
+const RUNTIME_EXIT_GRACE: Duration = Duration::from_millis(500);
+
 fn run(config: Config) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -139,21 +149,33 @@ fn run(config: Config) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    runtime.block_on(async move {
+    let code = runtime.block_on(async move {
         let shutdown = CancellationToken::new();
         let signals = tokio::spawn(wait_for_signal(shutdown.clone()));
         let result = log_capturer::agent::run(config, shutdown.clone()).await;
         shutdown.cancel();
         let _ = signals.await;
         match result {
-            Ok(()) => ExitCode::SUCCESS,
+            Ok(Outcome::Clean) => ExitCode::SUCCESS,
+            Ok(Outcome::Incomplete(problems)) => {
+                for problem in &problems {
+                    tracing::error!(%problem, "stopped incompletely");
+                }
+                tracing::error!(
+                    exit_code = EXIT_INCOMPLETE,
+                    "stopped; what was not acknowledged or not checkpointed is read again at the next start"
+                );
+                ExitCode::from(EXIT_INCOMPLETE)
+            }
             Err(e) => {
                 tracing::error!(error = %e, "agent failed to start");
                 eprintln!("error: {e}");
                 ExitCode::FAILURE
             }
         }
-    })
+    });
+    runtime.shutdown_timeout(RUNTIME_EXIT_GRACE);
+    code
 }
 
 /// Cancels `shutdown` on SIGTERM or SIGINT (or returns when it is cancelled otherwise).

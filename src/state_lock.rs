@@ -1,7 +1,7 @@
 //! One agent per state directory: an exclusive advisory lock on `<state_dir>/lock`, held for
 //! the life of the process (also taken by `dlq` commands, so they never race the agent).
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::path::Path;
 
 pub struct StateLock {
@@ -10,14 +10,10 @@ pub struct StateLock {
 
 impl StateLock {
     pub fn acquire(state_dir: &Path) -> Result<StateLock, String> {
-        std::fs::create_dir_all(state_dir)
+        crate::checkpoint::create_private_dir(state_dir)
             .map_err(|e| format!("checkpoint.state_dir {}: {e}", state_dir.display()))?;
         let path = state_dir.join("lock");
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
+        let file = crate::checkpoint::open_private_file(&path, false)
             .map_err(|e| format!("{}: {e}", path.display()))?;
         match file.try_lock() {
             Ok(()) => Ok(StateLock { _file: file }),

@@ -49,7 +49,7 @@ impl CheckpointStore {
     /// Opens (creating) the state directory and loads every checkpoint.
     pub fn open(state_dir: &Path, metrics: Arc<Metrics>) -> io::Result<CheckpointStore> {
         let dir = state_dir.join("checkpoints");
-        fs::create_dir_all(&dir).map_err(|e| {
+        create_private_dir(&dir).map_err(|e| {
             io::Error::new(
                 e.kind(),
                 format!("checkpoint.state_dir {}: {e}", dir.display()),
@@ -157,8 +157,12 @@ impl CheckpointStore {
         self.dir.join(format!("{id}.json"))
     }
 
-    /// Writes every changed cursor. Blocking (fsync): call from a blocking thread.
-    pub fn persist(&self) {
+    /// Writes every changed cursor. Blocking (fsync): call from a blocking thread. Returns
+    /// whether every changed cursor was written; each failure is logged and counted, and its
+    /// cursor stays dirty (the next call tries again).
+    #[must_use = "a failed final persist must be reported"]
+    pub fn persist(&self) -> bool {
+        let mut all_written = true;
         let dirty: Vec<(String, Cursor, Instant)> = self
             .lock()
             .iter()
@@ -187,6 +191,7 @@ impl CheckpointStore {
                     }
                 }
                 Err(e) => {
+                    all_written = false;
                     self.metrics.checkpoint_errors.inc();
                     error!(container = %id, error = %e, "cannot write checkpoint; will retry");
                 }
@@ -216,6 +221,7 @@ impl CheckpointStore {
                 }
             }
         }
+        all_written
     }
 }
 
@@ -235,11 +241,37 @@ fn read_checkpoint(path: &Path) -> Result<CheckpointFile, String> {
     Ok(cp)
 }
 
+/// Creates `dir` and its missing parents with mode 0700 whatever the umask, and makes `dir`
+/// itself 0700 if it already existed: state files hold positions and log bodies.
+pub fn create_private_dir(dir: &Path) -> io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+}
+
+/// Opens `path` for writing (created if missing, truncated when `truncate`) with mode 0600
+/// whatever the umask; a file left by an older version with wider bits is narrowed too.
+pub fn open_private_file(path: &Path, truncate: bool) -> io::Result<fs::File> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let f = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(truncate)
+        .mode(0o600)
+        .open(path)?;
+    f.set_permissions(fs::Permissions::from_mode(0o600))?;
+    Ok(f)
+}
+
 /// temp file + fsync + rename + fsync(dir): after a crash the file is either old or new.
+/// The file is 0600 (see `open_private_file`).
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let tmp = path.with_extension("tmp");
     {
-        let mut f = fs::File::create(&tmp)?;
+        let mut f = open_private_file(&tmp, true)?;
         f.write_all(bytes)?;
         f.sync_all()?;
     }
@@ -272,15 +304,73 @@ mod tests {
         store.ack("abc", Cursor { ts_ns: 5, count: 2 });
         store.ack("abc", Cursor { ts_ns: 4, count: 9 }); // older: ignored
         store.init("def", Cursor::at(7));
-        store.persist();
+        assert!(store.persist());
         let again = CheckpointStore::open(dir.path(), metrics).expect("reopen");
         assert!(again.had_previous_run);
         assert_eq!(again.get("abc"), Some(Cursor { ts_ns: 5, count: 2 }));
         assert_eq!(again.get("def"), Some(Cursor::at(7)));
         assert_eq!(again.get("ghost"), None);
         again.forget("abc");
-        again.persist();
+        assert!(again.persist());
         assert!(!dir.path().join("checkpoints/abc.json").exists());
+    }
+
+    fn mode(path: &Path) -> u32 {
+        use std::os::unix::fs::PermissionsExt;
+        fs::metadata(path).expect("stat").permissions().mode() & 0o777
+    }
+
+    /// Checkpoints and the state directory are private whatever the umask (022 here, as on
+    /// most hosts): positions and, next to them, log bodies must not be world-readable.
+    #[test]
+    fn state_files_and_directories_are_private() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let state = dir.path().join("state");
+        let umask = fs::read_to_string("/proc/self/status")
+            .ok()
+            .and_then(|s| {
+                let line = s.lines().find(|l| l.starts_with("Umask:"))?;
+                u32::from_str_radix(line.trim_start_matches("Umask:").trim(), 8).ok()
+            })
+            .expect("umask from /proc/self/status");
+        assert_eq!(
+            umask & 0o044,
+            0,
+            "run the tests under a permissive umask (e.g. 022) so this test can see a leak"
+        );
+        let lock = crate::state_lock::StateLock::acquire(&state).expect("lock");
+        let store = CheckpointStore::open(&state, Arc::new(Metrics::new())).expect("open");
+        store.init("abc", Cursor::at(1));
+        assert!(store.persist());
+        assert_eq!(mode(&state), 0o700, "state_dir");
+        assert_eq!(mode(&state.join("checkpoints")), 0o700, "checkpoints/");
+        assert_eq!(mode(&state.join("lock")), 0o600, "lock");
+        assert_eq!(mode(&state.join(MARKER)), 0o600, "marker");
+        assert_eq!(
+            mode(&state.join("checkpoints/abc.json")),
+            0o600,
+            "checkpoint"
+        );
+        drop(lock);
+    }
+
+    /// A checkpoint that cannot be written (here: a directory stands where the file goes, which
+    /// fails for root too) makes `persist` say so, and stays dirty for the next attempt.
+    #[test]
+    fn failed_write_is_reported() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let metrics = Arc::new(Metrics::new());
+        let store = CheckpointStore::open(dir.path(), metrics.clone()).expect("open");
+        store.init("good", Cursor::at(1));
+        store.init("bad", Cursor::at(2));
+        let blocker = dir.path().join("checkpoints/bad.json");
+        fs::create_dir(&blocker).expect("mkdir in the file's place");
+        assert!(!store.persist(), "a failed write must be reported");
+        assert_eq!(metrics.checkpoint_errors.get(), 1);
+        assert!(dir.path().join("checkpoints/good.json").is_file());
+        fs::remove_dir(&blocker).expect("rmdir");
+        assert!(store.persist(), "retried and written");
+        assert!(blocker.is_file());
     }
 
     #[test]

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::{ByteSize, HumanDuration};
+use super::{ByteSize, HumanDuration, Secret};
 
 /// Dynamic labels and structured-metadata fields a record can provide.
 pub const RECORD_FIELDS: &[&str] = &[
@@ -49,7 +49,7 @@ pub enum FsyncMode {
 #[serde(deny_unknown_fields)]
 pub struct BasicAuth {
     pub username: String,
-    pub password: String,
+    pub password: Secret,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -99,8 +99,10 @@ pub struct LokiSinkConfig {
     /// `X-Scope-OrgID`; empty: none.
     pub tenant: String,
     pub basic_auth: Option<BasicAuth>,
-    pub bearer_token: String,
-    pub headers: BTreeMap<String, String>,
+    pub bearer_token: Secret,
+    /// Extra request headers. Every value is treated as a secret (auth headers, cookies and
+    /// API keys go here): never shown in `Debug`, logs or errors.
+    pub headers: BTreeMap<String, Secret>,
     /// Record fields sent as stream labels.
     pub labels: Vec<String>,
     pub static_labels: BTreeMap<String, String>,
@@ -125,7 +127,7 @@ impl Default for LokiSinkConfig {
             gzip: false,
             tenant: String::new(),
             basic_auth: None,
-            bearer_token: String::new(),
+            bearer_token: Secret::default(),
             headers: BTreeMap::new(),
             labels: [
                 "container_name",

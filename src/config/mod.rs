@@ -2,8 +2,10 @@
 //! (unknown keys are errors) and semantic validation that reports the key path and the reason.
 
 mod loki;
+mod secret;
 mod units;
 
+pub use secret::Secret;
 pub use units::{ByteSize, HumanDuration, parse_byte_size, parse_duration};
 
 use serde::Deserialize;
@@ -74,6 +76,10 @@ pub struct PipelineConfig {
     pub queue_bytes: ByteSize,
     /// Longest time a written line may sit in a sink's buffer before it is flushed.
     pub flush_interval: HumanDuration,
+    /// How long a stop (SIGTERM/SIGINT) waits for capture to stop and the sinks to drain.
+    /// After it, whatever is not acknowledged is abandoned (not checkpointed, so it is read
+    /// again at the next start), checkpoints are persisted and the agent exits with code 3.
+    pub shutdown_timeout: HumanDuration,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -123,6 +129,12 @@ pub struct CheckpointConfig {
 pub struct HttpConfig {
     /// `host:port` of the metrics/health listener; empty disables it.
     pub listen: String,
+    /// A connection that has not sent a complete request head this long after it opened (or
+    /// after its previous response, for keep-alive) is closed.
+    pub header_read_timeout: HumanDuration,
+    /// Connections served at once; a new one beyond this closes the oldest (gracefully: a
+    /// request it is serving is answered first).
+    pub max_connections: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -187,6 +199,9 @@ impl Default for PipelineConfig {
         PipelineConfig {
             queue_bytes: ByteSize(64 * 1024 * 1024),
             flush_interval: HumanDuration(Duration::from_millis(200)),
+            // Below Kubernetes' default 30 s grace period, so the final checkpoint write
+            // happens before the orchestrator's SIGKILL.
+            shutdown_timeout: HumanDuration(Duration::from_secs(25)),
         }
     }
 }
@@ -213,6 +228,8 @@ impl Default for HttpConfig {
     fn default() -> Self {
         HttpConfig {
             listen: "127.0.0.1:8001".to_string(),
+            header_read_timeout: HumanDuration(Duration::from_secs(10)),
+            max_connections: 64,
         }
     }
 }
@@ -253,6 +270,17 @@ impl Config {
 
     /// Parses and validates YAML text; `source` names it in errors.
     pub fn parse(text: &str, source: &str) -> Result<Config, ConfigError> {
+        // An empty file (a truncated deploy, a mount of the wrong path) would otherwise run on
+        // the defaults: capture everything into the default state directory.
+        if !has_content(text) {
+            return Err(ConfigError {
+                source: source.to_string(),
+                message: "the config file is empty (no settings); refusing to run on \
+                          defaults. Write the settings (see examples/config.yaml), or run \
+                          without -c for the embedded default"
+                    .to_string(),
+            });
+        }
         // serde_path_to_error gives the key path (`capture.rotation_interval`); serde-saphyr's
         // own message gives the position and a snippet. Operators get both, path first.
         let mut key_path = None;
@@ -262,12 +290,24 @@ impl Config {
                 err.into_inner()
             })
         })
-        .map_err(|e| ConfigError {
-            source: source.to_string(),
-            message: match key_path.as_deref() {
-                Some(path) if path != "." => format!("{path}: {e}"),
-                _ => e.to_string(),
-            },
+        .map_err(|e| {
+            // A duplicate key fails while the key itself is read, so the path ends in `?`
+            // (serde_path_to_error's unknown segment): put the key's name there.
+            let key_path = match (key_path, duplicate_key(&e)) {
+                (Some(path), Some(key)) if path == "?" => Some(key.to_string()),
+                (Some(path), Some(key)) => Some(match path.strip_suffix(".?") {
+                    Some(parent) => format!("{parent}.{key}"),
+                    None => format!("{path}.{key}"),
+                }),
+                (path, _) => path,
+            };
+            ConfigError {
+                source: source.to_string(),
+                message: match key_path.as_deref() {
+                    Some(path) if path != "." => format!("{path}: {e}"),
+                    _ => e.to_string(),
+                },
+            }
         })?;
         config.validate().map_err(|message| ConfigError {
             source: source.to_string(),
@@ -322,6 +362,9 @@ impl Config {
         if self.pipeline.flush_interval.0.is_zero() {
             return Err("pipeline.flush_interval: must be > 0".to_string());
         }
+        if self.pipeline.shutdown_timeout.0 < Duration::from_secs(1) {
+            return Err("pipeline.shutdown_timeout: must be at least 1s".to_string());
+        }
         let s = &self.sinks;
         if s.stdout.is_none() && s.file.is_none() && s.loki.is_none() && s.discard.is_none() {
             return Err(
@@ -349,6 +392,12 @@ impl Config {
                 self.http.listen
             ));
         }
+        if self.http.header_read_timeout.0 < Duration::from_millis(100) {
+            return Err("http.header_read_timeout: must be at least 100ms".to_string());
+        }
+        if self.http.max_connections == 0 {
+            return Err("http.max_connections: must be at least 1".to_string());
+        }
         if !self.docker.host.is_empty()
             && let Err(e) = crate::docker::Endpoint::parse(&self.docker.host)
         {
@@ -361,6 +410,26 @@ impl Config {
             ));
         }
         Ok(())
+    }
+}
+
+/// Whether the YAML text holds anything but blank lines and comments.
+fn has_content(text: &str) -> bool {
+    text.lines().any(|line| {
+        let line = line.trim();
+        !line.is_empty() && !line.starts_with('#')
+    })
+}
+
+/// The name of the key a duplicate-key error is about, when it has one.
+fn duplicate_key(mut err: &serde_saphyr::Error) -> Option<&str> {
+    loop {
+        match err {
+            serde_saphyr::Error::WithSnippet { error, .. }
+            | serde_saphyr::Error::AliasError { error, .. } => err = error,
+            serde_saphyr::Error::DuplicateMappingKey { key, .. } => return key.as_deref(),
+            _ => return None,
+        }
     }
 }
 
@@ -425,5 +494,58 @@ mod tests {
         .expect("valid");
         assert_eq!(c.capture.initial_position, InitialPosition::Beginning);
         assert!(err("capture:\n  initial_position: middle\n").contains("capture.initial_position"));
+    }
+
+    #[test]
+    fn empty_file_is_refused() {
+        for text in ["", "\n  \n", "# only a comment\n\n# another\n"] {
+            let e = err(text);
+            assert!(e.contains("test.yaml: the config file is empty"), "{e}");
+        }
+    }
+
+    #[test]
+    fn duplicate_key_names_its_path() {
+        let e = err("capture:\n  include:\n    names: [a]\n    names: [b]\n");
+        assert!(e.starts_with("test.yaml: capture.include.names: "), "{e}");
+        assert!(e.contains("duplicate mapping key"), "{e}");
+        let e = err("sinks:\n  stdout: {}\nsinks:\n  stdout: {}\n");
+        assert!(e.starts_with("test.yaml: sinks: "), "{e}");
+        assert!(!e.contains('?'), "{e}");
+    }
+
+    #[test]
+    fn lifecycle_keys_have_defaults_and_limits() {
+        let c = Config::parse("sinks:\n  stdout: {}\n", "t").expect("valid");
+        assert_eq!(c.pipeline.shutdown_timeout.0, Duration::from_secs(25));
+        assert_eq!(c.http.header_read_timeout.0, Duration::from_secs(10));
+        assert_eq!(c.http.max_connections, 64);
+        assert!(err("pipeline:\n  shutdown_timeout: 10ms\n").contains("pipeline.shutdown_timeout"));
+        assert!(err("http:\n  max_connections: 0\n").contains("http.max_connections"));
+        assert!(err("http:\n  header_read_timeout: 1ms\n").contains("http.header_read_timeout"));
+    }
+
+    #[test]
+    fn debug_output_shows_no_secret() {
+        let yaml = "sinks:\n  loki:\n    url: http://127.0.0.1:3100/loki/api/v1/push\n    \
+                    basic_auth: { username: u, password: pw-s3cret-1 }\n    \
+                    headers: { Authorization: tok-s3cret-2, X-Api-Key: key-s3cret-3 }\n";
+        let c = Config::parse(yaml, "t").expect("valid");
+        let loki = c.sinks.loki.as_ref().expect("loki");
+        assert_eq!(
+            loki.basic_auth.as_ref().map(|a| a.password.expose()),
+            Some("pw-s3cret-1")
+        );
+        let shown = format!("{c:?} {c:#?}");
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(
+            shown.contains("X-Api-Key"),
+            "header names stay visible: {shown}"
+        );
+
+        let yaml = "sinks:\n  loki:\n    bearer_token: tok-s3cret-4\n";
+        let c = Config::parse(yaml, "t").expect("valid");
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("s3cret"), "{shown}");
     }
 }

@@ -75,6 +75,8 @@ pub struct Metrics {
     pub checkpoint_lag: Gauge<f64, AtomicU64>,
     pub tasks_alive: Gauge,
     pub fds_open: Gauge,
+    pub sink_worker_failures: Family<SinkLabels, Counter>,
+    pub http_connections_closed: Family<ReasonLabels, Counter>,
     pub registry: Registry,
 }
 
@@ -121,6 +123,8 @@ impl Metrics {
         let checkpoint_lag = Gauge::<f64, AtomicU64>::default();
         let tasks_alive = Gauge::default();
         let fds_open = Gauge::default();
+        let sink_worker_failures = Family::<SinkLabels, Counter>::default();
+        let http_connections_closed = Family::<ReasonLabels, Counter>::default();
 
         let r = &mut registry;
         r.register(
@@ -288,6 +292,16 @@ impl Metrics {
             "File descriptors open in the agent process",
             fds_open.clone(),
         );
+        r.register(
+            "log_capturer_sink_worker_failures",
+            "Sink workers that panicked or ended while capture ran (the agent then stops, exit 3)",
+            sink_worker_failures.clone(),
+        );
+        r.register(
+            "log_capturer_http_connections_closed",
+            "HTTP connections closed by the agent, by reason (header_timeout, over_limit)",
+            http_connections_closed.clone(),
+        );
 
         Metrics {
             streams_active,
@@ -324,6 +338,8 @@ impl Metrics {
             checkpoint_lag,
             tasks_alive,
             fds_open,
+            sink_worker_failures,
+            http_connections_closed,
             registry,
         }
     }

@@ -81,6 +81,11 @@ impl AckLedger {
         }
     }
 
+    /// Batches not yet acknowledged by every sink.
+    pub fn unacknowledged(&self) -> usize {
+        self.lock().values().map(VecDeque::len).sum()
+    }
+
     /// Seconds since the oldest batch not yet acknowledged by every sink entered the queue.
     pub fn oldest_unacked_age(&self) -> f64 {
         self.lock()
@@ -119,9 +124,11 @@ mod tests {
                 count: 1,
             },
         );
+        assert_eq!(ledger.unacknowledged(), 2);
         ledger.complete("c", 2);
         ledger.complete("c", 2);
         assert_eq!(store.get("c"), Some(Cursor::at(0)), "batch 1 still pending");
+        assert_eq!(ledger.unacknowledged(), 2, "batch 2 waits behind batch 1");
         ledger.complete("c", 1);
         assert_eq!(store.get("c"), Some(Cursor::at(0)), "one sink of two");
         assert!(ledger.oldest_unacked_age() >= 0.0);
@@ -134,5 +141,6 @@ mod tests {
             })
         );
         assert_eq!(ledger.oldest_unacked_age(), 0.0);
+        assert_eq!(ledger.unacknowledged(), 0);
     }
 }

@@ -227,3 +227,72 @@ impl Drop for Agent {
         }
     }
 }
+
+impl Agent {
+    /// Like `start`, but the agent's stdout is a pipe returned to the caller (who may leave
+    /// it unread: the stdout sink then blocks once the pipe is full).
+    pub fn start_with_stdout_pipe(
+        dir: &Path,
+        options: AgentOptions,
+    ) -> (Agent, std::process::ChildStdout) {
+        // `start_unready` writes the config and spawns a process with stdout to /dev/null:
+        // that one is killed at once and whatever it may have left (state, log) removed, so
+        // the agent under test starts from scratch with its stdout on the pipe.
+        let mut agent = Agent::start_unready(dir, options);
+        if let Some(mut first) = agent.child.take() {
+            let _ = first.kill();
+            let _ = first.wait();
+        }
+        let _ = std::fs::remove_dir_all(dir.join("state"));
+        let _ = std::fs::remove_file(dir.join("agent.log"));
+        let stdout = agent.spawn_process_with_piped_stdout();
+        agent.wait_ready();
+        (agent, stdout)
+    }
+
+    fn spawn_process_with_piped_stdout(&mut self) -> std::process::ChildStdout {
+        let stderr = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("agent.log"))
+            .expect("agent log");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_log-capturer"));
+        cmd.arg("run")
+            .arg("-c")
+            .arg(&self.options_config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .env_remove("RUST_LOG");
+        match &self.docker_host {
+            Some(h) => cmd.env("DOCKER_HOST", h),
+            None => cmd.env_remove("DOCKER_HOST"),
+        };
+        let mut child = cmd.spawn().expect("spawn agent");
+        let stdout = child.stdout.take().expect("stdout pipe");
+        self.child = Some(child);
+        stdout
+    }
+
+    /// Sends SIGTERM and waits (up to 60 s) for the exit.
+    pub fn terminate_within_60s(&mut self) -> ExitStatus {
+        self.signal("TERM");
+        let mut child = self.child.take().expect("running");
+        let mut status = None;
+        wait_until(Duration::from_secs(60), || {
+            status = child.try_wait().ok().flatten();
+            status.is_some()
+        });
+        match status {
+            Some(s) => s,
+            None => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "agent did not exit within 60 s of SIGTERM; log:\n{}",
+                    self.log()
+                );
+            }
+        }
+    }
+}

@@ -65,7 +65,7 @@ impl LokiClient {
         for (name, value) in &config.headers {
             let n = HeaderName::from_bytes(name.as_bytes())
                 .map_err(|_| format!("sinks.loki.headers.{name}: invalid name"))?;
-            put(n, value, &format!("headers.{name}"))?;
+            put(n, value.expose(), &format!("headers.{name}"))?;
         }
         if !config.tenant.is_empty() {
             put(
@@ -76,8 +76,11 @@ impl LokiClient {
         }
         if let Some(auth) = &config.basic_auth {
             use base64::Engine;
-            let token = base64::engine::general_purpose::STANDARD
-                .encode(format!("{}:{}", auth.username, auth.password));
+            let token = base64::engine::general_purpose::STANDARD.encode(format!(
+                "{}:{}",
+                auth.username,
+                auth.password.expose()
+            ));
             put(
                 header::AUTHORIZATION,
                 &format!("Basic {token}"),
@@ -86,7 +89,7 @@ impl LokiClient {
         } else if !config.bearer_token.is_empty() {
             put(
                 header::AUTHORIZATION,
-                &format!("Bearer {}", config.bearer_token),
+                &format!("Bearer {}", config.bearer_token.expose()),
                 "bearer_token",
             )?;
         }

@@ -1,0 +1,267 @@
+//! The agent's lifecycle as a process: how it stops (the shutdown deadline, a failed final
+//! checkpoint write) and what it refuses to start with. Log lines come from the fake Engine
+//! API (tests/support/fake_engine.rs).
+
+mod support;
+
+use std::io::Read;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use support::agent::{Agent, AgentOptions};
+use support::fake_engine::{BASE_NS, Container, FakeEngine, Line, LogsPlan};
+use support::wait_until;
+
+/// Exit code of a stop that left something behind (README, "Quick start").
+const EXIT_INCOMPLETE: i32 = 3;
+
+/// Line `i` (0-based) of the firehose: one timestamp per line, 1 ms apart.
+fn line_ts(i: usize) -> i64 {
+    BASE_NS + 1_000_000_000 + i as i64 * 1_000_000
+}
+
+fn firehose_lines(count: usize) -> Vec<Line> {
+    (0..count)
+        .map(|i| Line::stdout(line_ts(i), format!("line {i:05} {}", "x".repeat(200))))
+        .collect()
+}
+
+/// `(timestamp_ns, count)` of a container's checkpoint file, if it exists and parses.
+fn checkpoint(agent: &Agent, id: &str) -> Option<(i64, u64)> {
+    let path = agent
+        .dir
+        .join("state/checkpoints")
+        .join(format!("{id}.json"));
+    let text = std::fs::read_to_string(path).ok()?;
+    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+    Some((v["timestamp_ns"].as_i64()?, v["count"].as_u64()?))
+}
+
+/// SIGTERM while the stdout sink is blocked for good (its stdout is a pipe nobody reads, and
+/// it is full): the agent must still exit, after `pipeline.shutdown_timeout`, with exit code 3,
+/// and its checkpoint must cover only lines that were really written to stdout, so the rest is
+/// read again at the next start.
+#[test]
+fn shutdown_deadline_abandons_a_blocked_stdout() {
+    const LINES: usize = 2000;
+    let firehose = Container::new(
+        "firehose",
+        firehose_lines(LINES),
+        // 100 lines (~30 KB of NDJSON) at a time: the first batches fit in the pipe and are
+        // acknowledged, then the pipe (64 KiB) is full and the sink blocks in its write.
+        vec![LogsPlan::LineByLine {
+            every: 100,
+            pause: Duration::from_millis(100),
+        }],
+    );
+    let id = firehose.id.clone();
+    let engine = FakeEngine::start(vec![firehose]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut agent, mut stdout) = Agent::start_with_stdout_pipe(
+        dir.path(),
+        AgentOptions {
+            docker_host: Some(engine.docker_host()),
+            capture: "  initial_position: beginning\n".to_string(),
+            file_sink: false,
+            sinks: "  stdout: {}\n".to_string(),
+            pipeline: "  shutdown_timeout: 2s\n".to_string(),
+            ..AgentOptions::default()
+        },
+    );
+
+    let collected =
+        "log_capturer_logs_collected_total{container_name=\"firehose\",stream=\"stdout\"}";
+    let all_read = wait_until(Duration::from_secs(60), || {
+        agent.metric(collected) as usize == LINES
+    });
+    assert!(
+        all_read,
+        "capture did not read every line; log:\n{}",
+        agent.log()
+    );
+    // Some lines were acknowledged (written and flushed) and their checkpoint persisted.
+    let persisted = wait_until(Duration::from_secs(30), || {
+        checkpoint(&agent, &id).is_some_and(|(ts, _)| ts >= line_ts(0))
+    });
+    assert!(
+        persisted,
+        "no checkpoint of written lines; log:\n{}",
+        agent.log()
+    );
+    let flushed = agent.metric("log_capturer_sink_lines_total{sink=\"stdout\"}") as usize;
+    assert!(
+        flushed < LINES,
+        "the pipe never filled ({flushed} lines flushed)"
+    );
+
+    let status = agent.terminate_within_60s();
+    let log = agent.log();
+    assert_eq!(
+        status.code(),
+        Some(EXIT_INCOMPLETE),
+        "exit status {status}; log:\n{log}"
+    );
+    assert!(
+        log.contains("shutdown_timeout reached"),
+        "abandoned work not reported; log:\n{log}"
+    );
+
+    // What reached the pipe: whole records, maybe followed by a torn one.
+    let mut written = Vec::new();
+    stdout.read_to_end(&mut written).expect("read the pipe");
+    let text = String::from_utf8_lossy(&written);
+    let mut last_written = None;
+    for record in text.split_inclusive('\n').filter(|r| r.ends_with('\n')) {
+        let v: serde_json::Value = serde_json::from_str(record).expect("NDJSON record");
+        let message = v["message"].as_str().expect("message");
+        let index: usize = message[5..10].parse().expect("line number");
+        assert_eq!(
+            Some(index),
+            last_written.map_or(Some(0), |i: usize| Some(i + 1))
+        );
+        last_written = Some(index);
+    }
+    let last_written = last_written.expect("some lines were written");
+    assert!(last_written + 1 < LINES, "every line was written");
+    let (ts, count) = checkpoint(&agent, &id).expect("checkpoint after exit");
+    assert!(
+        ts <= line_ts(last_written) && !(ts == line_ts(last_written) && count > 1),
+        "checkpoint ({ts}, {count}) covers lines never written (last written: line {last_written} at {})",
+        line_ts(last_written)
+    );
+}
+
+/// The last checkpoint write at shutdown fails (here a directory stands where the checkpoint's
+/// temporary file goes, which fails for root too): the agent must say so and exit non-zero,
+/// not log "checkpoints persisted" and exit 0.
+#[test]
+fn failed_final_checkpoint_write_exits_non_zero() {
+    let lines: Vec<Line> = (0..5)
+        .map(|i| Line::stdout(line_ts(i), format!("hello {i}")))
+        .collect();
+    let quiet = Container::new("quiet", lines, vec![LogsPlan::Follow]);
+    let id = quiet.id.clone();
+    let engine = FakeEngine::start(vec![quiet]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let blocker = dir.path().join(format!("state/checkpoints/{id}.tmp"));
+    std::fs::create_dir_all(&blocker).expect("directory in the temporary file's place");
+    let mut agent = Agent::start(
+        dir.path(),
+        AgentOptions {
+            docker_host: Some(engine.docker_host()),
+            capture: "  initial_position: beginning\n".to_string(),
+            ..AgentOptions::default()
+        },
+    );
+    let delivered = wait_until(Duration::from_secs(30), || {
+        agent.messages("quiet").len() == 5
+            && agent.metric("log_capturer_checkpoint_errors_total") >= 1.0
+    });
+    assert!(
+        delivered,
+        "lines or checkpoint error missing; log:\n{}",
+        agent.log()
+    );
+
+    let status = agent.terminate();
+    let log = agent.log();
+    assert_eq!(
+        status.code(),
+        Some(EXIT_INCOMPLETE),
+        "exit status {status}; log:\n{log}"
+    );
+    assert!(
+        log.contains("final checkpoint write failed"),
+        "failure not reported; log:\n{log}"
+    );
+    assert!(
+        !log.contains("checkpoints persisted; bye"),
+        "reported as success; log:\n{log}"
+    );
+}
+
+/// An empty config file (or one with only comments) is refused with exit code 2, instead of
+/// running on the defaults (every container, the default state directory).
+#[test]
+fn empty_config_file_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for (name, text) in [("empty.yaml", ""), ("comments.yaml", "# nothing here\n\n")] {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).expect("write config");
+        for command in ["validate", "run"] {
+            let stderr_path = dir.path().join(format!("{name}.{command}.stderr"));
+            let mut child = Command::new(env!("CARGO_BIN_EXE_log-capturer"))
+                .arg(command)
+                .arg("-c")
+                .arg(&path)
+                .env("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(&stderr_path).expect("stderr file"))
+                .spawn()
+                .expect("run the binary");
+            let mut status = None;
+            wait_until(Duration::from_secs(20), || {
+                status = child.try_wait().ok().flatten();
+                status.is_some()
+            });
+            if status.is_none() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+            let stderr = std::fs::read_to_string(&stderr_path).unwrap_or_default();
+            let code = status.and_then(|s| s.code());
+            assert_eq!(
+                code,
+                Some(2),
+                "{command} {name} (None: still running): {stderr}"
+            );
+            assert!(
+                stderr.contains("config file is empty"),
+                "{command} {name}: {stderr}"
+            );
+        }
+    }
+}
+
+/// SIGTERM while a sink keeps failing (the file sink's directory cannot be created): the
+/// worker gives up on its batches, which stay unacknowledged. That stop is incomplete (exit 3),
+/// not the clean stop exit 0 promises, and the checkpoint does not move past those lines.
+#[test]
+fn sink_failing_at_shutdown_is_an_incomplete_stop() {
+    let lines: Vec<Line> = (0..5)
+        .map(|i| Line::stdout(line_ts(i), format!("hello {i}")))
+        .collect();
+    let quiet = Container::new("quiet", lines, vec![LogsPlan::Follow]);
+    let id = quiet.id.clone();
+    let engine = FakeEngine::start(vec![quiet]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    // The file sink's output directory cannot be created while a plain file sits there.
+    std::fs::write(dir.path().join("out"), b"in the way").expect("blocker");
+    let mut agent = Agent::start(
+        dir.path(),
+        AgentOptions {
+            docker_host: Some(engine.docker_host()),
+            capture: "  initial_position: beginning\n".to_string(),
+            ..AgentOptions::default()
+        },
+    );
+    let failing = wait_until(Duration::from_secs(30), || {
+        agent.metric("log_capturer_sink_errors_total{sink=\"file\"}") >= 2.0
+    });
+    assert!(failing, "the file sink did not fail; log:\n{}", agent.log());
+
+    let status = agent.terminate();
+    let log = agent.log();
+    assert_eq!(
+        status.code(),
+        Some(EXIT_INCOMPLETE),
+        "exit status {status}; log:\n{log}"
+    );
+    assert!(
+        log.contains("not acknowledged by every sink"),
+        "not reported; log:\n{log}"
+    );
+    let (ts, _) = checkpoint(&agent, &id).expect("checkpoint");
+    assert!(ts < line_ts(0), "checkpoint moved past unwritten lines");
+}
