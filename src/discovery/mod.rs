@@ -351,7 +351,7 @@ impl Discovery {
                 self.checkpoints.init(id, start);
                 let cursor = Arc::new(std::sync::Mutex::new(start));
                 info!(container = %meta.name, container_id = %id, tty = info.config.tty,
-                    since = start.ts_ns, "capturing container");
+                    since = start.since_ns(), "capturing container");
                 self.tracked.insert(
                     id.to_string(),
                     Tracked {
