@@ -95,3 +95,228 @@ fn long_lines_interleaved_with_stderr_survive_rotations_and_a_restart() {
          {at_stop} records before the restart; {rotations} rotations after it"
     );
 }
+
+/// Item 18 of issue 9. On every reopen dockerd reads the container's json log from its start
+/// up to `since` before it sends a line (about 2 µs a line). A backlog of a million lines read
+/// with `rotation_interval: 1s` used to stall: once that scan took about as long as the
+/// interval, each session was rotated before it got anything. A stream is now not rotated
+/// while it is working through a backlog.
+#[test]
+fn big_backlog_with_a_short_rotation_interval_is_read_completely() {
+    let mut containers = Containers::new("backlog");
+    let dir = tempdir();
+    let options = || AgentOptions {
+        capture: format!("{}  rotation_interval: 1s\n", containers.include_yaml()),
+        file_sink: false,
+        sinks: "  discard: {}\n".to_string(),
+        ..AgentOptions::default()
+    };
+    // A first run marks the state directory as used, so that a container started while the
+    // agent is down is read from its first line.
+    let mut agent = Agent::start(dir.path(), options());
+    assert!(agent.terminate().success());
+    let name = containers.name("backlog");
+    let n: u64 = 1_000_000;
+    containers.run(
+        "backlog",
+        &["--network", "none"],
+        &format!("seq 1 {n}; exec sleep 3600"),
+    );
+    let written = wait_until(Duration::from_secs(120), || {
+        support::docker::docker(&["logs", "--tail", "1", &name]) == n.to_string()
+    });
+    assert!(written, "the container did not write its {n} lines");
+    agent.restart();
+    let key =
+        format!("log_capturer_logs_collected_total{{container_name=\"{name}\",stream=\"stdout\"}}");
+    let done = wait_until(Duration::from_secs(240), || agent.metric(&key) >= n as f64);
+    let collected = agent.metric(&key);
+    let rotations = agent.metric(&format!(
+        "log_capturer_container_stream_rotations_total{{container_name=\"{name}\"}}"
+    ));
+    assert!(
+        done,
+        "only {collected} of {n} lines after 240 s ({rotations} rotations); log tail:\n{}",
+        agent
+            .log()
+            .lines()
+            .rev()
+            .take(30)
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    // Rotations over the finished output bring nothing more.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(agent.metric(&key), n as f64, "exactly once");
+    println!(
+        "backlog: {n} lines read exactly once with a 1 s rotation interval ({rotations} rotations)"
+    );
+}
+
+/// Item 19 of issue 9. A `--rm` container that prints and exits at once is usually removed (or
+/// being removed) before its stream can be opened; the daemon answers 404 or 409 and nothing
+/// of it can be read. That used to be a debug line and nothing else. Each such container is now
+/// counted and named in a warning.
+#[test]
+fn instant_rm_containers_that_cannot_be_read_are_counted_and_named() {
+    let mut containers = Containers::new("instantrm");
+    let dir = tempdir();
+    let agent = Agent::start(dir.path(), options(&containers, ""));
+    let key = "log_capturer_container_stream_errors_total{reason=\"gone_before_read\"}";
+    let before = agent.metric(key);
+    let n = 12;
+    let names: Vec<String> = (0..n).map(|i| containers.name(&format!("rm{i}"))).collect();
+    for i in 0..n {
+        containers.run(
+            &format!("rm{i}"),
+            &["--rm", "--network", "none"],
+            "i=1; while [ $i -le 20 ]; do echo line-$i; i=$((i+1)); done",
+        );
+    }
+    // Every container is either read in full or counted and named; none is lost silently.
+    let unread = |agent: &Agent| {
+        names
+            .iter()
+            .filter(|name| agent.records(name).is_empty())
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    let settled = wait_until(Duration::from_secs(60), || {
+        let gone = unread(&agent);
+        agent.metric(key) - before == gone.len() as f64
+            && gone.iter().all(|name| agent.log().contains(name.as_str()))
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    let gone = unread(&agent);
+    let counted = agent.metric(key) - before;
+    let log = agent.log();
+    let warned: Vec<&String> = gone
+        .iter()
+        .filter(|name| {
+            log.lines()
+                .any(|l| l.contains("WARN") && l.contains(name.as_str()) && l.contains("gone"))
+        })
+        .collect();
+    for name in &names {
+        let got = agent.messages(name);
+        assert!(
+            got.is_empty() || got.len() == 20,
+            "{name}: partly read ({} lines)",
+            got.len()
+        );
+    }
+    assert!(
+        settled && counted == gone.len() as f64 && warned.len() == gone.len(),
+        "{} of {n} containers produced nothing; counted {counted}, warned about {}",
+        gone.len(),
+        warned.len()
+    );
+    assert!(
+        counted >= 1.0,
+        "no container was gone before it could be read: the test did not exercise the path"
+    );
+    println!(
+        "instant --rm: {counted} of {n} containers gone before they could be read, each counted and named"
+    );
+}
+
+/// Item 12 of issue 9 (capture's part). Under backpressure a batch waits for the queue budget;
+/// a rotation during that wait drops it and the reopen reads it again. It used to be counted in
+/// `logs_collected` before the wait, so once per read.
+#[test]
+fn lines_reread_after_a_rotation_under_backpressure_are_counted_once() {
+    let mut containers = Containers::new("countonce");
+    let dir = tempdir();
+    // The output directory cannot be created while a plain file sits at its path: the file
+    // sink fails and holds its batches, and the smallest budget is soon spent.
+    std::fs::write(dir.path().join("out"), b"in the way").expect("blocker");
+    let agent = Agent::start(
+        dir.path(),
+        AgentOptions {
+            pipeline: "  queue_bytes: 64KiB\n".to_string(),
+            ..options(&containers, "  rotation_interval: 1s\n")
+        },
+    );
+    let name = containers.name("countonce");
+    // Written while the stream is open (a caught-up stream is rotated while it waits).
+    let n = 2000;
+    containers.run(
+        "countonce",
+        &["--network", "none"],
+        &format!(
+            "sleep 1; i=1; while [ $i -le {n} ]; do echo c-$i; usleep 2000; i=$((i+1)); done; exec sleep 3600"
+        ),
+    );
+    let rotations_key =
+        format!("log_capturer_container_stream_rotations_total{{container_name=\"{name}\"}}");
+    // Rotations while capture waits for the budget.
+    assert!(
+        wait_until(Duration::from_secs(60), || agent.metric(&rotations_key)
+            >= 4.0),
+        "no rotations while blocked; log:\n{}",
+        agent.log()
+    );
+    std::fs::remove_file(dir.path().join("out")).expect("remove blocker");
+    assert!(
+        wait_until(Duration::from_secs(60), || agent.records(&name).len() >= n),
+        "lines did not arrive after the sink recovered; log:\n{}",
+        agent.log()
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    let messages = agent.messages(&name);
+    let expected: Vec<String> = (1..=n).map(|i| format!("c-{i}")).collect();
+    assert!(
+        messages == expected,
+        "{} records for {n} lines",
+        messages.len()
+    );
+    let collected = agent.metric(&format!(
+        "log_capturer_logs_collected_total{{container_name=\"{name}\",stream=\"stdout\"}}"
+    ));
+    assert_eq!(collected, n as f64, "logs_collected counts each line once");
+    println!(
+        "count once: {n} lines, logs_collected {collected}, {} rotations",
+        agent.metric(&rotations_key)
+    );
+}
+
+/// Item 12 of issue 9 (capture's part). Discovery drops a container's series when it is
+/// renamed; a stream open at that moment kept counting into the dropped series, so the lines
+/// it read after the rename were counted nowhere.
+#[test]
+fn lines_read_after_a_rename_are_counted_under_the_new_name() {
+    let mut containers = Containers::new("renamecount");
+    let dir = tempdir();
+    // The default rotation interval (5 min): the stream open at the rename stays open.
+    let agent = Agent::start(dir.path(), options(&containers, ""));
+    let name = containers.name("renamecount");
+    containers.run(
+        "renamecount",
+        &["--network", "none"],
+        "i=1; while [ $i -le 120 ]; do echo r-$i; usleep 50000; i=$((i+1)); done; exec sleep 3600",
+    );
+    assert!(wait_until(Duration::from_secs(30), || agent
+        .records(&name)
+        .len()
+        >= 10));
+    let new_name = format!("{name}-new");
+    support::docker::docker(&["rename", &name, &new_name]);
+    assert!(
+        wait_until(Duration::from_secs(60), || {
+            agent.records(&name).len() + agent.records(&new_name).len() >= 120
+        }),
+        "lines missing; log:\n{}",
+        agent.log()
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    let under_new = agent.records(&new_name).len();
+    let counted = agent.metric(&format!(
+        "log_capturer_logs_collected_total{{container_name=\"{new_name}\",stream=\"stdout\"}}"
+    ));
+    assert!(under_new > 0, "no record under the new name");
+    assert_eq!(
+        counted, under_new as f64,
+        "every line written under the new name is counted under it"
+    );
+    println!("rename: {under_new} lines after the rename, counted under the new name");
+}
