@@ -348,7 +348,7 @@ impl CaptureTask {
                 // race rotation too (for a caught-up stream): an unsent batch is simply re-read
                 // after the reopen, because the shared cursor only moves once the batch is
                 // handed over.
-                let charge = ctx.budget.charge(line_count, message_bytes);
+                let charge = ctx.budget.charge(batch.lines.capacity(), message_bytes);
                 let permit = tokio::select! {
                     biased;
                     _ = self.cancel.cancelled() => return SessionEnd::Cancelled,
@@ -545,5 +545,57 @@ impl SessionCounters {
         if truncated > 0 {
             metrics.lines_truncated.inc_by(truncated);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Item 13 of issue 9: 100-byte lines decoded from one 256 KiB read are slices of it, so a
+    /// batch of a few of them kept the whole read alive (the queue budget counted 100 bytes a
+    /// line). After `compact` the batch's messages live in one buffer of exactly their size,
+    /// and none of them points into the read buffer.
+    #[test]
+    fn a_batch_does_not_pin_the_read_buffer() {
+        let mut read = Vec::new();
+        let mut i = 0;
+        while read.len() < 256 * 1024 {
+            let text = format!("2026-11-28T23:49:08.{i:09}Z line {i} {}\n", "x".repeat(80));
+            read.extend_from_slice(&[1, 0, 0, 0]);
+            read.extend_from_slice(&(text.len() as u32).to_be_bytes());
+            read.extend_from_slice(text.as_bytes());
+            i += 1;
+        }
+        let read = bytes::Bytes::from(read);
+        let range = read.as_ptr() as usize..read.as_ptr() as usize + read.len();
+        let mut decoder = Decoder::new(false);
+        let mut assembler = Assembler::new(1 << 20);
+        let mut lines = Vec::new();
+        decoder.push(read.clone());
+        assert!(drain_decoder(&mut decoder, &mut assembler, &mut lines).is_ok());
+        lines.truncate(5); // a small batch: the rest was handed over before, or filtered out
+        assert!(
+            lines
+                .iter()
+                .all(|l| range.contains(&(l.message.as_ptr() as usize))),
+            "decoded lines are slices of the read buffer"
+        );
+        let total = compact(&mut lines);
+        assert_eq!(total, lines.iter().map(|l| l.message.len()).sum::<usize>());
+        for l in &lines {
+            assert!(
+                !range.contains(&(l.message.as_ptr() as usize)),
+                "a batch's line still points into the read buffer"
+            );
+        }
+        // One buffer, contiguous, exactly the messages.
+        let start = lines[0].message.as_ptr() as usize;
+        let end = lines[4].message.as_ptr() as usize + lines[4].message.len();
+        assert_eq!(end - start, total);
+        assert_eq!(&lines[0].message[..7], b"line 0 ");
+        // The read buffer is referenced by nothing else now: `read` is its only owner.
+        drop(decoder);
+        assert!(read.is_unique(), "the read buffer is still shared");
     }
 }
