@@ -148,8 +148,12 @@ fn big_backlog_with_a_short_rotation_interval_is_read_completely() {
     // Rotations over the finished output bring nothing more.
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(agent.metric(&key), n as f64, "exactly once");
+    let idle_rotations = agent.metric(&format!(
+        "log_capturer_container_stream_rotations_total{{container_name=\"{name}\"}}"
+    )) - rotations;
     println!(
-        "backlog: {n} lines read exactly once with a 1 s rotation interval ({rotations} rotations)"
+        "backlog: {n} lines read exactly once with a 1 s rotation interval ({rotations} rotations \
+         while reading, {idle_rotations} in the 3 s of idle after)"
     );
 }
 
@@ -238,24 +242,33 @@ fn lines_reread_after_a_rotation_under_backpressure_are_counted_once() {
         },
     );
     let name = containers.name("countonce");
-    // Written while the stream is open (a caught-up stream is rotated while it waits).
-    let n = 2000;
+    let n = 3000;
     containers.run(
         "countonce",
         &["--network", "none"],
         &format!(
-            "sleep 1; i=1; while [ $i -le {n} ]; do echo c-$i; usleep 2000; i=$((i+1)); done; exec sleep 3600"
+            "while [ ! -e /tmp/go ]; do usleep 20000; done; \
+             i=1; while [ $i -le {n} ]; do echo c-$i; i=$((i+1)); done; exec sleep 3600"
         ),
     );
     let rotations_key =
         format!("log_capturer_container_stream_rotations_total{{container_name=\"{name}\"}}");
-    // Rotations while capture waits for the budget.
+    // Right after an (idle) rotation, start the burst: the fresh stream has caught up (its
+    // lines are stamped after it opened), the budget is spent at once, and the stream is
+    // rotated while its batch waits for the budget.
+    let r0 = agent.metric(&rotations_key);
+    assert!(wait_until(Duration::from_secs(30), || agent
+        .metric(&rotations_key)
+        > r0));
+    support::docker::docker(&["exec", &name, "touch", "/tmp/go"]);
+    let r1 = agent.metric(&rotations_key);
     assert!(
-        wait_until(Duration::from_secs(60), || agent.metric(&rotations_key)
-            >= 4.0),
-        "no rotations while blocked; log:\n{}",
+        wait_until(Duration::from_secs(30), || agent.metric(&rotations_key)
+            > r1),
+        "no rotation while the batch waited for the budget; log:\n{}",
         agent.log()
     );
+    std::thread::sleep(Duration::from_secs(2));
     std::fs::remove_file(dir.path().join("out")).expect("remove blocker");
     assert!(
         wait_until(Duration::from_secs(60), || agent.records(&name).len() >= n),
@@ -275,8 +288,8 @@ fn lines_reread_after_a_rotation_under_backpressure_are_counted_once() {
     ));
     assert_eq!(collected, n as f64, "logs_collected counts each line once");
     println!(
-        "count once: {n} lines, logs_collected {collected}, {} rotations",
-        agent.metric(&rotations_key)
+        "count once: {n} lines, logs_collected {collected}, {} rotations while blocked",
+        agent.metric(&rotations_key) - r1
     );
 }
 
@@ -301,6 +314,16 @@ fn lines_read_after_a_rename_are_counted_under_the_new_name() {
         >= 10));
     let new_name = format!("{name}-new");
     support::docker::docker(&["rename", &name, &new_name]);
+    // `containers` removes it under its old name: remove it under the new one too.
+    struct RemoveOnDrop(String);
+    impl Drop for RemoveOnDrop {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("docker")
+                .args(["rm", "-f", &self.0])
+                .output();
+        }
+    }
+    let _renamed = RemoveOnDrop(new_name.clone());
     assert!(
         wait_until(Duration::from_secs(60), || {
             agent.records(&name).len() + agent.records(&new_name).len() >= 120
