@@ -3,7 +3,7 @@
 //! Rotation exists for a follow stream that has gone quiet and might be stuck: closing and
 //! reopening it from the cursor costs nothing in lines. It is not free for the daemon: with
 //! `since`, dockerd reads the container's json log from its start up to `since` before it sends
-//! anything (about 1 s per million lines, see docs/performance.md). A stream that is still
+//! anything (about 1.7 s per million lines, see docs/performance.md). A stream that is still
 //! working through a backlog would pay that scan at every rotation, and once the scan takes as
 //! long as the interval, capture makes no progress at all.
 //!
