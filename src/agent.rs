@@ -556,7 +556,7 @@ mod tests {
 
         let budget = QueueBudget::new(1 << 20, Arc::clone(&metrics));
         let permit = budget.acquire(100, 1).await.expect("budget");
-        let cursor = Cursor { ts_ns: 5, count: 1 };
+        let cursor = Cursor::legacy(5, 1);
         let batch = Batch {
             container: Arc::new(ContainerMeta::new(
                 "c".into(),

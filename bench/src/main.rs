@@ -27,8 +27,12 @@ use log_capturer_testkit::{cpu_seconds, status_field, sum_prefix};
     about = "Benchmark the release agent"
 )]
 struct Args {
-    /// Scenarios to run: firehose, daemon, idle.
-    #[arg(long, value_delimiter = ',', default_value = "firehose,daemon,idle")]
+    /// Scenarios to run: firehose, daemon, idle, reopen.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "firehose,daemon,idle,reopen"
+    )]
     scenarios: Vec<String>,
     /// Runs of each measurement; the table shows medians.
     #[arg(long, default_value_t = 3)]
@@ -122,9 +126,10 @@ fn run(args: &Args) -> Result<(), String> {
             "firehose" => rows.extend(firehose(&binary, &out, runs, args.quick)?),
             "daemon" => rows.extend(daemon(&binary, &out, runs, args.quick)?),
             "idle" => rows.extend(idle(&binary, &out, runs, args.quick)?),
+            "reopen" => rows.extend(reopen(runs, args.quick)?),
             other => {
                 return Err(format!(
-                    "unknown scenario {other:?} (firehose, daemon, idle)"
+                    "unknown scenario {other:?} (firehose, daemon, idle, reopen)"
                 ));
             }
         }
@@ -410,6 +415,98 @@ fn daemon(binary: &Path, out: &Path, runs: usize, quick: bool) -> Result<Vec<Row
             target: None,
         });
         eprintln!("bench: daemon {k} done");
+    }
+    Ok(rows)
+}
+
+/// What one reopen of a container's logs costs dockerd, against the size of its json log: a
+/// rotation asks for `since=<cursor>`, and the daemon reads the file from its start up to there
+/// before it sends anything. Measured with `since=now` and no `follow`, so each request ends when
+/// that scan does.
+fn reopen(runs: usize, quick: bool) -> Result<Vec<Row>, String> {
+    docker(&["image", "inspect", "lc-test:busybox"]).map_err(|_| {
+        "test image lc-test:busybox missing: run scripts/build-test-image (needs a running dockerd)".to_string()
+    })?;
+    let dockerd = dockerd_pid()?;
+    let sizes: &[u64] = if quick {
+        &[10_000, 100_000]
+    } else {
+        &[10_000, 100_000, 300_000, 1_000_000]
+    };
+    let reopens = if quick { 3 } else { 5 };
+    let mut rows = Vec::new();
+    for &lines in sizes {
+        let name = format!("bench-reopen-{}-{lines}", std::process::id());
+        docker(&[
+            "run",
+            "-d",
+            "--network",
+            "none",
+            "--name",
+            &name,
+            "lc-test:busybox",
+            "sh",
+            "-c",
+            &format!("seq 1 {lines}; exec sleep 3600"),
+        ])?;
+        let result = (|| {
+            let t0 = Instant::now();
+            while docker(&["logs", "--tail", "1", &name])? != lines.to_string() {
+                if t0.elapsed() > Duration::from_secs(300) {
+                    return Err(format!("{name}: {lines} lines not written after 300 s"));
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            let (mut cpu, mut wall) = (vec![], vec![]);
+            for _ in 0..runs * reopens {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_secs_f64())
+                    .unwrap_or(0.0);
+                let url = format!(
+                    "http://docker/containers/{name}/logs?stdout=1&stderr=1&timestamps=1&since={now:.9}"
+                );
+                let d0 = cpu_seconds(dockerd);
+                let t = Instant::now();
+                let o = Command::new("curl")
+                    .args([
+                        "-sf",
+                        "--unix-socket",
+                        "/var/run/docker.sock",
+                        "-o",
+                        "/dev/null",
+                        &url,
+                    ])
+                    .status()
+                    .map_err(|e| format!("curl: {e}"))?;
+                if !o.success() {
+                    return Err(format!("curl {url}: {o}"));
+                }
+                wall.push(t.elapsed().as_secs_f64());
+                cpu.push(cpu_seconds(dockerd) - d0);
+            }
+            Ok((median(cpu), median(wall)))
+        })();
+        let _ = docker(&["rm", "-f", &name]);
+        let (cpu, wall) = result?;
+        let case = format!("json log of {lines} lines, since=now");
+        rows.push(Row {
+            scenario: "reopen".into(),
+            case: case.clone(),
+            metric: "dockerd CPU per reopen",
+            unit: "s",
+            value: cpu,
+            target: None,
+        });
+        rows.push(Row {
+            scenario: "reopen".into(),
+            case,
+            metric: "time until the first line could come",
+            unit: "s",
+            value: wall,
+            target: None,
+        });
+        eprintln!("bench: reopen {lines} done");
     }
     Ok(rows)
 }

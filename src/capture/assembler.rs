@@ -1,6 +1,22 @@
 //! Turns messages into log lines: splits off the timestamp, merges Docker's 16 KiB pieces of a
-//! long line (they share the first piece's timestamp; only the last ends in a newline), and
-//! enforces `max_line_bytes`.
+//! long line, and enforces `max_line_bytes`.
+//!
+//! Docker stamps every piece of a long line with the first piece's timestamp; only the last
+//! piece ends in a newline, and the other stream's messages can come between the pieces. So
+//! each stream (stdout/tty, stderr) has its own line state, and the two never touch:
+//!
+//! ```text
+//!   Idle ──piece ending in \n──────────────▶ Idle       emit the line
+//!   Idle ──piece without \n────────────────▶ Open(ts)   start a line
+//!   Open(ts) ──same ts, without \n─────────▶ Open(ts)   append
+//!   Open(ts) ──same ts, ending in \n───────▶ Idle       append, emit the merged line
+//!   Open(ts) ──another ts──────────────────▶ (the open line was an unterminated last line:
+//!                                             emit it) then the piece as from Idle
+//!   Open(ts) ──flush (the container stopped)▶ Idle      emit it as it is
+//! ```
+//!
+//! The earliest `ts` of an open line is the cursor's `unfinished_ns`: a reopen must serve
+//! those pieces again, since the line is not delivered.
 
 use bytes::{Buf, Bytes, BytesMut};
 
@@ -8,29 +24,42 @@ use super::decoder::STAMP_PREFIX;
 use crate::docker::timestamp::{SecondCache, parse_rfc3339_nanos_cached};
 use crate::pipeline::{LogLine, StreamKind};
 
-struct Pending {
+/// The timestamp given to a message that carried none; the session replaces it with a real one
+/// (see `Replay::filter`) and never filters such a line out.
+pub const UNSTAMPED: i64 = i64::MIN;
+
+/// A line of which some pieces have been read.
+struct OpenLine {
     stream: StreamKind,
     ts_ns: i64,
     buf: BytesMut,
     truncated: bool,
 }
 
+/// The state of one stream's current line.
+enum LineState {
+    Idle,
+    Open(OpenLine),
+}
+
 pub struct Assembler {
     max_line_bytes: usize,
-    pending: Option<Pending>,
-    /// Timestamp of the last message, for a message that arrives without one.
-    last_ts_ns: i64,
-    /// Messages that carried no parseable timestamp (they are kept, stamped with the last one).
+    /// stdout (or tty), stderr.
+    lines: [LineState; 2],
+    /// Messages that carried no parseable timestamp (they are kept, stamped `UNSTAMPED`).
     pub unstamped: u64,
     seconds: SecondCache,
+}
+
+fn slot(stream: StreamKind) -> usize {
+    usize::from(stream == StreamKind::Stderr)
 }
 
 impl Assembler {
     pub fn new(max_line_bytes: usize) -> Self {
         Assembler {
             max_line_bytes,
-            pending: None,
-            last_ts_ns: 0,
+            lines: [LineState::Idle, LineState::Idle],
             unstamped: 0,
             seconds: SecondCache::default(),
         }
@@ -46,45 +75,69 @@ impl Assembler {
                 content.truncate(content.len() - 1);
             }
         }
-        // A piece continues the pending line only if it has the same stream and timestamp;
-        // otherwise the pending one was an unterminated last line and stands on its own.
-        if let Some(p) = &self.pending
-            && (p.stream != stream || p.ts_ns != ts_ns)
-        {
-            self.flush(out);
-        }
-        if let Some(mut p) = self.pending.take() {
-            self.append(&mut p, &content);
-            if complete {
-                out.push(p.into_line());
-            } else {
-                self.pending = Some(p);
+        let i = slot(stream);
+        let state = std::mem::replace(&mut self.lines[i], LineState::Idle);
+        self.lines[i] = match state {
+            LineState::Open(mut line) if line.ts_ns == ts_ns => {
+                self.append(&mut line, &content);
+                if complete {
+                    out.push(line.into_line());
+                    LineState::Idle
+                } else {
+                    LineState::Open(line)
+                }
             }
-        } else if complete {
-            let (message, truncated) = self.cut(content);
-            out.push(LogLine {
-                ts_ns,
-                stream,
-                message,
-                truncated,
-            });
-        } else {
-            let mut p = Pending {
-                stream,
-                ts_ns,
-                buf: BytesMut::new(),
-                truncated: false,
-            };
-            self.append(&mut p, &content);
-            self.pending = Some(p);
+            other => {
+                if let LineState::Open(unterminated) = other {
+                    out.push(unterminated.into_line());
+                }
+                if complete {
+                    let (message, truncated) = self.cut(content);
+                    out.push(LogLine {
+                        ts_ns,
+                        stream,
+                        message,
+                        truncated,
+                    });
+                    LineState::Idle
+                } else {
+                    let mut line = OpenLine {
+                        stream,
+                        ts_ns,
+                        buf: BytesMut::new(),
+                        truncated: false,
+                    };
+                    self.append(&mut line, &content);
+                    LineState::Open(line)
+                }
+            }
+        };
+    }
+
+    /// Emits every open line as it is (the stream has ended for good: the container stopped).
+    pub fn flush(&mut self, out: &mut Vec<LogLine>) {
+        for state in &mut self.lines {
+            if let LineState::Open(line) = std::mem::replace(state, LineState::Idle) {
+                out.push(line.into_line());
+            }
         }
     }
 
-    /// Emits a pending unterminated line (at the end of a stream).
-    pub fn flush(&mut self, out: &mut Vec<LogLine>) {
-        if let Some(p) = self.pending.take() {
-            out.push(p.into_line());
-        }
+    /// Whether some line is open (pieces read, not complete).
+    pub fn has_open_line(&self) -> bool {
+        self.lines.iter().any(|l| matches!(l, LineState::Open(_)))
+    }
+
+    /// The earliest timestamp of an open line: a reopen must start there to serve its pieces
+    /// again. (A line without a timestamp cannot be asked for again; it is not counted.)
+    pub fn earliest_open_ns(&self) -> Option<i64> {
+        self.lines
+            .iter()
+            .filter_map(|l| match l {
+                LineState::Open(line) if line.ts_ns != UNSTAMPED => Some(line.ts_ns),
+                _ => None,
+            })
+            .min()
     }
 
     /// The timestamp and the content after it. Advancing past the stamp (rather than splitting
@@ -98,11 +151,10 @@ impl Assembler {
             && let Some(ts) = parse_rfc3339_nanos_cached(&payload[..space], &mut self.seconds)
         {
             payload.advance(space + 1);
-            self.last_ts_ns = ts;
             return (ts, payload);
         }
         self.unstamped += 1;
-        (self.last_ts_ns, payload)
+        (UNSTAMPED, payload)
     }
 
     fn cut(&self, mut content: Bytes) -> (Bytes, bool) {
@@ -114,19 +166,19 @@ impl Assembler {
         (content, true)
     }
 
-    fn append(&self, p: &mut Pending, content: &[u8]) {
-        let room = self.max_line_bytes.saturating_sub(p.buf.len());
+    fn append(&self, line: &mut OpenLine, content: &[u8]) {
+        let room = self.max_line_bytes.saturating_sub(line.buf.len());
         if content.len() <= room {
-            p.buf.extend_from_slice(content);
-        } else if !p.truncated {
+            line.buf.extend_from_slice(content);
+        } else if !line.truncated {
             let at = utf8_floor(content, room);
-            p.buf.extend_from_slice(&content[..at]);
-            p.truncated = true;
+            line.buf.extend_from_slice(&content[..at]);
+            line.truncated = true;
         }
     }
 }
 
-impl Pending {
+impl OpenLine {
     fn into_line(self) -> LogLine {
         LogLine {
             ts_ns: self.ts_ns,
@@ -219,6 +271,47 @@ mod tests {
         assert!(out[1].truncated);
     }
 
+    /// 20 000 bytes on stdout in two pieces, `err` on stderr between them: one merged line.
+    #[test]
+    fn pieces_interleaved_with_the_other_stream_are_merged() {
+        let mut a = Assembler::new(1 << 20);
+        let mut out = Vec::new();
+        a.push(StreamKind::Stdout, msg(TS, &"x".repeat(16_384)), &mut out);
+        assert_eq!(a.earliest_open_ns(), parse(TS));
+        a.push(StreamKind::Stderr, msg(TS2, "err\n"), &mut out);
+        assert_eq!(out.len(), 1);
+        assert_eq!(&out[0].message[..], b"err");
+        assert!(a.has_open_line(), "the stdout line is still open");
+        a.push(
+            StreamKind::Stdout,
+            msg(TS, &format!("{}\n", "x".repeat(3_616))),
+            &mut out,
+        );
+        assert_eq!(out.len(), 2);
+        assert_eq!(out[1].stream, StreamKind::Stdout);
+        assert_eq!(out[1].message.len(), 20_000);
+        assert_eq!(out[1].ts_ns, parse(TS).expect("stamp"));
+        assert!(!a.has_open_line());
+        assert_eq!(a.earliest_open_ns(), None);
+    }
+
+    #[test]
+    fn both_streams_can_hold_an_open_line() {
+        let mut a = Assembler::new(1 << 20);
+        let mut out = Vec::new();
+        a.push(StreamKind::Stdout, msg(TS2, "o1"), &mut out);
+        a.push(StreamKind::Stderr, msg(TS, "e1"), &mut out);
+        assert_eq!(a.earliest_open_ns(), parse(TS));
+        a.push(StreamKind::Stdout, msg(TS2, "o2\n"), &mut out);
+        a.push(StreamKind::Stderr, msg(TS, "e2\n"), &mut out);
+        let got: Vec<&[u8]> = out.iter().map(|l| &l.message[..]).collect();
+        assert_eq!(got, vec![&b"o1o2"[..], &b"e1e2"[..]]);
+    }
+
+    fn parse(ts: &str) -> Option<i64> {
+        crate::docker::timestamp::parse_rfc3339_nanos(ts.as_bytes())
+    }
+
     #[test]
     fn tty_strips_crlf() {
         let mut a = Assembler::new(1024);
@@ -238,6 +331,10 @@ mod tests {
         );
         assert_eq!(out.len(), 1);
         assert_eq!(&out[0].message[..], b"no stamp here");
+        assert_eq!(
+            out[0].ts_ns, UNSTAMPED,
+            "marked for the session to stamp and admit"
+        );
         assert_eq!(a.unstamped, 1);
     }
 

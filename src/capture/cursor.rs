@@ -1,64 +1,203 @@
-//! The resume position of a container: the timestamp of the last line emitted and how many
-//! lines carrying exactly that timestamp were emitted. `since` is inclusive, so a reopen at
-//! `since=ts` re-sends those lines; `Replay` skips exactly them. No loss, no duplicate.
+//! The resume position of a container, and the filter that makes a reopened stream exact.
+//!
+//! What the daemon does (json-file, verified): a log entry is one message of one stream, stamped
+//! when it was read from the container. Docker splits a line over 16 KiB into pieces that all
+//! carry the *first* piece's timestamp, and the other stream's entries can come between them,
+//! so timestamps are non-decreasing within a stream but not across streams in file order
+//! (`out piece t1`, `err t2`, `out tail t1`). `since=T` serves, in file order, every entry
+//! stamped `>= T`.
+//!
+//! The cursor therefore keeps, per stream, the position of the last delivered line — its
+//! timestamp and how many lines of that stream with exactly that timestamp were delivered —
+//! and the timestamp of the earliest line begun but not delivered yet (its pieces must be
+//! served again). A reopen asks for `since` = that unfinished timestamp if there is one, else
+//! the last delivered timestamp, and [`Replay`] skips, per stream, exactly the lines already
+//! delivered. Whatever point of a session a rotation, reconnect or crash falls on, no entry the
+//! agent has not delivered is skipped, and none is delivered twice.
 
 use serde::{Deserialize, Serialize};
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Cursor {
-    /// Nanoseconds since the UNIX epoch of the last emitted line (or the start position).
-    pub ts_ns: i64,
-    /// Lines with timestamp `ts_ns` already emitted.
+use super::assembler::UNSTAMPED;
+use crate::pipeline::{LogLine, StreamKind};
+
+/// Where one stream stands: the last delivered line's timestamp and how many lines of this
+/// stream carrying exactly that timestamp were delivered.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Position {
+    pub timestamp_ns: i64,
     pub count: u64,
 }
 
-impl Cursor {
-    pub fn at(ts_ns: i64) -> Self {
-        Cursor { ts_ns, count: 0 }
-    }
-
-    /// Records one more emitted line. A line older than the cursor (a long line whose pieces
-    /// were interleaved with the other stream) leaves it unchanged: `since` skips it anyway.
-    pub fn advance(&mut self, ts_ns: i64) {
-        if ts_ns > self.ts_ns {
-            self.ts_ns = ts_ns;
-            self.count = 1;
-        } else if ts_ns == self.ts_ns {
+impl Position {
+    fn deliver(&mut self, ts_ns: i64) {
+        if ts_ns > self.timestamp_ns {
+            *self = Position {
+                timestamp_ns: ts_ns,
+                count: 1,
+            };
+        } else if ts_ns == self.timestamp_ns {
             self.count += 1;
         }
     }
+}
 
-    /// Whether `self` is at or beyond `other` in stream order.
+/// The per-stream part of a cursor, as persisted in checkpoint files.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamPositions {
+    /// stdout, or the only stream of a TTY container.
+    pub stdout: Position,
+    pub stderr: Position,
+    /// Earliest timestamp of a line begun (some of its pieces read) but not delivered yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unfinished_ns: Option<i64>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Cursor {
+    pub streams: StreamPositions,
+    /// From a checkpoint written by an older version, which counted the lines delivered at its
+    /// timestamp over both streams together: that many lines stamped `since_ns()` are skipped,
+    /// whatever their stream, before anything is admitted. 0 otherwise.
+    pub legacy_count: u64,
+}
+
+impl Cursor {
+    /// Nothing delivered yet; start reading at `ts_ns`.
+    pub fn at(ts_ns: i64) -> Self {
+        let start = Position {
+            timestamp_ns: ts_ns,
+            count: 0,
+        };
+        Cursor {
+            streams: StreamPositions {
+                stdout: start,
+                stderr: start,
+                unfinished_ns: None,
+            },
+            legacy_count: 0,
+        }
+    }
+
+    /// A cursor of an older version's checkpoint: `count` lines stamped `ts_ns` delivered.
+    pub fn legacy(ts_ns: i64, count: u64) -> Self {
+        Cursor {
+            legacy_count: count,
+            ..Cursor::at(ts_ns)
+        }
+    }
+
+    /// The `since` of the next reopen (inclusive).
+    pub fn since_ns(&self) -> i64 {
+        let s = &self.streams;
+        s.unfinished_ns
+            .unwrap_or(s.stdout.timestamp_ns.max(s.stderr.timestamp_ns))
+    }
+
+    /// Lines stamped `since_ns()` already delivered, over both streams (what older versions
+    /// stored as `count`; kept in checkpoint files so they stay readable by people and tools).
+    pub fn count_at_since(&self) -> u64 {
+        let since = self.since_ns();
+        let s = &self.streams;
+        self.legacy_count
+            + [s.stdout, s.stderr]
+                .iter()
+                .filter(|p| p.timestamp_ns == since)
+                .map(|p| p.count)
+                .sum::<u64>()
+    }
+
+    fn position_mut(&mut self, stream: StreamKind) -> &mut Position {
+        match stream {
+            StreamKind::Stderr => &mut self.streams.stderr,
+            StreamKind::Stdout | StreamKind::Tty => &mut self.streams.stdout,
+        }
+    }
+
+    /// Records one more delivered line of `stream`.
+    pub fn deliver(&mut self, stream: StreamKind, ts_ns: i64) {
+        self.position_mut(stream).deliver(ts_ns);
+    }
+
+    /// Whether `self` is at or beyond `other`: neither stream has gone back.
     pub fn is_at_or_after(&self, other: &Cursor) -> bool {
-        (self.ts_ns, self.count) >= (other.ts_ns, other.count)
+        self.streams.stdout >= other.streams.stdout && self.streams.stderr >= other.streams.stderr
     }
 }
 
-/// Filters a re-opened stream so that only lines after `target` pass.
+/// Filters a reopened stream so that only lines not yet delivered pass, and keeps the cursor of
+/// what has been delivered since.
 #[derive(Debug)]
 pub struct Replay {
     target: Cursor,
-    seen_at_target: u64,
+    /// Lines seen per stream at the target position's timestamp (stdout/tty, stderr).
+    seen: [u64; 2],
+    legacy_left: u64,
+    cursor: Cursor,
+    /// Timestamp of the latest line seen, for a line that comes without one.
+    last_ts_ns: i64,
 }
 
 impl Replay {
     pub fn new(target: Cursor) -> Self {
         Replay {
             target,
-            seen_at_target: 0,
+            seen: [0, 0],
+            legacy_left: target.legacy_count,
+            cursor: target,
+            last_ts_ns: target.since_ns(),
         }
     }
 
-    /// Whether a line with this timestamp is new (to be emitted).
-    pub fn admit(&mut self, ts_ns: i64) -> bool {
-        if ts_ns < self.target.ts_ns {
+    /// Whether a complete line of `stream` stamped `ts_ns` is new; if so it counts as delivered.
+    pub fn admit(&mut self, stream: StreamKind, ts_ns: i64) -> bool {
+        self.last_ts_ns = self.last_ts_ns.max(ts_ns);
+        let (target, seen) = match stream {
+            StreamKind::Stderr => (self.target.streams.stderr, &mut self.seen[1]),
+            StreamKind::Stdout | StreamKind::Tty => (self.target.streams.stdout, &mut self.seen[0]),
+        };
+        if ts_ns < target.timestamp_ns {
             return false;
         }
-        if ts_ns == self.target.ts_ns && self.seen_at_target < self.target.count {
-            self.seen_at_target += 1;
+        if ts_ns == target.timestamp_ns && *seen < target.count {
+            *seen += 1;
             return false;
         }
+        if self.legacy_left > 0 {
+            if ts_ns == self.target.since_ns() {
+                // Delivered by the older version: skip it, and now count it per stream.
+                self.legacy_left -= 1;
+                self.cursor.legacy_count = self.legacy_left;
+                self.cursor.deliver(stream, ts_ns);
+                return false;
+            }
+            self.legacy_left = 0;
+            self.cursor.legacy_count = 0;
+        }
+        self.cursor.deliver(stream, ts_ns);
         true
+    }
+
+    /// Keeps the lines not delivered yet, in order. A line that came without a timestamp
+    /// cannot be placed by the filter: it is always kept (the assembler counted it), stamped
+    /// with the latest timestamp seen (or the session's `since`) so it sorts where it was
+    /// read, and it moves no cursor.
+    pub fn filter(&mut self, lines: &mut Vec<LogLine>) {
+        lines.retain_mut(|line| {
+            if line.ts_ns == UNSTAMPED {
+                line.ts_ns = self.last_ts_ns;
+                return true;
+            }
+            self.admit(line.stream, line.ts_ns)
+        });
+    }
+
+    /// What has been delivered so far, with `unfinished_ns` the earliest timestamp of a line
+    /// begun but not complete.
+    pub fn cursor(&self, unfinished_ns: Option<i64>) -> Cursor {
+        let mut c = self.cursor;
+        c.streams.unfinished_ns = unfinished_ns;
+        c
     }
 }
 
@@ -67,45 +206,262 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    const OUT: StreamKind = StreamKind::Stdout;
+    const ERR: StreamKind = StreamKind::Stderr;
+
     #[test]
-    fn skips_exactly_lines_at_cursor() {
-        let mut r = Replay::new(Cursor {
-            ts_ns: 10,
-            count: 2,
-        });
-        let got: Vec<bool> = [9, 10, 10, 10, 11].iter().map(|&t| r.admit(t)).collect();
-        assert_eq!(got, vec![false, false, false, true, true]);
+    fn skips_exactly_lines_at_cursor_per_stream() {
+        let mut c = Cursor::at(0);
+        for (s, t) in [(OUT, 10), (ERR, 10), (OUT, 10), (ERR, 9)] {
+            c.deliver(s, t);
+        }
+        let mut r = Replay::new(c);
+        let got: Vec<bool> = [
+            (OUT, 9),
+            (OUT, 10),
+            (ERR, 10),
+            (OUT, 10),
+            (ERR, 10),
+            (OUT, 10),
+        ]
+        .iter()
+        .map(|&(s, t)| r.admit(s, t))
+        .collect();
+        assert_eq!(got, vec![false, false, false, false, true, true]);
+    }
+
+    #[test]
+    fn since_is_the_earliest_unfinished_line() {
+        let mut c = Cursor::at(0);
+        c.deliver(ERR, 20);
+        assert_eq!(c.since_ns(), 20);
+        c.streams.unfinished_ns = Some(10);
+        assert_eq!(c.since_ns(), 10);
+    }
+
+    #[test]
+    fn legacy_cursor_skips_its_count_over_both_streams_then_counts_per_stream() {
+        let mut r = Replay::new(Cursor::legacy(10, 2));
+        assert!(!r.admit(OUT, 10));
+        assert!(!r.admit(ERR, 10));
+        assert!(r.admit(OUT, 10));
+        let c = r.cursor(None);
+        assert_eq!(c.legacy_count, 0);
+        assert_eq!(
+            c.streams.stdout,
+            Position {
+                timestamp_ns: 10,
+                count: 2
+            }
+        );
+        assert_eq!(c.count_at_since(), 3);
+        // Reopened from that cursor: the three are skipped, the next is new.
+        let mut r = Replay::new(c);
+        assert!(!r.admit(OUT, 10));
+        assert!(!r.admit(ERR, 10));
+        assert!(!r.admit(OUT, 10));
+        assert!(r.admit(ERR, 10));
+    }
+
+    /// Item 8 of issue 9: a message without a timestamp at the start of a session (nothing
+    /// read before it to borrow a stamp from) used to get timestamp 0, and the resume filter
+    /// dropped it without a trace. It is kept, stamped with the session's `since`.
+    #[test]
+    fn unstamped_line_at_session_start_is_kept_not_dropped() {
+        let mut c = Cursor::at(0);
+        c.deliver(OUT, 5_000);
+        c.deliver(OUT, 5_000);
+        let mut replay = Replay::new(c);
+        let mut assembler = super::super::Assembler::new(1024);
+        let mut lines = Vec::new();
+        assembler.push(OUT, bytes::Bytes::from_static(b"no stamp\n"), &mut lines);
+        assert_eq!(assembler.unstamped, 1, "counted (line_without_timestamp)");
+        replay.filter(&mut lines);
+        assert_eq!(lines.len(), 1, "kept");
+        assert_eq!(&lines[0].message[..], b"no stamp");
+        assert_eq!(lines[0].ts_ns, 5_000, "stamped with the session's since");
+        // It moved no cursor: the two lines at 5 000 are still skipped, the third is new.
+        assert_eq!(replay.cursor(None), c);
+        let stamped = |ts| LogLine {
+            ts_ns: ts,
+            stream: OUT,
+            message: bytes::Bytes::new(),
+            truncated: false,
+        };
+        let mut more = vec![
+            stamped(5_000),
+            stamped(5_000),
+            stamped(5_000),
+            stamped(6_000),
+        ];
+        replay.filter(&mut more);
+        assert_eq!(
+            more.iter().map(|l| l.ts_ns).collect::<Vec<_>>(),
+            [5_000, 6_000]
+        );
+        let mut late = vec![LogLine {
+            ts_ns: UNSTAMPED,
+            ..stamped(0)
+        }];
+        replay.filter(&mut late);
+        assert_eq!(late[0].ts_ns, 6_000, "later: the latest stamp seen");
+    }
+
+    /// One entry of the daemon's log file: (stream, timestamp, line id, piece, last piece).
+    type Entry = (StreamKind, i64, usize, String, bool);
+
+    /// A log file as json-file writes it: lines of two streams, each line stamped when its
+    /// first piece was read, long lines split into pieces with the other stream's entries in
+    /// between. `script` drives it: each step picks a stream (bit 0), whether its next line is
+    /// long (bit 1) and how far the clock moves (bits 2-3, 0 gives ties).
+    fn log_file(script: &[u8]) -> (Vec<Entry>, Vec<(StreamKind, usize, String)>) {
+        let mut clock = 1_000i64;
+        let mut file = Vec::new();
+        let mut lines = Vec::new();
+        // Per stream: the open line (id, ts, pieces left).
+        let mut open: [Option<(usize, i64, usize)>; 2] = [None, None];
+        let streams = [OUT, ERR];
+        let step = |open: &mut [Option<(usize, i64, usize)>; 2],
+                    clock: &mut i64,
+                    file: &mut Vec<Entry>,
+                    lines: &mut Vec<(StreamKind, usize, String)>,
+                    s: usize,
+                    b: u8| {
+            let stream = streams[s];
+            match open[s] {
+                Some((id, ts, left)) => {
+                    let last = left == 1;
+                    file.push((stream, ts, id, format!("p{left}.{id}"), last));
+                    open[s] = (!last).then_some((id, ts, left - 1));
+                }
+                None => {
+                    *clock += i64::from((b >> 2) & 3);
+                    let clock = *clock;
+                    let id = lines.len();
+                    let pieces = if b & 2 != 0 {
+                        2 + usize::from(b >> 4 & 1)
+                    } else {
+                        1
+                    };
+                    let text: String = (0..pieces)
+                        .rev()
+                        .map(|left| format!("p{}.{id}", left + 1))
+                        .collect();
+                    lines.push((stream, id, text));
+                    file.push((stream, clock, id, format!("p{pieces}.{id}"), pieces == 1));
+                    open[s] = (pieces > 1).then_some((id, clock, pieces - 1));
+                }
+            }
+        };
+        for &b in script {
+            step(
+                &mut open,
+                &mut clock,
+                &mut file,
+                &mut lines,
+                usize::from(b & 1),
+                b,
+            );
+        }
+        for s in 0..2 {
+            while open[s].is_some() {
+                step(&mut open, &mut clock, &mut file, &mut lines, s, 0);
+            }
+        }
+        (file, lines)
+    }
+
+    /// Reads `file` in sessions: each session is served, in file order, every entry stamped at
+    /// or after the cursor's `since` and is cut (crash, rotation or reconnect: the assembler's
+    /// state is lost) once it reaches file position `cut`. Pieces are merged per stream; the
+    /// cursor is committed after every message that completed a line, as a batch hand-over does.
+    fn read_in_sessions(file: &[Entry], cuts: &[usize]) -> Vec<(StreamKind, usize, String)> {
+        let mut emitted = Vec::new();
+        let mut committed = Cursor::at(0);
+        for &cut in cuts.iter().chain(std::iter::once(&usize::MAX)) {
+            let since = committed.since_ns();
+            let mut replay = Replay::new(committed);
+            let mut pending: [Option<(i64, usize, String)>; 2] = [None, None];
+            for (pos, (stream, ts, id, piece, last)) in file.iter().enumerate() {
+                if pos >= cut {
+                    break;
+                }
+                if *ts < since {
+                    continue;
+                }
+                let s = usize::from(*stream == ERR);
+                let mut text = pending[s].take().map(|p| p.2).unwrap_or_default();
+                text.push_str(piece);
+                if !last {
+                    pending[s] = Some((*ts, *id, text));
+                    continue;
+                }
+                if replay.admit(*stream, *ts) {
+                    emitted.push((*stream, *id, text));
+                    let unfinished = pending.iter().flatten().map(|p| p.0).min();
+                    committed = replay.cursor(unfinished);
+                }
+            }
+        }
+        emitted
+    }
+
+    fn check(script: &[u8], cuts: &[usize]) -> Result<(), TestCaseError> {
+        let (file, lines) = log_file(script);
+        let got = read_in_sessions(&file, cuts);
+        let mut sorted = got.clone();
+        sorted.sort_by_key(|l| l.1);
+        prop_assert_eq!(&sorted, &lines, "cuts {:?}, file {:?}", cuts, file);
+        // Each stream's lines come in their order.
+        for s in [OUT, ERR] {
+            let ids: Vec<usize> = got.iter().filter(|l| l.0 == s).map(|l| l.1).collect();
+            prop_assert!(ids.windows(2).all(|w| w[0] < w[1]), "{:?}", ids);
+        }
+        Ok(())
     }
 
     proptest! {
-        /// Reading a stream in sessions cut at arbitrary points, each reopened with the
-        /// daemon's inclusive `since`, yields the stream exactly once.
+        /// Two streams, long lines in pieces interleaved with the other stream, sessions cut at
+        /// arbitrary points: every line exactly once, merged.
         #[test]
-        fn sessions_yield_each_line_once(
-            steps in proptest::collection::vec(0i64..3, 1..200),
-            cuts in proptest::collection::vec(0usize..200, 0..10),
+        fn sessions_yield_each_line_once_and_merged(
+            script in proptest::collection::vec(any::<u8>(), 1..120),
+            cuts in proptest::collection::vec(0usize..300, 0..12),
         ) {
-            // Non-decreasing timestamps with many ties, as Docker produces under load.
-            let mut ts = 1_000i64;
-            let stream: Vec<(i64, usize)> = steps.iter().enumerate().map(|(i, s)| { ts += s; (ts, i) }).collect();
-            let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c % stream.len()).collect();
+            let mut cuts = cuts;
             cuts.sort_unstable();
-            let mut emitted = Vec::new();
-            let mut cursor = Cursor::at(0);
-            let mut session_start_cut = 0;
-            for end in cuts.iter().copied().chain(std::iter::once(stream.len())) {
-                // The daemon serves every line with ts >= cursor.ts_ns; the session reads up to
-                // `end` lines of the underlying stream before it is cut.
-                let mut replay = Replay::new(cursor);
-                let since = cursor.ts_ns;
-                for &(t, id) in stream.iter().filter(|(t, _)| *t >= since) {
-                    if id >= end.max(session_start_cut) { break; }
-                    if replay.admit(t) { cursor.advance(t); emitted.push(id); }
-                }
-                session_start_cut = end;
-            }
-            let expected: Vec<usize> = (0..stream.len()).collect();
-            prop_assert_eq!(emitted, expected);
+            check(&script, &cuts)?;
         }
+
+        /// The same with one cut at every position of the file in turn, and then a second one
+        /// at every later position.
+        #[test]
+        fn a_cut_at_every_point_loses_and_duplicates_nothing(
+            script in proptest::collection::vec(any::<u8>(), 1..40),
+        ) {
+            let (file, _) = log_file(&script);
+            for first in 0..=file.len() {
+                check(&script, &[first])?;
+                for second in first..=file.len() {
+                    check(&script, &[first, second])?;
+                }
+            }
+        }
+    }
+
+    /// The sequence of the issue: 20 000 bytes on stdout (two pieces stamped t1), `err` on
+    /// stderr (t2), `tail`... cut between `err` and the last piece.
+    #[test]
+    fn cut_between_interleaved_pieces_keeps_the_tail() {
+        let file: Vec<Entry> = vec![
+            (OUT, 1, 0, "a".into(), false),
+            (ERR, 2, 1, "err".into(), true),
+            (OUT, 1, 0, "b".into(), true),
+        ];
+        let got = read_in_sessions(&file, &[2]);
+        assert_eq!(
+            got,
+            vec![(ERR, 1, "err".to_string()), (OUT, 0, "ab".to_string())]
+        );
     }
 }

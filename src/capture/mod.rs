@@ -6,9 +6,10 @@ mod coalesce;
 mod cursor;
 mod decoder;
 mod pause;
+mod rotation;
 mod task;
 
 pub use assembler::Assembler;
-pub use cursor::{Cursor, Replay};
+pub use cursor::{Cursor, Position, Replay, StreamPositions};
 pub use decoder::{DecodeError, Decoder, Message, PIECE_BYTES};
-pub use task::{CaptureContext, CaptureExit, CaptureTask, SharedCursor, read_cursor};
+pub use task::{CaptureContext, CaptureExit, CaptureTask, SharedCursor, compact, read_cursor};

@@ -9,12 +9,16 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use bytes::BytesMut;
+
 use super::assembler::Assembler;
 use super::coalesce::Coalescer;
 use super::cursor::{Cursor, Replay};
 use super::decoder::{Decoder, Message};
 use super::pause::PauseTimer;
+use super::rotation::{AtDeadline, RotationGate};
 use crate::backoff::{Backoff, sleep_or_cancel};
+use crate::checkpoint::now_ns;
 use crate::docker::{DockerClient, DockerError, HttpStream};
 use crate::observability::metrics::{ContainerLabels, ContainerStreamLabels, Metrics};
 use crate::pipeline::{Batch, ContainerMeta, Delivery, LogLine, QueueBudget, StreamKind};
@@ -66,9 +70,11 @@ fn write_cursor(cursor: &SharedCursor, value: Cursor) {
 enum SessionEnd {
     Rotate,
     Cancelled,
-    /// Clean end of stream; `lines` is how many new lines the session emitted.
+    /// Clean end of stream; `lines` is how many new lines the session emitted, `unfinished`
+    /// whether a line was still open (some pieces read, not its end).
     Eof {
         lines: u64,
+        unfinished: bool,
     },
     Error(&'static str, String),
 }
@@ -111,11 +117,17 @@ impl CaptureTask {
     pub async fn run(mut self) -> CaptureExit {
         let ctx = Arc::clone(&self.ctx);
         let mut backoff = Backoff::new(ctx.backoff_initial, ctx.backoff_max);
+        // Whether any stream of this container was opened (a 404/409 before that means the
+        // container went away before a line of it could be read).
+        let mut ever_opened = false;
+        // The container was seen stopped at the end of the last stream: the next stream's end
+        // is the end of its output, and a line still open there is complete.
+        let mut final_read = false;
         loop {
             if self.cancel.is_cancelled() {
                 return CaptureExit::Cancelled;
             }
-            let since = read_cursor(&self.cursor).ts_ns;
+            let since = read_cursor(&self.cursor).since_ns();
             let opened = tokio::select! {
                 _ = self.cancel.cancelled() => return CaptureExit::Cancelled,
                 r = ctx.client.logs(&self.id, since) => r,
@@ -128,6 +140,12 @@ impl CaptureTask {
                         warn!(container = %self.name(), error = %e,
                             "log driver cannot be read; not retrying until the container starts again");
                         return CaptureExit::Unreadable;
+                    }
+                    Some(404) | Some(409) if !ever_opened => {
+                        ctx.metrics.stream_error("gone_before_read");
+                        warn!(container = %self.name(), container_id = %self.id, error = %e,
+                            "container was gone (removed or being removed) before its logs could be read; its output is lost");
+                        return CaptureExit::Gone;
                     }
                     Some(404) | Some(409) => {
                         debug!(container = %self.name(), error = %e, "container gone");
@@ -144,8 +162,9 @@ impl CaptureTask {
                     }
                 },
             };
+            ever_opened = true;
             let active = ActiveStream::open(&ctx.metrics);
-            let end = self.session(stream, active.opened).await;
+            let end = self.session(stream, active.opened, final_read).await;
             let age = active.opened.elapsed();
             drop(active);
             match end {
@@ -160,17 +179,21 @@ impl CaptureTask {
                     debug!(container = %self.name(), age_ms = age.as_millis() as u64, "stream rotated");
                     backoff.reset();
                 }
-                SessionEnd::Eof { lines } => {
+                SessionEnd::Eof { lines, unfinished } => {
                     match self.after_eof().await {
                         // The daemon can end a follow stream when the container stops before
                         // it has sent every line (seen with json-file under load). A stopped
-                        // container is done only once a reopen from the cursor brings nothing.
-                        Some(CaptureExit::Stopped) if lines > 0 => {
-                            debug!(container = %self.name(), lines, "container stopped; reading again until nothing is left");
+                        // container is done only once a reopen from the cursor brings nothing;
+                        // a line left open is read once more and then emitted as it is.
+                        Some(CaptureExit::Stopped) if lines > 0 || unfinished => {
+                            debug!(container = %self.name(), lines, unfinished,
+                                "container stopped; reading again until nothing is left");
+                            final_read = true;
                             backoff.reset();
                         }
                         Some(exit) => return exit,
                         None => {
+                            final_read = false;
                             // Still running: the stream ended under us (daemon restart, log file
                             // rotation). Reopen; pause first if the stream was empty and short, so a
                             // daemon that keeps closing at once cannot make us spin.
@@ -222,26 +245,38 @@ impl CaptureTask {
         }
     }
 
-    /// Reads one stream until rotation, EOF, error or cancellation.
-    async fn session(&mut self, mut stream: HttpStream, opened: Instant) -> SessionEnd {
+    /// Reads one stream until rotation, EOF, error or cancellation. `final_read`: the container
+    /// has stopped, so a line still open at the end of the stream is complete as it is.
+    async fn session(
+        &mut self,
+        mut stream: HttpStream,
+        opened: Instant,
+        final_read: bool,
+    ) -> SessionEnd {
         let ctx = Arc::clone(&self.ctx);
         let deadline = tokio::time::sleep_until((opened + ctx.rotation_interval).into());
         tokio::pin!(deadline);
-        let committed = read_cursor(&self.cursor);
-        let mut replay = Replay::new(committed);
-        let mut cursor = committed;
+        let mut rotation = RotationGate::new(ctx.rotation_interval, opened, now_ns());
+        let mut replay = Replay::new(read_cursor(&self.cursor));
         let mut decoder = Decoder::new(self.tty);
         let mut assembler = Assembler::new(ctx.max_line_bytes);
         let mut lines: Vec<LogLine> = Vec::new();
         let mut emitted: u64 = 0;
-        let counters = SessionCounters::new(&ctx.metrics, &self.meta.borrow().name, self.tty);
+        let mut counters =
+            SessionCounters::new(&ctx.metrics, &self.meta.borrow_and_update().name, self.tty);
         let mut coalescer = Coalescer::new(Instant::now());
         let mut timer = PauseTimer::default();
         loop {
             let chunk = tokio::select! {
                 biased;
                 _ = self.cancel.cancelled() => return SessionEnd::Cancelled,
-                _ = &mut deadline => return SessionEnd::Rotate,
+                _ = &mut deadline => match rotation.at_deadline(Instant::now()) {
+                    AtDeadline::Rotate => return SessionEnd::Rotate,
+                    AtDeadline::NotBefore(at) => {
+                        deadline.as_mut().reset(at.into());
+                        continue;
+                    }
+                },
                 c = stream.next_chunk() => c,
             };
             // Gather what is already there into one batch: the daemon sends every line as its
@@ -273,53 +308,62 @@ impl CaptureTask {
                 }
             }
             let read_lines = lines.len();
+            if gathered > 0 {
+                let newest = if rotation.caught_up() {
+                    None
+                } else {
+                    lines.iter().map(|l| l.ts_ns).max()
+                };
+                rotation.on_read(Instant::now(), newest);
+            }
             if eof && failure.is_none() {
                 if let Some(Message::Log { stream, payload }) = decoder.finish() {
                     assembler.push(stream, payload, &mut lines);
                 }
-                assembler.flush(&mut lines);
+                // While the container runs, a line open at the end of the stream may still get
+                // its last pieces: it stays unfinished, and the reopen serves it again.
+                if final_read {
+                    assembler.flush(&mut lines);
+                }
             }
             if assembler.unstamped > 0 {
                 ctx.metrics.stream_error("line_without_timestamp");
                 assembler.unstamped = 0;
             }
-            lines.retain(|line| {
-                let new = replay.admit(line.ts_ns);
-                if new {
-                    cursor.advance(line.ts_ns);
-                }
-                new
-            });
+            replay.filter(&mut lines);
             if !lines.is_empty() {
-                counters.count(&lines, &ctx.metrics);
-                emitted += lines.len() as u64;
-                let message_bytes: usize = lines.iter().map(|l| l.message.len()).sum();
                 let line_count = lines.len();
+                // The lines are slices of the read buffers; copied into one buffer of their
+                // exact size, a batch holds what the budget charges and no more (see `compact`).
+                let message_bytes = compact(&mut lines);
                 // The next batch will likely be as large: size it once instead of regrowing
                 // (within reason: an idle stream should not keep a burst-sized vector).
                 let next_lines = Vec::with_capacity(line_count.min(1024));
                 let batch = Batch {
                     container: self.meta.borrow().clone(),
                     lines: std::mem::replace(&mut lines, next_lines),
-                    cursor,
+                    cursor: replay.cursor(assembler.earliest_open_ns()),
                 };
                 // Waiting for budget and queue room is where backpressure pauses reading. Both
-                // race rotation too: an unsent batch is simply re-read after the reopen, because
-                // the shared cursor only moves once the batch is handed over.
-                let charge = ctx.budget.charge(line_count, message_bytes);
+                // race rotation too (for a caught-up stream): an unsent batch is simply re-read
+                // after the reopen, because the shared cursor only moves once the batch is
+                // handed over.
+                let charge = ctx.budget.charge(batch.lines.capacity(), message_bytes);
                 let permit = tokio::select! {
                     biased;
                     _ = self.cancel.cancelled() => return SessionEnd::Cancelled,
-                    _ = &mut deadline => return SessionEnd::Rotate,
+                    _ = &mut deadline, if rotation.may_rotate_while_not_reading() => return SessionEnd::Rotate,
                     p = ctx.budget.acquire(charge, line_count) => match p {
                         Some(p) => p,
                         None => return SessionEnd::Cancelled,
                     },
                 };
+                let cursor = batch.cursor;
+                let delivered = LineCounts::of(&batch.lines);
                 tokio::select! {
                     biased;
                     _ = self.cancel.cancelled() => return SessionEnd::Cancelled,
-                    _ = &mut deadline => return SessionEnd::Rotate,
+                    _ = &mut deadline, if rotation.may_rotate_while_not_reading() => return SessionEnd::Rotate,
                     sent = ctx.pipeline.send(Delivery::new(batch, permit)) => {
                         if sent.is_err() {
                             return SessionEnd::Cancelled;
@@ -327,12 +371,26 @@ impl CaptureTask {
                     }
                 }
                 write_cursor(&self.cursor, cursor);
+                // Counted once handed over: a batch dropped by a rotation is re-read, and must
+                // not be counted twice. A rename since the last batch counts under the new name.
+                if self.meta.has_changed().unwrap_or(false) {
+                    counters = SessionCounters::new(
+                        &ctx.metrics,
+                        &self.meta.borrow_and_update().name,
+                        self.tty,
+                    );
+                }
+                counters.count(&delivered, &ctx.metrics);
+                emitted += line_count as u64;
             }
             if let Some(end) = failure {
                 return end;
             }
             if eof {
-                return SessionEnd::Eof { lines: emitted };
+                return SessionEnd::Eof {
+                    lines: emitted,
+                    unfinished: assembler.has_open_line(),
+                };
             }
             // A busy stream that has been caught up with waits a moment before the next read,
             // so that one read brings many lines instead of a few (see `coalesce`).
@@ -344,7 +402,7 @@ impl CaptureTask {
                 tokio::select! {
                     biased;
                     _ = self.cancel.cancelled() => return SessionEnd::Cancelled,
-                    _ = &mut deadline => return SessionEnd::Rotate,
+                    _ = &mut deadline, if rotation.may_rotate_while_not_reading() => return SessionEnd::Rotate,
                     failed = timer.sleep(pause) => if let Some(e) = failed {
                         ctx.metrics.stream_error("pause_timer");
                         warn!(container = %self.name(), error = %e,
@@ -354,6 +412,26 @@ impl CaptureTask {
             }
         }
     }
+}
+
+/// Copies the lines' messages, slices of read buffers that may be far larger (a 100-byte line
+/// can keep a 256 KiB read alive until it is written), into one buffer of exactly their total
+/// size; returns that size. Afterwards a batch holds the bytes the queue budget charges for,
+/// and the read buffers are free as soon as the decoder is done with them.
+pub fn compact(lines: &mut [LogLine]) -> usize {
+    let total: usize = lines.iter().map(|l| l.message.len()).sum();
+    let mut buf = BytesMut::with_capacity(total);
+    for line in lines.iter() {
+        buf.extend_from_slice(&line.message);
+    }
+    let buf = buf.freeze();
+    let mut at = 0;
+    for line in lines.iter_mut() {
+        let len = line.message.len();
+        line.message = buf.slice(at..at + len);
+        at += len;
+    }
+    total
 }
 
 /// At most this much is gathered into one batch from chunks that are already available.
@@ -385,6 +463,33 @@ fn open_reason(e: &DockerError) -> &'static str {
         DockerError::Timeout => "open_timeout",
         DockerError::Transport(_) => "open_transport",
         _ => "open_failed",
+    }
+}
+
+/// What a batch adds to the container's counters (taken before the batch is handed over).
+#[derive(Clone, Copy)]
+struct LineCounts {
+    /// stdout or tty lines.
+    first: u64,
+    err: u64,
+    bytes: u64,
+    truncated: u64,
+}
+
+impl LineCounts {
+    fn of(lines: &[LogLine]) -> Self {
+        let (mut err, mut bytes, mut truncated) = (0, 0, 0);
+        for l in lines {
+            err += u64::from(l.stream == StreamKind::Stderr);
+            bytes += l.message.len() as u64;
+            truncated += u64::from(l.truncated);
+        }
+        LineCounts {
+            first: lines.len() as u64 - err,
+            err,
+            bytes,
+            truncated,
+        }
     }
 }
 
@@ -423,14 +528,13 @@ impl SessionCounters {
         }
     }
 
-    fn count(&self, lines: &[LogLine], metrics: &Metrics) {
-        let (mut err, mut bytes, mut truncated) = (0, 0, 0);
-        for l in lines {
-            err += u64::from(l.stream == StreamKind::Stderr);
-            bytes += l.message.len() as u64;
-            truncated += u64::from(l.truncated);
-        }
-        let first = lines.len() as u64 - err;
+    fn count(&self, c: &LineCounts, metrics: &Metrics) {
+        let LineCounts {
+            first,
+            err,
+            bytes,
+            truncated,
+        } = *c;
         if first > 0 {
             self.first.inc_by(first);
         }
@@ -441,5 +545,57 @@ impl SessionCounters {
         if truncated > 0 {
             metrics.lines_truncated.inc_by(truncated);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Item 13 of issue 9: 100-byte lines decoded from one 256 KiB read are slices of it, so a
+    /// batch of a few of them kept the whole read alive (the queue budget counted 100 bytes a
+    /// line). After `compact` the batch's messages live in one buffer of exactly their size,
+    /// and none of them points into the read buffer.
+    #[test]
+    fn a_batch_does_not_pin_the_read_buffer() {
+        let mut read = Vec::new();
+        let mut i = 0;
+        while read.len() < 256 * 1024 {
+            let text = format!("2026-11-28T23:49:08.{i:09}Z line {i} {}\n", "x".repeat(80));
+            read.extend_from_slice(&[1, 0, 0, 0]);
+            read.extend_from_slice(&(text.len() as u32).to_be_bytes());
+            read.extend_from_slice(text.as_bytes());
+            i += 1;
+        }
+        let read = bytes::Bytes::from(read);
+        let range = read.as_ptr() as usize..read.as_ptr() as usize + read.len();
+        let mut decoder = Decoder::new(false);
+        let mut assembler = Assembler::new(1 << 20);
+        let mut lines = Vec::new();
+        decoder.push(read.clone());
+        assert!(drain_decoder(&mut decoder, &mut assembler, &mut lines).is_ok());
+        lines.truncate(5); // a small batch: the rest was handed over before, or filtered out
+        assert!(
+            lines
+                .iter()
+                .all(|l| range.contains(&(l.message.as_ptr() as usize))),
+            "decoded lines are slices of the read buffer"
+        );
+        let total = compact(&mut lines);
+        assert_eq!(total, lines.iter().map(|l| l.message.len()).sum::<usize>());
+        for l in &lines {
+            assert!(
+                !range.contains(&(l.message.as_ptr() as usize)),
+                "a batch's line still points into the read buffer"
+            );
+        }
+        // One buffer, contiguous, exactly the messages.
+        let start = lines[0].message.as_ptr() as usize;
+        let end = lines[4].message.as_ptr() as usize + lines[4].message.len();
+        assert_eq!(end - start, total);
+        assert_eq!(&lines[0].message[..7], b"line 0 ");
+        // The read buffer is referenced by nothing else now: `read` is its only owner.
+        drop(decoder);
+        assert!(read.is_unique(), "the read buffer is still shared");
     }
 }

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use tracing::{error, warn};
 
-use crate::capture::Cursor;
+use crate::capture::{Cursor, StreamPositions};
 use crate::docker::timestamp::format_rfc3339_nanos;
 use crate::observability::metrics::Metrics;
 
@@ -20,12 +20,28 @@ use crate::observability::metrics::Metrics;
 #[serde(deny_unknown_fields)]
 struct CheckpointFile {
     container_id: String,
-    /// Nanoseconds since the epoch of the last delivered line.
+    /// Nanoseconds since the epoch where reading resumes (`since`).
     timestamp_ns: i64,
-    /// Lines carrying exactly that timestamp already delivered.
+    /// Lines carrying exactly that timestamp already delivered (both streams together).
     count: u64,
     /// `timestamp_ns` in RFC3339, for people reading the file.
     timestamp: String,
+    /// Per-stream positions (see `capture::cursor`). Absent in files of older versions, whose
+    /// `timestamp_ns` and `count` still load exactly.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    streams: Option<StreamPositions>,
+}
+
+impl CheckpointFile {
+    fn cursor(&self) -> Cursor {
+        match self.streams {
+            Some(streams) => Cursor {
+                streams,
+                legacy_count: 0,
+            },
+            None => Cursor::legacy(self.timestamp_ns, self.count),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -77,12 +93,9 @@ impl CheckpointStore {
             match read_checkpoint(&path) {
                 Ok(cp) => {
                     entries.insert(
-                        cp.container_id,
+                        cp.container_id.clone(),
                         Entry {
-                            cursor: Cursor {
-                                ts_ns: cp.timestamp_ns,
-                                count: cp.count,
-                            },
+                            cursor: cp.cursor(),
                             dirty_since: None,
                         },
                     );
@@ -169,11 +182,14 @@ impl CheckpointStore {
             .filter_map(|(id, e)| e.dirty_since.map(|since| (id.clone(), e.cursor, since)))
             .collect();
         for (id, cursor, since) in dirty {
+            // A cursor still carrying an older version's count has delivered nothing since it
+            // was loaded: it is written back in that version's form.
             let file = CheckpointFile {
                 container_id: id.clone(),
-                timestamp_ns: cursor.ts_ns,
-                count: cursor.count,
-                timestamp: format_rfc3339_nanos(cursor.ts_ns),
+                timestamp_ns: cursor.since_ns(),
+                count: cursor.count_at_since(),
+                timestamp: format_rfc3339_nanos(cursor.since_ns()),
+                streams: (cursor.legacy_count == 0).then_some(cursor.streams),
             };
             let result = serde_json::to_vec_pretty(&file)
                 .map_err(io::Error::other)
@@ -293,21 +309,61 @@ pub fn now_ns() -> i64 {
 mod tests {
     use super::*;
 
+    /// A cursor after `n` stdout lines stamped `ts`.
+    fn delivered(ts: i64, n: u64) -> Cursor {
+        let mut c = Cursor::at(0);
+        for _ in 0..n {
+            c.deliver(crate::pipeline::StreamKind::Stdout, ts);
+        }
+        c
+    }
+
+    #[test]
+    fn older_checkpoint_files_still_load_and_new_ones_keep_stream_positions() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cps = dir.path().join("checkpoints");
+        fs::create_dir_all(&cps).expect("mkdir");
+        fs::write(
+            cps.join("old.json"),
+            br#"{"container_id":"old","timestamp_ns":5,"count":2,"timestamp":"1970-01-01T00:00:00.000000005Z"}"#,
+        )
+        .expect("write");
+        let metrics = Arc::new(Metrics::new());
+        let store = CheckpointStore::open(dir.path(), metrics.clone()).expect("open");
+        assert_eq!(store.get("old"), Some(Cursor::legacy(5, 2)));
+        let mut c = delivered(9, 1);
+        c.deliver(crate::pipeline::StreamKind::Stderr, 12);
+        c.streams.unfinished_ns = Some(8);
+        store.init("new", c);
+        store.init("dirty-old", Cursor::legacy(7, 3));
+        assert!(store.persist(), "persist");
+        let again = CheckpointStore::open(dir.path(), metrics.clone()).expect("reopen");
+        assert_eq!(again.get("old"), Some(Cursor::legacy(5, 2)));
+        assert_eq!(again.get("new"), Some(c));
+        assert_eq!(again.get("dirty-old"), Some(Cursor::legacy(7, 3)));
+        let text = fs::read_to_string(cps.join("new.json")).expect("read");
+        assert!(
+            text.contains("\"timestamp_ns\": 8"),
+            "since is the unfinished line: {text}"
+        );
+        assert_eq!(metrics.checkpoint_corrupt.get(), 0);
+    }
+
     #[test]
     fn persists_and_reloads() {
         let dir = tempfile::tempdir().expect("tempdir");
         let metrics = Arc::new(Metrics::new());
         let store = CheckpointStore::open(dir.path(), metrics.clone()).expect("open");
         assert!(!store.had_previous_run);
-        store.ack("ghost", Cursor { ts_ns: 5, count: 2 }); // never tracked: ignored
+        store.ack("ghost", delivered(5, 2)); // never tracked: ignored
         store.init("abc", Cursor::at(0));
-        store.ack("abc", Cursor { ts_ns: 5, count: 2 });
-        store.ack("abc", Cursor { ts_ns: 4, count: 9 }); // older: ignored
+        store.ack("abc", delivered(5, 2));
+        store.ack("abc", delivered(4, 9)); // older: ignored
         store.init("def", Cursor::at(7));
         assert!(store.persist());
         let again = CheckpointStore::open(dir.path(), metrics).expect("reopen");
         assert!(again.had_previous_run);
-        assert_eq!(again.get("abc"), Some(Cursor { ts_ns: 5, count: 2 }));
+        assert_eq!(again.get("abc"), Some(delivered(5, 2)));
         assert_eq!(again.get("def"), Some(Cursor::at(7)));
         assert_eq!(again.get("ghost"), None);
         again.forget("abc");

@@ -57,10 +57,7 @@ mod tests {
     #[test]
     fn checkpoint_wins() {
         let mut f = facts(0, false, InitialPosition::End);
-        let saved = Cursor {
-            ts_ns: 42,
-            count: 3,
-        };
+        let saved = Cursor::legacy(42, 3);
         f.checkpoint = Some(saved);
         assert_eq!(start_position(&f), saved);
     }

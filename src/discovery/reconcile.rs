@@ -150,7 +150,7 @@ impl Discovery {
                 self.checkpoints.init(id, start);
                 let cursor = Arc::new(std::sync::Mutex::new(start));
                 info!(container = %meta.name, container_id = %id, tty = info.config.tty,
-                    running = info.state.running, since = start.ts_ns, "capturing container");
+                    running = info.state.running, since = start.since_ns(), "capturing container");
                 self.tracked.insert(
                     id.to_string(),
                     Tracked {

@@ -2,14 +2,20 @@
 //! budget from the moment capture hands it over until every sink has acknowledged it (or
 //! durably buffered it); when the budget is spent, capture waits, which pauses reading — the
 //! daemon keeps the lines in its log files meanwhile. Memory stays bounded; nothing is dropped.
+//!
+//! The charge is what a batch really holds: capture copies its messages out of the read buffers
+//! into one buffer of their exact size (`capture::compact`), so a batch pins no read buffer, and
+//! its line records are charged by the vector's capacity, not its length.
 
 use std::sync::Arc;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::observability::metrics::Metrics;
 
-/// Per-line bookkeeping charged on top of the message bytes (record structs, buffers).
+/// A line record slot (`LogLine`, 48 bytes) with the allocator's rounding.
 pub const LINE_OVERHEAD: usize = 64;
+/// Per batch: the delivery, its queue slot, the batch's allocations' headers.
+pub const BATCH_OVERHEAD: usize = 256;
 
 #[derive(Clone)]
 pub struct QueueBudget {
@@ -37,10 +43,11 @@ impl QueueBudget {
         }
     }
 
-    /// What a batch of `lines` lines with `message_bytes` bytes costs (never 0, never more
-    /// than the whole budget, so a single huge batch can still pass alone).
-    pub fn charge(&self, lines: usize, message_bytes: usize) -> usize {
-        (message_bytes + lines * LINE_OVERHEAD).clamp(1, self.total)
+    /// What a batch with room for `line_slots` lines (its vector's capacity) and
+    /// `message_bytes` bytes of messages in one buffer costs (never more than the whole budget,
+    /// so a single huge batch can still pass alone).
+    pub fn charge(&self, line_slots: usize, message_bytes: usize) -> usize {
+        (BATCH_OVERHEAD + message_bytes + line_slots * LINE_OVERHEAD).clamp(1, self.total)
     }
 
     /// Waits until `bytes` of budget are free. Cancel-safe.
@@ -84,10 +91,10 @@ mod tests {
     async fn budget_blocks_until_released() {
         let budget = QueueBudget::new(1000, Arc::new(Metrics::new()));
         let a = budget.acquire(budget.charge(5, 400), 5).await.expect("a");
-        assert_eq!(budget.in_use(), 720);
+        assert_eq!(budget.in_use(), 256 + 720);
         let pending = tokio::time::timeout(
             std::time::Duration::from_millis(50),
-            budget.acquire(budget.charge(1, 300), 1),
+            budget.acquire(budget.charge(1, 10), 1),
         )
         .await;
         assert!(pending.is_err(), "over budget must wait");

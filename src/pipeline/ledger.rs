@@ -101,6 +101,13 @@ mod tests {
     use super::*;
     use crate::observability::metrics::Metrics;
 
+    /// A cursor after one stdout line stamped `ts`.
+    fn at(ts: i64) -> Cursor {
+        let mut c = Cursor::at(0);
+        c.deliver(crate::pipeline::StreamKind::Stdout, ts);
+        c
+    }
+
     #[test]
     fn advances_only_in_order_and_when_all_sinks_are_done() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -108,22 +115,8 @@ mod tests {
             Arc::new(CheckpointStore::open(dir.path(), Arc::new(Metrics::new())).expect("store"));
         store.init("c", Cursor::at(0));
         let ledger = AckLedger::new(2, Arc::clone(&store));
-        ledger.register(
-            "c",
-            1,
-            Cursor {
-                ts_ns: 10,
-                count: 1,
-            },
-        );
-        ledger.register(
-            "c",
-            2,
-            Cursor {
-                ts_ns: 20,
-                count: 1,
-            },
-        );
+        ledger.register("c", 1, at(10));
+        ledger.register("c", 2, at(20));
         assert_eq!(ledger.unacknowledged(), 2);
         ledger.complete("c", 2);
         ledger.complete("c", 2);
@@ -133,13 +126,7 @@ mod tests {
         assert_eq!(store.get("c"), Some(Cursor::at(0)), "one sink of two");
         assert!(ledger.oldest_unacked_age() >= 0.0);
         ledger.complete("c", 1);
-        assert_eq!(
-            store.get("c"),
-            Some(Cursor {
-                ts_ns: 20,
-                count: 1
-            })
-        );
+        assert_eq!(store.get("c"), Some(at(20)));
         assert_eq!(ledger.oldest_unacked_age(), 0.0);
         assert_eq!(ledger.unacknowledged(), 0);
     }

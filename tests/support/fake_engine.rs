@@ -29,20 +29,28 @@ pub const BASE_NS: i64 = 1_767_225_600 * 1_000_000_000;
 /// stream stays open forever and is counted anyway.
 const OVERLAP_GRACE: Duration = Duration::from_secs(1);
 
-/// Formats `BASE_NS + offset` as Docker's fixed-width RFC3339Nano (30 bytes). Offsets must be
-/// below one hour (independent of the agent's own formatter on purpose).
+/// Formats a time (nanoseconds since the UNIX epoch, from 1970 on) as Docker's fixed-width
+/// RFC3339Nano (30 bytes), independent of the agent's own formatter on purpose.
 pub fn stamp(ts_ns: i64) -> String {
-    let offset = ts_ns - BASE_NS;
-    assert!(
-        (0..3_600_000_000_000).contains(&offset),
-        "timestamp outside the first hour of 2026"
-    );
-    let secs = offset / 1_000_000_000;
-    let nanos = offset % 1_000_000_000;
+    assert!(ts_ns >= 0, "timestamp before 1970");
+    let secs = ts_ns / 1_000_000_000;
+    let nanos = ts_ns % 1_000_000_000;
+    let (days, day_secs) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
     format!(
-        "2026-01-01T00:{:02}:{:02}.{nanos:09}Z",
-        secs / 60,
-        secs % 60
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{nanos:09}Z",
+        day_secs / 3_600,
+        day_secs % 3_600 / 60,
+        day_secs % 60
     )
 }
 
