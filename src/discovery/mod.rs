@@ -22,7 +22,7 @@ use crate::config::{FilterConfig, InitialPosition};
 use crate::docker::timestamp::parse_rfc3339_nanos;
 use crate::docker::types::{ContainerInspect, Event};
 use crate::observability::metrics::Metrics;
-use crate::pipeline::ContainerMeta;
+use crate::pipeline::{ContainerMeta, Delivery};
 use events::{DiscoveryMsg, follow_events};
 use filter::{Candidate, selected};
 
@@ -271,6 +271,11 @@ impl Discovery {
             return;
         };
         t.running = None;
+        if matches!(exit, CaptureExit::Stopped | CaptureExit::Gone) {
+            // Behind the container's last lines: sinks may close its output once written.
+            let marker = Delivery::end_of_stream(Arc::clone(&t.meta.borrow()));
+            let _ = self.ctx.pipeline.try_send(marker);
+        }
         if t.destroyed {
             self.forget(&id);
             return;

@@ -74,6 +74,11 @@ pub struct Metrics {
     pub checkpoint_lag: Gauge<f64, AtomicU64>,
     pub tasks_alive: Gauge,
     pub fds_open: Gauge,
+    // File sink and local sink writer (issue 9, items 2, 7, 16, 20).
+    pub sink_containers_held: Family<SinkLabels, Gauge>,
+    pub sink_torn_records: Family<SinkLabels, Counter>,
+    pub sink_syncs: Family<SinkLabels, Counter>,
+    pub file_sink_files_open: Gauge,
     pub registry: Registry,
 }
 
@@ -281,6 +286,30 @@ impl Metrics {
             "File descriptors open in the agent process",
             fds_open.clone(),
         );
+        let sink_containers_held = Family::<SinkLabels, Gauge>::default();
+        let sink_torn_records = Family::<SinkLabels, Counter>::default();
+        let sink_syncs = Family::<SinkLabels, Counter>::default();
+        let file_sink_files_open = Gauge::default();
+        r.register(
+            "log_capturer_sink_containers_held",
+            "Containers whose output failed permanently: not written, checkpoint frozen",
+            sink_containers_held.clone(),
+        );
+        r.register(
+            "log_capturer_sink_torn_records",
+            "Torn last records cut from output files at open",
+            sink_torn_records.clone(),
+        );
+        r.register(
+            "log_capturer_sink_syncs",
+            "fsync rounds made before acknowledging (sinks.file.fsync)",
+            sink_syncs.clone(),
+        );
+        r.register(
+            "log_capturer_file_sink_files_open",
+            "Output files the file sink holds open",
+            file_sink_files_open.clone(),
+        );
 
         Metrics {
             streams_active,
@@ -316,6 +345,10 @@ impl Metrics {
             checkpoint_lag,
             tasks_alive,
             fds_open,
+            sink_containers_held,
+            sink_torn_records,
+            sink_syncs,
+            file_sink_files_open,
             registry,
         }
     }
