@@ -161,6 +161,16 @@ impl FileSink {
                 self.files.len()
             ))));
         }
+        // A failure in the part of the path every container shares (or in the one file all
+        // share) is the sink's: retried, in order, nothing held. Only a failure in the
+        // container's own part can be that container's alone.
+        let (shared_dir, per_container) = self.settings.template.shared_part();
+        if let Some(dir) = shared_dir {
+            let mut changed = Vec::new();
+            open::create_dirs(&dir, self.settings.modes.dir, &mut changed)
+                .map_err(|e| WriteError::Sink(with_path(&dir, e)))?;
+            self.dirs_to_sync.extend(changed);
+        }
         loop {
             match open::open_for_append(path, self.settings.modes) {
                 Ok(opened) => {
@@ -190,7 +200,7 @@ impl FileSink {
                 }
                 // Out of file descriptors: make room by closing idle files, then try again.
                 Err(e) if is_fd_limit(&e) && self.close_least_recently_used() => {}
-                Err(e) if is_permanent_for_path(&e) => {
+                Err(e) if per_container && is_permanent_for_path(&e) => {
                     return Err(WriteError::Container(with_path(path, e)));
                 }
                 Err(e) => return Err(WriteError::Sink(with_path(path, e))),

@@ -62,6 +62,25 @@ impl PathTemplate {
         })
     }
 
+    /// The directory every container's path lies in (the template up to its last `/` before
+    /// the first placeholder), and whether the path depends on the container at all. A
+    /// failure there is the sink's, not one container's.
+    pub fn shared_part(&self) -> (Option<PathBuf>, bool) {
+        let Some(first) = self
+            .template
+            .find('{')
+            .filter(|_| self.template.contains(NAME) || self.template.contains(ID))
+        else {
+            return (None, false);
+        };
+        let dir = self.template[..first]
+            .rfind('/')
+            .map(|slash| &self.template[..slash.max(1)])
+            .filter(|d| !d.is_empty())
+            .map(PathBuf::from);
+        (dir, true)
+    }
+
     pub fn path_for(&self, meta: &ContainerMeta) -> PathBuf {
         let id = encode(&meta.id);
         let name = bounded(encode(&meta.name), &id, self.name_budget);
@@ -188,6 +207,20 @@ mod tests {
         .expect("template");
         let path = t.path_for(&meta(&"f".repeat(64), &"x".repeat(289)));
         std::fs::write(&path, b"ok\n").expect("a bounded name can be created");
+    }
+
+    #[test]
+    fn the_shared_directory_is_what_precedes_the_first_placeholder() {
+        let shared = |t: &str| PathTemplate::new(t).expect("template").shared_part();
+        let dir = |d: &str| Some(PathBuf::from(d));
+        assert_eq!(shared("/logs/{container_name}.log"), (dir("/logs"), true));
+        assert_eq!(
+            shared("/logs/app-{container_id}/x.log"),
+            (dir("/logs"), true)
+        );
+        assert_eq!(shared("/{container_name}.log"), (dir("/"), true));
+        assert_eq!(shared("{container_name}.log"), (None, true));
+        assert_eq!(shared("/logs/all.log"), (None, false));
     }
 
     #[test]

@@ -67,7 +67,7 @@ fn parent_or_dot(path: &Path) -> PathBuf {
 }
 
 /// `create_dir_all` with a mode; records the parent of every directory it created.
-fn create_dirs(dir: &Path, mode: u32, changed: &mut Vec<PathBuf>) -> io::Result<()> {
+pub fn create_dirs(dir: &Path, mode: u32, changed: &mut Vec<PathBuf>) -> io::Result<()> {
     if dir.is_dir() {
         return Ok(());
     }

@@ -224,3 +224,26 @@ fn sync_makes_files_and_new_directory_entries_durable() {
         .get();
     assert_eq!(syncs, 1);
 }
+
+#[test]
+fn a_failure_in_the_shared_directory_is_the_sinks() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // A regular file where the directory of all outputs should be: nobody can write, so the
+    // sink must pause (and retry), not hold a container.
+    std::fs::write(dir.path().join("out"), b"").expect("blocker");
+    let template = format!("{}/out/{{container_name}}.log", dir.path().display());
+    let mut sink = FileSink::new(
+        FileSinkSettings {
+            template: PathTemplate::new(&template).expect("template"),
+            idle_close: Duration::from_secs(60),
+            modes: Modes::default(),
+            durability: Durability::Never,
+            max_open_files: 16,
+        },
+        Arc::new(Metrics::new()),
+    );
+    match sink.write_batch(&batch(&meta("a", "a"), 0, 1, 1)) {
+        Err(WriteError::Sink(_)) => {}
+        other => panic!("expected a sink error, got {other:?}"),
+    }
+}
