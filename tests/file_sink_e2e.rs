@@ -342,7 +342,8 @@ fn files_of_ended_containers_are_closed_and_fds_return_to_baseline() {
 
 /// Item 20: at the process's FD limit the sink closes its least recently used idle files and
 /// opens again, instead of stalling (3 100 of 15 000 lines used to be lost at a hard limit of
-/// 256). Here 24 containers write at once under a limit of 64 FDs.
+/// 256). 40 containers are followed under a limit of 64 FDs: their sockets take most of it, so
+/// when they all start printing at once their output files must take turns.
 #[test]
 fn at_the_fd_limit_idle_files_are_closed_and_no_line_is_lost() {
     let mut containers = Containers::new("fdlimit");
@@ -361,16 +362,31 @@ fn at_the_fd_limit_idle_files_are_closed_and_no_line_is_lost() {
             )
         },
     );
-    let n = 24;
-    let lines = 300;
+    let n = 40;
+    let lines = 200;
     let names: Vec<String> = (0..n).map(|i| containers.name(&format!("fd{i}"))).collect();
+    // Every container waits for the same moment, so that all streams are open (each holds a
+    // socket) before the first line needs a file.
+    let start_at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+        + 30;
     for i in 0..n {
-        containers.run(
-            &format!("fd{i}"),
-            &[],
-            &printer(&format!("f{i}-"), lines, 30_000, false),
+        let script = format!(
+            "while [ $(date +%s) -lt {start_at} ]; do usleep 100000; done; {}",
+            printer(&format!("f{i}-"), lines, 20_000, false)
         );
+        containers.run(&format!("fd{i}"), &[], &script);
     }
+    let streams = wait_until(Duration::from_secs(30), || {
+        agent.metric("log_capturer_container_streams_active") >= n as f64
+    });
+    assert!(
+        streams,
+        "not every stream opened before the lines; log:\n{}",
+        agent.log()
+    );
     let mut most = 0;
     let all = wait_until(Duration::from_secs(180), || {
         most = most.max(proc_fds(&agent));
@@ -396,8 +412,9 @@ fn at_the_fd_limit_idle_files_are_closed_and_no_line_is_lost() {
             name,
         );
     }
+    let fd_errors = agent.log().matches("Too many open files").count();
     println!(
-        "fd limit {limit}: {n} containers × {lines} lines all arrived once; most FDs seen {most}"
+        "fd limit {limit}: {n} containers × {lines} lines all arrived once; most FDs seen {most}; {fd_errors} log lines mention EMFILE"
     );
 }
 

@@ -301,9 +301,19 @@ impl Sink for FileSink {
         }
         // A new file survives a power loss only once its directory entry is on disk too.
         while let Some(dir) = self.dirs_to_sync.first().cloned() {
-            File::open(&dir)
-                .and_then(|d| d.sync_all())
-                .map_err(|e| with_path(&dir, e))?;
+            match File::open(&dir) {
+                Ok(d) => d.sync_all().map_err(|e| with_path(&dir, e))?,
+                // No descriptor to spare for the directory (every one may be held by streams
+                // and unacknowledged files, which only a successful sync lets go): sync(2)
+                // needs none and covers every directory at once.
+                Err(e) if is_fd_limit(&e) => {
+                    rustix::fs::sync();
+                    self.dirs_to_sync.clear();
+                    synced = true;
+                    break;
+                }
+                Err(e) => return Err(with_path(&dir, e)),
+            }
             self.dirs_to_sync.remove(&dir);
             synced = true;
         }
