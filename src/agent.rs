@@ -277,7 +277,7 @@ fn start_sinks(
             settings: WriterSettings {
                 flush_interval: config.pipeline.flush_interval.0,
                 flush_bytes: 4 * 1024 * 1024,
-                sync_bytes: (config.pipeline.queue_bytes.0 as usize / 4).min(16 * 1024 * 1024),
+                sync_bytes: (config.pipeline.queue_bytes.0 as usize / 4).min(4 * 1024 * 1024),
             },
             shutdown: shutdown.clone(),
         };
