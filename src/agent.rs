@@ -278,6 +278,7 @@ fn start_sinks(
                 flush_interval: config.pipeline.flush_interval.0,
                 flush_bytes: 4 * 1024 * 1024,
                 sync_bytes: (config.pipeline.queue_bytes.0 as usize / 4).min(4 * 1024 * 1024),
+                held_retry: crate::pipeline::HELD_RETRY,
             },
             shutdown: shutdown.clone(),
         };

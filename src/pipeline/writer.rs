@@ -13,7 +13,7 @@
 //! - **Container errors** (one container's output cannot be written: permission, name): that
 //!   container is *held*. Its lines are released without being written or acknowledged, its
 //!   position is frozen in the ledger for this run (so they are read again after a restart),
-//!   and every other container goes on. Its output is tried again every [`HELD_RETRY`]; when
+//!   and every other container goes on. Its output is tried again every `held_retry`; when
 //!   that works, writing resumes, but the position stays frozen until the restart, which
 //!   writes the held lines and writes the lines since the recovery a second time.
 //! - **Giving up** (shutdown while the sink fails): nothing more is acknowledged, and the sink
@@ -34,7 +34,8 @@ use crate::backoff::{Backoff, sleep_or_cancel};
 use crate::observability::metrics::{Metrics, SinkLabels, SinkReasonLabels};
 use crate::sinks::{Durability, Sink, WriteError};
 
-/// How long a held container's output rests before it is tried again.
+/// How long a held container's output rests before it is tried again (the default of
+/// [`WriterSettings::held_retry`]).
 pub const HELD_RETRY: Duration = Duration::from_secs(30);
 
 pub struct WriterSettings {
@@ -44,6 +45,8 @@ pub struct WriterSettings {
     /// With `Durability::Interval`: reach a durable point early once this many message bytes
     /// wait for one, so that waiting for the interval never fills the queue's budget.
     pub sync_bytes: usize,
+    /// How long a held container's output rests before it is tried again.
+    pub held_retry: Duration,
 }
 
 pub struct LocalSinkWorker {
@@ -194,10 +197,11 @@ impl LocalSinkWorker {
             return Ok(());
         }
         let id = &delivery.batch.container.id;
-        if run
-            .held
-            .get(id)
-            .is_some_and(|&retry_at| Instant::now() < retry_at)
+        if !run.held.is_empty()
+            && run
+                .held
+                .get(id)
+                .is_some_and(|&retry_at| Instant::now() < retry_at)
         {
             return Ok(()); // released unwritten and unacknowledged; read again after restart
         }
@@ -245,11 +249,11 @@ impl LocalSinkWorker {
                 reason: "permanent",
             })
             .inc();
-        let retry_at = Instant::now() + HELD_RETRY;
+        let retry_at = Instant::now() + self.settings.held_retry;
         if run.held.insert(meta.id.clone(), retry_at).is_none() {
             self.held_gauge(run);
             warn!(sink = name, container = %meta.name, container_id = %meta.id, error = %err,
-                retry_every = ?HELD_RETRY,
+                retry_every = ?self.settings.held_retry,
                 "cannot write this container's output; its lines are held (not written, checkpoint \
                  frozen, read again after restart) while the other containers go on");
         } else {
@@ -428,6 +432,7 @@ mod tests {
                     flush_interval: Duration::from_millis(20),
                     flush_bytes: 1 << 20,
                     sync_bytes: 1 << 30,
+                    held_retry: Duration::from_millis(300),
                 },
                 shutdown: CancellationToken::new(),
             };
@@ -617,5 +622,47 @@ mod tests {
         h.finish().await;
         let out = std::fs::read_to_string(dir.path().join("fine/out.log")).expect("fine");
         assert_eq!(out.lines().count(), 5);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_held_container_resumes_writing_when_its_path_works_again_but_stays_frozen() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let template = format!("{}/{{container_name}}/out.log", dir.path().display());
+        std::fs::write(dir.path().join("blocked"), b"").expect("blocker");
+        let sink = FileSink::new(
+            FileSinkSettings {
+                template: PathTemplate::new(&template).expect("template"),
+                idle_close: Duration::from_secs(60),
+                modes: Modes::default(),
+                durability: Durability::Never,
+                max_open_files: 16,
+            },
+            Arc::new(Metrics::new()),
+        );
+        let blocked = meta("b", "blocked");
+        let mut h = Harness::start(Box::new(sink), &["b"]);
+        h.send(&blocked, 1).await;
+        let held = wait_for(Duration::from_secs(10), || h.ledger.is_held("b")).await;
+        assert!(held);
+        std::fs::remove_file(dir.path().join("blocked")).expect("unblock");
+        // Once the rest period is over, the next batch is tried, and works.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        h.send(&blocked, 3).await;
+        let path = dir.path().join("blocked/out.log");
+        let written = wait_for(Duration::from_secs(10), || {
+            std::fs::read_to_string(&path).is_ok_and(|t| t.contains("line 3"))
+        })
+        .await;
+        assert!(written, "writing did not resume");
+        let text = std::fs::read_to_string(&path).expect("out");
+        assert!(!text.contains("line 1"), "{text}");
+        let m = h.metrics.render();
+        assert!(
+            m.contains("log_capturer_sink_containers_held{sink=\"file\"} 0"),
+            "{m}"
+        );
+        h.finish().await;
+        // Line 1 was never written: the position stays before it until the restart.
+        assert_eq!(h.store.get("b"), Some(Cursor::at(0)));
     }
 }
