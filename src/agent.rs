@@ -30,7 +30,7 @@ use crate::observability::metrics::SinkLabels;
 use crate::observability::{http, metrics::Metrics};
 use crate::pipeline::{AckLedger, Delivery, LocalSinkWorker, QueueBudget, WriterSettings, route};
 use crate::sinks::loki::{self, Encoder, LokiClient, LokiWorker, store::SharedStore};
-use crate::sinks::{FileSink, NullSink, Sink, StdoutSink};
+use crate::sinks::{FileSink, FileSinkSettings, NullSink, Sink, StdoutSink};
 use tokio::task::JoinHandle;
 
 /// How a run that started ended.
@@ -393,7 +393,11 @@ fn start_sinks(
         local.push(Box::new(StdoutSink::new()));
     }
     if let Some(file) = &config.sinks.file {
-        local.push(Box::new(FileSink::new(&file.path, file.idle_close.0)));
+        // Validated with the config; an error here cannot happen after `Config::parse`.
+        match FileSinkSettings::from_config(file) {
+            Ok(settings) => local.push(Box::new(FileSink::new(settings, Arc::clone(metrics)))),
+            Err(e) => tracing::error!(error = %e, "file sink not started"),
+        }
     }
     if config.sinks.discard.is_some() {
         local.push(Box::new(NullSink));
@@ -419,6 +423,8 @@ fn start_sinks(
             settings: WriterSettings {
                 flush_interval: config.pipeline.flush_interval.0,
                 flush_bytes: 4 * 1024 * 1024,
+                sync_bytes: (config.pipeline.queue_bytes.0 as usize / 4).min(4 * 1024 * 1024),
+                held_retry: crate::pipeline::HELD_RETRY,
             },
             shutdown: shutdown.clone(),
         };
@@ -510,7 +516,7 @@ mod tests {
         fn name(&self) -> &'static str {
             "panicking"
         }
-        fn write_batch(&mut self, _batch: &Batch) -> std::io::Result<()> {
+        fn write_batch(&mut self, _batch: &Batch) -> Result<(), crate::sinks::WriteError> {
             panic!("bug in a sink");
         }
         fn flush(&mut self) -> std::io::Result<()> {
@@ -540,6 +546,8 @@ mod tests {
             settings: WriterSettings {
                 flush_interval: Duration::from_millis(10),
                 flush_bytes: 1024,
+                sync_bytes: 1024,
+                held_retry: crate::pipeline::HELD_RETRY,
             },
             shutdown: shutdown.clone(),
         };

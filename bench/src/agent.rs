@@ -18,6 +18,8 @@ pub struct AgentConfig<'a> {
     pub sink: &'a str,
     pub rotation: &'a str,
     pub include_label: Option<&'a str>,
+    /// `sinks.file.fsync` (always, interval, never); None: the agent's default.
+    pub fsync: Option<&'a str>,
 }
 
 impl Agent {
@@ -29,8 +31,11 @@ impl Agent {
         );
         let sink = match c.sink {
             "file" => format!(
-                "  file:\n    path: {}/{{container_name}}.log\n",
-                dir.join("out").display()
+                "  file:\n    path: {}/{{container_name}}.log\n{}",
+                dir.join("out").display(),
+                c.fsync
+                    .map(|f| format!("    fsync: {f}\n"))
+                    .unwrap_or_default()
             ),
             _ => "  discard: {}\n".to_string(),
         };

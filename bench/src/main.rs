@@ -45,6 +45,12 @@ struct Args {
     /// Where results go; default target/bench/<unix time>.
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Firehose: the sinks to measure (null, file).
+    #[arg(long, value_delimiter = ',', default_value = "null,file")]
+    sinks: Vec<String>,
+    /// Firehose → file: the `sinks.file.fsync` policies to measure (always, interval, never).
+    #[arg(long, value_delimiter = ',', default_value = "interval")]
+    fsync: Vec<String>,
 }
 
 /// One measured row.
@@ -123,7 +129,7 @@ fn run(args: &Args) -> Result<(), String> {
     let mut rows = Vec::new();
     for s in &args.scenarios {
         match s.as_str() {
-            "firehose" => rows.extend(firehose(&binary, &out, runs, args.quick)?),
+            "firehose" => rows.extend(firehose(&binary, &out, runs, args)?),
             "daemon" => rows.extend(daemon(&binary, &out, runs, args.quick)?),
             "idle" => rows.extend(idle(&binary, &out, runs, args.quick)?),
             "reopen" => rows.extend(reopen(runs, args.quick)?),
@@ -194,8 +200,18 @@ fn render(rows: &[Row], commit: &str, runs: usize) -> String {
     t
 }
 
-fn firehose(binary: &Path, out: &Path, runs: usize, quick: bool) -> Result<Vec<Row>, String> {
+fn firehose(binary: &Path, out: &Path, runs: usize, args: &Args) -> Result<Vec<Row>, String> {
+    let quick = args.quick;
     let mut rows = Vec::new();
+    // (sink, fsync policy): the file sink once per policy asked for.
+    let mut outputs: Vec<(&str, Option<&str>)> = Vec::new();
+    for sink in &args.sinks {
+        match sink.as_str() {
+            "null" => outputs.push(("null", None)),
+            "file" => outputs.extend(args.fsync.iter().map(|f| ("file", Some(f.as_str())))),
+            other => return Err(format!("unknown sink {other:?} (null, file)")),
+        }
+    }
     let cases: &[(usize, usize)] = &[(1, 100), (10, 100), (100, 100), (10, 1024)];
     for &(containers, line_bytes) in cases {
         let total = match (quick, line_bytes) {
@@ -207,10 +223,13 @@ fn firehose(binary: &Path, out: &Path, runs: usize, quick: bool) -> Result<Vec<R
         let total = per * containers;
         let (body, message_bytes) = fake_engine::frames(per, line_bytes);
         let mb = (message_bytes * containers) as f64 / 1e6;
-        for sink in ["null", "file"] {
+        for &(sink, fsync) in &outputs {
             let (mut rate, mut mbs, mut cpu, mut rss) = (vec![], vec![], vec![], vec![]);
             for run in 0..runs {
-                let dir = out.join(format!("firehose-{containers}x{line_bytes}-{sink}-{run}"));
+                let dir = out.join(format!(
+                    "firehose-{containers}x{line_bytes}-{sink}{}-{run}",
+                    fsync.map(|f| format!("-{f}")).unwrap_or_default()
+                ));
                 std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
                 let engine = fake_engine::FakeEngine::start(&dir, containers, Some(body.clone()))?;
                 let agent = Agent::start(
@@ -221,6 +240,7 @@ fn firehose(binary: &Path, out: &Path, runs: usize, quick: bool) -> Result<Vec<R
                         sink,
                         rotation: "1h",
                         include_label: None,
+                        fsync,
                     },
                 )?;
                 let key = format!("log_capturer_sink_lines_total{{sink=\"{sink}\"}}");
@@ -234,7 +254,12 @@ fn firehose(binary: &Path, out: &Path, runs: usize, quick: bool) -> Result<Vec<R
                 engine.stop();
                 let _ = std::fs::remove_dir_all(dir.join("out"));
             }
-            let case = format!("{containers} containers, {line_bytes} B lines → {sink}");
+            let case = match fsync {
+                Some(f) => {
+                    format!("{containers} containers, {line_bytes} B lines → {sink} (fsync {f})")
+                }
+                None => format!("{containers} containers, {line_bytes} B lines → {sink}"),
+            };
             let target_rate = match (line_bytes, sink) {
                 (100, "null") => Some((">=", 1_000_000.0)),
                 (100, "file") => Some((">=", 700_000.0)),
@@ -327,6 +352,7 @@ fn daemon(binary: &Path, out: &Path, runs: usize, quick: bool) -> Result<Vec<Row
                     sink: "file",
                     rotation: "1h",
                     include_label: Some(&label),
+                    fsync: None,
                 },
             )?;
             let d0 = cpu_seconds(dockerd);
@@ -545,6 +571,7 @@ fn idle(binary: &Path, out: &Path, runs: usize, quick: bool) -> Result<Vec<Row>,
                 sink: "null",
                 rotation: &rotation_setting,
                 include_label: None,
+                fsync: None,
             },
         )
     };

@@ -109,6 +109,68 @@ pub struct FileSinkConfig {
     pub path: String,
     /// Close a container's file after this long without writes (it reopens on demand).
     pub idle_close: HumanDuration,
+    /// When written lines count as acknowledged (the checkpoint moves only past those).
+    pub fsync: FileFsync,
+    /// With `fsync: interval`: the longest time between two fsyncs.
+    pub fsync_interval: HumanDuration,
+    /// Permission bits of created files, octal (further restricted by the umask).
+    pub mode: String,
+    /// Permission bits of created directories, octal (further restricted by the umask).
+    pub dir_mode: String,
+    /// Output files open at once at most; the least recently used idle one is closed first.
+    pub max_open_files: usize,
+}
+
+/// The file sink's fsync policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FileFsync {
+    /// fsync at every flush, before acknowledging.
+    Always,
+    /// fsync at most every `fsync_interval`, acknowledging only what it covered.
+    Interval,
+    /// Acknowledge once the OS has the bytes; never fsync.
+    Never,
+}
+
+impl FileSinkConfig {
+    fn validate(&self) -> Result<(), String> {
+        if self.path.trim().is_empty() {
+            return Err("sinks.file.path: must not be empty".to_string());
+        }
+        crate::sinks::PathTemplate::new(&self.path).map_err(|e| format!("sinks.file.path: {e}"))?;
+        self.file_mode()?;
+        self.directory_mode()?;
+        if self.fsync == FileFsync::Interval && self.fsync_interval.0.is_zero() {
+            return Err("sinks.file.fsync_interval: must be > 0".to_string());
+        }
+        if self.max_open_files == 0 {
+            return Err("sinks.file.max_open_files: must be at least 1".to_string());
+        }
+        Ok(())
+    }
+
+    /// `mode` as bits.
+    pub fn file_mode(&self) -> Result<u32, String> {
+        parse_mode(&self.mode).map_err(|e| format!("sinks.file.mode: {e}"))
+    }
+
+    /// `dir_mode` as bits.
+    pub fn directory_mode(&self) -> Result<u32, String> {
+        parse_mode(&self.dir_mode).map_err(|e| format!("sinks.file.dir_mode: {e}"))
+    }
+}
+
+/// `"0640"` → 0o640. Octal digits only, at most 0777 (no setuid, setgid or sticky bits).
+fn parse_mode(text: &str) -> Result<u32, String> {
+    let bits = u32::from_str_radix(text, 8)
+        .ok()
+        .filter(|_| !text.is_empty() && text.len() <= 4)
+        .ok_or_else(|| format!("{text:?} is not an octal mode such as \"0640\""))?;
+    if bits > 0o777 {
+        return Err(format!("{text:?} sets bits beyond 0777"));
+    }
+    Ok(bits)
 }
 
 pub use loki::{
@@ -211,6 +273,11 @@ impl Default for FileSinkConfig {
         FileSinkConfig {
             path: "/var/log/log-capturer/{container_name}.log".to_string(),
             idle_close: HumanDuration(Duration::from_secs(300)),
+            fsync: FileFsync::Interval,
+            fsync_interval: HumanDuration(Duration::from_secs(1)),
+            mode: "0640".to_string(),
+            dir_mode: "0750".to_string(),
+            max_open_files: 1024,
         }
     }
 }
@@ -375,10 +442,8 @@ impl Config {
         if let Some(loki) = &self.sinks.loki {
             loki.validate()?;
         }
-        if let Some(file) = &self.sinks.file
-            && file.path.trim().is_empty()
-        {
-            return Err("sinks.file.path: must not be empty".to_string());
+        if let Some(file) = &self.sinks.file {
+            file.validate()?;
         }
         if self.checkpoint.state_dir.as_os_str().is_empty() {
             return Err("checkpoint.state_dir: must not be empty".to_string());
@@ -483,6 +548,33 @@ mod tests {
         );
         assert!(err("capture:\n  max_line_bytes: 12XB\n").contains("capture.max_line_bytes"));
         assert!(err("sinks: {}\n").contains("at least one sink"));
+    }
+
+    #[test]
+    fn file_sink_keys() {
+        let c = Config::parse("sinks:\n  file: {}\n", "t").expect("defaults");
+        let f = c.sinks.file.expect("file sink");
+        assert_eq!(f.fsync, FileFsync::Interval);
+        assert_eq!(f.fsync_interval.0, Duration::from_secs(1));
+        assert_eq!((f.file_mode(), f.directory_mode()), (Ok(0o640), Ok(0o750)));
+        assert_eq!(f.max_open_files, 1024);
+        let c = Config::parse(
+            "sinks:\n  file:\n    fsync: always\n    mode: \"0600\"\n    dir_mode: \"700\"\n",
+            "t",
+        )
+        .expect("valid");
+        let f = c.sinks.file.expect("file sink");
+        assert_eq!(f.fsync, FileFsync::Always);
+        assert_eq!((f.file_mode(), f.directory_mode()), (Ok(0o600), Ok(0o700)));
+        assert!(err("sinks:\n  file:\n    fsync: sometimes\n").contains("sinks.file.fsync"));
+        assert!(err("sinks:\n  file:\n    mode: \"0648\"\n").contains("sinks.file.mode"));
+        assert!(err("sinks:\n  file:\n    mode: \"4755\"\n").contains("sinks.file.mode"));
+        assert!(err("sinks:\n  file:\n    max_open_files: 0\n").contains("max_open_files"));
+        let long = format!(
+            "sinks:\n  file:\n    path: /x/{}{{container_name}}\n",
+            "p".repeat(240)
+        );
+        assert!(err(&long).contains("sinks.file.path"));
     }
 
     #[test]

@@ -27,7 +27,7 @@ use crate::checkpoint::{CheckpointStore, now_ns};
 use crate::config::{FilterConfig, InitialPosition};
 use crate::docker::types::{ContainerInspect, Event};
 use crate::observability::metrics::Metrics;
-use crate::pipeline::ContainerMeta;
+use crate::pipeline::{ContainerMeta, Delivery};
 use events::{DiscoveryMsg, follow_events};
 use reconcile::ResyncOutcome;
 
@@ -255,6 +255,11 @@ impl Discovery {
             return false;
         };
         t.running = None;
+        if matches!(exit, CaptureExit::Stopped | CaptureExit::Gone) {
+            // Behind the container's last lines: sinks may close its output once written.
+            let marker = Delivery::end_of_stream(Arc::clone(&t.meta.borrow()));
+            let _ = self.ctx.pipeline.try_send(marker);
+        }
         if t.destroyed {
             self.forget(&id);
             self.update_gauges();

@@ -77,6 +77,11 @@ pub struct Metrics {
     pub fds_open: Gauge,
     pub sink_worker_failures: Family<SinkLabels, Counter>,
     pub http_connections_closed: Family<ReasonLabels, Counter>,
+    // File sink and local sink writer (issue 9, items 2, 7, 16, 20).
+    pub sink_containers_held: Family<SinkLabels, Gauge>,
+    pub sink_torn_records: Family<SinkLabels, Counter>,
+    pub sink_syncs: Family<SinkLabels, Counter>,
+    pub file_sink_files_open: Gauge,
     pub registry: Registry,
 }
 
@@ -302,6 +307,30 @@ impl Metrics {
             "HTTP connections closed by the agent, by reason (header_timeout, over_limit)",
             http_connections_closed.clone(),
         );
+        let sink_containers_held = Family::<SinkLabels, Gauge>::default();
+        let sink_torn_records = Family::<SinkLabels, Counter>::default();
+        let sink_syncs = Family::<SinkLabels, Counter>::default();
+        let file_sink_files_open = Gauge::default();
+        r.register(
+            "log_capturer_sink_containers_held",
+            "Containers whose output failed permanently: not written, checkpoint frozen",
+            sink_containers_held.clone(),
+        );
+        r.register(
+            "log_capturer_sink_torn_records",
+            "Torn last records cut from output files at open",
+            sink_torn_records.clone(),
+        );
+        r.register(
+            "log_capturer_sink_syncs",
+            "fsync rounds made before acknowledging (sinks.file.fsync)",
+            sink_syncs.clone(),
+        );
+        r.register(
+            "log_capturer_file_sink_files_open",
+            "Output files the file sink holds open",
+            file_sink_files_open.clone(),
+        );
 
         Metrics {
             streams_active,
@@ -340,6 +369,10 @@ impl Metrics {
             fds_open,
             sink_worker_failures,
             http_connections_closed,
+            sink_containers_held,
+            sink_torn_records,
+            sink_syncs,
+            file_sink_files_open,
             registry,
         }
     }

@@ -2,6 +2,12 @@
 //! acknowledged it (written and flushed, delivered, or durably buffered), and only in order —
 //! a later batch finished by a fast sink does not move the cursor past an earlier one a slow
 //! sink still holds.
+//!
+//! A sink that cannot write one container's lines for good (see `WriteError::Container`)
+//! *holds* it: the container's acknowledged position is frozen, for this run, just before the
+//! first batch that sink could not write. Later batches of that container are not tracked
+//! (the sinks release them, and with them their budget, so nobody else waits), and the
+//! checkpoint never moves past them: after a restart they are read again.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -17,9 +23,16 @@ struct Slot {
     enqueued: Instant,
 }
 
+#[derive(Default)]
+struct State {
+    containers: HashMap<String, VecDeque<Slot>>,
+    /// Held containers → the first sequence number whose acknowledgement is refused.
+    held: HashMap<String, u64>,
+}
+
 pub struct AckLedger {
     sinks: usize,
-    containers: Mutex<HashMap<String, VecDeque<Slot>>>,
+    state: Mutex<State>,
     checkpoints: Arc<CheckpointStore>,
 }
 
@@ -27,13 +40,13 @@ impl AckLedger {
     pub fn new(sinks: usize, checkpoints: Arc<CheckpointStore>) -> Self {
         AckLedger {
             sinks,
-            containers: Mutex::new(HashMap::new()),
+            state: Mutex::new(State::default()),
             checkpoints,
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, HashMap<String, VecDeque<Slot>>> {
-        match self.containers.lock() {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        match self.state.lock() {
             Ok(g) => g,
             Err(poisoned) => poisoned.into_inner(),
         }
@@ -47,14 +60,49 @@ impl AckLedger {
             remaining: self.sinks,
             enqueued: Instant::now(),
         };
-        let mut map = self.lock();
+        let mut state = self.lock();
+        if state.held.contains_key(container) {
+            return;
+        }
         // The key is only allocated the first time a container has batches in flight.
-        match map.get_mut(container) {
+        match state.containers.get_mut(container) {
             Some(queue) => queue.push_back(slot),
             None => {
-                map.insert(container.to_string(), VecDeque::from([slot]));
+                state
+                    .containers
+                    .insert(container.to_string(), VecDeque::from([slot]));
             }
         }
+    }
+
+    /// A sink cannot write `container`'s batch `seq` (nor, for this run, trust itself with the
+    /// later ones): freeze the container's acknowledged position just before `seq`. Batches
+    /// before it still advance the checkpoint as their sinks finish them.
+    pub fn hold(&self, container: &str, seq: u64) {
+        let mut ack = None;
+        {
+            let mut state = self.lock();
+            let first = state.held.entry(container.to_string()).or_insert(seq);
+            *first = (*first).min(seq);
+            let first = *first;
+            if let Some(queue) = state.containers.get_mut(container) {
+                queue.retain(|s| s.seq < first);
+                while queue.front().is_some_and(|s| s.remaining == 0) {
+                    ack = queue.pop_front().map(|s| s.cursor);
+                }
+                if queue.is_empty() {
+                    state.containers.remove(container);
+                }
+            }
+        }
+        if let Some(cursor) = ack {
+            self.checkpoints.ack(container, cursor);
+        }
+    }
+
+    /// Whether a sink holds `container` (its position is frozen for this run).
+    pub fn is_held(&self, container: &str) -> bool {
+        self.lock().held.contains_key(container)
     }
 
     /// One sink is done with a batch. Advances the checkpoint over every leading batch that all
@@ -62,7 +110,11 @@ impl AckLedger {
     pub fn complete(&self, container: &str, seq: u64) {
         let mut ack = None;
         {
-            let mut map = self.lock();
+            let mut state = self.lock();
+            if state.held.get(container).is_some_and(|&first| seq >= first) {
+                return;
+            }
+            let map = &mut state.containers;
             let Some(queue) = map.get_mut(container) else {
                 return;
             };
@@ -83,12 +135,13 @@ impl AckLedger {
 
     /// Batches not yet acknowledged by every sink.
     pub fn unacknowledged(&self) -> usize {
-        self.lock().values().map(VecDeque::len).sum()
+        self.lock().containers.values().map(VecDeque::len).sum()
     }
 
     /// Seconds since the oldest batch not yet acknowledged by every sink entered the queue.
     pub fn oldest_unacked_age(&self) -> f64 {
         self.lock()
+            .containers
             .values()
             .filter_map(|q| q.front())
             .map(|s| s.enqueued.elapsed().as_secs_f64())
@@ -129,5 +182,41 @@ mod tests {
         assert_eq!(store.get("c"), Some(at(20)));
         assert_eq!(ledger.oldest_unacked_age(), 0.0);
         assert_eq!(ledger.unacknowledged(), 0);
+    }
+
+    #[test]
+    fn a_held_container_keeps_its_position_and_the_others_move_on() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store =
+            Arc::new(CheckpointStore::open(dir.path(), Arc::new(Metrics::new())).expect("store"));
+        store.init("held", Cursor::at(0));
+        store.init("fine", Cursor::at(0));
+        let ledger = AckLedger::new(2, Arc::clone(&store));
+        let at = |ts| Cursor::legacy(ts, 1);
+        ledger.register("held", 1, at(10));
+        ledger.register("held", 2, at(20));
+        ledger.register("fine", 3, at(30));
+        ledger.register("held", 4, at(40));
+        // The other sink finishes everything; the file sink writes batch 1, then cannot write
+        // batch 2 of "held" and holds it.
+        for seq in [1, 2, 4] {
+            ledger.complete("held", seq);
+        }
+        ledger.complete("fine", 3);
+        ledger.complete("held", 1);
+        ledger.hold("held", 2);
+        ledger.complete("held", 4); // a later batch (e.g. the path works again)
+        ledger.register("held", 5, at(50));
+        ledger.complete("held", 5);
+        ledger.complete("held", 5);
+        ledger.complete("fine", 3);
+        assert_eq!(store.get("held"), Some(at(10)), "frozen before batch 2");
+        assert_eq!(store.get("fine"), Some(at(30)), "the others move on");
+        assert!(ledger.is_held("held") && !ledger.is_held("fine"));
+        assert_eq!(
+            ledger.oldest_unacked_age(),
+            0.0,
+            "held batches are not waited for"
+        );
     }
 }

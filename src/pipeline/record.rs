@@ -109,7 +109,11 @@ pub struct Delivery {
     /// Assigned by the router, in queue order.
     pub seq: u64,
     pub enqueued: Instant,
-    _permit: BudgetPermit,
+    /// A marker, not lines: the container's stream has ended (it stopped or was removed) and
+    /// everything it had was handed over before this. No lines, no cursor, not in the ledger;
+    /// sinks may release what they hold for the container once its lines are written.
+    pub end_of_stream: bool,
+    _permit: Option<BudgetPermit>,
 }
 
 impl Delivery {
@@ -118,7 +122,23 @@ impl Delivery {
             batch,
             seq: 0,
             enqueued: Instant::now(),
-            _permit: permit,
+            end_of_stream: false,
+            _permit: Some(permit),
+        }
+    }
+
+    /// The end-of-stream marker of a container (holds no budget).
+    pub fn end_of_stream(container: Arc<ContainerMeta>) -> Self {
+        Delivery {
+            batch: Batch {
+                container,
+                lines: Vec::new(),
+                cursor: Cursor::default(),
+            },
+            seq: 0,
+            enqueued: Instant::now(),
+            end_of_stream: true,
+            _permit: None,
         }
     }
 }

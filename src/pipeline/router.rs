@@ -16,7 +16,10 @@ pub async fn route(
     while let Some(mut delivery) = queue.recv().await {
         seq += 1;
         delivery.seq = seq;
-        ledger.register(&delivery.batch.container.id, seq, delivery.batch.cursor);
+        // An end-of-stream marker carries no lines: nothing to acknowledge.
+        if !delivery.end_of_stream {
+            ledger.register(&delivery.batch.container.id, seq, delivery.batch.cursor);
+        }
         let delivery = Arc::new(delivery);
         for output in &outputs {
             // A worker that is gone never acknowledges: the checkpoint stays put (no loss).

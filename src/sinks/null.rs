@@ -1,6 +1,6 @@
 use std::io;
 
-use super::Sink;
+use super::{Sink, WriteError};
 use crate::pipeline::Batch;
 
 /// Counts and discards: what capture costs without any output (benchmarks).
@@ -11,7 +11,7 @@ impl Sink for NullSink {
         "null"
     }
 
-    fn write_batch(&mut self, _batch: &Batch) -> io::Result<()> {
+    fn write_batch(&mut self, _batch: &Batch) -> Result<(), WriteError> {
         Ok(())
     }
 

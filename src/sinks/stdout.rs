@@ -1,7 +1,7 @@
 use std::io;
 
 use super::ndjson::encode_line;
-use super::{Sink, write_out};
+use super::{Sink, WriteError, write_out};
 use crate::pipeline::Batch;
 
 /// NDJSON on standard output.
@@ -28,7 +28,7 @@ impl Sink for StdoutSink {
         "stdout"
     }
 
-    fn write_batch(&mut self, batch: &Batch) -> io::Result<()> {
+    fn write_batch(&mut self, batch: &Batch) -> Result<(), WriteError> {
         for line in &batch.lines {
             encode_line(&mut self.buf, &batch.container, line);
         }

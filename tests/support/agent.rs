@@ -20,6 +20,8 @@ pub struct AgentOptions {
     pub pipeline: String,
     /// The NDJSON file sink under `dir/out` (on by default).
     pub file_sink: bool,
+    /// Run the agent under this open-files limit (soft and hard), via `prlimit`.
+    pub fd_limit: Option<u64>,
 }
 
 impl Default for AgentOptions {
@@ -31,6 +33,7 @@ impl Default for AgentOptions {
             sinks: String::new(),
             pipeline: String::new(),
             file_sink: true,
+            fd_limit: None,
         }
     }
 }
@@ -41,6 +44,7 @@ pub struct Agent {
     pub http: String,
     options_config: PathBuf,
     docker_host: Option<String>,
+    fd_limit: Option<u64>,
 }
 
 fn free_port() -> u16 {
@@ -90,6 +94,7 @@ impl Agent {
             http,
             options_config: path,
             docker_host: options.docker_host,
+            fd_limit: options.fd_limit,
         };
         agent.spawn_process();
         agent
@@ -106,7 +111,16 @@ impl Agent {
             .append(true)
             .open(self.dir.join("agent.log"))
             .expect("agent log");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_log-capturer"));
+        let binary = env!("CARGO_BIN_EXE_log-capturer");
+        // prlimit sets the limit and execs the agent: same process, same pid.
+        let mut cmd = match self.fd_limit {
+            Some(n) => {
+                let mut c = Command::new("prlimit");
+                c.arg(format!("--nofile={n}:{n}")).arg(binary);
+                c
+            }
+            None => Command::new(binary),
+        };
         cmd.arg("run")
             .arg("-c")
             .arg(&self.options_config)

@@ -1,0 +1,289 @@
+//! Tests of the local sink writer (`writer.rs`).
+
+use super::*;
+use crate::capture::Cursor;
+use crate::checkpoint::CheckpointStore;
+use crate::pipeline::{Batch, BudgetPermit, ContainerMeta, LogLine, QueueBudget, StreamKind};
+use crate::sinks::{FileSink, FileSinkSettings, Modes, PathTemplate};
+use bytes::Bytes;
+use std::sync::Mutex;
+
+/// A sink that records what happened and can refuse to sync.
+struct Recorder {
+    durability: Durability,
+    log: Arc<Mutex<Vec<&'static str>>>,
+}
+
+impl Sink for Recorder {
+    fn name(&self) -> &'static str {
+        "recorder"
+    }
+    fn durability(&self) -> Durability {
+        self.durability
+    }
+    fn write_batch(&mut self, _: &crate::pipeline::Batch) -> Result<(), WriteError> {
+        self.log.lock().expect("log").push("write");
+        Ok(())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.log.lock().expect("log").push("flush");
+        Ok(())
+    }
+    fn sync(&mut self) -> io::Result<()> {
+        self.log.lock().expect("log").push("sync");
+        Ok(())
+    }
+}
+
+struct Harness {
+    _dir: tempfile::TempDir,
+    store: Arc<CheckpointStore>,
+    ledger: Arc<AckLedger>,
+    metrics: Arc<Metrics>,
+    budget: QueueBudget,
+    tx: Option<mpsc::UnboundedSender<Arc<Delivery>>>,
+    worker: Option<tokio::task::JoinHandle<()>>,
+    seq: u64,
+}
+
+impl Harness {
+    fn start(sink: Box<dyn Sink>, ids: &[&str]) -> Harness {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let metrics = Arc::new(Metrics::new());
+        let store = Arc::new(
+            CheckpointStore::open(&dir.path().join("state"), Arc::clone(&metrics)).expect("store"),
+        );
+        for id in ids {
+            store.init(id, Cursor::at(0));
+        }
+        let ledger = Arc::new(AckLedger::new(1, Arc::clone(&store)));
+        let (tx, rx) = mpsc::unbounded_channel();
+        let worker = LocalSinkWorker {
+            sink,
+            input: rx,
+            ledger: Arc::clone(&ledger),
+            metrics: Arc::clone(&metrics),
+            settings: WriterSettings {
+                flush_interval: Duration::from_millis(20),
+                flush_bytes: 1 << 20,
+                sync_bytes: 1 << 30,
+                held_retry: Duration::from_millis(300),
+            },
+            shutdown: CancellationToken::new(),
+        };
+        let runtime = Handle::current();
+        let worker = tokio::task::spawn_blocking(move || worker.run_blocking(runtime));
+        Harness {
+            budget: QueueBudget::new(1 << 20, Arc::clone(&metrics)),
+            _dir: dir,
+            store,
+            ledger,
+            metrics,
+            tx: Some(tx),
+            worker: Some(worker),
+            seq: 0,
+        }
+    }
+
+    async fn send(&mut self, meta: &Arc<ContainerMeta>, ts: i64) {
+        self.seq += 1;
+        let batch = Batch {
+            container: Arc::clone(meta),
+            lines: vec![LogLine {
+                ts_ns: ts,
+                stream: StreamKind::Stdout,
+                message: Bytes::from(format!("line {ts}")),
+                truncated: false,
+            }],
+            cursor: Cursor::legacy(ts, 1),
+        };
+        let permit: BudgetPermit = self.budget.acquire(100, 1).await.expect("budget");
+        let mut d = Delivery::new(batch, permit);
+        d.seq = self.seq;
+        self.ledger.register(&meta.id, d.seq, d.batch.cursor);
+        self.tx
+            .as_ref()
+            .expect("open")
+            .send(Arc::new(d))
+            .expect("send");
+    }
+
+    /// Closes the input and waits for the worker (which must not hang).
+    async fn finish(&mut self) {
+        self.tx = None;
+        let worker = self.worker.take().expect("worker");
+        tokio::time::timeout(Duration::from_secs(20), worker)
+            .await
+            .expect("the worker ended")
+            .expect("worker");
+    }
+}
+
+/// Polls `check` every 10 ms until it holds or `timeout` passes.
+async fn wait_for(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while !check() {
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    true
+}
+
+fn meta(id: &str, name: &str) -> Arc<ContainerMeta> {
+    Arc::new(ContainerMeta::new(
+        id.into(),
+        name.into(),
+        String::new(),
+        None,
+        None,
+    ))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_is_acknowledged_before_the_policy_made_it_durable() {
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let sink = Recorder {
+        durability: Durability::Interval(Duration::from_secs(3600)),
+        log: Arc::clone(&log),
+    };
+    let c = meta("c", "c");
+    let mut h = Harness::start(Box::new(sink), &["c"]);
+    h.send(&c, 10).await;
+    // Flushed to the OS (several flush intervals pass), but the fsync is an hour away.
+    let flushed = wait_for(Duration::from_secs(10), || {
+        log.lock().expect("log").contains(&"flush")
+    })
+    .await;
+    assert!(flushed, "never flushed");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        h.store.get("c"),
+        Some(Cursor::at(0)),
+        "acknowledged before an fsync"
+    );
+    assert!(!log.lock().expect("log").contains(&"sync"));
+    // Draining at shutdown reaches a durable point: fsync, then the acknowledgement.
+    h.finish().await;
+    assert_eq!(h.store.get("c"), Some(Cursor::legacy(10, 1)));
+    let log = log.lock().expect("log").clone();
+    assert_eq!(log.last(), Some(&"sync"), "{log:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn always_syncs_before_every_acknowledgement() {
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let sink = Recorder {
+        durability: Durability::Always,
+        log: Arc::clone(&log),
+    };
+    let c = meta("c", "c");
+    let mut h = Harness::start(Box::new(sink), &["c"]);
+    h.send(&c, 10).await;
+    let acked = wait_for(Duration::from_secs(10), || {
+        h.store.get("c") == Some(Cursor::legacy(10, 1))
+    })
+    .await;
+    assert!(acked, "not acknowledged");
+    let log = log.lock().expect("log").clone();
+    assert_eq!(&log[..3], &["write", "flush", "sync"], "{log:?}");
+    h.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_containers_permanent_failure_holds_only_that_container() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let template = format!("{}/{{container_name}}/out.log", dir.path().display());
+    // A regular file where the container's directory should be: fails even for root.
+    std::fs::write(dir.path().join("blocked"), b"").expect("blocker");
+    let metrics = Arc::new(Metrics::new());
+    let sink = FileSink::new(
+        FileSinkSettings {
+            template: PathTemplate::new(&template).expect("template"),
+            idle_close: Duration::from_secs(60),
+            modes: Modes::default(),
+            durability: Durability::Always,
+            max_open_files: 16,
+        },
+        metrics,
+    );
+    let (blocked, fine) = (meta("b", "blocked"), meta("f", "fine"));
+    let mut h = Harness::start(Box::new(sink), &["b", "f"]);
+    for ts in 1..=5 {
+        h.send(&blocked, ts).await;
+        h.send(&fine, ts).await;
+    }
+    let fine_done = wait_for(Duration::from_secs(10), || {
+        h.store.get("f") == Some(Cursor::legacy(5, 1))
+    })
+    .await;
+    assert!(
+        fine_done,
+        "the other container's lines were not all acknowledged"
+    );
+    // The held container's lines were released (the budget is free again) without being
+    // acknowledged: its checkpoint stays where it was.
+    let free = wait_for(Duration::from_secs(10), || h.budget.in_use() == 0).await;
+    assert!(
+        free,
+        "held deliveries keep the budget: {}",
+        h.budget.in_use()
+    );
+    assert_eq!(h.store.get("b"), Some(Cursor::at(0)));
+    assert!(h.ledger.is_held("b"));
+    let m = h.metrics.render();
+    assert!(
+        m.contains("log_capturer_sink_failures_total{sink=\"file\",reason=\"permanent\"} 1"),
+        "{m}"
+    );
+    assert!(
+        m.contains("log_capturer_sink_containers_held{sink=\"file\"} 1"),
+        "{m}"
+    );
+    h.finish().await;
+    let out = std::fs::read_to_string(dir.path().join("fine/out.log")).expect("fine");
+    assert_eq!(out.lines().count(), 5);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_container_resumes_writing_when_its_path_works_again_but_stays_frozen() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let template = format!("{}/{{container_name}}/out.log", dir.path().display());
+    std::fs::write(dir.path().join("blocked"), b"").expect("blocker");
+    let sink = FileSink::new(
+        FileSinkSettings {
+            template: PathTemplate::new(&template).expect("template"),
+            idle_close: Duration::from_secs(60),
+            modes: Modes::default(),
+            durability: Durability::Never,
+            max_open_files: 16,
+        },
+        Arc::new(Metrics::new()),
+    );
+    let blocked = meta("b", "blocked");
+    let mut h = Harness::start(Box::new(sink), &["b"]);
+    h.send(&blocked, 1).await;
+    let held = wait_for(Duration::from_secs(10), || h.ledger.is_held("b")).await;
+    assert!(held);
+    std::fs::remove_file(dir.path().join("blocked")).expect("unblock");
+    // Once the rest period is over, the next batch is tried, and works.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    h.send(&blocked, 3).await;
+    let path = dir.path().join("blocked/out.log");
+    let written = wait_for(Duration::from_secs(10), || {
+        std::fs::read_to_string(&path).is_ok_and(|t| t.contains("line 3"))
+    })
+    .await;
+    assert!(written, "writing did not resume");
+    let text = std::fs::read_to_string(&path).expect("out");
+    assert!(!text.contains("line 1"), "{text}");
+    let m = h.metrics.render();
+    assert!(
+        m.contains("log_capturer_sink_containers_held{sink=\"file\"} 0"),
+        "{m}"
+    );
+    h.finish().await;
+    // Line 1 was never written: the position stays before it until the restart.
+    assert_eq!(h.store.get("b"), Some(Cursor::at(0)));
+}
