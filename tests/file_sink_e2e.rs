@@ -480,7 +480,9 @@ fn sigterm_on_a_full_disk_leaves_whole_records_and_the_restart_writes_each_line_
     });
     assert!(full, "the disk never filled; log:\n{}", agent.log());
     let status = agent.terminate();
-    assert!(status.success(), "exit {status:?}");
+    // The sink gave up with lines unacknowledged (they are read again at the next start): an
+    // incomplete stop, exit code 3.
+    assert_eq!(status.code(), Some(3), "exit {status:?}");
     let file = out.join(format!("{name}.log"));
     let text = std::fs::read(&file).expect("output");
     assert!(
