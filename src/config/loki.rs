@@ -264,6 +264,13 @@ impl LokiSinkConfig {
         if self.batch.max_entries == 0 || self.batch.max_bytes.0 < 1024 {
             return Err(format!("{k}.batch: max_entries >= 1 and max_bytes >= 1KiB"));
         }
+        if self.max_line_bytes.0 > self.batch.max_bytes.0 {
+            // batch.max_bytes is a hard cap per push: one entry must fit in it.
+            return Err(format!(
+                "{k}.max_line_bytes: must be <= batch.max_bytes ({} > {})",
+                self.max_line_bytes.0, self.batch.max_bytes.0
+            ));
+        }
         if self.retry.initial.0.is_zero() || self.retry.initial.0 > self.retry.max.0 {
             return Err(format!("{k}.retry.initial: must be > 0 and <= retry.max"));
         }
