@@ -379,3 +379,70 @@ fn corrupt_record_after_start_is_skipped() {
         at += found.unwrap_or(0) + 1;
     }
 }
+
+/// Issue 9 item 6: Loki rejects every push (400) and the dead-letter store cannot take it
+/// (full). The batch is not acknowledged and not counted as a dead letter; the failure is
+/// counted. After a restart with Loki healthy, the lines are read again and delivered.
+#[test]
+fn rejected_batch_waits_until_its_dead_letter_is_durable() {
+    use log_capturer::buffer::{FsyncPolicy, SegmentStore, StoreOptions};
+    let (container, want) = numbered("dlq", 50, 40, 50);
+    let engine = FakeEngine::start(vec![container]);
+    let rx = LokiReceiver::start();
+    rx.set_mode(Mode::Status {
+        code: 400,
+        retry_after: None,
+        body: "entry too far behind".into(),
+    });
+    let dir = tempfile::tempdir().expect("tempdir");
+    // A dead-letter store (same cap as the buffer) with no room left.
+    let (mut dlq, _) = SegmentStore::open(
+        &dir.path().join("state/dlq/loki"),
+        StoreOptions {
+            max_bytes: 16 * 1024,
+            segment_bytes: 4096,
+            fsync: FsyncPolicy::Never,
+        },
+    )
+    .expect("dlq");
+    dlq.append(&vec![b'x'; 16_000]).expect("fill the dlq");
+    drop(dlq);
+    let mut agent = agent_with_loki(
+        dir.path(),
+        &engine,
+        &loki_config(
+            &rx,
+            "    batch:\n      max_wait: 100ms\n    retry:\n      initial: 100ms\n      max: 300ms\n    \
+             buffer:\n      max_bytes: 16KiB\n      segment_bytes: 4KiB\n",
+        ),
+    );
+    let dead_letter_failures =
+        || agent.metric("log_capturer_sink_failures_total{sink=\"loki\",reason=\"dead_letter\"}");
+    let retried = wait_until(Duration::from_secs(60), || dead_letter_failures() >= 3.0);
+    let rejected = rx.requests().len();
+    assert_eq!(
+        agent.metric("log_capturer_dead_letters_total{sink=\"loki\",reason=\"400\"}"),
+        0.0,
+        "counted as a dead letter although the store did not take it"
+    );
+    assert!(
+        retried,
+        "dead-letter append not retried; log:\n{}",
+        tail(&agent.log())
+    );
+    assert_eq!(rejected, 1, "the rejected batch must not be pushed again");
+    // Let a checkpoint interval pass: nothing may be checkpointed past the batch.
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(agent.terminate().success());
+    rx.set_mode(Mode::Accept);
+    agent.restart();
+    assert!(
+        wait_until(Duration::from_secs(60), || rx.lines().len() >= want.len()),
+        "the rejected lines were acknowledged without a dead letter: {} of {} after restart; log:\n{}",
+        rx.lines().len(),
+        want.len(),
+        tail(&agent.log())
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    assert_exactly_once_in_order(&rx, &want, &agent);
+}

@@ -1245,6 +1245,109 @@ mod tests {
         assert_eq!(drain(&mut store), vec![payload(6)]);
     }
 
+    /// Issue 9 item 3: data that goes bad after `open` is met by `peek`; skipping it skips the
+    /// rest of its segment (as `open` does), and the rest of the store is still read.
+    #[test]
+    fn corrupt_record_met_after_open_is_skipped() {
+        let tmp = TempDir::new().unwrap();
+        let opts = options(1 << 20, 64);
+        let (mut store, _) = open(tmp.path(), &opts);
+        let ids: Vec<RecordId> = (0..6).map(|i| store.append(&payload(i)).unwrap()).collect();
+        let files = segment_files(tmp.path());
+        assert_eq!(files.len(), 3);
+        let (first, _) = store.peek().unwrap().unwrap();
+        store.consume(first).unwrap();
+        let (second, _) = store.peek().unwrap().unwrap();
+        store.consume(second).unwrap();
+        // Segment 2 goes bad while the store is open.
+        let mut bytes = fs::read(&files[1]).unwrap();
+        bytes[(ids[2].offset + HEADER_LEN) as usize] ^= 1;
+        fs::write(&files[1], &bytes).unwrap();
+        let err = store.peek().unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData, "{err}");
+        assert_eq!(store.skip_corrupt_head(), 2);
+        assert_eq!(store.pending_records(), 2);
+        assert_eq!(drain(&mut store), vec![payload(4), payload(5)]);
+        drop(store);
+        let (mut store, report) = open(tmp.path(), &opts);
+        assert_eq!(report.pending_records, 0, "{:?}", report.problems);
+        store.append(&payload(6)).unwrap();
+        assert_eq!(drain(&mut store), vec![payload(6)]);
+    }
+
+    /// The same in the segment being appended to, here truncated behind the store's back:
+    /// appends go to a fresh segment and are read normally.
+    #[test]
+    fn corrupt_tail_of_the_append_segment_is_skipped() {
+        let tmp = TempDir::new().unwrap();
+        let opts = options(1 << 20, 1024);
+        let (mut store, _) = open(tmp.path(), &opts);
+        let ids: Vec<RecordId> = (0..3).map(|i| store.append(&payload(i)).unwrap()).collect();
+        let files = segment_files(tmp.path());
+        assert_eq!(files.len(), 1);
+        let (first, _) = store.peek().unwrap().unwrap();
+        store.consume(first).unwrap();
+        let file = OpenOptions::new().write(true).open(&files[0]).unwrap();
+        file.set_len(ids[1].offset + 4).unwrap();
+        let err = store.peek().unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData, "{err}");
+        assert_eq!(store.skip_corrupt_head(), 2);
+        assert_eq!(store.pending_records(), 0);
+        assert!(store.peek().unwrap().is_none());
+        store.append(&payload(3)).unwrap();
+        store.append(&payload(4)).unwrap();
+        assert_eq!(drain(&mut store), vec![payload(3), payload(4)]);
+        assert_eq!(segment_files(tmp.path()).len(), 1);
+    }
+
+    /// Issue 9 item 14: buffer and dead-letter files hold log bodies. Under umask 022 the
+    /// directories the store creates are 0700 and its files 0600. Runs itself again in a
+    /// child process whose umask is 022 (the umask is process-wide).
+    #[test]
+    fn files_are_private_under_umask_022() {
+        const CHILD: &str = "LC_SEGMENT_UMASK_CHILD";
+        if let Some(dir) = std::env::var_os(CHILD) {
+            let dir = PathBuf::from(dir);
+            let store_dir = dir.join("state").join("buffer").join("loki");
+            let (mut store, _) = open(&store_dir, &options(1 << 20, 64));
+            store.append(&payload(0)).unwrap();
+            store.append(&payload(1)).unwrap();
+            store.append(&payload(2)).unwrap();
+            let (id, _) = store.peek().unwrap().unwrap();
+            store.consume(id).unwrap();
+            return;
+        }
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = TempDir::new().unwrap();
+        let exe = std::env::current_exe().unwrap();
+        let status = std::process::Command::new("sh")
+            .arg("-c")
+            .arg("umask 022 && exec \"$0\" --exact --quiet buffer::segment::tests::files_are_private_under_umask_022")
+            .arg(&exe)
+            .env(CHILD, tmp.path())
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        let state = tmp.path().join("state");
+        let store_dir = state.join("buffer").join("loki");
+        for dir in [&state, &state.join("buffer"), &store_dir] {
+            assert_eq!(mode(dir), 0o700, "{}", dir.display());
+        }
+        let files: Vec<PathBuf> = fs::read_dir(&store_dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        assert!(
+            files.iter().any(|f| f.ends_with(POSITION_FILE)),
+            "{files:?}"
+        );
+        assert!(files.len() >= 2, "{files:?}");
+        for file in files {
+            assert_eq!(mode(&file), 0o600, "{}", file.display());
+        }
+    }
+
     #[test]
     fn unparsable_position_starts_from_the_oldest_segment() {
         let tmp = TempDir::new().unwrap();

@@ -861,3 +861,273 @@ async fn sleep_until_due(due: Due) {
         Due::Idle => std::future::pending().await,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::capture::Cursor;
+    use crate::checkpoint::CheckpointStore;
+    use crate::pipeline::{Batch, ContainerMeta, LogLine, QueueBudget, StreamKind};
+    use bytes::Bytes;
+    use std::sync::Mutex;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    struct Harness {
+        worker: Option<LokiWorker>,
+        ledger: Arc<AckLedger>,
+        metrics: Arc<Metrics>,
+        shutdown: CancellationToken,
+        tx: mpsc::UnboundedSender<Arc<Delivery>>,
+        checkpoints: Arc<CheckpointStore>,
+        budget: QueueBudget,
+        _dir: tempfile::TempDir,
+    }
+
+    fn harness(url: &str, max_entries: usize) -> Harness {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let metrics = Arc::new(Metrics::new());
+        let checkpoints = Arc::new(
+            CheckpointStore::open(&dir.path().join("cp"), Arc::clone(&metrics)).expect("cp"),
+        );
+        let mut config = LokiSinkConfig {
+            url: url.to_string(),
+            ..LokiSinkConfig::default()
+        };
+        config.batch.max_entries = max_entries;
+        config.batch.max_wait = crate::config::HumanDuration(Duration::from_millis(10));
+        let (buffer, _) = SharedStore::open(
+            &dir.path().join("buffer"),
+            super::super::buffer_options(&config),
+        )
+        .expect("buffer");
+        let (dead_letters, _) =
+            SharedStore::open(&dir.path().join("dlq"), super::super::dlq_options(&config))
+                .expect("dlq");
+        let (tx, input) = mpsc::unbounded_channel();
+        let ledger = Arc::new(AckLedger::new(1, Arc::clone(&checkpoints)));
+        let shutdown = CancellationToken::new();
+        let worker = LokiWorker {
+            input,
+            ledger: Arc::clone(&ledger),
+            metrics: Arc::clone(&metrics),
+            encoder: Encoder::new(&config),
+            client: LokiClient::new(&config).expect("client"),
+            buffer,
+            dead_letters,
+            config,
+            shutdown: shutdown.clone(),
+        };
+        Harness {
+            worker: Some(worker),
+            ledger,
+            metrics: Arc::clone(&metrics),
+            shutdown,
+            tx,
+            checkpoints,
+            budget: QueueBudget::new(1 << 20, metrics),
+            _dir: dir,
+        }
+    }
+
+    impl Harness {
+        fn worker(&self) -> &LokiWorker {
+            self.worker.as_ref().expect("worker not started")
+        }
+
+        fn start(&mut self) -> tokio::task::JoinHandle<()> {
+            let worker = self.worker.take().expect("worker not started");
+            tokio::spawn(worker.run())
+        }
+
+        async fn stop(self, task: tokio::task::JoinHandle<()>) {
+            self.shutdown.cancel();
+            drop(self.tx);
+            task.await.expect("worker");
+        }
+    }
+
+    /// A delivery of `n` lines stamped 1..=n, registered in the ledger as `seq`.
+    async fn delivery(h: &Harness, seq: u64, n: usize) -> Arc<Delivery> {
+        let meta = Arc::new(ContainerMeta::new(
+            "c1".into(),
+            "web".into(),
+            "img".into(),
+            None,
+            None,
+        ));
+        let lines = (1..=n)
+            .map(|i| LogLine {
+                ts_ns: i as i64,
+                stream: StreamKind::Stdout,
+                message: Bytes::from(format!("line {i}")),
+                truncated: false,
+            })
+            .collect();
+        let cursor = Cursor {
+            ts_ns: n as i64,
+            count: 1,
+        };
+        let permit = h.budget.acquire(1, 1).await.expect("permit");
+        let mut d = Delivery::new(
+            Batch {
+                container: meta,
+                lines,
+                cursor,
+            },
+            permit,
+        );
+        d.seq = seq;
+        if n > 0 {
+            h.checkpoints.init("c1", Cursor::at(0));
+            h.ledger.register("c1", seq, cursor);
+        }
+        Arc::new(d)
+    }
+
+    /// A Loki that answers 204 to everything and records (content type, body) per request.
+    async fn accepting_loki() -> (String, Arc<Mutex<Vec<(String, Vec<u8>)>>>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!(
+            "http://{}/loki/api/v1/push",
+            listener.local_addr().expect("addr")
+        );
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let record = Arc::clone(&seen);
+        tokio::spawn(async move {
+            while let Ok((mut conn, _)) = listener.accept().await {
+                let record = Arc::clone(&record);
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    loop {
+                        let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+                            let mut chunk = [0u8; 4096];
+                            match conn.read(&mut chunk).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                            }
+                            continue;
+                        };
+                        let head = String::from_utf8_lossy(&buf[..end]).to_lowercase();
+                        let header = |name: &str| {
+                            head.lines()
+                                .find_map(|l| l.strip_prefix(name).map(|v| v.trim().to_string()))
+                                .unwrap_or_default()
+                        };
+                        let len: usize = header("content-length:").parse().unwrap_or(0);
+                        while buf.len() < end + 4 + len {
+                            let mut chunk = [0u8; 4096];
+                            match conn.read(&mut chunk).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                            }
+                        }
+                        let body = buf[end + 4..end + 4 + len].to_vec();
+                        buf.drain(..end + 4 + len);
+                        if let Ok(mut seen) = record.lock() {
+                            seen.push((header("content-type:"), body));
+                        }
+                        let answer = b"HTTP/1.1 204 No Content\r\n\r\n";
+                        if conn.write_all(answer).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        (url, seen)
+    }
+
+    async fn wait_acked(h: &Harness, ts_ns: i64) -> bool {
+        for _ in 0..500 {
+            if h.checkpoints.get("c1").is_some_and(|c| c.ts_ns == ts_ns) {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        false
+    }
+
+    /// Issue 9 item 12: a batch whose configured encoding fails goes as plain JSON (counted),
+    /// and is acknowledged, so the container's checkpoint keeps moving.
+    #[tokio::test]
+    async fn unencodable_batch_goes_as_plain_json_and_is_acknowledged() {
+        let (url, seen) = accepting_loki().await;
+        let mut h = harness(&url, 100);
+        if let Some(w) = h.worker.as_mut() {
+            w.encoder.fail_for_test = true;
+        }
+        let d = delivery(&h, 1, 3).await;
+        h.tx.send(d).expect("send");
+        let task = h.start();
+        assert!(wait_acked(&h, 3).await, "not acknowledged");
+        let requests = seen.lock().expect("seen").clone();
+        assert_eq!(requests.len(), 1);
+        assert_eq!(requests[0].0, "application/json");
+        let body: serde_json::Value = serde_json::from_slice(&requests[0].1).expect("json");
+        assert_eq!(body["streams"][0]["values"][2][1], "line 3");
+        assert_eq!(
+            h.metrics
+                .sink_failures
+                .get_or_create(&LokiWorker::reason("encode"))
+                .get(),
+            1
+        );
+        h.stop(task).await;
+    }
+
+    /// Deliveries without lines (end-of-stream markers) are ignored: no push, nothing to ack.
+    #[tokio::test]
+    async fn delivery_without_lines_is_ignored() {
+        let (url, seen) = accepting_loki().await;
+        let mut h = harness(&url, 100);
+        let empty = delivery(&h, 7, 0).await;
+        h.tx.send(empty).expect("send");
+        let d = delivery(&h, 8, 2).await;
+        let task = h.start();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(
+            seen.lock().expect("seen").is_empty(),
+            "an empty push was sent"
+        );
+        h.tx.send(d).expect("send");
+        assert!(wait_acked(&h, 2).await, "not acknowledged");
+        assert_eq!(seen.lock().expect("seen").len(), 1);
+        h.stop(task).await;
+    }
+
+    /// Issue 9 item 10: a delivery larger than `max_entries` is cut across pushes, and it is
+    /// acknowledged only when every one of them is done.
+    #[tokio::test]
+    async fn split_delivery_is_acknowledged_when_all_parts_are_done() {
+        let h = harness("http://127.0.0.1:9/loki/api/v1/push", 2);
+        let mut batcher = Batcher {
+            max_entries: 2,
+            max_bytes: 1 << 20,
+            open: Push::default(),
+            opened_at: None,
+            ready: VecDeque::new(),
+        };
+        batcher.add(delivery(&h, 1, 5).await, &h.worker().encoder);
+        batcher.seal();
+        let pushes: Vec<Push> = batcher.ready.drain(..).collect();
+        assert_eq!(
+            pushes.iter().map(|p| p.entries).collect::<Vec<_>>(),
+            [2, 2, 1]
+        );
+        let mut pushes = pushes.into_iter();
+        for push in pushes.by_ref().take(2) {
+            h.worker().done(push);
+            assert_eq!(
+                h.checkpoints.get("c1"),
+                Some(Cursor::at(0)),
+                "acknowledged early"
+            );
+        }
+        for push in pushes {
+            h.worker().done(push);
+        }
+        assert_eq!(h.checkpoints.get("c1").map(|c| c.ts_ns), Some(5));
+    }
+}
