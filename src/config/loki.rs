@@ -288,3 +288,23 @@ impl LokiSinkConfig {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `batch.max_bytes` is a hard cap per push, so one entry (at most `max_line_bytes`) must
+    /// fit in it.
+    #[test]
+    fn max_line_bytes_must_fit_in_a_batch() {
+        let mut c = LokiSinkConfig::default();
+        assert!(c.validate().is_ok());
+        c.batch.max_bytes = ByteSize(64 * 1024);
+        let err = c
+            .validate()
+            .expect_err("256KiB lines cannot fit 64KiB pushes");
+        assert!(err.contains("max_line_bytes"), "{err}");
+        c.max_line_bytes = ByteSize(64 * 1024);
+        assert!(c.validate().is_ok());
+    }
+}

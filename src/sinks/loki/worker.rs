@@ -54,8 +54,9 @@
 //!   record that went corrupt on disk is skipped and counted. Buffer empty → Sending.
 //! - **Draining** (shutdown): no replay. Every ready push, and the open one, gets one short
 //!   live attempt if the buffer is empty and Loki was not failing, else goes to the buffer. A
-//!   push that neither Loki nor the buffer took stays unacknowledged: its lines are read again
-//!   after the restart.
+//!   push that neither Loki nor the buffer took stays unacknowledged, and so does every push
+//!   after it: their lines are read again after the restart, and none of them is also in the
+//!   buffer (no duplicate).
 //!
 //! Every wait of the loop races new input, the `max_wait` timer and the shutdown token.
 
@@ -233,6 +234,9 @@ struct Machine {
     replay_head: Option<ReplayHead>,
     /// Draining: Loki failed, the rest goes straight to the buffer.
     loki_failing: bool,
+    /// Draining: a push was left unacknowledged, so every later one is too (had a later one
+    /// gone to the buffer, the restart would read its lines again and replay them as well).
+    abandoning: bool,
 }
 
 impl LokiWorker {
@@ -278,6 +282,7 @@ impl LokiWorker {
             buffer_full: false,
             replay_head: None,
             loki_failing: false,
+            abandoning: false,
         };
         let max_wait = self.config.batch.max_wait.0;
         let mut input_open = true;
@@ -473,11 +478,14 @@ impl LokiWorker {
         let Some(mut head) = m.batcher.ready.pop_front() else {
             return;
         };
+        if m.abandoning {
+            return self.abandon(m, &head, "an earlier batch could not be kept");
+        }
         if head.rejected.is_some() {
             if self.retry_dead_letter(m, &mut head).await {
                 self.done(head);
             } else {
-                self.abandon(&head, "its dead letter could not be written");
+                self.abandon(m, &head, "its dead letter could not be written");
             }
             return;
         }
@@ -498,7 +506,7 @@ impl LokiWorker {
                     if self.retry_dead_letter(m, &mut head).await {
                         self.done(head);
                     } else {
-                        self.abandon(&head, "its dead letter could not be written");
+                        self.abandon(m, &head, "its dead letter could not be written");
                     }
                     return;
                 }
@@ -509,6 +517,7 @@ impl LokiWorker {
             self.done(head);
         } else {
             self.abandon(
+                m,
                 &head,
                 "Loki is unreachable and the on-disk buffer cannot take it",
             );
@@ -516,8 +525,10 @@ impl LokiWorker {
     }
 
     /// Shutdown: the push is left unacknowledged; capture reads its lines again after the
-    /// restart.
-    fn abandon(&self, push: &Push, why: &str) {
+    /// restart. So are all later pushes, so that none of them is both in the buffer and read
+    /// again.
+    fn abandon(&self, m: &mut Machine, push: &Push, why: &str) {
+        m.abandoning = true;
         error!(
             sink = SINK,
             entries = push.entries,
