@@ -26,13 +26,16 @@
 //! # States
 //!
 //! ```text
-//!            Loki fails for spill_after            ready empty, or buffer full,
-//!   Sending ---------------------------> Spilling ---------------------------> Replaying
-//!      ^  buffer non-empty (start-up)       | head can never fit / I/O error     |  |
-//!      |-----------------------------------------------------------------------|  |
-//!      |<------------------------------ buffer empty ----------------------------|  |
-//!      |                                                                            |
-//!  any state -- shutdown token cancelled --> Draining (until the input closes, then exit)
+//!              the head push failed for spill_after
+//!   Sending ----------------------------------------> Spilling
+//!     ^  |                                               |
+//!     |  | buffer not empty (e.g. at start-up)           | nothing ready left, buffer full,
+//!     |  v                                               | head can never fit, or I/O error
+//!     | Replaying <--------------------------------------+
+//!     |  |
+//!     +--+ buffer empty
+//!
+//!   any state -- shutdown token cancelled or input closed --> Draining --> exit
 //! ```
 //!
 //! - **Sending** (buffer empty): the oldest ready push is sent live. 2xx: done. 400/413: it
@@ -41,10 +44,11 @@
 //!   retry time (`Retry-After` or back-off, whichever is later); once the push has failed for
 //!   `buffer.spill_after`, → Spilling.
 //! - **Spilling**: ready pushes are appended to the buffer, in order (each is done when
-//!   durable). Nothing ready left, or the buffer full → Replaying. The head can never fit the
-//!   buffer (`TooLarge`) or the append fails (I/O) → Replaying if the buffer holds anything,
-//!   else Sending: the head then waits in memory for Loki, in order, retried at the Loki retry
-//!   time (it never spins; capture pauses behind it through the queue budget).
+//!   durable). Nothing ready left, the buffer full, the head can never fit the buffer
+//!   (`TooLarge`) or the append failed (I/O, retried after a back-off) → Replaying, which goes
+//!   on to Sending at once if the buffer is empty: a push that can never fit then waits in
+//!   memory for Loki, in order, retried at the Loki retry time (it never spins; capture pauses
+//!   behind it through the queue budget).
 //! - **Replaying** (buffer non-empty): first, ready pushes are appended behind the buffer while
 //!   they fit (the ordering rule). Then the oldest record is sent, at the Loki retry time —
 //!   which carries over from Sending, so a `Retry-After` or back-off is honoured across the
@@ -226,9 +230,13 @@ struct Machine {
     /// Loki's next allowed attempt (Retry-After or back-off), shared by live sends and replay.
     loki_at: Deadline,
     loki_backoff: Backoff,
-    /// Next allowed buffer or dead-letter store operation after an I/O failure.
+    /// Next allowed buffer read/consume or dead-letter append after an I/O failure.
     disk_at: Deadline,
     disk_backoff: Backoff,
+    /// Next allowed buffer append after an I/O failure (kept apart so that replay, which
+    /// frees room, goes on while appends fail, e.g. with ENOSPC).
+    append_at: Deadline,
+    append_backoff: Backoff,
     /// The buffer refused an append as full; set again only after a record was consumed.
     buffer_full: bool,
     replay_head: Option<ReplayHead>,
@@ -279,6 +287,8 @@ impl LokiWorker {
             loki_backoff: Backoff::new(retry.0, retry.1),
             disk_at: Deadline::now(),
             disk_backoff: Backoff::new(retry.0, retry.1),
+            append_at: Deadline::now(),
+            append_backoff: Backoff::new(retry.0, retry.1),
             buffer_full: false,
             replay_head: None,
             loki_failing: false,
@@ -346,20 +356,16 @@ impl LokiWorker {
                     Some(_) => Due::At(m.loki_at),
                 }
             }
-            State::Spilling => Due::At(m.disk_at),
+            State::Spilling => Due::At(m.append_at),
             State::Replaying => {
                 if self.buffered() == 0 {
                     return Due::Now;
                 }
+                let replay = Self::replay_due(m);
                 if head.is_some_and(|p| self.can_queue_behind(m, p)) {
-                    return Due::At(m.disk_at);
+                    return Due::At(replay.min(m.append_at));
                 }
-                match m.replay_head {
-                    Some(ReplayHead::Delivered(_)) | Some(ReplayHead::Rejected(..)) => {
-                        Due::At(m.disk_at)
-                    }
-                    None => Due::At(m.loki_at.max(m.disk_at)),
-                }
+                Due::At(replay)
             }
             State::Draining => {
                 if head.is_some() {
@@ -371,7 +377,16 @@ impl LokiWorker {
         }
     }
 
-    /// A ready push may be appended behind the buffer now.
+    /// When the oldest buffer record may be worked on: a delivered or rejected one only waits
+    /// for the disk, one to send also for Loki.
+    fn replay_due(m: &Machine) -> Deadline {
+        match m.replay_head {
+            Some(_) => m.disk_at,
+            None => m.loki_at.max(m.disk_at),
+        }
+    }
+
+    /// A ready push may be appended behind the buffer (when `append_at` has come).
     fn can_queue_behind(&self, m: &Machine, p: &Push) -> bool {
         !m.buffer_full && !p.too_large && p.rejected.is_none()
     }
@@ -456,8 +471,9 @@ impl LokiWorker {
             return;
         }
         // The ordering rule: new pushes queue behind the buffer while they fit.
+        let now = Deadline::now();
         if let Some(mut head) = m.batcher.ready.pop_front() {
-            if self.can_queue_behind(m, &head) && Deadline::now() >= m.disk_at {
+            if self.can_queue_behind(m, &head) && now >= m.append_at {
                 if self.spill(m, &mut head).await {
                     self.done(head);
                 } else {
@@ -466,6 +482,10 @@ impl LokiWorker {
                 return;
             }
             m.batcher.ready.push_front(head);
+        }
+        if now < Self::replay_due(m) {
+            // Woken for the append timer only.
+            return;
         }
         self.replay_one(m).await;
         self.update_buffer_gauges();
@@ -704,7 +724,8 @@ impl LokiWorker {
         self.update_buffer_gauges();
         match result {
             Ok(_) => {
-                self.disk_ok(m);
+                m.append_backoff.reset();
+                m.append_at = Deadline::now();
                 true
             }
             Err(AppendError::Full { used, max }) => {
@@ -735,7 +756,7 @@ impl LokiWorker {
                 false
             }
             Err(AppendError::Io(e)) => {
-                self.disk_failed(m);
+                m.append_at = Deadline::now() + m.append_backoff.next_delay();
                 self.metrics
                     .buffer_errors
                     .get_or_create(&Self::reason("append"))
