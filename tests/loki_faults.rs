@@ -15,6 +15,16 @@ use support::wait_until;
 /// served like dockerd (line by line, pausing every `every` lines, so capture hands over many
 /// small deliveries).
 fn numbered(name: &str, n: usize, width: usize, every: usize) -> (Container, Vec<String>) {
+    numbered_paced(name, n, width, every, Duration::from_millis(20))
+}
+
+fn numbered_paced(
+    name: &str,
+    n: usize,
+    width: usize,
+    every: usize,
+    pause: Duration,
+) -> (Container, Vec<String>) {
     let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
     let texts: Vec<String> = (0..n)
         .map(|i| {
@@ -34,10 +44,7 @@ fn numbered(name: &str, n: usize, width: usize, every: usize) -> (Container, Vec
         .enumerate()
         .map(|(i, t)| Line::stdout(BASE_NS + 1_000_000_000 + i as i64 * 1000, t.clone()))
         .collect();
-    let plan = LogsPlan::LineByLine {
-        every,
-        pause: Duration::from_millis(20),
-    };
+    let plan = LogsPlan::LineByLine { every, pause };
     (Container::new(name, lines, vec![plan]), texts)
 }
 
@@ -439,6 +446,53 @@ fn rejected_batch_waits_until_its_dead_letter_is_durable() {
     assert!(
         wait_until(Duration::from_secs(60), || rx.lines().len() >= want.len()),
         "the rejected lines were acknowledged without a dead letter: {} of {} after restart; log:\n{}",
+        rx.lines().len(),
+        want.len(),
+        tail(&agent.log())
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    assert_exactly_once_in_order(&rx, &want, &agent);
+}
+
+/// Issue 9 item 1, second half: a batch too large for the buffer behind a non-empty buffer.
+/// It waits in memory (no spin); when Loki recovers the buffer is replayed first, then it and
+/// the batches behind it are sent live, in order.
+#[test]
+fn batch_too_large_for_the_buffer_waits_in_memory_in_order() {
+    // Served 3 lines at a time, so that even a worker without hard caps makes pushes of 3.
+    let (mut container, _) = numbered_paced("big", 33, 1500, 3, Duration::from_millis(300));
+    // Three short lines first: the first push (max_entries 3) fits the buffer, the rest not.
+    for line in container.lines.iter_mut().take(3) {
+        line.text.truncate(12);
+    }
+    let want: Vec<String> = container.lines.iter().map(|l| l.text.clone()).collect();
+    let engine = FakeEngine::start(vec![container]);
+    let rx = LokiReceiver::start();
+    rx.set_mode(unavailable());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let agent = agent_with_loki(
+        dir.path(),
+        &engine,
+        &loki_config(
+            &rx,
+            "    max_line_bytes: 2KiB\n    batch:\n      max_entries: 3\n      max_wait: 50ms\n    \
+             retry:\n      initial: 100ms\n      max: 300ms\n    \
+             buffer:\n      spill_after: 300ms\n      max_bytes: 4KiB\n      segment_bytes: 4KiB\n",
+        ),
+    );
+    let stuck = wait_until(Duration::from_secs(60), || {
+        agent.metric("log_capturer_buffer_records{sink=\"loki\"}") >= 1.0
+            && agent.metric("log_capturer_buffer_full_total{sink=\"loki\"}") >= 1.0
+    });
+    assert!(
+        stuck,
+        "never had a too-large batch behind the buffer; log:\n{}",
+        tail(&agent.log())
+    );
+    rx.set_mode(Mode::Accept);
+    assert!(
+        wait_until(Duration::from_secs(60), || rx.lines().len() >= want.len()),
+        "{} of {} lines after Loki recovered; log tail:\n{}",
         rx.lines().len(),
         want.len(),
         tail(&agent.log())
