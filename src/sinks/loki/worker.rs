@@ -41,8 +41,8 @@
 //! - **Sending** (buffer empty): the oldest ready push is sent live. 2xx: done. 400/413: it
 //!   becomes a dead letter (done once the append is durable; a failed append is retried with
 //!   back-off, the push is not sent again). 429/5xx/connection error: retried at the Loki
-//!   retry time (`Retry-After` or back-off, whichever is later); once the push has failed for
-//!   `buffer.spill_after`, → Spilling.
+//!   retry time (`Retry-After` or back-off, whichever is later); `buffer.spill_after` after its
+//!   first failure (even in the middle of a long `Retry-After`), → Spilling.
 //! - **Spilling**: ready pushes are appended to the buffer, in order (each is done when
 //!   durable). Nothing ready left, the buffer full, the head can never fit the buffer
 //!   (`TooLarge`) or the append failed (I/O, retried after a back-off) → Replaying, which goes
@@ -62,7 +62,8 @@
 //!   after it: their lines are read again after the restart, and none of them is also in the
 //!   buffer (no duplicate).
 //!
-//! Every wait of the loop races new input, the `max_wait` timer and the shutdown token.
+//! Every wait of the loop races new input, the `max_wait` timer and the shutdown token; a step
+//! itself (one push, bounded by `timeout`, or one disk operation) runs to its end.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -332,6 +333,17 @@ impl LokiWorker {
                 _ = self.shutdown.cancelled(), if m.state != State::Draining => {}
             }
         }
+        if let Some(ReplayHead::Delivered(id)) = m.replay_head {
+            // A last try, so that the restart does not send this record again.
+            if let Ok(Err(e)) | Err(e) = self
+                .buffer
+                .with(move |s| s.consume(id))
+                .await
+                .map(|r| r.map_err(|e| e.to_string()))
+            {
+                error!(sink = SINK, error = %e, "cannot advance the on-disk buffer past a delivered batch; it is sent again after the restart");
+            }
+        }
         self.update_buffer_gauges();
         let (records, _) = self.buffer.pending();
         if records > 0 {
@@ -353,7 +365,10 @@ impl LokiWorker {
                 match head {
                     None => Due::Idle,
                     Some(p) if p.rejected.is_some() => Due::At(m.disk_at),
-                    Some(_) => Due::At(m.loki_at),
+                    Some(p) => match self.spill_at(p) {
+                        Some(spill) => Due::At(m.loki_at.min(spill)),
+                        None => Due::At(m.loki_at),
+                    },
                 }
             }
             State::Spilling => Due::At(m.append_at),
@@ -375,6 +390,13 @@ impl LokiWorker {
                 }
             }
         }
+    }
+
+    /// When a failing live push goes to the buffer: `spill_after` after its first failure
+    /// (even if Loki's retry time is later, e.g. a long `Retry-After`).
+    fn spill_at(&self, p: &Push) -> Option<Deadline> {
+        let since = p.failing_since.filter(|_| !p.too_large)?;
+        Some(Deadline::from_std(since + self.config.buffer.spill_after.0))
     }
 
     /// When the oldest buffer record may be worked on: a delivered or rejected one only waits
@@ -417,6 +439,14 @@ impl LokiWorker {
             }
             return;
         }
+        let now = Deadline::now();
+        if self.spill_at(&head).is_some_and(|t| now >= t) {
+            return self.start_spilling(m, head);
+        }
+        if now < m.loki_at {
+            m.batcher.ready.push_front(head);
+            return;
+        }
         let attempt = Instant::now();
         let batch = self.encoded(&mut head);
         match self.send_once(&batch, head.failing_since).await {
@@ -435,15 +465,20 @@ impl LokiWorker {
             }
             Err(SendError::Retryable { retry_after, .. }) => {
                 self.loki_failed(m, retry_after);
-                let since = *head.failing_since.get_or_insert(attempt);
-                if since.elapsed() >= self.config.buffer.spill_after.0 && !head.too_large {
-                    // Try the buffer again, even if it was full some time ago.
-                    m.buffer_full = false;
-                    m.state = State::Spilling;
+                head.failing_since.get_or_insert(attempt);
+                if self.spill_at(&head).is_some_and(|t| Deadline::now() >= t) {
+                    return self.start_spilling(m, head);
                 }
                 m.batcher.ready.push_front(head);
             }
         }
+    }
+
+    fn start_spilling(&self, m: &mut Machine, head: Push) {
+        // Try the buffer again, even if it was full some time ago.
+        m.buffer_full = false;
+        m.state = State::Spilling;
+        m.batcher.ready.push_front(head);
     }
 
     async fn step_spilling(&self, m: &mut Machine) {
