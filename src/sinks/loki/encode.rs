@@ -549,6 +549,54 @@ mod tests {
         assert_eq!(m.split, 1);
     }
 
+    /// Slices cut a delivery between entries, even inside a split line; the sizes the worker
+    /// batches with are those of the entries built.
+    #[tokio::test]
+    async fn slices_cut_between_entries_of_a_split_line() {
+        let mut c = config();
+        c.max_line_bytes = crate::config::ByteSize(1024);
+        c.line_overflow = LineOverflow::Split;
+        let enc = Encoder::new(&c);
+        let long = "x".repeat(2500); // 3 entries: 1024 + 1024 + 452
+        let d = delivery(
+            meta("w"),
+            vec![
+                line(1, "a", StreamKind::Stdout),
+                line(2, &long, StreamKind::Stdout),
+                line(3, "b", StreamKind::Stdout),
+            ],
+        )
+        .await;
+        let mut sizes = Vec::new();
+        for l in &d.batch.lines {
+            enc.entry_sizes(l, |n| sizes.push(n));
+        }
+        assert_eq!(sizes, [1, 1024, 1024, 452, 1]);
+        let lines = |slice: Slice<'_>| {
+            let (req, m) = enc.build_slices(&[slice]);
+            let lines: Vec<usize> = req.streams[0]
+                .entries
+                .iter()
+                .map(|e| e.line.len())
+                .collect();
+            (lines, m.split)
+        };
+        let first = Slice {
+            delivery: &d,
+            line: 0,
+            piece: 0,
+            entries: 2,
+        };
+        let second = Slice {
+            delivery: &d,
+            line: 1,
+            piece: 1,
+            entries: 3,
+        };
+        assert_eq!(lines(first), (vec![1, 1024], 1));
+        assert_eq!(lines(second), (vec![1024, 452, 1], 0), "split counted once");
+    }
+
     #[tokio::test]
     async fn protobuf_body_round_trips() {
         let enc = Encoder::new(&config());
