@@ -365,7 +365,7 @@ impl LokiWorker {
                 match head {
                     None => Due::Idle,
                     Some(p) if p.rejected.is_some() => Due::At(m.disk_at),
-                    Some(p) => match self.spill_at(p) {
+                    Some(p) => match self.spill_at(m, p) {
                         Some(spill) => Due::At(m.loki_at.min(spill)),
                         None => Due::At(m.loki_at),
                     },
@@ -394,9 +394,10 @@ impl LokiWorker {
 
     /// When a failing live push goes to the buffer: `spill_after` after its first failure
     /// (even if Loki's retry time is later, e.g. a long `Retry-After`).
-    fn spill_at(&self, p: &Push) -> Option<Deadline> {
+    fn spill_at(&self, m: &Machine, p: &Push) -> Option<Deadline> {
         let since = p.failing_since.filter(|_| !p.too_large)?;
-        Some(Deadline::from_std(since + self.config.buffer.spill_after.0))
+        let at = Deadline::from_std(since + self.config.buffer.spill_after.0);
+        Some(at.max(m.append_at))
     }
 
     /// When the oldest buffer record may be worked on: a delivered or rejected one only waits
@@ -440,7 +441,7 @@ impl LokiWorker {
             return;
         }
         let now = Deadline::now();
-        if self.spill_at(&head).is_some_and(|t| now >= t) {
+        if self.spill_at(m, &head).is_some_and(|t| now >= t) {
             return self.start_spilling(m, head);
         }
         if now < m.loki_at {
@@ -466,7 +467,10 @@ impl LokiWorker {
             Err(SendError::Retryable { retry_after, .. }) => {
                 self.loki_failed(m, retry_after);
                 head.failing_since.get_or_insert(attempt);
-                if self.spill_at(&head).is_some_and(|t| Deadline::now() >= t) {
+                if self
+                    .spill_at(m, &head)
+                    .is_some_and(|t| Deadline::now() >= t)
+                {
                     return self.start_spilling(m, head);
                 }
                 m.batcher.ready.push_front(head);
@@ -765,6 +769,11 @@ impl LokiWorker {
             }
             Err(AppendError::Full { used, max }) => {
                 m.buffer_full = true;
+                if self.buffered() == 0 {
+                    // Full without a record to replay (space held by files that could not be
+                    // deleted): nothing will free room soon, so try again after a back-off.
+                    m.append_at = Deadline::now() + m.append_backoff.next_delay();
+                }
                 self.metrics
                     .buffer_full
                     .get_or_create(&Self::labels())
