@@ -492,6 +492,14 @@ fn batch_too_large_for_the_buffer_waits_in_memory_in_order() {
         "never had a too-large batch behind the buffer; log:\n{}",
         tail(&agent.log())
     );
+    // Waiting, not spinning: attempts follow the back-off (at least 50 ms apart here).
+    let before = rx.requests().len();
+    std::thread::sleep(Duration::from_secs(2));
+    let attempts = rx.requests().len() - before;
+    assert!(
+        attempts <= 40,
+        "{attempts} pushes in 2 s while Loki was down"
+    );
     rx.set_mode(Mode::Accept);
     assert!(
         wait_until(Duration::from_secs(60), || rx.lines().len() >= want.len()),
