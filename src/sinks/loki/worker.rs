@@ -831,6 +831,10 @@ impl LokiWorker {
                     "corrupt on-disk buffer record; skipped it and the rest of its segment");
                 m.replay_head = None;
                 m.buffer_full = false;
+                if skipped == 0 {
+                    // Nothing could be skipped (should not happen): do not retry at once.
+                    self.disk_failed(m);
+                }
                 return;
             }
             Ok(Err(e)) => {
@@ -933,6 +937,9 @@ impl LokiWorker {
 async fn sleep_until_due(due: Due) {
     match due {
         Due::Now => {}
+        // Not a timer: a timer for a past instant may first wait for the timer wheel to turn,
+        // and new input, polled next, would then win every round and starve the step.
+        Due::At(at) if at <= Deadline::now() => {}
         Due::At(at) => tokio::time::sleep_until(at).await,
         Due::Idle => std::future::pending().await,
     }
