@@ -58,6 +58,7 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
@@ -199,6 +200,8 @@ struct Segment {
     valid_len: u64,
     /// Bytes the file occupies on disk (≥ `valid_len`).
     file_len: u64,
+    /// Unconsumed records in the segment.
+    records: u64,
 }
 
 /// See the [module documentation](self).
@@ -229,7 +232,12 @@ impl SegmentStore {
     /// tails and deletes segments consumed before a crash. Fails only on I/O errors; what it
     /// skipped or repaired is listed in the report.
     pub fn open(dir: &Path, options: StoreOptions) -> io::Result<(SegmentStore, OpenReport)> {
-        fs::create_dir_all(dir).map_err(|e| with_path(e, dir))?;
+        // Records hold log bodies: directories 0700 and files 0600, whatever the umask.
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| with_path(e, dir))?;
         let mut report = OpenReport::default();
         match fs::remove_file(dir.join(POSITION_TMP)) {
             Ok(()) => {}
@@ -288,6 +296,7 @@ impl SegmentStore {
                     number,
                     valid_len: file_len,
                     file_len,
+                    records: 0,
                 });
                 // Not appendable: new records there would sort before the read position.
                 continue;
@@ -328,6 +337,7 @@ impl SegmentStore {
                 number,
                 valid_len: scan.valid_end,
                 file_len,
+                records: scan.records,
             });
         }
         store.drop_consumed_segments();
@@ -400,6 +410,7 @@ impl SegmentStore {
         }
         last.file_len += size;
         last.valid_len += size;
+        last.records += 1;
         self.pending_records += 1;
         Ok(RecordId {
             segment: number,
@@ -470,10 +481,45 @@ impl SegmentStore {
         write_position(&self.dir, next)?;
         self.read = next;
         self.pending_records -= 1;
+        if let Some(front) = self.segments.front_mut() {
+            front.records = front.records.saturating_sub(1);
+        }
         self.head = None;
         self.drop_consumed_segments();
         self.retry_orphans();
         Ok(())
+    }
+
+    /// After `peek` failed with `InvalidData` (data that went bad after `open`): skips the
+    /// rest of the segment being read, as `open` does for an earlier segment (a corrupt frame's
+    /// length cannot be trusted, so neither can anything after it). Persists the new position
+    /// when it can (if not, `open` finds the same damage after a restart). Returns how many
+    /// records were skipped (the bad one included).
+    pub fn skip_corrupt_head(&mut self) -> u64 {
+        let Some(front) = self.segments.front_mut() else {
+            return 0;
+        };
+        let skipped = front.records;
+        front.records = 0;
+        // The segment's good bytes end here; appends (if it is the last) continue after it.
+        front.valid_len = front.valid_len.max(self.read.offset);
+        let next = RecordId {
+            segment: front.number,
+            offset: front.valid_len,
+        };
+        self.read = next;
+        self.pending_records = self.pending_records.saturating_sub(skipped);
+        self.head = None;
+        self.reader = None;
+        if self.segments.len() == 1 {
+            // Being appended to: the file may not end where we think; start a fresh one.
+            self.writer = None;
+        }
+        if let Err(e) = write_position(&self.dir, next) {
+            warn!(dir = %self.dir.display(), error = %e, "cannot persist the position past a corrupt segment");
+        }
+        self.drop_consumed_segments();
+        skipped
     }
 
     pub fn pending_records(&self) -> u64 {
@@ -580,6 +626,7 @@ impl SegmentStore {
         let file = OpenOptions::new()
             .append(true)
             .create_new(true)
+            .mode(0o600)
             .open(&path)
             .map_err(|e| with_path(e, &path))?;
         if self.segments.is_empty() {
@@ -592,6 +639,7 @@ impl SegmentStore {
             number,
             valid_len: 0,
             file_len: 0,
+            records: 0,
         });
         self.writer = Some(file);
         // The previous last segment may have been fully consumed already.
@@ -810,10 +858,16 @@ fn read_record<R: Read>(
             format!("{}: record at offset {offset}: {what}", path.display()),
         )
     };
+    // The data was validated at open (or written by us): a short read means it changed since.
+    let short = |e: io::Error| {
+        if e.kind() == io::ErrorKind::UnexpectedEof {
+            corrupt("file shorter than the valid data (truncated after open)".to_owned())
+        } else {
+            with_path(e, path)
+        }
+    };
     let mut header = [0u8; HEADER_LEN as usize];
-    reader
-        .read_exact(&mut header)
-        .map_err(|e| with_path(e, path))?;
+    reader.read_exact(&mut header).map_err(short)?;
     let (len, crc) = parse_header(&header);
     let end = offset + HEADER_LEN + u64::from(len);
     if end > limit {
@@ -822,9 +876,7 @@ fn read_record<R: Read>(
         )));
     }
     let mut payload = vec![0u8; len as usize];
-    reader
-        .read_exact(&mut payload)
-        .map_err(|e| with_path(e, path))?;
+    reader.read_exact(&mut payload).map_err(short)?;
     if crc32fast::hash(&payload) != crc {
         return Err(corrupt("CRC mismatch (data changed after open)".to_owned()));
     }
@@ -852,7 +904,13 @@ fn write_position(dir: &Path, position: RecordId) -> io::Result<()> {
     let tmp = dir.join(POSITION_TMP);
     let path = dir.join(POSITION_FILE);
     {
-        let mut f = File::create(&tmp).map_err(|e| with_path(e, &tmp))?;
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(|e| with_path(e, &tmp))?;
         f.write_all(format!("{position}\n").as_bytes())
             .map_err(|e| with_path(e, &tmp))?;
         f.sync_all().map_err(|e| with_path(e, &tmp))?;
@@ -1185,6 +1243,109 @@ mod tests {
         assert_eq!(segment_files(tmp.path()).len(), 1);
         store.append(&payload(6)).unwrap();
         assert_eq!(drain(&mut store), vec![payload(6)]);
+    }
+
+    /// Issue 9 item 3: data that goes bad after `open` is met by `peek`; skipping it skips the
+    /// rest of its segment (as `open` does), and the rest of the store is still read.
+    #[test]
+    fn corrupt_record_met_after_open_is_skipped() {
+        let tmp = TempDir::new().unwrap();
+        let opts = options(1 << 20, 64);
+        let (mut store, _) = open(tmp.path(), &opts);
+        let ids: Vec<RecordId> = (0..6).map(|i| store.append(&payload(i)).unwrap()).collect();
+        let files = segment_files(tmp.path());
+        assert_eq!(files.len(), 3);
+        let (first, _) = store.peek().unwrap().unwrap();
+        store.consume(first).unwrap();
+        let (second, _) = store.peek().unwrap().unwrap();
+        store.consume(second).unwrap();
+        // Segment 2 goes bad while the store is open.
+        let mut bytes = fs::read(&files[1]).unwrap();
+        bytes[(ids[2].offset + HEADER_LEN) as usize] ^= 1;
+        fs::write(&files[1], &bytes).unwrap();
+        let err = store.peek().unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData, "{err}");
+        assert_eq!(store.skip_corrupt_head(), 2);
+        assert_eq!(store.pending_records(), 2);
+        assert_eq!(drain(&mut store), vec![payload(4), payload(5)]);
+        drop(store);
+        let (mut store, report) = open(tmp.path(), &opts);
+        assert_eq!(report.pending_records, 0, "{:?}", report.problems);
+        store.append(&payload(6)).unwrap();
+        assert_eq!(drain(&mut store), vec![payload(6)]);
+    }
+
+    /// The same in the segment being appended to, here truncated behind the store's back:
+    /// appends go to a fresh segment and are read normally.
+    #[test]
+    fn corrupt_tail_of_the_append_segment_is_skipped() {
+        let tmp = TempDir::new().unwrap();
+        let opts = options(1 << 20, 1024);
+        let (mut store, _) = open(tmp.path(), &opts);
+        let ids: Vec<RecordId> = (0..3).map(|i| store.append(&payload(i)).unwrap()).collect();
+        let files = segment_files(tmp.path());
+        assert_eq!(files.len(), 1);
+        let (first, _) = store.peek().unwrap().unwrap();
+        store.consume(first).unwrap();
+        let file = OpenOptions::new().write(true).open(&files[0]).unwrap();
+        file.set_len(ids[1].offset + 4).unwrap();
+        let err = store.peek().unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData, "{err}");
+        assert_eq!(store.skip_corrupt_head(), 2);
+        assert_eq!(store.pending_records(), 0);
+        assert!(store.peek().unwrap().is_none());
+        store.append(&payload(3)).unwrap();
+        store.append(&payload(4)).unwrap();
+        assert_eq!(drain(&mut store), vec![payload(3), payload(4)]);
+        assert_eq!(segment_files(tmp.path()).len(), 1);
+    }
+
+    /// Issue 9 item 14: buffer and dead-letter files hold log bodies. Under umask 022 the
+    /// directories the store creates are 0700 and its files 0600. Runs itself again in a
+    /// child process whose umask is 022 (the umask is process-wide).
+    #[test]
+    fn files_are_private_under_umask_022() {
+        const CHILD: &str = "LC_SEGMENT_UMASK_CHILD";
+        if let Some(dir) = std::env::var_os(CHILD) {
+            let dir = PathBuf::from(dir);
+            let store_dir = dir.join("state").join("buffer").join("loki");
+            let (mut store, _) = open(&store_dir, &options(1 << 20, 64));
+            store.append(&payload(0)).unwrap();
+            store.append(&payload(1)).unwrap();
+            store.append(&payload(2)).unwrap();
+            let (id, _) = store.peek().unwrap().unwrap();
+            store.consume(id).unwrap();
+            return;
+        }
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = TempDir::new().unwrap();
+        let exe = std::env::current_exe().unwrap();
+        let status = std::process::Command::new("sh")
+            .arg("-c")
+            .arg("umask 022 && exec \"$0\" --exact --quiet buffer::segment::tests::files_are_private_under_umask_022")
+            .arg(&exe)
+            .env(CHILD, tmp.path())
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        let state = tmp.path().join("state");
+        let store_dir = state.join("buffer").join("loki");
+        for dir in [&state, &state.join("buffer"), &store_dir] {
+            assert_eq!(mode(dir), 0o700, "{}", dir.display());
+        }
+        let files: Vec<PathBuf> = fs::read_dir(&store_dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        assert!(
+            files.iter().any(|f| f.ends_with(POSITION_FILE)),
+            "{files:?}"
+        );
+        assert!(files.len() >= 2, "{files:?}");
+        for file in files {
+            assert_eq!(mode(&file), 0o600, "{}", file.display());
+        }
     }
 
     #[test]

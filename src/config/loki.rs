@@ -266,6 +266,13 @@ impl LokiSinkConfig {
         if self.batch.max_entries == 0 || self.batch.max_bytes.0 < 1024 {
             return Err(format!("{k}.batch: max_entries >= 1 and max_bytes >= 1KiB"));
         }
+        if self.max_line_bytes.0 > self.batch.max_bytes.0 {
+            // batch.max_bytes is a hard cap per push: one entry must fit in it.
+            return Err(format!(
+                "{k}.max_line_bytes: must be <= batch.max_bytes ({} > {})",
+                self.max_line_bytes.0, self.batch.max_bytes.0
+            ));
+        }
         if self.retry.initial.0.is_zero() || self.retry.initial.0 > self.retry.max.0 {
             return Err(format!("{k}.retry.initial: must be > 0 and <= retry.max"));
         }
@@ -281,5 +288,25 @@ impl LokiSinkConfig {
             return Err(format!("{k}.tls: cert_file and key_file go together"));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `batch.max_bytes` is a hard cap per push, so one entry (at most `max_line_bytes`) must
+    /// fit in it.
+    #[test]
+    fn max_line_bytes_must_fit_in_a_batch() {
+        let mut c = LokiSinkConfig::default();
+        assert!(c.validate().is_ok());
+        c.batch.max_bytes = ByteSize(64 * 1024);
+        let err = c
+            .validate()
+            .expect_err("256KiB lines cannot fit 64KiB pushes");
+        assert!(err.contains("max_line_bytes"), "{err}");
+        c.max_line_bytes = ByteSize(64 * 1024);
+        assert!(c.validate().is_ok());
     }
 }

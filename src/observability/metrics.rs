@@ -68,6 +68,8 @@ pub struct Metrics {
     pub buffer_records: Family<SinkLabels, Gauge>,
     pub buffer_full: Family<SinkLabels, Counter>,
     pub buffer_corrupt: Family<SinkLabels, Counter>,
+    /// On-disk buffer I/O failures, by operation (`append`, `read`, `consume`).
+    pub buffer_errors: Family<SinkReasonLabels, Counter>,
     pub dead_letters: Family<SinkReasonLabels, Counter>,
     pub checkpoint_writes: Counter,
     pub checkpoint_errors: Counter,
@@ -121,6 +123,7 @@ impl Metrics {
         let buffer_records = Family::<SinkLabels, Gauge>::default();
         let buffer_full = Family::<SinkLabels, Counter>::default();
         let buffer_corrupt = Family::<SinkLabels, Counter>::default();
+        let buffer_errors = Family::<SinkReasonLabels, Counter>::default();
         let dead_letters = Family::<SinkReasonLabels, Counter>::default();
         let checkpoint_writes = Counter::default();
         let checkpoint_errors = Counter::default();
@@ -263,6 +266,11 @@ impl Metrics {
             buffer_corrupt.clone(),
         );
         r.register(
+            "log_capturer_buffer_errors",
+            "I/O failures of a sink's on-disk buffer, by operation (append, read, consume)",
+            buffer_errors.clone(),
+        );
+        r.register(
             "log_capturer_dead_letters",
             "Batches rejected by a sink and kept in its dead-letter store, by reason",
             dead_letters.clone(),
@@ -360,6 +368,7 @@ impl Metrics {
             buffer_records,
             buffer_full,
             buffer_corrupt,
+            buffer_errors,
             dead_letters,
             checkpoint_writes,
             checkpoint_errors,

@@ -139,6 +139,10 @@ pub struct RequestInfo {
     pub entries: usize,
     /// Body size as sent (compressed, de-chunked).
     pub body_bytes: usize,
+    /// Sum of the decoded entries' line lengths (bytes), 0 when the body does not decode.
+    pub line_bytes: usize,
+    /// When the request was read.
+    pub at: Instant,
     /// Why the body does not decode (or the request is malformed).
     pub error: Option<String>,
 }
@@ -1112,6 +1116,7 @@ async fn connection(stream: TcpStream, shared: Arc<Shared>) {
                         status,
                         0,
                         0,
+                        0,
                         Some(msg.clone()),
                     ));
                 }
@@ -1141,6 +1146,7 @@ fn request_info(
     head: &Head,
     status: u16,
     entries: usize,
+    line_bytes: usize,
     body_bytes: usize,
     error: Option<String>,
 ) -> RequestInfo {
@@ -1153,6 +1159,8 @@ fn request_info(
         headers: head.headers.clone(),
         entries,
         body_bytes,
+        line_bytes,
+        at: Instant::now(),
         error,
     }
 }
@@ -1192,6 +1200,9 @@ async fn push(conn: &mut Conn, shared: &Arc<Shared>, head: &Head, body: Vec<u8>)
             head,
             status,
             decoded.as_ref().map_or(0, Vec::len),
+            decoded
+                .as_ref()
+                .map_or(0, |es| es.iter().map(|e| e.line.len()).sum()),
             body.len(),
             decoded.as_ref().err().cloned(),
         );

@@ -38,6 +38,31 @@ pub struct Encoder {
     overflow: LineOverflow,
     encoding: LokiEncoding,
     gzip: bool,
+    /// Tests: make `encode_slices` fail, as a compression bug would.
+    #[cfg(test)]
+    pub(crate) fail_for_test: bool,
+}
+
+/// Part of a delivery's entries: from piece `piece` of line `line`, `entries` entries (a line
+/// becomes several entries under `line_overflow: split`). A delivery larger than a push is
+/// sent as several slices in consecutive pushes.
+#[derive(Clone, Copy)]
+pub struct Slice<'a> {
+    pub delivery: &'a Delivery,
+    pub line: usize,
+    pub piece: usize,
+    pub entries: usize,
+}
+
+impl<'a> Slice<'a> {
+    pub fn whole(delivery: &'a Delivery) -> Self {
+        Slice {
+            delivery,
+            line: 0,
+            piece: 0,
+            entries: usize::MAX,
+        }
+    }
 }
 
 fn field<'a>(
@@ -104,6 +129,8 @@ impl Encoder {
             overflow: config.line_overflow,
             encoding: config.encoding,
             gzip: config.gzip,
+            #[cfg(test)]
+            fail_for_test: false,
         }
     }
 
@@ -198,15 +225,40 @@ impl Encoder {
         }
     }
 
-    /// Builds the push request for these deliveries.
+    /// Builds the push request for these deliveries (all of their entries).
     pub fn build(&self, deliveries: &[Arc<Delivery>]) -> (PushRequest, Modified) {
+        let slices: Vec<Slice<'_>> = deliveries.iter().map(|d| Slice::whole(d)).collect();
+        self.build_slices(&slices)
+    }
+
+    /// The entries one line becomes, as byte lengths (1 unless `split` cuts it), calling
+    /// `each` for every one in order. What `build` sends, without building it: the worker
+    /// cuts pushes at `batch.max_entries` / `batch.max_bytes` with it.
+    pub fn entry_sizes(&self, line: &LogLine, mut each: impl FnMut(usize)) {
+        let text = String::from_utf8_lossy(&line.message);
+        if text.len() <= self.max_line {
+            each(text.len());
+            return;
+        }
+        for piece in self.pieces(&text, &mut Modified::default()) {
+            each(piece.len());
+        }
+    }
+
+    /// Builds the push request for these slices of deliveries.
+    pub fn build_slices(&self, slices: &[Slice<'_>]) -> (PushRequest, Modified) {
         let mut modified = Modified::default();
         let mut index: HashMap<(String, StreamKind, String), usize> = HashMap::new();
         let mut streams: Vec<StreamAdapter> = Vec::new();
         let mut pending_sort = Vec::new();
-        for d in deliveries {
-            let meta = &d.batch.container;
-            for line in &d.batch.lines {
+        for slice in slices {
+            let meta = &slice.delivery.batch.container;
+            let mut skip = slice.piece;
+            let mut left = slice.entries;
+            for line in slice.delivery.batch.lines.iter().skip(slice.line) {
+                if left == 0 {
+                    break;
+                }
                 let key = (meta.id.clone(), line.stream, meta.name.clone());
                 let at = match index.get(&key) {
                     Some(&i) => i,
@@ -240,13 +292,22 @@ impl Encoder {
                 {
                     pending_sort[at] = true;
                 }
-                for piece in self.pieces(&text, &mut modified) {
+                // A line split across two pushes is counted once, by the push with its start.
+                let mut line_modified = Modified::default();
+                let pieces = self.pieces(&text, &mut line_modified);
+                if skip == 0 {
+                    modified.truncated += line_modified.truncated;
+                    modified.split += line_modified.split;
+                }
+                for piece in pieces.into_iter().skip(skip).take(left) {
                     entries.push(EntryAdapter {
                         timestamp,
                         line: piece.to_string(),
                         structured_metadata: metadata.clone(),
                     });
+                    left -= 1;
                 }
+                skip = 0;
             }
         }
         for (s, needs) in streams.iter_mut().zip(pending_sort) {
@@ -260,7 +321,30 @@ impl Encoder {
     }
 
     pub fn encode(&self, deliveries: &[Arc<Delivery>]) -> Result<(EncodedBatch, Modified), String> {
-        let (request, modified) = self.build(deliveries);
+        let slices: Vec<Slice<'_>> = deliveries.iter().map(|d| Slice::whole(d)).collect();
+        self.encode_slices(&slices)
+    }
+
+    /// The request as plain (uncompressed) JSON, which cannot fail: the worker's fallback
+    /// when the configured encoding fails, so that a batch is never stuck unencodable.
+    pub fn encode_slices_plain_json(&self, slices: &[Slice<'_>]) -> (EncodedBatch, Modified) {
+        let (request, modified) = self.build_slices(slices);
+        let entries = request.streams.iter().map(|s| s.entries.len()).sum();
+        let batch = EncodedBatch {
+            body: to_json(&request),
+            content_type: "application/json",
+            content_encoding: None,
+            entries,
+        };
+        (batch, modified)
+    }
+
+    pub fn encode_slices(&self, slices: &[Slice<'_>]) -> Result<(EncodedBatch, Modified), String> {
+        #[cfg(test)]
+        if self.fail_for_test {
+            return Err("compression failure injected by a test".to_string());
+        }
+        let (request, modified) = self.build_slices(slices);
         let entries = request.streams.iter().map(|s| s.entries.len()).sum();
         let batch = match self.encoding {
             LokiEncoding::Protobuf => {
@@ -463,6 +547,54 @@ mod tests {
         assert_eq!(joined, long);
         assert_eq!(req.streams[0].entries.len(), 2);
         assert_eq!(m.split, 1);
+    }
+
+    /// Slices cut a delivery between entries, even inside a split line; the sizes the worker
+    /// batches with are those of the entries built.
+    #[tokio::test]
+    async fn slices_cut_between_entries_of_a_split_line() {
+        let mut c = config();
+        c.max_line_bytes = crate::config::ByteSize(1024);
+        c.line_overflow = LineOverflow::Split;
+        let enc = Encoder::new(&c);
+        let long = "x".repeat(2500); // 3 entries: 1024 + 1024 + 452
+        let d = delivery(
+            meta("w"),
+            vec![
+                line(1, "a", StreamKind::Stdout),
+                line(2, &long, StreamKind::Stdout),
+                line(3, "b", StreamKind::Stdout),
+            ],
+        )
+        .await;
+        let mut sizes = Vec::new();
+        for l in &d.batch.lines {
+            enc.entry_sizes(l, |n| sizes.push(n));
+        }
+        assert_eq!(sizes, [1, 1024, 1024, 452, 1]);
+        let lines = |slice: Slice<'_>| {
+            let (req, m) = enc.build_slices(&[slice]);
+            let lines: Vec<usize> = req.streams[0]
+                .entries
+                .iter()
+                .map(|e| e.line.len())
+                .collect();
+            (lines, m.split)
+        };
+        let first = Slice {
+            delivery: &d,
+            line: 0,
+            piece: 0,
+            entries: 2,
+        };
+        let second = Slice {
+            delivery: &d,
+            line: 1,
+            piece: 1,
+            entries: 3,
+        };
+        assert_eq!(lines(first), (vec![1, 1024], 1));
+        assert_eq!(lines(second), (vec![1024, 452, 1], 0), "split counted once");
     }
 
     #[tokio::test]
