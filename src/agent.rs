@@ -46,6 +46,9 @@ pub enum Outcome {
 /// How long the final checkpoint write may take after the drain (it fsyncs; on a hung file
 /// system it would never return).
 const FINAL_PERSIST_GRACE: Duration = Duration::from_secs(5);
+/// After `shutdown_timeout`, how long the Loki worker gets to end the step under way (one disk
+/// append; a push in flight is dropped at once).
+const ABANDON_GRACE: Duration = Duration::from_secs(2);
 
 /// Runs until `shutdown` is cancelled, then stops (see the module doc). Errors are start-up
 /// failures.
@@ -121,7 +124,9 @@ async fn run_pipeline(
     let budget = QueueBudget::new(config.pipeline.queue_bytes.0 as usize, Arc::clone(metrics));
     // The byte budget bounds the queue; the channel's own capacity only caps batch count.
     let (queue_tx, queue_rx) = mpsc::channel(QUEUE_CHANNEL_BATCHES);
-    let sinks = start_sinks(config, loki, metrics, checkpoints, shutdown);
+    // Cancelled when `shutdown_timeout` runs out: the async sinks (Loki) stop where they are.
+    let abandon = CancellationToken::new();
+    let sinks = start_sinks(config, loki, metrics, checkpoints, shutdown, &abandon);
     let ledger = Arc::clone(&sinks.ledger);
     let router = tokio::spawn(route(queue_rx, sinks.inputs, Arc::clone(&sinks.ledger)));
     let problems = Arc::new(Mutex::new(Vec::new()));
@@ -230,6 +235,22 @@ async fn run_pipeline(
             "pipeline.shutdown_timeout ({timeout:?}) reached while {stage}: sinks still busy {busy:?}, \
              {unacknowledged} lines not acknowledged (read again at the next start)"
         ));
+        // The Loki worker is async and can stop where it is: make it, and wait for it (its
+        // step under way ends first), so that it neither buffers nor acknowledges anything
+        // after the final checkpoint write. Threads blocked in a local sink's write cannot be
+        // stopped and are not waited for.
+        abandon.cancel();
+        for (name, supervisor) in &mut workers {
+            if *name == "loki"
+                && !supervisor.is_finished()
+                && tokio::time::timeout(ABANDON_GRACE, &mut *supervisor)
+                    .await
+                    .is_err()
+            {
+                warn!(grace = ?ABANDON_GRACE, "the Loki worker did not stop in time");
+                supervisor.abort();
+            }
+        }
     }
 
     persist_cancel.cancel();
@@ -387,6 +408,7 @@ fn start_sinks(
     metrics: &Arc<Metrics>,
     checkpoints: &Arc<CheckpointStore>,
     shutdown: &CancellationToken,
+    abandon: &CancellationToken,
 ) -> RunningSinks {
     let mut local: Vec<Box<dyn Sink>> = Vec::new();
     if config.sinks.stdout.is_some() {
@@ -447,6 +469,7 @@ fn start_sinks(
             dead_letters: loki.dead_letters,
             config: loki.config,
             shutdown: shutdown.clone(),
+            abandon: abandon.clone(),
         };
         workers.push(("loki", tokio::spawn(worker.run())));
         inputs.push(tx);

@@ -263,7 +263,7 @@ impl Default for PipelineConfig {
             flush_interval: HumanDuration(Duration::from_millis(200)),
             // Below Kubernetes' default 30 s grace period, so the final checkpoint write
             // happens before the orchestrator's SIGKILL.
-            shutdown_timeout: HumanDuration(Duration::from_secs(25)),
+            shutdown_timeout: HumanDuration(Duration::from_secs(20)),
         }
     }
 }
@@ -609,7 +609,7 @@ mod tests {
     #[test]
     fn lifecycle_keys_have_defaults_and_limits() {
         let c = Config::parse("sinks:\n  stdout: {}\n", "t").expect("valid");
-        assert_eq!(c.pipeline.shutdown_timeout.0, Duration::from_secs(25));
+        assert_eq!(c.pipeline.shutdown_timeout.0, Duration::from_secs(20));
         assert_eq!(c.http.header_read_timeout.0, Duration::from_secs(10));
         assert_eq!(c.http.max_connections, 64);
         assert!(err("pipeline:\n  shutdown_timeout: 10ms\n").contains("pipeline.shutdown_timeout"));

@@ -258,7 +258,11 @@ impl Discovery {
         if matches!(exit, CaptureExit::Stopped | CaptureExit::Gone) {
             // Behind the container's last lines: sinks may close its output once written.
             let marker = Delivery::end_of_stream(Arc::clone(&t.meta.borrow()));
-            let _ = self.ctx.pipeline.try_send(marker);
+            // Never waits: discovery must not block behind a full queue. A marker that does
+            // not fit only costs an open file until the sink's `idle_close`.
+            if self.ctx.pipeline.try_send(marker).is_err() {
+                debug!(container_id = %id, "queue full: end-of-stream marker not sent; its file closes at idle_close");
+            }
         }
         if t.destroyed {
             self.forget(&id);

@@ -60,7 +60,8 @@
 //!   live attempt if the buffer is empty and Loki was not failing, else goes to the buffer. A
 //!   push that neither Loki nor the buffer took stays unacknowledged, and so does every push
 //!   after it: their lines are read again after the restart, and none of them is also in the
-//!   buffer (no duplicate).
+//!   buffer (no duplicate). When `pipeline.shutdown_timeout` runs out (the `abandon` token),
+//!   a live attempt under way is dropped and every push not yet done is abandoned the same way.
 //!
 //! Every wait of the loop races new input, the `max_wait` timer and the shutdown token; a step
 //! itself (one push, bounded by `timeout`, or one disk operation) runs to its end.
@@ -98,6 +99,10 @@ pub struct LokiWorker {
     pub dead_letters: SharedStore,
     pub config: LokiSinkConfig,
     pub shutdown: CancellationToken,
+    /// Cancelled when `pipeline.shutdown_timeout` ran out: the step under way ends (a live
+    /// attempt is dropped), every push not yet done is abandoned (not spilled), and the worker
+    /// exits, so that nothing is acknowledged or buffered after the final checkpoint write.
+    pub abandon: CancellationToken,
 }
 
 /// A delivery, with how many of its parts are not done yet.
@@ -537,6 +542,9 @@ impl LokiWorker {
         let Some(mut head) = m.batcher.ready.pop_front() else {
             return;
         };
+        if self.abandon.is_cancelled() && !m.abandoning {
+            return self.abandon(m, &head, "pipeline.shutdown_timeout ran out");
+        }
         if m.abandoning {
             return self.abandon(m, &head, "an earlier batch could not be kept");
         }
@@ -551,13 +559,19 @@ impl LokiWorker {
         let live = self.buffered() == 0 && !m.loki_failing && head.failing_since.is_none();
         if live {
             let batch = self.encoded(&mut head);
-            let sent = tokio::time::timeout(SHUTDOWN_SEND_GRACE, self.send_once(&batch, None))
-                .await
-                .unwrap_or(Err(SendError::Retryable {
-                    reason: "timeout",
-                    detail: "shutdown grace over".to_string(),
-                    retry_after: None,
-                }));
+            let attempt = tokio::time::timeout(SHUTDOWN_SEND_GRACE, self.send_once(&batch, None));
+            let sent = tokio::select! {
+                r = attempt => r.ok(),
+                _ = self.abandon.cancelled() => None,
+            }
+            .unwrap_or(Err(SendError::Retryable {
+                reason: "timeout",
+                detail: "shutdown grace over".to_string(),
+                retry_after: None,
+            }));
+            if self.abandon.is_cancelled() && sent.is_err() {
+                return self.abandon(m, &head, "pipeline.shutdown_timeout ran out");
+            }
             match sent {
                 Ok(()) => return self.done(head),
                 Err(SendError::Rejected { status, body }) => {
@@ -960,6 +974,8 @@ mod tests {
         ledger: Arc<AckLedger>,
         metrics: Arc<Metrics>,
         shutdown: CancellationToken,
+        abandon: CancellationToken,
+        buffer: SharedStore,
         tx: mpsc::UnboundedSender<Arc<Delivery>>,
         checkpoints: Arc<CheckpointStore>,
         budget: QueueBudget,
@@ -989,6 +1005,7 @@ mod tests {
         let (tx, input) = mpsc::unbounded_channel();
         let ledger = Arc::new(AckLedger::new(1, Arc::clone(&checkpoints)));
         let shutdown = CancellationToken::new();
+        let abandon = CancellationToken::new();
         let worker = LokiWorker {
             input,
             ledger: Arc::clone(&ledger),
@@ -999,12 +1016,15 @@ mod tests {
             dead_letters,
             config,
             shutdown: shutdown.clone(),
+            abandon: abandon.clone(),
         };
         Harness {
+            buffer: worker.buffer.clone(),
             worker: Some(worker),
             ledger,
             metrics: Arc::clone(&metrics),
             shutdown,
+            abandon,
             tx,
             checkpoints,
             budget: QueueBudget::new(1 << 20, metrics),
@@ -1134,6 +1154,47 @@ mod tests {
 
     /// Issue 9 item 12: a batch whose configured encoding fails goes as plain JSON (counted),
     /// and is acknowledged, so the container's checkpoint keeps moving.
+    /// `pipeline.shutdown_timeout` ran out while Loki hangs: the push under way is dropped and
+    /// every push not yet done is abandoned, not buffered, so that nothing is acknowledged or
+    /// buffered after the agent's final checkpoint write (a buffered batch that is also read
+    /// again would be delivered twice).
+    #[tokio::test]
+    async fn abandon_at_the_deadline_buffers_and_acknowledges_nothing_more() {
+        // A Loki that takes connections and never answers.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!(
+            "http://{}/loki/api/v1/push",
+            listener.local_addr().expect("addr")
+        );
+        let hold = tokio::spawn(async move {
+            let mut open = Vec::new();
+            while let Ok((conn, _)) = listener.accept().await {
+                open.push(conn);
+            }
+        });
+        let mut h = harness(&url, 2);
+        let d1 = delivery(&h, 1, 2).await;
+        let d2 = delivery(&h, 2, 2).await;
+        h.tx.send(d1).expect("send");
+        h.tx.send(d2).expect("send");
+        // Shut down at once: the worker drains, and its first live attempt hangs.
+        h.shutdown.cancel();
+        let task = h.start();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        h.abandon.cancel();
+        drop(h.tx);
+        tokio::time::timeout(Duration::from_secs(30), task)
+            .await
+            .expect("the worker ends once abandoned")
+            .expect("worker");
+        assert_eq!(h.ledger.unacknowledged(), 2, "nothing acknowledged");
+        hold.abort();
+        let (records, _) = h.buffer.pending();
+        assert_eq!(records, 0, "nothing buffered after the deadline");
+    }
+
     #[tokio::test]
     async fn unencodable_batch_goes_as_plain_json_and_is_acknowledged() {
         let (url, seen) = accepting_loki().await;
