@@ -215,6 +215,17 @@ async fn run_pipeline(
             "{batches} batches not acknowledged by every sink (read again at the next start)"
         ));
     }
+    let held = ledger.held_count();
+    if held > 0 {
+        // Their lines after the hold were not written by one sink: read again at the next start.
+        error!(
+            containers = held,
+            "containers held by a sink at shutdown; their lines after the hold are read again at the next start"
+        );
+        problems.push(format!(
+            "{held} containers held by a sink (their lines after the hold are read again at the next start)"
+        ));
+    }
     if !drained {
         let stage = if capture_stopped.load(Ordering::Relaxed) {
             "flushing sinks"

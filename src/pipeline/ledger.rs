@@ -105,6 +105,12 @@ impl AckLedger {
         self.lock().held.contains_key(container)
     }
 
+    /// How many containers are held (their lines after the hold are read again at the next
+    /// start, so a stop with any is incomplete).
+    pub fn held_count(&self) -> usize {
+        self.lock().held.len()
+    }
+
     /// One sink is done with a batch. Advances the checkpoint over every leading batch that all
     /// sinks are done with.
     pub fn complete(&self, container: &str, seq: u64) {
