@@ -794,3 +794,43 @@ fn ready_follows_the_daemon_going_down_and_up() {
     assert_eq!(agent.messages("steady"), texts(&lines));
     assert_clean_exit(&mut agent);
 }
+
+/// A `start` event whose inspect fails (dockerd briefly out of file descriptors, a proxy
+/// error): the container must still be captured, by a retry with back-off, not left unread
+/// until some later listing that may never come.
+#[test]
+fn container_whose_inspect_fails_at_its_start_event_is_retried() {
+    let engine = FakeEngine::start(Vec::new());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut agent = Agent::start(
+        dir.path(),
+        agent_options(
+            &engine,
+            "  retry_backoff_initial: 100ms\n  retry_backoff_max: 1s\n",
+        ),
+    );
+    let lines = numbered_lines("late", 20, 1);
+    let late = Container::new("late", lines.clone(), vec![LogsPlan::Follow]);
+    let id = late.id.clone();
+    engine.fail_next_inspects(&id, 2);
+    engine.add(late);
+    assert!(
+        wait_until(Duration::from_secs(10), || engine.events_open() >= 1),
+        "the agent follows no events stream"
+    );
+    engine.send_start(&id, "late");
+    let captured = wait_until(Duration::from_secs(30), || {
+        agent.messages("late").len() >= lines.len()
+    });
+    assert!(
+        captured,
+        "not captured after its inspect failed: {} of {} lines, engine saw {:#?}; log:\n{}",
+        agent.messages("late").len(),
+        lines.len(),
+        engine.requests(),
+        agent.log()
+    );
+    assert_eq!(agent.messages("late"), texts(&lines));
+    assert!(agent.metric(r#"log_capturer_container_stream_errors_total{reason="inspect"}"#) >= 1.0);
+    assert_clean_exit(&mut agent);
+}

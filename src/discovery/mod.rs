@@ -65,6 +65,9 @@ pub struct Discovery {
     tracked: HashMap<String, Tracked>,
     /// Existing containers the filters do not select; pruned at every listing.
     ignored: HashSet<String>,
+    /// Containers whose `start` event could not be acted on (the inspect failed): the next
+    /// resync, scheduled with back-off, reads them.
+    retry_starts: HashSet<String>,
     tasks: JoinSet<(String, CaptureExit)>,
     /// The container of each capture task (to know whose task panicked).
     task_ids: HashMap<tokio::task::Id, String>,
@@ -88,6 +91,7 @@ impl Discovery {
             agent_start_ns: now_ns(),
             tracked: HashMap::new(),
             ignored: HashSet::new(),
+            retry_starts: HashSet::new(),
             tasks: JoinSet::new(),
             task_ids: HashMap::new(),
         }
@@ -129,10 +133,14 @@ impl Discovery {
                         false
                     }
                     Some(DiscoveryMsg::Event(event)) => {
-                        tokio::select! {
+                        let failed = tokio::select! {
                             _ = cancel.cancelled() => break,
-                            () = self.on_event(event, &cancel) => false,
+                            failed = self.on_event(event, &cancel) => failed,
+                        };
+                        if failed && resync_at.is_none() {
+                            resync_at = Some(tokio::time::Instant::now() + retry.next_delay());
                         }
+                        false
                     }
                     None => break,
                 },
@@ -202,18 +210,22 @@ impl Discovery {
             .set(self.ignored.len() as i64);
     }
 
-    async fn on_event(&mut self, event: Event, cancel: &CancellationToken) {
+    /// Returns true when the event could not be acted on (an inspect failed) and a resync
+    /// must be scheduled to retry it.
+    async fn on_event(&mut self, event: Event, cancel: &CancellationToken) -> bool {
         let id = event.actor.id.clone();
+        let mut retry = false;
         match event.action.as_str() {
             "start" => {
                 if let Some(t) = self.tracked.get(&id)
                     && t.running.is_some()
                 {
-                    return;
+                    return false;
                 }
-                if !self.ignored.contains(&id) {
-                    // It started: read it, to its end if it has already stopped again.
-                    self.consider(&id, true, cancel).await;
+                // It started: read it, to its end if it has already stopped again.
+                if !self.ignored.contains(&id) && !self.consider(&id, true, cancel).await {
+                    self.retry_starts.insert(id);
+                    retry = true;
                 }
             }
             "destroy" => {
@@ -240,12 +252,14 @@ impl Discovery {
                 } else if self.ignored.remove(&id) {
                     // Filters may select it under its new name (if it is not running, its
                     // next `start` decides).
-                    self.consider(&id, false, cancel).await;
+                    // Not inspectable now: the scheduled resync reads it if it runs.
+                    retry = !self.consider(&id, false, cancel).await;
                 }
             }
             _ => {}
         }
         self.update_gauges();
+        retry
     }
 
     /// A capture task ended. Returns true when a resync is needed (the container's state

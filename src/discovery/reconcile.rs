@@ -75,11 +75,24 @@ impl Discovery {
                 .filter(|id| !listed_running.contains(id) && self.checkpoints.get(id).is_some())
                 .map(str::to_string),
         );
+        // Started (an event) but not inspectable then: read them now, to their end if they
+        // have stopped meanwhile (they may hold no cursor, so nothing else would).
+        self.retry_starts.retain(|id| exists.contains(id.as_str()));
+        for id in &self.retry_starts {
+            if !to_read.contains(id) {
+                to_read.push(id.clone());
+            }
+        }
         let mut complete = true;
         for id in to_read {
             let busy = self.tracked.get(&id).is_some_and(|t| t.running.is_some());
             if !busy && !self.ignored.contains(&id) {
-                complete &= self.consider(&id, true, cancel).await;
+                if self.consider(&id, true, cancel).await {
+                    self.retry_starts.remove(&id);
+                } else {
+                    self.retry_starts.insert(id);
+                    complete = false;
+                }
             }
         }
         self.update_gauges();

@@ -188,6 +188,8 @@ struct State {
     failing_all_lists: usize,
     /// Containers that exit at their next inspect, which answers (not running) this much later.
     exit_during_inspect: HashMap<String, Duration>,
+    /// This many of a container's next inspects answer 500 (e.g. dockerd out of FDs).
+    failing_inspects: HashMap<String, usize>,
 }
 
 struct Shared {
@@ -298,6 +300,19 @@ impl FakeEngine {
             .lock()
             .exit_during_inspect
             .insert(id.to_string(), delay);
+    }
+
+    /// The next `n` inspects of container `id` answer 500.
+    pub fn fail_next_inspects(&self, id: &str, n: usize) {
+        self.shared
+            .lock()
+            .failing_inspects
+            .insert(id.to_string(), n);
+    }
+
+    /// Adds a container without sending any event (send one with `send_start`).
+    pub fn add(&self, container: Container) {
+        self.shared.lock().containers.push(container);
     }
 
     /// Removes a container without sending any event (as if it was removed while the agent's
@@ -556,6 +571,20 @@ async fn handle(mut stream: UnixStream, shared: Arc<Shared>) {
             .await;
         }
         ["containers", id, "json"] => {
+            let fail = {
+                let mut st = shared.lock();
+                match st.failing_inspects.get_mut(*id) {
+                    Some(n) if *n > 0 => {
+                        *n -= 1;
+                        true
+                    }
+                    _ => false,
+                }
+            };
+            if fail {
+                let body = error_body("fake engine: inspect failed");
+                return respond(&mut stream, &shared, 500, &body).await;
+            }
             let exit_after = {
                 let mut st = shared.lock();
                 let delay = st.exit_during_inspect.remove(*id);
