@@ -202,18 +202,14 @@ fn gap_after_first_failure(rx: &LokiReceiver) -> Duration {
     requests[1].at.duration_since(requests[0].at)
 }
 
-/// Issue 9 item 11: a `Retry-After` answered to a live push still holds after the push was
-/// spilled to the on-disk buffer: replay waits it out.
-#[test]
-fn retry_after_carries_over_into_replay() {
-    let (container, want) = numbered("ra", 10, 20, 10);
+/// Loki first answers `failure` once, then accepts; with `spill_after: 0s` the failed push
+/// goes to the on-disk buffer at once. Returns the gap between the failed push and the next
+/// attempt (the buffer replay), after checking that every line arrived exactly once.
+fn gap_before_replay(prefix: &str, failure: Mode, retry: &str) -> Duration {
+    let (container, want) = numbered(prefix, 10, 20, 10);
     let engine = FakeEngine::start(vec![container]);
     let rx = LokiReceiver::start();
-    rx.set_mode(Mode::Status {
-        code: 429,
-        retry_after: Some(1),
-        body: "slow down".into(),
-    });
+    rx.set_mode(failure);
     rx.set_mode_after(1, Mode::Accept);
     let dir = tempfile::tempdir().expect("tempdir");
     let agent = agent_with_loki(
@@ -221,8 +217,9 @@ fn retry_after_carries_over_into_replay() {
         &engine,
         &loki_config(
             &rx,
-            "    batch:\n      max_wait: 300ms\n    retry:\n      initial: 20ms\n      max: 40ms\n    \
-             buffer:\n      spill_after: 0s\n",
+            &format!(
+                "    batch:\n      max_wait: 300ms\n    retry:\n{retry}    buffer:\n      spill_after: 0s\n"
+            ),
         ),
     );
     assert!(
@@ -230,44 +227,35 @@ fn retry_after_carries_over_into_replay() {
         "log:\n{}",
         tail(&agent.log())
     );
-    let gap = gap_after_first_failure(&rx);
+    assert_exactly_once_in_order(&rx, &want, &agent);
+    gap_after_first_failure(&rx)
+}
+
+/// Issue 9 item 11: a `Retry-After` answered to a live push still holds after the push was
+/// spilled to the on-disk buffer: replay waits it out.
+#[test]
+fn retry_after_carries_over_into_replay() {
+    let slow_down = Mode::Status {
+        code: 429,
+        retry_after: Some(1),
+        body: "slow down".into(),
+    };
+    let gap = gap_before_replay("ra", slow_down, "      initial: 20ms\n      max: 40ms\n");
     assert!(
         gap >= Duration::from_millis(990),
         "sent again {gap:?} after a 429 with Retry-After: 1"
     );
-    assert_exactly_once_in_order(&rx, &want, &agent);
 }
 
 /// Issue 9 item 11, the back-off variant: after a 503 (no Retry-After) the back-off (retry
 /// `initial: 2s`, so at least 1 s with jitter) also holds across the spill.
 #[test]
 fn backoff_carries_over_into_replay() {
-    let (container, want) = numbered("bo", 10, 20, 10);
-    let engine = FakeEngine::start(vec![container]);
-    let rx = LokiReceiver::start();
-    rx.set_mode(unavailable());
-    rx.set_mode_after(1, Mode::Accept);
-    let dir = tempfile::tempdir().expect("tempdir");
-    let agent = agent_with_loki(
-        dir.path(),
-        &engine,
-        &loki_config(
-            &rx,
-            "    batch:\n      max_wait: 300ms\n    retry:\n      initial: 2s\n      max: 4s\n    \
-             buffer:\n      spill_after: 0s\n",
-        ),
-    );
-    assert!(
-        wait_until(Duration::from_secs(60), || rx.lines().len() >= want.len()),
-        "log:\n{}",
-        tail(&agent.log())
-    );
-    let gap = gap_after_first_failure(&rx);
+    let gap = gap_before_replay("bo", unavailable(), "      initial: 2s\n      max: 4s\n");
     assert!(
         gap >= Duration::from_millis(990),
         "sent again {gap:?} after a 503 with a back-off of at least 1 s"
     );
-    assert_exactly_once_in_order(&rx, &want, &agent);
 }
 
 /// Waits until everything went to the on-disk buffer (Loki failing, `spill_after: 0s`).
