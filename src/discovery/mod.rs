@@ -223,7 +223,9 @@ impl Discovery {
                     return false;
                 }
                 // It started: read it, to its end if it has already stopped again.
-                if !self.ignored.contains(&id) && !self.consider(&id, true, cancel).await {
+                // Named for the warning if it is already gone (an instant `--rm`).
+                let name = event.actor.attributes.get("name").map(String::as_str);
+                if !self.ignored.contains(&id) && !self.consider(&id, true, name, cancel).await {
                     self.retry_starts.insert(id);
                     retry = true;
                 }
@@ -253,7 +255,7 @@ impl Discovery {
                     // Filters may select it under its new name (if it is not running, its
                     // next `start` decides).
                     // Not inspectable now: the scheduled resync reads it if it runs.
-                    retry = !self.consider(&id, false, cancel).await;
+                    retry = !self.consider(&id, false, None, cancel).await;
                 }
             }
             _ => {}
@@ -296,7 +298,7 @@ impl Discovery {
                 // A `start` may have been handled while the task was finishing: check again.
                 match self.ctx.client.inspect(&id).await {
                     Ok(c) if c.state.running && !cancel.is_cancelled() => {
-                        return !self.consider(&id, false, cancel).await;
+                        return !self.consider(&id, false, None, cancel).await;
                     }
                     Ok(_) => {}
                     Err(e) if e.status() == Some(404) => {}

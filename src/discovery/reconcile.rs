@@ -87,7 +87,7 @@ impl Discovery {
         for id in to_read {
             let busy = self.tracked.get(&id).is_some_and(|t| t.running.is_some());
             if !busy && !self.ignored.contains(&id) {
-                if self.consider(&id, true, cancel).await {
+                if self.consider(&id, true, None, cancel).await {
                     self.retry_starts.remove(&id);
                 } else {
                     self.retry_starts.insert(id);
@@ -110,6 +110,7 @@ impl Discovery {
         &mut self,
         id: &str,
         drain: bool,
+        name: Option<&str>,
         cancel: &CancellationToken,
     ) -> bool {
         if self.settings.own_id.as_deref() == Some(id) {
@@ -118,7 +119,16 @@ impl Discovery {
         }
         let info = match self.ctx.client.inspect(id).await {
             Ok(info) => info,
-            Err(e) if e.status() == Some(404) => return true,
+            Err(e) if e.status() == Some(404) => {
+                // Started (or listed) and already removed: an instant `--rm`. Nothing of it
+                // can be read; say so, as capture does for a 404/409 at open.
+                if let Some(name) = name {
+                    self.metrics.stream_error("gone_before_read");
+                    warn!(container = %name, container_id = %id,
+                        "container gone before it could be read (removed before its inspect); its lines are lost");
+                }
+                return true;
+            }
             Err(e) => {
                 self.metrics.stream_error("inspect");
                 warn!(container_id = %id, error = %e, "cannot inspect container");
