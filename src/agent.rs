@@ -455,7 +455,9 @@ fn start_sinks(
             metrics: Arc::clone(metrics),
             settings: WriterSettings {
                 flush_interval: config.pipeline.flush_interval.0,
-                flush_bytes: 4 * 1024 * 1024,
+                // Message bytes; a sink's encoding of them (NDJSON with the container's
+                // metadata per line) is several times larger and is held until the flush.
+                flush_bytes: 1024 * 1024,
                 sync_bytes: (config.pipeline.queue_bytes.0 as usize / 4).min(4 * 1024 * 1024),
                 held_retry: crate::pipeline::HELD_RETRY,
             },

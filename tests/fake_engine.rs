@@ -651,6 +651,36 @@ fn container_that_exits_during_a_resync_is_read_to_its_end() {
     assert_clean_exit(&mut agent);
 }
 
+/// Item 19 of issue 9, at a resync: a container listed as running and removed before its
+/// inspect (an instant `--rm` while the agent starts) was dropped without a word. It is
+/// counted as `gone_before_read` and named in a warning, as at its start event.
+#[test]
+fn container_removed_between_listing_and_inspect_is_counted_and_named() {
+    let doomed = Container::new("doomed", numbered_lines("d", 5, 1), vec![LogsPlan::End]);
+    let kept_lines = numbered_lines("kept", 5, 1);
+    let kept = Container::new("kept", kept_lines.clone(), vec![LogsPlan::Follow]);
+    let doomed_id = doomed.id.clone();
+    let engine = FakeEngine::start(vec![doomed, kept]);
+    engine.remove_during_inspect(&doomed_id);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut agent = Agent::start(dir.path(), agent_options(&engine, ""));
+    let key = "log_capturer_container_stream_errors_total{reason=\"gone_before_read\"}";
+    let counted = wait_until(Duration::from_secs(20), || agent.metric(key) >= 1.0);
+    assert!(counted, "not counted; log:\n{}", agent.log());
+    assert_eq!(agent.metric(key), 1.0);
+    assert_eq!(
+        warnings_mentioning(&agent, "doomed").len(),
+        1,
+        "one warning naming it; log:\n{}",
+        agent.log()
+    );
+    assert!(wait_until(Duration::from_secs(20), || {
+        agent.messages("kept").len() >= kept_lines.len()
+    }));
+    assert_eq!(agent.messages("kept"), texts(&kept_lines));
+    assert_clean_exit(&mut agent);
+}
+
 /// A checkpoint left by an earlier run for a container that no longer exists must be
 /// dropped, even when the first listing of all containers fails (the listing of running ones
 /// works, so nothing else would retry).

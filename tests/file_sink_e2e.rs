@@ -76,14 +76,16 @@ fn printer(prefix: &str, n: usize, pause_us: u32, then_exit: bool) -> String {
     )
 }
 
-/// The persisted checkpoint of a container: (timestamp_ns, count).
+/// The persisted position of a container's stdout: (timestamp_ns, count) of its last line
+/// acknowledged.
 fn checkpoint(agent: &Agent, id: &str) -> Option<(i64, u64)> {
     let path = agent
         .dir
         .join("state/checkpoints")
         .join(format!("{id}.json"));
     let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()?;
-    Some((v["timestamp_ns"].as_i64()?, v["count"].as_u64()?))
+    let stdout = &v["streams"]["stdout"];
+    Some((stdout["timestamp_ns"].as_i64()?, stdout["count"].as_u64()?))
 }
 
 /// Docker's timestamp of a container's first log line, in nanoseconds.

@@ -26,7 +26,8 @@ fn firehose_lines(count: usize) -> Vec<Line> {
         .collect()
 }
 
-/// `(timestamp_ns, count)` of a container's checkpoint file, if it exists and parses.
+/// The persisted position of a container's stdout, `(timestamp_ns, count)` of its last line
+/// acknowledged, if the checkpoint file exists and parses.
 fn checkpoint(agent: &Agent, id: &str) -> Option<(i64, u64)> {
     let path = agent
         .dir
@@ -34,7 +35,8 @@ fn checkpoint(agent: &Agent, id: &str) -> Option<(i64, u64)> {
         .join(format!("{id}.json"));
     let text = std::fs::read_to_string(path).ok()?;
     let v: serde_json::Value = serde_json::from_str(&text).ok()?;
-    Some((v["timestamp_ns"].as_i64()?, v["count"].as_u64()?))
+    let stdout = &v["streams"]["stdout"];
+    Some((stdout["timestamp_ns"].as_i64()?, stdout["count"].as_u64()?))
 }
 
 /// SIGTERM while the stdout sink is blocked for good (its stdout is a pipe nobody reads, and

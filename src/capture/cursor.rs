@@ -7,11 +7,17 @@
 //! (`out piece t1`, `err t2`, `out tail t1`). `since=T` serves, in file order, every entry
 //! stamped `>= T`.
 //!
+//! Nor is a line's stamp the moment it reaches the file: each stream has its own copier in
+//! dockerd, which stamps an entry when it reads it from the container's pipe and writes it
+//! once it holds the log file's lock. So an entry can land in the file after an entry of the
+//! other stream stamped later than it (seen: a 16 KiB piece stamped 12 µs before an `err`
+//! line, and written after it). Within one stream, file order is stamp order.
+//!
 //! The cursor therefore keeps, per stream, the position of the last delivered line — its
 //! timestamp and how many lines of that stream with exactly that timestamp were delivered —
 //! and the timestamp of the earliest line begun but not delivered yet (its pieces must be
-//! served again). A reopen asks for `since` = that unfinished timestamp if there is one, else
-//! the last delivered timestamp, and [`Replay`] skips, per stream, exactly the lines already
+//! served again). A reopen asks for a `since` at or before every entry not yet delivered (see
+//! [`Cursor::since_ns`]), and [`Replay`] skips, per stream, exactly the lines already
 //! delivered. Whatever point of a session a rotation, reconnect or crash falls on, no entry the
 //! agent has not delivered is skipped, and none is delivered twice.
 
@@ -19,6 +25,12 @@ use serde::{Deserialize, Serialize};
 
 use super::assembler::UNSTAMPED;
 use crate::pipeline::{LogLine, StreamKind};
+
+/// How much earlier than an entry already in the log file a later entry of the other stream
+/// may be stamped (the copiers' race between stamping and writing, above). It lasts
+/// microseconds; a second leaves room for a daemon starved of CPU. A reopen re-reads at most
+/// this much of the stream that is ahead, and the filter drops it again.
+pub const REORDER_SLACK_NS: i64 = 1_000_000_000;
 
 /// Where one stream stands: the last delivered line's timestamp and how many lines of this
 /// stream carrying exactly that timestamp were delivered.
@@ -87,11 +99,19 @@ impl Cursor {
         }
     }
 
-    /// The `since` of the next reopen (inclusive).
+    /// The `since` of the next reopen (inclusive): at or before every entry not delivered yet.
+    /// That is the earliest unfinished line, and for the rest, each stream's next entry is
+    /// stamped at or after both its own last delivered line and, less the reorder slack, the
+    /// other stream's (it comes after that one in the file). Asking for the later stream's
+    /// position alone lost a line whose first piece was written after an `err` stamped later.
     pub fn since_ns(&self) -> i64 {
         let s = &self.streams;
-        s.unfinished_ns
-            .unwrap_or(s.stdout.timestamp_ns.max(s.stderr.timestamp_ns))
+        let (behind, ahead) = (
+            s.stdout.timestamp_ns.min(s.stderr.timestamp_ns),
+            s.stdout.timestamp_ns.max(s.stderr.timestamp_ns),
+        );
+        let settled = behind.max(ahead.saturating_sub(REORDER_SLACK_NS));
+        s.unfinished_ns.map_or(settled, |u| u.min(settled))
     }
 
     /// Lines stamped `since_ns()` already delivered, over both streams (what older versions
@@ -145,7 +165,11 @@ impl Replay {
             seen: [0, 0],
             legacy_left: target.legacy_count,
             cursor: target,
-            last_ts_ns: target.since_ns(),
+            last_ts_ns: target
+                .streams
+                .stdout
+                .timestamp_ns
+                .max(target.streams.stderr.timestamp_ns),
         }
     }
 
@@ -180,8 +204,8 @@ impl Replay {
 
     /// Keeps the lines not delivered yet, in order. A line that came without a timestamp
     /// cannot be placed by the filter: it is always kept (the assembler counted it), stamped
-    /// with the latest timestamp seen (or the session's `since`) so it sorts where it was
-    /// read, and it moves no cursor.
+    /// with the latest timestamp seen (at first, the latest delivered before the session) so
+    /// it sorts where it was read, and it moves no cursor.
     pub fn filter(&mut self, lines: &mut Vec<LogLine>) {
         lines.retain_mut(|line| {
             if line.ts_ns == UNSTAMPED {
@@ -231,12 +255,23 @@ mod tests {
     }
 
     #[test]
-    fn since_is_the_earliest_unfinished_line() {
-        let mut c = Cursor::at(0);
-        c.deliver(ERR, 20);
-        assert_eq!(c.since_ns(), 20);
-        c.streams.unfinished_ns = Some(10);
-        assert_eq!(c.since_ns(), 10);
+    fn since_is_before_every_entry_not_delivered() {
+        const T: i64 = 1_000 * REORDER_SLACK_NS;
+        let mut c = Cursor::at(T);
+        c.deliver(ERR, T + 20);
+        // stdout may still have entries stamped from T on (its own last position).
+        assert_eq!(c.since_ns(), T);
+        c.deliver(OUT, T + 10);
+        assert_eq!(c.since_ns(), T + 10);
+        // Far ahead: the stream behind can only have entries the slack before the other's.
+        c.deliver(ERR, T + 5 * REORDER_SLACK_NS);
+        assert_eq!(c.since_ns(), T + 4 * REORDER_SLACK_NS);
+        // A line begun before that: its pieces first.
+        c.streams.unfinished_ns = Some(T + 15);
+        assert_eq!(c.since_ns(), T + 15);
+        // A line begun after it does not move `since` past the other requirements.
+        c.streams.unfinished_ns = Some(T + 9 * REORDER_SLACK_NS);
+        assert_eq!(c.since_ns(), T + 4 * REORDER_SLACK_NS);
     }
 
     #[test]
@@ -279,7 +314,10 @@ mod tests {
         replay.filter(&mut lines);
         assert_eq!(lines.len(), 1, "kept");
         assert_eq!(&lines[0].message[..], b"no stamp");
-        assert_eq!(lines[0].ts_ns, 5_000, "stamped with the session's since");
+        assert_eq!(
+            lines[0].ts_ns, 5_000,
+            "stamped with the last delivered stamp"
+        );
         // It moved no cursor: the two lines at 5 000 are still skipped, the third is new.
         assert_eq!(replay.cursor(None), c);
         let stamped = |ts| LogLine {
@@ -312,10 +350,15 @@ mod tests {
 
     /// A log file as json-file writes it: lines of two streams, each line stamped when its
     /// first piece was read, long lines split into pieces with the other stream's entries in
-    /// between. `script` drives it: each step picks a stream (bit 0), whether its next line is
-    /// long (bit 1) and how far the clock moves (bits 2-3, 0 gives ties).
+    /// between, and a line's stamp up to the reorder slack earlier than entries of the other
+    /// stream written before it (never earlier than its own stream's last). `script` drives it:
+    /// each step picks a stream (bit 0), whether its next line is long (bit 1), how far the
+    /// clock moves (bits 2-3, 0 gives ties) and how far back the line is stamped (bits 5-6).
     fn log_file(script: &[u8]) -> (Vec<Entry>, Vec<(StreamKind, usize, String)>) {
-        let mut clock = 1_000i64;
+        // Half the slack: a line is stamped up to two ticks (the whole slack) back.
+        const TICK: i64 = REORDER_SLACK_NS / 2;
+        let mut clock = 1_000 * TICK;
+        let mut last = [0i64; 2];
         let mut file = Vec::new();
         let mut lines = Vec::new();
         // Per stream: the open line (id, ts, pieces left).
@@ -323,6 +366,7 @@ mod tests {
         let streams = [OUT, ERR];
         let step = |open: &mut [Option<(usize, i64, usize)>; 2],
                     clock: &mut i64,
+                    last: &mut [i64; 2],
                     file: &mut Vec<Entry>,
                     lines: &mut Vec<(StreamKind, usize, String)>,
                     s: usize,
@@ -335,8 +379,10 @@ mod tests {
                     open[s] = (!last).then_some((id, ts, left - 1));
                 }
                 None => {
-                    *clock += i64::from((b >> 2) & 3);
-                    let clock = *clock;
+                    *clock += i64::from((b >> 2) & 3) * TICK;
+                    let back = i64::from((b >> 5) & 3).min(2) * TICK;
+                    let clock = (*clock - back).max(last[s]);
+                    last[s] = clock;
                     let id = lines.len();
                     let pieces = if b & 2 != 0 {
                         2 + usize::from(b >> 4 & 1)
@@ -357,6 +403,7 @@ mod tests {
             step(
                 &mut open,
                 &mut clock,
+                &mut last,
                 &mut file,
                 &mut lines,
                 usize::from(b & 1),
@@ -365,7 +412,9 @@ mod tests {
         }
         for s in 0..2 {
             while open[s].is_some() {
-                step(&mut open, &mut clock, &mut file, &mut lines, s, 0);
+                step(
+                    &mut open, &mut clock, &mut last, &mut file, &mut lines, s, 0,
+                );
             }
         }
         (file, lines)

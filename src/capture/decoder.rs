@@ -43,10 +43,12 @@ impl std::fmt::Display for DecodeError {
 
 pub struct Decoder {
     tty: bool,
-    /// Bytes carried over between reads (an incomplete frame, or TTY data).
+    /// Bytes carried over between reads: the start of one incomplete frame, or TTY data.
     buf: BytesMut,
-    /// Multiplexed streams: the latest read, decoded in place while nothing is carried over,
-    /// so whole frames become slices of the read buffer without a copy.
+    /// Multiplexed streams: the latest read, decoded in place, so whole frames become slices
+    /// of the read buffer without a copy. Only a frame cut by a read boundary is copied (into
+    /// `buf`), and only its own bytes: the carry-over never grows past one frame, and the rest
+    /// of the read is still decoded in place.
     current: Bytes,
     /// TTY only: how far `buf` (after the stamp) has been searched for a newline.
     scanned: usize,
@@ -63,15 +65,17 @@ impl Decoder {
     }
 
     pub fn push(&mut self, chunk: Bytes) {
-        if !self.tty && self.buf.is_empty() && self.current.is_empty() {
+        if self.tty {
+            self.buf.extend_from_slice(&chunk);
+        } else if self.current.is_empty() {
             self.current = chunk;
-            return;
+        } else {
+            // Pushed before the last read was decoded: keep both, in order.
+            let mut joined = BytesMut::with_capacity(self.current.len() + chunk.len());
+            joined.extend_from_slice(&self.current);
+            joined.extend_from_slice(&chunk);
+            self.current = joined.freeze();
         }
-        if !self.current.is_empty() {
-            self.buf.extend_from_slice(&self.current);
-            self.current = Bytes::new();
-        }
-        self.buf.extend_from_slice(&chunk);
     }
 
     /// The next complete message, if the buffered bytes hold one.
@@ -98,28 +102,40 @@ impl Decoder {
     }
 
     fn next_frame(&mut self) -> Result<Option<Message>, DecodeError> {
-        if !self.current.is_empty() {
-            match frame_len(&self.current)? {
-                Some(len) if self.current.len() >= 8 + len => {
-                    let frame = self.current.split_to(8 + len);
-                    return Ok(Some(message(frame[0], frame.slice(8..))));
-                }
-                _ => {
-                    // An incomplete frame: carry it over and wait for the rest.
-                    self.buf.extend_from_slice(&self.current);
-                    self.current = Bytes::new();
-                    return Ok(None);
-                }
+        if !self.buf.is_empty() {
+            return self.finish_carried_frame();
+        }
+        match frame_len(&self.current)? {
+            Some(len) if self.current.len() >= 8 + len => {
+                let frame = self.current.split_to(8 + len);
+                Ok(Some(message(frame[0], frame.slice(8..))))
             }
+            _ => {
+                // Cut by the end of the read: carry it over and wait for the rest.
+                self.buf.extend_from_slice(&self.current);
+                self.current = Bytes::new();
+                Ok(None)
+            }
+        }
+    }
+
+    /// Completes the carried-over frame from the latest read, taking only the bytes it lacks.
+    fn finish_carried_frame(&mut self) -> Result<Option<Message>, DecodeError> {
+        if self.buf.len() < 8 {
+            let take = (8 - self.buf.len()).min(self.current.len());
+            self.buf.extend_from_slice(&self.current.split_to(take));
         }
         let Some(len) = frame_len(&self.buf)? else {
             return Ok(None);
         };
-        if self.buf.len() < 8 + len {
-            self.buf.reserve(8 + len - self.buf.len());
+        let missing = 8 + len - self.buf.len();
+        let take = missing.min(self.current.len());
+        self.buf.reserve(missing);
+        self.buf.extend_from_slice(&self.current.split_to(take));
+        if take < missing {
             return Ok(None);
         }
-        let mut frame = self.buf.split_to(8 + len);
+        let mut frame = self.buf.split();
         let kind = frame[0];
         Ok(Some(message(kind, frame.split_off(8).freeze())))
     }
@@ -272,6 +288,39 @@ mod tests {
             prop_assert_eq!(lens, vec![STAMP_PREFIX + 3, STAMP_PREFIX + PIECE_BYTES,
                 STAMP_PREFIX + PIECE_BYTES, STAMP_PREFIX + 40_000 - 2 * PIECE_BYTES + 2, STAMP_PREFIX + 3]);
         }
+    }
+
+    #[test]
+    fn only_frames_cut_by_a_read_are_copied() {
+        // Reads of 1 000 bytes over 60-byte frames: every read cuts one frame. Only those are
+        // copied; every other frame is a slice of its read, and the carry-over stays one frame.
+        let (bytes, expected) = sample_mux();
+        let mut d = Decoder::new(false);
+        let (mut out, mut copied) = (Vec::new(), 0);
+        for chunk in bytes.chunks(1000) {
+            let chunk = Bytes::copy_from_slice(chunk);
+            let range = chunk.as_ptr_range();
+            d.push(chunk);
+            while let Some(m) = d.next_message().expect("valid stream") {
+                if let Message::Log { payload, .. } = &m
+                    && !range.contains(&payload.as_ptr())
+                {
+                    copied += 1;
+                }
+                out.push(m);
+            }
+            assert!(
+                d.buf.capacity() <= 2 * 200,
+                "carry-over grew to {}",
+                d.buf.capacity()
+            );
+        }
+        assert_eq!(out, expected);
+        let cuts = bytes.len().div_ceil(1000) - 1;
+        assert!(
+            copied <= cuts,
+            "{copied} frames copied for {cuts} read boundaries"
+        );
     }
 
     #[test]

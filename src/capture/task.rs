@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{Level, debug, enabled, info, trace, warn};
 
 use bytes::BytesMut;
 
@@ -163,6 +163,7 @@ impl CaptureTask {
                 },
             };
             ever_opened = true;
+            trace!(container = %self.name(), since_ns = since, "stream opened");
             let active = ActiveStream::open(&ctx.metrics);
             let end = self.session(stream, active.opened, final_read).await;
             let age = active.opened.elapsed();
@@ -330,7 +331,12 @@ impl CaptureTask {
                 ctx.metrics.stream_error("line_without_timestamp");
                 assembler.unstamped = 0;
             }
+            let before_filter = lines.len();
             replay.filter(&mut lines);
+            if before_filter > lines.len() {
+                trace!(container = %self.name(), skipped = before_filter - lines.len(),
+                    "lines already delivered skipped");
+            }
             if !lines.is_empty() {
                 let line_count = lines.len();
                 // The lines are slices of the read buffers; copied into one buffer of their
@@ -360,6 +366,7 @@ impl CaptureTask {
                 };
                 let cursor = batch.cursor;
                 let delivered = LineCounts::of(&batch.lines);
+                let summary = enabled!(Level::TRACE).then(|| line_summary(&batch.lines));
                 tokio::select! {
                     biased;
                     _ = self.cancel.cancelled() => return SessionEnd::Cancelled,
@@ -369,6 +376,10 @@ impl CaptureTask {
                             return SessionEnd::Cancelled;
                         }
                     }
+                }
+                if let Some(lines) = summary {
+                    trace!(container = %self.name(), lines, cursor = ?cursor.streams,
+                        "batch handed over");
                 }
                 write_cursor(&self.cursor, cursor);
                 // Counted once handed over: a batch dropped by a rotation is re-read, and must
@@ -432,6 +443,24 @@ pub fn compact(lines: &mut [LogLine]) -> usize {
         at += len;
     }
     total
+}
+
+/// For tracing: each line's stream, timestamp and first bytes.
+fn line_summary(lines: &[LogLine]) -> String {
+    lines
+        .iter()
+        .map(|l| {
+            let head = &l.message[..l.message.len().min(12)];
+            format!(
+                "{:?}@{} {:?}/{}",
+                l.stream,
+                l.ts_ns,
+                String::from_utf8_lossy(head),
+                l.message.len()
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// At most this much is gathered into one batch from chunks that are already available.

@@ -83,11 +83,19 @@ impl Discovery {
                 to_read.push(id.clone());
             }
         }
+        // Listed running and never read: if it is removed before its inspect, its lines are
+        // lost, which `consider` reports under this name.
+        let never_read: HashMap<String, String> = running
+            .iter()
+            .filter(|c| self.checkpoints.get(&c.id).is_none())
+            .filter_map(|c| Some((c.id.clone(), c.name()?.to_string())))
+            .collect();
         let mut complete = true;
         for id in to_read {
             let busy = self.tracked.get(&id).is_some_and(|t| t.running.is_some());
             if !busy && !self.ignored.contains(&id) {
-                if self.consider(&id, true, None, cancel).await {
+                let name = never_read.get(&id).map(String::as_str);
+                if self.consider(&id, true, name, cancel).await {
                     self.retry_starts.remove(&id);
                 } else {
                     self.retry_starts.insert(id);

@@ -14,12 +14,14 @@ use tokio::io::AsyncWriteExt;
 use super::body::BodyDecoder;
 use super::endpoint::{Conn, ParkedConn};
 use super::error::DockerError;
+use super::read_pool::{READ_POOL, ReadPool};
 
 /// A response head larger than this is not from the Docker engine.
 const MAX_HEAD: usize = 64 * 1024;
 const MAX_HEADERS: usize = 64;
 /// Reads start at this size and double while they fill the buffer (a busy stream), up to
-/// `MAX_READ`; they shrink back after small reads, so a trickle does not pin a large buffer.
+/// `MAX_READ` and as far as the shared [`ReadPool`] allows; they shrink back after small
+/// reads, so a trickle does not pin a large buffer.
 const MIN_READ: usize = 8 * 1024;
 const MAX_READ: usize = 256 * 1024;
 
@@ -36,9 +38,17 @@ pub struct HttpStream {
     /// an idle stream holds no read buffer.
     buf: BytesMut,
     body: BodyDecoder,
+    /// Room per read: `MIN_READ`, plus what was taken from `pool`.
     read_size: usize,
+    pool: &'static ReadPool,
     /// The last read found the socket emptier than the room it was given.
     drained: bool,
+}
+
+impl Drop for HttpStream {
+    fn drop(&mut self) {
+        self.pool.give_back(self.read_size - MIN_READ);
+    }
 }
 
 fn transport(e: io::Error) -> DockerError {
@@ -50,7 +60,15 @@ fn closed() -> DockerError {
 }
 
 /// Sends `GET path` on `conn` and reads the response head; the body is left to the stream.
-pub(crate) async fn get(mut conn: Conn, path: &str) -> Result<(u16, HttpStream), DockerError> {
+pub(crate) async fn get(conn: Conn, path: &str) -> Result<(u16, HttpStream), DockerError> {
+    get_with_pool(conn, path, &READ_POOL).await
+}
+
+async fn get_with_pool(
+    mut conn: Conn,
+    path: &str,
+    pool: &'static ReadPool,
+) -> Result<(u16, HttpStream), DockerError> {
     let request = format!(
         "GET {path} HTTP/1.1\r\nHost: docker\r\nUser-Agent: log-capturer/{}\r\nConnection: close\r\n\r\n",
         env!("CARGO_PKG_VERSION")
@@ -70,6 +88,7 @@ pub(crate) async fn get(mut conn: Conn, path: &str) -> Result<(u16, HttpStream),
                 buf,
                 body,
                 read_size: MIN_READ,
+                pool,
                 drained: false,
             };
             return Ok((status, stream));
@@ -152,7 +171,7 @@ impl HttpStream {
                 // Caught up and about to wait: an idle stream keeps no buffer, and the next
                 // line after the wait starts small again (a burst grows reads back quickly).
                 self.buf = BytesMut::new();
-                self.read_size = MIN_READ;
+                self.resize_reads(MIN_READ);
             }
             self.live()?.readable().await.map_err(transport)?;
         }
@@ -213,6 +232,19 @@ impl HttpStream {
         }
     }
 
+    /// Grows reads only with room from the pool (else they stay as they are); gives room back
+    /// when they shrink.
+    fn resize_reads(&mut self, size: usize) {
+        if size > self.read_size {
+            if self.pool.try_take(size - self.read_size) {
+                self.read_size = size;
+            }
+        } else {
+            self.pool.give_back(self.read_size - size);
+            self.read_size = size;
+        }
+    }
+
     /// One non-blocking read: `Ok(true)` if it brought bytes or the end of the input.
     fn read_now(&mut self) -> Result<bool, DockerError> {
         self.buf.reserve(self.read_size);
@@ -232,9 +264,9 @@ impl HttpStream {
             Ok(n) => {
                 self.drained = n < room;
                 if n >= room {
-                    self.read_size = (self.read_size * 2).min(MAX_READ);
+                    self.resize_reads((self.read_size * 2).min(MAX_READ));
                 } else if n < self.read_size / 4 {
-                    self.read_size = (self.read_size / 2).max(MIN_READ);
+                    self.resize_reads((self.read_size / 2).max(MIN_READ));
                 }
                 Ok(true)
             }
@@ -247,6 +279,45 @@ impl HttpStream {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn busy_streams_share_a_bounded_read_room_and_give_it_back() {
+        // A pool with room for one stream at full size: three busy streams grow only as far
+        // as it goes, read everything, and return their room when dropped.
+        let pool: &'static ReadPool = Box::leak(Box::new(ReadPool::new(MAX_READ - MIN_READ)));
+        let body = vec![b'x'; 4 * 1024 * 1024];
+        let mut streams = Vec::new();
+        let mut writers = Vec::new();
+        for _ in 0..3 {
+            let (ours, mut theirs) = tokio::net::UnixStream::pair().expect("socket pair");
+            let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", body.len());
+            let body = body.clone();
+            writers.push(tokio::spawn(async move {
+                theirs.write_all(head.as_bytes()).await.expect("head");
+                theirs.write_all(&body).await.expect("body");
+            }));
+            let (status, stream) = get_with_pool(Conn::Unix(ours), "/x", pool)
+                .await
+                .expect("head");
+            assert_eq!(status, 200);
+            streams.push(stream);
+        }
+        let mut peak = 0;
+        for stream in &mut streams {
+            let mut read = 0;
+            while let Some(chunk) = stream.next_chunk().await.expect("body") {
+                read += chunk.len();
+                peak = peak.max(pool.taken());
+            }
+            assert_eq!(read, body.len());
+        }
+        assert!(peak > 0, "a busy stream never grew its reads");
+        drop(streams);
+        assert_eq!(pool.taken(), 0, "room not given back");
+        for w in writers {
+            w.await.expect("writer");
+        }
+    }
 
     #[test]
     fn heads_choose_the_body_framing() {

@@ -5,6 +5,7 @@ mod client;
 mod endpoint;
 mod error;
 mod http_stream;
+pub mod read_pool;
 pub mod timestamp;
 pub mod types;
 

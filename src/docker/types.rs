@@ -13,6 +13,15 @@ pub struct VersionResponse {
 pub struct ContainerSummary {
     #[serde(rename = "Id")]
     pub id: String,
+    /// `/name` (with the leading slash the API gives names).
+    #[serde(rename = "Names", default)]
+    pub names: Vec<String>,
+}
+
+impl ContainerSummary {
+    pub fn name(&self) -> Option<&str> {
+        self.names.first().map(|n| n.trim_start_matches('/'))
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -22,6 +22,8 @@ pub struct AgentOptions {
     pub file_sink: bool,
     /// Run the agent under this open-files limit (soft and hard), via `prlimit`.
     pub fd_limit: Option<u64>,
+    /// `log.level` (a tracing filter).
+    pub log_level: &'static str,
 }
 
 impl Default for AgentOptions {
@@ -34,6 +36,7 @@ impl Default for AgentOptions {
             pipeline: String::new(),
             file_sink: true,
             fd_limit: None,
+            log_level: "log_capturer=debug,info",
         }
     }
 }
@@ -71,7 +74,7 @@ impl Agent {
              pipeline:\n  flush_interval: 50ms\n{pipeline}\
              checkpoint:\n  state_dir: {state}\n  interval: {ci}\n\
              http:\n  listen: {http}\n\
-             log:\n  level: log_capturer=debug,info\n",
+             log:\n  level: {log_level}\n",
             capture = options.capture,
             state = dir.join("state").display(),
             ci = options.checkpoint_interval,
@@ -85,6 +88,7 @@ impl Agent {
                 String::new()
             },
             pipeline = options.pipeline,
+            log_level = options.log_level,
         );
         let path = dir.join("config.yaml");
         std::fs::write(&path, config).expect("write config");

@@ -9,7 +9,7 @@
 //! notices that it is closed — its handler keeps reading the socket while holding the stream
 //! open, and a read of 0 bytes (or an error) means the client closed it.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -188,6 +188,8 @@ struct State {
     failing_all_lists: usize,
     /// Containers that exit at their next inspect, which answers (not running) this much later.
     exit_during_inspect: HashMap<String, Duration>,
+    /// Containers removed at their next inspect, which answers 404 (an instant `--rm`).
+    removed_during_inspect: HashSet<String>,
     /// This many of a container's next inspects answer 500 (e.g. dockerd out of FDs).
     failing_inspects: HashMap<String, usize>,
 }
@@ -300,6 +302,15 @@ impl FakeEngine {
             .lock()
             .exit_during_inspect
             .insert(id.to_string(), delay);
+    }
+
+    /// Container `id` is removed at its next inspect, which answers 404 (listed running, gone
+    /// before it could be inspected).
+    pub fn remove_during_inspect(&self, id: &str) {
+        self.shared
+            .lock()
+            .removed_during_inspect
+            .insert(id.to_string());
     }
 
     /// The next `n` inspects of container `id` answer 500.
@@ -587,6 +598,9 @@ async fn handle(mut stream: UnixStream, shared: Arc<Shared>) {
             }
             let exit_after = {
                 let mut st = shared.lock();
+                if st.removed_during_inspect.remove(*id) {
+                    st.containers.retain(|c| c.id != *id);
+                }
                 let delay = st.exit_during_inspect.remove(*id);
                 if delay.is_some()
                     && let Some(c) = st.containers.iter_mut().find(|c| c.id == *id)

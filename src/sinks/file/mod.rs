@@ -35,6 +35,10 @@ use crate::pipeline::{Batch, ContainerMeta};
 
 /// Encoded bytes a file may hold before a batch writes them out ahead of the flush.
 const WRITE_AHEAD_BYTES: usize = 256 * 1024;
+/// A written-out buffer keeps its allocation only up to this size. One busy moment can grow
+/// a file's buffer to a large batch's encoding; kept by every file of a hundred containers,
+/// that was most of the agent's memory beyond the queue budget.
+const RETAINED_BUF_BYTES: usize = 16 * 1024;
 
 pub struct FileSinkSettings {
     pub template: PathTemplate,
@@ -95,6 +99,9 @@ impl OpenFile {
         if written > 0 {
             self.uncommitted += written;
             self.unsynced = true;
+        }
+        if self.buf.is_empty() && self.buf.capacity() > RETAINED_BUF_BYTES {
+            self.buf = Vec::new();
         }
         result
     }

@@ -81,6 +81,33 @@ fn large_buffers_are_written_ahead_of_the_flush() {
     );
 }
 
+/// Item 13 of issue 9: one large batch grew a file's buffer, and every file of a hundred
+/// busy containers kept that allocation for good (tens of MiB the queue budget never saw).
+#[test]
+fn written_out_buffers_let_large_allocations_go() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut sink = sink_in(dir.path(), 16);
+    let containers: Vec<_> = (0..4)
+        .map(|i| meta(&format!("id{i}"), &format!("c{i}")))
+        .collect();
+    for c in &containers {
+        write(&mut sink, &batch(c, 0, 1000, 1000)); // ~1 MiB encoded
+    }
+    sink.flush().expect("flush");
+    let held: usize = sink.files.values().map(|f| f.buf.capacity()).sum();
+    assert!(
+        held <= containers.len() * RETAINED_BUF_BYTES,
+        "{held} bytes of buffer capacity kept by {} written-out files",
+        containers.len()
+    );
+    for i in 0..4 {
+        assert_eq!(
+            numbers(&dir.path().join(format!("c{i}.log"))),
+            (0..1000).collect::<Vec<_>>()
+        );
+    }
+}
+
 #[test]
 fn abandon_removes_exactly_what_was_written_after_the_last_commit() {
     let dir = tempfile::tempdir().expect("tempdir");

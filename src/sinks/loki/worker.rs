@@ -1143,7 +1143,7 @@ mod tests {
         for _ in 0..500 {
             if h.checkpoints
                 .get("c1")
-                .is_some_and(|c| c.since_ns() == ts_ns)
+                .is_some_and(|c| c.streams.stdout.timestamp_ns == ts_ns)
             {
                 return true;
             }
@@ -1272,6 +1272,11 @@ mod tests {
         for push in pushes {
             h.worker().done(push);
         }
-        assert_eq!(h.checkpoints.get("c1").map(|c| c.since_ns()), Some(5));
+        assert_eq!(
+            h.checkpoints
+                .get("c1")
+                .map(|c| c.streams.stdout.timestamp_ns),
+            Some(5)
+        );
     }
 }
