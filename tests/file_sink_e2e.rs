@@ -385,8 +385,11 @@ fn at_the_fd_limit_idle_files_are_closed_and_no_line_is_lost() {
         );
         containers.run(&format!("fd{i}"), &[], &script);
     }
+    // At 64 FDs the agent may fail to accept a /metrics request for a moment (EMFILE).
     let streams = wait_until(Duration::from_secs(30), || {
-        agent.metric("log_capturer_container_streams_active") >= n as f64
+        agent
+            .try_metric("log_capturer_container_streams_active")
+            .is_some_and(|v| v >= n as f64)
     });
     assert!(
         streams,

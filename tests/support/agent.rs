@@ -175,6 +175,13 @@ impl Agent {
         self.metrics().get(key).copied().unwrap_or(0.0)
     }
 
+    /// Like `metric`, but `None` when the agent does not answer (e.g. at its FD limit, where
+    /// accepting the request can fail for a while).
+    pub fn try_metric(&self, key: &str) -> Option<f64> {
+        let all = testkit::metrics(&self.http)?;
+        Some(all.get(key).copied().unwrap_or(0.0))
+    }
+
     /// Sends SIGTERM and waits (up to 30 s) for the exit.
     pub fn terminate(&mut self) -> ExitStatus {
         self.signal("TERM");
