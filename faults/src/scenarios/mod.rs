@@ -2,9 +2,10 @@
 
 use crate::scenario::Scenario;
 
+mod bad_configs;
 mod two_agents_one_state_dir;
 
 /// All scenarios, in the order they run.
 pub fn all() -> Vec<Scenario> {
-    vec![two_agents_one_state_dir::SCENARIO]
+    vec![bad_configs::SCENARIO, two_agents_one_state_dir::SCENARIO]
 }
