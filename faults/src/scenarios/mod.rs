@@ -1,0 +1,23 @@
+//! Every scenario, one file each (numbered as in issue 10).
+
+use crate::scenario::Scenario;
+
+mod bad_configs;
+mod corrupt_checkpoints;
+mod firehose;
+mod hostile_content;
+mod sigkill_mid_firehose;
+mod sigterm_mid_firehose;
+mod two_agents_one_state_dir;
+
+/// All scenarios, in the order they run.
+pub fn all() -> Vec<Scenario> {
+    vec![
+        sigterm_mid_firehose::SCENARIO,
+        sigkill_mid_firehose::SCENARIO,
+        corrupt_checkpoints::SCENARIO,
+        bad_configs::SCENARIO,
+        hostile_content::SCENARIO,
+        two_agents_one_state_dir::SCENARIO,
+    ]
+}
