@@ -2,6 +2,9 @@
 //! (`/metrics`, `/ready`) and its figures in `/proc`. Shared by the end-to-end tests, the soak
 //! harness and the benchmark runner, so that all three read the agent the same way.
 
+#[cfg(feature = "loki")]
+pub mod loki;
+
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::TcpStream;
