@@ -18,6 +18,7 @@ use std::process::{Command, ExitCode};
 use std::time::{Duration, Instant};
 
 use agent::{Agent, AgentConfig, agent_binary};
+use log_capturer_testkit::docker::docker;
 use log_capturer_testkit::{cpu_seconds, status_field, sum_prefix};
 
 #[derive(Parser)]
@@ -116,10 +117,7 @@ fn commit() -> String {
 
 fn run(args: &Args) -> Result<(), String> {
     let binary = agent_binary(args.agent.clone())?;
-    let stamp = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
+    let stamp = log_capturer_testkit::unix_time();
     let out = args
         .out
         .clone()
@@ -302,21 +300,6 @@ fn firehose(binary: &Path, out: &Path, runs: usize, args: &Args) -> Result<Vec<R
         }
     }
     Ok(rows)
-}
-
-fn docker(args: &[&str]) -> Result<String, String> {
-    let o = Command::new("docker")
-        .args(args)
-        .output()
-        .map_err(|e| format!("docker: {e}"))?;
-    if o.status.success() {
-        Ok(String::from_utf8_lossy(&o.stdout).trim().to_string())
-    } else {
-        Err(format!(
-            "docker {args:?}: {}",
-            String::from_utf8_lossy(&o.stderr).trim()
-        ))
-    }
 }
 
 fn dockerd_pid() -> Result<u32, String> {

@@ -1,15 +1,14 @@
 //! The agent under soak: the release binary as a real process, sampled through `/metrics` and
 //! `/proc/<pid>`.
 
+use log_capturer_testkit::agent::AgentProcess;
 use log_capturer_testkit::{self as testkit, sum_prefix};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 pub struct Agent {
-    child: Child,
-    pub http: String,
+    process: AgentProcess,
     pub out_dir: PathBuf,
 }
 
@@ -35,59 +34,27 @@ pub fn write_config(
 
 impl Agent {
     pub fn start(binary: &Path, config: &Path, dir: &Path, http: String) -> Result<Agent, String> {
-        let log = std::fs::File::create(dir.join("agent.log")).map_err(|e| e.to_string())?;
-        let child = Command::new(binary)
-            .args(["run", "-c"])
-            .arg(config)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .map_err(|e| format!("cannot start {}: {e}", binary.display()))?;
-        let agent = Agent {
-            child,
-            http,
+        let mut process = AgentProcess::new(binary, config, dir, &http, None);
+        process.start(Duration::from_secs(60))?;
+        Ok(Agent {
+            process,
             out_dir: dir.join("out"),
-        };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while agent.get("/ready").map(|(s, _)| s) != Some(200) {
-            if Instant::now() > deadline {
-                return Err("the agent did not become ready within 60 s (see agent.log)".into());
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
-        Ok(agent)
+        })
     }
 
     pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    pub fn get(&self, path: &str) -> Option<(u16, String)> {
-        testkit::http_get(&self.http, path)
+        self.process.pid().unwrap_or(0)
     }
 
     pub fn metrics(&self) -> HashMap<String, f64> {
-        testkit::metrics(&self.http).unwrap_or_default()
+        self.process.metrics()
     }
 
     /// SIGTERM, then wait for the exit; returns (exit ok, seconds it took).
     pub fn terminate(mut self) -> (bool, f64) {
-        let started = Instant::now();
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return (status.success(), started.elapsed().as_secs_f64());
-            }
-            if Instant::now() > deadline {
-                let _ = self.child.kill();
-                let _ = self.child.wait();
-                return (false, started.elapsed().as_secs_f64());
-            }
-            std::thread::sleep(Duration::from_millis(50));
+        match self.process.terminate(Duration::from_secs(60)) {
+            Ok(exit) => (exit.success(), exit.seconds()),
+            Err(_) => (false, 0.0),
         }
     }
 }

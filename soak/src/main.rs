@@ -4,9 +4,7 @@
 
 mod agent;
 mod chart;
-mod docker;
 mod report;
-mod verify;
 mod workload;
 
 use clap::Parser;
@@ -17,6 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use log_capturer::config::parse_duration;
+use log_capturer_testkit::{docker, verify};
 use workload::Kind;
 
 #[derive(Parser, Debug)]
@@ -124,14 +123,7 @@ fn run(args: &Args) -> Result<bool, String> {
 
     let result = soak(args, &binary, &out, &run_id, &label);
     // Whatever happened: no container of this run is left behind.
-    if let Ok(ids) = docker::docker(&["ps", "-aq", "--filter", &format!("label={label}")]) {
-        let ids: Vec<&str> = ids.split_whitespace().collect();
-        if !ids.is_empty() {
-            let mut rm = vec!["rm", "-f"];
-            rm.extend(ids);
-            let _ = docker::docker(&rm);
-        }
-    }
+    let _ = docker::remove_labelled(&label);
     result
 }
 

@@ -3,7 +3,7 @@
 use std::fmt::Write;
 
 use crate::agent::Sample;
-use crate::verify::Tally;
+use log_capturer_testkit::verify::Tally;
 
 /// Least-squares slope of y over t (per second); 0 with fewer than 2 points.
 pub fn slope(points: &[(f64, f64)]) -> f64 {

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::docker::{Served, docker, served_logs};
+use log_capturer_testkit::docker::{Served, docker, served_logs};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {

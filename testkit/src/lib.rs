@@ -2,8 +2,11 @@
 //! (`/metrics`, `/ready`) and its figures in `/proc`. Shared by the end-to-end tests, the soak
 //! harness and the benchmark runner, so that all three read the agent the same way.
 
+pub mod agent;
+pub mod docker;
 #[cfg(feature = "loki")]
 pub mod loki;
+pub mod verify;
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -47,6 +50,14 @@ pub fn sum_prefix(metrics: &HashMap<String, f64>, prefix: &str) -> f64 {
         .filter(|(k, _)| k.starts_with(prefix))
         .map(|(_, v)| v)
         .sum()
+}
+
+/// Seconds since the UNIX epoch (0 if the clock is before it): run directories, reports.
+pub fn unix_time() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 /// A TCP port that was free a moment ago, for an agent's HTTP listener.

@@ -19,6 +19,18 @@ pub fn docker(args: &[&str]) -> Result<String, String> {
     }
 }
 
+/// Removes (`rm -f`) every container carrying `label` (`key=value`); returns how many.
+pub fn remove_labelled(label: &str) -> Result<usize, String> {
+    let ids = docker(&["ps", "-aq", "--filter", &format!("label={label}")])?;
+    let ids: Vec<&str> = ids.split_whitespace().collect();
+    if !ids.is_empty() {
+        let mut rm = vec!["rm", "-f"];
+        rm.extend(ids.iter().copied());
+        docker(&rm)?;
+    }
+    Ok(ids.len())
+}
+
 /// Checks dockerd answers and the test image exists (built like the e2e tests do).
 pub fn ensure_ready(image: &str, build_script: &std::path::Path) -> Result<(), String> {
     docker(&["info", "--format", "{{.ServerVersion}}"]).map_err(|e| {
@@ -43,9 +55,10 @@ pub struct Served {
     pub stderr: Vec<String>,
 }
 
+/// `docker logs --timestamps`, the daemon's own stamped view, with the stamps taken off.
 pub fn served_logs(container: &str) -> Result<Served, String> {
     let out = Command::new("docker")
-        .args(["logs", container])
+        .args(["logs", "--timestamps", container])
         .output()
         .map_err(|e| format!("cannot run docker: {e}"))?;
     if !out.status.success() {
@@ -57,11 +70,31 @@ pub fn served_logs(container: &str) -> Result<Served, String> {
     let lines = |b: &[u8]| -> Vec<String> {
         String::from_utf8_lossy(b)
             .lines()
-            .map(|l| l.trim_end_matches('\r').to_string())
+            .map(|l| strip_stamp(l).trim_end_matches('\r').to_string())
             .collect()
     };
     Ok(Served {
         stdout: lines(&out.stdout),
         stderr: lines(&out.stderr),
     })
+}
+
+/// A `docker logs --timestamps` line without its leading RFC 3339 stamp and space.
+fn strip_stamp(line: &str) -> &str {
+    match line.split_once(' ') {
+        Some((stamp, rest)) if stamp.len() >= 20 && stamp.ends_with('Z') => rest,
+        _ => line,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::strip_stamp;
+
+    #[test]
+    fn strips_the_daemon_stamp_only() {
+        assert_eq!(strip_stamp("2026-11-30T19:00:00.123456789Z a b"), "a b");
+        assert_eq!(strip_stamp("2026-11-30T19:00:00.123456789Z "), "");
+        assert_eq!(strip_stamp("no stamp here"), "no stamp here");
+    }
 }
