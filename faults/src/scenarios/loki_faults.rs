@@ -81,11 +81,16 @@ fn check(ctx: &Ctx) -> Result<Outcome, String> {
         ("reset", Mode::Reset),
         ("hang", Mode::Hang),
     ];
-    for (_, mode) in &phases {
+    // Where each phase's arrivals start (to tell where duplicates came from).
+    let mut marks: Vec<(String, usize)> = Vec::new();
+    let mut mark = |name: &str| marks.push((name.to_string(), rx.entries().len()));
+    for (name, mode) in &phases {
+        mark(name);
         rx.set_mode(mode.clone());
         std::thread::sleep(p);
     }
     // Flapping: down and up every half second.
+    mark("flapping");
     for _ in 0..(p.as_millis() / 500).max(2) {
         rx.set_mode(Mode::Down);
         std::thread::sleep(Duration::from_millis(500));
@@ -94,14 +99,17 @@ fn check(ctx: &Ctx) -> Result<Outcome, String> {
     }
     // Rejections, until one batch became a dead letter.
     let mut problems = Vec::new();
+    mark("400");
     rx.set_mode(status(400, None, "entry too far behind"));
     let dead_key = "log_capturer_dead_letters_total";
     if !wait_until(Duration::from_secs(30), || agent.metric(dead_key) >= 1.0) {
         problems.push("no dead letter within 30 s of answering 400".into());
     }
+    mark("accept after 400");
     rx.set_mode(Mode::Accept);
     std::thread::sleep(p);
     // SIGKILL while batches sit in the on-disk buffer.
+    mark("down, SIGKILL");
     rx.set_mode(Mode::Down);
     let buffered_key = "log_capturer_buffer_records";
     let buffered = wait_until(Duration::from_secs(60), || {
@@ -115,6 +123,7 @@ fn check(ctx: &Ctx) -> Result<Outcome, String> {
     let first_run = agent.process.metrics();
     let killed = agent.kill()?;
     std::thread::sleep(p);
+    mark("restart");
     rx.set_mode(Mode::Accept);
     agent.start()?;
     std::thread::sleep(p);
@@ -157,9 +166,12 @@ fn check(ctx: &Ctx) -> Result<Outcome, String> {
             replay.trim()
         ));
     }
+    mark("dlq replay");
     let entries = rx.entries();
-    // Per writer and stream: (arrivals before the replay, arrivals by the replay).
-    let mut arrived: HashMap<(String, bool), (Vec<String>, Vec<String>)> = HashMap::new();
+    // Per writer and stream: (arrivals before the replay, arrivals by the replay), each with
+    // its place among all arrivals.
+    type Arrivals = Vec<(usize, String)>;
+    let mut arrived: HashMap<(String, bool), (Arrivals, Arrivals)> = HashMap::new();
     for (i, e) in entries.iter().enumerate() {
         let key = (
             e.labels.get("container_name").cloned().unwrap_or_default(),
@@ -167,9 +179,9 @@ fn check(ctx: &Ctx) -> Result<Outcome, String> {
         );
         let slot = arrived.entry(key).or_default();
         if i < delivered {
-            slot.0.push(e.line.clone());
+            slot.0.push((i, e.line.clone()));
         } else {
-            slot.1.push(e.line.clone());
+            slot.1.push((i, e.line.clone()));
         }
     }
     let mut t = Totals::default();
@@ -202,6 +214,24 @@ fn check(ctx: &Ctx) -> Result<Outcome, String> {
     if metric("log_capturer_buffer_corrupt_total") > 0.0 {
         problems.push("the on-disk buffer reported corrupt records".into());
     }
+    // Duplicates by the phase they arrived in.
+    let mut dup_by_phase: Vec<(String, usize)> = Vec::new();
+    for at in &t.dup_at {
+        let phase = marks
+            .iter()
+            .rev()
+            .find(|(_, start)| start <= at)
+            .map_or("start", |(name, _)| name.as_str());
+        match dup_by_phase.iter_mut().find(|(n, _)| n == phase) {
+            Some((_, c)) => *c += 1,
+            None => dup_by_phase.push((phase.to_string(), 1)),
+        }
+    }
+    let dup_by_phase = dup_by_phase
+        .iter()
+        .map(|(n, c)| format!("{n}:{c}"))
+        .collect::<Vec<_>>()
+        .join(", ");
     let mut statuses: BTreeMap<u16, usize> = BTreeMap::new();
     for r in rx.requests() {
         *statuses.entry(r.status).or_default() += 1;
@@ -228,7 +258,7 @@ fn check(ctx: &Ctx) -> Result<Outcome, String> {
     Ok(Outcome::judge(
         problems,
         format!(
-            "{} phases of {} s, flapping, 400 until a dead letter, SIGKILL ({killed}) with {buffered_at_kill} batches buffered; pushes by answer {statuses}",
+            "{} phases of {} s, flapping, 400 until a dead letter, SIGKILL ({killed}) with {buffered_at_kill} batches buffered; pushes by answer {statuses}; duplicates by phase: {dup_by_phase}",
             phases.len(),
             p.as_secs()
         ),
@@ -268,6 +298,8 @@ struct Totals {
     lost: usize,
     /// Arrivals beyond the first of a line (either way).
     dup: usize,
+    /// Where each duplicate arrived (its place among all arrivals).
+    dup_at: Vec<usize>,
     /// First arrivals (before the replay) earlier in the served order than one before them.
     out_of_order: usize,
     /// Arrivals never served.
@@ -281,6 +313,7 @@ impl Totals {
         self.dead_lettered += o.dead_lettered;
         self.lost += o.lost;
         self.dup += o.dup;
+        self.dup_at.extend(&o.dup_at);
         self.out_of_order += o.out_of_order;
         self.unknown += o.unknown;
     }
@@ -288,7 +321,7 @@ impl Totals {
 
 /// One stream: the lines served (in order, each distinct), those that arrived before the
 /// dead-letter replay and those the replay brought.
-fn account(served: &[String], normal: &[String], replayed: &[String]) -> Totals {
+fn account(served: &[String], normal: &[(usize, String)], replayed: &[(usize, String)]) -> Totals {
     let position: HashMap<&str, usize> = served
         .iter()
         .enumerate()
@@ -300,13 +333,14 @@ fn account(served: &[String], normal: &[String], replayed: &[String]) -> Totals 
         ..Totals::default()
     };
     let mut last = None;
-    for l in normal {
+    for (at, l) in normal {
         let Some(&p) = position.get(l.as_str()) else {
             t.unknown += 1;
             continue;
         };
         if !seen.insert(l) {
             t.dup += 1;
+            t.dup_at.push(*at);
             continue;
         }
         t.delivered += 1;
@@ -315,11 +349,12 @@ fn account(served: &[String], normal: &[String], replayed: &[String]) -> Totals 
         }
         last = Some(p);
     }
-    for l in replayed {
+    for (at, l) in replayed {
         if !position.contains_key(l.as_str()) {
             t.unknown += 1;
         } else if !seen.insert(l) {
             t.dup += 1;
+            t.dup_at.push(*at);
         } else {
             t.dead_lettered += 1;
         }
@@ -356,17 +391,27 @@ mod tests {
         items.iter().map(|s| s.to_string()).collect()
     }
 
+    /// Arrivals numbered from `from`.
+    fn a(from: usize, items: &[&str]) -> Vec<(usize, String)> {
+        items
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (from + i, s.to_string()))
+            .collect()
+    }
+
     #[test]
     fn accounts_dead_letters_duplicates_and_order() {
         let served = v(&["1", "2", "3", "4", "5"]);
-        let t = account(&served, &v(&["1", "2", "2", "4"]), &v(&["3"]));
+        let t = account(&served, &a(0, &["1", "2", "2", "4"]), &a(4, &["3"]));
         assert_eq!(
             (t.delivered, t.dead_lettered, t.lost, t.dup, t.out_of_order),
             (3, 1, 1, 1, 0)
         );
+        assert_eq!(t.dup_at, [2]);
         // A duplicate that comes back later is a duplicate, not disorder; a first arrival out
         // of order is disorder.
-        let t = account(&served, &v(&["1", "3", "1", "2", "4", "5", "x"]), &[]);
+        let t = account(&served, &a(0, &["1", "3", "1", "2", "4", "5", "x"]), &[]);
         assert_eq!((t.dup, t.out_of_order, t.unknown, t.lost), (1, 1, 1, 0));
     }
 }
