@@ -8,7 +8,7 @@
 //! timed-out push Loki had taken is sent again, and after SIGKILL the lines acknowledged since the
 //! last checkpoint write are read again).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use super::kit::wait_until;
@@ -214,9 +214,9 @@ fn check(ctx: &Ctx) -> Result<Outcome, String> {
     if metric("log_capturer_buffer_corrupt_total") > 0.0 {
         problems.push("the on-disk buffer reported corrupt records".into());
     }
-    // Duplicates by the phase they arrived in.
+    // Duplicates by the phase their first copy arrived in (what caused them).
     let mut dup_by_phase: Vec<(String, usize)> = Vec::new();
-    for at in &t.dup_at {
+    for at in &t.dup_first_at {
         let phase = marks
             .iter()
             .rev()
@@ -258,7 +258,7 @@ fn check(ctx: &Ctx) -> Result<Outcome, String> {
     Ok(Outcome::judge(
         problems,
         format!(
-            "{} phases of {} s, flapping, 400 until a dead letter, SIGKILL ({killed}) with {buffered_at_kill} batches buffered; pushes by answer {statuses}; duplicates by phase: {dup_by_phase}",
+            "{} phases of {} s, flapping, 400 until a dead letter, SIGKILL ({killed}) with {buffered_at_kill} batches buffered; pushes by answer {statuses}; duplicates by the phase of their first copy: {dup_by_phase}",
             phases.len(),
             p.as_secs()
         ),
@@ -298,8 +298,8 @@ struct Totals {
     lost: usize,
     /// Arrivals beyond the first of a line (either way).
     dup: usize,
-    /// Where each duplicate arrived (its place among all arrivals).
-    dup_at: Vec<usize>,
+    /// Where the first copy of each duplicate arrived (its place among all arrivals).
+    dup_first_at: Vec<usize>,
     /// First arrivals (before the replay) earlier in the served order than one before them.
     out_of_order: usize,
     /// Arrivals never served.
@@ -313,7 +313,7 @@ impl Totals {
         self.dead_lettered += o.dead_lettered;
         self.lost += o.lost;
         self.dup += o.dup;
-        self.dup_at.extend(&o.dup_at);
+        self.dup_first_at.extend(&o.dup_first_at);
         self.out_of_order += o.out_of_order;
         self.unknown += o.unknown;
     }
@@ -327,7 +327,8 @@ fn account(served: &[String], normal: &[(usize, String)], replayed: &[(usize, St
         .enumerate()
         .map(|(i, l)| (l.as_str(), i))
         .collect();
-    let mut seen: HashSet<&str> = HashSet::new();
+    // Line -> where its first copy arrived.
+    let mut seen: HashMap<&str, usize> = HashMap::new();
     let mut t = Totals {
         served: served.len(),
         ..Totals::default()
@@ -338,11 +339,12 @@ fn account(served: &[String], normal: &[(usize, String)], replayed: &[(usize, St
             t.unknown += 1;
             continue;
         };
-        if !seen.insert(l) {
+        if let Some(first) = seen.get(l.as_str()) {
             t.dup += 1;
-            t.dup_at.push(*at);
+            t.dup_first_at.push(*first);
             continue;
         }
+        seen.insert(l, *at);
         t.delivered += 1;
         if last.is_some_and(|prev| p < prev) {
             t.out_of_order += 1;
@@ -352,10 +354,11 @@ fn account(served: &[String], normal: &[(usize, String)], replayed: &[(usize, St
     for (at, l) in replayed {
         if !position.contains_key(l.as_str()) {
             t.unknown += 1;
-        } else if !seen.insert(l) {
+        } else if let Some(first) = seen.get(l.as_str()) {
             t.dup += 1;
-            t.dup_at.push(*at);
+            t.dup_first_at.push(*first);
         } else {
+            seen.insert(l, *at);
             t.dead_lettered += 1;
         }
     }
@@ -408,7 +411,7 @@ mod tests {
             (t.delivered, t.dead_lettered, t.lost, t.dup, t.out_of_order),
             (3, 1, 1, 1, 0)
         );
-        assert_eq!(t.dup_at, [2]);
+        assert_eq!(t.dup_first_at, [1]);
         // A duplicate that comes back later is a duplicate, not disorder; a first arrival out
         // of order is disorder.
         let t = account(&served, &a(0, &["1", "3", "1", "2", "4", "5", "x"]), &[]);
