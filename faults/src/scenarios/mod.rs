@@ -2,6 +2,7 @@
 
 use crate::scenario::Scenario;
 
+mod bad_configs;
 mod churn;
 mod http_abuse;
 mod kit;
@@ -13,6 +14,7 @@ mod two_agents_one_state_dir;
 /// All scenarios, in the order they run.
 pub fn all() -> Vec<Scenario> {
     vec![
+        bad_configs::SCENARIO,
         rm_burst::SCENARIO,
         churn::SCENARIO,
         rename_pause_restart::SCENARIO,
