@@ -1,7 +1,8 @@
 //! Scenario 16 of issue 10: Loki (the test receiver of `testkit::loki`) slow (within and beyond
 //! the push time-out), answering 429 with `Retry-After`, 503 and 500, resetting connections,
-//! hanging, flapping between down and up, rejecting with 400, and the agent SIGKILLed while
-//! batches sit in its on-disk buffer, then started again. Writers run all along. Afterwards every
+//! hanging, flapping between down and up, rejecting with 400, the agent stopped (SIGTERM) while
+//! a push hangs, and SIGKILLed while batches sit in its on-disk buffer, each time started again.
+//! Writers run all along. Afterwards every
 //! line the daemon served reached Loki, or is a dead letter that `log-capturer dlq replay`
 //! delivers (README: 400 is never retried, the batch goes to the dead-letter store): 0 lost. Lines
 //! reach Loki in order (first arrivals); duplicates are counted and reported (README's window: a
@@ -108,6 +109,21 @@ fn check(ctx: &Ctx) -> Result<Outcome, String> {
     mark("accept after 400");
     rx.set_mode(Mode::Accept);
     std::thread::sleep(p);
+    // SIGTERM while a push hangs: README, the worker drops the push in flight and buffers
+    // what is pending, so the stop is clean (exit 0) and nothing is lost or sent twice.
+    let mut runs = Vec::new();
+    mark("hang, SIGTERM");
+    rx.set_mode(Mode::Hang);
+    std::thread::sleep(p);
+    runs.push(agent.process.metrics());
+    let termed = agent.terminate(Duration::from_secs(40))?;
+    if !termed.success() {
+        problems.push(format!("SIGTERM while Loki hung: {termed}"));
+    }
+    mark("restart after SIGTERM");
+    rx.set_mode(Mode::Accept);
+    agent.start()?;
+    std::thread::sleep(p);
     // SIGKILL while batches sit in the on-disk buffer.
     mark("down, SIGKILL");
     rx.set_mode(Mode::Down);
@@ -120,7 +136,7 @@ fn check(ctx: &Ctx) -> Result<Outcome, String> {
     }
     std::thread::sleep(Duration::from_millis(1500)); // > a checkpoint interval
     let buffered_at_kill = agent.metric(buffered_key);
-    let first_run = agent.process.metrics();
+    runs.push(agent.process.metrics());
     let killed = agent.kill()?;
     std::thread::sleep(p);
     mark("restart");
@@ -146,7 +162,7 @@ fn check(ctx: &Ctx) -> Result<Outcome, String> {
         last = now;
         now >= want / 2 && stable >= 5
     });
-    let second_run = agent.process.metrics();
+    runs.push(agent.process.metrics());
     let exit = agent.terminate(Duration::from_secs(40))?;
     if !exit.success() {
         problems.push(format!("agent stopped with {exit}"));
@@ -209,7 +225,7 @@ fn check(ctx: &Ctx) -> Result<Outcome, String> {
     }
     let metric = |k: &str| {
         let sum = |m: &HashMap<String, f64>| log_capturer_testkit::sum_prefix(m, k);
-        sum(&first_run) + sum(&second_run)
+        runs.iter().map(sum).sum::<f64>()
     };
     if metric("log_capturer_buffer_corrupt_total") > 0.0 {
         problems.push("the on-disk buffer reported corrupt records".into());
@@ -258,7 +274,7 @@ fn check(ctx: &Ctx) -> Result<Outcome, String> {
     Ok(Outcome::judge(
         problems,
         format!(
-            "{} phases of {} s, flapping, 400 until a dead letter, SIGKILL ({killed}) with {buffered_at_kill} batches buffered; pushes by answer {statuses}; duplicates by the phase of their first copy: {dup_by_phase}",
+            "{} phases of {} s, flapping, 400 until a dead letter, SIGTERM while a push hangs ({termed}), SIGKILL ({killed}) with {buffered_at_kill} batches buffered; pushes by answer {statuses}; duplicates by the phase of their first copy: {dup_by_phase}",
             phases.len(),
             p.as_secs()
         ),

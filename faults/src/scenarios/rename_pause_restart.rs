@@ -41,7 +41,7 @@ struct Record {
 }
 
 fn check(ctx: &Ctx) -> Result<Outcome, String> {
-    let step = Duration::from_secs(if ctx.quick { 2 } else { 4 });
+    let step = Duration::from_millis(if ctx.quick { 1000 } else { 4000 });
     let mut agent = ctx.start_agent("agent", &AgentYaml::default())?;
     let names: Vec<String> = ["a", "b", "c", "d"]
         .iter()
