@@ -4,17 +4,26 @@ use crate::scenario::Scenario;
 
 mod bad_configs;
 mod churn;
+mod corrupt_checkpoints;
+mod firehose;
+mod hostile_content;
 mod http_abuse;
 mod kit;
 mod loki_faults;
 mod rename_pause_restart;
 mod rm_burst;
+mod sigkill_mid_firehose;
+mod sigterm_mid_firehose;
 mod two_agents_one_state_dir;
 
 /// All scenarios, in the order they run.
 pub fn all() -> Vec<Scenario> {
     vec![
+        sigterm_mid_firehose::SCENARIO,
+        sigkill_mid_firehose::SCENARIO,
+        corrupt_checkpoints::SCENARIO,
         bad_configs::SCENARIO,
+        hostile_content::SCENARIO,
         rm_burst::SCENARIO,
         churn::SCENARIO,
         rename_pause_restart::SCENARIO,
