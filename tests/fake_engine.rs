@@ -685,6 +685,70 @@ fn container_removed_between_listing_and_inspect_is_counted_and_named() {
     assert_clean_exit(&mut agent);
 }
 
+/// A container gone before its inspect (an instant `--rm`) is counted and named only when
+/// the filters select it, by what its start event says (name, image, labels) or, at a resync,
+/// what the listing said. One the filters leave out used to be counted in
+/// `gone_before_read` and named in a warning too (the fault suite's rm-burst saw 9 of 20 such
+/// containers counted).
+#[test]
+fn container_gone_before_its_inspect_is_counted_only_when_the_filters_select_it() {
+    let outside_listed = Container::new(
+        "outside-listed",
+        numbered_lines("o", 3, 1),
+        vec![LogsPlan::End],
+    );
+    let outside_listed_id = outside_listed.id.clone();
+    let engine = FakeEngine::start(vec![outside_listed]);
+    engine.remove_during_inspect(&outside_listed_id);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let agent = Agent::start(
+        dir.path(),
+        agent_options(
+            &engine,
+            "  include:\n    names: [\"inside*\"]\n    labels: [\"team=core\"]\n",
+        ),
+    );
+    let start = |name: &str, team: &str| {
+        let id = support::fake_engine::container_id(name);
+        let ts_ns = support::fake_engine::now_ns();
+        engine.send_event(
+            &serde_json::json!({
+                "status": "start", "id": id, "from": "img",
+                "Type": "container", "Action": "start",
+                "Actor": {"ID": id, "Attributes": {"image": "img", "name": name, "team": team}},
+                "scope": "local", "time": ts_ns / 1_000_000_000, "timeNano": ts_ns,
+            })
+            .to_string(),
+        );
+    };
+    // Neither is known to the engine: each inspect answers 404.
+    start("outside-by-label", "ops");
+    start("outside-by-name", "core");
+    start("inside", "core");
+    let key = "log_capturer_container_stream_errors_total{reason=\"gone_before_read\"}";
+    let counted = wait_until(Duration::from_secs(20), || agent.metric(key) >= 1.0);
+    assert!(
+        counted,
+        "the selected container was not counted; log:\n{}",
+        agent.log()
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(
+        agent.metric(key),
+        1.0,
+        "only the selected container is counted; log:\n{}",
+        agent.log()
+    );
+    assert_eq!(warnings_mentioning(&agent, "inside").len(), 1);
+    for outside in ["outside-by-label", "outside-by-name", "outside-listed"] {
+        assert!(
+            warnings_mentioning(&agent, outside).is_empty(),
+            "{outside} named in a warning; log:\n{}",
+            agent.log()
+        );
+    }
+}
+
 /// A checkpoint left by an earlier run for a container that no longer exists must be
 /// dropped, even when the first listing of all containers fails (the listing of running ones
 /// works, so nothing else would retry).

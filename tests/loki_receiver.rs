@@ -1,4 +1,4 @@
-//! The Loki test receiver (tests/support/loki.rs) itself, so that the agent's Loki sink tests
+//! The Loki test receiver (testkit/src/loki.rs, feature `loki`) itself, so that the agent's Loki sink tests
 //! can trust it: decoding of both push formats, rejections, and every fault mode. The client
 //! side is raw HTTP/1.1 over std `TcpStream`.
 
@@ -708,6 +708,37 @@ fn hang_never_answers_until_the_mode_changes() {
     }
     assert_eq!(push(&rx, &[("Content-Type", PROTOBUF)], &body).status, 204);
     assert_eq!(rx.entries().len(), 4);
+}
+
+#[test]
+fn slow_stores_at_once_and_answers_after_the_delay() {
+    let rx = LokiReceiver::start();
+    let body = two_streams_protobuf();
+    rx.set_mode(Mode::Slow {
+        delay: Duration::from_millis(1500),
+    });
+    let mut client = Client::connect(&rx);
+    client
+        .stream
+        .set_read_timeout(Some(Duration::from_millis(700)))
+        .expect("read timeout");
+    client.send_push(&[("Content-Type", PROTOBUF)], &body);
+    let started = Instant::now();
+    let err = client.read_response().err().expect("answered at once");
+    assert!(
+        matches!(err.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut),
+        "{err}"
+    );
+    // Ingested before the answer: a client that gives up now has delivered anyway.
+    assert_eq!(rx.entries().len(), 4);
+    client
+        .stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("read timeout");
+    let r = client.read_response().expect("the late answer");
+    assert_eq!(r.status, 204);
+    assert!(started.elapsed() >= Duration::from_millis(1400));
+    assert_eq!(rx.requests()[0].status, 204);
 }
 
 #[test]

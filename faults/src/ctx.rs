@@ -37,6 +37,10 @@ pub struct AgentYaml {
     pub checkpoint: String,
     /// Keys under `pipeline:`, indented by 2 spaces.
     pub pipeline: String,
+    /// More sinks beside the file sink, indented by 2 spaces (e.g. `"  loki:\n    url: ..."`).
+    pub sinks: String,
+    /// Keys under `http:` besides `listen`, indented by 2 spaces.
+    pub http: String,
     /// Whole top-level sections (e.g. `"log:\n  level: debug\n"`).
     pub top: String,
     /// Another agent's state directory instead of `dir/state`.
@@ -71,14 +75,16 @@ impl Ctx {
         let state_dir = yaml.state_dir.clone().unwrap_or_else(|| dir.join("state"));
         let config = format!(
             "capture:\n  initial_position: beginning\n  include:\n    labels: [\"{label}\"]\n{capture}\
-             sinks:\n  file:\n    path: {out}/{{container_name}}.log\n    idle_close: 2s\n\
+             sinks:\n  file:\n    path: {out}/{{container_name}}.log\n    idle_close: 2s\n{sinks}\
              pipeline:\n  flush_interval: 50ms\n{pipeline}\
              checkpoint:\n  state_dir: {state}\n{checkpoint}\
-             http:\n  listen: {http}\n{top}",
+             http:\n  listen: {http}\n{http_keys}{top}",
             label = self.label(),
             capture = yaml.capture,
             out = dir.join("out").display(),
             pipeline = yaml.pipeline,
+            sinks = yaml.sinks,
+            http_keys = yaml.http,
             state = state_dir.display(),
             checkpoint = yaml.checkpoint,
             top = yaml.top,

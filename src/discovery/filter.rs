@@ -39,6 +39,42 @@ pub struct Candidate<'a> {
     pub labels: &'a HashMap<String, String>,
 }
 
+/// What a start event or a listing said about a container: enough to name it, and to apply
+/// the filters, when it is gone before it can be inspected.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Seen {
+    pub name: String,
+    pub image: String,
+    pub labels: HashMap<String, String>,
+}
+
+impl Seen {
+    /// From a container event's attributes: `name`, `image`, and the container's labels, which
+    /// Docker puts among them. None without a name.
+    pub fn from_event_attributes(attributes: &HashMap<String, String>) -> Option<Seen> {
+        let name = attributes.get("name")?.trim_start_matches('/').to_string();
+        let image = attributes.get("image").cloned().unwrap_or_default();
+        let labels = attributes
+            .iter()
+            .filter(|(k, _)| *k != "name" && *k != "image")
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        Some(Seen {
+            name,
+            image,
+            labels,
+        })
+    }
+
+    pub fn candidate(&self) -> Candidate<'_> {
+        Candidate {
+            name: &self.name,
+            image: &self.image,
+            labels: &self.labels,
+        }
+    }
+}
+
 fn label_matches(rule: &str, labels: &HashMap<String, String>) -> bool {
     match rule.split_once('=') {
         None => labels.contains_key(rule),
@@ -138,6 +174,33 @@ mod tests {
             ..FilterConfig::default()
         };
         assert!(!selected(&none, &exc_label, &c));
+    }
+
+    #[test]
+    fn seen_from_event_attributes() {
+        let attributes: HashMap<String, String> =
+            [("name", "web-1"), ("image", "nginx:1.27"), ("team", "core")]
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+        let seen = Seen::from_event_attributes(&attributes).expect("named");
+        assert_eq!(
+            (seen.name.as_str(), seen.image.as_str()),
+            ("web-1", "nginx:1.27")
+        );
+        assert_eq!(seen.labels.len(), 1);
+        let core = FilterConfig {
+            labels: vec!["team=core".into()],
+            ..FilterConfig::default()
+        };
+        let ops = FilterConfig {
+            labels: vec!["team=ops".into()],
+            ..FilterConfig::default()
+        };
+        let none = FilterConfig::default();
+        assert!(selected(&core, &none, &seen.candidate()));
+        assert!(!selected(&ops, &none, &seen.candidate()));
+        assert_eq!(Seen::from_event_attributes(&HashMap::new()), None);
     }
 
     #[test]

@@ -223,9 +223,12 @@ impl Discovery {
                     return false;
                 }
                 // It started: read it, to its end if it has already stopped again.
-                // Named for the warning if it is already gone (an instant `--rm`).
-                let name = event.actor.attributes.get("name").map(String::as_str);
-                if !self.ignored.contains(&id) && !self.consider(&id, true, name, cancel).await {
+                // What the event says decides, if it is already gone (an instant `--rm`),
+                // whether it is named in a warning: only if the filters select it.
+                let seen = filter::Seen::from_event_attributes(&event.actor.attributes);
+                if !self.ignored.contains(&id)
+                    && !self.consider(&id, true, seen.as_ref(), cancel).await
+                {
                     self.retry_starts.insert(id);
                     retry = true;
                 }

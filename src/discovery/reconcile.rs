@@ -8,7 +8,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use super::filter::{Candidate, selected};
+use super::filter::{Candidate, Seen, selected};
 use super::position::{StartFacts, start_position};
 use super::{Discovery, Tracked, container_meta};
 use crate::capture::CaptureTask;
@@ -88,18 +88,24 @@ impl Discovery {
             }
         }
         // Listed running and never read: if it is removed before its inspect, its lines are
-        // lost, which `consider` reports under this name.
-        let never_read: HashMap<String, String> = running
+        // lost, which `consider` reports under this name (if the filters select it).
+        let never_read: HashMap<String, Seen> = running
             .iter()
             .filter(|c| self.checkpoints.get(&c.id).is_none())
-            .filter_map(|c| Some((c.id.clone(), c.name()?.to_string())))
+            .filter_map(|c| {
+                let seen = Seen {
+                    name: c.name()?.to_string(),
+                    image: c.image.clone(),
+                    labels: c.labels.clone().unwrap_or_default(),
+                };
+                Some((c.id.clone(), seen))
+            })
             .collect();
         let mut complete = true;
         for id in to_read {
             let busy = self.tracked.get(&id).is_some_and(|t| t.running.is_some());
             if !busy && !self.ignored.contains(&id) {
-                let name = never_read.get(&id).map(String::as_str);
-                if self.consider(&id, true, name, cancel).await {
+                if self.consider(&id, true, never_read.get(&id), cancel).await {
                     self.retry_starts.remove(&id);
                 } else {
                     self.retry_starts.insert(id);
@@ -122,7 +128,7 @@ impl Discovery {
         &mut self,
         id: &str,
         drain: bool,
-        name: Option<&str>,
+        seen: Option<&Seen>,
         cancel: &CancellationToken,
     ) -> bool {
         if self.settings.own_id.as_deref() == Some(id) {
@@ -133,11 +139,25 @@ impl Discovery {
             Ok(info) => info,
             Err(e) if e.status() == Some(404) => {
                 // Started (or listed) and already removed: an instant `--rm`. Nothing of it
-                // can be read; say so, as capture does for a 404/409 at open.
-                if let Some(name) = name {
-                    self.metrics.stream_error("gone_before_read");
-                    warn!(container = %name, container_id = %id,
-                        "container gone before it could be read (removed before its inspect); its lines are lost");
+                // can be read; say so, as capture does for a 404/409 at open, if the filters
+                // select it by what its event or listing said.
+                match seen {
+                    Some(seen)
+                        if selected(
+                            &self.settings.include,
+                            &self.settings.exclude,
+                            &seen.candidate(),
+                        ) =>
+                    {
+                        self.metrics.stream_error("gone_before_read");
+                        warn!(container = %seen.name, container_id = %id,
+                            "container gone before it could be read (removed before its inspect); its lines are lost");
+                    }
+                    Some(seen) => {
+                        debug!(container = %seen.name, container_id = %id,
+                            "container not selected by filters, gone before its inspect");
+                    }
+                    None => {}
                 }
                 return true;
             }

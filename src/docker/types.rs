@@ -16,6 +16,10 @@ pub struct ContainerSummary {
     /// `/name` (with the leading slash the API gives names).
     #[serde(rename = "Names", default)]
     pub names: Vec<String>,
+    #[serde(rename = "Image", default)]
+    pub image: String,
+    #[serde(rename = "Labels", default)]
+    pub labels: Option<HashMap<String, String>>,
 }
 
 impl ContainerSummary {

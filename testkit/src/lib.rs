@@ -4,6 +4,8 @@
 
 pub mod agent;
 pub mod docker;
+#[cfg(feature = "loki")]
+pub mod loki;
 pub mod verify;
 
 use std::collections::HashMap;

@@ -3,9 +3,15 @@
 use crate::scenario::Scenario;
 
 mod bad_configs;
+mod churn;
 mod corrupt_checkpoints;
 mod firehose;
 mod hostile_content;
+mod http_abuse;
+mod kit;
+mod loki_faults;
+mod rename_pause_restart;
+mod rm_burst;
 mod sigkill_mid_firehose;
 mod sigterm_mid_firehose;
 mod two_agents_one_state_dir;
@@ -18,6 +24,11 @@ pub fn all() -> Vec<Scenario> {
         corrupt_checkpoints::SCENARIO,
         bad_configs::SCENARIO,
         hostile_content::SCENARIO,
+        rm_burst::SCENARIO,
+        churn::SCENARIO,
+        rename_pause_restart::SCENARIO,
+        http_abuse::SCENARIO,
         two_agents_one_state_dir::SCENARIO,
+        loki_faults::SCENARIO,
     ]
 }
