@@ -3,9 +3,22 @@
 use crate::scenario::Scenario;
 
 mod bad_configs;
+mod dockerd_kill;
+mod dockerd_restart;
+mod sink_disk_full;
+mod state_dir_full_or_readonly;
 mod two_agents_one_state_dir;
+mod unreadable_log_driver;
 
 /// All scenarios, in the order they run.
 pub fn all() -> Vec<Scenario> {
-    vec![bad_configs::SCENARIO, two_agents_one_state_dir::SCENARIO]
+    vec![
+        dockerd_restart::SCENARIO,
+        dockerd_kill::SCENARIO,
+        sink_disk_full::SCENARIO,
+        state_dir_full_or_readonly::SCENARIO,
+        bad_configs::SCENARIO,
+        unreadable_log_driver::SCENARIO,
+        two_agents_one_state_dir::SCENARIO,
+    ]
 }
