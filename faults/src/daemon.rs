@@ -330,6 +330,14 @@ impl Daemon {
         Ok((lines(&out.stdout), lines(&out.stderr)))
     }
 
+    /// How many stdout lines each container has served so far.
+    pub fn served_counts(&self, names: &[String]) -> Vec<usize> {
+        names
+            .iter()
+            .map(|n| self.served(n).map(|(o, _)| o.len()).unwrap_or(0))
+            .collect()
+    }
+
     /// Polls (bounded) until `done(stdout lines)` holds for the served log of `name`.
     pub fn wait_served(
         &self,

@@ -34,16 +34,14 @@ fn check(ctx: &Ctx) -> Result<Outcome, String> {
     for c in 0..containers {
         let suffix = format!("kill-{c}");
         let tag = format!("{}-{suffix}", ctx.prefix);
-        let script = counted::script(&tag, lines, 100, 1000);
+        let script = counted::script(&tag, lines, 50, 50_000);
         names.push(daemon.run_container(ctx, &suffix, &["--stop-timeout", "2"], &script)?);
     }
     daemon.wait_served(&names[0], Duration::from_secs(120), |out| {
         out.len() >= lines / 5
     })?;
-    let served_before: usize = names
-        .iter()
-        .map(|n| daemon.served(n).map(|(o, _)| o.len()).unwrap_or(0))
-        .sum();
+    let at_fault = daemon.served_counts(&names);
+    let served_before: usize = at_fault.iter().sum();
 
     daemon.kill()?;
     let killed = Instant::now();
@@ -69,6 +67,11 @@ fn check(ctx: &Ctx) -> Result<Outcome, String> {
     let ready_again_s = started.elapsed().as_secs_f64();
 
     let mut problems = Vec::new();
+    if at_fault.iter().any(|&n| n >= lines) {
+        problems.push(format!(
+            "not mid-stream: lines served per container at the kill {at_fault:?} of {lines}"
+        ));
+    }
     if health_failures > 0 {
         problems.push(format!(
             "/health failed {health_failures} of {samples} times while the daemon was down"

@@ -53,7 +53,13 @@ fn check(ctx: &Ctx) -> Result<Outcome, String> {
                 unreadable.push(name);
             }
             Err(e) => {
-                let reason = e.lines().last().unwrap_or_default().trim().to_string();
+                // The daemon's reason, without the CLI's usage hint after it.
+                let reason = e
+                    .lines()
+                    .find_map(|l| l.split_once("Error response from daemon: "))
+                    .map_or(e.as_str(), |(_, r)| r)
+                    .trim()
+                    .to_string();
                 notes.push(format!("{driver}: does not start here ({reason})"));
                 let _ = daemon.docker(&["rm", "-f", &format!("{}-{suffix}", ctx.prefix)]);
             }
