@@ -1,7 +1,7 @@
 //! Issue 10, scenario 9: Containers whose log driver the Engine API cannot read (`none`; `syslog` and `journald`
 //! where the daemon can start them at all), on a daemon the suite owns so that its debug log
 //! shows every request the agent makes. One is running before the agent starts (found by the
-//! listing), one is started after (found by its event). Checked over 60 s (quick: 12 s): one
+//! listing), one is started after (found by its event). Checked over 60 s (quick: 8 s): one
 //! warning and one `unreadable_log_driver` error per container, the
 //! `log_capturer_containers_unreadable` gauge, no reconnect loop (the daemon's count of the
 //! agent's `/logs` requests for each container does not grow after the first), and a
@@ -30,7 +30,7 @@ const IDLE: &str = "while true; do echo unreadable; sleep 1; done";
 fn check(ctx: &Ctx) -> Result<Outcome, String> {
     let daemon = Daemon::start(&ctx.out_dir.join("dockerd"), false)?;
     let actx = daemon.ctx_for(ctx);
-    let window = Duration::from_secs(if ctx.quick { 12 } else { 60 });
+    let window = Duration::from_secs(if ctx.quick { 8 } else { 60 });
     let mut notes = Vec::new();
 
     // One unreadable container before the agent starts, the others after.
