@@ -727,3 +727,49 @@ fn containers_started_after_the_first_run_are_read_from_their_first_new_line() {
         assert_sequence(&agent.messages(name), "", n, name);
     }
 }
+
+/// A checkpoint found corrupt at start is set aside, and its container starts as if it had
+/// none: from its first line (README, "Exact resume"), also when it is stopped. Found by the
+/// fault suite (corrupt-checkpoints): a stopped container whose checkpoint was set aside was
+/// never read, so what it wrote while the agent was down was lost.
+#[test]
+fn stopped_container_with_a_corrupt_checkpoint_is_read_from_its_first_line() {
+    let mut containers = Containers::new("corruptcp");
+    let dir = tempdir();
+    let mut agent = Agent::start(dir.path(), options(&containers, ""));
+    let name = containers.name("corruptcp");
+    // Each run prints the next 100 numbers (the count survives `docker start`).
+    containers.run(
+        "corruptcp",
+        &[],
+        "n=$(cat /tmp/n 2>/dev/null || echo 0); end=$((n+100)); \
+         while [ $n -lt $end ]; do n=$((n+1)); echo $n; done; echo $n > /tmp/n",
+    );
+    docker(&["wait", &name]);
+    assert!(wait_until(Duration::from_secs(60), || agent
+        .records(&name)
+        .len()
+        >= 100));
+    assert!(agent.terminate().success());
+    let id = docker(&["inspect", "--format", "{{.Id}}", &name]);
+    let file = dir.path().join(format!("state/checkpoints/{id}.json"));
+    assert!(file.is_file(), "no checkpoint {}", file.display());
+    std::fs::write(&file, b"\x00garbage{").expect("corrupt the checkpoint");
+    // The second run (101..200) happens while no agent runs.
+    docker(&["start", &name]);
+    docker(&["wait", &name]);
+    agent.restart();
+    let done = wait_until(Duration::from_secs(30), || {
+        agent.records(&name).len() >= 300
+    });
+    let messages = agent.messages(&name);
+    let expected: Vec<String> = (1..=100).chain(1..=200).map(|n| n.to_string()).collect();
+    assert!(
+        done && messages == expected,
+        "{} lines, expected 1..100 then 1..200; log:\n{}",
+        messages.len(),
+        agent.log()
+    );
+    assert_eq!(agent.metric("log_capturer_checkpoint_corrupt_total"), 1.0);
+    assert!(agent.terminate().success());
+}

@@ -4,7 +4,7 @@
 //! parsed is renamed aside with a `.corrupt-<unix time>` suffix, reported, and skipped.
 
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -57,6 +57,9 @@ pub struct CheckpointStore {
     metrics: Arc<Metrics>,
     /// Whether an earlier run of the agent used this state directory.
     pub had_previous_run: bool,
+    /// Ids (file names) whose checkpoint was set aside as corrupt at open: such a container
+    /// has lines no cursor accounts for, so it must be read even when it is not running.
+    set_aside: Mutex<HashSet<String>>,
 }
 
 const MARKER: &str = "agent.json";
@@ -85,6 +88,7 @@ impl CheckpointStore {
         .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", marker.display())))
         .or_else(|e| if had_previous_run { Ok(()) } else { Err(e) })?;
         let mut entries = HashMap::new();
+        let mut set_aside = HashSet::new();
         for item in fs::read_dir(&dir)? {
             let path = item?.path();
             if path.extension().and_then(|e| e.to_str()) != Some("json") {
@@ -102,6 +106,9 @@ impl CheckpointStore {
                 }
                 Err(reason) => {
                     metrics.checkpoint_corrupt.inc();
+                    if let Some(id) = path.file_stem().and_then(|s| s.to_str()) {
+                        set_aside.insert(id.to_string());
+                    }
                     let aside =
                         path.with_extension(format!("json.corrupt-{}", now_ns() / 1_000_000_000));
                     let moved = fs::rename(&path, &aside);
@@ -116,6 +123,7 @@ impl CheckpointStore {
             entries: Mutex::new(entries),
             metrics,
             had_previous_run,
+            set_aside: Mutex::new(set_aside),
         })
     }
 
@@ -128,6 +136,12 @@ impl CheckpointStore {
 
     pub fn get(&self, id: &str) -> Option<Cursor> {
         self.lock().get(id).map(|e| e.cursor)
+    }
+
+    /// The container's checkpoint was set aside as corrupt at open and it has had none since:
+    /// it must be read (from where a container without checkpoint starts) even if stopped.
+    pub fn lost_cursor(&self, id: &str) -> bool {
+        self.get(id).is_none() && lock_set(&self.set_aside).contains(id)
     }
 
     /// Ids of all known checkpoints.
@@ -158,6 +172,7 @@ impl CheckpointStore {
     /// The container is gone: drop its cursor and file.
     pub fn forget(&self, id: &str) {
         self.lock().remove(id);
+        lock_set(&self.set_aside).remove(id);
         let path = self.path(id);
         if let Err(e) = fs::remove_file(&path)
             && e.kind() != io::ErrorKind::NotFound
@@ -238,6 +253,13 @@ impl CheckpointStore {
             }
         }
         all_written
+    }
+}
+
+fn lock_set(set: &Mutex<HashSet<String>>) -> MutexGuard<'_, HashSet<String>> {
+    match set.lock() {
+        Ok(g) => g,
+        Err(poisoned) => poisoned.into_inner(),
     }
 }
 
@@ -478,5 +500,11 @@ mod tests {
             .collect();
         assert_eq!(aside.len(), 1);
         assert_eq!(metrics.checkpoint_corrupt.get(), 1);
+        // Its container must still be read (it has lines no cursor accounts for) until it
+        // gets a cursor again or is forgotten.
+        assert!(store.lost_cursor("bad"));
+        assert!(!store.lost_cursor("other"));
+        store.init("bad", Cursor::at(0));
+        assert!(!store.lost_cursor("bad"));
     }
 }

@@ -66,13 +66,17 @@ impl Discovery {
 
         // Listed as running: read it, and if it has stopped since (it may exit between the
         // listing and the inspect), read it to its end. Holding a cursor: it stopped while
-        // the agent was down or the events stream was lost; read what it wrote since.
+        // the agent was down or the events stream was lost; read what it wrote since. Its
+        // cursor set aside as corrupt: the same, from where a container without one starts.
         let mut to_read: Vec<String> = running.iter().map(|c| c.id.clone()).collect();
         let listed_running: HashSet<&str> = running.iter().map(|c| c.id.as_str()).collect();
         to_read.extend(
             all.iter()
                 .map(|c| c.id.as_str())
-                .filter(|id| !listed_running.contains(id) && self.checkpoints.get(id).is_some())
+                .filter(|id| {
+                    !listed_running.contains(id)
+                        && (self.checkpoints.get(id).is_some() || self.checkpoints.lost_cursor(id))
+                })
                 .map(str::to_string),
         );
         // Started (an event) but not inspectable then: read them now, to their end if they
