@@ -2,8 +2,10 @@
 //! or need its debug log (9). The host's daemon is shared and is never touched.
 //!
 //! How it is started, and why:
-//! - its own `--host unix://<dir>/docker.sock`, `--data-root`, `--exec-root` and `--pidfile`,
-//!   so nothing is shared with the host's daemon;
+//! - its own `--host unix://…/docker.sock`, `--data-root`, `--exec-root` and `--pidfile`,
+//!   so nothing is shared with the host's daemon. The socket and the exec root live under a
+//!   short directory of their own in /tmp (`lcfd-<pid>-<n>`): containerd refuses socket paths
+//!   over 104 bytes, which a scenario directory under `target/` easily exceeds;
 //! - no `--containerd`: like the host's daemon (Debian's docker.io 20.10 runs its own
 //!   containerd under `<exec-root>/containerd`), it starts a managed containerd of its own
 //!   under its exec root. That containerd goes down with it (SIGTERM or SIGKILL), while the
@@ -30,7 +32,11 @@ const START_WITHIN: Duration = Duration::from_secs(60);
 const STOP_WITHIN: Duration = Duration::from_secs(40);
 
 pub struct Daemon {
+    /// Data root, log, pidfile: under the scenario's directory.
     dir: PathBuf,
+    /// Socket and exec root: under a short path of its own in /tmp, since containerd's
+    /// sockets there must fit a unix address (104 bytes for its debug socket).
+    run: PathBuf,
     live_restore: bool,
     child: Option<Child>,
 }
@@ -38,26 +44,25 @@ pub struct Daemon {
 impl Daemon {
     /// Starts a daemon under `dir` (created) and loads the test image into it.
     pub fn start(dir: &Path, live_restore: bool) -> Result<Daemon, String> {
-        // The socket path must stay under the 108-byte limit of a unix address.
-        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        static SEQ: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let run = std::env::temp_dir().join(format!("lcfd-{}-{seq}", std::process::id()));
+        for d in [dir, &run] {
+            std::fs::create_dir_all(d).map_err(|e| format!("{}: {e}", d.display()))?;
+        }
         let mut daemon = Daemon {
             dir: dir.to_path_buf(),
+            run,
             live_restore,
             child: None,
         };
-        if daemon.socket().as_os_str().len() > 100 {
-            return Err(format!(
-                "{}: too long for a unix socket path",
-                daemon.socket().display()
-            ));
-        }
         daemon.spawn()?;
         daemon.load_image()?;
         Ok(daemon)
     }
 
     pub fn socket(&self) -> PathBuf {
-        self.dir.join("docker.sock")
+        self.run.join("docker.sock")
     }
 
     /// The endpoint as the agent and `docker -H` take it.
@@ -103,7 +108,7 @@ impl Daemon {
         cmd.args(["--net", "--", "dockerd"])
             .arg(format!("--host={}", self.host()))
             .arg(format!("--data-root={}", d.join("data").display()))
-            .arg(format!("--exec-root={}", d.join("exec").display()))
+            .arg(format!("--exec-root={}", self.run.join("exec").display()))
             .arg(format!("--pidfile={}", d.join("docker.pid").display()))
             .args([
                 "--bridge=none",
@@ -406,20 +411,24 @@ impl Drop for Daemon {
                 .arg(pid.to_string())
                 .status();
         }
-        // Mounts of the data root (overlay layers, shm) are gone once the daemon stopped; a
-        // lazy unmount of what may remain before deleting the tree.
+        // Mounts of the data and exec roots (overlay layers, shm, netns) are gone once the
+        // daemon stopped; a lazy unmount of what may remain before deleting the trees.
         if let Ok(mounts) = std::fs::read_to_string("/proc/self/mounts") {
-            let root = self.dir.display().to_string();
+            let roots = [
+                self.dir.display().to_string(),
+                self.run.display().to_string(),
+            ];
             let mut ours: Vec<&str> = mounts
                 .lines()
                 .filter_map(|l| l.split_whitespace().nth(1))
-                .filter(|m| m.starts_with(&root))
+                .filter(|m| roots.iter().any(|r| m.starts_with(r.as_str())))
                 .collect();
             ours.sort_by_key(|m| std::cmp::Reverse(m.len()));
             for m in ours {
                 let _ = Command::new("umount").args(["-l", m]).status();
             }
         }
+        let _ = std::fs::remove_dir_all(&self.run);
         // The daemon's log is kept next to where its directory was, for the report.
         let _ = std::fs::rename(self.log_path(), self.dir.with_extension("log"));
         let _ = std::fs::remove_dir_all(&self.dir);
@@ -449,8 +458,9 @@ mod tests {
             .run_container(&ctx, "c", &[], "while true; do sleep 1; done")
             .expect("run");
         daemon.terminate().expect("stop");
+        let run = daemon.run.clone();
         let shims = || -> usize {
-            let needle = dir.display().to_string();
+            let needle = run.display().to_string();
             std::fs::read_dir("/proc")
                 .map(|d| {
                     d.flatten()
@@ -469,11 +479,14 @@ mod tests {
         drop(daemon);
         assert_eq!(shims(), 0, "no process of the daemon's left");
         let mounts = std::fs::read_to_string("/proc/self/mounts").expect("mounts");
-        assert!(
-            !mounts.contains(&dir.display().to_string()),
-            "no mount left"
-        );
+        for root in [&dir, &run] {
+            assert!(
+                !mounts.contains(&root.display().to_string()),
+                "no mount left"
+            );
+        }
         assert!(!dir.exists(), "its directory is gone");
+        assert!(!run.exists(), "its exec root is gone");
         assert!(dir.with_extension("log").is_file(), "its log is kept");
         let _ = std::fs::remove_dir_all(&base);
     }
