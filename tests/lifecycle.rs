@@ -267,3 +267,35 @@ fn sink_failing_at_shutdown_is_an_incomplete_stop() {
     let (ts, _) = checkpoint(&agent, &id).expect("checkpoint");
     assert!(ts < line_ts(0), "checkpoint moved past unwritten lines");
 }
+
+/// The agent's diagnostics on a stderr that is not a terminal (a file, journald, `docker
+/// logs`) carry no ANSI colour codes. Found by the fault suite: every line of the agent's
+/// log file was wrapped in escape sequences.
+#[test]
+fn diagnostics_to_a_file_have_no_ansi_escapes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // A state_dir that is a regular file: the agent logs why it cannot start, and exits 1.
+    let state = dir.path().join("not-a-dir");
+    std::fs::write(&state, "x").expect("write");
+    let config = dir.path().join("config.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "sinks:\n  discard: {{}}\ncheckpoint:\n  state_dir: {}\nhttp:\n  listen: \"\"\n",
+            state.display()
+        ),
+    )
+    .expect("write config");
+    let out = Command::new(env!("CARGO_BIN_EXE_log-capturer"))
+        .args(["run", "-c"])
+        .arg(&config)
+        .env("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+        .env_remove("NO_COLOR")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run the binary");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("agent failed to start"), "{stderr}");
+    assert!(!stderr.contains('\u{1b}'), "ANSI escapes in {stderr:?}");
+}

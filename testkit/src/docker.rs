@@ -79,12 +79,25 @@ pub fn served_logs(container: &str) -> Result<Served, String> {
     })
 }
 
-/// A `docker logs --timestamps` line without its leading RFC 3339 stamp and space.
+/// A `docker logs --timestamps` line without its leading RFC 3339 stamp and space. A line with
+/// no stamp (the second line of one TTY chunk) is kept whole, even if it looks a little like one.
 fn strip_stamp(line: &str) -> &str {
     match line.split_once(' ') {
-        Some((stamp, rest)) if stamp.len() >= 20 && stamp.ends_with('Z') => rest,
+        Some((stamp, rest)) if is_stamp(stamp) => rest,
         _ => line,
     }
+}
+
+/// `2026-11-30T19:00:00.123456789Z` (the fraction may be shorter or absent).
+fn is_stamp(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.len() >= 20
+        && b[4] == b'-'
+        && b[7] == b'-'
+        && b[10] == b'T'
+        && b[13] == b':'
+        && s.ends_with('Z')
+        && b.iter().all(|c| c.is_ascii_digit() || b"-T:.Z".contains(c))
 }
 
 #[cfg(test)]
@@ -96,5 +109,8 @@ mod tests {
         assert_eq!(strip_stamp("2026-11-30T19:00:00.123456789Z a b"), "a b");
         assert_eq!(strip_stamp("2026-11-30T19:00:00.123456789Z "), "");
         assert_eq!(strip_stamp("no stamp here"), "no stamp here");
+        assert_eq!(strip_stamp("2026-11-30T19:00:00Z a"), "a");
+        let unstamped = "abcdefghijklmnopqrstuvwxyZ seq=3";
+        assert_eq!(strip_stamp(unstamped), unstamped);
     }
 }
