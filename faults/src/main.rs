@@ -2,10 +2,13 @@
 //! bad configs, hostile content, ...) into the real agent against the real dockerd, one
 //! scenario at a time, and judges each against ground truth. `--quick` is the CI subset.
 
+mod counted;
 mod ctx;
+mod daemon;
 mod report;
 mod scenario;
 mod scenarios;
+mod tmpfs;
 
 use clap::Parser;
 use std::panic::{AssertUnwindSafe, catch_unwind};

@@ -305,15 +305,21 @@ pub fn open_private_file(path: &Path, truncate: bool) -> io::Result<fs::File> {
 }
 
 /// temp file + fsync + rename + fsync(dir): after a crash the file is either old or new.
-/// The file is 0600 (see `open_private_file`).
+/// The file is 0600 (see `open_private_file`). A failed write removes its temp file.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let tmp = path.with_extension("tmp");
-    {
-        let mut f = open_private_file(&tmp, true)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
+    let written = open_private_file(&tmp, true)
+        .and_then(|mut f| {
+            f.write_all(bytes)?;
+            f.sync_all()
+        })
+        .and_then(|()| fs::rename(&tmp, path));
+    if let Err(e) = written {
+        // Not left behind: nothing else removes the file of a container forgotten meanwhile,
+        // and on a full disk it holds space.
+        let _ = fs::remove_file(&tmp);
+        return Err(e);
     }
-    fs::rename(&tmp, path)?;
     if let Some(dir) = path.parent() {
         fs::File::open(dir)?.sync_all()?;
     }
@@ -449,6 +455,28 @@ mod tests {
         fs::remove_dir(&blocker).expect("rmdir");
         assert!(store.persist(), "retried and written");
         assert!(blocker.is_file());
+    }
+
+    /// A write that fails half-way (disk full, read-only, here a directory where the file
+    /// goes) leaves no temporary file behind: nothing else would ever remove the one of a
+    /// container forgotten meanwhile, and on a full disk it holds space.
+    #[test]
+    fn failed_write_leaves_no_temporary_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = CheckpointStore::open(dir.path(), Arc::new(Metrics::new())).expect("open");
+        store.init("bad", Cursor::at(2));
+        fs::create_dir(dir.path().join("checkpoints/bad.json")).expect("mkdir in its place");
+        assert!(!store.persist(), "the write fails");
+        let left: Vec<_> = fs::read_dir(dir.path().join("checkpoints"))
+            .expect("list")
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        assert_eq!(
+            left,
+            vec![std::ffi::OsString::from("bad.json")],
+            "only the blocker"
+        );
     }
 
     #[test]
