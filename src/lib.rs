@@ -15,6 +15,8 @@ pub mod config;
 pub mod discovery;
 pub mod dlq;
 pub mod docker;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod observability;
 pub mod pipeline;
 pub mod sinks;

@@ -119,12 +119,11 @@ impl Cursor {
     pub fn count_at_since(&self) -> u64 {
         let since = self.since_ns();
         let s = &self.streams;
-        self.legacy_count
-            + [s.stdout, s.stderr]
-                .iter()
-                .filter(|p| p.timestamp_ns == since)
-                .map(|p| p.count)
-                .sum::<u64>()
+        // Saturating: counts come from checkpoint files, which can hold anything.
+        [s.stdout, s.stderr]
+            .iter()
+            .filter(|p| p.timestamp_ns == since)
+            .fold(self.legacy_count, |sum, p| sum.saturating_add(p.count))
     }
 
     fn position_mut(&mut self, stream: StreamKind) -> &mut Position {

@@ -1,9 +1,9 @@
 //! Per-container capture: decoding the logs stream, merging partial lines, the exact-resume
 //! cursor, and the task that owns one container's stream.
 
-mod assembler;
+pub(crate) mod assembler;
 mod coalesce;
-mod cursor;
+pub(crate) mod cursor;
 mod decoder;
 mod pause;
 mod rotation;

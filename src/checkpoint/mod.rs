@@ -270,11 +270,29 @@ fn read_checkpoint(path: &Path) -> Result<CheckpointFile, String> {
         .file_stem()
         .and_then(|s| s.to_str())
         .unwrap_or_default();
-    if cp.container_id != expected || cp.timestamp_ns < 0 {
+    if cp.container_id != expected {
         return Err(format!(
             "content does not match the file name (container_id {:?})",
             cp.container_id
         ));
+    }
+    // Docker stamps are after 1970. A position before it would be written back as a negative
+    // `timestamp_ns`, which this check would then refuse at the next start: refuse it now.
+    let streams = cp.streams.unwrap_or_default();
+    let stamps = [
+        ("timestamp_ns", Some(cp.timestamp_ns)),
+        (
+            "streams.stdout.timestamp_ns",
+            Some(streams.stdout.timestamp_ns),
+        ),
+        (
+            "streams.stderr.timestamp_ns",
+            Some(streams.stderr.timestamp_ns),
+        ),
+        ("streams.unfinished_ns", streams.unfinished_ns),
+    ];
+    if let Some((key, Some(ts))) = stamps.iter().find(|(_, ts)| ts.is_some_and(|t| t < 0)) {
+        return Err(format!("{key} {ts} is negative (before 1970)"));
     }
     Ok(cp)
 }
@@ -506,5 +524,74 @@ mod tests {
         assert!(!store.lost_cursor("other"));
         store.init("bad", Cursor::at(0));
         assert!(!store.lost_cursor("bad"));
+    }
+
+    /// Found by the checkpoint fuzz target: a file whose stream positions are before 1970 was
+    /// loaded, then written back with a negative `timestamp_ns` that the next start rejected,
+    /// so the container silently lost its cursor one restart later. Such a file is now set
+    /// aside at once, reported like any corrupt one.
+    #[test]
+    fn negative_stream_positions_are_set_aside_not_loaded() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cps = dir.path().join("checkpoints");
+        fs::create_dir_all(&cps).expect("mkdir");
+        for (name, streams) in [
+            (
+                "out",
+                r#"{"stdout":{"timestamp_ns":-5,"count":0},"stderr":{"timestamp_ns":5,"count":0}}"#,
+            ),
+            (
+                "err",
+                r#"{"stdout":{"timestamp_ns":5,"count":0},"stderr":{"timestamp_ns":-5,"count":0}}"#,
+            ),
+            (
+                "unfinished",
+                r#"{"stdout":{"timestamp_ns":5,"count":0},"stderr":{"timestamp_ns":5,"count":0},"unfinished_ns":-1}"#,
+            ),
+        ] {
+            let text = format!(
+                r#"{{"container_id":"{name}","timestamp_ns":5,"count":0,"timestamp":"x","streams":{streams}}}"#
+            );
+            fs::write(cps.join(format!("{name}.json")), text).expect("write");
+        }
+        let metrics = Arc::new(Metrics::new());
+        let store = CheckpointStore::open(dir.path(), metrics.clone()).expect("open");
+        for name in ["out", "err", "unfinished"] {
+            assert_eq!(store.get(name), None, "{name}");
+            assert!(
+                !cps.join(format!("{name}.json")).exists(),
+                "{name} set aside"
+            );
+        }
+        assert_eq!(metrics.checkpoint_corrupt.get(), 3);
+    }
+
+    /// Found by the checkpoint fuzz target: counts near `u64::MAX` in a file made persisting
+    /// overflow (a panic in debug builds, a wrapped count written in release ones).
+    #[test]
+    fn huge_counts_persist_without_overflow() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cps = dir.path().join("checkpoints");
+        fs::create_dir_all(&cps).expect("mkdir");
+        fs::write(
+            cps.join("big.json"),
+            br#"{"container_id":"big","timestamp_ns":5,"count":0,"timestamp":"x","streams":{"stdout":{"timestamp_ns":5,"count":18446744073709551615},"stderr":{"timestamp_ns":5,"count":3}}}"#,
+        )
+        .expect("write");
+        let metrics = Arc::new(Metrics::new());
+        let store = CheckpointStore::open(dir.path(), metrics.clone()).expect("open");
+        // Both streams at the resume point: the file's `count` is their sum.
+        let c = store.get("big").expect("loaded");
+        store.ack("big", c);
+        assert!(store.persist(), "persist");
+        let file: serde_json::Value =
+            serde_json::from_slice(&fs::read(cps.join("big.json")).expect("read")).expect("json");
+        assert_eq!(
+            file["count"],
+            serde_json::json!(u64::MAX),
+            "saturated, not wrapped"
+        );
+        let again = CheckpointStore::open(dir.path(), metrics).expect("reopen");
+        assert_eq!(again.get("big"), Some(c));
     }
 }

@@ -114,7 +114,7 @@ async fn get_with_pool(
 }
 
 /// The status, body framing and head length once `buf` holds a complete head.
-fn parse_head(buf: &[u8]) -> Result<Option<(u16, BodyDecoder, usize)>, DockerError> {
+pub(crate) fn parse_head(buf: &[u8]) -> Result<Option<(u16, BodyDecoder, usize)>, DockerError> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut response = httparse::Response::new(&mut headers);
     let head_len = match response.parse(buf) {

@@ -1,10 +1,10 @@
 //! Docker Engine API client: endpoints, version negotiation, requests and streams.
 
-mod body;
+pub(crate) mod body;
 mod client;
 mod endpoint;
 mod error;
-mod http_stream;
+pub(crate) mod http_stream;
 pub mod read_pool;
 pub mod timestamp;
 pub mod types;
