@@ -70,6 +70,9 @@ const POSITION_FILE: &str = "position";
 const POSITION_TMP: &str = "position.tmp";
 const SEGMENT_SUFFIX: &str = ".seg";
 const SEGMENT_DIGITS: usize = 20;
+/// Segment numbers above this come only from a corrupt or hand-edited directory (the agent
+/// counts up from 1): they are not trusted, so that the next number can never overflow.
+const MAX_SEGMENT: u64 = u64::MAX / 2;
 /// Chunk size used to checksum payloads while scanning, so a bogus length cannot make us
 /// allocate gigabytes.
 const SCAN_CHUNK: usize = 64 * 1024;
@@ -621,7 +624,9 @@ impl SegmentStore {
     fn start_segment(&mut self) -> io::Result<()> {
         let number = self.next_segment;
         // Burn the number even if creation fails, so a stray file cannot wedge us.
-        self.next_segment += 1;
+        self.next_segment = number
+            .checked_add(1)
+            .ok_or_else(|| io::Error::other("segment numbers exhausted"))?;
         let path = self.segment_path(number);
         let file = OpenOptions::new()
             .append(true)
@@ -724,6 +729,15 @@ fn read_position(dir: &Path, report: &mut OpenReport) -> io::Result<Option<Recor
     };
     let text = String::from_utf8_lossy(&bytes);
     match text.trim().parse::<RecordId>() {
+        Ok(id) if id.segment > MAX_SEGMENT => {
+            report.problems.push(format!(
+                "{}: implausible read position {id:?} (segment number above {MAX_SEGMENT}); \
+                 reading from the start of the oldest segment, consumed records still on disk \
+                 will be returned again",
+                path.display()
+            ));
+            Ok(None)
+        }
         Ok(id) => Ok(Some(id)),
         Err(e) => {
             report.problems.push(format!(
@@ -751,6 +765,9 @@ fn list_segments(dir: &Path) -> io::Result<Vec<u64>> {
         let Ok(number) = stem.parse::<u64>() else {
             continue;
         };
+        if number > MAX_SEGMENT {
+            continue; // not one of ours (see MAX_SEGMENT): left alone, like other files
+        }
         if entry.file_type().map_err(|e| with_path(e, dir))?.is_file() {
             numbers.push(number);
         }
@@ -936,6 +953,40 @@ mod tests {
 
     fn open(dir: &Path, options: &StoreOptions) -> (SegmentStore, OpenReport) {
         SegmentStore::open(dir, options.clone()).unwrap()
+    }
+
+    /// Found by the `segment_store` fuzz target: a position naming segment u64::MAX made the
+    /// next append overflow the segment counter (a panic in debug builds; wrapped to 0 in
+    /// release, sorting new records before the read position).
+    #[test]
+    fn implausible_segment_numbers_are_not_trusted() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join(POSITION_FILE), format!("{}:0", u64::MAX)).unwrap();
+        fs::write(
+            dir.path().join(format!(
+                "{:0width$}{SEGMENT_SUFFIX}",
+                u64::MAX,
+                width = SEGMENT_DIGITS
+            )),
+            b"junk",
+        )
+        .unwrap();
+        let (mut store, report) = open(dir.path(), &options(1 << 20, 1 << 16));
+        assert!(
+            report
+                .problems
+                .iter()
+                .any(|p| p.contains("implausible read position")),
+            "{:?}",
+            report.problems
+        );
+        store.append(&payload(1)).unwrap();
+        store.append(&payload(2)).unwrap();
+        assert_eq!(drain(&mut store), vec![payload(1), payload(2)]);
+        drop(store);
+        let (mut store, _) = open(dir.path(), &options(1 << 20, 1 << 16));
+        store.append(&payload(3)).unwrap();
+        assert_eq!(drain(&mut store), vec![payload(3)]);
     }
 
     /// Payload of exactly 20 bytes (28 on disk).
