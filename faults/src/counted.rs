@@ -91,6 +91,29 @@ pub fn eventually(within: Duration, mut f: impl FnMut() -> bool) -> bool {
     }
 }
 
+/// SIGTERM; a problem unless the agent stops with 0 and `tally` has nothing lost, duplicated
+/// or out of order.
+pub fn stop_clean(
+    agent: &mut Agent,
+    tally: &Tally,
+    problems: &mut Vec<String>,
+) -> Result<(), String> {
+    let exit = agent.terminate(Duration::from_secs(60))?;
+    if !exit.success() {
+        problems.push(format!("the agent stopped with {exit}"));
+    }
+    if tally.lost + tally.duplicated + tally.out_of_order > 0 {
+        problems.push(format!(
+            "lost {} dup {} out of order {} (see {})",
+            tally.lost,
+            tally.duplicated,
+            tally.out_of_order,
+            agent.dir.display()
+        ));
+    }
+    Ok(())
+}
+
 /// The standard counts of a tally, in report order.
 pub fn counts(t: &Tally) -> Vec<(String, String)> {
     vec![

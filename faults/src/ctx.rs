@@ -122,6 +122,17 @@ impl Ctx {
         extra: &[&str],
         script: &str,
     ) -> Result<String, String> {
+        self.run_container_with(docker::docker, suffix, extra, script)
+    }
+
+    /// `run_container` through `docker` (the CLI against some daemon).
+    pub fn run_container_with(
+        &self,
+        docker: impl Fn(&[&str]) -> Result<String, String>,
+        suffix: &str,
+        extra: &[&str],
+        script: &str,
+    ) -> Result<String, String> {
         let name = format!("{}-{suffix}", self.prefix);
         let label = self.label();
         let mut args = vec![
@@ -136,7 +147,7 @@ impl Ctx {
         ];
         args.extend_from_slice(extra);
         args.extend_from_slice(&[IMAGE, "sh", "-c", script]);
-        docker::docker(&args)?;
+        docker(&args)?;
         Ok(name)
     }
 

@@ -26,6 +26,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::ctx::{Ctx, IMAGE};
+use log_capturer_testkit::docker;
 
 /// How long a start (socket answering) or a stop may take before it counts as failed.
 const START_WITHIN: Duration = Duration::from_secs(60);
@@ -283,22 +284,7 @@ impl Daemon {
         extra: &[&str],
         script: &str,
     ) -> Result<String, String> {
-        let name = format!("{}-{suffix}", ctx.prefix);
-        let label = ctx.label();
-        let mut args = vec![
-            "run",
-            "-d",
-            "--name",
-            &name,
-            "--network",
-            "none",
-            "--label",
-            &label,
-        ];
-        args.extend_from_slice(extra);
-        args.extend_from_slice(&[IMAGE, "sh", "-c", script]);
-        self.docker(&args)?;
-        Ok(name)
+        ctx.run_container_with(|args| self.docker(args), suffix, extra, script)
     }
 
     /// The container's id (full).
@@ -313,26 +299,8 @@ impl Daemon {
 
     /// The daemon's own view of a container's log, per stream (stdout, stderr), in order.
     pub fn served(&self, name: &str) -> Result<(Vec<String>, Vec<String>), String> {
-        let out = Command::new("docker")
-            .arg("-H")
-            .arg(self.host())
-            .args(["logs", name])
-            .env_remove("DOCKER_HOST")
-            .output()
-            .map_err(|e| format!("cannot run docker: {e}"))?;
-        if !out.status.success() {
-            return Err(format!(
-                "docker logs {name}: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            ));
-        }
-        let lines = |b: &[u8]| -> Vec<String> {
-            String::from_utf8_lossy(b)
-                .lines()
-                .map(|l| l.trim_end_matches('\r').to_string())
-                .collect()
-        };
-        Ok((lines(&out.stdout), lines(&out.stderr)))
+        let served = docker::served_logs_at(Some(&self.host()), name)?;
+        Ok((served.stdout, served.stderr))
     }
 
     /// How many stdout lines each container has served so far.

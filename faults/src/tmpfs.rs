@@ -129,7 +129,8 @@ impl Drop for Tmpfs {
     }
 }
 
-fn run_mount(args: &[&str]) -> Result<(), String> {
+/// `mount ARGS`; an error carries mount's own message.
+pub fn run_mount(args: &[&str]) -> Result<(), String> {
     let out = Command::new("mount")
         .args(args)
         .output()

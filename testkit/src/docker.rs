@@ -57,7 +57,16 @@ pub struct Served {
 
 /// `docker logs --timestamps`, the daemon's own stamped view, with the stamps taken off.
 pub fn served_logs(container: &str) -> Result<Served, String> {
-    let out = Command::new("docker")
+    served_logs_at(None, container)
+}
+
+/// `served_logs` from the daemon at `host` (`unix://…`), or the default one.
+pub fn served_logs_at(host: Option<&str>, container: &str) -> Result<Served, String> {
+    let mut cmd = Command::new("docker");
+    if let Some(host) = host {
+        cmd.args(["-H", host]).env_remove("DOCKER_HOST");
+    }
+    let out = cmd
         .args(["logs", "--timestamps", container])
         .output()
         .map_err(|e| format!("cannot run docker: {e}"))?;

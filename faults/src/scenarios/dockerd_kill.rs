@@ -96,19 +96,7 @@ fn check(ctx: &Ctx) -> Result<Outcome, String> {
         Duration::from_secs(120),
     )?;
     let tally = counted::account(&agent, &names, |n| daemon.served(n))?;
-    let exit = agent.terminate(Duration::from_secs(60))?;
-    if !exit.success() {
-        problems.push(format!("the agent stopped with {exit}"));
-    }
-    if tally.lost + tally.duplicated + tally.out_of_order > 0 {
-        problems.push(format!(
-            "lost {} dup {} out of order {} (see {})",
-            tally.lost,
-            tally.duplicated,
-            tally.out_of_order,
-            agent.dir.display()
-        ));
-    }
+    counted::stop_clean(&mut agent, &tally, &mut problems)?;
     daemon.remove_all()?;
     drop(daemon);
 

@@ -129,19 +129,7 @@ fn restart_once(ctx: &Ctx, live_restore: bool) -> Result<(Vec<String>, Counts, S
     if health != Some(200) {
         problems.push(format!("the agent's /health after the restart: {health:?}"));
     }
-    let exit = agent.terminate(Duration::from_secs(60))?;
-    if !exit.success() {
-        problems.push(format!("the agent stopped with {exit}"));
-    }
-    if tally.lost + tally.duplicated + tally.out_of_order > 0 {
-        problems.push(format!(
-            "lost {} dup {} out of order {} (see {})",
-            tally.lost,
-            tally.duplicated,
-            tally.out_of_order,
-            agent.dir.display()
-        ));
-    }
+    counted::stop_clean(&mut agent, &tally, &mut problems)?;
     daemon.remove_all()?;
     drop(daemon);
 

@@ -14,7 +14,7 @@ use std::time::Duration;
 use crate::counted;
 use crate::ctx::{Agent, AgentYaml, Ctx};
 use crate::scenario::{Outcome, Scenario};
-use crate::tmpfs::Tmpfs;
+use crate::tmpfs::{Tmpfs, run_mount};
 
 pub const SCENARIO: Scenario = Scenario {
     name: "state-dir-full-or-readonly",
@@ -239,9 +239,9 @@ struct BindReadOnly(String);
 impl BindReadOnly {
     fn new(dir: &Path) -> Result<BindReadOnly, String> {
         let d = dir.display().to_string();
-        mount(&["--bind", &d, &d])?;
+        run_mount(&["--bind", &d, &d])?;
         let bind = BindReadOnly(d.clone());
-        mount(&["-o", "remount,bind,ro", &d])?;
+        run_mount(&["-o", "remount,bind,ro", &d])?;
         Ok(bind)
     }
 }
@@ -255,21 +255,5 @@ impl Drop for BindReadOnly {
         {
             let _ = Command::new("umount").args(["-l", &self.0]).status();
         }
-    }
-}
-
-fn mount(args: &[&str]) -> Result<(), String> {
-    let out = Command::new("mount")
-        .args(args)
-        .output()
-        .map_err(|e| format!("mount: {e}"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "mount {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
     }
 }
