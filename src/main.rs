@@ -116,9 +116,11 @@ fn main() -> ExitCode {
 }
 
 fn init_logging(config: &Config) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .or_else(|_| tracing_subscriber::EnvFilter::try_new(&config.log.level))
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let filter = std::env::var("RUST_LOG")
+        .ok()
+        .and_then(|spec| log_capturer::config::log_filter(&spec))
+        .or_else(|| log_capturer::config::log_filter(&config.log.level))
+        .unwrap_or_else(|| tracing_subscriber::EnvFilter::new("info"));
     // Diagnostics go to stderr: stdout belongs to the stdout sink. Colours only on a terminal:
     // a file, journald or `docker logs` would keep the escape codes.
     let colour = std::io::IsTerminal::is_terminal(&std::io::stderr())

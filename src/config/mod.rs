@@ -468,7 +468,7 @@ impl Config {
         {
             return Err(format!("docker.host: {e}"));
         }
-        if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
+        if log_filter(&self.log.level).is_none() {
             return Err(format!(
                 "log.level: {:?} is not a log filter (e.g. info, debug)",
                 self.log.level
@@ -479,6 +479,15 @@ impl Config {
 }
 
 /// Whether the YAML text holds anything but blank lines and comments.
+/// Parses a log filter (`log.level`, `RUST_LOG`): `None` if it is not one. Each directive is
+/// trimmed first: tracing-subscriber 0.3 slices a directive with offsets taken after trimming
+/// it, which panics (found by fuzzing `config_yaml`) on one that starts with blanks and holds a
+/// multi-byte character, e.g. `" é=info"`.
+pub fn log_filter(spec: &str) -> Option<tracing_subscriber::EnvFilter> {
+    let directives: Vec<&str> = spec.split(',').map(str::trim).collect();
+    tracing_subscriber::EnvFilter::try_new(directives.join(",")).ok()
+}
+
 fn has_content(text: &str) -> bool {
     text.lines().any(|line| {
         let line = line.trim();
@@ -500,6 +509,16 @@ fn duplicate_key(mut err: &serde_saphyr::Error) -> Option<&str> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn log_filters_with_blanks_and_multibyte_text_are_parsed_without_panic() {
+        assert!(super::log_filter("info").is_some());
+        assert!(super::log_filter(" warn, log_capturer=debug ").is_some());
+        // Panicked inside tracing-subscriber before the directives were trimmed.
+        let _ = super::log_filter(" é=info");
+        let _ = super::log_filter("info,  ß[x]=debug");
+        assert!(super::log_filter("info=nonsense=").is_none());
+    }
+
     use super::*;
 
     fn err(yaml: &str) -> String {
