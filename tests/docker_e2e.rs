@@ -728,6 +728,63 @@ fn containers_started_after_the_first_run_are_read_from_their_first_new_line() {
     }
 }
 
+/// A container that runs and exits entirely while the agent is down shows up in no event and
+/// in no listing of running containers, and has no checkpoint: the agent finds it at start
+/// (it ran after the previous run started watching) and reads it from its first line. Found
+/// by the fault suite: before, 0 of its lines were read, ever.
+#[test]
+fn containers_that_ran_entirely_while_the_agent_was_down_are_read_after_restart() {
+    let mut containers = Containers::new("randown");
+    let net: &[&str] = &["--network", "none"];
+    // Ran and exited before the agent ever looked: `initial_position: end` skips it.
+    let before = containers.name("before");
+    containers.run("before", net, "echo old-history");
+    docker(&["wait", &before]);
+    std::thread::sleep(Duration::from_secs(1));
+    let dir = tempdir();
+    let mut agent = Agent::start(dir.path(), options(&containers, ""));
+    // Created (not started) while the agent runs: no event to act on, no checkpoint.
+    let created = containers.name("created");
+    containers.create("created", net, "seq 1 50");
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(agent.terminate().success());
+
+    let ran = containers.name("ran");
+    containers.run("ran", net, "seq 1 50");
+    docker(&["start", &created]);
+    docker(&["wait", &ran]);
+    docker(&["wait", &created]);
+    agent.restart();
+    let done = wait_until(Duration::from_secs(60), || {
+        agent.records(&ran).len() >= 50 && agent.records(&created).len() >= 50
+    });
+    assert!(
+        done,
+        "ran {} and created {} of 50 lines; log:\n{}",
+        agent.records(&ran).len(),
+        agent.records(&created).len(),
+        agent.log()
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    assert_sequence(&agent.messages(&ran), "", 50, &ran);
+    assert_sequence(&agent.messages(&created), "", 50, &created);
+    assert_eq!(agent.metric("log_capturer_containers_caught_up_total"), 2.0);
+    assert!(
+        agent.records(&before).is_empty(),
+        "history before the first run was read"
+    );
+    assert!(agent.terminate().success());
+
+    // They now hold checkpoints: the next run reads nothing of them again.
+    agent.restart();
+    agent.wait_ready();
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(agent.metric("log_capturer_containers_caught_up_total"), 0.0);
+    assert_sequence(&agent.messages(&ran), "", 50, &ran);
+    assert_sequence(&agent.messages(&created), "", 50, &created);
+    assert!(agent.terminate().success());
+}
+
 /// A checkpoint found corrupt at start is set aside, and its container starts as if it had
 /// none: from its first line (README, "Exact resume"), also when it is stopped. Found by the
 /// fault suite (corrupt-checkpoints): a stopped container whose checkpoint was set aside was

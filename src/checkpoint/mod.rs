@@ -13,7 +13,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use tracing::{error, warn};
 
 use crate::capture::{Cursor, StreamPositions};
-use crate::docker::timestamp::format_rfc3339_nanos;
+use crate::docker::timestamp::{format_rfc3339_nanos, parse_rfc3339_nanos};
 use crate::observability::metrics::Metrics;
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -57,12 +57,55 @@ pub struct CheckpointStore {
     metrics: Arc<Metrics>,
     /// Whether an earlier run of the agent used this state directory.
     pub had_previous_run: bool,
+    /// Since when the previous run watched Docker (ns since the epoch): a stopped container
+    /// without checkpoint that ran after it ran while no agent was watching (or in a gap at
+    /// that run's start). `None` on a fresh state directory or when `agent.json` was
+    /// unreadable.
+    pub previous_start_ns: Option<i64>,
+    /// The marker to write and whether it changed since it was last written.
+    marker: Mutex<(AgentMarker, bool)>,
     /// Ids (file names) whose checkpoint was set aside as corrupt at open: such a container
     /// has lines no cursor accounts for, so it must be read even when it is not running.
     set_aside: Mutex<HashSet<String>>,
 }
 
 const MARKER: &str = "agent.json";
+
+/// `<state_dir>/agent.json`: which version last ran, when an agent first ran on this state
+/// directory (`first_seen`), and since when the latest run that got as far watched Docker
+/// (`watching_since`: just before its first complete listing, events stream connected).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct AgentMarker {
+    version: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    first_seen: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    watching_since: Option<String>,
+}
+
+/// Reads an existing marker: when the previous run started watching, and the first run's
+/// start. Without `watching_since` (no run has watched yet, or a version before it existed,
+/// which rewrote `first_seen` at every start) nothing is known to be watched since
+/// `first_seen`. `None`s when the file is unreadable (logged).
+fn read_marker(path: &Path) -> (Option<i64>, Option<i64>) {
+    let parsed = fs::read(path)
+        .map_err(|e| e.to_string())
+        .and_then(|bytes| serde_json::from_slice::<AgentMarker>(&bytes).map_err(|e| e.to_string()));
+    let marker = match parsed {
+        Ok(m) => m,
+        Err(reason) => {
+            warn!(file = %path.display(), %reason,
+                "agent marker unreadable: containers that ran entirely while the agent was down are not looked for this time");
+            return (None, None);
+        }
+    };
+    let time = |t: &Option<String>| t.as_deref().and_then(|t| parse_rfc3339_nanos(t.as_bytes()));
+    let first_seen_ns = time(&marker.first_seen);
+    (
+        time(&marker.watching_since).or(first_seen_ns),
+        first_seen_ns,
+    )
+}
 
 impl CheckpointStore {
     /// Opens (creating) the state directory and loads every checkpoint.
@@ -76,17 +119,22 @@ impl CheckpointStore {
         })?;
         let marker = state_dir.join(MARKER);
         let had_previous_run = marker.exists();
-        write_atomically(
-            &marker,
-            format!(
-                "{{\"version\":\"{}\",\"first_seen\":\"{}\"}}\n",
-                env!("CARGO_PKG_VERSION"),
-                format_rfc3339_nanos(now_ns())
-            )
-            .as_bytes(),
-        )
-        .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", marker.display())))
-        .or_else(|e| if had_previous_run { Ok(()) } else { Err(e) })?;
+        let (previous_start_ns, first_seen_ns) = if had_previous_run {
+            read_marker(&marker)
+        } else {
+            (None, Some(now_ns()))
+        };
+        // Written now (a later run must know this state_dir was used); `watching_since` stays
+        // the previous run's until this one watches (`watching`): a run that fails before
+        // that (Docker unreachable, port in use) must not hide what happened meanwhile.
+        let written = AgentMarker {
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            // Not invented when unknown (a damaged marker).
+            first_seen: first_seen_ns.map(format_rfc3339_nanos),
+            watching_since: previous_start_ns.map(format_rfc3339_nanos),
+        };
+        write_marker(&marker, &written)
+            .or_else(|e| if had_previous_run { Ok(()) } else { Err(e) })?;
         let mut entries = HashMap::new();
         let mut set_aside = HashSet::new();
         for item in fs::read_dir(&dir)? {
@@ -123,6 +171,8 @@ impl CheckpointStore {
             entries: Mutex::new(entries),
             metrics,
             had_previous_run,
+            previous_start_ns,
+            marker: Mutex::new((written, false)),
             set_aside: Mutex::new(set_aside),
         })
     }
@@ -142,6 +192,13 @@ impl CheckpointStore {
     /// it must be read (from where a container without checkpoint starts) even if stopped.
     pub fn lost_cursor(&self, id: &str) -> bool {
         self.get(id).is_none() && lock_set(&self.set_aside).contains(id)
+    }
+
+    /// This run watches Docker since `since_ns`: recorded in `agent.json` at the next persist.
+    pub fn watching(&self, since_ns: i64) {
+        let mut marker = lock_marker(&self.marker);
+        marker.0.watching_since = Some(format_rfc3339_nanos(since_ns));
+        marker.1 = true;
     }
 
     /// Ids of all known checkpoints.
@@ -181,6 +238,32 @@ impl CheckpointStore {
         }
     }
 
+    /// Writes `agent.json` if it changed; false (logged, counted) when that failed.
+    fn persist_marker(&self) -> bool {
+        let marker = {
+            let guard = lock_marker(&self.marker);
+            if !guard.1 {
+                return true;
+            }
+            guard.0.clone()
+        };
+        let path = self.dir.with_file_name(MARKER);
+        match write_marker(&path, &marker) {
+            Ok(()) => {
+                let mut guard = lock_marker(&self.marker);
+                if guard.0.watching_since == marker.watching_since {
+                    guard.1 = false;
+                }
+                true
+            }
+            Err(e) => {
+                self.metrics.checkpoint_errors.inc();
+                error!(error = %e, "cannot write the agent marker; will retry");
+                false
+            }
+        }
+    }
+
     fn path(&self, id: &str) -> PathBuf {
         self.dir.join(format!("{id}.json"))
     }
@@ -190,7 +273,7 @@ impl CheckpointStore {
     /// cursor stays dirty (the next call tries again).
     #[must_use = "a failed final persist must be reported"]
     pub fn persist(&self) -> bool {
-        let mut all_written = true;
+        let mut all_written = self.persist_marker();
         let dirty: Vec<(String, Cursor, Instant)> = self
             .lock()
             .iter()
@@ -254,6 +337,23 @@ impl CheckpointStore {
         }
         all_written
     }
+}
+
+fn lock_marker(m: &Mutex<(AgentMarker, bool)>) -> MutexGuard<'_, (AgentMarker, bool)> {
+    match m.lock() {
+        Ok(g) => g,
+        Err(poisoned) => poisoned.into_inner(),
+    }
+}
+
+fn write_marker(path: &Path, marker: &AgentMarker) -> io::Result<()> {
+    serde_json::to_vec(marker)
+        .map_err(io::Error::other)
+        .and_then(|mut bytes| {
+            bytes.push(b'\n');
+            write_atomically(path, &bytes)
+        })
+        .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))
 }
 
 fn lock_set(set: &Mutex<HashSet<String>>) -> MutexGuard<'_, HashSet<String>> {
@@ -393,6 +493,49 @@ mod tests {
             "since is the unfinished line: {text}"
         );
         assert_eq!(metrics.checkpoint_corrupt.get(), 0);
+    }
+
+    #[test]
+    fn the_marker_tells_since_when_the_previous_run_watched() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let metrics = Arc::new(Metrics::new());
+        let marker = dir.path().join(MARKER);
+        let read = || fs::read_to_string(&marker).expect("marker");
+        let open = || CheckpointStore::open(dir.path(), metrics.clone()).expect("open");
+        let first = open();
+        assert_eq!(first.previous_start_ns, None, "fresh state_dir");
+        let first_seen = serde_json::from_str::<AgentMarker>(&read())
+            .expect("json")
+            .first_seen
+            .expect("first_seen");
+        // No run has watched Docker yet: nothing was watched since the first one started.
+        let first_seen_ns = parse_rfc3339_nanos(first_seen.as_bytes());
+        assert_eq!(open().previous_start_ns, first_seen_ns);
+        let second = open();
+        second.watching(1_000);
+        assert!(second.persist());
+        assert_eq!(open().previous_start_ns, Some(1_000));
+        // One that stops before it watches keeps the earlier run's time.
+        assert_eq!(open().previous_start_ns, Some(1_000));
+        assert!(read().contains(&first_seen), "first_seen kept: {}", read());
+
+        // A marker of an older version (first_seen rewritten at every start): that time is
+        // the previous start.
+        fs::write(
+            &marker,
+            "{\"version\":\"0.1.0\",\"first_seen\":\"2026-11-30T10:00:00.5Z\"}\n",
+        )
+        .expect("write");
+        assert_eq!(open().previous_start_ns, Some(1_796_032_800_500_000_000));
+
+        // Unreadable: a previous run whose times are unknown; the file is rewritten whole,
+        // without inventing a first run.
+        fs::write(&marker, "{garbage").expect("write");
+        let damaged = open();
+        assert!(damaged.had_previous_run);
+        assert_eq!(damaged.previous_start_ns, None);
+        assert!(!read().contains("first_seen"), "{}", read());
+        assert!(serde_json::from_str::<AgentMarker>(&read()).is_ok());
     }
 
     #[test]

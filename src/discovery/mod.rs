@@ -62,6 +62,11 @@ pub struct Discovery {
     /// The events stream is connected (a `Resync` came after the last `Lost`).
     events_connected: bool,
     agent_start_ns: i64,
+    /// Until a resync completes: look for stopped containers without checkpoint that ran
+    /// at or after this time (see `reconcile::ran_unwatched`).
+    catch_up_from_ns: Option<i64>,
+    /// This run's watching start is recorded for the next run (`CheckpointStore::watching`).
+    watch_recorded: bool,
     tracked: HashMap<String, Tracked>,
     /// Existing containers the filters do not select; pruned at every listing.
     ignored: HashSet<String>,
@@ -81,6 +86,10 @@ impl Discovery {
         ready: Arc<AtomicBool>,
     ) -> Self {
         let metrics = Arc::clone(&ctx.metrics);
+        let agent_start_ns = now_ns();
+        // Since the previous run started watching (it may have missed its own start-up gap
+        // too), else since this run started.
+        let catch_up_from_ns = Some(checkpoints.previous_start_ns.unwrap_or(agent_start_ns));
         Discovery {
             ctx,
             checkpoints,
@@ -88,7 +97,9 @@ impl Discovery {
             settings,
             ready,
             events_connected: false,
-            agent_start_ns: now_ns(),
+            agent_start_ns,
+            catch_up_from_ns,
+            watch_recorded: false,
             tracked: HashMap::new(),
             ignored: HashSet::new(),
             retry_starts: HashSet::new(),

@@ -12,7 +12,9 @@ use super::filter::{Candidate, Seen, selected};
 use super::position::{StartFacts, start_position};
 use super::{Discovery, Tracked, container_meta};
 use crate::capture::CaptureTask;
+use crate::checkpoint::now_ns;
 use crate::docker::timestamp::parse_rfc3339_nanos;
+use crate::docker::types::ContainerSummary;
 
 /// How a resync went.
 #[derive(Debug, PartialEq, Eq)]
@@ -32,6 +34,7 @@ impl Discovery {
     /// drops what no longer exists (tracked containers, checkpoints, ignored ids).
     pub(super) async fn resync(&mut self, cancel: &CancellationToken) -> ResyncOutcome {
         let client = self.ctx.client.clone();
+        let listed_at = now_ns();
         let listed = match client.list_running().await {
             Ok(running) => client.list_all().await.map(|all| (running, all)),
             Err(e) => Err(e),
@@ -89,7 +92,7 @@ impl Discovery {
         }
         // Listed running and never read: if it is removed before its inspect, its lines are
         // lost, which `consider` reports under this name (if the filters select it).
-        let never_read: HashMap<String, Seen> = running
+        let mut never_read: HashMap<String, Seen> = running
             .iter()
             .filter(|c| self.checkpoints.get(&c.id).is_none())
             .filter_map(|c| {
@@ -102,6 +105,16 @@ impl Discovery {
             })
             .collect();
         let mut complete = true;
+        if let Some(from_ns) = self.catch_up_from_ns {
+            let (ran, all_checked) = self.ran_unwatched(&all, from_ns).await;
+            complete &= all_checked;
+            for (id, seen) in ran {
+                if !to_read.contains(&id) {
+                    to_read.push(id.clone());
+                }
+                never_read.insert(id, seen);
+            }
+        }
         for id in to_read {
             let busy = self.tracked.get(&id).is_some_and(|t| t.running.is_some());
             if !busy && !self.ignored.contains(&id) {
@@ -115,10 +128,77 @@ impl Discovery {
         }
         self.update_gauges();
         if complete {
+            self.catch_up_from_ns = None;
+            if self.events_connected && !self.watch_recorded {
+                // From here on, events and listings see every container: a later run needs
+                // to look for containers that ran unwatched only from this time.
+                self.checkpoints.watching(listed_at);
+                self.watch_recorded = true;
+            }
             ResyncOutcome::Done
         } else {
             ResyncOutcome::Incomplete
         }
+    }
+
+    /// Stopped containers without checkpoint that ran (started or stopped) at or after
+    /// `from_ns`: while no agent watched (between runs) or before this run's first listing.
+    /// No event and no listing of a running container showed them, so without this their
+    /// lines would never be read. The second value is false when an inspect failed (the
+    /// resync is retried). Containers the listing already shows unselected, never started,
+    /// or as tracked are not inspected.
+    async fn ran_unwatched(
+        &mut self,
+        all: &[ContainerSummary],
+        from_ns: i64,
+    ) -> (Vec<(String, Seen)>, bool) {
+        let mut ran = Vec::new();
+        let mut all_checked = true;
+        for c in all {
+            let stopped = matches!(c.state.as_str(), "exited" | "dead");
+            if !stopped
+                || self.tracked.contains_key(&c.id)
+                || self.ignored.contains(&c.id)
+                || self.checkpoints.get(&c.id).is_some()
+                || self.checkpoints.lost_cursor(&c.id)
+                || self.settings.own_id.as_deref() == Some(c.id.as_str())
+            {
+                continue;
+            }
+            let Some(name) = c.name() else { continue };
+            let seen = Seen {
+                name: name.to_string(),
+                image: c.image.clone(),
+                labels: c.labels.clone().unwrap_or_default(),
+            };
+            if !selected(
+                &self.settings.include,
+                &self.settings.exclude,
+                &seen.candidate(),
+            ) {
+                continue;
+            }
+            let info = match self.ctx.client.inspect(&c.id).await {
+                Ok(info) => info,
+                Err(e) if e.status() == Some(404) => continue,
+                Err(e) => {
+                    self.metrics.stream_error("inspect");
+                    warn!(container_id = %c.id, error = %e, "cannot inspect stopped container");
+                    all_checked = false;
+                    continue;
+                }
+            };
+            let at_or_after =
+                |t: &str| parse_rfc3339_nanos(t.as_bytes()).is_some_and(|t| t >= from_ns);
+            if at_or_after(&info.state.started_at) || at_or_after(&info.state.finished_at) {
+                info!(container = %name, container_id = %c.id,
+                    started_at = %info.state.started_at, finished_at = %info.state.finished_at,
+                    "stopped container ran while no agent was watching; reading it");
+                self.metrics.containers_caught_up.inc();
+                ran.push((c.id.clone(), seen));
+            }
+        }
+        (ran, all_checked)
     }
 
     /// Inspects a container and, if selected, starts capturing it. `drain`: also when it is

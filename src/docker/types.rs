@@ -20,6 +20,10 @@ pub struct ContainerSummary {
     pub image: String,
     #[serde(rename = "Labels", default)]
     pub labels: Option<HashMap<String, String>>,
+    /// `created` (never started), `running`, `paused`, `restarting`, `removing`, `exited`
+    /// or `dead`.
+    #[serde(rename = "State", default)]
+    pub state: String,
 }
 
 impl ContainerSummary {
@@ -46,6 +50,12 @@ pub struct ContainerInspect {
 pub struct ContainerState {
     #[serde(rename = "Running", default)]
     pub running: bool,
+    /// RFC 3339; `0001-01-01T00:00:00Z` when it never started.
+    #[serde(rename = "StartedAt", default)]
+    pub started_at: String,
+    /// RFC 3339; `0001-01-01T00:00:00Z` while it has never stopped.
+    #[serde(rename = "FinishedAt", default)]
+    pub finished_at: String,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

@@ -52,6 +52,8 @@ pub struct Metrics {
     pub containers_unreadable: Gauge,
     pub containers_ignored: Gauge,
     pub events_reconnects: Counter,
+    /// Stopped containers without checkpoint found to have run while no agent watched.
+    pub containers_caught_up: Counter,
     pub sink_lines: Family<SinkLabels, Counter>,
     pub sink_errors: Family<SinkLabels, Counter>,
     pub queue_bytes: Gauge,
@@ -104,6 +106,7 @@ impl Metrics {
         let containers_unreadable = Gauge::default();
         let containers_ignored = Gauge::default();
         let events_reconnects = Counter::default();
+        let containers_caught_up = Counter::default();
         let sink_lines = Family::<SinkLabels, Counter>::default();
         let sink_errors = Family::<SinkLabels, Counter>::default();
         let queue_bytes = Gauge::default();
@@ -189,6 +192,11 @@ impl Metrics {
             "log_capturer_events_reconnects",
             "Times the Docker events stream was reconnected",
             events_reconnects.clone(),
+        );
+        r.register(
+            "log_capturer_containers_caught_up",
+            "Stopped containers without checkpoint read at start because they ran while no agent was watching",
+            containers_caught_up.clone(),
         );
         r.register(
             "log_capturer_sink_lines",
@@ -352,6 +360,7 @@ impl Metrics {
             containers_unreadable,
             containers_ignored,
             events_reconnects,
+            containers_caught_up,
             sink_lines,
             sink_errors,
             queue_bytes,
