@@ -1,5 +1,6 @@
 //! What scenarios 1 and 2 share: several containers print numbered lines in fast bursts,
-//! the agent is stopped by a signal while it is writing them, started again, and every line is
+//! the agent is stopped by a signal while it is writing them, one more container runs and
+//! exits entirely while the agent is down, the agent is started again, and every line is
 //! accounted for against the containers' own numbering (cross-checked with `docker logs`).
 
 use std::time::{Duration, Instant};
@@ -28,7 +29,7 @@ pub struct Run {
     /// Lines the file sink flushed in the `window_s` before the signal.
     pub flushed_in_window: f64,
     pub window_s: f64,
-    /// Lines flushed before the signal, of `expected`.
+    /// Lines flushed before the signal (of the firehose containers' lines).
     pub flushed_at_signal: f64,
     pub expected: usize,
     pub first_exit: String,
@@ -103,11 +104,23 @@ pub fn run(ctx: &Ctx, stop: Stop) -> Result<Run, String> {
         problems.push("every line was written before the signal: nothing was mid-stream".into());
     }
 
+    // A container that runs and exits entirely while the agent is down: no event, no
+    // listing of running containers and no checkpoint show it; the restart must find it.
+    let down_lines = if ctx.quick { 1_000 } else { 10_000 };
+    let down = ctx.run_container("down", &[], &format!("seq 1 {down_lines}"))?;
+    ctx.wait_exited(&down, Duration::from_secs(120))?;
+
     agent.start()?;
     for name in &names {
         ctx.wait_exited(name, Duration::from_secs(180))?;
     }
-    let complete = wait_complete(&agent, &names, lines, Duration::from_secs(240));
+    let complete = wait_complete(&agent, &names, lines, Duration::from_secs(240))
+        && wait_complete(
+            &agent,
+            std::slice::from_ref(&down),
+            down_lines,
+            Duration::from_secs(60),
+        );
     if !complete {
         problems.push("not every line was written within 240 s of the restart".into());
     }
@@ -140,13 +153,25 @@ pub fn run(ctx: &Ctx, stop: Stop) -> Result<Run, String> {
         tally.add(crate::ctx::verify(&expected, &captured));
         in_order &= deduplicated_in_order(&captured);
     }
+    let down_expected: Vec<String> = (1..=down_lines).map(|n| n.to_string()).collect();
+    let (captured, other) = agent.messages(&down)?;
+    if !other.is_empty() {
+        problems.push(format!("{down}: {} lines on the wrong stream", other.len()));
+    }
+    if captured.is_empty() {
+        problems.push(format!(
+            "{down} (ran while the agent was down): none of its {down_lines} lines captured"
+        ));
+    }
+    tally.add(crate::ctx::verify(&down_expected, &captured));
+    in_order &= deduplicated_in_order(&captured);
     Ok(Run {
         tally,
         in_order_once_deduplicated: in_order,
         flushed_in_window: flushed_at_signal - before,
         window_s,
         flushed_at_signal,
-        expected: expected_total,
+        expected: expected_total + down_lines,
         first_exit: first_exit.to_string(),
         problems,
     })

@@ -12,7 +12,7 @@ use crate::scenario::{Outcome, Scenario};
 
 pub const SCENARIO: Scenario = Scenario {
     name: "sigkill-mid-firehose",
-    what: "SIGKILL while writing 4 x 200 000 lines, restart: 0 lost, dup within the checkpoint window, in order",
+    what: "SIGKILL while writing 4 x 200 000 lines, 10 000 more while down, restart: 0 lost, dup within the checkpoint window, in order",
     quick: true,
     run,
 };

@@ -9,7 +9,7 @@ use crate::scenario::{Outcome, Scenario};
 
 pub const SCENARIO: Scenario = Scenario {
     name: "sigterm-mid-firehose",
-    what: "SIGTERM while writing 4 x 200 000 lines, restart: exit 0, 0 lost, 0 dup, in order",
+    what: "SIGTERM while writing 4 x 200 000 lines, 10 000 more while down, restart: exit 0, 0 lost, 0 dup, in order",
     quick: true,
     run,
 };
