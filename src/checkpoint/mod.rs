@@ -307,7 +307,8 @@ impl CheckpointStore {
                 Err(e) => {
                     all_written = false;
                     self.metrics.checkpoint_errors.inc();
-                    error!(container = %id, error = %e, "cannot write checkpoint; will retry");
+                    error!(container = %id, file = %self.path(&id).display(), error = %e,
+                        "cannot write checkpoint; will retry");
                 }
             }
         }

@@ -205,10 +205,11 @@ impl LocalSinkWorker {
         {
             return Ok(()); // released unwritten and unacknowledged; read again after restart
         }
-        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
+        let mut attempts = Attempts::new();
         loop {
             match self.sink.write_batch(&delivery.batch) {
                 Ok(()) => {
+                    attempts.succeeded(self.sink.name());
                     if run.held.remove(id).is_some() {
                         self.held_gauge(run);
                         info!(sink = self.sink.name(), container = %delivery.batch.container.name,
@@ -231,7 +232,7 @@ impl LocalSinkWorker {
                         self.durable_point(runtime, run)?;
                         continue;
                     }
-                    self.failed(e, &mut backoff, runtime)?;
+                    self.failed(e, &mut attempts, runtime)?;
                 }
             }
         }
@@ -312,11 +313,14 @@ impl LocalSinkWorker {
         runtime: &Handle,
         mut op: impl FnMut(&mut dyn Sink) -> io::Result<()>,
     ) -> Result<(), GaveUp> {
-        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
+        let mut attempts = Attempts::new();
         loop {
             match op(self.sink.as_mut()) {
-                Ok(()) => return Ok(()),
-                Err(e) => self.failed(e, &mut backoff, runtime)?,
+                Ok(()) => {
+                    attempts.succeeded(self.sink.name());
+                    return Ok(());
+                }
+                Err(e) => self.failed(e, &mut attempts, runtime)?,
             }
         }
     }
@@ -325,10 +329,12 @@ impl LocalSinkWorker {
     fn failed(
         &mut self,
         err: io::Error,
-        backoff: &mut Backoff,
+        attempts: &mut Attempts,
         runtime: &Handle,
     ) -> Result<(), GaveUp> {
         let name = self.sink.name();
+        attempts.failures += 1;
+        attempts.since.get_or_insert_with(Instant::now);
         self.metrics
             .sink_errors
             .get_or_create(&SinkLabels { sink: name })
@@ -345,7 +351,7 @@ impl LocalSinkWorker {
                 "sink failed during shutdown; unacknowledged lines will be read again after restart");
             return Err(GaveUp);
         }
-        let delay = backoff.next_delay();
+        let delay = attempts.backoff.next_delay();
         self.metrics
             .sink_retries
             .get_or_create(&SinkLabels { sink: name })
@@ -359,6 +365,31 @@ impl LocalSinkWorker {
             return Err(GaveUp);
         }
         Ok(())
+    }
+}
+
+/// Retries of one operation: the back-off, and the failures since the first, so that the
+/// operator sees when a failing sink (a full disk) works again.
+struct Attempts {
+    backoff: Backoff,
+    failures: u64,
+    since: Option<Instant>,
+}
+
+impl Attempts {
+    fn new() -> Attempts {
+        Attempts {
+            backoff: Backoff::new(Duration::from_millis(100), Duration::from_secs(10)),
+            failures: 0,
+            since: None,
+        }
+    }
+
+    fn succeeded(&self, sink: &'static str) {
+        if let Some(since) = self.since {
+            info!(sink, failures = self.failures, after = ?since.elapsed(),
+                "sink works again; capture resumes");
+        }
     }
 }
 

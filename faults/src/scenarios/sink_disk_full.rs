@@ -78,6 +78,9 @@ fn check(ctx: &Ctx) -> Result<Outcome, String> {
     disk.free()?;
     counted::wait_all(&agent, &names, served, Duration::from_secs(120))?;
     let running = counted::account(&agent, &names, served)?;
+    if !agent.log().contains("sink works again") {
+        problems.push("the agent's log does not say the file sink works again".into());
+    }
     check_files(
         &agent.out_dir(),
         &names,
