@@ -8,7 +8,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use support::agent::{Agent, AgentOptions};
-use support::fake_engine::{BASE_NS, Container, FakeEngine, Line, LogsPlan};
+use support::fake_engine::{BASE_NS, Container, FakeEngine, Line, LogsPlan, now_ns, stamp};
 use support::wait_until;
 
 fn agent_options(engine: &FakeEngine, capture: &str) -> AgentOptions {
@@ -931,4 +931,81 @@ fn container_whose_inspect_fails_at_its_start_event_is_retried() {
     assert_eq!(agent.messages("late"), texts(&lines));
     assert!(agent.metric(r#"log_capturer_container_stream_errors_total{reason="inspect"}"#) >= 1.0);
     assert_clean_exit(&mut agent);
+}
+
+/// A stopped container without checkpoint that started and exited after the previous run
+/// began watching (it ran while no agent watched) is found at start and read once, also when
+/// its first inspects fail (the resync is retried); one that stopped before that time is not
+/// read at all. The next run is told to look only from this run's own watching start.
+#[test]
+fn stopped_container_that_ran_unwatched_is_read_once_despite_failed_inspects() {
+    let watched_from = now_ns() - 60_000_000_000;
+    let lines = numbered_lines("unwatched", 5, 1);
+    let mut unwatched = Container::new("unwatched", lines.clone(), vec![LogsPlan::End]);
+    unwatched.running = false;
+    unwatched.started_ns = Some(watched_from + 10_000_000_000);
+    unwatched.finished_ns = Some(watched_from + 11_000_000_000);
+    let mut old = Container::new("old", numbered_lines("old", 3, 1), vec![LogsPlan::End]);
+    old.running = false;
+    old.started_ns = Some(watched_from - 20_000_000_000);
+    old.finished_ns = Some(watched_from - 10_000_000_000);
+    let (unwatched_id, old_id) = (unwatched.id.clone(), old.id.clone());
+    let engine = FakeEngine::start(vec![unwatched, old]);
+    engine.fail_next_inspects(&unwatched_id, 2);
+    let dir = tempfile::tempdir().expect("tempdir");
+    // An earlier run on this state_dir watched Docker from `watched_from`.
+    let state = dir.path().join("state");
+    std::fs::create_dir_all(&state).expect("state dir");
+    let marker = state.join("agent.json");
+    std::fs::write(
+        &marker,
+        format!(
+            "{{\"version\":\"0.1.0\",\"first_seen\":\"{}\",\"watching_since\":\"{}\"}}\n",
+            stamp(watched_from - 3_600_000_000_000),
+            stamp(watched_from)
+        ),
+    )
+    .expect("marker");
+    let mut agent = Agent::start_unready(dir.path(), agent_options(&engine, ""));
+
+    let captured = wait_until(Duration::from_secs(30), || {
+        agent.messages("unwatched").len() >= lines.len()
+    });
+    assert!(
+        captured,
+        "the container that ran unwatched was not read; engine saw {:#?}; log:\n{}",
+        engine.requests(),
+        agent.log()
+    );
+    agent.wait_ready();
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(agent.messages("unwatched"), texts(&lines));
+    assert_eq!(
+        engine.logs_stats(&unwatched_id).since.first(),
+        Some(&0),
+        "not read from its first line"
+    );
+    assert_eq!(agent.metric("log_capturer_containers_caught_up_total"), 1.0);
+    assert!(
+        agent.metric(r#"log_capturer_container_stream_errors_total{reason="inspect"}"#) >= 2.0,
+        "the failing inspects were not counted"
+    );
+    assert_eq!(
+        engine.logs_stats(&old_id).requests,
+        0,
+        "stopped before: read"
+    );
+    assert!(agent.messages("old").is_empty());
+    assert_clean_exit(&mut agent);
+    let written: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&marker).expect("marker")).expect("json");
+    let since = written["watching_since"].as_str().expect("watching_since");
+    assert!(
+        since > stamp(watched_from).as_str(),
+        "watching_since not moved to this run: {written}"
+    );
+    assert_eq!(
+        written["first_seen"].as_str(),
+        Some(stamp(watched_from - 3_600_000_000_000).as_str())
+    );
 }

@@ -273,7 +273,7 @@ impl CheckpointStore {
     /// cursor stays dirty (the next call tries again).
     #[must_use = "a failed final persist must be reported"]
     pub fn persist(&self) -> bool {
-        let mut all_written = self.persist_marker();
+        let mut all_written = true;
         let dirty: Vec<(String, Cursor, Instant)> = self
             .lock()
             .iter()
@@ -319,6 +319,9 @@ impl CheckpointStore {
             .map(|s| s.elapsed().as_secs_f64())
             .fold(0.0, f64::max);
         self.metrics.checkpoint_lag.set(lag);
+        // The marker last: a newer `watching_since` must never be on disk while the first
+        // checkpoint of a container read because of the older one is not.
+        all_written = all_written && self.persist_marker();
         // A container forgotten while its file was being written must not leave it behind.
         let known = self
             .lock()

@@ -478,7 +478,6 @@ impl Config {
     }
 }
 
-/// Whether the YAML text holds anything but blank lines and comments.
 /// Parses a log filter (`log.level`, `RUST_LOG`): `None` if it is not one. Each directive is
 /// trimmed first: tracing-subscriber 0.3 slices a directive with offsets taken after trimming
 /// it, which panics (found by fuzzing `config_yaml`) on one that starts with blanks and holds a
@@ -488,6 +487,7 @@ pub fn log_filter(spec: &str) -> Option<tracing_subscriber::EnvFilter> {
     tracing_subscriber::EnvFilter::try_new(directives.join(",")).ok()
 }
 
+/// Whether the YAML text holds anything but blank lines and comments.
 fn has_content(text: &str) -> bool {
     text.lines().any(|line| {
         let line = line.trim();

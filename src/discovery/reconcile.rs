@@ -92,7 +92,7 @@ impl Discovery {
         }
         // Listed running and never read: if it is removed before its inspect, its lines are
         // lost, which `consider` reports under this name (if the filters select it).
-        let mut never_read: HashMap<String, Seen> = running
+        let never_read: HashMap<String, Seen> = running
             .iter()
             .filter(|c| self.checkpoints.get(&c.id).is_none())
             .filter_map(|c| {
@@ -105,39 +105,54 @@ impl Discovery {
             })
             .collect();
         let mut complete = true;
+        for id in to_read {
+            let busy = self.tracked.get(&id).is_some_and(|t| t.running.is_some());
+            if !busy && !self.ignored.contains(&id) {
+                complete &= self.read_or_retry(&id, never_read.get(&id), cancel).await;
+            }
+        }
+        // After the running containers: inspecting many old stopped ones must not delay them.
         if let Some(from_ns) = self.catch_up_from_ns {
             let (ran, all_checked) = self.ran_unwatched(&all, from_ns).await;
             complete &= all_checked;
             for (id, seen) in ran {
-                if !to_read.contains(&id) {
-                    to_read.push(id.clone());
-                }
-                never_read.insert(id, seen);
-            }
-        }
-        for id in to_read {
-            let busy = self.tracked.get(&id).is_some_and(|t| t.running.is_some());
-            if !busy && !self.ignored.contains(&id) {
-                if self.consider(&id, true, never_read.get(&id), cancel).await {
-                    self.retry_starts.remove(&id);
-                } else {
-                    self.retry_starts.insert(id);
-                    complete = false;
+                complete &= self.read_or_retry(&id, Some(&seen), cancel).await;
+                if self.tracked.get(&id).is_some_and(|t| t.running.is_some()) {
+                    self.metrics.containers_caught_up.inc();
                 }
             }
         }
         self.update_gauges();
         if complete {
-            self.catch_up_from_ns = None;
-            if self.events_connected && !self.watch_recorded {
+            if self.events_connected {
                 // From here on, events and listings see every container: a later run needs
                 // to look for containers that ran unwatched only from this time.
-                self.checkpoints.watching(listed_at);
-                self.watch_recorded = true;
+                self.catch_up_from_ns = None;
+                if !self.watch_recorded {
+                    self.checkpoints.watching(listed_at);
+                    self.watch_recorded = true;
+                }
             }
             ResyncOutcome::Done
         } else {
             ResyncOutcome::Incomplete
+        }
+    }
+
+    /// `consider` (draining) for a resync; false when it must be retried (remembered in
+    /// `retry_starts`).
+    async fn read_or_retry(
+        &mut self,
+        id: &str,
+        seen: Option<&Seen>,
+        cancel: &CancellationToken,
+    ) -> bool {
+        if self.consider(id, true, seen, cancel).await {
+            self.retry_starts.remove(id);
+            true
+        } else {
+            self.retry_starts.insert(id.to_string());
+            false
         }
     }
 
@@ -171,11 +186,16 @@ impl Discovery {
                 image: c.image.clone(),
                 labels: c.labels.clone().unwrap_or_default(),
             };
-            if !selected(
-                &self.settings.include,
-                &self.settings.exclude,
-                &seen.candidate(),
-            ) {
+            // The listing shows the image's id instead of its name once the name points to
+            // another image (re-pulled, untagged): then only the inspect can tell.
+            let image_known = !c.image.starts_with("sha256:");
+            if image_known
+                && !selected(
+                    &self.settings.include,
+                    &self.settings.exclude,
+                    &seen.candidate(),
+                )
+            {
                 continue;
             }
             let info = match self.ctx.client.inspect(&c.id).await {
@@ -194,7 +214,6 @@ impl Discovery {
                 info!(container = %name, container_id = %c.id,
                     started_at = %info.state.started_at, finished_at = %info.state.finished_at,
                     "stopped container ran while no agent was watching; reading it");
-                self.metrics.containers_caught_up.inc();
                 ran.push((c.id.clone(), seen));
             }
         }

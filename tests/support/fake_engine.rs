@@ -31,6 +31,9 @@ const OVERLAP_GRACE: Duration = Duration::from_secs(1);
 
 /// Formats a time (nanoseconds since the UNIX epoch, from 1970 on) as Docker's fixed-width
 /// RFC3339Nano (30 bytes), independent of the agent's own formatter on purpose.
+/// What dockerd says for a time that never came (`StartedAt` of a container never started).
+const NEVER: &str = "0001-01-01T00:00:00Z";
+
 pub fn stamp(ts_ns: i64) -> String {
     assert!(ts_ns >= 0, "timestamp before 1970");
     let secs = ts_ns / 1_000_000_000;
@@ -124,6 +127,9 @@ pub struct Container {
     pub id: String,
     pub name: String,
     pub running: bool,
+    /// `State.StartedAt` / `State.FinishedAt` of the inspect (ns); `None`: never.
+    pub started_ns: Option<i64>,
+    pub finished_ns: Option<i64>,
     pub lines: Vec<Line>,
     /// Logs request `k` (0-based) follows `plans[k]`, the last plan repeating.
     pub plans: Vec<LogsPlan>,
@@ -137,6 +143,8 @@ impl Container {
             id: container_id(name),
             name: name.to_string(),
             running: true,
+            started_ns: None,
+            finished_ns: None,
             lines,
             plans,
         }
@@ -147,7 +155,11 @@ impl Container {
             "Id": self.id,
             "Name": format!("/{}", self.name),
             "Created": "2026-01-01T00:00:00Z",
-            "State": {"Running": self.running},
+            "State": {
+                "Running": self.running,
+                "StartedAt": self.started_ns.map_or(NEVER.to_string(), stamp),
+                "FinishedAt": self.finished_ns.map_or(NEVER.to_string(), stamp),
+            },
             "Config": {"Tty": false, "Image": "img", "Labels": {}},
         })
         .to_string()
@@ -571,7 +583,10 @@ async fn handle(mut stream: UnixStream, shared: Arc<Shared>) {
                 .containers
                 .iter()
                 .filter(|c| all || c.running)
-                .map(|c| serde_json::json!({ "Id": c.id, "Names": [format!("/{}", c.name)] }))
+                .map(|c| {
+                    let state = if c.running { "running" } else { "exited" };
+                    serde_json::json!({ "Id": c.id, "Names": [format!("/{}", c.name)], "State": state })
+                })
                 .collect();
             respond(
                 &mut stream,
