@@ -70,8 +70,9 @@ const POSITION_FILE: &str = "position";
 const POSITION_TMP: &str = "position.tmp";
 const SEGMENT_SUFFIX: &str = ".seg";
 const SEGMENT_DIGITS: usize = 20;
-/// Segment numbers above this come only from a corrupt or hand-edited directory (the agent
-/// counts up from 1): they are not trusted, so that the next number can never overflow.
+/// Segment numbers from this one up come only from a corrupt or hand-edited directory (the
+/// agent counts up from 1): they are not trusted, so that the next number can never overflow
+/// and is always one a reopen lists (at most `MAX_SEGMENT`).
 const MAX_SEGMENT: u64 = u64::MAX / 2;
 /// Chunk size used to checksum payloads while scanning, so a bogus length cannot make us
 /// allocate gigabytes.
@@ -729,9 +730,9 @@ fn read_position(dir: &Path, report: &mut OpenReport) -> io::Result<Option<Recor
     };
     let text = String::from_utf8_lossy(&bytes);
     match text.trim().parse::<RecordId>() {
-        Ok(id) if id.segment > MAX_SEGMENT => {
+        Ok(id) if id.segment >= MAX_SEGMENT => {
             report.problems.push(format!(
-                "{}: implausible read position {id:?} (segment number above {MAX_SEGMENT}); \
+                "{}: implausible read position {id:?} (segment number {MAX_SEGMENT} or above); \
                  reading from the start of the oldest segment, consumed records still on disk \
                  will be returned again",
                 path.display()
@@ -765,7 +766,7 @@ fn list_segments(dir: &Path) -> io::Result<Vec<u64>> {
         let Ok(number) = stem.parse::<u64>() else {
             continue;
         };
-        if number > MAX_SEGMENT {
+        if number >= MAX_SEGMENT {
             continue; // not one of ours (see MAX_SEGMENT): left alone, like other files
         }
         if entry.file_type().map_err(|e| with_path(e, dir))?.is_file() {
@@ -953,6 +954,22 @@ mod tests {
 
     fn open(dir: &Path, options: &StoreOptions) -> (SegmentStore, OpenReport) {
         SegmentStore::open(dir, options.clone()).unwrap()
+    }
+
+    /// Found by the long `segment_store` fuzz run: a position naming segment `MAX_SEGMENT`
+    /// itself was trusted, so the next append went to segment `MAX_SEGMENT + 1`, which a
+    /// reopen does not list: the record was lost.
+    #[test]
+    fn a_record_appended_after_the_highest_trusted_position_survives_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join(POSITION_FILE), format!("{MAX_SEGMENT}:65")).unwrap();
+        let (mut store, _) = open(dir.path(), &options(1 << 20, 1 << 16));
+        assert_eq!(drain(&mut store), Vec::<Vec<u8>>::new());
+        store.append(&payload(1)).unwrap();
+        drop(store);
+        let (mut store, report) = open(dir.path(), &options(1 << 20, 1 << 16));
+        assert_eq!(report.pending_records, 1, "{:?}", report.problems);
+        assert_eq!(drain(&mut store), vec![payload(1)]);
     }
 
     /// Found by the `segment_store` fuzz target: a position naming segment u64::MAX made the

@@ -481,10 +481,15 @@ impl Config {
 /// Parses a log filter (`log.level`, `RUST_LOG`): `None` if it is not one. Each directive is
 /// trimmed first: tracing-subscriber 0.3 slices a directive with offsets taken after trimming
 /// it, which panics (found by fuzzing `config_yaml`) on one that starts with blanks and holds a
-/// multi-byte character, e.g. `" é=info"`.
+/// multi-byte character, e.g. `" é=info"`. Field values are matched as plain text, never
+/// compiled as regular expressions: a hostile value (found by the same fuzzing) made the
+/// regex compilation run for minutes and past 2 GiB.
 pub fn log_filter(spec: &str) -> Option<tracing_subscriber::EnvFilter> {
     let directives: Vec<&str> = spec.split(',').map(str::trim).collect();
-    tracing_subscriber::EnvFilter::try_new(directives.join(",")).ok()
+    tracing_subscriber::EnvFilter::builder()
+        .with_regex(false)
+        .parse(directives.join(","))
+        .ok()
 }
 
 /// Whether the YAML text holds anything but blank lines and comments.
@@ -517,6 +522,14 @@ mod tests {
         let _ = super::log_filter(" é=info");
         let _ = super::log_filter("info,  ß[x]=debug");
         assert!(super::log_filter("info=nonsense=").is_none());
+        // Compiled as a regex, this field value took minutes and more than 2 GiB.
+        let hostile = String::from_utf8_lossy(include_bytes!(
+            "../../fuzz/corpus/config_yaml/log-level-regex-blowup"
+        ));
+        let level = hostile
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("level: "));
+        let _ = super::log_filter(level.expect("level line"));
     }
 
     use super::*;
