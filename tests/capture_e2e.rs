@@ -268,9 +268,11 @@ fn instant_rm_containers_that_cannot_be_read_are_counted_and_named() {
             got.len()
         );
     }
+    let unwarned: Vec<&String> = gone.iter().filter(|name| !warned.contains(name)).collect();
     assert!(
         settled && counted == gone.len() as f64 && warned.len() == gone.len(),
-        "{} of {n} containers produced nothing; counted {counted}, warned about {}",
+        "{} of {n} containers produced nothing; counted {counted}, warned about {}; \
+         not warned: {unwarned:?}; agent log:\n{log}",
         gone.len(),
         warned.len()
     );

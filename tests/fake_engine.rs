@@ -1009,3 +1009,43 @@ fn stopped_container_that_ran_unwatched_is_read_once_despite_failed_inspects() {
         Some(stamp(watched_from - 3_600_000_000_000).as_str())
     );
 }
+
+/// A daemon removing an instant `--rm` container can answer its logs request 200 with an
+/// empty body (the log file is already gone), and then 409 or 404. Such a container used to
+/// be taken for a silent one that stopped: nothing read, nothing counted (capture_e2e's
+/// instant-rm test saw one of 12 so under load). The empty first stream of a container that
+/// never gave a line is now read once more, and the 409 makes it counted and named.
+#[test]
+fn empty_stream_then_gone_is_counted_as_gone_before_read() {
+    let mut vanishing = Container::new(
+        "vanishing",
+        Vec::new(),
+        vec![
+            LogsPlan::End,
+            LogsPlan::Status(409, "removal of container in progress".into()),
+        ],
+    );
+    vanishing.running = false;
+    let id = vanishing.id.clone();
+    let engine = FakeEngine::start(vec![vanishing]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let agent = Agent::start(dir.path(), agent_options(&engine, ""));
+    engine.send_start(&id, "vanishing");
+    let key = "log_capturer_container_stream_errors_total{reason=\"gone_before_read\"}";
+    let counted = wait_until(Duration::from_secs(20), || agent.metric(key) >= 1.0);
+    assert!(
+        counted,
+        "not counted; engine saw {:#?}; log:\n{}",
+        engine.requests(),
+        agent.log()
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(agent.metric(key), 1.0);
+    assert_eq!(engine.logs_stats(&id).requests, 2);
+    assert_eq!(
+        warnings_mentioning(&agent, "vanishing").len(),
+        1,
+        "one warning naming it; log:\n{}",
+        agent.log()
+    );
+}

@@ -133,6 +133,11 @@ impl Cursor {
         }
     }
 
+    /// Nothing was ever delivered from this cursor (it is still `Cursor::at` its start).
+    pub fn delivered_nothing(&self) -> bool {
+        *self == Cursor::at(self.streams.stdout.timestamp_ns)
+    }
+
     /// Records one more delivered line of `stream`.
     pub fn deliver(&mut self, stream: StreamKind, ts_ns: i64) {
         self.position_mut(stream).deliver(ts_ns);

@@ -123,6 +123,9 @@ impl CaptureTask {
         // The container was seen stopped at the end of the last stream: the next stream's end
         // is the end of its output, and a line still open there is complete.
         let mut final_read = false;
+        // Nothing of this container was ever delivered when this task started (no checkpoint
+        // with lines): if it goes away still so, its lines were never read (see `gone`).
+        let never_read = read_cursor(&self.cursor).delivered_nothing();
         loop {
             if self.cancel.is_cancelled() {
                 return CaptureExit::Cancelled;
@@ -149,7 +152,7 @@ impl CaptureTask {
                     }
                     Some(404) | Some(409) => {
                         debug!(container = %self.name(), error = %e, "container gone");
-                        return CaptureExit::Gone;
+                        return self.gone(never_read);
                     }
                     _ => {
                         ctx.metrics.stream_error(open_reason(&e));
@@ -186,12 +189,21 @@ impl CaptureTask {
                         // it has sent every line (seen with json-file under load). A stopped
                         // container is done only once a reopen from the cursor brings nothing;
                         // a line left open is read once more and then emitted as it is.
-                        Some(CaptureExit::Stopped) if lines > 0 || unfinished => {
+                        // A first empty stream of a container that never gave a line is
+                        // read once more too: a daemon removing the container (`--rm`) can
+                        // answer 200 with an empty body once its log file is gone, and the
+                        // reopen then tells (404/409) that it was not silence.
+                        Some(CaptureExit::Stopped)
+                            if lines > 0
+                                || unfinished
+                                || (!final_read && never_read && self.delivered_nothing()) =>
+                        {
                             debug!(container = %self.name(), lines, unfinished,
                                 "container stopped; reading again until nothing is left");
                             final_read = true;
                             backoff.reset();
                         }
+                        Some(CaptureExit::Gone) => return self.gone(never_read),
                         Some(exit) => return exit,
                         None => {
                             final_read = false;
@@ -218,6 +230,24 @@ impl CaptureTask {
                 }
             }
         }
+    }
+
+    fn delivered_nothing(&self) -> bool {
+        read_cursor(&self.cursor).delivered_nothing()
+    }
+
+    /// The container is gone after its stream was opened. If not a line of it was ever
+    /// delivered, its stream gave nothing before it was removed (an instant `--rm`: the daemon
+    /// may answer 200 with an empty body while it deletes the log file): counted and named like
+    /// a container gone before its stream could be opened. A container that printed nothing
+    /// and was removed at once is counted too; the two cannot be told apart.
+    fn gone(&self, never_read: bool) -> CaptureExit {
+        if never_read && self.delivered_nothing() {
+            self.ctx.metrics.stream_error("gone_before_read");
+            warn!(container = %self.name(), container_id = %self.id,
+                "container was gone (removed) before any of its lines could be read; its output, if it had any, is lost");
+        }
+        CaptureExit::Gone
     }
 
     fn name(&self) -> String {
