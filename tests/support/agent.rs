@@ -227,10 +227,14 @@ impl Agent {
         self.dir.join("out").join(format!("{container_name}.log"))
     }
 
-    /// Records written for a container, parsed.
+    /// Records written for a container, parsed. A last line without its newline is one the
+    /// agent is writing right now (a write-out can end inside a record): it is left for the
+    /// next look, not parsed.
     pub fn records(&self, container_name: &str) -> Vec<serde_json::Value> {
         let text = std::fs::read_to_string(self.out_file(container_name)).unwrap_or_default();
-        text.lines()
+        let complete = text.rfind('\n').map_or("", |end| &text[..=end]);
+        complete
+            .lines()
             .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad NDJSON {l:?}: {e}")))
             .collect()
     }
