@@ -70,9 +70,10 @@ const POSITION_FILE: &str = "position";
 const POSITION_TMP: &str = "position.tmp";
 const SEGMENT_SUFFIX: &str = ".seg";
 const SEGMENT_DIGITS: usize = 20;
-/// Segment numbers from this one up come only from a corrupt or hand-edited directory (the
-/// agent counts up from 1): they are not trusted, so that the next number can never overflow
-/// and is always one a reopen lists (at most `MAX_SEGMENT`).
+/// The highest segment number ever used. Higher ones come only from a corrupt or hand-edited
+/// directory (the agent counts up from 1): such files are left alone, a read position at or
+/// above it is not trusted (so the next number is at most this one, a number a reopen lists),
+/// and no segment above it is ever created.
 const MAX_SEGMENT: u64 = u64::MAX / 2;
 /// Chunk size used to checksum payloads while scanning, so a bogus length cannot make us
 /// allocate gigabytes.
@@ -624,6 +625,14 @@ impl SegmentStore {
     /// Creates the next segment and makes it the append target.
     fn start_segment(&mut self) -> io::Result<()> {
         let number = self.next_segment;
+        if number > MAX_SEGMENT {
+            // Only after a hand-made segment file numbered `MAX_SEGMENT`: a file above it
+            // would not be listed by the next open, and its records would be lost.
+            return Err(io::Error::other(format!(
+                "segment numbers exhausted (a segment file numbered {MAX_SEGMENT} exists in {})",
+                self.dir.display()
+            )));
+        }
         // Burn the number even if creation fails, so a stray file cannot wedge us.
         self.next_segment = number
             .checked_add(1)
@@ -766,7 +775,7 @@ fn list_segments(dir: &Path) -> io::Result<Vec<u64>> {
         let Ok(number) = stem.parse::<u64>() else {
             continue;
         };
-        if number >= MAX_SEGMENT {
+        if number > MAX_SEGMENT {
             continue; // not one of ours (see MAX_SEGMENT): left alone, like other files
         }
         if entry.file_type().map_err(|e| with_path(e, dir))?.is_file() {
@@ -961,14 +970,49 @@ mod tests {
     /// reopen does not list: the record was lost.
     #[test]
     fn a_record_appended_after_the_highest_trusted_position_survives_a_reopen() {
+        // MAX_SEGMENT itself: untrusted; one below (found by the CI smoke run after the first
+        // fix, which had made the listing skip MAX_SEGMENT): trusted, and the next segment,
+        // MAX_SEGMENT, is listed again.
+        for position in [MAX_SEGMENT, MAX_SEGMENT - 1] {
+            let dir = tempfile::tempdir().unwrap();
+            fs::write(dir.path().join(POSITION_FILE), format!("{position}:65")).unwrap();
+            let (mut store, _) = open(dir.path(), &options(1 << 20, 1 << 16));
+            assert_eq!(drain(&mut store), Vec::<Vec<u8>>::new());
+            store.append(&payload(1)).unwrap();
+            drop(store);
+            let (mut store, report) = open(dir.path(), &options(1 << 20, 1 << 16));
+            assert_eq!(
+                report.pending_records, 1,
+                "{position}: {:?}",
+                report.problems
+            );
+            assert_eq!(drain(&mut store), vec![payload(1)]);
+        }
+    }
+
+    /// A hand-made segment file numbered MAX_SEGMENT: appending fails with a clear error
+    /// rather than writing a segment no reopen would list.
+    #[test]
+    fn no_segment_is_created_above_the_highest_number() {
         let dir = tempfile::tempdir().unwrap();
-        fs::write(dir.path().join(POSITION_FILE), format!("{MAX_SEGMENT}:65")).unwrap();
-        let (mut store, _) = open(dir.path(), &options(1 << 20, 1 << 16));
-        assert_eq!(drain(&mut store), Vec::<Vec<u8>>::new());
+        fs::write(
+            dir.path().join(format!(
+                "{MAX_SEGMENT:0width$}{SEGMENT_SUFFIX}",
+                width = SEGMENT_DIGITS
+            )),
+            b"",
+        )
+        .unwrap();
+        // Small segments: the second record needs a segment after it.
+        let (mut store, _) = open(dir.path(), &options(1 << 20, 16));
         store.append(&payload(1)).unwrap();
+        let err = store.append(&payload(2)).unwrap_err();
+        assert!(
+            err.to_string().contains("segment numbers exhausted"),
+            "{err}"
+        );
         drop(store);
-        let (mut store, report) = open(dir.path(), &options(1 << 20, 1 << 16));
-        assert_eq!(report.pending_records, 1, "{:?}", report.problems);
+        let (mut store, _) = open(dir.path(), &options(1 << 20, 16));
         assert_eq!(drain(&mut store), vec![payload(1)]);
     }
 
