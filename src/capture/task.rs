@@ -123,9 +123,6 @@ impl CaptureTask {
         // The container was seen stopped at the end of the last stream: the next stream's end
         // is the end of its output, and a line still open there is complete.
         let mut final_read = false;
-        // Nothing of this container was ever delivered when this task started (no checkpoint
-        // with lines): if it goes away still so, its lines were never read (see `gone`).
-        let never_read = read_cursor(&self.cursor).delivered_nothing();
         loop {
             if self.cancel.is_cancelled() {
                 return CaptureExit::Cancelled;
@@ -152,7 +149,7 @@ impl CaptureTask {
                     }
                     Some(404) | Some(409) => {
                         debug!(container = %self.name(), error = %e, "container gone");
-                        return self.gone(never_read);
+                        return self.gone();
                     }
                     _ => {
                         ctx.metrics.stream_error(open_reason(&e));
@@ -196,14 +193,14 @@ impl CaptureTask {
                         Some(CaptureExit::Stopped)
                             if lines > 0
                                 || unfinished
-                                || (!final_read && never_read && self.delivered_nothing()) =>
+                                || (!final_read && self.delivered_nothing()) =>
                         {
                             debug!(container = %self.name(), lines, unfinished,
                                 "container stopped; reading again until nothing is left");
                             final_read = true;
                             backoff.reset();
                         }
-                        Some(CaptureExit::Gone) => return self.gone(never_read),
+                        Some(CaptureExit::Gone) => return self.gone(),
                         Some(exit) => return exit,
                         None => {
                             final_read = false;
@@ -232,6 +229,8 @@ impl CaptureTask {
         }
     }
 
+    /// No line of this container was ever delivered, by this task or before it (checkpoint
+    /// cursors only move forward, so "nothing" now means nothing at the task's start too).
     fn delivered_nothing(&self) -> bool {
         read_cursor(&self.cursor).delivered_nothing()
     }
@@ -241,8 +240,8 @@ impl CaptureTask {
     /// may answer 200 with an empty body while it deletes the log file): counted and named like
     /// a container gone before its stream could be opened. A container that printed nothing
     /// and was removed at once is counted too; the two cannot be told apart.
-    fn gone(&self, never_read: bool) -> CaptureExit {
-        if never_read && self.delivered_nothing() {
+    fn gone(&self) -> CaptureExit {
+        if self.delivered_nothing() {
             self.ctx.metrics.stream_error("gone_before_read");
             warn!(container = %self.name(), container_id = %self.id,
                 "container was gone (removed) before any of its lines could be read; its output, if it had any, is lost");

@@ -178,10 +178,7 @@ impl CheckpointStore {
     }
 
     fn lock(&self) -> MutexGuard<'_, HashMap<String, Entry>> {
-        match self.entries.lock() {
-            Ok(g) => g,
-            Err(poisoned) => poisoned.into_inner(),
-        }
+        lock(&self.entries)
     }
 
     pub fn get(&self, id: &str) -> Option<Cursor> {
@@ -191,12 +188,12 @@ impl CheckpointStore {
     /// The container's checkpoint was set aside as corrupt at open and it has had none since:
     /// it must be read (from where a container without checkpoint starts) even if stopped.
     pub fn lost_cursor(&self, id: &str) -> bool {
-        self.get(id).is_none() && lock_set(&self.set_aside).contains(id)
+        self.get(id).is_none() && lock(&self.set_aside).contains(id)
     }
 
     /// This run watches Docker since `since_ns`: recorded in `agent.json` at the next persist.
     pub fn watching(&self, since_ns: i64) {
-        let mut marker = lock_marker(&self.marker);
+        let mut marker = lock(&self.marker);
         marker.0.watching_since = Some(format_rfc3339_nanos(since_ns));
         marker.1 = true;
     }
@@ -229,7 +226,7 @@ impl CheckpointStore {
     /// The container is gone: drop its cursor and file.
     pub fn forget(&self, id: &str) {
         self.lock().remove(id);
-        lock_set(&self.set_aside).remove(id);
+        lock(&self.set_aside).remove(id);
         let path = self.path(id);
         if let Err(e) = fs::remove_file(&path)
             && e.kind() != io::ErrorKind::NotFound
@@ -241,7 +238,7 @@ impl CheckpointStore {
     /// Writes `agent.json` if it changed; false (logged, counted) when that failed.
     fn persist_marker(&self) -> bool {
         let marker = {
-            let guard = lock_marker(&self.marker);
+            let guard = lock(&self.marker);
             if !guard.1 {
                 return true;
             }
@@ -250,7 +247,7 @@ impl CheckpointStore {
         let path = self.dir.with_file_name(MARKER);
         match write_marker(&path, &marker) {
             Ok(()) => {
-                let mut guard = lock_marker(&self.marker);
+                let mut guard = lock(&self.marker);
                 if guard.0.watching_since == marker.watching_since {
                     guard.1 = false;
                 }
@@ -343,13 +340,6 @@ impl CheckpointStore {
     }
 }
 
-fn lock_marker(m: &Mutex<(AgentMarker, bool)>) -> MutexGuard<'_, (AgentMarker, bool)> {
-    match m.lock() {
-        Ok(g) => g,
-        Err(poisoned) => poisoned.into_inner(),
-    }
-}
-
 fn write_marker(path: &Path, marker: &AgentMarker) -> io::Result<()> {
     serde_json::to_vec(marker)
         .map_err(io::Error::other)
@@ -360,8 +350,10 @@ fn write_marker(path: &Path, marker: &AgentMarker) -> io::Result<()> {
         .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))
 }
 
-fn lock_set(set: &Mutex<HashSet<String>>) -> MutexGuard<'_, HashSet<String>> {
-    match set.lock() {
+/// Locks one of the store's mutexes; a panic elsewhere while holding it leaves the data as it
+/// was (each update is a single assignment or insert), so a poisoned lock is used anyway.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    match m.lock() {
         Ok(g) => g,
         Err(poisoned) => poisoned.into_inner(),
     }

@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 
 use crate::config::FilterConfig;
+use crate::docker::types::ContainerSummary;
 
 /// `*` matches any run of characters, `?` any one character; everything else is literal.
 pub fn glob_match(pattern: &str, text: &str) -> bool {
@@ -63,6 +64,15 @@ impl Seen {
             name,
             image,
             labels,
+        })
+    }
+
+    /// From a container listing entry. None without a name.
+    pub fn from_summary(c: &ContainerSummary) -> Option<Seen> {
+        Some(Seen {
+            name: c.name()?.to_string(),
+            image: c.image.clone(),
+            labels: c.labels.clone().unwrap_or_default(),
         })
     }
 

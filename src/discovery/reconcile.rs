@@ -95,14 +95,7 @@ impl Discovery {
         let never_read: HashMap<String, Seen> = running
             .iter()
             .filter(|c| self.checkpoints.get(&c.id).is_none())
-            .filter_map(|c| {
-                let seen = Seen {
-                    name: c.name()?.to_string(),
-                    image: c.image.clone(),
-                    labels: c.labels.clone().unwrap_or_default(),
-                };
-                Some((c.id.clone(), seen))
-            })
+            .filter_map(|c| Some((c.id.clone(), Seen::from_summary(c)?)))
             .collect();
         let mut complete = true;
         for id in to_read {
@@ -180,11 +173,8 @@ impl Discovery {
             {
                 continue;
             }
-            let Some(name) = c.name() else { continue };
-            let seen = Seen {
-                name: name.to_string(),
-                image: c.image.clone(),
-                labels: c.labels.clone().unwrap_or_default(),
+            let Some(seen) = Seen::from_summary(c) else {
+                continue;
             };
             // The listing shows the image's id instead of its name once the name points to
             // another image (re-pulled, untagged): then only the inspect can tell.
@@ -211,7 +201,7 @@ impl Discovery {
             let at_or_after =
                 |t: &str| parse_rfc3339_nanos(t.as_bytes()).is_some_and(|t| t >= from_ns);
             if at_or_after(&info.state.started_at) || at_or_after(&info.state.finished_at) {
-                info!(container = %name, container_id = %c.id,
+                info!(container = %seen.name, container_id = %c.id,
                     started_at = %info.state.started_at, finished_at = %info.state.finished_at,
                     "stopped container ran while no agent was watching; reading it");
                 ran.push((c.id.clone(), seen));
