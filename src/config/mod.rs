@@ -209,7 +209,8 @@ pub enum LogFormat {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogConfig {
-    /// A tracing filter: `info`, `debug`, `log_capturer=debug,warn`. `RUST_LOG` overrides it.
+    /// A tracing filter: `info`, `debug`, `log_capturer=debug,warn` (no field filters; see
+    /// `log_filter`). `RUST_LOG` overrides it.
     pub level: String,
     pub format: LogFormat,
 }
