@@ -358,7 +358,7 @@ async fn negotiate(
         match attempt {
             Ok(client) => return Some(client),
             Err(e) => {
-                metrics.stream_error("docker_unreachable");
+                metrics.docker_unreachable.inc();
                 let delay = backoff.next_delay();
                 warn!(endpoint = %endpoint, error = %e, retry_in = ?delay, "Docker engine not reachable");
                 if !sleep_or_cancel(delay, shutdown).await {

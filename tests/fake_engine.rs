@@ -365,9 +365,7 @@ fn daemon_down_at_start_then_up() {
 
     let retried = wait_until(Duration::from_secs(10), || {
         agent.get("/metrics").is_some()
-            && agent.metric(
-                r#"log_capturer_container_stream_errors_total{reason="docker_unreachable"}"#,
-            ) >= 2.0
+            && agent.metric("log_capturer_docker_unreachable_total") >= 2.0
     });
     assert!(
         retried,

@@ -176,11 +176,11 @@ fn sigkill_with_buffered_batches_then_restart_delivers_everything() {
     let acked = wait_until(Duration::from_secs(60), || {
         agent.records(&name).len() >= n
             && agent.metric("log_capturer_queue_lines") == 0.0
-            && agent.metric("log_capturer_buffer_records{sink=\"loki\"}") >= 1.0
+            && agent.metric("log_capturer_buffer_batches{sink=\"loki\"}") >= 1.0
     });
     assert!(acked, "lines not buffered; log:\n{}", agent.log());
     std::thread::sleep(Duration::from_millis(2500)); // > 2 checkpoint intervals
-    let buffered = agent.metric("log_capturer_buffer_records{sink=\"loki\"}");
+    let buffered = agent.metric("log_capturer_buffer_batches{sink=\"loki\"}");
     agent.kill();
     // A torn tail, as a crash in the middle of an append would leave: detected, reported,
     // skipped; everything before it is replayed.

@@ -261,7 +261,7 @@ fn backoff_carries_over_into_replay() {
 /// Waits until everything went to the on-disk buffer (Loki failing, `spill_after: 0s`).
 fn wait_buffered(agent: &Agent, records: f64) {
     let ok = wait_until(Duration::from_secs(60), || {
-        agent.metric("log_capturer_buffer_records{sink=\"loki\"}") >= records
+        agent.metric("log_capturer_buffer_batches{sink=\"loki\"}") >= records
     });
     assert!(
         ok,
@@ -360,7 +360,7 @@ fn corrupt_record_after_start_is_skipped() {
     rx.set_mode(Mode::Accept);
     let drained = wait_until(Duration::from_secs(60), || {
         rx.lines().len() >= want.len() / 2
-            && agent.metric("log_capturer_buffer_records{sink=\"loki\"}") == 0.0
+            && agent.metric("log_capturer_buffer_batches{sink=\"loki\"}") == 0.0
     });
     assert!(
         drained,
@@ -475,7 +475,7 @@ fn batch_too_large_for_the_buffer_waits_in_memory_in_order() {
         ),
     );
     let stuck = wait_until(Duration::from_secs(60), || {
-        agent.metric("log_capturer_buffer_records{sink=\"loki\"}") >= 1.0
+        agent.metric("log_capturer_buffer_batches{sink=\"loki\"}") >= 1.0
             && agent.metric("log_capturer_buffer_full_total{sink=\"loki\"}") >= 1.0
     });
     assert!(

@@ -1,4 +1,5 @@
-//! The HTTP listener: `/metrics` (Prometheus text), `/health` (the process serves) and
+//! The HTTP listener: `/metrics` (OpenMetrics or the Prometheus text format 0.0.4, by the
+//! `Accept` header: see `exposition`), `/health` (the process serves) and
 //! `/ready` (the first container listing succeeded).
 //!
 //! Served with hyper's HTTP/1 connection builder rather than `axum::serve`, for two limits
@@ -181,13 +182,15 @@ async fn serve_connection(
     lock(&connections).open.retain(|(open, _)| *open != id);
 }
 
-async fn metrics_handler(State(state): State<AppState>) -> impl IntoResponse {
+async fn metrics_handler(
+    State(state): State<AppState>,
+    headers: axum::http::HeaderMap,
+) -> impl IntoResponse {
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+    let format = super::exposition::Format::negotiate(accept);
     (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        state.metrics.render(),
+        [(header::CONTENT_TYPE, format.content_type())],
+        state.metrics.render_as(format),
     )
 }
 

@@ -1,6 +1,10 @@
-//! Every metric the agent exports. Names of the old Go agent are kept so dashboards still work.
+//! Every metric the agent exports. Names follow https://prometheus.io/docs/practices/naming/
+//! (base units in the name, `_total` on counters); the renames from older names are listed in
+//! the README ("Metric renames").
 //! Label values are bounded: container names (removed when the container is destroyed),
-//! stream kinds, and fixed reason strings — never free-form error text.
+//! stream kinds, and fixed reason strings — never free-form error text. Each failure family's
+//! reasons are listed once below (`*_REASONS`) and all start at 0, so an alert on a reason
+//! needs no `or vector(0)`.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -37,6 +41,51 @@ pub struct SinkReasonLabels {
     pub reason: &'static str,
 }
 
+/// Reasons of `log_capturer_container_stream_errors_total` (all start at 0).
+pub const STREAM_ERROR_REASONS: &[&str] = &[
+    "read",
+    "decode",
+    "daemon_stream_error",
+    "open_transport",
+    "open_timeout",
+    "open_failed",
+    "unreadable_log_driver",
+    "gone_before_read",
+    "events_open",
+    "events_dropped",
+    "events_decode",
+    "list",
+    "inspect",
+    "line_without_timestamp",
+    "pause_timer",
+];
+
+/// Reasons of `log_capturer_sink_failures_total` for the local sinks (stdout, file, discard).
+pub const LOCAL_SINK_FAILURE_REASONS: &[&str] = &["io", "permanent"];
+
+/// Reasons of `log_capturer_sink_failures_total` for the Loki sink.
+pub const LOKI_SINK_FAILURE_REASONS: &[&str] = &[
+    "connect",
+    "timeout",
+    "429",
+    "5xx",
+    "4xx",
+    "dead_letter",
+    "encode",
+];
+
+/// Reasons of `log_capturer_dead_letters_total` (Loki's answer).
+pub const DEAD_LETTER_REASONS: &[&str] = &["400", "413"];
+
+/// Reasons (operations) of `log_capturer_buffer_errors_total`.
+pub const BUFFER_ERROR_REASONS: &[&str] = &["append", "read", "consume"];
+
+/// Reasons of `log_capturer_sink_lines_modified_total` (Loki).
+pub const LINES_MODIFIED_REASONS: &[&str] = &["truncated", "split", "label_value_cut"];
+
+/// Reasons of `log_capturer_http_connections_closed_total`.
+pub const HTTP_CLOSE_REASONS: &[&str] = &["header_timeout", "over_limit"];
+
 /// Computes a gauge at scrape time (e.g. the age of the oldest unacknowledged batch).
 pub type Probe = Box<dyn Fn() -> f64 + Send + Sync>;
 
@@ -67,7 +116,11 @@ pub struct Metrics {
     pub sink_latency: Family<SinkLabels, Histogram>,
     pub sink_lines_modified: Family<SinkReasonLabels, Counter>,
     pub buffer_bytes: Family<SinkLabels, Gauge>,
+    /// Records in a sink's on-disk buffer: one record is one batch (a Loki push), so it is
+    /// exported as `log_capturer_buffer_batches`.
     pub buffer_records: Family<SinkLabels, Gauge>,
+    /// The on-disk buffer's cap (`sinks.loki.buffer.max_bytes`).
+    pub buffer_max_bytes: Family<SinkLabels, Gauge>,
     pub buffer_full: Family<SinkLabels, Counter>,
     pub buffer_corrupt: Family<SinkLabels, Counter>,
     /// On-disk buffer I/O failures, by operation (`append`, `read`, `consume`).
@@ -86,6 +139,15 @@ pub struct Metrics {
     pub sink_torn_records: Family<SinkLabels, Counter>,
     pub sink_syncs: Family<SinkLabels, Counter>,
     pub file_sink_files_open: Gauge,
+    /// Times the Docker engine did not answer the version negotiation (retried with back-off).
+    pub docker_unreachable: Counter,
+    /// Set by the status helper (issue 11): seconds since the timestamp of the container's
+    /// last acknowledged line, while it writes.
+    pub container_lag_seconds: Family<ContainerLabels, Gauge<f64, AtomicU64>>,
+    /// Set by config reload (issue 11); 1 at start.
+    pub config_last_reload_successful: Gauge,
+    /// Set by config reload (issue 11); the start time at start.
+    pub config_last_reload_success_timestamp: Gauge<f64, AtomicU64>,
     pub registry: Registry,
 }
 
@@ -159,13 +221,13 @@ impl Metrics {
             logs_collected.clone(),
         );
         r.register(
-            "log_capturer_bytes_collected",
+            "log_capturer_collected_bytes",
             "Bytes of log messages captured",
             bytes_collected.clone(),
         );
         r.register(
             "log_capturer_container_stream_errors",
-            "Errors opening or reading log streams, by reason",
+            "Errors opening or reading container log streams or the events stream, or listing or inspecting containers, by reason",
             stream_errors.clone(),
         );
         r.register(
@@ -259,9 +321,15 @@ impl Metrics {
             buffer_bytes.clone(),
         );
         r.register(
-            "log_capturer_buffer_records",
-            "Batches waiting in a sink's on-disk buffer",
+            "log_capturer_buffer_batches",
+            "Batches (one record each) waiting in a sink's on-disk buffer",
             buffer_records.clone(),
+        );
+        let buffer_max_bytes = Family::<SinkLabels, Gauge>::default();
+        r.register(
+            "log_capturer_buffer_max_bytes",
+            "The cap of a sink's on-disk buffer (buffer.max_bytes)",
+            buffer_max_bytes.clone(),
         );
         r.register(
             "log_capturer_buffer_full",
@@ -348,7 +416,55 @@ impl Metrics {
             file_sink_files_open.clone(),
         );
 
+        let docker_unreachable = Counter::default();
+        r.register(
+            "log_capturer_docker_unreachable",
+            "Times the Docker engine did not answer the version negotiation (retried with back-off)",
+            docker_unreachable.clone(),
+        );
+        let container_lag_seconds = Family::<ContainerLabels, Gauge<f64, AtomicU64>>::default();
+        r.register(
+            "log_capturer_container_lag_seconds",
+            "Seconds between now and the timestamp of the container's last acknowledged line, while it writes",
+            container_lag_seconds.clone(),
+        );
+        let config_last_reload_successful = Gauge::default();
+        config_last_reload_successful.set(1);
+        r.register(
+            "log_capturer_config_last_reload_successful",
+            "Whether the last configuration reload succeeded (1; also at start) or failed (0)",
+            config_last_reload_successful.clone(),
+        );
+        let config_last_reload_success_timestamp = Gauge::<f64, AtomicU64>::default();
+        config_last_reload_success_timestamp.set(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64()),
+        );
+        r.register(
+            "log_capturer_config_last_reload_success_timestamp_seconds",
+            "When the configuration was last loaded successfully (at start, or by a reload), seconds since the epoch",
+            config_last_reload_success_timestamp.clone(),
+        );
+        r.register(
+            "log_capturer_build",
+            "The agent's version, git commit and compiler (value 1)",
+            prometheus_client::metrics::info::Info::new(super::process::build_labels()),
+        );
+        r.register_collector(Box::new(super::process::ProcessCollector));
+        for &reason in STREAM_ERROR_REASONS {
+            let _ = stream_errors.get_or_create(&ReasonLabels { reason });
+        }
+        for &reason in HTTP_CLOSE_REASONS {
+            let _ = http_connections_closed.get_or_create(&ReasonLabels { reason });
+        }
+
         Metrics {
+            docker_unreachable,
+            container_lag_seconds,
+            config_last_reload_successful,
+            config_last_reload_success_timestamp,
+            buffer_max_bytes,
             streams_active,
             rotations,
             stream_age,
@@ -401,6 +517,46 @@ impl Metrics {
             .inc();
     }
 
+    /// Creates a sink's series at 0 (every failure reason of its kind), so they exist before
+    /// the first failure. Called when the sink's worker starts.
+    pub fn init_sink(&self, sink: &'static str, loki: bool) {
+        let labels = SinkLabels { sink };
+        let _ = self.sink_lines.get_or_create(&labels);
+        let _ = self.sink_errors.get_or_create(&labels);
+        let _ = self.sink_batches.get_or_create(&labels);
+        let _ = self.sink_retries.get_or_create(&labels);
+        let _ = self.sink_worker_failures.get_or_create(&labels);
+        let with = |reason| SinkReasonLabels { sink, reason };
+        let failures = if loki {
+            LOKI_SINK_FAILURE_REASONS
+        } else {
+            LOCAL_SINK_FAILURE_REASONS
+        };
+        for &reason in failures {
+            let _ = self.sink_failures.get_or_create(&with(reason));
+        }
+        if !loki {
+            // A local sink holds a container whose own output cannot be written.
+            let _ = self.sink_containers_held.get_or_create(&labels);
+        }
+        if sink == "file" {
+            let _ = self.sink_torn_records.get_or_create(&labels);
+        }
+        if loki {
+            let _ = self.buffer_full.get_or_create(&labels);
+            let _ = self.buffer_corrupt.get_or_create(&labels);
+            for &reason in DEAD_LETTER_REASONS {
+                let _ = self.dead_letters.get_or_create(&with(reason));
+            }
+            for &reason in BUFFER_ERROR_REASONS {
+                let _ = self.buffer_errors.get_or_create(&with(reason));
+            }
+            for &reason in LINES_MODIFIED_REASONS {
+                let _ = self.sink_lines_modified.get_or_create(&with(reason));
+            }
+        }
+    }
+
     /// Drops a destroyed container's label sets so churn does not grow the exposition.
     pub fn forget_container(&self, name: &str) {
         let c = ContainerLabels {
@@ -408,6 +564,7 @@ impl Metrics {
         };
         self.rotations.remove(&c);
         self.bytes_collected.remove(&c);
+        self.container_lag_seconds.remove(&c);
         for stream in ["stdout", "stderr", "tty"] {
             self.logs_collected.remove(&ContainerStreamLabels {
                 container_name: name.to_string(),
@@ -416,7 +573,7 @@ impl Metrics {
         }
     }
 
-    /// Refreshes process gauges and renders the text exposition.
+    /// Refreshes process gauges and renders the exposition in OpenMetrics.
     pub fn render(&self) -> String {
         self.tasks_alive.set(super::resources::tasks_alive() as i64);
         self.fds_open.set(super::resources::open_fds() as i64);
@@ -429,10 +586,133 @@ impl Metrics {
         }
         out
     }
+
+    /// Renders the exposition in `format`.
+    pub fn render_as(&self, format: super::exposition::Format) -> String {
+        let openmetrics = self.render();
+        match format {
+            super::exposition::Format::OpenMetrics => openmetrics,
+            super::exposition::Format::PrometheusText => {
+                super::exposition::openmetrics_to_prometheus_text(&openmetrics)
+            }
+        }
+    }
 }
 
 impl Default for Metrics {
     fn default() -> Self {
         Metrics::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The string literals that follow `marker` in `text` (e.g. `stream_error("` → the reason).
+    fn literals_after<'a>(text: &'a str, marker: &str) -> Vec<&'a str> {
+        text.match_indices(marker)
+            .filter_map(|(i, _)| {
+                let rest = text[i + marker.len()..].trim_start();
+                let rest = rest.strip_prefix('"')?;
+                Some(&rest[..rest.find('"')?])
+            })
+            .collect()
+    }
+
+    fn source(path: &str) -> String {
+        let full = format!("{}/{path}", env!("CARGO_MANIFEST_DIR"));
+        std::fs::read_to_string(&full).unwrap_or_else(|e| panic!("{full}: {e}"))
+    }
+
+    /// Every reason the code counts is in its family's list, so it starts at 0 (a reason
+    /// added without listing it would appear only after its first failure).
+    #[test]
+    fn every_counted_reason_is_listed_and_starts_at_zero() {
+        let mut stream = Vec::new();
+        for path in [
+            "src/capture/task.rs",
+            "src/discovery/events.rs",
+            "src/discovery/mod.rs",
+            "src/discovery/reconcile.rs",
+            "src/agent.rs",
+        ] {
+            let text = source(path);
+            stream.extend(
+                literals_after(&text, "stream_error(")
+                    .into_iter()
+                    .chain(literals_after(&text, "SessionEnd::Error("))
+                    .chain(literals_after(&text, "=> \"open_"))
+                    .map(str::to_string),
+            );
+        }
+        assert!(stream.len() >= 10, "too few found: {stream:?}");
+        for reason in &stream {
+            assert!(
+                STREAM_ERROR_REASONS.contains(&reason.as_str()),
+                "stream error reason {reason:?} missing from STREAM_ERROR_REASONS"
+            );
+        }
+        let loki = source("src/sinks/loki/client.rs") + &source("src/sinks/loki/worker.rs");
+        let known: Vec<&str> = [
+            LOKI_SINK_FAILURE_REASONS,
+            DEAD_LETTER_REASONS,
+            BUFFER_ERROR_REASONS,
+            LINES_MODIFIED_REASONS,
+        ]
+        .concat();
+        let used: Vec<&str> = literals_after(&loki, "reason: ")
+            .into_iter()
+            .chain(literals_after(&loki, "Self::reason("))
+            .chain(literals_after(&loki, "let label = if status == 413 {"))
+            .chain(literals_after(&loki, "{ \"413\" } else {"))
+            .filter(|r| !r.is_empty())
+            .collect();
+        assert!(used.len() >= 8, "too few found: {used:?}");
+        for reason in used {
+            assert!(known.contains(&reason), "Loki reason {reason:?} not listed");
+        }
+        let writer = source("src/pipeline/writer.rs");
+        for reason in literals_after(&writer, "reason: ") {
+            assert!(
+                LOCAL_SINK_FAILURE_REASONS.contains(&reason),
+                "local sink reason {reason:?} not listed"
+            );
+        }
+
+        let metrics = Metrics::new();
+        metrics.init_sink("loki", true);
+        metrics.init_sink("file", false);
+        let text = metrics.render();
+        for reason in STREAM_ERROR_REASONS {
+            let key =
+                format!("log_capturer_container_stream_errors_total{{reason=\"{reason}\"}} 0\n");
+            assert!(text.contains(&key), "{key} not in:\n{text}");
+        }
+        for (sink, reasons) in [
+            ("loki", LOKI_SINK_FAILURE_REASONS),
+            ("file", LOCAL_SINK_FAILURE_REASONS),
+        ] {
+            for reason in reasons {
+                let key = format!(
+                    "log_capturer_sink_failures_total{{sink=\"{sink}\",reason=\"{reason}\"}} 0\n"
+                );
+                assert!(text.contains(&key), "{key} not in:\n{text}");
+            }
+        }
+        for (family, reasons) in [
+            ("log_capturer_dead_letters_total", DEAD_LETTER_REASONS),
+            ("log_capturer_buffer_errors_total", BUFFER_ERROR_REASONS),
+        ] {
+            for reason in reasons {
+                let key = format!("{family}{{sink=\"loki\",reason=\"{reason}\"}} 0\n");
+                assert!(text.contains(&key), "{key} not in:\n{text}");
+            }
+        }
+        for reason in HTTP_CLOSE_REASONS {
+            let key =
+                format!("log_capturer_http_connections_closed_total{{reason=\"{reason}\"}} 0\n");
+            assert!(text.contains(&key), "{key} not in:\n{text}");
+        }
     }
 }

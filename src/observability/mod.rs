@@ -1,5 +1,7 @@
 //! Metrics, resource counts and the HTTP endpoints that expose them.
 
+pub mod exposition;
 pub mod http;
 pub mod metrics;
+pub mod process;
 pub mod resources;

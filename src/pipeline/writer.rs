@@ -93,6 +93,7 @@ struct Run {
 impl LocalSinkWorker {
     /// Runs until the input is closed and drained. Call from a blocking thread.
     pub fn run_blocking(mut self, runtime: Handle) {
+        self.metrics.init_sink(self.sink.name(), false);
         let mut run = Run {
             pending: Pending::default(),
             last_durable: Instant::now(),

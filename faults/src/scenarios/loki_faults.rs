@@ -127,7 +127,7 @@ fn check(ctx: &Ctx) -> Result<Outcome, String> {
     // SIGKILL while batches sit in the on-disk buffer.
     mark("down, SIGKILL");
     rx.set_mode(Mode::Down);
-    let buffered_key = "log_capturer_buffer_records";
+    let buffered_key = "log_capturer_buffer_batches";
     let buffered = wait_until(Duration::from_secs(60), || {
         agent.metric(buffered_key) >= 2.0
     });

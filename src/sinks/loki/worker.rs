@@ -279,6 +279,12 @@ impl LokiWorker {
     }
 
     pub async fn run(mut self) {
+        self.metrics.init_sink(SINK, true);
+        self.metrics
+            .buffer_max_bytes
+            .get_or_create(&Self::labels())
+            .set(i64::try_from(self.config.buffer.max_bytes.0).unwrap_or(i64::MAX));
+        self.update_buffer_gauges();
         let retry = (self.config.retry.initial.0, self.config.retry.max.0);
         let mut m = Machine {
             state: State::Sending,
