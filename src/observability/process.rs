@@ -82,63 +82,72 @@ pub fn max_fds() -> Option<u64> {
 #[derive(Debug, Default)]
 pub struct ProcessCollector;
 
+/// Encodes one family of one sample.
+fn put(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    unit: Option<&Unit>,
+    metric: &impl EncodeMetric,
+) -> Result<(), std::fmt::Error> {
+    metric.encode(encoder.encode_descriptor(name, help, unit, metric.metric_type())?)
+}
+
+fn saturating_i64(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
 impl Collector for ProcessCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let fds = super::resources::open_fds() as i64;
-        let gauge = ConstGauge::new(fds);
-        gauge.encode(encoder.encode_descriptor(
+        let e = &mut encoder;
+        let fds = super::resources::open_fds() as u64;
+        put(
+            e,
             "process_open_fds",
             "Number of open file descriptors.",
             None,
-            gauge.metric_type(),
-        )?)?;
+            &ConstGauge::new(saturating_i64(fds)),
+        )?;
         if let Some(max) = max_fds() {
-            let gauge = ConstGauge::new(i64::try_from(max).unwrap_or(i64::MAX));
-            gauge.encode(encoder.encode_descriptor(
+            put(
+                e,
                 "process_max_fds",
                 "Maximum number of open file descriptors (the soft limit).",
                 None,
-                gauge.metric_type(),
-            )?)?;
+                &ConstGauge::new(saturating_i64(max)),
+            )?;
         }
         let Some(stats) = ProcessStats::read() else {
             return Ok(());
         };
-        let counter = ConstCounter::new(stats.cpu_seconds);
-        counter.encode(encoder.encode_descriptor(
+        put(
+            e,
             "process_cpu",
             "Total user and system CPU time spent in seconds.",
             Some(&Unit::Seconds),
-            counter.metric_type(),
-        )?)?;
-        for (name, help, value) in [
-            (
-                "process_resident_memory",
-                "Resident memory size in bytes.",
-                stats.resident_bytes,
-            ),
-            (
-                "process_virtual_memory",
-                "Virtual memory size in bytes.",
-                stats.virtual_bytes,
-            ),
-        ] {
-            let gauge = ConstGauge::new(i64::try_from(value).unwrap_or(i64::MAX));
-            gauge.encode(encoder.encode_descriptor(
-                name,
-                help,
-                Some(&Unit::Bytes),
-                gauge.metric_type(),
-            )?)?;
-        }
-        let gauge = ConstGauge::new(stats.start_time);
-        gauge.encode(encoder.encode_descriptor(
+            &ConstCounter::new(stats.cpu_seconds),
+        )?;
+        put(
+            e,
+            "process_resident_memory",
+            "Resident memory size in bytes.",
+            Some(&Unit::Bytes),
+            &ConstGauge::new(saturating_i64(stats.resident_bytes)),
+        )?;
+        put(
+            e,
+            "process_virtual_memory",
+            "Virtual memory size in bytes.",
+            Some(&Unit::Bytes),
+            &ConstGauge::new(saturating_i64(stats.virtual_bytes)),
+        )?;
+        put(
+            e,
             "process_start_time",
             "Start time of the process since unix epoch in seconds.",
             Some(&Unit::Seconds),
-            gauge.metric_type(),
-        )?)?;
-        Ok(())
+            &ConstGauge::new(stats.start_time),
+        )
     }
 }
 
