@@ -94,6 +94,7 @@ pub struct Metrics {
     pub rotations: Family<ContainerLabels, Counter>,
     pub stream_age: Histogram,
     pub logs_collected: Family<ContainerStreamLabels, Counter>,
+    /// Exported as `log_capturer_collected_bytes_total` (the field keeps its old name).
     pub bytes_collected: Family<ContainerLabels, Counter>,
     pub stream_errors: Family<ReasonLabels, Counter>,
     pub lines_truncated: Counter,
