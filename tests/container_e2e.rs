@@ -12,11 +12,12 @@ mod support;
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use support::docker::{Containers, docker};
+use support::release::fresh_release_binary;
 use support::wait_until;
 
 const LINES: usize = 300;
@@ -28,46 +29,15 @@ fn agent_binary() -> PathBuf {
     if let Some(explicit) = std::env::var_os("LC_AGENT_BINARY") {
         return PathBuf::from(explicit);
     }
-    let test_build = PathBuf::from(env!("CARGO_BIN_EXE_log-capturer"));
-    let release = test_build
-        .parent()
-        .and_then(Path::parent)
-        .map(|target| target.join("release/log-capturer"));
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let newest_source = newest_mtime(&root.join("src"))
-        .max(mtime(&root.join("Cargo.toml")))
-        .max(mtime(&root.join("Cargo.lock")));
-    match release {
-        Some(release) if release.exists() && mtime(&release) >= newest_source => release,
-        _ => {
-            println!(
-                "target/release/log-capturer is missing or older than the sources: the image gets \
-                 the test build {} (same code, unoptimised)",
-                test_build.display()
-            );
-            test_build
-        }
-    }
-}
-
-fn mtime(path: &Path) -> SystemTime {
-    std::fs::metadata(path)
-        .and_then(|m| m.modified())
-        .unwrap_or(SystemTime::UNIX_EPOCH)
-}
-
-fn newest_mtime(dir: &Path) -> SystemTime {
-    let mut newest = SystemTime::UNIX_EPOCH;
-    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let path = entry.path();
-        let t = if path.is_dir() {
-            newest_mtime(&path)
-        } else {
-            mtime(&path)
-        };
-        newest = newest.max(t);
-    }
-    newest
+    fresh_release_binary().unwrap_or_else(|| {
+        let test_build = PathBuf::from(env!("CARGO_BIN_EXE_log-capturer"));
+        println!(
+            "target/release/log-capturer is missing or older than the sources: the image gets \
+             the test build {} (same code, unoptimised)",
+            test_build.display()
+        );
+        test_build
+    })
 }
 
 /// The agent's image, container and state volume; all removed on drop.
@@ -158,8 +128,17 @@ fn the_agent_as_a_container_captures_the_others_exactly_and_never_itself() {
         String::from_utf8_lossy(&built.stderr)
     );
     println!("image {} from {}", agent.image, binary.display());
-    let user = docker(&["image", "inspect", "--format", "{{.Config.User}}", &agent.image]);
-    assert_eq!(user, "10001:10001", "the image must run as the non-root user");
+    let user = docker(&[
+        "image",
+        "inspect",
+        "--format",
+        "{{.Config.User}}",
+        &agent.image,
+    ]);
+    assert_eq!(
+        user, "10001:10001",
+        "the image must run as the non-root user"
+    );
     docker(&["volume", "create", &agent.volume]);
 
     let a = containers.name("a");
@@ -230,9 +209,9 @@ fn the_agent_as_a_container_captures_the_others_exactly_and_never_itself() {
         agent.logs().1
     );
     let (_, stderr) = agent.logs();
-    let announced = stderr
-        .lines()
-        .any(|l| l.contains("running in a container; it is never captured") && l.contains(&agent_id));
+    let announced = stderr.lines().any(|l| {
+        l.contains("running in a container; it is never captured") && l.contains(&agent_id)
+    });
     assert!(
         announced,
         "the agent did not report its own container id {agent_id}; log:\n{stderr}"
@@ -262,7 +241,11 @@ fn the_agent_as_a_container_captures_the_others_exactly_and_never_itself() {
     let names: Vec<&String> = by_name.keys().collect();
     assert_eq!(names, [&a, &b, &c], "captured containers");
     assert_eq!(by_name[&a], expected("a"), "container a");
-    assert_eq!(by_name[&b], expected("b"), "container b (after the restart too)");
+    assert_eq!(
+        by_name[&b],
+        expected("b"),
+        "container b (after the restart too)"
+    );
     assert_eq!(by_name[&c], expected("c"), "container c");
     for name in [&a, &b, &c] {
         let served = docker(&["logs", name]);
