@@ -8,7 +8,8 @@
 //! nobody reads, a hung file system) cannot keep the agent from exiting. What is not
 //! acknowledged by then is abandoned: it is not checkpointed, so the next start reads it again.
 //! A sink worker that dies while capture runs (a panic) stops the agent the same way, since it
-//! can never acknowledge again. Either, a sink that gave up on batches at shutdown (still
+//! can never acknowledge again; so does a sink whose output is closed for good (stdout whose
+//! reader exited: `log-capturer run | head`), after what it wrote was acknowledged. Either, a sink that gave up on batches at shutdown (still
 //! failing), or a failed final checkpoint write makes the run `Outcome::Incomplete` (exit
 //! code 3).
 
@@ -28,7 +29,9 @@ use crate::discovery::{Discovery, DiscoverySettings, filter::own_container_id};
 use crate::docker::{DockerClient, Endpoint};
 use crate::observability::metrics::SinkLabels;
 use crate::observability::{http, metrics::Metrics};
-use crate::pipeline::{AckLedger, Delivery, LocalSinkWorker, QueueBudget, WriterSettings, route};
+use crate::pipeline::{
+    AckLedger, Delivery, LocalSinkWorker, OutputClosed, QueueBudget, WriterSettings, route,
+};
 use crate::sinks::loki::{self, Encoder, LokiClient, LokiWorker, store::SharedStore};
 use crate::sinks::{FileSink, FileSinkSettings, NullSink, Sink, StdoutSink};
 use tokio::task::JoinHandle;
@@ -315,7 +318,7 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// and its orchestrator restarts it from what was acknowledged.
 async fn supervise_sink_worker(
     name: &'static str,
-    worker: JoinHandle<()>,
+    worker: SinkWorkerHandle,
     shutdown: CancellationToken,
     metrics: Arc<Metrics>,
     problems: Arc<Mutex<Vec<String>>>,
@@ -324,8 +327,14 @@ async fn supervise_sink_worker(
     let what = match &result {
         Err(e) if e.is_panic() => format!("panicked ({e})"),
         Err(e) => format!("failed ({e})"),
-        Ok(()) if !shutdown.is_cancelled() => "ended while capture was running".to_string(),
-        Ok(()) => return,
+        Ok(Err(closed)) => {
+            // Not a worker failure: its output is gone (the worker logged why). Stop.
+            lock(&problems).push(closed.to_string());
+            shutdown.cancel();
+            return;
+        }
+        Ok(Ok(())) if !shutdown.is_cancelled() => "ended while capture was running".to_string(),
+        Ok(Ok(())) => return,
     };
     metrics
         .sink_worker_failures
@@ -372,10 +381,13 @@ async fn negotiate(
 /// Batches in flight between capture and the router at most (the byte budget binds first).
 const QUEUE_CHANNEL_BATCHES: usize = 16 * 1024;
 
+/// A sink worker; it ends with `OutputClosed` when its output is gone for good.
+type SinkWorkerHandle = JoinHandle<Result<(), OutputClosed>>;
+
 struct RunningSinks {
     inputs: Vec<mpsc::UnboundedSender<Arc<Delivery>>>,
     /// Each worker with its sink's name.
-    workers: Vec<(&'static str, JoinHandle<()>)>,
+    workers: Vec<(&'static str, SinkWorkerHandle)>,
     ledger: Arc<AckLedger>,
 }
 
@@ -484,7 +496,13 @@ fn start_sinks(
             shutdown: shutdown.clone(),
             abandon: abandon.clone(),
         };
-        workers.push(("loki", tokio::spawn(worker.run())));
+        workers.push((
+            "loki",
+            tokio::spawn(async move {
+                worker.run().await;
+                Ok(())
+            }),
+        ));
         inputs.push(tx);
     }
     RunningSinks {
@@ -655,7 +673,7 @@ mod tests {
         let problems = Arc::new(Mutex::new(Vec::new()));
         supervise_sink_worker(
             "stdout",
-            tokio::spawn(async {}),
+            tokio::spawn(async { Ok(()) }),
             shutdown,
             Arc::clone(&metrics),
             Arc::clone(&problems),

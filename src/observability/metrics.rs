@@ -61,7 +61,7 @@ pub const STREAM_ERROR_REASONS: &[&str] = &[
 ];
 
 /// Reasons of `log_capturer_sink_failures_total` for the local sinks (stdout, file, discard).
-pub const LOCAL_SINK_FAILURE_REASONS: &[&str] = &["io", "permanent"];
+pub const LOCAL_SINK_FAILURE_REASONS: &[&str] = &["io", "permanent", "closed"];
 
 /// Reasons of `log_capturer_sink_failures_total` for the Loki sink.
 pub const LOKI_SINK_FAILURE_REASONS: &[&str] = &[

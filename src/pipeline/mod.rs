@@ -16,4 +16,4 @@ pub use budget::{BudgetPermit, QueueBudget};
 pub use ledger::AckLedger;
 pub use record::{Batch, ContainerMeta, Delivery, LogLine, StreamKind};
 pub use router::route;
-pub use writer::{HELD_RETRY, LocalSinkWorker, WriterSettings};
+pub use writer::{HELD_RETRY, LocalSinkWorker, OutputClosed, WriterSettings};

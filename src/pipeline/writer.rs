@@ -18,8 +18,14 @@
 //!   writes the held lines and writes the lines since the recovery a second time.
 //! - **Giving up** (shutdown while the sink fails): nothing more is acknowledged, and the sink
 //!   is told to `abandon`, which removes what was written after the last commit.
+//! - **Output closed for good** ([`Sink::is_closed_for_good`]: stdout whose reader exited,
+//!   `EPIPE`): retrying cannot help, so the worker gives up at once in the same way and returns
+//!   [`OutputClosed`]; the agent then stops (exit code 3). What was acknowledged before stays
+//!   checkpointed; nothing written after the error is acknowledged, so it is read again at the
+//!   next start.
 
 use std::collections::HashMap;
+use std::fmt;
 use std::io;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -60,8 +66,30 @@ pub struct LocalSinkWorker {
     pub shutdown: CancellationToken,
 }
 
-/// Shutdown came while the sink was failing.
-struct GaveUp;
+/// Why the worker stopped writing before its input was drained.
+enum GaveUp {
+    /// Shutdown came while the sink was failing.
+    Shutdown,
+    /// The sink's output is gone for good.
+    Closed(io::Error),
+}
+
+/// The worker stopped because its sink's output is closed for good (see the module doc).
+#[derive(Debug)]
+pub struct OutputClosed {
+    pub sink: &'static str,
+    pub error: io::Error,
+}
+
+impl fmt::Display for OutputClosed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "sink {} stopped: its output is closed ({}); what it had not written is read again at the next start",
+            self.sink, self.error
+        )
+    }
+}
 
 /// Deliveries written but not yet acknowledged.
 #[derive(Default)]
@@ -91,18 +119,36 @@ struct Run {
 }
 
 impl LocalSinkWorker {
-    /// Runs until the input is closed and drained. Call from a blocking thread.
-    pub fn run_blocking(mut self, runtime: Handle) {
+    /// Runs until the input is closed and drained, or until the sink's output is closed for
+    /// good (then the caller must stop the agent). Call from a blocking thread.
+    pub fn run_blocking(mut self, runtime: Handle) -> Result<(), OutputClosed> {
         self.metrics.init_sink(self.sink.name(), false);
         let mut run = Run {
             pending: Pending::default(),
             last_durable: Instant::now(),
             held: HashMap::new(),
         };
-        if self.run_until_closed(&runtime, &mut run).is_err() {
+        let mut closed = None;
+        if let Err(gave_up) = self.run_until_closed(&runtime, &mut run) {
             // Nothing more is acknowledged; what was written since the last commit goes.
             self.sink.abandon();
+            if let GaveUp::Closed(error) = gave_up {
+                let sink = self.sink.name();
+                error!(sink, %error,
+                    "output closed for good (for stdout: the reader of the pipe exited); stopping the \
+                     agent. Checkpoints stay at what was written before; the rest is read again at the \
+                     next start");
+                closed = Some(OutputClosed { sink, error });
+            }
         }
+        self.report_held(&run);
+        match closed {
+            Some(closed) => Err(closed),
+            None => Ok(()),
+        }
+    }
+
+    fn report_held(&self, run: &Run) {
         if !run.held.is_empty() {
             warn!(
                 sink = self.sink.name(),
@@ -326,7 +372,8 @@ impl LocalSinkWorker {
         }
     }
 
-    /// Counts a sink error and waits before the next attempt; `GaveUp` at shutdown.
+    /// Counts a sink error and waits before the next attempt; `GaveUp` at shutdown, or at once
+    /// when the output is closed for good.
     fn failed(
         &mut self,
         err: io::Error,
@@ -336,6 +383,7 @@ impl LocalSinkWorker {
         let name = self.sink.name();
         attempts.failures += 1;
         attempts.since.get_or_insert_with(Instant::now);
+        let closed = self.sink.is_closed_for_good(&err);
         self.metrics
             .sink_errors
             .get_or_create(&SinkLabels { sink: name })
@@ -344,13 +392,16 @@ impl LocalSinkWorker {
             .sink_failures
             .get_or_create(&SinkReasonLabels {
                 sink: name,
-                reason: "io",
+                reason: if closed { "closed" } else { "io" },
             })
             .inc();
+        if closed {
+            return Err(GaveUp::Closed(err));
+        }
         if self.shutdown.is_cancelled() {
             error!(sink = name, error = %err,
                 "sink failed during shutdown; unacknowledged lines will be read again after restart");
-            return Err(GaveUp);
+            return Err(GaveUp::Shutdown);
         }
         let delay = attempts.backoff.next_delay();
         self.metrics
@@ -363,7 +414,7 @@ impl LocalSinkWorker {
                 sink = name,
                 "shutdown while the sink was failing; unacknowledged lines will be read again after restart"
             );
-            return Err(GaveUp);
+            return Err(GaveUp::Shutdown);
         }
         Ok(())
     }

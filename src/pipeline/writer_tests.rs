@@ -42,7 +42,7 @@ struct Harness {
     metrics: Arc<Metrics>,
     budget: QueueBudget,
     tx: Option<mpsc::UnboundedSender<Arc<Delivery>>>,
-    worker: Option<tokio::task::JoinHandle<()>>,
+    worker: Option<tokio::task::JoinHandle<Result<(), OutputClosed>>>,
     seq: u64,
 }
 
@@ -108,14 +108,19 @@ impl Harness {
             .expect("send");
     }
 
-    /// Closes the input and waits for the worker (which must not hang).
+    /// Closes the input and waits for the worker (which must not hang) to drain.
     async fn finish(&mut self) {
         self.tx = None;
+        self.join().await.expect("drained, not closed");
+    }
+
+    /// Waits for the worker to end (without closing its input).
+    async fn join(&mut self) -> Result<(), OutputClosed> {
         let worker = self.worker.take().expect("worker");
         tokio::time::timeout(Duration::from_secs(20), worker)
             .await
             .expect("the worker ended")
-            .expect("worker");
+            .expect("worker")
     }
 }
 
@@ -286,4 +291,75 @@ async fn a_held_container_resumes_writing_when_its_path_works_again_but_stays_fr
     h.finish().await;
     // Line 1 was never written: the position stays before it until the restart.
     assert_eq!(h.store.get("b"), Some(Cursor::at(0)));
+}
+
+/// A pipe whose reader exits when `closed` is set: every later flush fails with `EPIPE`.
+struct Pipe {
+    closed: Arc<std::sync::atomic::AtomicBool>,
+    flushes: Arc<Mutex<u32>>,
+}
+
+impl Sink for Pipe {
+    fn name(&self) -> &'static str {
+        "pipe"
+    }
+    fn write_batch(&mut self, _: &crate::pipeline::Batch) -> Result<(), WriteError> {
+        Ok(())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        if self.closed.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(io::Error::from(io::ErrorKind::BrokenPipe));
+        }
+        *self.flushes.lock().expect("flushes") += 1;
+        Ok(())
+    }
+    fn is_closed_for_good(&self, err: &io::Error) -> bool {
+        err.kind() == io::ErrorKind::BrokenPipe
+    }
+}
+
+/// An output closed for good (`EPIPE`) is not retried: the worker ends by itself, with its
+/// input still open, reporting `OutputClosed`; what was acknowledged before stays, and the
+/// batch it could not write is not acknowledged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_output_closed_for_good_ends_the_worker_without_acknowledging() {
+    let closed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sink = Pipe {
+        closed: Arc::clone(&closed),
+        flushes: Arc::new(Mutex::new(0)),
+    };
+    let c = meta("c", "c");
+    let mut h = Harness::start(Box::new(sink), &["c"]);
+    h.send(&c, 10).await;
+    let acked = wait_for(Duration::from_secs(10), || {
+        h.store.get("c") == Some(Cursor::legacy(10, 1))
+    })
+    .await;
+    assert!(acked, "the first batch was not acknowledged");
+    closed.store(true, std::sync::atomic::Ordering::SeqCst);
+    h.send(&c, 20).await;
+    // The input stays open (h.tx): only the closed output can end the worker.
+    let ended = h
+        .join()
+        .await
+        .expect_err("the worker must report the closed output");
+    assert_eq!(ended.sink, "pipe");
+    assert_eq!(ended.error.kind(), io::ErrorKind::BrokenPipe);
+    assert_eq!(h.store.get("c"), Some(Cursor::legacy(10, 1)));
+    assert_eq!(h.ledger.unacknowledged(), 1);
+    let closed_failures = h
+        .metrics
+        .sink_failures
+        .get_or_create(&SinkReasonLabels {
+            sink: "pipe",
+            reason: "closed",
+        })
+        .get();
+    assert_eq!(closed_failures, 1);
+    let retries = h
+        .metrics
+        .sink_retries
+        .get_or_create(&SinkLabels { sink: "pipe" })
+        .get();
+    assert_eq!(retries, 0, "a closed output must not be retried");
 }

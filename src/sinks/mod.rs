@@ -7,7 +7,9 @@
 //! and writes it on the next call. The writer retries the failing call only — except when
 //! `write_batch` says the failure belongs to one container ([`WriteError::Container`]): the
 //! writer then holds that container (its lines are neither written nor acknowledged) and the
-//! others go on.
+//! others go on — and except when the sink says its output is closed for good
+//! ([`Sink::is_closed_for_good`], a stdout whose reader exited): the writer then stops, and
+//! with it the agent.
 
 mod file;
 pub mod loki;
@@ -78,6 +80,12 @@ pub trait Sink: Send {
     /// A container's stream has ended (stopped or removed): its output may be released once
     /// its lines are committed.
     fn end_of_stream(&mut self, _container: &ContainerMeta) {}
+    /// Whether `err` (from `flush`, `sync` or `write_batch`) means the output is gone for good,
+    /// so that retrying can never succeed (stdout whose reader exited: `EPIPE`). The writer then
+    /// stops the agent instead of retrying; nothing written after the error is acknowledged.
+    fn is_closed_for_good(&self, _err: &io::Error) -> bool {
+        false
+    }
 }
 
 /// Writes `buf` out; on error, drops only the part that was written.

@@ -41,4 +41,10 @@ impl Sink for StdoutSink {
         }
         write_out(&mut io::stdout().lock(), &mut self.buf)
     }
+
+    /// `EPIPE`: the reader of the pipe has exited (`log-capturer run | head`). No later write
+    /// can succeed (Rust ignores SIGPIPE, so the write fails instead of killing the process).
+    fn is_closed_for_good(&self, err: &io::Error) -> bool {
+        err.kind() == io::ErrorKind::BrokenPipe
+    }
 }

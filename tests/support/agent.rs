@@ -303,6 +303,29 @@ impl Agent {
         stdout
     }
 
+    /// Starts the same agent again (same config and state) with its stdout on a new pipe;
+    /// waits until `/ready`.
+    pub fn restart_with_stdout_pipe(&mut self) -> std::process::ChildStdout {
+        assert!(self.child.is_none(), "agent still running");
+        let stdout = self.spawn_process_with_piped_stdout();
+        self.wait_ready();
+        stdout
+    }
+
+    /// Waits up to `within` for the agent to exit on its own; None (still running) otherwise.
+    pub fn wait_for_exit(&mut self, within: Duration) -> Option<ExitStatus> {
+        let child = self.child.as_mut().expect("running");
+        let mut status = None;
+        wait_until(within, || {
+            status = child.try_wait().ok().flatten();
+            status.is_some()
+        });
+        if status.is_some() {
+            self.child = None;
+        }
+        status
+    }
+
     /// Sends SIGTERM and waits (up to 60 s) for the exit.
     pub fn terminate_within_60s(&mut self) -> ExitStatus {
         self.signal("TERM");

@@ -8,6 +8,7 @@ pub mod agent;
 pub mod docker;
 pub mod fake_engine;
 pub mod loki;
+pub mod release;
 pub mod tls_proxy;
 
 use std::time::{Duration, Instant};
