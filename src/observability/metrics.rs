@@ -86,6 +86,8 @@ pub struct Metrics {
     pub sink_torn_records: Family<SinkLabels, Counter>,
     pub sink_syncs: Family<SinkLabels, Counter>,
     pub file_sink_files_open: Gauge,
+    /// Set at scrape time from the status board (`observability::status`).
+    pub container_lag_seconds: Family<ContainerLabels, Gauge<f64, AtomicU64>>,
     pub registry: Registry,
 }
 
@@ -348,6 +350,13 @@ impl Metrics {
             file_sink_files_open.clone(),
         );
 
+        let container_lag_seconds = Family::<ContainerLabels, Gauge<f64, AtomicU64>>::default();
+        r.register(
+            "log_capturer_container_lag_seconds",
+            "Seconds between now and the timestamp of the container's last acknowledged line, while it writes",
+            container_lag_seconds.clone(),
+        );
+
         Metrics {
             streams_active,
             rotations,
@@ -391,6 +400,7 @@ impl Metrics {
             sink_torn_records,
             sink_syncs,
             file_sink_files_open,
+            container_lag_seconds,
             registry,
         }
     }
@@ -408,6 +418,7 @@ impl Metrics {
         };
         self.rotations.remove(&c);
         self.bytes_collected.remove(&c);
+        self.container_lag_seconds.remove(&c);
         for stream in ["stdout", "stderr", "tty"] {
             self.logs_collected.remove(&ContainerStreamLabels {
                 container_name: name.to_string(),

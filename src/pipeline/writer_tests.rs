@@ -70,6 +70,7 @@ impl Harness {
                 held_retry: Duration::from_millis(300),
             },
             shutdown: CancellationToken::new(),
+            status: Arc::new(crate::observability::status::SinkStatus::new("test", false)),
         };
         let runtime = Handle::current();
         let worker = tokio::task::spawn_blocking(move || worker.run_blocking(runtime));
