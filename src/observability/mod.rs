@@ -4,3 +4,4 @@ pub mod http;
 pub mod metrics;
 pub mod resources;
 pub mod status;
+pub mod status_client;
