@@ -80,7 +80,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<Outcome,
         let listener = http::bind(&config.http.listen)
             .await
             .map_err(|e| e.to_string())?;
-        info!(listen = %config.http.listen, "serving /metrics, /health, /ready");
+        info!(listen = %config.http.listen, "serving /metrics, /health, /ready and /api/v1 (containers, sinks, config)");
         Some(tokio::spawn(http::serve(
             listener,
             http::Limits {

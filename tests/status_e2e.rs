@@ -27,9 +27,9 @@ fn get_json(agent: &Agent, path: &str) -> Value {
     serde_json::from_str(&body).unwrap_or_else(|e| panic!("{path}: not JSON ({e}): {body}"))
 }
 
-/// The container of that name in `/api/v1/containers`, if listed.
-fn container(agent: &Agent, name: &str) -> Option<Value> {
-    get_json(agent, "/api/v1/containers")
+/// The element named `name` of the array at `path`, if listed.
+fn find(agent: &Agent, path: &str, name: &str) -> Option<Value> {
+    get_json(agent, path)
         .as_array()
         .expect("an array")
         .iter()
@@ -37,13 +37,12 @@ fn container(agent: &Agent, name: &str) -> Option<Value> {
         .cloned()
 }
 
+fn container(agent: &Agent, name: &str) -> Option<Value> {
+    find(agent, "/api/v1/containers", name)
+}
+
 fn sink(agent: &Agent, name: &str) -> Option<Value> {
-    get_json(agent, "/api/v1/sinks")
-        .as_array()
-        .expect("an array")
-        .iter()
-        .find(|s| s["name"] == name)
-        .cloned()
+    find(agent, "/api/v1/sinks", name)
 }
 
 /// `log-capturer status ARGS`: (exit code, stdout, stderr).
