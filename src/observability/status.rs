@@ -388,7 +388,8 @@ impl SinkStatus {
         }
     }
 
-    fn view(&self) -> SinkView {
+    /// The entry as served.
+    pub fn view(&self) -> SinkView {
         let error = lock(&self.error).clone();
         let stores = |v: &AtomicU64| self.has_stores.then(|| v.load(Ordering::Relaxed));
         SinkView {
