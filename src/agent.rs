@@ -28,6 +28,7 @@ use crate::config::LokiSinkConfig;
 use crate::discovery::{Discovery, DiscoverySettings, filter::own_container_id};
 use crate::docker::{DockerClient, Endpoint};
 use crate::observability::metrics::SinkLabels;
+use crate::observability::status::StatusBoard;
 use crate::observability::{http, metrics::Metrics};
 use crate::pipeline::{
     AckLedger, Delivery, LocalSinkWorker, OutputClosed, QueueBudget, WriterSettings, route,
@@ -70,6 +71,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<Outcome,
     };
     let checkpoints = Arc::new(checkpoints);
     let ready = Arc::new(AtomicBool::new(false));
+    // Lives as long as the process (across pipeline restarts): `/api/v1/*`.
+    let status = Arc::new(StatusBoard::new());
+    status.attach_checkpoints(Arc::clone(&checkpoints));
+    status.set_config(&config);
 
     let http_cancel = CancellationToken::new();
     let http_task = if config.http.listen.is_empty() {
@@ -78,7 +83,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<Outcome,
         let listener = http::bind(&config.http.listen)
             .await
             .map_err(|e| e.to_string())?;
-        info!(listen = %config.http.listen, "serving /metrics, /health, /ready");
+        info!(listen = %config.http.listen, "serving /metrics, /health, /ready and /api/v1 (containers, sinks, config)");
         Some(tokio::spawn(http::serve(
             listener,
             http::Limits {
@@ -87,11 +92,21 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<Outcome,
             },
             Arc::clone(&metrics),
             Arc::clone(&ready),
+            Arc::clone(&status),
             http_cancel.clone(),
         )))
     };
 
-    let result = run_pipeline(&config, endpoint, &metrics, &checkpoints, ready, &shutdown).await;
+    let result = run_pipeline(
+        &config,
+        endpoint,
+        &metrics,
+        &checkpoints,
+        &status,
+        ready,
+        &shutdown,
+    )
+    .await;
 
     http_cancel.cancel();
     if let Some(task) = http_task {
@@ -109,6 +124,7 @@ async fn run_pipeline(
     endpoint: Endpoint,
     metrics: &Arc<Metrics>,
     checkpoints: &Arc<CheckpointStore>,
+    status: &Arc<StatusBoard>,
     ready: Arc<AtomicBool>,
     shutdown: &CancellationToken,
 ) -> Result<Outcome, String> {
@@ -129,7 +145,15 @@ async fn run_pipeline(
     let (queue_tx, queue_rx) = mpsc::channel(QUEUE_CHANNEL_BATCHES);
     // Cancelled when `shutdown_timeout` runs out: the async sinks (Loki) stop where they are.
     let abandon = CancellationToken::new();
-    let sinks = start_sinks(config, loki, metrics, checkpoints, shutdown, &abandon);
+    let sinks = start_sinks(
+        config,
+        loki,
+        metrics,
+        checkpoints,
+        status,
+        shutdown,
+        &abandon,
+    );
     let ledger = Arc::clone(&sinks.ledger);
     let router = tokio::spawn(route(queue_rx, sinks.inputs, Arc::clone(&sinks.ledger)));
     let problems = Arc::new(Mutex::new(Vec::new()));
@@ -164,6 +188,7 @@ async fn run_pipeline(
         max_line_bytes: capture_cfg.max_line_bytes.0 as usize,
         backoff_initial: capture_cfg.retry_backoff_initial.0,
         backoff_max: capture_cfg.retry_backoff_max.0,
+        status: Arc::clone(status),
     });
     let own_id = own_container_id();
     if let Some(id) = &own_id {
@@ -430,6 +455,7 @@ fn start_sinks(
     loki: Option<PreparedLoki>,
     metrics: &Arc<Metrics>,
     checkpoints: &Arc<CheckpointStore>,
+    status: &StatusBoard,
     shutdown: &CancellationToken,
     abandon: &CancellationToken,
 ) -> RunningSinks {
@@ -455,6 +481,11 @@ fn start_sinks(
             .oldest_unacked_probe
             .set(Box::new(move || ledger.oldest_unacked_age()));
     }
+    let mut names: Vec<&'static str> = local.iter().map(|s| s.name()).collect();
+    if loki.is_some() {
+        names.push("loki");
+    }
+    status.retain_sinks(&names);
     let mut inputs = Vec::new();
     let mut workers = Vec::new();
     for sink in local {
@@ -474,6 +505,7 @@ fn start_sinks(
                 held_retry: crate::pipeline::HELD_RETRY,
             },
             shutdown: shutdown.clone(),
+            status: status.sink(name, false),
         };
         let runtime = tokio::runtime::Handle::current();
         workers.push((
@@ -495,6 +527,7 @@ fn start_sinks(
             config: loki.config,
             shutdown: shutdown.clone(),
             abandon: abandon.clone(),
+            status: status.sink("loki", true),
         };
         workers.push((
             "loki",
@@ -604,6 +637,10 @@ mod tests {
                 held_retry: crate::pipeline::HELD_RETRY,
             },
             shutdown: shutdown.clone(),
+            status: Arc::new(crate::observability::status::SinkStatus::new(
+                "panicking",
+                false,
+            )),
         };
         let runtime = tokio::runtime::Handle::current();
         let worker = tokio::task::spawn_blocking(move || worker.run_blocking(runtime));

@@ -34,6 +34,20 @@ enum Command {
     },
     /// Print the embedded default config.
     DefaultConfig,
+    /// Show a running agent's containers (by lag) and sinks. Exit 0: healthy; 1: a sink is
+    /// failing or a stream has not rotated for twice its interval; 3: no answer from the agent.
+    Status {
+        /// Print the raw JSON: {"containers": [...], "sinks": [...]}.
+        #[arg(long)]
+        json: bool,
+        /// The agent's HTTP address, e.g. http://127.0.0.1:8001 (default: http.listen of the
+        /// config given with -c, else of the embedded default config).
+        #[arg(long, value_name = "URL")]
+        url: Option<String>,
+        /// The agent's config file (for its http.listen).
+        #[arg(short, long, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
     /// Manage the Loki sink's dead letters (batches Loki rejected). Run with the agent stopped.
     Dlq {
         #[arg(short, long, value_name = "FILE")]
@@ -93,6 +107,24 @@ fn main() -> ExitCode {
                     ExitCode::FAILURE
                 }
             }
+        }
+        Command::Status { json, url, config } => {
+            let url = match (url, config) {
+                (Some(url), _) => url,
+                (None, Some(path)) => match Config::load(&path) {
+                    Ok(c) => c.http.listen,
+                    Err(e) => {
+                        eprintln!("error: {e}");
+                        return ExitCode::from(2);
+                    }
+                },
+                (None, None) => Config::embedded_default().http.listen,
+            };
+            if url.is_empty() {
+                eprintln!("error: http.listen is empty (the HTTP server is off): nothing to ask");
+                return ExitCode::from(log_capturer::observability::status_client::EXIT_NO_STATUS);
+            }
+            ExitCode::from(log_capturer::observability::status_client::run(&url, json))
         }
         Command::DefaultConfig => {
             print!("{}", log_capturer::config::DEFAULT_CONFIG_YAML);

@@ -21,6 +21,7 @@ use crate::backoff::{Backoff, sleep_or_cancel};
 use crate::checkpoint::now_ns;
 use crate::docker::{DockerClient, DockerError, HttpStream};
 use crate::observability::metrics::{ContainerLabels, ContainerStreamLabels, Metrics};
+use crate::observability::status::{CaptureState, ContainerStatus, StatusBoard};
 use crate::pipeline::{Batch, ContainerMeta, Delivery, LogLine, QueueBudget, StreamKind};
 
 /// Settings and handles shared by every capture task.
@@ -34,6 +35,8 @@ pub struct CaptureContext {
     pub max_line_bytes: usize,
     pub backoff_initial: Duration,
     pub backoff_max: Duration,
+    /// The process's status board (`GET /api/v1/containers`): each task updates its entry.
+    pub status: Arc<StatusBoard>,
 }
 
 /// Why a capture task ended.
@@ -114,7 +117,23 @@ pub struct CaptureTask {
 }
 
 impl CaptureTask {
-    pub async fn run(mut self) -> CaptureExit {
+    pub async fn run(self) -> CaptureExit {
+        // The entry discovery made when it started this task; a detached one (on no board)
+        // if the container was forgotten meanwhile.
+        let status = self.ctx.status.container(&self.id).unwrap_or_else(|| {
+            ContainerStatus::detached(&self.id, self.meta.clone(), Arc::clone(&self.cursor))
+        });
+        status.set_rotation_interval(self.ctx.rotation_interval);
+        let exit = self.run_with_status(&status).await;
+        status.set_state(match exit {
+            CaptureExit::Cancelled => CaptureState::Detached,
+            CaptureExit::Stopped | CaptureExit::Gone => CaptureState::Stopped,
+            CaptureExit::Unreadable => CaptureState::Unreadable,
+        });
+        exit
+    }
+
+    async fn run_with_status(mut self, status: &ContainerStatus) -> CaptureExit {
         let ctx = Arc::clone(&self.ctx);
         let mut backoff = Backoff::new(ctx.backoff_initial, ctx.backoff_max);
         // Whether any stream of this container was opened (a 404/409 before that means the
@@ -153,6 +172,7 @@ impl CaptureTask {
                     }
                     _ => {
                         ctx.metrics.stream_error(open_reason(&e));
+                        status.error(&format!("cannot open log stream: {e}"));
                         let delay = backoff.next_delay();
                         warn!(container = %self.name(), error = %e, retry_in = ?delay, "cannot open log stream");
                         if !sleep_or_cancel(delay, &self.cancel).await {
@@ -165,9 +185,13 @@ impl CaptureTask {
             ever_opened = true;
             trace!(container = %self.name(), since_ns = since, "stream opened");
             let active = ActiveStream::open(&ctx.metrics);
-            let end = self.session(stream, active.opened, final_read).await;
+            status.stream_opened(now_ns());
+            let end = self
+                .session(stream, active.opened, final_read, status)
+                .await;
             let age = active.opened.elapsed();
             drop(active);
+            status.stream_closed(matches!(end, SessionEnd::Rotate), now_ns());
             match end {
                 SessionEnd::Cancelled => return CaptureExit::Cancelled,
                 SessionEnd::Rotate => {
@@ -219,6 +243,7 @@ impl CaptureTask {
                 }
                 SessionEnd::Error(reason, message) => {
                     ctx.metrics.stream_error(reason);
+                    status.error(&format!("{reason}: {message}"));
                     let delay = backoff.next_delay();
                     warn!(container = %self.name(), error = %message, retry_in = ?delay, "log stream failed; reopening from cursor");
                     if !sleep_or_cancel(delay, &self.cancel).await {
@@ -282,6 +307,7 @@ impl CaptureTask {
         mut stream: HttpStream,
         opened: Instant,
         final_read: bool,
+        status: &ContainerStatus,
     ) -> SessionEnd {
         let ctx = Arc::clone(&self.ctx);
         let deadline = tokio::time::sleep_until((opened + ctx.rotation_interval).into());
@@ -394,6 +420,7 @@ impl CaptureTask {
                     },
                 };
                 let cursor = batch.cursor;
+                let first_ts_ns = batch.lines.first().map_or(0, |l| l.ts_ns);
                 let delivered = LineCounts::of(&batch.lines);
                 let summary = enabled!(Level::TRACE).then(|| line_summary(&batch.lines));
                 tokio::select! {
@@ -421,6 +448,7 @@ impl CaptureTask {
                     );
                 }
                 counters.count(&delivered, &ctx.metrics);
+                status.delivered(line_count as u64, first_ts_ns);
                 emitted += line_count as u64;
             }
             if let Some(end) = failure {

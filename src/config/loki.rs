@@ -1,6 +1,6 @@
 //! Configuration of the Loki sink.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -24,35 +24,35 @@ pub const MAX_LABELS: usize = 15;
 pub const MAX_LABEL_NAME: usize = 1024;
 pub const MAX_LABEL_VALUE: usize = 2048;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LokiEncoding {
     Protobuf,
     Json,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LineOverflow {
     Truncate,
     Split,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum FsyncMode {
     Always,
     Never,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct BasicAuth {
     pub username: String,
     pub password: Secret,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LokiBatchConfig {
     pub max_entries: usize,
@@ -60,14 +60,14 @@ pub struct LokiBatchConfig {
     pub max_wait: HumanDuration,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RetryConfig {
     pub initial: HumanDuration,
     pub max: HumanDuration,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TlsConfig {
     /// PEM file of CA certificates to trust in addition to the built-in roots.
@@ -79,7 +79,7 @@ pub struct TlsConfig {
     pub insecure_skip_verify: bool,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct BufferConfig {
     /// A batch that cannot be delivered for this long goes to the on-disk buffer.
@@ -89,9 +89,11 @@ pub struct BufferConfig {
     pub fsync: FsyncMode,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LokiSinkConfig {
+    /// Serialized with the password of a `user:password@` part replaced by `***`.
+    #[serde(serialize_with = "serialize_url_redacted")]
     pub url: String,
     pub encoding: LokiEncoding,
     /// gzip request bodies (json encoding only; protobuf is always snappy-compressed).
@@ -117,6 +119,33 @@ pub struct LokiSinkConfig {
     pub retry: RetryConfig,
     pub tls: TlsConfig,
     pub buffer: BufferConfig,
+}
+
+/// `http://user:secret@host/…` → `http://user:***@host/…` (the effective config is served over
+/// HTTP); any other URL unchanged.
+pub fn redact_url_password(url: &str) -> String {
+    let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
+        return url.to_string();
+    };
+    let rest = &url[scheme_end..];
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let authority = &rest[..authority_end];
+    match authority.rfind('@') {
+        Some(at) => match authority[..at].find(':') {
+            Some(colon) => format!(
+                "{}{}:***{}",
+                &url[..scheme_end],
+                &authority[..colon],
+                &rest[at..]
+            ),
+            None => url.to_string(),
+        },
+        None => url.to_string(),
+    }
+}
+
+fn serialize_url_redacted<S: serde::Serializer>(url: &str, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&redact_url_password(url))
 }
 
 impl Default for LokiSinkConfig {

@@ -3,7 +3,7 @@
 //! an operator the value is missing), so a config, an error or a log line that formats one
 //! cannot leak it. The value itself is only reachable through `expose`.
 
-use serde::{Deserialize, Deserializer};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::fmt;
 
 #[derive(Clone, Default, PartialEq, Eq)]
@@ -46,6 +46,14 @@ impl<'de> Deserialize<'de> for Secret {
     }
 }
 
+/// Serialized redacted, like `Display` (`***`, or `""` when empty): the effective config served
+/// by `GET /api/v1/config` goes through `Serialize`, and must not carry the value either.
+impl Serialize for Secret {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(if self.0.is_empty() { "" } else { "***" })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -58,5 +66,10 @@ mod tests {
         assert_eq!(format!("{:?}", Some(&s)), "Some(***)");
         assert_eq!(s.expose(), "hunter2");
         assert_eq!(format!("{:?}", Secret::default()), "\"\"");
+        assert_eq!(serde_json::to_string(&s).ok().as_deref(), Some("\"***\""));
+        assert_eq!(
+            serde_json::to_string(&Secret::default()).ok().as_deref(),
+            Some("\"\"")
+        );
     }
 }

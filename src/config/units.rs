@@ -2,7 +2,7 @@
 //! (`256KiB`, `1MiB`, or a plain integer). Both reject anything they cannot parse with a message
 //! that quotes the offending value, so the config error names the key *and* the value.
 
-use serde::{Deserialize, Deserializer, de};
+use serde::{Deserialize, Deserializer, Serialize, Serializer, de};
 use std::fmt;
 use std::time::Duration;
 
@@ -108,6 +108,41 @@ impl<'de> Deserialize<'de> for ByteSize {
     }
 }
 
+/// Writes a duration the way the config accepts it back: `5m`, `1h30m`, `250ms`, `0s`.
+pub fn format_duration(d: Duration) -> String {
+    let mut ns = d.as_nanos();
+    if ns == 0 {
+        return "0s".to_string();
+    }
+    let mut out = String::new();
+    for (unit, size) in [
+        ("h", 3_600_000_000_000u128),
+        ("m", 60_000_000_000),
+        ("s", 1_000_000_000),
+        ("ms", 1_000_000),
+        ("us", 1_000),
+        ("ns", 1),
+    ] {
+        if ns >= size {
+            out.push_str(&format!("{}{unit}", ns / size));
+            ns %= size;
+        }
+    }
+    out
+}
+
+impl Serialize for HumanDuration {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&format_duration(self.0))
+    }
+}
+
+impl Serialize for ByteSize {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_u64(self.0)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -122,6 +157,10 @@ mod tests {
         assert_eq!(parse_duration("m"), None);
         assert_eq!(parse_duration(""), None);
         assert_eq!(parse_duration("10"), None);
+        for text in ["5m", "1h30m", "250ms", "1s", "0s", "1h1m1s1ms1us1ns"] {
+            let d = parse_duration(text).expect(text);
+            assert_eq!(format_duration(d), text);
+        }
     }
 
     #[test]

@@ -340,6 +340,7 @@ impl Discovery {
             self.metrics.forget_container(&name);
             debug!(container = %name, container_id = %id, "container removed; forgotten");
         }
+        self.ctx.status.forget(id);
         self.checkpoints.forget(id);
     }
 }

@@ -66,6 +66,9 @@ impl Discovery {
             }
         }
         self.ignored.retain(|id| exists.contains(id.as_str()));
+        self.ctx
+            .status
+            .retain_containers(|id| exists.contains(id) && !self.ignored.contains(id));
 
         // Listed as running: read it, and if it has stopped since (it may exit between the
         // listing and the inspect), read it to its end. Holding a cursor: it stopped while
@@ -265,6 +268,7 @@ impl Discovery {
         };
         if !selected(&self.settings.include, &self.settings.exclude, &candidate) {
             debug!(container = %meta.name, "container not selected by filters");
+            self.ctx.status.forget(id);
             self.ignored.insert(id.to_string());
             return true;
         }
@@ -313,6 +317,9 @@ impl Discovery {
             return true;
         };
         let token = cancel.child_token();
+        self.ctx
+            .status
+            .track(id, t.meta.subscribe(), Arc::clone(&cursor));
         let task = CaptureTask {
             ctx: Arc::clone(&self.ctx),
             id: id.to_string(),

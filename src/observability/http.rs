@@ -1,6 +1,7 @@
 //! The HTTP listener: `/metrics` (OpenMetrics or the Prometheus text format 0.0.4, by the
-//! `Accept` header: see `exposition`), `/health` (the process serves) and
-//! `/ready` (the first container listing succeeded).
+//! `Accept` header: see `exposition`), `/health` (the process serves),
+//! `/ready` (the first container listing succeeded) and the status API
+//! (`/api/v1/containers`, `/api/v1/sinks`, `/api/v1/config`: see `status.rs` and the README).
 //!
 //! Served with hyper's HTTP/1 connection builder rather than `axum::serve`, for two limits
 //! that keep idle or slow clients from making the endpoints unreachable:
@@ -28,12 +29,14 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use super::metrics::{Metrics, ReasonLabels};
+use super::status::StatusBoard;
 use crate::backoff::sleep_or_cancel;
 
 #[derive(Clone)]
 struct AppState {
     metrics: Arc<Metrics>,
     ready: Arc<AtomicBool>,
+    status: Arc<StatusBoard>,
 }
 
 /// Limits on what clients may hold (see the module doc).
@@ -72,15 +75,20 @@ pub async fn serve(
     limits: Limits,
     metrics: Arc<Metrics>,
     ready: Arc<AtomicBool>,
+    status: Arc<StatusBoard>,
     cancel: CancellationToken,
 ) -> std::io::Result<()> {
     let app = Router::new()
         .route("/metrics", get(metrics_handler))
         .route("/health", get(|| async { "ok\n" }))
         .route("/ready", get(ready_handler))
+        .route("/api/v1/containers", get(containers_handler))
+        .route("/api/v1/sinks", get(sinks_handler))
+        .route("/api/v1/config", get(config_handler))
         .with_state(AppState {
             metrics: Arc::clone(&metrics),
             ready,
+            status,
         });
     let service = TowerToHyperService::new(app);
     let mut builder = hyper::server::conn::http1::Builder::new();
@@ -188,10 +196,35 @@ async fn metrics_handler(
 ) -> impl IntoResponse {
     let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
     let format = super::exposition::Format::negotiate(accept);
+    // Lag is computed when asked (see `status.rs`), not on the capture path.
+    state.status.refresh_lag_metric(&state.metrics);
     (
         [(header::CONTENT_TYPE, format.content_type())],
         state.metrics.render_as(format),
     )
+}
+
+/// A JSON answer (serializing these views cannot fail; if it did, a 500 says so).
+fn json<T: serde::Serialize>(value: &T) -> axum::response::Response {
+    match serde_json::to_vec_pretty(value) {
+        Ok(mut body) => {
+            body.push(b'\n');
+            ([(header::CONTENT_TYPE, "application/json")], body).into_response()
+        }
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
+    }
+}
+
+async fn containers_handler(State(state): State<AppState>) -> axum::response::Response {
+    json(&state.status.containers())
+}
+
+async fn sinks_handler(State(state): State<AppState>) -> axum::response::Response {
+    json(&state.status.sinks())
+}
+
+async fn config_handler(State(state): State<AppState>) -> axum::response::Response {
+    json(&state.status.config_json())
 }
 
 async fn ready_handler(State(state): State<AppState>) -> impl IntoResponse {
@@ -271,6 +304,7 @@ mod tests {
                 limits,
                 Arc::clone(&metrics),
                 Arc::new(AtomicBool::new(true)),
+                Arc::new(StatusBoard::new()),
                 cancel.clone(),
             ));
             (addr, server)

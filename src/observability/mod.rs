@@ -5,3 +5,5 @@ pub mod http;
 pub mod metrics;
 pub mod process;
 pub mod resources;
+pub mod status;
+pub mod status_client;

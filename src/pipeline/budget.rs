@@ -76,6 +76,13 @@ impl QueueBudget {
     }
 }
 
+impl BudgetPermit {
+    /// The bytes of budget this permit holds.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+}
+
 impl Drop for BudgetPermit {
     fn drop(&mut self) {
         self.metrics.queue_bytes.dec_by(self.bytes as i64);

@@ -127,6 +127,11 @@ impl Delivery {
         }
     }
 
+    /// The bytes of the queue budget this delivery holds (0 for a marker).
+    pub fn charged_bytes(&self) -> usize {
+        self._permit.as_ref().map_or(0, BudgetPermit::bytes)
+    }
+
     /// The end-of-stream marker of a container (holds no budget).
     pub fn end_of_stream(container: Arc<ContainerMeta>) -> Self {
         Delivery {

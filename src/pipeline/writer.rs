@@ -38,6 +38,7 @@ use super::Delivery;
 use super::ledger::AckLedger;
 use crate::backoff::{Backoff, sleep_or_cancel};
 use crate::observability::metrics::{Metrics, SinkLabels, SinkReasonLabels};
+use crate::observability::status::SinkStatus;
 use crate::sinks::{Durability, Sink, WriteError};
 
 /// How long a held container's output rests before it is tried again (the default of
@@ -64,7 +65,12 @@ pub struct LocalSinkWorker {
     /// Cancelled at shutdown: a sink that keeps failing is then given up on (its batches stay
     /// unacknowledged, so they are read again after the restart).
     pub shutdown: CancellationToken,
+    /// This sink's entry on the status board (`GET /api/v1/sinks`).
+    pub status: Arc<SinkStatus>,
 }
+
+/// The error kind a local sink reports to the status board.
+const WRITE_FAILURE: &str = "write";
 
 /// Why the worker stopped writing before its input was drained.
 enum GaveUp {
@@ -244,19 +250,22 @@ impl LocalSinkWorker {
             return Ok(());
         }
         let id = &delivery.batch.container.id;
+        self.status.received(delivery.charged_bytes());
         if !run.held.is_empty()
             && run
                 .held
                 .get(id)
                 .is_some_and(|&retry_at| Instant::now() < retry_at)
         {
-            return Ok(()); // released unwritten and unacknowledged; read again after restart
+            // Released unwritten and unacknowledged; read again after restart.
+            self.status.finished(delivery.charged_bytes());
+            return Ok(());
         }
         let mut attempts = Attempts::new();
         loop {
             match self.sink.write_batch(&delivery.batch) {
                 Ok(()) => {
-                    attempts.succeeded(self.sink.name());
+                    attempts.succeeded(self.sink.name(), &self.status);
                     if run.held.remove(id).is_some() {
                         self.held_gauge(run);
                         info!(sink = self.sink.name(), container = %delivery.batch.container.name,
@@ -271,6 +280,7 @@ impl LocalSinkWorker {
                 }
                 Err(WriteError::Container(e)) => {
                     self.hold(&delivery, e, run);
+                    self.status.finished(delivery.charged_bytes());
                     return Ok(());
                 }
                 Err(WriteError::Sink(e)) => {
@@ -348,6 +358,7 @@ impl LocalSinkWorker {
                 .observe(started.elapsed().as_secs_f64());
             for d in done {
                 self.ledger.complete(&d.batch.container.id, d.seq);
+                self.status.finished(d.charged_bytes());
             }
         }
         self.sink.commit();
@@ -364,7 +375,7 @@ impl LocalSinkWorker {
         loop {
             match op(self.sink.as_mut()) {
                 Ok(()) => {
-                    attempts.succeeded(self.sink.name());
+                    attempts.succeeded(self.sink.name(), &self.status);
                     return Ok(());
                 }
                 Err(e) => self.failed(e, &mut attempts, runtime)?,
@@ -384,6 +395,7 @@ impl LocalSinkWorker {
         attempts.failures += 1;
         attempts.since.get_or_insert_with(Instant::now);
         let closed = self.sink.is_closed_for_good(&err);
+        self.status.failed(WRITE_FAILURE, &err.to_string());
         self.metrics
             .sink_errors
             .get_or_create(&SinkLabels { sink: name })
@@ -437,8 +449,9 @@ impl Attempts {
         }
     }
 
-    fn succeeded(&self, sink: &'static str) {
+    fn succeeded(&self, sink: &'static str, status: &SinkStatus) {
         if let Some(since) = self.since {
+            status.recovered(WRITE_FAILURE);
             info!(sink, failures = self.failures, after = ?since.elapsed(),
                 "sink works again; capture resumes");
         }

@@ -44,6 +44,7 @@ struct Harness {
     tx: Option<mpsc::UnboundedSender<Arc<Delivery>>>,
     worker: Option<tokio::task::JoinHandle<Result<(), OutputClosed>>>,
     seq: u64,
+    status: Arc<SinkStatus>,
 }
 
 impl Harness {
@@ -57,6 +58,7 @@ impl Harness {
             store.init(id, Cursor::at(0));
         }
         let ledger = Arc::new(AckLedger::new(1, Arc::clone(&store)));
+        let status = Arc::new(SinkStatus::new("test", false));
         let (tx, rx) = mpsc::unbounded_channel();
         let worker = LocalSinkWorker {
             sink,
@@ -70,6 +72,7 @@ impl Harness {
                 held_retry: Duration::from_millis(300),
             },
             shutdown: CancellationToken::new(),
+            status: Arc::clone(&status),
         };
         let runtime = Handle::current();
         let worker = tokio::task::spawn_blocking(move || worker.run_blocking(runtime));
@@ -82,6 +85,7 @@ impl Harness {
             tx: Some(tx),
             worker: Some(worker),
             seq: 0,
+            status,
         }
     }
 
@@ -144,6 +148,52 @@ fn meta(id: &str, name: &str) -> Arc<ContainerMeta> {
         None,
         None,
     ))
+}
+
+/// A sink whose writes fail `failures` times, then work.
+struct Failing {
+    failures: usize,
+}
+
+impl Sink for Failing {
+    fn name(&self) -> &'static str {
+        "failing"
+    }
+    fn write_batch(&mut self, _: &crate::pipeline::Batch) -> Result<(), WriteError> {
+        if self.failures > 0 {
+            self.failures -= 1;
+            return Err(WriteError::Sink(io::Error::other("disk full")));
+        }
+        Ok(())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The status board shows the sink failing while its writes fail, and not once one works;
+/// the batch is in flight (with its budget bytes) until acknowledged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_status_board_follows_a_failing_sink() {
+    let c = meta("c", "c");
+    let mut h = Harness::start(Box::new(Failing { failures: 3 }), &["c"]);
+    h.send(&c, 10).await;
+    let failing = wait_for(Duration::from_secs(10), || h.status.view().failing).await;
+    assert!(failing, "never shown failing");
+    let v = h.status.view();
+    assert_eq!(v.last_error.as_deref(), Some("disk full"));
+    assert!(v.failing_since.is_some());
+    assert_eq!((v.in_flight_batches, v.queue_bytes), (1, 100));
+    let acked = wait_for(Duration::from_secs(20), || {
+        h.store.get("c") == Some(Cursor::legacy(10, 1))
+    })
+    .await;
+    assert!(acked, "never acknowledged");
+    let v = h.status.view();
+    assert!(!v.failing && v.last_error.is_none(), "{v:?}");
+    assert_eq!(v.failures, 0);
+    assert_eq!((v.in_flight_batches, v.queue_bytes), (0, 0));
+    h.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -249,6 +299,10 @@ async fn one_containers_permanent_failure_holds_only_that_container() {
     h.finish().await;
     let out = std::fs::read_to_string(dir.path().join("fine/out.log")).expect("fine");
     assert_eq!(out.lines().count(), 5);
+    // Held batches are released: none stays in flight on the status board.
+    let v = h.status.view();
+    assert_eq!((v.in_flight_batches, v.queue_bytes), (0, 0), "{v:?}");
+    assert!(!v.failing, "a held container is not a failing sink: {v:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -83,6 +83,7 @@ use crate::backoff::Backoff;
 use crate::buffer::{AppendError, RecordId};
 use crate::config::LokiSinkConfig;
 use crate::observability::metrics::{Metrics, SinkLabels, SinkReasonLabels};
+use crate::observability::status::SinkStatus;
 use crate::pipeline::{AckLedger, Delivery};
 
 const SINK: &str = "loki";
@@ -103,7 +104,15 @@ pub struct LokiWorker {
     /// attempt is dropped), every push not yet done is abandoned (not spilled), and the worker
     /// exits, so that nothing is acknowledged or buffered after the final checkpoint write.
     pub abandon: CancellationToken,
+    /// This sink's entry on the status board (`GET /api/v1/sinks`).
+    pub status: Arc<SinkStatus>,
 }
+
+/// Failure kinds reported to the status board: a push to Loki, and the dead-letter store.
+/// A buffer append that fails is retried and logged; Loki's own failure is what the board
+/// shows while it spills.
+const SEND_FAILURE: &str = "send";
+const DEAD_LETTER_FAILURE: &str = "dead_letter";
 
 /// A delivery, with how many of its parts are not done yet.
 struct Tracked {
@@ -272,6 +281,15 @@ impl LokiWorker {
             .buffer_bytes
             .get_or_create(&Self::labels())
             .set(bytes as i64);
+        self.status.set_buffered(records, bytes);
+    }
+
+    /// A delivery from the input (one with lines holds the queue budget until `done`).
+    fn take(&self, m: &mut Machine, d: Arc<Delivery>) {
+        if !d.batch.lines.is_empty() {
+            self.status.received(d.charged_bytes());
+        }
+        m.batcher.add(d, &self.encoder);
     }
 
     fn buffered(&self) -> u64 {
@@ -309,11 +327,12 @@ impl LokiWorker {
         let max_wait = self.config.batch.max_wait.0;
         let mut input_open = true;
         self.update_buffer_gauges();
+        self.status.set_dead_letters(self.dead_letters.pending().0);
         loop {
             // Take what capture handed over, without waiting.
             while input_open {
                 match self.input.try_recv() {
-                    Ok(d) => m.batcher.add(d, &self.encoder),
+                    Ok(d) => self.take(&mut m, d),
                     Err(TryRecvError::Empty) => break,
                     Err(TryRecvError::Disconnected) => input_open = false,
                 }
@@ -335,7 +354,7 @@ impl LokiWorker {
                 biased;
                 _ = sleep_until_due(due), if !matches!(due, Due::Idle) => self.step(&mut m).await,
                 d = self.input.recv(), if input_open => match d {
-                    Some(d) => m.batcher.add(d, &self.encoder),
+                    Some(d) => self.take(&mut m, d),
                     None => input_open = false,
                 },
                 _ = tokio::time::sleep_until(flush_at.unwrap_or_else(Deadline::now)), if flush_at.is_some() => {
@@ -677,6 +696,7 @@ impl LokiWorker {
             if part.tracked.parts_left.fetch_sub(1, Ordering::AcqRel) == 1 {
                 let d = &part.tracked.delivery;
                 self.ledger.complete(&d.batch.container.id, d.seq);
+                self.status.finished(d.charged_bytes());
             }
         }
     }
@@ -706,6 +726,7 @@ impl LokiWorker {
         let result = self.client.send(batch).await;
         match &result {
             Ok(()) => {
+                self.status.recovered(SEND_FAILURE);
                 let labels = Self::labels();
                 self.metrics.sink_batches.get_or_create(&labels).inc();
                 self.metrics
@@ -717,8 +738,11 @@ impl LokiWorker {
                     .get_or_create(&labels)
                     .observe(sent_at.elapsed().as_secs_f64());
             }
-            Err(SendError::Rejected { .. }) => {}
+            // Loki answered: it works (the batch goes to the dead letters).
+            Err(SendError::Rejected { .. }) => self.status.recovered(SEND_FAILURE),
             Err(SendError::Retryable { reason, detail, .. }) => {
+                self.status
+                    .failed(SEND_FAILURE, &format!("{reason}: {detail}"));
                 self.metrics
                     .sink_failures
                     .get_or_create(&Self::reason(reason))
@@ -755,6 +779,8 @@ impl LokiWorker {
         );
         match self.dead_letters.append(record).await {
             Ok(id) => {
+                self.status.recovered(DEAD_LETTER_FAILURE);
+                self.status.set_dead_letters(self.dead_letters.pending().0);
                 let label = if status == 413 { "413" } else { "400" };
                 self.metrics
                     .dead_letters
@@ -764,6 +790,8 @@ impl LokiWorker {
                 true
             }
             Err(e) => {
+                self.status
+                    .failed(DEAD_LETTER_FAILURE, &format!("dead-letter store: {e}"));
                 self.metrics
                     .sink_failures
                     .get_or_create(&Self::reason("dead_letter"))
@@ -1023,6 +1051,7 @@ mod tests {
             config,
             shutdown: shutdown.clone(),
             abandon: abandon.clone(),
+            status: Arc::new(SinkStatus::new(SINK, true)),
         };
         Harness {
             buffer: worker.buffer.clone(),
