@@ -1,0 +1,55 @@
+//! `docker.tls`: TLS to a `tcp://` Docker daemon, the config-file twin of the Docker CLI's
+//! `--tlscacert/--tlscert/--tlskey/--tlsverify` (the environment's `DOCKER_TLS_VERIFY`,
+//! `DOCKER_TLS` and `DOCKER_CERT_PATH` apply only when this section is absent: see
+//! `docker::tls`).
+
+use serde::Deserialize;
+use std::path::PathBuf;
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DockerTlsConfig {
+    /// PEM CA certificates that sign the daemon's certificate (the only roots trusted, as with
+    /// the CLI's `--tlscacert`). Absent: the built-in web roots.
+    pub ca_file: Option<PathBuf>,
+    /// PEM client certificate chain and key (both or neither), for a daemon started with
+    /// `--tlsverify`.
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    /// Verify the daemon's certificate and name (the CLI's `--tlsverify`). `false` only
+    /// encrypts (the CLI's `--tls`); the agent warns at start.
+    pub verify: bool,
+}
+
+impl Default for DockerTlsConfig {
+    fn default() -> Self {
+        DockerTlsConfig {
+            ca_file: None,
+            cert_file: None,
+            key_file: None,
+            verify: true,
+        }
+    }
+}
+
+impl DockerTlsConfig {
+    /// Files that are missing or unreadable, and a certificate without its key, named with
+    /// their key path.
+    pub fn validate(&self) -> Result<(), String> {
+        for (key, path) in [
+            ("ca_file", &self.ca_file),
+            ("cert_file", &self.cert_file),
+            ("key_file", &self.key_file),
+        ] {
+            if let Some(path) = path
+                && let Err(e) = std::fs::File::open(path)
+            {
+                return Err(format!("docker.tls.{key}: {}: {e}", path.display()));
+            }
+        }
+        if self.cert_file.is_some() != self.key_file.is_some() {
+            return Err("docker.tls: cert_file and key_file go together".to_string());
+        }
+        Ok(())
+    }
+}
