@@ -53,3 +53,50 @@ impl DockerTlsConfig {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::Config;
+
+    fn parse(yaml: &str) -> Result<Config, String> {
+        Config::parse(yaml, "test.yaml").map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn keys_are_validated_with_their_paths() {
+        let dir = tempfile::tempdir().expect("dir");
+        let ca = dir.path().join("ca.pem");
+        std::fs::write(&ca, "x").expect("ca");
+        let ok = parse(&format!(
+            "docker:\n  host: tcp://h:2376\n  tls:\n    ca_file: {}\n",
+            ca.display()
+        ))
+        .expect("valid");
+        let tls = ok.docker.tls.expect("tls");
+        assert!(tls.verify, "verify defaults to true");
+        assert_eq!(tls.ca_file.as_deref(), Some(ca.as_path()));
+
+        let missing = dir.path().join("nope.pem");
+        let err = parse(&format!(
+            "docker:\n  tls:\n    cert_file: {}\n    key_file: {}\n",
+            missing.display(),
+            ca.display()
+        ))
+        .expect_err("missing file");
+        assert!(
+            err.contains("docker.tls.cert_file") && err.contains(&missing.display().to_string()),
+            "{err}"
+        );
+        let err = parse(&format!(
+            "docker:\n  tls:\n    cert_file: {}\n",
+            ca.display()
+        ))
+        .expect_err("cert without key");
+        assert!(
+            err.contains("docker.tls: cert_file and key_file go together"),
+            "{err}"
+        );
+        let err = parse("docker:\n  tls:\n    verfy: false\n").expect_err("unknown key");
+        assert!(err.contains("verfy"), "{err}");
+    }
+}

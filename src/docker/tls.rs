@@ -162,7 +162,9 @@ impl TlsClient {
 pub struct Session {
     tls: Box<ClientConnection>,
     /// The last read did not end in "nothing more on the socket": decrypted bytes may be
-    /// waiting inside rustls, which the socket's readiness cannot tell.
+    /// waiting inside rustls. The reactor's cached readiness happens to cover this today (it
+    /// is only cleared by a `WouldBlock`, which comes only once rustls is empty), but that is
+    /// tokio's detail, and a socket re-registered after parking starts without it.
     pending: bool,
     scratch: Box<[u8]>,
 }
@@ -341,8 +343,11 @@ impl ParkedTls {
     pub fn try_read_buf(&mut self, buf: &mut bytes::BytesMut, max: usize) -> io::Result<usize> {
         let start = buf.len();
         buf.resize(start + max.min(SCRATCH), 0);
-        let tcp = &self.tcp;
-        let read = self.session.try_read(&mut &*tcp, &*tcp, &mut buf[start..]);
+        let (mut reader, writer): (&std::net::TcpStream, &std::net::TcpStream) =
+            (&self.tcp, &self.tcp);
+        let read = self
+            .session
+            .try_read(&mut reader, writer, &mut buf[start..]);
         buf.truncate(start + *read.as_ref().unwrap_or(&0));
         read
     }
@@ -417,5 +422,85 @@ mod tests {
         .expect("ok")
         .expect("tls");
         assert!(!s.verify && s.ca.is_none() && s.origin == "docker.tls");
+    }
+
+    /// A TLS record bigger than one read leaves plaintext inside rustls once the socket is
+    /// drained; it must be read before waiting on the socket, which stays silent (here: a
+    /// 12 KiB response head in one record, a first read with room for 8 KiB, and a server
+    /// that then says nothing more and keeps the connection open).
+    #[tokio::test]
+    async fn plaintext_left_in_the_session_is_read_without_waiting_on_the_socket() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let key = rcgen::KeyPair::generate().expect("key");
+        let cert = rcgen::CertificateParams::new(vec!["localhost".to_string()])
+            .expect("params")
+            .self_signed(&key)
+            .expect("cert");
+        let server = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![cert.der().clone()],
+            rustls_pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+        )
+        .expect("server config");
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.expect("accept");
+            let mut tls = acceptor.accept(tcp).await.expect("handshake");
+            let mut request = Vec::new();
+            while !request.ends_with(b"\r\n\r\n") {
+                let mut byte = [0u8; 1];
+                tls.read_exact(&mut byte).await.expect("request");
+                request.push(byte[0]);
+            }
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nX-Big: {}\r\nContent-Length: 5\r\n\r\nhello",
+                "x".repeat(12 * 1024)
+            );
+            tls.write_all(head.as_bytes()).await.expect("answer");
+            tls.flush().await.expect("flush");
+            // Silent, connection open, until the test is done.
+            let _ = done_rx.await;
+        });
+        let client = TlsClient::new(
+            ClientTls {
+                ca: None,
+                ca_only: true,
+                cert: None,
+                key: None,
+                verify: false,
+                origin: "test".to_string(),
+            },
+            &format!("localhost:{port}"),
+        )
+        .expect("client");
+        let tcp = TcpStream::connect(("127.0.0.1", port))
+            .await
+            .expect("connect");
+        let conn = client.connect(tcp).await.expect("handshake");
+        let exchange = async {
+            let (status, mut stream) =
+                crate::docker::http_stream::get(crate::docker::Conn::Tls(Box::new(conn)), "/x")
+                    .await
+                    .expect("head");
+            let body = stream.next_chunk().await.expect("body").expect("a chunk");
+            (status, body)
+        };
+        let (status, body) = tokio::time::timeout(std::time::Duration::from_secs(20), exchange)
+            .await
+            .expect("stuck waiting on the socket with plaintext inside rustls");
+        assert_eq!(status, 200);
+        assert_eq!(&body[..], b"hello");
+        let _ = done_tx.send(());
+        server.await.expect("server");
     }
 }
