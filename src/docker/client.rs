@@ -280,4 +280,49 @@ mod tests {
         let bad = pinned_api_version_from(Some("latest")).expect_err("not a version");
         assert!(bad.contains("DOCKER_API_VERSION"), "{bad}");
     }
+
+    /// dockerd (Go's HTTP server) answers plain HTTP on its TLS port with a 400; a daemon that
+    /// closes at once on 2376 most likely wants TLS too. Both errors say what to set.
+    #[tokio::test]
+    async fn plain_http_to_a_tls_daemon_gets_the_hint() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let server = tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.expect("accept");
+            let mut buf = [0u8; 1024];
+            let _ = s.read(&mut buf).await;
+            let body = "Client sent an HTTP request to an HTTPS server.\n";
+            let answer = format!(
+                "HTTP/1.0 400 Bad Request\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = s.write_all(answer.as_bytes()).await;
+        });
+        let err = DockerClient::negotiate(Endpoint::Tcp(addr.to_string()), Duration::from_secs(10))
+            .await
+            .expect_err("a 400");
+        assert!(err.hint().is_some(), "{err}");
+        assert!(
+            err.to_string().contains("this looks like a TLS port"),
+            "{err}"
+        );
+        server.await.expect("server");
+
+        let client = DockerClient {
+            endpoint: Endpoint::Tcp("docker.example:2376".to_string()),
+            version: String::new(),
+            timeout: Duration::from_secs(1),
+        };
+        let closed = DockerError::Transport("connection closed before the response head".into());
+        let err = client.tls_port_hint(closed.clone());
+        assert!(err.to_string().contains("DOCKER_TLS_VERIFY"), "{err}");
+        let other_port = DockerClient {
+            endpoint: Endpoint::Tcp("docker.example:2375".to_string()),
+            ..client
+        };
+        assert!(other_port.tls_port_hint(closed).hint().is_none());
+    }
 }

@@ -60,11 +60,17 @@ impl Endpoint {
 
     /// The configured host, else `$DOCKER_HOST`, else the local socket.
     pub fn resolve(configured: &str) -> Result<Endpoint, String> {
+        Self::pick(configured, |k| std::env::var(k).ok())
+    }
+
+    fn pick(configured: &str, env: impl Fn(&str) -> Option<String>) -> Result<Endpoint, String> {
         if !configured.is_empty() {
-            return Endpoint::parse(configured);
+            return Endpoint::parse(configured).map_err(|e| format!("docker.host: {e}"));
         }
-        match std::env::var("DOCKER_HOST") {
-            Ok(v) if !v.is_empty() => Endpoint::parse(&v).map_err(|e| format!("DOCKER_HOST: {e}")),
+        match env("DOCKER_HOST") {
+            Some(v) if !v.is_empty() => {
+                Endpoint::parse(&v).map_err(|e| format!("DOCKER_HOST: {e}"))
+            }
             _ => Endpoint::parse(DEFAULT_SOCKET),
         }
     }
@@ -80,46 +86,39 @@ impl Endpoint {
         config: &DockerConfig,
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<Endpoint, String> {
-        let endpoint = if !config.host.is_empty() {
-            Endpoint::parse(&config.host).map_err(|e| format!("docker.host: {e}"))?
-        } else {
-            match env("DOCKER_HOST") {
-                Some(v) if !v.is_empty() => {
-                    Endpoint::parse(&v).map_err(|e| format!("DOCKER_HOST: {e}"))?
+        let addr = match Self::pick(&config.host, &env)? {
+            Endpoint::Tcp(addr) => addr,
+            other => {
+                if config.tls.is_some() {
+                    tracing::warn!(endpoint = %other, "docker.tls is ignored: the endpoint is not tcp://");
                 }
-                _ => Endpoint::parse(DEFAULT_SOCKET)?,
+                return Ok(other);
             }
         };
         #[cfg(feature = "tls")]
-        let spec = super::tls::settings(config.tls.as_ref(), env)?;
-        #[cfg(not(feature = "tls"))]
-        let spec = {
-            let set = |k: &str| env(k).is_some_and(|v| !v.is_empty());
-            (config.tls.is_some() || set("DOCKER_TLS_VERIFY") || set("DOCKER_TLS")).then_some(())
-        };
-        match (endpoint, spec) {
-            (Endpoint::Tcp(addr), Some(spec)) => {
-                #[cfg(feature = "tls")]
-                {
-                    let client = TlsClient::new(spec, &addr)?;
-                    if !client.spec.verify {
-                        tracing::warn!(
-                            endpoint = %format!("tcp://{addr}"),
-                            "TLS to Docker without verification ({}): the daemon's certificate is NOT checked",
-                            client.spec.origin
-                        );
-                    }
-                    Ok(Endpoint::Tls(addr, Arc::new(client)))
-                }
-                #[cfg(not(feature = "tls"))]
-                {
-                    let () = spec;
-                    Err(format!(
-                        "TLS to tcp://{addr} is configured, but this build has no TLS (the `tls` feature)"
-                    ))
-                }
+        {
+            let Some(spec) = super::tls::settings(config.tls.as_ref(), env)? else {
+                return Ok(Endpoint::Tcp(addr));
+            };
+            let client = TlsClient::new(spec, &addr)?;
+            if !client.spec.verify {
+                tracing::warn!(
+                    endpoint = %format!("tcp://{addr}"),
+                    "TLS to Docker without verification ({}): the daemon's certificate is NOT checked",
+                    client.spec.origin
+                );
             }
-            (endpoint, _) => Ok(endpoint),
+            Ok(Endpoint::Tls(addr, Arc::new(client)))
+        }
+        #[cfg(not(feature = "tls"))]
+        {
+            let set = |k: &str| env(k).is_some_and(|v| !v.is_empty());
+            if config.tls.is_some() || set("DOCKER_TLS_VERIFY") || set("DOCKER_TLS") {
+                return Err(format!(
+                    "TLS to tcp://{addr} is configured, but this build has no TLS (the `tls` feature)"
+                ));
+            }
+            Ok(Endpoint::Tcp(addr))
         }
     }
 
@@ -276,5 +275,50 @@ mod tests {
         assert!(Endpoint::parse("tcp://nohost").is_err());
         assert!(Endpoint::parse("http://x").is_err());
         assert!(Endpoint::parse("unix://").is_err());
+    }
+
+    #[test]
+    fn the_configured_host_wins_and_tls_applies_to_tcp_only() {
+        let env = |vars: &'static [(&'static str, &'static str)]| {
+            move |k: &str| {
+                vars.iter()
+                    .find(|(name, _)| *name == k)
+                    .map(|(_, v)| v.to_string())
+            }
+        };
+        let mut config = DockerConfig::default();
+        assert_eq!(
+            Endpoint::resolve_with_env(&config, env(&[])),
+            Endpoint::parse(DEFAULT_SOCKET)
+        );
+        assert_eq!(
+            Endpoint::resolve_with_env(&config, env(&[("DOCKER_HOST", "tcp://e:2375")])),
+            Ok(Endpoint::Tcp("e:2375".to_string()))
+        );
+        config.host = "unix:///run/d.sock".to_string();
+        // TLS settings do not apply to a unix socket.
+        assert_eq!(
+            Endpoint::resolve_with_env(
+                &config,
+                env(&[("DOCKER_HOST", "tcp://e:2375"), ("DOCKER_TLS", "1")])
+            ),
+            Ok(Endpoint::Unix(PathBuf::from("/run/d.sock")))
+        );
+        let err =
+            Endpoint::resolve_with_env(&DockerConfig::default(), env(&[("DOCKER_HOST", "x")]))
+                .expect_err("bad DOCKER_HOST");
+        assert!(err.starts_with("DOCKER_HOST:"), "{err}");
+        #[cfg(feature = "tls")]
+        {
+            config.host = "tcp://127.0.0.1:2376".to_string();
+            let tls = Endpoint::resolve_with_env(
+                &config,
+                env(&[("DOCKER_TLS", "1"), ("DOCKER_CERT_PATH", "/nonexistent")]),
+            )
+            .expect("TLS without verification needs no files");
+            assert!(matches!(tls, Endpoint::Tls(ref a, _) if a == "127.0.0.1:2376"));
+            assert_eq!(tls.to_string(), "tcp://127.0.0.1:2376 (TLS)");
+            assert!(!tls.is_plain_tcp());
+        }
     }
 }
