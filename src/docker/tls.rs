@@ -276,9 +276,16 @@ impl TlsConn {
                     if let Err(e) = self.session.tls.process_new_packets() {
                         // Tell the daemon why (an alert), then report it.
                         let _ = self.flush().await;
+                        let hint = if matches!(e, rustls::Error::InvalidMessage(_)) {
+                            " (the daemon does not answer TLS on this port: is it a plain \
+                             HTTP port such as 2375? TLS comes from docker.tls or \
+                             DOCKER_TLS_VERIFY/DOCKER_TLS)"
+                        } else {
+                            ""
+                        };
                         return Err(io::Error::new(
                             io::ErrorKind::InvalidData,
-                            format!("TLS handshake: {e}"),
+                            format!("TLS handshake: {e}{hint}"),
                         ));
                     }
                 }
@@ -364,6 +371,18 @@ mod tests {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         move |k| map.get(k).cloned()
+    }
+
+    /// Encryption only: these tests are about reading, not about trust.
+    fn unverified() -> ClientTls {
+        ClientTls {
+            ca: None,
+            ca_only: true,
+            cert: None,
+            key: None,
+            verify: false,
+            origin: "test".to_string(),
+        }
     }
 
     #[test]
@@ -471,18 +490,7 @@ mod tests {
             // Silent, connection open, until the test is done.
             let _ = done_rx.await;
         });
-        let client = TlsClient::new(
-            ClientTls {
-                ca: None,
-                ca_only: true,
-                cert: None,
-                key: None,
-                verify: false,
-                origin: "test".to_string(),
-            },
-            &format!("localhost:{port}"),
-        )
-        .expect("client");
+        let client = TlsClient::new(unverified(), &format!("localhost:{port}")).expect("client");
         let tcp = TcpStream::connect(("127.0.0.1", port))
             .await
             .expect("connect");
@@ -501,6 +509,39 @@ mod tests {
         assert_eq!(status, 200);
         assert_eq!(&body[..], b"hello");
         let _ = done_tx.send(());
+        server.await.expect("server");
+    }
+
+    /// TLS configured, the port plain HTTP: the handshake error says so.
+    #[tokio::test]
+    async fn a_plain_http_port_is_named_when_tls_is_configured() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let server = tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.expect("accept");
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf).await;
+            let _ = s
+                .write_all(
+                    b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                )
+                .await;
+        });
+        let client = TlsClient::new(unverified(), &format!("127.0.0.1:{port}")).expect("client");
+        let tcp = TcpStream::connect(("127.0.0.1", port))
+            .await
+            .expect("connect");
+        let err = match client.connect(tcp).await {
+            Ok(_) => panic!("a handshake with an HTTP server"),
+            Err(e) => e.to_string(),
+        };
+        assert!(
+            err.contains("TLS handshake") && err.contains("plain HTTP port"),
+            "{err}"
+        );
         server.await.expect("server");
     }
 }
