@@ -58,7 +58,8 @@ const ABANDON_GRACE: Duration = Duration::from_secs(2);
 /// failures.
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<Outcome, String> {
     let metrics = Arc::new(Metrics::new());
-    let endpoint = Endpoint::resolve(&config.docker.host)?;
+    let endpoint = Endpoint::resolve_with(&config.docker)?;
+    let pinned_api = crate::docker::pinned_api_version()?;
     let _lock = crate::state_lock::StateLock::acquire(&config.checkpoint.state_dir)?;
     crate::observability::resources::raise_fd_limit();
     let state_dir = config.checkpoint.state_dir.clone();
@@ -99,7 +100,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<Outcome,
 
     let result = run_pipeline(
         &config,
-        endpoint,
+        (endpoint, pinned_api),
         &metrics,
         &checkpoints,
         &status,
@@ -121,7 +122,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<Outcome,
 
 async fn run_pipeline(
     config: &Config,
-    endpoint: Endpoint,
+    endpoint: (Endpoint, Option<(u32, u32)>),
     metrics: &Arc<Metrics>,
     checkpoints: &Arc<CheckpointStore>,
     status: &Arc<StatusBoard>,
@@ -373,9 +374,11 @@ async fn supervise_sink_worker(
     shutdown.cancel();
 }
 
-/// Connects to Docker, retrying with back-off until it answers or shutdown.
+/// Connects to Docker, retrying with back-off until it answers or shutdown. A setup problem
+/// (permission denied on the socket, a TLS port spoken to in plain HTTP) is explained once, at
+/// error level; the retries go on (the group may be granted, the config fixed and reloaded).
 async fn negotiate(
-    endpoint: Endpoint,
+    (endpoint, pinned_api): (Endpoint, Option<(u32, u32)>),
     config: &Config,
     metrics: &Metrics,
     shutdown: &CancellationToken,
@@ -384,15 +387,22 @@ async fn negotiate(
         config.capture.retry_backoff_initial.0,
         config.capture.retry_backoff_max.0,
     );
+    let mut hinted: Option<String> = None;
     loop {
         let attempt = tokio::select! {
             _ = shutdown.cancelled() => return None,
-            r = DockerClient::negotiate(endpoint.clone(), config.docker.request_timeout.0) => r,
+            r = DockerClient::connect(endpoint.clone(), pinned_api, config.docker.request_timeout.0) => r,
         };
         match attempt {
             Ok(client) => return Some(client),
             Err(e) => {
                 metrics.docker_unreachable.inc();
+                if let Some(hint) = e.hint()
+                    && hinted.as_deref() != Some(hint)
+                {
+                    error!(endpoint = %endpoint, "{hint}");
+                    hinted = Some(hint.to_string());
+                }
                 let delay = backoff.next_delay();
                 warn!(endpoint = %endpoint, error = %e, retry_in = ?delay, "Docker engine not reachable");
                 if !sleep_or_cancel(delay, shutdown).await {

@@ -21,3 +21,5 @@ pub mod observability;
 pub mod pipeline;
 pub mod sinks;
 pub mod state_lock;
+#[cfg(feature = "tls")]
+pub mod tls;

@@ -547,7 +547,7 @@ fn drain_decoder(
 fn open_reason(e: &DockerError) -> &'static str {
     match e {
         DockerError::Timeout => "open_timeout",
-        DockerError::Transport(_) => "open_transport",
+        DockerError::Transport(_) | DockerError::Hinted { .. } => "open_transport",
         _ => "open_failed",
     }
 }

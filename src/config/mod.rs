@@ -1,10 +1,12 @@
 //! The agent's YAML configuration: typed structs with documented defaults, strict parsing
 //! (unknown keys are errors) and semantic validation that reports the key path and the reason.
 
+mod docker_tls;
 mod loki;
 mod secret;
 mod units;
 
+pub use docker_tls::DockerTlsConfig;
 pub use secret::Secret;
 pub use units::{ByteSize, HumanDuration, parse_byte_size, parse_duration};
 
@@ -36,6 +38,8 @@ pub struct DockerConfig {
     pub host: String,
     /// Time-out for short requests (version, list, inspect). Streams have none.
     pub request_timeout: HumanDuration,
+    /// TLS to a `tcp://` daemon; absent: the `DOCKER_TLS*` environment (see `docker::tls`).
+    pub tls: Option<DockerTlsConfig>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
@@ -239,6 +243,7 @@ impl Default for DockerConfig {
         DockerConfig {
             host: String::new(),
             request_timeout: HumanDuration(Duration::from_secs(30)),
+            tls: None,
         }
     }
 }
@@ -468,6 +473,9 @@ impl Config {
             && let Err(e) = crate::docker::Endpoint::parse(&self.docker.host)
         {
             return Err(format!("docker.host: {e}"));
+        }
+        if let Some(tls) = &self.docker.tls {
+            tls.validate()?;
         }
         if log_filter(&self.log.level).is_none() {
             return Err(format!(

@@ -2,19 +2,40 @@
 
 use std::io;
 use std::path::PathBuf;
-use std::pin::Pin;
-use std::task::{Context, Poll};
-use tokio::io::AsyncWrite;
+#[cfg(feature = "tls")]
+use std::sync::Arc;
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpStream, UnixStream};
+
+#[cfg(feature = "tls")]
+use super::tls::{ParkedTls, TlsClient, TlsConn};
+use crate::config::DockerConfig;
 
 pub const DEFAULT_SOCKET: &str = "unix:///var/run/docker.sock";
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum Endpoint {
     Unix(PathBuf),
     /// `host:port`
     Tcp(String),
+    /// `host:port`, spoken to with TLS.
+    #[cfg(feature = "tls")]
+    Tls(String, Arc<TlsClient>),
 }
+
+impl PartialEq for Endpoint {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Endpoint::Unix(a), Endpoint::Unix(b)) => a == b,
+            (Endpoint::Tcp(a), Endpoint::Tcp(b)) => a == b,
+            #[cfg(feature = "tls")]
+            (Endpoint::Tls(a, x), Endpoint::Tls(b, y)) => a == b && x.spec == y.spec,
+            _ => false,
+        }
+    }
+}
+
+impl Eq for Endpoint {}
 
 impl Endpoint {
     /// Parses `unix:///path` or `tcp://host:port` (the `DOCKER_HOST` syntax).
@@ -39,12 +60,65 @@ impl Endpoint {
 
     /// The configured host, else `$DOCKER_HOST`, else the local socket.
     pub fn resolve(configured: &str) -> Result<Endpoint, String> {
+        Self::pick(configured, |k| std::env::var(k).ok())
+    }
+
+    fn pick(configured: &str, env: impl Fn(&str) -> Option<String>) -> Result<Endpoint, String> {
         if !configured.is_empty() {
-            return Endpoint::parse(configured);
+            return Endpoint::parse(configured).map_err(|e| format!("docker.host: {e}"));
         }
-        match std::env::var("DOCKER_HOST") {
-            Ok(v) if !v.is_empty() => Endpoint::parse(&v).map_err(|e| format!("DOCKER_HOST: {e}")),
+        match env("DOCKER_HOST") {
+            Some(v) if !v.is_empty() => {
+                Endpoint::parse(&v).map_err(|e| format!("DOCKER_HOST: {e}"))
+            }
             _ => Endpoint::parse(DEFAULT_SOCKET),
+        }
+    }
+
+    /// Like [`Endpoint::resolve`] for `docker.host`, with TLS for a `tcp://` endpoint from
+    /// `docker.tls` or the `DOCKER_TLS*` environment (see `docker::tls`). Certificate files
+    /// are read now, so their errors come at start-up.
+    pub fn resolve_with(config: &DockerConfig) -> Result<Endpoint, String> {
+        Self::resolve_with_env(config, |k| std::env::var(k).ok())
+    }
+
+    pub fn resolve_with_env(
+        config: &DockerConfig,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Endpoint, String> {
+        let addr = match Self::pick(&config.host, &env)? {
+            Endpoint::Tcp(addr) => addr,
+            other => {
+                if config.tls.is_some() {
+                    tracing::warn!(endpoint = %other, "docker.tls is ignored: the endpoint is not tcp://");
+                }
+                return Ok(other);
+            }
+        };
+        #[cfg(feature = "tls")]
+        {
+            let Some(spec) = super::tls::settings(config.tls.as_ref(), env)? else {
+                return Ok(Endpoint::Tcp(addr));
+            };
+            let client = TlsClient::new(spec, &addr)?;
+            if !client.spec.verify {
+                tracing::warn!(
+                    endpoint = %format!("tcp://{addr}"),
+                    "TLS to Docker without verification ({}): the daemon's certificate is NOT checked",
+                    client.spec.origin
+                );
+            }
+            Ok(Endpoint::Tls(addr, Arc::new(client)))
+        }
+        #[cfg(not(feature = "tls"))]
+        {
+            let set = |k: &str| env(k).is_some_and(|v| !v.is_empty());
+            if config.tls.is_some() || set("DOCKER_TLS_VERIFY") || set("DOCKER_TLS") {
+                return Err(format!(
+                    "TLS to tcp://{addr} is configured, but this build has no TLS (the `tls` feature)"
+                ));
+            }
+            Ok(Endpoint::Tcp(addr))
         }
     }
 
@@ -56,7 +130,18 @@ impl Endpoint {
                 stream.set_nodelay(true)?;
                 Ok(Conn::Tcp(stream))
             }
+            #[cfg(feature = "tls")]
+            Endpoint::Tls(addr, client) => {
+                let stream = TcpStream::connect(addr).await?;
+                stream.set_nodelay(true)?;
+                Ok(Conn::Tls(Box::new(client.connect(stream).await?)))
+            }
         }
+    }
+
+    /// A plain-TCP endpoint, where a daemon answering TLS means TLS is not configured.
+    pub fn is_plain_tcp(&self) -> bool {
+        matches!(self, Endpoint::Tcp(_))
     }
 }
 
@@ -65,6 +150,8 @@ impl std::fmt::Display for Endpoint {
         match self {
             Endpoint::Unix(p) => write!(f, "unix://{}", p.display()),
             Endpoint::Tcp(a) => write!(f, "tcp://{a}"),
+            #[cfg(feature = "tls")]
+            Endpoint::Tls(a, _) => write!(f, "tcp://{a} (TLS)"),
         }
     }
 }
@@ -74,22 +161,38 @@ impl std::fmt::Display for Endpoint {
 pub enum Conn {
     Unix(UnixStream),
     Tcp(TcpStream),
+    #[cfg(feature = "tls")]
+    Tls(Box<TlsConn>),
 }
 
 impl Conn {
+    /// Writes all of `bytes`.
+    pub async fn send(&mut self, bytes: &[u8]) -> io::Result<()> {
+        match self {
+            Conn::Unix(s) => s.write_all(bytes).await,
+            Conn::Tcp(s) => s.write_all(bytes).await,
+            #[cfg(feature = "tls")]
+            Conn::Tls(s) => s.send(bytes).await,
+        }
+    }
+
     /// Waits until a read may make progress (data, end of input or an error).
     pub async fn readable(&self) -> io::Result<()> {
         match self {
             Conn::Unix(s) => s.readable().await,
             Conn::Tcp(s) => s.readable().await,
+            #[cfg(feature = "tls")]
+            Conn::Tls(s) => s.readable().await,
         }
     }
 
     /// One non-blocking read into `buf`'s spare capacity (`WouldBlock` when nothing is there).
-    pub fn try_read_buf<B: bytes::BufMut>(&self, buf: &mut B) -> io::Result<usize> {
+    pub fn try_read_buf<B: bytes::BufMut>(&mut self, buf: &mut B) -> io::Result<usize> {
         match self {
             Conn::Unix(s) => s.try_read_buf(buf),
             Conn::Tcp(s) => s.try_read_buf(buf),
+            #[cfg(feature = "tls")]
+            Conn::Tls(s) => s.try_read_buf(buf),
         }
     }
 
@@ -98,7 +201,14 @@ impl Conn {
         match self {
             Conn::Unix(s) => s.into_std().map(ParkedConn::Unix),
             Conn::Tcp(s) => s.into_std().map(ParkedConn::Tcp),
+            #[cfg(feature = "tls")]
+            Conn::Tls(s) => s.park().map(|p| ParkedConn::Tls(Box::new(p))),
         }
+    }
+
+    /// A plain TCP connection (no TLS).
+    pub fn is_plain_tcp(&self) -> bool {
+        matches!(self, Conn::Tcp(_))
     }
 }
 
@@ -107,6 +217,8 @@ impl Conn {
 pub enum ParkedConn {
     Unix(std::os::unix::net::UnixStream),
     Tcp(std::net::TcpStream),
+    #[cfg(feature = "tls")]
+    Tls(Box<ParkedTls>),
 }
 
 impl ParkedConn {
@@ -115,50 +227,35 @@ impl ParkedConn {
         match self {
             ParkedConn::Unix(s) => UnixStream::from_std(s).map(Conn::Unix),
             ParkedConn::Tcp(s) => TcpStream::from_std(s).map(Conn::Tcp),
+            #[cfg(feature = "tls")]
+            ParkedConn::Tls(s) => s.unpark().map(|c| Conn::Tls(Box::new(c))),
         }
     }
 
     /// One non-blocking read into `buf`, growing it by at most `max` bytes.
-    pub fn try_read_buf(&self, buf: &mut bytes::BytesMut, max: usize) -> io::Result<usize> {
-        use std::io::Read;
-        let start = buf.len();
-        // Zeroing the room first keeps this free of `unsafe`; it costs about a microsecond per
-        // read of a busy stream, next to the hundreds of lines the read brings.
-        buf.resize(start + max, 0);
-        let read = match self {
-            ParkedConn::Unix(s) => (&*s).read(&mut buf[start..]),
-            ParkedConn::Tcp(s) => (&*s).read(&mut buf[start..]),
-        };
-        buf.truncate(start + *read.as_ref().unwrap_or(&0));
-        read
+    pub fn try_read_buf(&mut self, buf: &mut bytes::BytesMut, max: usize) -> io::Result<usize> {
+        match self {
+            ParkedConn::Unix(s) => read_plain(&*s, buf, max),
+            ParkedConn::Tcp(s) => read_plain(&*s, buf, max),
+            #[cfg(feature = "tls")]
+            ParkedConn::Tls(s) => s.try_read_buf(buf, max),
+        }
     }
 }
 
-impl AsyncWrite for Conn {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Conn::Unix(s) => Pin::new(s).poll_write(cx, buf),
-            Conn::Tcp(s) => Pin::new(s).poll_write(cx, buf),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Conn::Unix(s) => Pin::new(s).poll_flush(cx),
-            Conn::Tcp(s) => Pin::new(s).poll_flush(cx),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Conn::Unix(s) => Pin::new(s).poll_shutdown(cx),
-            Conn::Tcp(s) => Pin::new(s).poll_shutdown(cx),
-        }
-    }
+/// One read of a non-blocking socket into `buf`, growing it by at most `max` bytes.
+fn read_plain(
+    mut socket: impl std::io::Read,
+    buf: &mut bytes::BytesMut,
+    max: usize,
+) -> io::Result<usize> {
+    let start = buf.len();
+    // Zeroing the room first keeps this free of `unsafe`; it costs about a microsecond per
+    // read of a busy stream, next to the hundreds of lines the read brings.
+    buf.resize(start + max, 0);
+    let read = socket.read(&mut buf[start..]);
+    buf.truncate(start + *read.as_ref().unwrap_or(&0));
+    read
 }
 
 #[cfg(test)]
@@ -178,5 +275,50 @@ mod tests {
         assert!(Endpoint::parse("tcp://nohost").is_err());
         assert!(Endpoint::parse("http://x").is_err());
         assert!(Endpoint::parse("unix://").is_err());
+    }
+
+    #[test]
+    fn the_configured_host_wins_and_tls_applies_to_tcp_only() {
+        let env = |vars: &'static [(&'static str, &'static str)]| {
+            move |k: &str| {
+                vars.iter()
+                    .find(|(name, _)| *name == k)
+                    .map(|(_, v)| v.to_string())
+            }
+        };
+        let mut config = DockerConfig::default();
+        assert_eq!(
+            Endpoint::resolve_with_env(&config, env(&[])),
+            Endpoint::parse(DEFAULT_SOCKET)
+        );
+        assert_eq!(
+            Endpoint::resolve_with_env(&config, env(&[("DOCKER_HOST", "tcp://e:2375")])),
+            Ok(Endpoint::Tcp("e:2375".to_string()))
+        );
+        config.host = "unix:///run/d.sock".to_string();
+        // TLS settings do not apply to a unix socket.
+        assert_eq!(
+            Endpoint::resolve_with_env(
+                &config,
+                env(&[("DOCKER_HOST", "tcp://e:2375"), ("DOCKER_TLS", "1")])
+            ),
+            Ok(Endpoint::Unix(PathBuf::from("/run/d.sock")))
+        );
+        let err =
+            Endpoint::resolve_with_env(&DockerConfig::default(), env(&[("DOCKER_HOST", "x")]))
+                .expect_err("bad DOCKER_HOST");
+        assert!(err.starts_with("DOCKER_HOST:"), "{err}");
+        #[cfg(feature = "tls")]
+        {
+            config.host = "tcp://127.0.0.1:2376".to_string();
+            let tls = Endpoint::resolve_with_env(
+                &config,
+                env(&[("DOCKER_TLS", "1"), ("DOCKER_CERT_PATH", "/nonexistent")]),
+            )
+            .expect("TLS without verification needs no files");
+            assert!(matches!(tls, Endpoint::Tls(ref a, _) if a == "127.0.0.1:2376"));
+            assert_eq!(tls.to_string(), "tcp://127.0.0.1:2376 (TLS)");
+            assert!(!tls.is_plain_tcp());
+        }
     }
 }

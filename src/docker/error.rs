@@ -10,6 +10,38 @@ pub enum DockerError {
     Decode(String),
     /// A short request took longer than `docker.request_timeout`.
     Timeout,
+    /// A failure whose likely cause is the setup, not the daemon being down: what went wrong,
+    /// and what to do about it.
+    Hinted {
+        error: String,
+        hint: String,
+        /// The hint is part of the message (else it is shown once, by whoever retries).
+        in_message: bool,
+    },
+}
+
+/// What to do when a `tcp://` daemon speaks TLS and the agent was not told to.
+pub const TLS_PORT_HINT: &str = "this looks like a TLS port: set DOCKER_TLS_VERIFY=1 and \
+     DOCKER_CERT_PATH (ca.pem, cert.pem, key.pem), or the docker.tls keys \
+     (ca_file, cert_file, key_file)";
+
+impl DockerError {
+    /// A plain-HTTP request met a TLS daemon.
+    pub fn tls_port(error: impl Into<String>) -> DockerError {
+        DockerError::Hinted {
+            error: error.into(),
+            hint: TLS_PORT_HINT.to_string(),
+            in_message: true,
+        }
+    }
+
+    /// The advice for a setup problem, if this is one.
+    pub fn hint(&self) -> Option<&str> {
+        match self {
+            DockerError::Hinted { hint, .. } => Some(hint),
+            _ => None,
+        }
+    }
 }
 
 impl DockerError {
@@ -23,7 +55,7 @@ impl DockerError {
     /// A bounded label for metrics.
     pub fn reason(&self) -> &'static str {
         match self {
-            DockerError::Transport(_) => "transport",
+            DockerError::Transport(_) | DockerError::Hinted { .. } => "transport",
             DockerError::Status { status: 404, .. } => "not_found",
             DockerError::Status { status: 409, .. } => "conflict",
             DockerError::Status { status: 501, .. } => "unreadable_log_driver",
@@ -44,6 +76,17 @@ impl fmt::Display for DockerError {
             }
             DockerError::Decode(e) => write!(f, "unexpected answer from the Docker engine: {e}"),
             DockerError::Timeout => write!(f, "the Docker engine did not answer in time"),
+            DockerError::Hinted {
+                error,
+                hint,
+                in_message,
+            } => {
+                write!(f, "connection to the Docker engine: {error}")?;
+                if *in_message {
+                    write!(f, " ({hint})")?;
+                }
+                Ok(())
+            }
         }
     }
 }

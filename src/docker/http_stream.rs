@@ -9,7 +9,6 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 use std::io;
-use tokio::io::AsyncWriteExt;
 
 use super::body::BodyDecoder;
 use super::endpoint::{Conn, ParkedConn};
@@ -73,11 +72,13 @@ async fn get_with_pool(
         "GET {path} HTTP/1.1\r\nHost: docker\r\nUser-Agent: log-capturer/{}\r\nConnection: close\r\n\r\n",
         env!("CARGO_PKG_VERSION")
     );
-    conn.write_all(request.as_bytes())
-        .await
-        .map_err(transport)?;
+    conn.send(request.as_bytes()).await.map_err(transport)?;
     let mut buf = BytesMut::with_capacity(MIN_READ);
     loop {
+        if conn.is_plain_tcp() && buf.first().is_some_and(|b| *b == 0x15 || *b == 0x16) {
+            // A TLS record (alert or handshake) in answer to plain HTTP.
+            return Err(DockerError::tls_port("the daemon answered with TLS"));
+        }
         if let Some((status, body, head_len)) = parse_head(&buf)? {
             let _ = buf.split_to(head_len);
             if (100..200).contains(&status) {
@@ -249,7 +250,7 @@ impl HttpStream {
     fn read_now(&mut self) -> Result<bool, DockerError> {
         self.buf.reserve(self.read_size);
         let room = (self.buf.capacity() - self.buf.len()).min(self.read_size);
-        let read = match &self.socket {
+        let read = match &mut self.socket {
             Some(Socket::Live(conn)) => conn.try_read_buf(&mut (&mut self.buf).limit(room)),
             Some(Socket::Parked(parked)) => parked.try_read_buf(&mut self.buf, room),
             None => return Err(closed()),
@@ -279,6 +280,7 @@ impl HttpStream {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::AsyncWriteExt;
 
     #[tokio::test]
     async fn busy_streams_share_a_bounded_read_room_and_give_it_back() {

@@ -24,6 +24,13 @@ pub struct AgentOptions {
     pub fd_limit: Option<u64>,
     /// `log.level` (a tracing filter).
     pub log_level: &'static str,
+    /// Extra `docker:` keys, indented by 2 spaces.
+    pub docker: String,
+    /// Extra environment for the agent (the `DOCKER_TLS*`, `DOCKER_CERT_PATH` and
+    /// `DOCKER_API_VERSION` of the test process are never passed on).
+    pub env: Vec<(String, String)>,
+    /// A command (and its arguments) that runs the agent, e.g. `setpriv --reuid 65534`.
+    pub wrapper: Vec<String>,
 }
 
 impl Default for AgentOptions {
@@ -37,6 +44,9 @@ impl Default for AgentOptions {
             file_sink: true,
             fd_limit: None,
             log_level: "log_capturer=debug,info",
+            docker: String::new(),
+            env: Vec::new(),
+            wrapper: Vec::new(),
         }
     }
 }
@@ -48,6 +58,8 @@ pub struct Agent {
     options_config: PathBuf,
     docker_host: Option<String>,
     fd_limit: Option<u64>,
+    env: Vec<(String, String)>,
+    wrapper: Vec<String>,
 }
 
 fn free_port() -> u16 {
@@ -69,13 +81,18 @@ impl Agent {
         std::fs::create_dir_all(dir).expect("agent dir");
         let http = format!("127.0.0.1:{}", free_port());
         let config = format!(
-            "capture:\n{capture}\
+            "{docker}capture:\n{capture}\
              sinks:\n{file}{sinks}\
              pipeline:\n  flush_interval: 50ms\n{pipeline}\
              checkpoint:\n  state_dir: {state}\n  interval: {ci}\n\
              http:\n  listen: {http}\n\
              log:\n  level: {log_level}\n",
             capture = options.capture,
+            docker = if options.docker.is_empty() {
+                String::new()
+            } else {
+                format!("docker:\n{}", options.docker)
+            },
             state = dir.join("state").display(),
             ci = options.checkpoint_interval,
             sinks = options.sinks,
@@ -99,6 +116,8 @@ impl Agent {
             options_config: path,
             docker_host: options.docker_host,
             fd_limit: options.fd_limit,
+            env: options.env,
+            wrapper: options.wrapper,
         };
         agent.spawn_process();
         agent
@@ -117,13 +136,18 @@ impl Agent {
             .expect("agent log");
         let binary = env!("CARGO_BIN_EXE_log-capturer");
         // prlimit sets the limit and execs the agent: same process, same pid.
-        let mut cmd = match self.fd_limit {
-            Some(n) => {
+        let mut cmd = match (self.fd_limit, self.wrapper.split_first()) {
+            (Some(n), _) => {
                 let mut c = Command::new("prlimit");
                 c.arg(format!("--nofile={n}:{n}")).arg(binary);
                 c
             }
-            None => Command::new(binary),
+            (None, Some((program, args))) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(binary);
+                c
+            }
+            (None, None) => Command::new(binary),
         };
         cmd.arg("run")
             .arg("-c")
@@ -136,6 +160,15 @@ impl Agent {
             Some(h) => cmd.env("DOCKER_HOST", h),
             None => cmd.env_remove("DOCKER_HOST"),
         };
+        for name in [
+            "DOCKER_TLS_VERIFY",
+            "DOCKER_TLS",
+            "DOCKER_CERT_PATH",
+            "DOCKER_API_VERSION",
+        ] {
+            cmd.env_remove(name);
+        }
+        cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
         self.child = Some(cmd.spawn().expect("spawn agent"));
     }
 
@@ -151,6 +184,20 @@ impl Agent {
     pub fn restart(&mut self) {
         assert!(self.child.is_none(), "agent still running");
         self.spawn();
+    }
+
+    /// Waits up to `timeout` for the process to exit by itself.
+    pub fn wait_exit_within(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let child = self.child.as_mut().expect("running");
+        let mut status = None;
+        wait_until(timeout, || {
+            status = child.try_wait().ok().flatten();
+            status.is_some()
+        });
+        if status.is_some() {
+            self.child = None;
+        }
+        status
     }
 
     pub fn pid(&self) -> u32 {

@@ -182,6 +182,8 @@ pub struct LogsStats {
 #[derive(Default)]
 struct State {
     containers: Vec<Container>,
+    /// What `/version` reports as `ApiVersion`; None: 1.41.
+    api_version: Option<String>,
     /// Containers that appear when the first events connection is closed by the engine.
     after_events_drop: Vec<Container>,
     /// Close the first events connection this long after it is established.
@@ -408,6 +410,11 @@ impl FakeEngine {
         self.shared.lock().events_open
     }
 
+    /// The API version `/version` reports (default 1.41).
+    pub fn set_api_version(&self, version: &str) {
+        self.shared.lock().api_version = Some(version.to_string());
+    }
+
     /// Every request target received so far.
     pub fn requests(&self) -> Vec<String> {
         self.shared.lock().requests.clone()
@@ -554,13 +561,13 @@ async fn handle(mut stream: UnixStream, shared: Arc<Shared>) {
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     match segments.as_slice() {
         ["version"] => {
-            respond(
-                &mut stream,
-                &shared,
-                200,
-                r#"{"ApiVersion":"1.41","Version":"fake"}"#,
-            )
-            .await
+            let version = shared
+                .lock()
+                .api_version
+                .clone()
+                .unwrap_or_else(|| "1.41".to_string());
+            let body = format!(r#"{{"ApiVersion":"{version}","Version":"fake"}}"#);
+            respond(&mut stream, &shared, 200, &body).await
         }
         ["containers", "json"] => {
             let all = query_param(query, "all") == Some("1");

@@ -185,6 +185,15 @@ impl TlsProxy {
     /// Listens on a free port of 127.0.0.1 and forwards every connection, once its handshake
     /// succeeds, to `upstream` (plain TCP).
     pub fn start(upstream: SocketAddr, options: TlsProxyOptions) -> TlsProxy {
+        TlsProxy::start_to(Upstream::Tcp(upstream), options)
+    }
+
+    /// Like `start`, forwarding to a unix socket (e.g. the Docker daemon's).
+    pub fn start_unix(upstream: &Path, options: TlsProxyOptions) -> TlsProxy {
+        TlsProxy::start_to(Upstream::Unix(upstream.to_path_buf()), options)
+    }
+
+    fn start_to(upstream: Upstream, options: TlsProxyOptions) -> TlsProxy {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let builder = rustls::ServerConfig::builder_with_provider(Arc::clone(&provider))
             .with_safe_default_protocol_versions()
@@ -267,10 +276,17 @@ impl Drop for TlsProxy {
     }
 }
 
+/// Where the decrypted bytes go.
+#[derive(Clone, Debug)]
+enum Upstream {
+    Tcp(SocketAddr),
+    Unix(PathBuf),
+}
+
 async fn accept_loop(
     listener: TcpListener,
     acceptor: TlsAcceptor,
-    upstream: SocketAddr,
+    upstream: Upstream,
     shared: Arc<Shared>,
 ) {
     loop {
@@ -283,7 +299,7 @@ async fn accept_loop(
         tokio::spawn(forward(
             stream,
             acceptor.clone(),
-            upstream,
+            upstream.clone(),
             Arc::clone(&shared),
         ));
     }
@@ -292,7 +308,7 @@ async fn accept_loop(
 async fn forward(
     stream: TcpStream,
     acceptor: TlsAcceptor,
-    upstream: SocketAddr,
+    upstream: Upstream,
     shared: Arc<Shared>,
 ) {
     let _ = stream.set_nodelay(true);
@@ -313,18 +329,27 @@ async fn forward(
             return;
         }
     };
-    let mut plain = match TcpStream::connect(upstream).await {
-        Ok(s) => s,
-        Err(e) => {
-            shared
-                .lock()
-                .upstream_errors
-                .push(format!("connect {upstream}: {e}"));
-            return;
-        }
-    };
-    let _ = plain.set_nodelay(true);
     // Both directions until each side has closed (a half-close is passed on); errors (a
     // client leaving without close_notify, a reset) just end the connection.
-    let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
+    match &upstream {
+        Upstream::Tcp(addr) => match TcpStream::connect(addr).await {
+            Ok(mut plain) => {
+                let _ = plain.set_nodelay(true);
+                let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
+            }
+            Err(e) => shared
+                .lock()
+                .upstream_errors
+                .push(format!("connect {addr}: {e}")),
+        },
+        Upstream::Unix(path) => match tokio::net::UnixStream::connect(path).await {
+            Ok(mut plain) => {
+                let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
+            }
+            Err(e) => shared
+                .lock()
+                .upstream_errors
+                .push(format!("connect {}: {e}", path.display())),
+        },
+    }
 }

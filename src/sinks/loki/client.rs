@@ -222,102 +222,22 @@ fn connector(config: &LokiSinkConfig) -> Result<Connector, String> {
 
 #[cfg(feature = "tls")]
 mod tls {
-    use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-    use rustls::crypto::CryptoProvider;
-    use rustls::{DigitallySignedStruct, SignatureScheme};
-    use rustls_pki_types::pem::PemObject;
-    use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
-    use std::sync::Arc;
-
     use crate::config::TlsConfig;
+    use crate::tls::{ClientTls, PemFile};
 
     pub fn client_config(c: &TlsConfig) -> Result<rustls::ClientConfig, String> {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut roots = rustls::RootCertStore::empty();
-        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-        if let Some(ca) = &c.ca_file {
-            let certs = CertificateDer::pem_file_iter(ca)
-                .map_err(|e| format!("sinks.loki.tls.ca_file {}: {e}", ca.display()))?;
-            for cert in certs {
-                let cert =
-                    cert.map_err(|e| format!("sinks.loki.tls.ca_file {}: {e}", ca.display()))?;
-                roots
-                    .add(cert)
-                    .map_err(|e| format!("sinks.loki.tls.ca_file {}: {e}", ca.display()))?;
-            }
-        }
-        let builder = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
-            .with_safe_default_protocol_versions()
-            .map_err(|e| format!("TLS: {e}"))?
-            .with_root_certificates(roots);
-        let mut config = match (&c.cert_file, &c.key_file) {
-            (Some(cert), Some(key)) => {
-                let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
-                    .and_then(|it| it.collect::<Result<Vec<_>, _>>())
-                    .map_err(|e| format!("sinks.loki.tls.cert_file {}: {e}", cert.display()))?;
-                let key = PrivateKeyDer::from_pem_file(key)
-                    .map_err(|e| format!("sinks.loki.tls.key_file {}: {e}", key.display()))?;
-                builder
-                    .with_client_auth_cert(chain, key)
-                    .map_err(|e| format!("sinks.loki.tls: client certificate: {e}"))?
-            }
-            _ => builder.with_no_client_auth(),
+        let file = |p: &Option<std::path::PathBuf>, key: &str| {
+            p.as_deref()
+                .map(|p| PemFile::new(p, format!("sinks.loki.tls.{key}")))
         };
-        if c.insecure_skip_verify {
-            config
-                .dangerous()
-                .set_certificate_verifier(Arc::new(AcceptAnyCertificate(provider)));
-        }
-        Ok(config)
-    }
-
-    /// `insecure_skip_verify: true`: any certificate is accepted (signatures still checked).
-    #[derive(Debug)]
-    struct AcceptAnyCertificate(Arc<CryptoProvider>);
-
-    impl ServerCertVerifier for AcceptAnyCertificate {
-        fn verify_server_cert(
-            &self,
-            _end_entity: &CertificateDer<'_>,
-            _intermediates: &[CertificateDer<'_>],
-            _server_name: &ServerName<'_>,
-            _ocsp: &[u8],
-            _now: UnixTime,
-        ) -> Result<ServerCertVerified, rustls::Error> {
-            Ok(ServerCertVerified::assertion())
-        }
-
-        fn verify_tls12_signature(
-            &self,
-            message: &[u8],
-            cert: &CertificateDer<'_>,
-            dss: &DigitallySignedStruct,
-        ) -> Result<HandshakeSignatureValid, rustls::Error> {
-            rustls::crypto::verify_tls12_signature(
-                message,
-                cert,
-                dss,
-                &self.0.signature_verification_algorithms,
-            )
-        }
-
-        fn verify_tls13_signature(
-            &self,
-            message: &[u8],
-            cert: &CertificateDer<'_>,
-            dss: &DigitallySignedStruct,
-        ) -> Result<HandshakeSignatureValid, rustls::Error> {
-            rustls::crypto::verify_tls13_signature(
-                message,
-                cert,
-                dss,
-                &self.0.signature_verification_algorithms,
-            )
-        }
-
-        fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-            self.0.signature_verification_algorithms.supported_schemes()
-        }
+        crate::tls::client_config(&ClientTls {
+            ca: file(&c.ca_file, "ca_file"),
+            ca_only: false,
+            cert: file(&c.cert_file, "cert_file"),
+            key: file(&c.key_file, "key_file"),
+            verify: !c.insecure_skip_verify,
+            origin: "sinks.loki.tls".to_string(),
+        })
     }
 }
 
