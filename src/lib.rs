@@ -19,5 +19,6 @@ pub mod docker;
 pub mod fuzzing;
 pub mod observability;
 pub mod pipeline;
+pub mod reload;
 pub mod sinks;
 pub mod state_lock;

@@ -17,7 +17,7 @@ use std::time::Duration;
 /// The configuration that runs when no `-c FILE` is given.
 pub const DEFAULT_CONFIG_YAML: &str = include_str!("default.yaml");
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub docker: DockerConfig,
@@ -29,7 +29,7 @@ pub struct Config {
     pub log: LogConfig,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DockerConfig {
     /// `unix:///path` or `tcp://host:port`. Empty: `$DOCKER_HOST`, else the local socket.
@@ -45,7 +45,7 @@ pub enum InitialPosition {
     End,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CaptureConfig {
     pub rotation_interval: HumanDuration,
@@ -57,7 +57,7 @@ pub struct CaptureConfig {
     pub exclude: FilterConfig,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct FilterConfig {
     /// Container name globs (`*`, `?`), without the leading `/`.
@@ -68,7 +68,7 @@ pub struct FilterConfig {
     pub images: Vec<String>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PipelineConfig {
     /// Byte budget of the queue between capture and sinks: lines held until every sink has
@@ -82,7 +82,7 @@ pub struct PipelineConfig {
     pub shutdown_timeout: HumanDuration,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SinksConfig {
     pub stdout: Option<StdoutSinkConfig>,
@@ -94,15 +94,15 @@ pub struct SinksConfig {
     pub discard: Option<NullSinkConfig>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct NullSinkConfig {}
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StdoutSinkConfig {}
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct FileSinkConfig {
     /// Path template; `{container_name}` and `{container_id}` are replaced.
@@ -179,14 +179,14 @@ pub use loki::{
 };
 pub use loki::{MAX_LABEL_VALUE, MAX_LABELS, RECORD_FIELDS, valid_label_name};
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CheckpointConfig {
     pub state_dir: PathBuf,
     pub interval: HumanDuration,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HttpConfig {
     /// `host:port` of the metrics/health listener; empty disables it.
@@ -206,7 +206,7 @@ pub enum LogFormat {
     Json,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogConfig {
     /// A tracing filter: `info`, `debug`, `log_capturer=debug,warn` (no field filters; see

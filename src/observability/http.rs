@@ -1,5 +1,6 @@
-//! The HTTP listener: `/metrics` (Prometheus text), `/health` (the process serves) and
-//! `/ready` (the first container listing succeeded).
+//! The HTTP listener: `/metrics` (Prometheus text), `/health` (the process serves),
+//! `/ready` (the first container listing succeeded) and `POST /-/reload` (reload the config,
+//! as Prometheus does; see `crate::reload`).
 //!
 //! Served with hyper's HTTP/1 connection builder rather than `axum::serve`, for two limits
 //! that keep idle or slow clients from making the endpoints unreachable:
@@ -14,7 +15,7 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
-use axum::routing::get;
+use axum::routing::{get, post};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use std::collections::VecDeque;
@@ -28,11 +29,13 @@ use tracing::{debug, warn};
 
 use super::metrics::{Metrics, ReasonLabels};
 use crate::backoff::sleep_or_cancel;
+use crate::reload::{ReloadRequest, ReloadSender};
 
 #[derive(Clone)]
 struct AppState {
     metrics: Arc<Metrics>,
     ready: Arc<AtomicBool>,
+    reload: Option<ReloadSender>,
 }
 
 /// Limits on what clients may hold (see the module doc).
@@ -71,15 +74,19 @@ pub async fn serve(
     limits: Limits,
     metrics: Arc<Metrics>,
     ready: Arc<AtomicBool>,
+    reload: Option<ReloadSender>,
     cancel: CancellationToken,
 ) -> std::io::Result<()> {
     let app = Router::new()
         .route("/metrics", get(metrics_handler))
         .route("/health", get(|| async { "ok\n" }))
         .route("/ready", get(ready_handler))
+        // Other methods get 405 (axum's method router).
+        .route("/-/reload", post(reload_handler))
         .with_state(AppState {
             metrics: Arc::clone(&metrics),
             ready,
+            reload,
         });
     let service = TowerToHyperService::new(app);
     let mut builder = hyper::server::conn::http1::Builder::new();
@@ -191,6 +198,31 @@ async fn metrics_handler(State(state): State<AppState>) -> impl IntoResponse {
     )
 }
 
+/// Asks the agent to reload and answers with the result: 200 and a short message, or the
+/// error's status (409 refused, 500 invalid or failed, 503 stopping) and the reason.
+async fn reload_handler(State(state): State<AppState>) -> impl IntoResponse {
+    let unavailable = |why: &str| (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n"));
+    let Some(reload) = state.reload else {
+        return unavailable("reload is not available");
+    };
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    let request = ReloadRequest {
+        origin: "POST /-/reload",
+        reply: Some(reply),
+    };
+    if reload.send(request).await.is_err() {
+        return unavailable("the agent is stopping");
+    }
+    match answer.await {
+        Ok(Ok(message)) => (StatusCode::OK, format!("{message}\n")),
+        Ok(Err(e)) => (
+            StatusCode::from_u16(e.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            format!("{}\n", e.message),
+        ),
+        Err(_) => unavailable("the agent is stopping; the reload was not done"),
+    }
+}
+
 async fn ready_handler(State(state): State<AppState>) -> impl IntoResponse {
     if state.ready.load(Ordering::Relaxed) {
         (StatusCode::OK, "ready\n")
@@ -268,6 +300,7 @@ mod tests {
                 limits,
                 Arc::clone(&metrics),
                 Arc::new(AtomicBool::new(true)),
+                None,
                 cancel.clone(),
             ));
             (addr, server)

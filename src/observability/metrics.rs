@@ -27,6 +27,16 @@ pub struct ReasonLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    pub result: &'static str,
+}
+
+/// Results of a config reload: `applied` (a new pipeline generation or log level),
+/// `unchanged`, `invalid` (the new file did not load), `refused` (a key needs a restart),
+/// `failed` (valid, but could not be started; the old config runs again).
+pub const RELOAD_RESULTS: [&str; 5] = ["applied", "unchanged", "invalid", "refused", "failed"];
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct SinkLabels {
     pub sink: &'static str,
 }
@@ -86,6 +96,12 @@ pub struct Metrics {
     pub sink_torn_records: Family<SinkLabels, Counter>,
     pub sink_syncs: Family<SinkLabels, Counter>,
     pub file_sink_files_open: Gauge,
+    // Config reload (issue 11): 1 at start, 0 after a failed reload, 1 again after a good one.
+    pub config_last_reload_successful: Gauge,
+    /// Unix seconds of the last successful load (the start, then each applied reload).
+    pub config_last_reload_success_timestamp: Gauge<f64, AtomicU64>,
+    /// Reload attempts by result (see `RELOAD_RESULTS`).
+    pub config_reloads: Family<ResultLabels, Counter>,
     pub registry: Registry,
 }
 
@@ -347,6 +363,34 @@ impl Metrics {
             "Output files the file sink holds open",
             file_sink_files_open.clone(),
         );
+        let config_last_reload_successful = Gauge::default();
+        config_last_reload_successful.set(1);
+        let config_last_reload_success_timestamp = Gauge::<f64, AtomicU64>::default();
+        config_last_reload_success_timestamp.set(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs_f64())
+                .unwrap_or(0.0),
+        );
+        let config_reloads = Family::<ResultLabels, Counter>::default();
+        for result in RELOAD_RESULTS {
+            let _ = config_reloads.get_or_create(&ResultLabels { result });
+        }
+        r.register(
+            "log_capturer_config_last_reload_successful",
+            "Whether the last configuration reload succeeded (1 at start)",
+            config_last_reload_successful.clone(),
+        );
+        r.register(
+            "log_capturer_config_last_reload_success_timestamp_seconds",
+            "Time of the last successful configuration load (the start, or a reload)",
+            config_last_reload_success_timestamp.clone(),
+        );
+        r.register(
+            "log_capturer_config_reloads",
+            "Configuration reload attempts (SIGHUP, POST /-/reload), by result",
+            config_reloads.clone(),
+        );
 
         Metrics {
             streams_active,
@@ -391,6 +435,9 @@ impl Metrics {
             sink_torn_records,
             sink_syncs,
             file_sink_files_open,
+            config_last_reload_successful,
+            config_last_reload_success_timestamp,
+            config_reloads,
             registry,
         }
     }
