@@ -218,6 +218,29 @@ impl Agent {
         }
     }
 
+    /// Sends SIGHUP (reload the config).
+    pub fn sighup(&self) {
+        self.signal("HUP");
+    }
+
+    /// Minimal HTTP/1.0 request without body (e.g. `POST /-/reload`); None when the agent
+    /// does not answer. A reload answers after the pipeline drained: generous timeout.
+    pub fn request(&self, method: &str, path: &str) -> Option<(u16, String)> {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(&self.http).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(120))).ok()?;
+        write!(
+            s,
+            "{method} {path} HTTP/1.0\r\nHost: test\r\nContent-Length: 0\r\n\r\n"
+        )
+        .ok()?;
+        let mut text = String::new();
+        s.read_to_string(&mut text).ok()?;
+        let status = text.split_whitespace().nth(1)?.parse().ok()?;
+        let body = text.split_once("\r\n\r\n")?.1.to_string();
+        Some((status, body))
+    }
+
     /// The config file the agent runs with (for `log-capturer dlq -c`).
     pub fn config_path(&self) -> &Path {
         &self.options_config

@@ -1,0 +1,319 @@
+//! Config reload (SIGHUP, `POST /-/reload`) against the real dockerd, with the real agent
+//! binary: containers keep writing while the config changes under them, and every line of
+//! every captured container must reach the file sink exactly once, in order.
+
+mod support;
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::time::Duration;
+
+use support::agent::{Agent, AgentOptions};
+use support::docker::Containers;
+use support::wait_until;
+
+/// Asserts that `messages` are exactly `prefix1 .. prefixN`, once each, in order.
+fn assert_sequence(messages: &[String], prefix: &str, n: usize, context: &str) {
+    let expected: Vec<String> = (1..=n).map(|i| format!("{prefix}{i}")).collect();
+    if messages != expected {
+        let got: HashSet<&String> = messages.iter().collect();
+        let missing: Vec<&String> = expected
+            .iter()
+            .filter(|e| !got.contains(e))
+            .take(10)
+            .collect();
+        let mut seen = HashSet::new();
+        let dups: Vec<&String> = messages
+            .iter()
+            .filter(|m| !seen.insert(*m))
+            .take(10)
+            .collect();
+        panic!(
+            "{context}: {} records for {n} lines; missing (first 10) {missing:?}; duplicated {dups:?}",
+            messages.len()
+        );
+    }
+}
+
+/// Replaces the config file in one step (the agent never reads half of it).
+fn write_config(path: &Path, text: &str) {
+    let tmp = path.with_extension("yaml.tmp");
+    std::fs::write(&tmp, text).expect("write config");
+    std::fs::rename(&tmp, path).expect("replace config");
+}
+
+fn replace_once(text: &str, from: &str, to: &str) -> String {
+    assert!(text.contains(from), "{from:?} not in the config:\n{text}");
+    text.replacen(from, to, 1)
+}
+
+const RELOADS: &str = "log_capturer_config_reloads_total";
+
+fn reloads(agent: &Agent, result: &str) -> f64 {
+    agent.metric(&format!("{RELOADS}{{result=\"{result}\"}}"))
+}
+
+/// Every reload attempt so far, whatever its result.
+fn reload_attempts(agent: &Agent) -> f64 {
+    let m = agent.metrics();
+    m.iter()
+        .filter(|(k, _)| k.starts_with(RELOADS))
+        .map(|(_, v)| v)
+        .sum()
+}
+
+/// Sends SIGHUP and waits until the reload it asked for has been done.
+fn sighup_and_wait(agent: &Agent) {
+    let before = reload_attempts(agent);
+    agent.sighup();
+    let done = wait_until(Duration::from_secs(120), || {
+        reload_attempts(agent) > before
+    });
+    assert!(done, "SIGHUP: no reload done; log:\n{}", agent.log());
+}
+
+/// `POST /-/reload`; expects `status` and returns the body.
+fn post_reload(agent: &Agent, status: u16) -> String {
+    let (got, body) = agent
+        .request("POST", "/-/reload")
+        .unwrap_or_else(|| panic!("no answer to POST /-/reload; log:\n{}", agent.log()));
+    assert_eq!(got, status, "POST /-/reload answered {body:?}");
+    body
+}
+
+/// (tasks alive, open FDs) from the agent's own metrics.
+fn resources(agent: &Agent) -> (f64, f64) {
+    let m = agent.metrics();
+    (
+        m.get("log_capturer_tasks_alive").copied().unwrap_or(-1.0),
+        m.get("log_capturer_file_descriptors_open")
+            .copied()
+            .unwrap_or(-1.0),
+    )
+}
+
+fn writer(prefix: &str, n: usize) -> String {
+    format!(
+        "i=1; while [ $i -le {n} ]; do echo {prefix}$i; usleep 1000; i=$((i+1)); done; exec sleep 3600"
+    )
+}
+
+/// Several reloads while two containers write: exclude one (its capture stops; nothing of it
+/// is written while excluded), include it again (it resumes from its checkpoint, so what it
+/// wrote meanwhile is read then), change the rotation interval, add a second sink, change
+/// only the log level, and two SIGHUPs at once. Every line of both containers is in the file
+/// sink exactly once and in order; tasks and FDs are back to their baseline after going back
+/// to the first config; the agent still stops with exit code 0.
+#[test]
+fn reloads_under_load_lose_and_duplicate_nothing() {
+    let mut containers = Containers::new("reload-load");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut agent = Agent::start(
+        dir.path(),
+        AgentOptions {
+            capture: format!("{}  rotation_interval: 2s\n", containers.include_yaml()),
+            ..AgentOptions::default()
+        },
+    );
+    let original = std::fs::read_to_string(agent.config_path()).expect("config");
+    let (a, b) = (containers.name("ra"), containers.name("rb"));
+    let n = 12_000;
+    containers.run("ra", &[], &writer("a-", n));
+    containers.run("rb", &[], &writer("b-", n));
+    let flowing = wait_until(Duration::from_secs(60), || {
+        agent.records(&a).len() >= 300 && agent.records(&b).len() >= 300
+    });
+    assert!(flowing, "capture did not start; log:\n{}", agent.log());
+    // Baseline while both are captured: the largest of a few samples.
+    let baseline = (0..3).map(|_| resources(&agent)).fold((0.0, 0.0), |m, r| {
+        (f64::max(m.0, r.0), f64::max(m.1, r.1))
+    });
+
+    // 1. Exclude b (SIGHUP).
+    let excluding = replace_once(
+        &original,
+        "capture:\n",
+        &format!("capture:\n  exclude:\n    names: [\"{b}\"]\n"),
+    );
+    write_config(agent.config_path(), &excluding);
+    sighup_and_wait(&agent);
+    assert_eq!(reloads(&agent, "applied"), 1.0, "log:\n{}", agent.log());
+    let b_excluded_at = agent.records(&b).len();
+    let b_series = format!("log_capturer_logs_collected_total{{container_name=\"{b}\",stream=\"stdout\"}}");
+    assert!(
+        !agent.metrics().contains_key(&b_series),
+        "an excluded container's series must be removed"
+    );
+    let a_then = agent.records(&a).len();
+    let a_grew = wait_until(Duration::from_secs(60), || {
+        agent.records(&a).len() >= a_then + 1000
+    });
+    assert!(a_grew, "a stopped being captured; log:\n{}", agent.log());
+    assert_eq!(
+        agent.records(&b).len(),
+        b_excluded_at,
+        "lines of b were written while it was excluded"
+    );
+    assert!(b_excluded_at < n, "the exclusion was not mid-stream");
+
+    // 2. Include b again, rotate every second, add a second sink (POST /-/reload).
+    let second = replace_once(
+        &replace_once(&original, "rotation_interval: 2s", "rotation_interval: 1s"),
+        "sinks:\n",
+        "sinks:\n  discard: {}\n",
+    );
+    write_config(agent.config_path(), &second);
+    let body = post_reload(&agent, 200);
+    assert!(body.contains("reloaded"), "{body}");
+    assert_eq!(reloads(&agent, "applied"), 2.0);
+    let b_resumed = wait_until(Duration::from_secs(60), || {
+        agent.records(&b).len() > b_excluded_at
+    });
+    assert!(b_resumed, "b not captured again; log:\n{}", agent.log());
+    let discarded = wait_until(Duration::from_secs(60), || {
+        agent.metric("log_capturer_sink_lines_total{sink=\"null\"}") > 0.0
+    });
+    assert!(discarded, "the added sink gets nothing; log:\n{}", agent.log());
+
+    // 3. Only the log level: applied in place.
+    let quieter = replace_once(&second, "level: log_capturer=debug,info", "level: info");
+    write_config(agent.config_path(), &quieter);
+    sighup_and_wait(&agent);
+    assert_eq!(reloads(&agent, "applied"), 3.0, "log:\n{}", agent.log());
+    assert!(agent.log().contains("log.level is now \"info\""), "log:\n{}", agent.log());
+
+    // 4. Two SIGHUPs at once, for a pipeline change: coalesced or one after the other.
+    let slower = replace_once(&quieter, "rotation_interval: 1s", "rotation_interval: 3s");
+    write_config(agent.config_path(), &slower);
+    let before = reload_attempts(&agent);
+    agent.sighup();
+    agent.sighup();
+    assert!(wait_until(Duration::from_secs(120), || reload_attempts(&agent) > before));
+    // A POST is answered after every request queued before it.
+    post_reload(&agent, 200);
+    assert_eq!(agent.metric("log_capturer_config_last_reload_successful"), 1.0);
+
+    let all = wait_until(Duration::from_secs(180), || {
+        agent.records(&a).len() >= n && agent.records(&b).len() >= n
+    });
+    assert!(
+        all,
+        "a: {} b: {} of {n}; log:\n{}",
+        agent.records(&a).len(),
+        agent.records(&b).len(),
+        agent.log()
+    );
+
+    // 5. Back to the first config: the same tasks and FDs as before the reloads (the output
+    // files close after idle_close; the streams of both containers stay open).
+    write_config(agent.config_path(), &original);
+    post_reload(&agent, 200);
+    let settled = wait_until(Duration::from_secs(60), || {
+        let now = resources(&agent);
+        now.0 <= baseline.0 && now.1 <= baseline.1
+    });
+    assert!(
+        settled,
+        "tasks/FDs {:?} above the baseline {baseline:?} after the reloads",
+        resources(&agent)
+    );
+    std::thread::sleep(Duration::from_secs(2)); // would reveal late duplicates
+    assert_sequence(&agent.messages(&a), "a-", n, "a across reloads");
+    assert_sequence(&agent.messages(&b), "b-", n, "b across reloads (excluded for a while)");
+    let status = agent.terminate();
+    assert!(status.success(), "exit {status:?}; log:\n{}", agent.log());
+    println!(
+        "reloads: {} applied; b excluded after {b_excluded_at} lines; {n} lines each exactly once",
+        reloads_from_log(&agent)
+    );
+}
+
+fn reloads_from_log(agent: &Agent) -> usize {
+    agent.log().matches("configuration reloaded").count()
+}
+
+/// A reload that fails keeps the old config running: an invalid file (SIGHUP and POST), a
+/// key that needs a restart (refused, 409), a wrong method (405); the metrics say so, the
+/// log names the file and the key. A valid file then applies. SIGHUP never kills: SIGTERM
+/// later ends with exit code 0, and no line is lost or duplicated meanwhile.
+#[test]
+fn failed_reloads_keep_the_running_config() {
+    let mut containers = Containers::new("reload-fail");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut agent = Agent::start(
+        dir.path(),
+        AgentOptions {
+            capture: format!("{}  rotation_interval: 2s\n", containers.include_yaml()),
+            ..AgentOptions::default()
+        },
+    );
+    let original = std::fs::read_to_string(agent.config_path()).expect("config");
+    let config_path = agent.config_path().display().to_string();
+    let name = containers.name("rf");
+    let n = 5000;
+    containers.run("rf", &[], &writer("f-", n));
+    assert!(wait_until(Duration::from_secs(60), || agent.records(&name).len() >= 200));
+    assert_eq!(agent.metric("log_capturer_config_last_reload_successful"), 1.0);
+    let started_at = agent.metric("log_capturer_config_last_reload_success_timestamp_seconds");
+    assert!(started_at > 1.0e9, "start time {started_at}");
+
+    // An invalid file: kept running, metric 0, the log names the file and the key.
+    let invalid = replace_once(&original, "rotation_interval: 2s", "rotation_interval: 5x");
+    write_config(agent.config_path(), &invalid);
+    sighup_and_wait(&agent);
+    assert_eq!(reloads(&agent, "invalid"), 1.0);
+    assert_eq!(agent.metric("log_capturer_config_last_reload_successful"), 0.0);
+    let log = agent.log();
+    let failure = log
+        .lines()
+        .find(|l| l.contains("config reload failed"))
+        .unwrap_or_else(|| panic!("no failure logged:\n{log}"));
+    assert!(
+        failure.contains(&config_path) && failure.contains("capture.rotation_interval"),
+        "{failure}"
+    );
+    let body = post_reload(&agent, 500);
+    assert!(body.contains("capture.rotation_interval"), "{body}");
+
+    // A key that needs a restart: refused, nothing of the file applied.
+    let moved = replace_once(
+        &replace_once(&original, "/state\n", "/state-elsewhere\n"),
+        "rotation_interval: 2s",
+        "rotation_interval: 1s",
+    );
+    write_config(agent.config_path(), &moved);
+    let body = post_reload(&agent, 409);
+    assert!(
+        body.contains("checkpoint.state_dir") && body.contains("restart"),
+        "{body}"
+    );
+    assert_eq!(reloads(&agent, "refused"), 1.0);
+    assert_eq!(agent.metric("log_capturer_config_last_reload_successful"), 0.0);
+    assert!(!dir.path().join("state-elsewhere").exists());
+
+    let (status, _) = agent.request("GET", "/-/reload").expect("answer");
+    assert_eq!(status, 405);
+
+    // Capture went on meanwhile; a valid file applies.
+    let grown = agent.records(&name).len();
+    assert!(wait_until(Duration::from_secs(60), || agent.records(&name).len() > grown));
+    let valid = replace_once(&original, "rotation_interval: 2s", "rotation_interval: 1s");
+    write_config(agent.config_path(), &valid);
+    post_reload(&agent, 200);
+    assert_eq!(agent.metric("log_capturer_config_last_reload_successful"), 1.0);
+    assert!(
+        agent.metric("log_capturer_config_last_reload_success_timestamp_seconds") >= started_at
+    );
+    assert_eq!(reloads(&agent, "applied"), 1.0);
+
+    assert!(
+        wait_until(Duration::from_secs(120), || agent.records(&name).len() >= n),
+        "only {} of {n}; log:\n{}",
+        agent.records(&name).len(),
+        agent.log()
+    );
+    std::thread::sleep(Duration::from_secs(2)); // would reveal late duplicates
+    assert_sequence(&agent.messages(&name), "f-", n, "across failed reloads");
+    let status = agent.terminate();
+    assert_eq!(status.code(), Some(0), "log:\n{}", agent.log());
+}
