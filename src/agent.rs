@@ -11,6 +11,21 @@
 //! can never acknowledge again. Either, a sink that gave up on batches at shutdown (still
 //! failing), or a failed final checkpoint write makes the run `Outcome::Incomplete` (exit
 //! code 3).
+//!
+//! Config reload (SIGHUP, `POST /-/reload`; `crate::reload`): the process keeps the state
+//! lock, the checkpoint store, metrics, the HTTP listener and the readiness flag (`Process`);
+//! everything else is one pipeline generation (`run_pipeline`). A reload that changes only
+//! `log.level` applies in place. Any other change drains the running generation exactly as
+//! a shutdown does (its final checkpoint write included) and starts a new one on the new
+//! config from the in-memory checkpoints: what was acknowledged is not read again, what was
+//! not is. The new generation keeps the process start time (where a container without
+//! checkpoint starts) and looks for stopped containers that ran since the previous generation
+//! started (they may have run in the gap). Reload requests queued meanwhile are coalesced;
+//! a shutdown during the drain ends the process after it. A drain that hits
+//! `pipeline.shutdown_timeout` stops the process (exit 3) instead: a sink thread blocked in a
+//! write may still write and acknowledge, and a second pipeline beside it could duplicate
+//! lines; nothing unacknowledged is checkpointed, so the restart reads it again. A new
+//! generation that cannot start (the Loki sink's stores) falls back to the previous config.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -260,6 +275,10 @@ async fn run_generations(
                 Verdict::NewGeneration(new, sections) => {
                     info!(changed = ?sections,
                         "reload: draining the capture pipeline to start it on the new config");
+                    if sections.contains(&"docker") {
+                        // Another daemon: not ready until it has answered and been listed.
+                        process.ready.store(false, Ordering::Relaxed);
+                    }
                     stop.cancel();
                     next = Some((batch, new));
                     break (&mut generation).await;

@@ -182,6 +182,17 @@ impl Agent {
         Some(all.get(key).copied().unwrap_or(0.0))
     }
 
+    /// (tasks alive, open FDs) from the agent's own metrics (-1 when missing).
+    pub fn resources(&self) -> (f64, f64) {
+        let m = self.metrics();
+        (
+            m.get("log_capturer_tasks_alive").copied().unwrap_or(-1.0),
+            m.get("log_capturer_file_descriptors_open")
+                .copied()
+                .unwrap_or(-1.0),
+        )
+    }
+
     /// Sends SIGTERM and waits (up to 30 s) for the exit.
     pub fn terminate(&mut self) -> ExitStatus {
         self.signal("TERM");
@@ -216,6 +227,11 @@ impl Agent {
                 panic!("agent did not exit within 30 s; log:\n{}", self.log());
             }
         }
+    }
+
+    /// Waits (up to 30 s) for the agent to exit on its own.
+    pub fn wait_for_exit(&mut self) -> ExitStatus {
+        self.wait_exit()
     }
 
     /// Sends SIGHUP (reload the config).
