@@ -232,6 +232,14 @@ fn failed_reloads_keep_the_running_config() {
     let name = containers.name("rf");
     let n = 5000;
     containers.run("rf", &[], &writer("f-", n));
+    // Unreadable (501): counted once, whatever the number of pipeline generations.
+    containers.run("rn", &["--log-driver", "none"], "exec sleep 3600");
+    let unreadable = "log_capturer_containers_unreadable";
+    let refused_501 =
+        "log_capturer_container_stream_errors_total{reason=\"unreadable_log_driver\"}";
+    assert!(wait_until(Duration::from_secs(60), || agent
+        .metric(unreadable)
+        == 1.0));
     assert!(wait_until(Duration::from_secs(60), || agent
         .records(&name)
         .len()
@@ -303,6 +311,16 @@ fn failed_reloads_keep_the_running_config() {
         agent.metric("log_capturer_config_last_reload_success_timestamp_seconds") >= started_at
     );
     assert_eq!(reloads(&agent, "applied"), 1.0);
+    // The new generation found the unreadable container again: still counted once.
+    assert!(wait_until(Duration::from_secs(60), || agent
+        .metric(refused_501)
+        >= 2.0));
+    let drifted = wait_until(Duration::from_secs(3), || agent.metric(unreadable) != 1.0);
+    assert!(
+        !drifted || wait_until(Duration::from_secs(10), || agent.metric(unreadable) == 1.0),
+        "containers_unreadable is {} after a reload",
+        agent.metric(unreadable)
+    );
 
     assert!(
         wait_until(Duration::from_secs(120), || agent.records(&name).len() >= n),

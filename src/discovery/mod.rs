@@ -224,6 +224,9 @@ impl Discovery {
             warn!(error = %e, "events follower failed");
         }
         self.metrics.containers_tracked.set(0);
+        // The next generation (a config reload) counts them again when it finds them so.
+        let unreadable = self.tracked.values().filter(|t| t.unreadable).count();
+        self.metrics.containers_unreadable.dec_by(unreadable as i64);
         debug!("discovery stopped");
         self.catch_up_from_ns
             .map_or(self.generation_start_ns, |from| {
