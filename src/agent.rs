@@ -995,6 +995,89 @@ mod tests {
         );
     }
 
+    fn process(dir: &std::path::Path, source: ConfigSource) -> Process {
+        let metrics = Arc::new(Metrics::new());
+        let checkpoints = CheckpointStore::open(dir, Arc::clone(&metrics)).expect("store");
+        Process {
+            metrics,
+            checkpoints: Arc::new(checkpoints),
+            ready: Arc::new(AtomicBool::new(true)),
+            shutdown: CancellationToken::new(),
+            agent_start_ns: 0,
+            ledger_slot: Arc::new(Mutex::new(std::sync::Weak::new())),
+            source: Arc::new(source),
+            set_log_level: None,
+        }
+    }
+
+    /// Without `-c` there is no file: a reload applies the embedded default again and says so.
+    #[tokio::test]
+    async fn reload_of_the_embedded_default_says_so() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = process(
+            dir.path(),
+            ConfigSource {
+                name: "embedded default config".to_string(),
+                load: Box::new(|| Ok(Config::embedded_default())),
+                fixed: true,
+            },
+        );
+        match evaluate(&Config::embedded_default(), &p).await {
+            Verdict::Done(Ok(message), None) => {
+                assert!(
+                    message.contains("nothing to reload (no -c FILE)"),
+                    "{message}"
+                )
+            }
+            _ => panic!("expected an unchanged reload"),
+        }
+        assert_eq!(p.metrics.config_last_reload_successful.get(), 1);
+    }
+
+    /// A loader error keeps the running config, answers 500 with the reason, sets the gauge
+    /// to 0 and counts `invalid`; a pipeline change is handed back for a new generation.
+    #[tokio::test]
+    async fn invalid_reload_keeps_the_config_and_sets_the_metric() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = process(
+            dir.path(),
+            ConfigSource {
+                name: "c.yaml".to_string(),
+                load: Box::new(|| Err("c.yaml: capture.rotation_interval: bad".to_string())),
+                fixed: false,
+            },
+        );
+        match evaluate(&Config::embedded_default(), &p).await {
+            Verdict::Done(Err(e), None) => {
+                assert_eq!(e.status, 500);
+                assert!(e.message.contains("capture.rotation_interval"), "{e:?}");
+            }
+            _ => panic!("expected a failed reload"),
+        }
+        assert_eq!(p.metrics.config_last_reload_successful.get(), 0);
+        let invalid = p
+            .metrics
+            .config_reloads
+            .get_or_create(&ResultLabels { result: "invalid" })
+            .get();
+        assert_eq!(invalid, 1);
+
+        let p = process(
+            dir.path(),
+            ConfigSource {
+                name: "c.yaml".to_string(),
+                load: Box::new(|| {
+                    Config::parse("sinks:\n  discard: {}\n", "c.yaml").map_err(|e| e.to_string())
+                }),
+                fixed: false,
+            },
+        );
+        match evaluate(&Config::embedded_default(), &p).await {
+            Verdict::NewGeneration(_, sections) => assert_eq!(sections, vec!["sinks"]),
+            _ => panic!("expected a new generation"),
+        }
+    }
+
     /// A worker that ends because shutdown closed its input is the normal end: no problem.
     #[tokio::test]
     async fn worker_ending_at_shutdown_is_no_problem() {
