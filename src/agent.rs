@@ -9,9 +9,25 @@
 //! acknowledged by then is abandoned: it is not checkpointed, so the next start reads it again.
 //! A sink worker that dies while capture runs (a panic) stops the agent the same way, since it
 //! can never acknowledge again; so does a sink whose output is closed for good (stdout whose
-//! reader exited: `log-capturer run | head`), after what it wrote was acknowledged. Either, a sink that gave up on batches at shutdown (still
+//! reader exited: `log-capturer run | head`), after what it wrote was acknowledged. Either, a
+//! sink that gave up on batches at shutdown (still
 //! failing), or a failed final checkpoint write makes the run `Outcome::Incomplete` (exit
 //! code 3).
+//!
+//! Config reload (SIGHUP, `POST /-/reload`; `crate::reload`): the process keeps the state
+//! lock, the checkpoint store, metrics, the HTTP listener and the readiness flag (`Process`);
+//! everything else is one pipeline generation (`run_pipeline`). A reload that changes only
+//! `log.level` applies in place. Any other change drains the running generation exactly as
+//! a shutdown does (its final checkpoint write included) and starts a new one on the new
+//! config from the in-memory checkpoints: what was acknowledged is not read again, what was
+//! not is. The new generation keeps the process start time (where a container without
+//! checkpoint starts) and looks for stopped containers that ran since the previous generation
+//! started (they may have run in the gap). Reload requests queued meanwhile are coalesced;
+//! a shutdown during the drain ends the process after it. A drain that hits
+//! `pipeline.shutdown_timeout` stops the process (exit 3) instead: a sink thread blocked in a
+//! write may still write and acknowledge, and a second pipeline beside it could duplicate
+//! lines; nothing unacknowledged is checkpointed, so the restart reads it again. A new
+//! generation that cannot start (the Loki sink's stores) falls back to the previous config.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -27,11 +43,15 @@ use crate::config::Config;
 use crate::config::LokiSinkConfig;
 use crate::discovery::{Discovery, DiscoverySettings, filter::own_container_id};
 use crate::docker::{DockerClient, Endpoint};
-use crate::observability::metrics::SinkLabels;
+use crate::observability::metrics::{ResultLabels, SinkLabels};
 use crate::observability::status::StatusBoard;
 use crate::observability::{http, metrics::Metrics};
 use crate::pipeline::{
     AckLedger, Delivery, LocalSinkWorker, OutputClosed, QueueBudget, WriterSettings, route,
+};
+use crate::reload::{
+    Change, ConfigSource, Control, LogLevelSetter, ReloadError, ReloadReceiver, ReloadRequest,
+    ReloadResult,
 };
 use crate::sinks::loki::{self, Encoder, LokiClient, LokiWorker, store::SharedStore};
 use crate::sinks::{FileSink, FileSinkSettings, NullSink, Sink, StdoutSink};
@@ -54,11 +74,16 @@ const FINAL_PERSIST_GRACE: Duration = Duration::from_secs(5);
 /// append; a push in flight is dropped at once).
 const ABANDON_GRACE: Duration = Duration::from_secs(2);
 
-/// Runs until `shutdown` is cancelled, then stops (see the module doc). Errors are start-up
-/// failures.
-pub async fn run(config: Config, shutdown: CancellationToken) -> Result<Outcome, String> {
+/// Runs until `shutdown` is cancelled, then stops (see the module doc). Reload requests
+/// (`control.requests`) are applied meanwhile. Errors are start-up failures.
+pub async fn run(
+    config: Config,
+    control: Control,
+    shutdown: CancellationToken,
+) -> Result<Outcome, String> {
     let metrics = Arc::new(Metrics::new());
-    let endpoint = Endpoint::resolve_with(&config.docker)?;
+    // Fails early on a bad host; each generation resolves it again (it may be reloaded).
+    Endpoint::resolve_with(&config.docker)?;
     let pinned_api = crate::docker::pinned_api_version()?;
     let _lock = crate::state_lock::StateLock::acquire(&config.checkpoint.state_dir)?;
     crate::observability::resources::raise_fd_limit();
@@ -72,10 +97,16 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<Outcome,
     };
     let checkpoints = Arc::new(checkpoints);
     let ready = Arc::new(AtomicBool::new(false));
-    // Lives as long as the process (across pipeline restarts): `/api/v1/*`.
+    // Lives as long as the process (across pipeline generations): `/api/v1/*`.
     let status = Arc::new(StatusBoard::new());
     status.attach_checkpoints(Arc::clone(&checkpoints));
     status.set_config(&config);
+    let Control {
+        source,
+        set_log_level,
+        mut requests,
+        requester,
+    } = control;
 
     let http_cancel = CancellationToken::new();
     let http_task = if config.http.listen.is_empty() {
@@ -84,7 +115,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<Outcome,
         let listener = http::bind(&config.http.listen)
             .await
             .map_err(|e| e.to_string())?;
-        info!(listen = %config.http.listen, "serving /metrics, /health, /ready and /api/v1 (containers, sinks, config)");
+        info!(listen = %config.http.listen, "serving /metrics, /health, /ready, /api/v1 (containers, sinks, config), POST /-/reload");
         Some(tokio::spawn(http::serve(
             listener,
             http::Limits {
@@ -94,20 +125,37 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<Outcome,
             Arc::clone(&metrics),
             Arc::clone(&ready),
             Arc::clone(&status),
+            Some(requester),
             http_cancel.clone(),
         )))
     };
 
-    let result = run_pipeline(
-        &config,
-        (endpoint, pinned_api),
-        &metrics,
-        &checkpoints,
-        &status,
+    // The probe outlives generations; each generation's ledger takes the slot.
+    let ledger_slot: LedgerSlot = Arc::new(Mutex::new(std::sync::Weak::new()));
+    {
+        let slot = Arc::clone(&ledger_slot);
+        let _ = metrics.oldest_unacked_probe.set(Box::new(move || {
+            lock(&slot)
+                .upgrade()
+                .map_or(0.0, |ledger| ledger.oldest_unacked_age())
+        }));
+    }
+    let process = Process {
+        metrics: Arc::clone(&metrics),
+        checkpoints: Arc::clone(&checkpoints),
         ready,
-        &shutdown,
-    )
-    .await;
+        status,
+        pinned_api,
+        shutdown: shutdown.clone(),
+        agent_start_ns: crate::checkpoint::now_ns(),
+        ledger_slot,
+        source: Arc::new(source),
+        set_log_level,
+    };
+    let result = run_generations(config, &process, &mut requests).await;
+    // Requests still queued get 503 (their reply channel is dropped).
+    requests.close();
+    while requests.try_recv().is_ok() {}
 
     http_cancel.cancel();
     if let Some(task) = http_task {
@@ -117,27 +165,317 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<Outcome,
             Ok(Ok(())) => {}
         }
     }
+    if result == Ok(Outcome::Clean) {
+        info!("checkpoints persisted; bye");
+    }
     result
 }
 
-async fn run_pipeline(
-    config: &Config,
-    endpoint: (Endpoint, Option<(u32, u32)>),
-    metrics: &Arc<Metrics>,
-    checkpoints: &Arc<CheckpointStore>,
-    status: &Arc<StatusBoard>,
+/// The acknowledgement ledger of the running generation, for the scrape-time probe.
+type LedgerSlot = Arc<Mutex<std::sync::Weak<AckLedger>>>;
+
+/// What lives as long as the process, across config reloads: the state lock (held by `run`),
+/// the checkpoint store, metrics, the HTTP listener and its readiness flag. Everything else
+/// (Docker client, discovery, capture tasks, queue, sink workers, persister) belongs to one
+/// pipeline generation (`run_pipeline`).
+struct Process {
+    metrics: Arc<Metrics>,
+    checkpoints: Arc<CheckpointStore>,
     ready: Arc<AtomicBool>,
-    shutdown: &CancellationToken,
+    /// `/api/v1/*`: containers and sinks outlive generations.
+    status: Arc<StatusBoard>,
+    /// `DOCKER_API_VERSION`, read once.
+    pinned_api: Option<(u32, u32)>,
+    shutdown: CancellationToken,
+    agent_start_ns: i64,
+    ledger_slot: LedgerSlot,
+    source: Arc<ConfigSource>,
+    set_log_level: Option<LogLevelSetter>,
+}
+
+/// How a generation ended.
+struct GenerationEnd {
+    outcome: Outcome,
+    /// Capture stopped and every sink drained within `pipeline.shutdown_timeout`.
+    drained: bool,
+    /// Where the next generation's catch-up starts (`Discovery::run`); None if discovery
+    /// never ran.
+    catch_up_from_ns: Option<i64>,
+}
+
+/// What a reload request asks for, once the new config is read and compared.
+enum Verdict {
+    /// Answered; the generation keeps running (with `Some`, on this config: log level only).
+    Done(ReloadResult, Option<Config>),
+    /// Drain the generation and start one on this config.
+    NewGeneration(Config, Vec<&'static str>),
+}
+
+/// Runs pipeline generations: the first on `config`, then one per reload that changes what
+/// the pipeline reads. Returns when the process must stop.
+async fn run_generations(
+    mut config: Config,
+    process: &Process,
+    requests: &mut ReloadReceiver,
 ) -> Result<Outcome, String> {
-    let capture_cfg = &config.capture;
-    // Everything that can fail on bad settings or files (TLS material, buffer directories) is
-    // prepared before waiting for Docker, so such errors are reported at once.
-    let loki = match &config.sinks.loki {
-        Some(loki) => Some(prepare_loki(config, loki, metrics).await?),
-        None => None,
+    let mut catch_up_from_ns = None;
+    // The reload that started this generation: its requests (answered once it runs) and the
+    // config to go back to if it cannot start.
+    let mut reloading: Option<(Vec<ReloadRequest>, Config)> = None;
+    loop {
+        let loki = match &config.sinks.loki {
+            Some(loki) => match prepare_loki(&config, loki, &process.metrics).await {
+                Ok(prepared) => Some(prepared),
+                Err(e) => match reloading.take() {
+                    Some((batch, previous)) => {
+                        let message = format!(
+                            "{}: the new config could not be started: {e}; running the previous config again",
+                            process.source.name
+                        );
+                        error!(%message, "config reload failed");
+                        record_reload(&process.metrics, "failed");
+                        answer(
+                            batch,
+                            Err(ReloadError {
+                                status: 500,
+                                message,
+                            }),
+                        );
+                        config = previous;
+                        continue;
+                    }
+                    None => return Err(e),
+                },
+            },
+            None => None,
+        };
+        if let Some((batch, _)) = reloading.take() {
+            record_reload(&process.metrics, "applied");
+            process.status.set_config(&config);
+            let message = format!("{}: configuration reloaded", process.source.name);
+            info!("{message}");
+            answer(batch, Ok(message));
+        }
+
+        let stop = process.shutdown.child_token();
+        let generation = run_pipeline(
+            config.clone(),
+            loki,
+            process,
+            stop.clone(),
+            catch_up_from_ns,
+        );
+        tokio::pin!(generation);
+        let mut next = None;
+        let end = loop {
+            let request = tokio::select! {
+                end = &mut generation => break end,
+                request = requests.recv() => request,
+            };
+            let Some(request) = request else {
+                // No sender left (cannot happen while main.rs holds one): wait for the end.
+                break (&mut generation).await;
+            };
+            // Coalesce: everything queued meanwhile is answered by this reload.
+            let mut batch = vec![request];
+            while let Ok(more) = requests.try_recv() {
+                batch.push(more);
+            }
+            let origins: Vec<&str> = batch.iter().map(|r| r.origin).collect();
+            info!(from = ?origins, file = %process.source.name, "reloading the configuration");
+            match evaluate(&config, process).await {
+                Verdict::Done(result, applied) => {
+                    if let Some(applied) = applied {
+                        process.status.set_config(&applied);
+                        config = applied;
+                    }
+                    answer(batch, result);
+                }
+                Verdict::NewGeneration(new, sections) => {
+                    info!(changed = ?sections,
+                        "reload: draining the capture pipeline to start it on the new config");
+                    if sections.contains(&"docker") {
+                        // Another daemon: not ready until it has answered and been listed.
+                        process.ready.store(false, Ordering::Relaxed);
+                    }
+                    stop.cancel();
+                    next = Some((batch, new));
+                    break (&mut generation).await;
+                }
+            }
+        };
+        catch_up_from_ns = end.catch_up_from_ns.or(catch_up_from_ns);
+        let Some((batch, new)) = next else {
+            return Ok(end.outcome);
+        };
+        if process.shutdown.is_cancelled() {
+            answer(
+                batch,
+                Err(ReloadError {
+                    status: 503,
+                    message: "the agent is stopping; the reload was not applied".to_string(),
+                }),
+            );
+            return Ok(end.outcome);
+        }
+        if !end.drained {
+            // A sink thread may still be blocked in a write and may yet write and acknowledge:
+            // a new generation writing the same lines again beside it could duplicate them.
+            // Stop as a shutdown does: nothing unacknowledged is checkpointed, the restart
+            // (by the service manager) reads it again, on the new file.
+            error!(
+                "reload: the drain did not finish within pipeline.shutdown_timeout; stopping \
+                 the agent (exit 3) so that a restart resumes from what was acknowledged"
+            );
+            record_reload(&process.metrics, "failed");
+            answer(
+                batch,
+                Err(ReloadError {
+                    status: 500,
+                    message: "the pipeline did not drain within pipeline.shutdown_timeout; \
+                              the agent stops (exit 3); restart it to run the new config"
+                        .to_string(),
+                }),
+            );
+            process.shutdown.cancel();
+            return Ok(end.outcome);
+        }
+        if let Outcome::Incomplete(problems) = &end.outcome {
+            // Drained, but a sink gave up on batches or a checkpoint write failed: what was
+            // not acknowledged is read again by the next generation, as after a restart.
+            for problem in problems {
+                warn!(%problem, "reload: the drain left this behind; the new pipeline reads it again");
+            }
+        }
+        let previous = std::mem::replace(&mut config, new);
+        reloading = Some((batch, previous));
+    }
+}
+
+/// Reads the config again and decides what the reload does; applies a log-level-only change
+/// at once. Counts the result and sets the reload metrics (except for a new generation,
+/// counted once it starts).
+async fn evaluate(running: &Config, process: &Process) -> Verdict {
+    let metrics = &process.metrics;
+    let source = Arc::clone(&process.source);
+    let loaded = tokio::task::spawn_blocking(move || (source.load)())
+        .await
+        .unwrap_or_else(|e| Err(format!("the config loader failed: {e}")));
+    let name = &process.source.name;
+    let fail = |result: &'static str, status: u16, message: String| {
+        error!(file = %name, problem = %message, "config reload failed; the running config is kept");
+        record_reload(metrics, result);
+        Verdict::Done(Err(ReloadError { status, message }), None)
     };
-    let Some(client) = negotiate(endpoint, config, metrics, shutdown).await else {
-        return Ok(Outcome::Clean); // shut down before Docker answered
+    let new = match loaded {
+        Ok(new) => new,
+        Err(e) => return fail("invalid", 500, format!("invalid configuration: {e}")),
+    };
+    match crate::reload::diff(running, &new) {
+        Err(e) => fail("refused", 409, format!("{name}: {e}")),
+        Ok(Change::Unchanged) => {
+            record_reload(metrics, "unchanged");
+            let message = if process.source.fixed {
+                format!("{name}: nothing to reload (no -c FILE); the same configuration runs")
+            } else {
+                format!("{name}: configuration unchanged")
+            };
+            info!("{message}");
+            Verdict::Done(Ok(message), None)
+        }
+        Ok(Change::LogLevel) => {
+            let applied = match &process.set_log_level {
+                Some(set) => set(&new.log.level),
+                None => Ok(Some("no reloadable log filter in this process".to_string())),
+            };
+            match applied {
+                Ok(note) => {
+                    record_reload(metrics, "applied");
+                    let mut message = format!("{name}: log.level is now {:?}", new.log.level);
+                    if let Some(note) = note {
+                        message.push_str(&format!(" ({note})"));
+                    }
+                    info!("{message}");
+                    Verdict::Done(Ok(message), Some(new))
+                }
+                Err(e) => fail("failed", 500, format!("{name}: log.level: {e}")),
+            }
+        }
+        Ok(Change::Pipeline(sections)) => {
+            // What can be checked without stopping anything is checked before the drain.
+            if let Some(loki) = &new.sinks.loki
+                && let Err(e) = LokiClient::new(loki)
+            {
+                return fail("failed", 500, format!("{name}: sinks.loki: {e}"));
+            }
+            if let Err(e) = Endpoint::resolve_with(&new.docker) {
+                return fail("failed", 500, format!("{name}: docker.host: {e}"));
+            }
+            Verdict::NewGeneration(new, sections)
+        }
+    }
+}
+
+/// Counts a reload attempt; sets the success gauges.
+fn record_reload(metrics: &Metrics, result: &'static str) {
+    metrics
+        .config_reloads
+        .get_or_create(&ResultLabels { result })
+        .inc();
+    if matches!(result, "applied" | "unchanged") {
+        metrics.config_last_reload_successful.set(1);
+        metrics.config_last_reload_success_timestamp.set(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs_f64())
+                .unwrap_or(0.0),
+        );
+    } else {
+        metrics.config_last_reload_successful.set(0);
+    }
+}
+
+fn answer(batch: Vec<ReloadRequest>, result: ReloadResult) {
+    for request in batch {
+        if let Some(reply) = request.reply {
+            // The client may have gone: nobody to tell.
+            let _ = reply.send(result.clone());
+        }
+    }
+}
+
+/// One pipeline generation: Docker client, discovery and capture tasks, queue, router, sink
+/// workers and persister, on one config. Runs until `stop` (a child of the process's
+/// shutdown) is cancelled, then drains as the module doc says.
+async fn run_pipeline(
+    config: Config,
+    loki: Option<PreparedLoki>,
+    process: &Process,
+    stop: CancellationToken,
+    catch_up_from_ns: Option<i64>,
+) -> GenerationEnd {
+    let metrics = &process.metrics;
+    let checkpoints = &process.checkpoints;
+    let shutdown = &stop;
+    let config = &config;
+    let capture_cfg = &config.capture;
+    let not_started = |outcome| GenerationEnd {
+        outcome,
+        drained: true,
+        catch_up_from_ns: None,
+    };
+    let endpoint = match Endpoint::resolve_with(&config.docker) {
+        Ok(endpoint) => endpoint,
+        // Checked at start and before a reload; the environment may have changed since.
+        Err(e) => {
+            error!(error = %e, "docker.host");
+            process.shutdown.cancel();
+            return not_started(Outcome::Incomplete(vec![format!("docker.host: {e}")]));
+        }
+    };
+    let Some(client) = negotiate((endpoint, process.pinned_api), config, metrics, shutdown).await
+    else {
+        return not_started(Outcome::Clean); // stopped before Docker answered
     };
     info!(endpoint = %client.endpoint(), api = client.api_version(), "connected to Docker");
 
@@ -151,11 +489,12 @@ async fn run_pipeline(
         loki,
         metrics,
         checkpoints,
-        status,
+        &process.status,
         shutdown,
         &abandon,
     );
     let ledger = Arc::clone(&sinks.ledger);
+    *lock(&process.ledger_slot) = Arc::downgrade(&ledger);
     let router = tokio::spawn(route(queue_rx, sinks.inputs, Arc::clone(&sinks.ledger)));
     let problems = Arc::new(Mutex::new(Vec::new()));
     let mut workers: Vec<(&'static str, JoinHandle<()>)> = sinks
@@ -166,6 +505,7 @@ async fn run_pipeline(
                 name,
                 worker,
                 shutdown.clone(),
+                process.shutdown.clone(),
                 Arc::clone(metrics),
                 Arc::clone(&problems),
             ));
@@ -189,7 +529,7 @@ async fn run_pipeline(
         max_line_bytes: capture_cfg.max_line_bytes.0 as usize,
         backoff_initial: capture_cfg.retry_backoff_initial.0,
         backoff_max: capture_cfg.retry_backoff_max.0,
-        status: Arc::clone(status),
+        status: Arc::clone(&process.status),
     });
     let own_id = own_container_id();
     if let Some(id) = &own_id {
@@ -207,20 +547,28 @@ async fn run_pipeline(
                 capture_cfg.retry_backoff_initial.0,
                 capture_cfg.retry_backoff_max.0,
             ),
+            agent_start_ns: process.agent_start_ns,
+            catch_up_from_ns,
         },
-        ready,
+        Arc::clone(&process.ready),
     );
     // Discovery owns the last handle to the capture context and so to the queue's sender:
     // when it returns, the queue closes and the router and sink workers drain.
     let discovery_task = tokio::spawn(discovery.run(shutdown.child_token()));
 
     shutdown.cancelled().await;
-    info!("shutting down: stopping capture");
+    if process.shutdown.is_cancelled() {
+        info!("shutting down: stopping capture");
+    } else {
+        info!("reloading: stopping capture");
+    }
     let timeout = config.pipeline.shutdown_timeout.0;
     let capture_stopped = AtomicBool::new(false);
+    let mut next_catch_up = None;
     let drain = async {
-        if let Err(e) = discovery_task.await {
-            warn!(error = %e, "discovery task failed");
+        match discovery_task.await {
+            Ok(from_ns) => next_catch_up = Some(from_ns),
+            Err(e) => warn!(error = %e, "discovery task failed"),
         }
         capture_stopped.store(true, Ordering::Relaxed);
         info!("capture stopped; flushing sinks");
@@ -323,11 +671,15 @@ async fn run_pipeline(
             ));
         }
     }
-    if problems.is_empty() {
-        info!("checkpoints persisted; bye");
-        Ok(Outcome::Clean)
+    let outcome = if problems.is_empty() {
+        Outcome::Clean
     } else {
-        Ok(Outcome::Incomplete(problems))
+        Outcome::Incomplete(problems)
+    };
+    GenerationEnd {
+        outcome,
+        drained,
+        catch_up_from_ns: next_catch_up,
     }
 }
 
@@ -342,9 +694,11 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// container's checkpoint would freeze (lines read after it would be written again after the
 /// next restart) and capture would stall once the budget is spent. So the agent stops (exit 3)
 /// and its orchestrator restarts it from what was acknowledged.
+/// `stop` ends this generation (a reload or shutdown); `shutdown` stops the process.
 async fn supervise_sink_worker(
     name: &'static str,
     worker: SinkWorkerHandle,
+    stop: CancellationToken,
     shutdown: CancellationToken,
     metrics: Arc<Metrics>,
     problems: Arc<Mutex<Vec<String>>>,
@@ -359,7 +713,7 @@ async fn supervise_sink_worker(
             shutdown.cancel();
             return;
         }
-        Ok(Ok(())) if !shutdown.is_cancelled() => "ended while capture was running".to_string(),
+        Ok(Ok(())) if !stop.is_cancelled() => "ended while capture was running".to_string(),
         Ok(Ok(())) => return,
     };
     metrics
@@ -485,12 +839,6 @@ fn start_sinks(
     }
     let count = local.len() + usize::from(loki.is_some());
     let ledger = Arc::new(AckLedger::new(count, Arc::clone(checkpoints)));
-    {
-        let ledger = Arc::clone(&ledger);
-        let _ = metrics
-            .oldest_unacked_probe
-            .set(Box::new(move || ledger.oldest_unacked_age()));
-    }
     let mut names: Vec<&'static str> = local.iter().map(|s| s.name()).collect();
     if loki.is_some() {
         names.push("loki");
@@ -659,6 +1007,7 @@ mod tests {
             "panicking",
             worker,
             shutdown.clone(),
+            shutdown.clone(),
             Arc::clone(&metrics),
             Arc::clone(&problems),
         ));
@@ -711,6 +1060,91 @@ mod tests {
         );
     }
 
+    fn process(dir: &std::path::Path, source: ConfigSource) -> Process {
+        let metrics = Arc::new(Metrics::new());
+        let checkpoints = CheckpointStore::open(dir, Arc::clone(&metrics)).expect("store");
+        Process {
+            metrics,
+            checkpoints: Arc::new(checkpoints),
+            ready: Arc::new(AtomicBool::new(true)),
+            status: Arc::new(StatusBoard::new()),
+            pinned_api: None,
+            shutdown: CancellationToken::new(),
+            agent_start_ns: 0,
+            ledger_slot: Arc::new(Mutex::new(std::sync::Weak::new())),
+            source: Arc::new(source),
+            set_log_level: None,
+        }
+    }
+
+    /// Without `-c` there is no file: a reload applies the embedded default again and says so.
+    #[tokio::test]
+    async fn reload_of_the_embedded_default_says_so() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = process(
+            dir.path(),
+            ConfigSource {
+                name: "embedded default config".to_string(),
+                load: Box::new(|| Ok(Config::embedded_default())),
+                fixed: true,
+            },
+        );
+        match evaluate(&Config::embedded_default(), &p).await {
+            Verdict::Done(Ok(message), None) => {
+                assert!(
+                    message.contains("nothing to reload (no -c FILE)"),
+                    "{message}"
+                )
+            }
+            _ => panic!("expected an unchanged reload"),
+        }
+        assert_eq!(p.metrics.config_last_reload_successful.get(), 1);
+    }
+
+    /// A loader error keeps the running config, answers 500 with the reason, sets the gauge
+    /// to 0 and counts `invalid`; a pipeline change is handed back for a new generation.
+    #[tokio::test]
+    async fn invalid_reload_keeps_the_config_and_sets_the_metric() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = process(
+            dir.path(),
+            ConfigSource {
+                name: "c.yaml".to_string(),
+                load: Box::new(|| Err("c.yaml: capture.rotation_interval: bad".to_string())),
+                fixed: false,
+            },
+        );
+        match evaluate(&Config::embedded_default(), &p).await {
+            Verdict::Done(Err(e), None) => {
+                assert_eq!(e.status, 500);
+                assert!(e.message.contains("capture.rotation_interval"), "{e:?}");
+            }
+            _ => panic!("expected a failed reload"),
+        }
+        assert_eq!(p.metrics.config_last_reload_successful.get(), 0);
+        let invalid = p
+            .metrics
+            .config_reloads
+            .get_or_create(&ResultLabels { result: "invalid" })
+            .get();
+        assert_eq!(invalid, 1);
+
+        let p = process(
+            dir.path(),
+            ConfigSource {
+                name: "c.yaml".to_string(),
+                load: Box::new(|| {
+                    Config::parse("sinks:\n  discard: {}\n", "c.yaml").map_err(|e| e.to_string())
+                }),
+                fixed: false,
+            },
+        );
+        match evaluate(&Config::embedded_default(), &p).await {
+            Verdict::NewGeneration(_, sections) => assert_eq!(sections, vec!["sinks"]),
+            _ => panic!("expected a new generation"),
+        }
+    }
+
     /// A worker that ends because shutdown closed its input is the normal end: no problem.
     #[tokio::test]
     async fn worker_ending_at_shutdown_is_no_problem() {
@@ -721,6 +1155,7 @@ mod tests {
         supervise_sink_worker(
             "stdout",
             tokio::spawn(async { Ok(()) }),
+            shutdown.clone(),
             shutdown,
             Arc::clone(&metrics),
             Arc::clone(&problems),

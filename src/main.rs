@@ -8,6 +8,7 @@ use tokio_util::sync::CancellationToken;
 
 use log_capturer::agent::Outcome;
 use log_capturer::config::{Config, LogFormat};
+use log_capturer::reload::{ConfigSource, Control, LogLevelSetter, ReloadRequest, ReloadSender};
 
 #[derive(Parser)]
 #[command(
@@ -131,40 +132,66 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Run { config } => {
-            let config = match config {
-                Some(path) => match Config::load(&path) {
-                    Ok(c) => c,
-                    Err(e) => {
-                        eprintln!("error: {e}");
-                        return ExitCode::from(2);
-                    }
+            // The loader the start uses, kept for reloads (SIGHUP, POST /-/reload): whatever
+            // it applies is applied again at each reload.
+            let source = match config {
+                Some(path) => ConfigSource {
+                    name: path.display().to_string(),
+                    load: Box::new(move || Config::load(&path).map_err(|e| e.to_string())),
+                    fixed: false,
                 },
-                None => Config::embedded_default(),
+                None => ConfigSource {
+                    name: "embedded default config".to_string(),
+                    load: Box::new(|| Ok(Config::embedded_default())),
+                    fixed: true,
+                },
             };
-            init_logging(&config);
-            run(config)
+            let config = match (source.load)() {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            let set_log_level = init_logging(&config);
+            run(config, source, set_log_level)
         }
     }
 }
 
-fn init_logging(config: &Config) {
-    let filter = std::env::var("RUST_LOG")
+/// Installs the log subscriber; returns what a reload calls to change `log.level` at once.
+fn init_logging(config: &Config) -> LogLevelSetter {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let from_env = std::env::var("RUST_LOG")
         .ok()
-        .and_then(|spec| log_capturer::config::log_filter(&spec))
+        .and_then(|spec| log_capturer::config::log_filter(&spec));
+    let overridden = from_env.is_some();
+    let filter = from_env
         .or_else(|| log_capturer::config::log_filter(&config.log.level))
         .unwrap_or_else(|| tracing_subscriber::EnvFilter::new("info"));
+    let (filter, handle) = tracing_subscriber::reload::Layer::new(filter);
     // Diagnostics go to stderr: stdout belongs to the stdout sink. Colours only on a terminal:
     // a file, journald or `docker logs` would keep the escape codes.
     let colour = std::io::IsTerminal::is_terminal(&std::io::stderr())
         && std::env::var_os("NO_COLOR").is_none();
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let layer = tracing_subscriber::fmt::layer()
         .with_ansi(colour)
         .with_writer(std::io::stderr);
+    let registry = tracing_subscriber::registry().with(filter);
     match config.log.format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.init(),
+        LogFormat::Json => registry.with(layer.json()).init(),
+        LogFormat::Text => registry.with(layer).init(),
     }
+    Box::new(move |level: &str| {
+        if overridden {
+            return Ok(Some("RUST_LOG is set and overrides it".to_string()));
+        }
+        let filter = log_capturer::config::log_filter(level)
+            .ok_or_else(|| format!("{level:?} is not a log filter"))?;
+        handle.reload(filter).map_err(|e| e.to_string())?;
+        Ok(None)
+    })
 }
 
 /// Exit code of a run that stopped but left something behind (see `agent::Outcome`).
@@ -175,7 +202,7 @@ const EXIT_INCOMPLETE: u8 = 3;
 /// abandoned at `pipeline.shutdown_timeout`; waiting for it would undo that deadline.
 const RUNTIME_EXIT_GRACE: Duration = Duration::from_millis(500);
 
-fn run(config: Config) -> ExitCode {
+fn run(config: Config, source: ConfigSource, set_log_level: LogLevelSetter) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("log-capturer")
@@ -189,8 +216,15 @@ fn run(config: Config) -> ExitCode {
     };
     let code = runtime.block_on(async move {
         let shutdown = CancellationToken::new();
-        let signals = tokio::spawn(wait_for_signal(shutdown.clone()));
-        let result = log_capturer::agent::run(config, shutdown.clone()).await;
+        let (requester, requests) = log_capturer::reload::channel();
+        let signals = tokio::spawn(wait_for_signal(shutdown.clone(), requester.clone()));
+        let control = Control {
+            source,
+            set_log_level: Some(set_log_level),
+            requests,
+            requester,
+        };
+        let result = log_capturer::agent::run(config, control, shutdown.clone()).await;
         shutdown.cancel();
         let _ = signals.await;
         match result {
@@ -216,24 +250,38 @@ fn run(config: Config) -> ExitCode {
     code
 }
 
-/// Cancels `shutdown` on SIGTERM or SIGINT (or returns when it is cancelled otherwise).
-async fn wait_for_signal(shutdown: CancellationToken) {
+/// Cancels `shutdown` on SIGTERM or SIGINT (or returns when it is cancelled otherwise); asks
+/// for a config reload on SIGHUP.
+async fn wait_for_signal(shutdown: CancellationToken, reload: ReloadSender) {
     use tokio::signal::unix::{SignalKind, signal};
-    let (mut term, mut int) = match (
+    let (mut term, mut int, mut hup) = match (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
     ) {
-        (Ok(t), Ok(i)) => (t, i),
+        (Ok(t), Ok(i), Ok(h)) => (t, i, h),
         _ => {
             tracing::error!("cannot install signal handlers; stop with SIGKILL");
             shutdown.cancelled().await;
             return;
         }
     };
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM received"),
-        _ = int.recv() => tracing::info!("SIGINT received"),
-        _ = shutdown.cancelled() => return,
+    loop {
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM received"),
+            _ = int.recv() => tracing::info!("SIGINT received"),
+            _ = hup.recv() => {
+                tracing::info!("SIGHUP received: reloading the configuration");
+                let request = ReloadRequest { origin: "SIGHUP", reply: None };
+                if reload.try_send(request).is_err() {
+                    // Full: reloads are already queued, and they read the file as it is then.
+                    tracing::debug!("a reload is already pending; this SIGHUP joins it");
+                }
+                continue;
+            }
+            _ = shutdown.cancelled() => return,
+        }
+        break;
     }
     shutdown.cancel();
 }

@@ -79,7 +79,7 @@ fn a_closed_stdout_stops_the_agent_and_the_restart_resumes_after_what_was_writte
     assert_eq!(first, ["line 1", "line 2"]);
 
     docker(&["exec", &name, "touch", "/tmp/go"]);
-    let status = agent.wait_for_exit(Duration::from_secs(60));
+    let status = agent.wait_exit_within(Duration::from_secs(60));
     let log = agent.log();
     let status = status.unwrap_or_else(|| {
         panic!("the agent did not stop after its stdout was closed; log:\n{log}")

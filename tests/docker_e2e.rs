@@ -3,52 +3,18 @@
 
 mod support;
 
-use std::collections::HashSet;
 use std::path::Path;
 use std::time::Duration;
 
 use support::agent::{Agent, AgentOptions};
 use support::docker::{Containers, docker};
-use support::wait_until;
+use support::{assert_sequence, wait_until};
 
 fn options(containers: &Containers, extra_capture: &str) -> AgentOptions {
     AgentOptions {
         capture: format!("{}{}", containers.include_yaml(), extra_capture),
         ..AgentOptions::default()
     }
-}
-
-/// Asserts that `messages` are exactly `prefix1 .. prefixN`, once each, in order.
-fn assert_sequence(messages: &[String], prefix: &str, n: usize, context: &str) {
-    let expected: Vec<String> = (1..=n).map(|i| format!("{prefix}{i}")).collect();
-    if messages != expected {
-        let got: HashSet<&String> = messages.iter().collect();
-        let missing: Vec<&String> = expected
-            .iter()
-            .filter(|e| !got.contains(e))
-            .take(10)
-            .collect();
-        let mut seen = HashSet::new();
-        let dups: Vec<&String> = messages
-            .iter()
-            .filter(|m| !seen.insert(*m))
-            .take(10)
-            .collect();
-        panic!(
-            "{context}: {} records for {n} lines; missing (first 10) {missing:?}; duplicated {dups:?}",
-            messages.len()
-        );
-    }
-}
-
-fn resources(agent: &Agent) -> (f64, f64) {
-    let m = agent.metrics();
-    (
-        m.get("log_capturer_tasks_alive").copied().unwrap_or(-1.0),
-        m.get("log_capturer_file_descriptors_open")
-            .copied()
-            .unwrap_or(-1.0),
-    )
 }
 
 fn tempdir() -> tempfile::TempDir {
@@ -66,10 +32,10 @@ fn idle_rotation_continuity() {
     // Baseline: agent ready, no container of ours yet. Other tests' containers starting on
     // the same daemon make the agent open short-lived sockets (inspect), which only ever add to
     // the counts: the baseline is the lowest of several samples.
-    let mut baseline = resources(&agent);
+    let mut baseline = agent.resources();
     for _ in 0..10 {
         std::thread::sleep(Duration::from_millis(100));
-        let (t, f) = resources(&agent);
+        let (t, f) = agent.resources();
         baseline = (baseline.0.min(t), baseline.1.min(f));
     }
 
@@ -90,9 +56,9 @@ fn idle_rotation_continuity() {
     // Now every stream is idle: keep rotating for ~12 s. Rotation must not leak: the task and
     // FD counts in the middle and at the end of the idle window are the same.
     std::thread::sleep(Duration::from_secs(3));
-    let idle_start = resources(&agent);
+    let idle_start = agent.resources();
     std::thread::sleep(Duration::from_secs(9));
-    let idle_end = resources(&agent);
+    let idle_end = agent.resources();
     assert_eq!(
         idle_start, idle_end,
         "(tasks, fds) changed while idle streams rotated"
@@ -118,7 +84,7 @@ fn idle_rotation_continuity() {
     // Streams end, tasks and FDs (sockets, output files after idle_close) return to baseline.
     let mut last = (0.0, 0.0);
     let back = wait_until(Duration::from_secs(30), || {
-        last = resources(&agent);
+        last = agent.resources();
         last == baseline && agent.metric("log_capturer_container_streams_active") == 0.0
     });
     assert!(

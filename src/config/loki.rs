@@ -45,14 +45,14 @@ pub enum FsyncMode {
     Never,
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct BasicAuth {
     pub username: String,
     pub password: Secret,
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LokiBatchConfig {
     pub max_entries: usize,
@@ -60,14 +60,14 @@ pub struct LokiBatchConfig {
     pub max_wait: HumanDuration,
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RetryConfig {
     pub initial: HumanDuration,
     pub max: HumanDuration,
 }
 
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TlsConfig {
     /// PEM file of CA certificates to trust in addition to the built-in roots.
@@ -79,7 +79,7 @@ pub struct TlsConfig {
     pub insecure_skip_verify: bool,
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct BufferConfig {
     /// A batch that cannot be delivered for this long goes to the on-disk buffer.
@@ -89,7 +89,7 @@ pub struct BufferConfig {
     pub fsync: FsyncMode,
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LokiSinkConfig {
     /// Serialized with the password of a `user:password@` part replaced by `***`.

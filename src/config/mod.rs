@@ -19,7 +19,7 @@ use std::time::Duration;
 /// The configuration that runs when no `-c FILE` is given.
 pub const DEFAULT_CONFIG_YAML: &str = include_str!("default.yaml");
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub docker: DockerConfig,
@@ -31,7 +31,7 @@ pub struct Config {
     pub log: LogConfig,
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DockerConfig {
     /// `unix:///path` or `tcp://host:port`. Empty: `$DOCKER_HOST`, else the local socket.
@@ -49,7 +49,7 @@ pub enum InitialPosition {
     End,
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CaptureConfig {
     pub rotation_interval: HumanDuration,
@@ -61,7 +61,7 @@ pub struct CaptureConfig {
     pub exclude: FilterConfig,
 }
 
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct FilterConfig {
     /// Container name globs (`*`, `?`), without the leading `/`.
@@ -72,7 +72,7 @@ pub struct FilterConfig {
     pub images: Vec<String>,
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PipelineConfig {
     /// Byte budget of the queue between capture and sinks: lines held until every sink has
@@ -86,7 +86,7 @@ pub struct PipelineConfig {
     pub shutdown_timeout: HumanDuration,
 }
 
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SinksConfig {
     pub stdout: Option<StdoutSinkConfig>,
@@ -98,15 +98,15 @@ pub struct SinksConfig {
     pub discard: Option<NullSinkConfig>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct NullSinkConfig {}
 
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StdoutSinkConfig {}
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct FileSinkConfig {
     /// Path template; `{container_name}` and `{container_id}` are replaced.
@@ -183,14 +183,14 @@ pub use loki::{
 };
 pub use loki::{MAX_LABEL_VALUE, MAX_LABELS, RECORD_FIELDS, valid_label_name};
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CheckpointConfig {
     pub state_dir: PathBuf,
     pub interval: HumanDuration,
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HttpConfig {
     /// `host:port` of the metrics/health listener; empty disables it.
@@ -210,7 +210,7 @@ pub enum LogFormat {
     Json,
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogConfig {
     /// A tracing filter: `info`, `debug`, `log_capturer=debug,warn` (no field filters; see

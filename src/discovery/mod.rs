@@ -38,6 +38,14 @@ pub struct DiscoverySettings {
     /// Never capture this container (the agent's own).
     pub own_id: Option<String>,
     pub backoff: (Duration, Duration),
+    /// When this process started (`now_ns()`), kept across config reloads: where a container
+    /// without checkpoint starts (`position::start_position`).
+    pub agent_start_ns: i64,
+    /// Look for stopped containers without checkpoint that ran from this time on (see
+    /// `reconcile::ran_unwatched`). None: since the previous run started watching (the
+    /// `watching_since` marker), else since `agent_start_ns`. After a config reload, what the
+    /// previous generation returned from `run`.
+    pub catch_up_from_ns: Option<i64>,
 }
 
 struct Tracked {
@@ -62,6 +70,8 @@ pub struct Discovery {
     /// The events stream is connected (a `Resync` came after the last `Lost`).
     events_connected: bool,
     agent_start_ns: i64,
+    /// When this discovery (this pipeline generation) started.
+    generation_start_ns: i64,
     /// Until a resync completes: look for stopped containers without checkpoint that ran
     /// at or after this time (see `reconcile::ran_unwatched`).
     catch_up_from_ns: Option<i64>,
@@ -86,11 +96,17 @@ impl Discovery {
         ready: Arc<AtomicBool>,
     ) -> Self {
         let metrics = Arc::clone(&ctx.metrics);
-        let agent_start_ns = now_ns();
+        let agent_start_ns = settings.agent_start_ns;
         // Since the previous run started watching (it may have missed its own start-up gap
-        // too), else since this run started.
-        let catch_up_from_ns = Some(checkpoints.previous_start_ns.unwrap_or(agent_start_ns));
+        // too), else since this run started; after a reload, what the previous generation
+        // left to look at.
+        let catch_up_from_ns = Some(
+            settings
+                .catch_up_from_ns
+                .unwrap_or(checkpoints.previous_start_ns.unwrap_or(agent_start_ns)),
+        );
         Discovery {
+            generation_start_ns: now_ns(),
             ctx,
             checkpoints,
             metrics,
@@ -108,7 +124,12 @@ impl Discovery {
         }
     }
 
-    pub async fn run(mut self, cancel: CancellationToken) {
+    /// Runs until `cancel`, then stops every capture task. Returns the time from which the
+    /// next generation (a config reload) must look for stopped containers that ran without
+    /// being read: its own start (events still queued at the cancel are not handled, and
+    /// containers start and stop between two generations), or earlier if its own catch-up
+    /// never completed.
+    pub async fn run(mut self, cancel: CancellationToken) -> i64 {
         let (tx, mut rx) = mpsc::channel(1024);
         let follower_cancel = cancel.child_token();
         let follower = tokio::spawn(follow_events(
@@ -203,7 +224,14 @@ impl Discovery {
             warn!(error = %e, "events follower failed");
         }
         self.metrics.containers_tracked.set(0);
+        // The next generation (a config reload) counts them again when it finds them so.
+        let unreadable = self.tracked.values().filter(|t| t.unreadable).count();
+        self.metrics.containers_unreadable.dec_by(unreadable as i64);
         debug!("discovery stopped");
+        self.catch_up_from_ns
+            .map_or(self.generation_start_ns, |from| {
+                from.min(self.generation_start_ns)
+            })
     }
 
     fn set_ready(&self, ready: bool) {

@@ -269,6 +269,9 @@ impl Discovery {
         if !selected(&self.settings.include, &self.settings.exclude, &candidate) {
             debug!(container = %meta.name, "container not selected by filters");
             self.ctx.status.forget(id);
+            // Captured before a config reload excluded it: its series end here. Its
+            // checkpoint stays: selected again, it resumes from there.
+            self.metrics.forget_container(&meta.name);
             self.ignored.insert(id.to_string());
             return true;
         }

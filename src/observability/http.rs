@@ -1,7 +1,8 @@
 //! The HTTP listener: `/metrics` (OpenMetrics or the Prometheus text format 0.0.4, by the
 //! `Accept` header: see `exposition`), `/health` (the process serves),
-//! `/ready` (the first container listing succeeded) and the status API
-//! (`/api/v1/containers`, `/api/v1/sinks`, `/api/v1/config`: see `status.rs` and the README).
+//! `/ready` (the first container listing succeeded), the status API
+//! (`/api/v1/containers`, `/api/v1/sinks`, `/api/v1/config`: see `status.rs` and the README)
+//! and `POST /-/reload` (reload the config, as Prometheus does; see `crate::reload`).
 //!
 //! Served with hyper's HTTP/1 connection builder rather than `axum::serve`, for two limits
 //! that keep idle or slow clients from making the endpoints unreachable:
@@ -16,7 +17,7 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
-use axum::routing::get;
+use axum::routing::{get, post};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use std::collections::VecDeque;
@@ -31,12 +32,14 @@ use tracing::{debug, warn};
 use super::metrics::{Metrics, ReasonLabels};
 use super::status::StatusBoard;
 use crate::backoff::sleep_or_cancel;
+use crate::reload::{ReloadRequest, ReloadSender};
 
 #[derive(Clone)]
 struct AppState {
     metrics: Arc<Metrics>,
     ready: Arc<AtomicBool>,
     status: Arc<StatusBoard>,
+    reload: Option<ReloadSender>,
 }
 
 /// Limits on what clients may hold (see the module doc).
@@ -76,6 +79,7 @@ pub async fn serve(
     metrics: Arc<Metrics>,
     ready: Arc<AtomicBool>,
     status: Arc<StatusBoard>,
+    reload: Option<ReloadSender>,
     cancel: CancellationToken,
 ) -> std::io::Result<()> {
     let app = Router::new()
@@ -85,10 +89,13 @@ pub async fn serve(
         .route("/api/v1/containers", get(containers_handler))
         .route("/api/v1/sinks", get(sinks_handler))
         .route("/api/v1/config", get(config_handler))
+        // Other methods get 405 (axum's method router).
+        .route("/-/reload", post(reload_handler))
         .with_state(AppState {
             metrics: Arc::clone(&metrics),
             ready,
             status,
+            reload,
         });
     let service = TowerToHyperService::new(app);
     let mut builder = hyper::server::conn::http1::Builder::new();
@@ -227,6 +234,31 @@ async fn config_handler(State(state): State<AppState>) -> axum::response::Respon
     json(&state.status.config_json())
 }
 
+/// Asks the agent to reload and answers with the result: 200 and a short message, or the
+/// error's status (409 refused, 500 invalid or failed, 503 stopping) and the reason.
+async fn reload_handler(State(state): State<AppState>) -> impl IntoResponse {
+    let unavailable = |why: &str| (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n"));
+    let Some(reload) = state.reload else {
+        return unavailable("reload is not available");
+    };
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    let request = ReloadRequest {
+        origin: "POST /-/reload",
+        reply: Some(reply),
+    };
+    if reload.send(request).await.is_err() {
+        return unavailable("the agent is stopping");
+    }
+    match answer.await {
+        Ok(Ok(message)) => (StatusCode::OK, format!("{message}\n")),
+        Ok(Err(e)) => (
+            StatusCode::from_u16(e.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            format!("{}\n", e.message),
+        ),
+        Err(_) => unavailable("the agent is stopping; the reload was not done"),
+    }
+}
+
 async fn ready_handler(State(state): State<AppState>) -> impl IntoResponse {
     if state.ready.load(Ordering::Relaxed) {
         (StatusCode::OK, "ready\n")
@@ -305,6 +337,7 @@ mod tests {
                 Arc::clone(&metrics),
                 Arc::new(AtomicBool::new(true)),
                 Arc::new(StatusBoard::new()),
+                None,
                 cancel.clone(),
             ));
             (addr, server)

@@ -31,6 +31,16 @@ pub struct ReasonLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    pub result: &'static str,
+}
+
+/// Results of a config reload: `applied` (a new pipeline generation or log level),
+/// `unchanged`, `invalid` (the new file did not load), `refused` (a key needs a restart),
+/// `failed` (valid, but could not be started; the old config runs again).
+pub const RELOAD_RESULTS: [&str; 5] = ["applied", "unchanged", "invalid", "refused", "failed"];
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct SinkLabels {
     pub sink: &'static str,
 }
@@ -149,6 +159,8 @@ pub struct Metrics {
     pub config_last_reload_successful: Gauge,
     /// Set by config reload (issue 11); the start time at start.
     pub config_last_reload_success_timestamp: Gauge<f64, AtomicU64>,
+    /// Reload attempts by result (see `RELOAD_RESULTS`).
+    pub config_reloads: Family<ResultLabels, Counter>,
     pub registry: Registry,
 }
 
@@ -416,6 +428,34 @@ impl Metrics {
             "Output files the file sink holds open",
             file_sink_files_open.clone(),
         );
+        let config_last_reload_successful = Gauge::default();
+        config_last_reload_successful.set(1);
+        let config_last_reload_success_timestamp = Gauge::<f64, AtomicU64>::default();
+        config_last_reload_success_timestamp.set(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs_f64())
+                .unwrap_or(0.0),
+        );
+        let config_reloads = Family::<ResultLabels, Counter>::default();
+        for result in RELOAD_RESULTS {
+            let _ = config_reloads.get_or_create(&ResultLabels { result });
+        }
+        r.register(
+            "log_capturer_config_last_reload_successful",
+            "Whether the last configuration reload succeeded (1 at start)",
+            config_last_reload_successful.clone(),
+        );
+        r.register(
+            "log_capturer_config_last_reload_success_timestamp_seconds",
+            "Time of the last successful configuration load (the start, or a reload)",
+            config_last_reload_success_timestamp.clone(),
+        );
+        r.register(
+            "log_capturer_config_reloads",
+            "Configuration reload attempts (SIGHUP, POST /-/reload), by result",
+            config_reloads.clone(),
+        );
 
         let docker_unreachable = Counter::default();
         r.register(
@@ -428,24 +468,6 @@ impl Metrics {
             "log_capturer_container_lag_seconds",
             "Seconds between now and the timestamp of the container's last acknowledged line, while it writes",
             container_lag_seconds.clone(),
-        );
-        let config_last_reload_successful = Gauge::default();
-        config_last_reload_successful.set(1);
-        r.register(
-            "log_capturer_config_last_reload_successful",
-            "Whether the last configuration reload succeeded (1; also at start) or failed (0)",
-            config_last_reload_successful.clone(),
-        );
-        let config_last_reload_success_timestamp = Gauge::<f64, AtomicU64>::default();
-        config_last_reload_success_timestamp.set(
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0.0, |d| d.as_secs_f64()),
-        );
-        r.register(
-            "log_capturer_config_last_reload_success_timestamp_seconds",
-            "When the configuration was last loaded successfully (at start, or by a reload), seconds since the epoch",
-            config_last_reload_success_timestamp.clone(),
         );
         r.register(
             "log_capturer_build",
@@ -508,6 +530,7 @@ impl Metrics {
             sink_torn_records,
             sink_syncs,
             file_sink_files_open,
+            config_reloads,
             registry,
         }
     }

@@ -229,6 +229,17 @@ impl Agent {
         Some(all.get(key).copied().unwrap_or(0.0))
     }
 
+    /// (tasks alive, open FDs) from the agent's own metrics (-1 when missing).
+    pub fn resources(&self) -> (f64, f64) {
+        let m = self.metrics();
+        (
+            m.get("log_capturer_tasks_alive").copied().unwrap_or(-1.0),
+            m.get("log_capturer_file_descriptors_open")
+                .copied()
+                .unwrap_or(-1.0),
+        )
+    }
+
     /// Sends SIGTERM and waits (up to 30 s) for the exit.
     pub fn terminate(&mut self) -> ExitStatus {
         self.signal("TERM");
@@ -249,7 +260,8 @@ impl Agent {
         assert!(status.success());
     }
 
-    fn wait_exit(&mut self) -> ExitStatus {
+    /// Waits (up to 30 s) for the agent to exit on its own.
+    pub fn wait_exit(&mut self) -> ExitStatus {
         let mut child = self.child.take().expect("running");
         let mut status = None;
         wait_until(Duration::from_secs(30), || {
@@ -263,6 +275,29 @@ impl Agent {
                 panic!("agent did not exit within 30 s; log:\n{}", self.log());
             }
         }
+    }
+
+    /// Sends SIGHUP (reload the config).
+    pub fn sighup(&self) {
+        self.signal("HUP");
+    }
+
+    /// Minimal HTTP/1.0 request without body (e.g. `POST /-/reload`); None when the agent
+    /// does not answer. A reload answers after the pipeline drained: generous timeout.
+    pub fn request(&self, method: &str, path: &str) -> Option<(u16, String)> {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(&self.http).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(120))).ok()?;
+        write!(
+            s,
+            "{method} {path} HTTP/1.0\r\nHost: test\r\nContent-Length: 0\r\n\r\n"
+        )
+        .ok()?;
+        let mut text = String::new();
+        s.read_to_string(&mut text).ok()?;
+        let status = text.split_whitespace().nth(1)?.parse().ok()?;
+        let body = text.split_once("\r\n\r\n")?.1.to_string();
+        Some((status, body))
     }
 
     /// The config file the agent runs with (for `log-capturer dlq -c`).
@@ -359,19 +394,6 @@ impl Agent {
         stdout
     }
 
-    /// Waits up to `within` for the agent to exit on its own; None (still running) otherwise.
-    pub fn wait_for_exit(&mut self, within: Duration) -> Option<ExitStatus> {
-        let child = self.child.as_mut().expect("running");
-        let mut status = None;
-        wait_until(within, || {
-            status = child.try_wait().ok().flatten();
-            status.is_some()
-        });
-        if status.is_some() {
-            self.child = None;
-        }
-        status
-    }
 
     /// Sends SIGTERM and waits (up to 60 s) for the exit.
     pub fn terminate_within_60s(&mut self) -> ExitStatus {
