@@ -522,7 +522,7 @@ fn loki_disk_buffer_survives_reloads() {
     let name = containers.name("rl");
     let n = 4000;
     containers.run("rl", &[], &writer("l-", n));
-    let buffered = "log_capturer_buffer_records{sink=\"loki\"}";
+    let buffered = "log_capturer_buffer_batches{sink=\"loki\"}";
     for (round, wait) in ["250ms", "300ms"].into_iter().enumerate() {
         assert!(
             wait_until(Duration::from_secs(60), || agent.metric(buffered) > 0.0),
