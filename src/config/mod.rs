@@ -2,9 +2,11 @@
 //! (unknown keys are errors) and semantic validation that reports the key path and the reason.
 
 mod loki;
+mod rotate;
 mod secret;
 mod units;
 
+pub use rotate::{FileRotateConfig, RotateCompress};
 pub use secret::Secret;
 pub use units::{ByteSize, HumanDuration, parse_byte_size, parse_duration};
 
@@ -119,6 +121,8 @@ pub struct FileSinkConfig {
     pub dir_mode: String,
     /// Output files open at once at most; the least recently used idle one is closed first.
     pub max_open_files: usize,
+    /// Rotation of the output files (none when absent).
+    pub rotate: Option<FileRotateConfig>,
 }
 
 /// The file sink's fsync policy.
@@ -146,6 +150,9 @@ impl FileSinkConfig {
         }
         if self.max_open_files == 0 {
             return Err("sinks.file.max_open_files: must be at least 1".to_string());
+        }
+        if let Some(rotate) = &self.rotate {
+            rotate.validate()?;
         }
         Ok(())
     }
@@ -279,6 +286,7 @@ impl Default for FileSinkConfig {
             mode: "0640".to_string(),
             dir_mode: "0750".to_string(),
             max_open_files: 1024,
+            rotate: None,
         }
     }
 }

@@ -86,6 +86,14 @@ pub struct Metrics {
     pub sink_torn_records: Family<SinkLabels, Counter>,
     pub sink_syncs: Family<SinkLabels, Counter>,
     pub file_sink_files_open: Gauge,
+    /// File sink rotations by reason (size, age, date, external).
+    pub file_sink_rotations: Family<ReasonLabels, Counter>,
+    /// Rotated files that could not be compressed (left uncompressed, tried again later).
+    pub file_sink_compression_failures: Counter,
+    /// Rotated files deleted by `sinks.file.rotate.max_files`.
+    pub file_sink_retention_deletions: Counter,
+    /// Rotation steps that failed (rename, listing, deleting); retried later, nothing lost.
+    pub file_sink_rotation_failures: Counter,
     pub registry: Registry,
 }
 
@@ -347,6 +355,34 @@ impl Metrics {
             "Output files the file sink holds open",
             file_sink_files_open.clone(),
         );
+        let file_sink_rotations = Family::<ReasonLabels, Counter>::default();
+        for reason in ["size", "age", "date", "external"] {
+            // Initialised so that alerts need no `or vector(0)`.
+            let _ = file_sink_rotations.get_or_create(&ReasonLabels { reason });
+        }
+        let file_sink_compression_failures = Counter::default();
+        let file_sink_retention_deletions = Counter::default();
+        let file_sink_rotation_failures = Counter::default();
+        r.register(
+            "log_capturer_file_sink_rotations",
+            "File sink output files rotated, by reason (size, age, date, external)",
+            file_sink_rotations.clone(),
+        );
+        r.register(
+            "log_capturer_file_sink_compression_failures",
+            "Rotated output files that could not be gzip-compressed (kept uncompressed)",
+            file_sink_compression_failures.clone(),
+        );
+        r.register(
+            "log_capturer_file_sink_retention_deletions",
+            "Rotated output files deleted to keep sinks.file.rotate.max_files",
+            file_sink_retention_deletions.clone(),
+        );
+        r.register(
+            "log_capturer_file_sink_rotation_failures",
+            "File sink rotation steps that failed (rename, listing or deleting rotated files)",
+            file_sink_rotation_failures.clone(),
+        );
 
         Metrics {
             streams_active,
@@ -391,6 +427,10 @@ impl Metrics {
             sink_torn_records,
             sink_syncs,
             file_sink_files_open,
+            file_sink_rotations,
+            file_sink_compression_failures,
+            file_sink_retention_deletions,
+            file_sink_rotation_failures,
             registry,
         }
     }
