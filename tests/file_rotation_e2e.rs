@@ -68,7 +68,11 @@ fn rotated(live: &Path) -> BTreeMap<u64, Vec<String>> {
         return found;
     };
     for entry in entries {
-        let name = entry.expect("entry").file_name().to_string_lossy().into_owned();
+        let name = entry
+            .expect("entry")
+            .file_name()
+            .to_string_lossy()
+            .into_owned();
         let Some(rest) = name
             .strip_prefix(live_name)
             .and_then(|r| r.strip_prefix('.'))
@@ -163,12 +167,9 @@ fn size_rotation_with_gzip_keeps_every_line_exactly_once_in_order() {
         .map(|(name, _)| out.join(format!("{name}.log")))
         .collect();
     let done = wait_until(Duration::from_secs(180), || {
-        lives
-            .iter()
-            .zip(&names)
-            .all(|(live, (_, prefix))| {
-                settled(live) && union(live).last() == Some(&format!("{prefix}{n}"))
-            })
+        lives.iter().zip(&names).all(|(live, (_, prefix))| {
+            settled(live) && union(live).last() == Some(&format!("{prefix}{n}"))
+        })
     });
     assert!(done, "not every line arrived; log:\n{}", agent.log());
     // Quiet now: nothing more is written, so the counts are final.
@@ -276,7 +277,9 @@ fn sigkill_during_rotations_and_compression_then_restart_loses_nothing() {
             for names in rotated(live).values() {
                 // A plain file is whole; its .gz may be too (a crash before the plain one
                 // was deleted): count the plain one only.
-                let plain = names.iter().find(|n| !n.ends_with(".gz") && !n.ends_with(".tmp"));
+                let plain = names
+                    .iter()
+                    .find(|n| !n.ends_with(".gz") && !n.ends_with(".tmp"));
                 let path = dir.join(plain.unwrap_or(&names[0]));
                 if path.extension().is_some_and(|e| e == "tmp") {
                     continue;
@@ -292,7 +295,11 @@ fn sigkill_during_rotations_and_compression_then_restart_loses_nothing() {
             settled(live) && union(live).last() == Some(&format!("{prefix}{n}"))
         })
     });
-    assert!(done, "not every line arrived after the restart; log:\n{}", agent.log());
+    assert!(
+        done,
+        "not every line arrived after the restart; log:\n{}",
+        agent.log()
+    );
     std::thread::sleep(Duration::from_secs(2));
     for ((live, prefix), at_kill) in lives.iter().zip(prefixes).zip(at_kill) {
         let got = union(live);
@@ -304,7 +311,10 @@ fn sigkill_during_rotations_and_compression_then_restart_loses_nothing() {
             .strip_prefix(prefix)
             .and_then(|v| v.parse().ok())
             .expect("number");
-        assert!(first <= at_kill + 1, "{context}: gap after {at_kill}: resumed at {first}");
+        assert!(
+            first <= at_kill + 1,
+            "{context}: gap after {at_kill}: resumed at {first}"
+        );
         assert_run(&got[at_kill..], prefix, first, n, &context);
         println!(
             "{context}: {at_kill} lines at SIGKILL, {} replayed, none lost",

@@ -100,3 +100,28 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod example_tests {
+    use crate::config::Config;
+
+    /// The commented-out file sink of examples/config.yaml, uncommented, is a valid config
+    /// with the documented rotation keys.
+    #[test]
+    fn the_examples_file_sink_section_is_valid_when_uncommented() {
+        let text = include_str!("../../examples/config.yaml");
+        let start = text.find("  # file:\n").expect("file sink section");
+        let section: String = text[start..]
+            .lines()
+            .take_while(|l| l.starts_with("  #"))
+            .map(|l| format!("{}\n", l.replacen("# ", "", 1)))
+            .collect();
+        let c = Config::parse(&format!("sinks:\n{section}"), "example").expect("valid");
+        let r = c
+            .sinks
+            .file
+            .and_then(|f| f.rotate)
+            .expect("rotate documented");
+        assert_eq!(r.max_files, Some(10));
+    }
+}

@@ -57,6 +57,9 @@ const RETAINED_BUF_BYTES: usize = 16 * 1024;
 /// How often open files' paths are checked for having been moved away (an external logrotate).
 const MOVED_CHECK_EVERY: Duration = Duration::from_secs(1);
 
+/// Paths remembered as looked after (see `FileSink::upkept`).
+const UPKEPT_REMEMBERED: usize = 10_000;
+
 /// The wall clock (replaced in tests).
 pub type Clock = Arc<dyn Fn() -> SystemTime + Send + Sync>;
 
@@ -366,12 +369,17 @@ impl FileSink {
                             continue;
                         }
                     }
-                    if !self.upkept.contains(path) {
+                    if let Some(u) = &self.upkeeper
+                        && !self.upkept.contains(path)
+                    {
                         // Leftovers of an earlier run (a crash mid-compression, files beyond
-                        // max_files) are looked after once per path and run.
-                        if let Some(u) = &self.upkeeper {
-                            u.request(path);
+                        // max_files) are looked after once per path and run. Bounded: with
+                        // many short-lived containers it is forgotten now and then (a path
+                        // is then looked after once more, which is harmless).
+                        if self.upkept.len() >= UPKEPT_REMEMBERED {
+                            self.upkept.clear();
                         }
+                        u.request(path);
                         self.upkept.insert(path.to_path_buf());
                     }
                     self.files.insert(

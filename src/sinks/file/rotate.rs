@@ -144,13 +144,8 @@ pub fn upkeep(
     cancel: &AtomicBool,
     metrics: &Metrics,
 ) {
-    let rotated = match list_rotated(live) {
-        Ok(r) => r,
-        Err(e) => {
-            warn!(file = %live.display(), error = %e, "cannot list rotated files");
-            metrics.file_sink_rotation_failures.inc();
-            return;
-        }
+    let Some(rotated) = listed(live, metrics) else {
+        return;
     };
     for (&seq, kinds) in &rotated {
         if kinds.contains(&Kind::GzTmp) {
@@ -186,13 +181,8 @@ pub fn upkeep(
     let Some(max_files) = policy.max_files else {
         return;
     };
-    let rotated = match list_rotated(live) {
-        Ok(r) => r,
-        Err(e) => {
-            warn!(file = %live.display(), error = %e, "cannot list rotated files");
-            metrics.file_sink_rotation_failures.inc();
-            return;
-        }
+    let Some(rotated) = listed(live, metrics) else {
+        return;
     };
     let excess = rotated.len().saturating_sub(max_files);
     for (&seq, kinds) in rotated.iter().take(excess) {
@@ -205,6 +195,16 @@ pub fn upkeep(
             debug!(file = %rotated_path(live, seq, Kind::Plain).display(), "deleted (max_files)");
         }
     }
+}
+
+/// [`list_rotated`], logged and counted when it fails.
+fn listed(live: &Path, metrics: &Metrics) -> Option<BTreeMap<u64, Vec<Kind>>> {
+    list_rotated(live)
+        .inspect_err(|e| {
+            warn!(file = %live.display(), error = %e, "cannot list rotated files");
+            metrics.file_sink_rotation_failures.inc();
+        })
+        .ok()
 }
 
 /// Deletes a file (gone already is fine). False, logged and counted, if it could not.
