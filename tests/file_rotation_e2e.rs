@@ -112,6 +112,29 @@ fn settled(live: &Path) -> bool {
         .all(|names| names.len() == 1 && names[0].ends_with(".gz"))
 }
 
+/// The messages of `live` and its rotated files right now, wherever upkeep is (a plain file
+/// and its `.gz` count once, a `.gz.tmp` not at all): for waiting, not for the final checks.
+fn union_now(live: &Path) -> Vec<String> {
+    let dir = live.parent().expect("dir");
+    let mut out = Vec::new();
+    for names in rotated(live).values() {
+        let whole = names
+            .iter()
+            .find(|n| !n.ends_with(".gz") && !n.ends_with(".tmp"))
+            .or_else(|| names.iter().find(|n| n.ends_with(".gz")));
+        if let Some(name) = whole {
+            let path = dir.join(name);
+            out.extend(messages_of(&read_text(&path), &path));
+        }
+    }
+    out.extend(messages_of(&read_text(live), live));
+    out
+}
+
+fn lines_now(live: &Path) -> usize {
+    union_now(live).len()
+}
+
 fn seq(prefix: &str, from: usize, to: usize) -> Vec<String> {
     (from..=to).map(|i| format!("{prefix}{i}")).collect()
 }
@@ -168,12 +191,15 @@ fn size_rotation_with_gzip_keeps_every_line_exactly_once_in_order() {
         .collect();
     let done = wait_until(Duration::from_secs(180), || {
         lives.iter().zip(&names).all(|(live, (_, prefix))| {
-            settled(live) && union(live).last() == Some(&format!("{prefix}{n}"))
+            settled(live) && union_now(live).last() == Some(&format!("{prefix}{n}"))
         })
     });
     assert!(done, "not every line arrived; log:\n{}", agent.log());
     // Quiet now: nothing more is written, so the counts are final.
     std::thread::sleep(Duration::from_secs(2));
+    assert!(wait_until(Duration::from_secs(30), || lives
+        .iter()
+        .all(|l| settled(l))));
     let mut files = 0;
     for (live, (_, prefix)) in lives.iter().zip(&names) {
         assert_run(&union(live), prefix, 1, n, &live.display().to_string());
@@ -212,7 +238,7 @@ fn max_files_deletes_the_oldest_and_counts_them() {
     let live = out.join(format!("{}.log", containers.name("k")));
     let last = format!("k-{n}");
     let done = wait_until(Duration::from_secs(120), || {
-        rotated(&live).len() <= 3 && union(&live).last() == Some(&last)
+        rotated(&live).len() <= 3 && union_now(&live).last() == Some(&last)
     });
     assert!(done, "not every line arrived; log:\n{}", agent.log());
     std::thread::sleep(Duration::from_secs(2));
@@ -263,36 +289,17 @@ fn sigkill_during_rotations_and_compression_then_restart_loses_nothing() {
         .iter()
         .map(|s| out.join(format!("{}.log", containers.name(s))))
         .collect();
-    let rotating = wait_until(Duration::from_secs(60), || {
-        rotations(&agent, "size") >= 20.0
+    // Well into the run (past the first checkpoints), while files rotate and compress.
+    let rotating = wait_until(Duration::from_secs(90), || {
+        rotations(&agent, "size") >= 20.0 && lives.iter().all(|l| lines_now(l) >= 1500)
     });
     assert!(rotating, "no rotations; log:\n{}", agent.log());
     agent.kill();
-    // What the files held at the kill (uncompressed, half-compressed or both).
-    let at_kill: Vec<usize> = lives
-        .iter()
-        .map(|live| {
-            let dir = live.parent().expect("dir");
-            let mut count = 0;
-            for names in rotated(live).values() {
-                // A plain file is whole; its .gz may be too (a crash before the plain one
-                // was deleted): count the plain one only.
-                let plain = names
-                    .iter()
-                    .find(|n| !n.ends_with(".gz") && !n.ends_with(".tmp"));
-                let path = dir.join(plain.unwrap_or(&names[0]));
-                if path.extension().is_some_and(|e| e == "tmp") {
-                    continue;
-                }
-                count += messages_of(&read_text(&path), &path).len();
-            }
-            count + messages_of(&read_text(live), live).len()
-        })
-        .collect();
+    let at_kill: Vec<usize> = lives.iter().map(|l| lines_now(l)).collect();
     agent.restart();
     let done = wait_until(Duration::from_secs(180), || {
         lives.iter().zip(prefixes).all(|(live, prefix)| {
-            settled(live) && union(live).last() == Some(&format!("{prefix}{n}"))
+            settled(live) && union_now(live).last() == Some(&format!("{prefix}{n}"))
         })
     });
     assert!(
@@ -301,6 +308,9 @@ fn sigkill_during_rotations_and_compression_then_restart_loses_nothing() {
         agent.log()
     );
     std::thread::sleep(Duration::from_secs(2));
+    assert!(wait_until(Duration::from_secs(30), || lives
+        .iter()
+        .all(|l| settled(l))));
     for ((live, prefix), at_kill) in lives.iter().zip(prefixes).zip(at_kill) {
         let got = union(live);
         let context = live.display().to_string();
