@@ -142,7 +142,7 @@ impl FileSinkConfig {
         if self.path.trim().is_empty() {
             return Err("sinks.file.path: must not be empty".to_string());
         }
-        crate::sinks::PathTemplate::new(&self.path).map_err(|e| format!("sinks.file.path: {e}"))?;
+        crate::sinks::template_of(self)?;
         self.file_mode()?;
         self.directory_mode()?;
         if self.fsync == FileFsync::Interval && self.fsync_interval.0.is_zero() {

@@ -56,6 +56,8 @@ const WRITE_AHEAD_BYTES: usize = 256 * 1024;
 const RETAINED_BUF_BYTES: usize = 16 * 1024;
 /// How often open files' paths are checked for having been moved away (an external logrotate).
 const MOVED_CHECK_EVERY: Duration = Duration::from_secs(1);
+/// How long after a failed rotation (rename) a file is tried again.
+const ROTATE_RETRY: Duration = Duration::from_secs(30);
 
 /// Paths remembered as looked after (see `FileSink::upkept`).
 const UPKEPT_REMEMBERED: usize = 10_000;
@@ -74,12 +76,22 @@ pub struct FileSinkSettings {
     pub rotate: RotatePolicy,
 }
 
+/// `sinks.file.path` checked, with room for the rotation suffix when `rotate` is set.
+pub fn template_of(c: &crate::config::FileSinkConfig) -> Result<PathTemplate, String> {
+    let room = if c.rotate.is_some() {
+        rotate::SUFFIX_ROOM
+    } else {
+        0
+    };
+    PathTemplate::reserving(&c.path, room).map_err(|e| format!("sinks.file.path: {e}"))
+}
+
 impl FileSinkSettings {
     /// From the validated `sinks.file` configuration.
     pub fn from_config(c: &crate::config::FileSinkConfig) -> Result<Self, String> {
         use crate::config::FileFsync;
         Ok(FileSinkSettings {
-            template: PathTemplate::new(&c.path).map_err(|e| format!("sinks.file.path: {e}"))?,
+            template: template_of(c)?,
             idle_close: c.idle_close.0,
             modes: Modes {
                 file: c.file_mode()?,
@@ -126,6 +138,9 @@ struct OpenFile {
     date: String,
     /// Device and inode, to notice the path being moved away.
     dev_ino: (u64, u64),
+    /// A rotation of this file failed then: not tried again before `ROTATE_RETRY` passed
+    /// (one warning per attempt, not one per flush).
+    rotate_failed: Option<Instant>,
 }
 
 impl OpenFile {
@@ -263,6 +278,11 @@ impl FileSink {
                     continue;
                 }
             }
+            if f.rotate_failed
+                .is_some_and(|at| at.elapsed() < ROTATE_RETRY)
+            {
+                continue;
+            }
             let age = now.duration_since(f.created).unwrap_or_default();
             if let Some(reason) = self.settings.rotate.due(f.size, age) {
                 close.push((path.clone(), Some(reason)));
@@ -273,6 +293,8 @@ impl FileSink {
                 Some(reason) => {
                     if self.rotate_file(&path, reason) {
                         self.files.remove(&path);
+                    } else if let Some(f) = self.files.get_mut(&path) {
+                        f.rotate_failed = Some(Instant::now());
                     }
                 }
                 None => {
@@ -396,6 +418,7 @@ impl FileSink {
                             created,
                             date: self.today(),
                             dev_ino: (meta.dev(), meta.ino()),
+                            rotate_failed: None,
                         },
                     );
                     self.update_open_gauge();

@@ -39,17 +39,31 @@ pub struct PathTemplate {
 impl PathTemplate {
     /// Checks that every component holding `{container_name}` leaves room for a name.
     pub fn new(template: &str) -> Result<PathTemplate, String> {
+        Self::reserving(template, 0)
+    }
+
+    /// Like [`PathTemplate::new`], leaving `suffix` more bytes free in the file name (the
+    /// last component): rotated files append `.000001.gz.tmp` to it.
+    pub fn reserving(template: &str, suffix: usize) -> Result<PathTemplate, String> {
         let mut name_budget = NAME_MAX;
-        for component in template.split('/') {
+        let last = template.split('/').count() - 1;
+        for (i, component) in template.split('/').enumerate() {
+            let reserve = if i == last { suffix } else { 0 };
             let names = component.matches(NAME).count();
             let ids = component.matches(ID).count();
             let dates = component.matches(DATE).count();
             let fixed = component.len() - names * NAME.len() - ids * ID.len() + ids * ID_LEN
                 - dates * DATE.len()
-                + dates * DATE_LEN;
+                + dates * DATE_LEN
+                + reserve;
             if names == 0 && fixed > NAME_MAX {
                 return Err(format!(
-                    "the path component {component:?} is longer than {NAME_MAX} bytes"
+                    "the path component {component:?} is longer than {NAME_MAX} bytes{}",
+                    if reserve > 0 {
+                        format!(" once rotation appends up to {reserve} bytes")
+                    } else {
+                        String::new()
+                    }
                 ));
             }
             if let Some(budget) = NAME_MAX.saturating_sub(fixed).checked_div(names) {
@@ -280,6 +294,22 @@ mod tests {
         let tight = format!("/logs/{}{{date}}{{container_name}}", "p".repeat(216));
         assert!(PathTemplate::new(&tight).is_err());
         assert!(PathTemplate::new(&tight.replacen("p", "", 4)).is_ok());
+    }
+
+    #[test]
+    fn room_is_left_for_the_rotation_suffix() {
+        let suffix = ".000001.gz.tmp".len();
+        let t = PathTemplate::reserving("/logs/{container_name}.log", suffix).expect("template");
+        let path = t.path_for(&meta(&"f".repeat(64), &"x".repeat(289)), "");
+        let file = path.file_name().and_then(|f| f.to_str()).expect("name");
+        assert_eq!(file.len(), NAME_MAX - suffix);
+        // A fixed file name that leaves no room for the suffix is refused.
+        let fixed = format!("/logs/{}", "f".repeat(250));
+        assert!(PathTemplate::new(&fixed).is_ok());
+        assert!(PathTemplate::reserving(&fixed, suffix).is_err());
+        // Only the file name pays for it.
+        let dir = format!("/{}/{{container_name}}.log", "d".repeat(250));
+        assert!(PathTemplate::reserving(&dir, suffix).is_ok());
     }
 
     #[test]

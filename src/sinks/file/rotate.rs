@@ -28,6 +28,9 @@ use crate::observability::metrics::Metrics;
 
 /// Digits of a rotated file's number, at least.
 const SEQ_DIGITS: usize = 6;
+/// What rotation appends to a file name (`.000001.gz.tmp`): path templates leave room for it
+/// when rotation is on (numbers beyond 999999 take a byte more each).
+pub const SUFFIX_ROOM: usize = 1 + SEQ_DIGITS + ".gz.tmp".len();
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RotatePolicy {

@@ -542,3 +542,38 @@ fn rotated_files_are_compressed_and_pruned_to_max_files() {
         (70..100).collect::<Vec<_>>()
     );
 }
+
+#[test]
+fn a_failed_rotation_keeps_writing_into_the_same_file_and_is_counted_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let policy = RotatePolicy {
+        max_bytes: Some(100),
+        ..RotatePolicy::default()
+    };
+    let (mut sink, metrics) = rotating_sink(dir.path(), "{container_name}.log", policy);
+    let c = meta("id", "c");
+    let live = dir.path().join("c.log");
+    std::fs::write(&live, b"").expect("create");
+    // Append-only: renaming it fails with EPERM, even for root.
+    let chattr = |flag: &str| {
+        std::process::Command::new("chattr")
+            .arg(flag)
+            .arg(&live)
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if !chattr("+a") {
+        println!("skipped: chattr +a is not available on this file system");
+        return;
+    }
+    for round in 0..5 {
+        write(&mut sink, &batch(&c, round * 10, 10, 10));
+        durable(&mut sink);
+    }
+    let lines = numbers(&live);
+    let failures = metrics.file_sink_rotation_failures.get();
+    assert!(chattr("-a"), "chattr -a");
+    assert_eq!(lines, (0..50).collect::<Vec<_>>());
+    assert_eq!(failures, 1, "retried only after ROTATE_RETRY");
+    assert_eq!(rotations(&metrics, "size"), 0);
+}
