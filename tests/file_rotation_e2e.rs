@@ -164,18 +164,20 @@ fn rotations(agent: &Agent, reason: &str) -> f64 {
     ))
 }
 
-#[test]
-fn size_rotation_with_gzip_keeps_every_line_exactly_once_in_order() {
-    let mut containers = Containers::new("rotsize");
+/// Containers of `test` and the agent writing to `<tmp>/out` with these `sinks.file` keys.
+fn rotating_agent(test: &str, file_keys: &str) -> (Containers, tempfile::TempDir, PathBuf, Agent) {
+    let containers = Containers::new(test);
     let dir = tempfile::tempdir().expect("tempdir");
     let out = dir.path().join("out");
-    let mut agent = Agent::start(
-        dir.path(),
-        options(
-            &containers,
-            &out,
-            "    fsync: always\n    rotate:\n      max_bytes: 16KiB\n      max_files: 10000\n      compress: gzip\n",
-        ),
+    let agent = Agent::start(dir.path(), options(&containers, &out, file_keys));
+    (containers, dir, out, agent)
+}
+
+#[test]
+fn size_rotation_with_gzip_keeps_every_line_exactly_once_in_order() {
+    let (mut containers, _dir, out, mut agent) = rotating_agent(
+        "rotsize",
+        "    fsync: always\n    rotate:\n      max_bytes: 16KiB\n      max_files: 10000\n      compress: gzip\n",
     );
     let n = 3000;
     let names: Vec<(String, String)> = ["a", "b", "c"]
@@ -222,16 +224,9 @@ fn size_rotation_with_gzip_keeps_every_line_exactly_once_in_order() {
 
 #[test]
 fn max_files_deletes_the_oldest_and_counts_them() {
-    let mut containers = Containers::new("rotkeep");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let out = dir.path().join("out");
-    let mut agent = Agent::start(
-        dir.path(),
-        options(
-            &containers,
-            &out,
-            "    fsync: always\n    rotate:\n      max_bytes: 8KiB\n      max_files: 3\n",
-        ),
+    let (mut containers, _dir, out, mut agent) = rotating_agent(
+        "rotkeep",
+        "    fsync: always\n    rotate:\n      max_bytes: 8KiB\n      max_files: 3\n",
     );
     let n = 2000;
     containers.run("k", &[], &printer("k-", n, 300));
@@ -269,16 +264,9 @@ fn max_files_deletes_the_oldest_and_counts_them() {
 
 #[test]
 fn sigkill_during_rotations_and_compression_then_restart_loses_nothing() {
-    let mut containers = Containers::new("rotkill");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let out = dir.path().join("out");
-    let mut agent = Agent::start(
-        dir.path(),
-        options(
-            &containers,
-            &out,
-            "    fsync: always\n    rotate:\n      max_bytes: 4KiB\n      compress: gzip\n",
-        ),
+    let (mut containers, _dir, out, mut agent) = rotating_agent(
+        "rotkill",
+        "    fsync: always\n    rotate:\n      max_bytes: 4KiB\n      compress: gzip\n",
     );
     let n = 6000;
     let prefixes = ["x-", "y-"];
