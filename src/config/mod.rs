@@ -3,10 +3,12 @@
 
 mod docker_tls;
 mod loki;
+mod rotate;
 mod secret;
 mod units;
 
 pub use docker_tls::DockerTlsConfig;
+pub use rotate::{FileRotateConfig, RotateCompress};
 pub use secret::Secret;
 pub use units::{ByteSize, HumanDuration, parse_byte_size, parse_duration};
 
@@ -123,6 +125,8 @@ pub struct FileSinkConfig {
     pub dir_mode: String,
     /// Output files open at once at most; the least recently used idle one is closed first.
     pub max_open_files: usize,
+    /// Rotation of the output files (none when absent).
+    pub rotate: Option<FileRotateConfig>,
 }
 
 /// The file sink's fsync policy.
@@ -142,7 +146,7 @@ impl FileSinkConfig {
         if self.path.trim().is_empty() {
             return Err("sinks.file.path: must not be empty".to_string());
         }
-        crate::sinks::PathTemplate::new(&self.path).map_err(|e| format!("sinks.file.path: {e}"))?;
+        crate::sinks::template_of(self)?;
         self.file_mode()?;
         self.directory_mode()?;
         if self.fsync == FileFsync::Interval && self.fsync_interval.0.is_zero() {
@@ -150,6 +154,9 @@ impl FileSinkConfig {
         }
         if self.max_open_files == 0 {
             return Err("sinks.file.max_open_files: must be at least 1".to_string());
+        }
+        if let Some(rotate) = &self.rotate {
+            rotate.validate()?;
         }
         Ok(())
     }
@@ -284,6 +291,7 @@ impl Default for FileSinkConfig {
             mode: "0640".to_string(),
             dir_mode: "0750".to_string(),
             max_open_files: 1024,
+            rotate: None,
         }
     }
 }

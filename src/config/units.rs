@@ -42,6 +42,7 @@ pub fn parse_duration(text: &str) -> Option<Duration> {
             "s" => Duration::from_secs(value),
             "m" => Duration::from_secs(value.checked_mul(60)?),
             "h" => Duration::from_secs(value.checked_mul(3600)?),
+            "d" => Duration::from_secs(value.checked_mul(86_400)?),
             _ => return None,
         };
         total = total.checked_add(part)?;
@@ -74,7 +75,7 @@ impl<'de> Deserialize<'de> for HumanDuration {
         let text = String::deserialize(deserializer)?;
         parse_duration(&text).map(HumanDuration).ok_or_else(|| {
             de::Error::custom(format!(
-                "{text:?} is not a duration (use e.g. 500ms, 10s, 5m, 1h30m)"
+                "{text:?} is not a duration (use e.g. 500ms, 10s, 5m, 1h30m, 1d)"
             ))
         })
     }
@@ -153,6 +154,7 @@ mod tests {
         assert_eq!(parse_duration("1s"), Some(Duration::from_secs(1)));
         assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
         assert_eq!(parse_duration("1h30m"), Some(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("1d"), Some(Duration::from_secs(86_400)));
         assert_eq!(parse_duration("5x"), None);
         assert_eq!(parse_duration("m"), None);
         assert_eq!(parse_duration(""), None);

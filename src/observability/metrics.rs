@@ -161,6 +161,14 @@ pub struct Metrics {
     pub config_last_reload_success_timestamp: Gauge<f64, AtomicU64>,
     /// Reload attempts by result (see `RELOAD_RESULTS`).
     pub config_reloads: Family<ResultLabels, Counter>,
+    /// File sink rotations by reason (size, age, date, external).
+    pub file_sink_rotations: Family<ReasonLabels, Counter>,
+    /// Rotated files that could not be compressed (left uncompressed, tried again later).
+    pub file_sink_compression_failures: Counter,
+    /// Rotated files deleted by `sinks.file.rotate.max_files`.
+    pub file_sink_retention_deletions: Counter,
+    /// Rotation steps that failed (rename, listing, deleting); retried later, nothing lost.
+    pub file_sink_rotation_failures: Counter,
     pub registry: Registry,
 }
 
@@ -481,6 +489,34 @@ impl Metrics {
         for &reason in HTTP_CLOSE_REASONS {
             let _ = http_connections_closed.get_or_create(&ReasonLabels { reason });
         }
+        let file_sink_rotations = Family::<ReasonLabels, Counter>::default();
+        for reason in ["size", "age", "date", "external"] {
+            // Initialised so that alerts need no `or vector(0)`.
+            let _ = file_sink_rotations.get_or_create(&ReasonLabels { reason });
+        }
+        let file_sink_compression_failures = Counter::default();
+        let file_sink_retention_deletions = Counter::default();
+        let file_sink_rotation_failures = Counter::default();
+        r.register(
+            "log_capturer_file_sink_rotations",
+            "File sink output files rotated, by reason (size, age, date, external)",
+            file_sink_rotations.clone(),
+        );
+        r.register(
+            "log_capturer_file_sink_compression_failures",
+            "Rotated output files that could not be gzip-compressed (kept uncompressed)",
+            file_sink_compression_failures.clone(),
+        );
+        r.register(
+            "log_capturer_file_sink_retention_deletions",
+            "Rotated output files deleted to keep sinks.file.rotate.max_files",
+            file_sink_retention_deletions.clone(),
+        );
+        r.register(
+            "log_capturer_file_sink_rotation_failures",
+            "File sink rotation steps that failed (rename, listing or deleting rotated files)",
+            file_sink_rotation_failures.clone(),
+        );
 
         Metrics {
             docker_unreachable,
@@ -531,6 +567,10 @@ impl Metrics {
             sink_syncs,
             file_sink_files_open,
             config_reloads,
+            file_sink_rotations,
+            file_sink_compression_failures,
+            file_sink_retention_deletions,
+            file_sink_rotation_failures,
             registry,
         }
     }

@@ -260,6 +260,7 @@ async fn one_containers_permanent_failure_holds_only_that_container() {
             modes: Modes::default(),
             durability: Durability::Always,
             max_open_files: 16,
+            rotate: Default::default(),
         },
         metrics,
     );
@@ -317,6 +318,7 @@ async fn a_held_container_resumes_writing_when_its_path_works_again_but_stays_fr
             modes: Modes::default(),
             durability: Durability::Never,
             max_open_files: 16,
+            rotate: Default::default(),
         },
         Arc::new(Metrics::new()),
     );

@@ -394,7 +394,6 @@ impl Agent {
         stdout
     }
 
-
     /// Sends SIGTERM and waits (up to 60 s) for the exit.
     pub fn terminate_within_60s(&mut self) -> ExitStatus {
         self.signal("TERM");

@@ -13,12 +13,27 @@
 //! Files are closed when idle (`idle_close`), when their container's stream has ended, and
 //! least recently used first when `max_open_files` is reached or the process runs out of
 //! file descriptors — only ever once everything written to them is acknowledged.
+//!
+//! Files change only at a durable point ([`Sink::commit`]: everything written is acknowledged)
+//! or at open, so no record is split or lost across files (see [`rotate`]):
+//! - **Rotation** (`rotate.max_bytes`, `rotate.max_age`): the live file is renamed to its next
+//!   numbered name; compression and `max_files` are done by a thread the sink owns.
+//! - **`{date}`**: a batch goes to the file of the UTC day it is written on; at the first
+//!   durable point of a new day, the previous day's files are closed.
+//! - **Moved away** (an external logrotate): at most once a second, at a durable point, each
+//!   open file's path is checked; if it is gone or is another inode, the file is closed and the
+//!   path reopened (created) at the next write.
 
 mod naming;
 mod open;
+mod rotate;
 
 pub use naming::PathTemplate;
 pub use open::Modes;
+pub use rotate::RotatePolicy;
+
+use std::os::unix::fs::MetadataExt;
+use std::time::SystemTime;
 
 use std::collections::{BTreeSet, HashMap};
 use std::fs::File;
@@ -39,6 +54,16 @@ const WRITE_AHEAD_BYTES: usize = 256 * 1024;
 /// a file's buffer to a large batch's encoding; kept by every file of a hundred containers,
 /// that was most of the agent's memory beyond the queue budget.
 const RETAINED_BUF_BYTES: usize = 16 * 1024;
+/// How often open files' paths are checked for having been moved away (an external logrotate).
+const MOVED_CHECK_EVERY: Duration = Duration::from_secs(1);
+/// How long after a failed rotation (rename) a file is tried again.
+const ROTATE_RETRY: Duration = Duration::from_secs(30);
+
+/// Paths remembered as looked after (see `FileSink::upkept`).
+const UPKEPT_REMEMBERED: usize = 10_000;
+
+/// The wall clock (replaced in tests).
+pub type Clock = Arc<dyn Fn() -> SystemTime + Send + Sync>;
 
 pub struct FileSinkSettings {
     pub template: PathTemplate,
@@ -47,6 +72,18 @@ pub struct FileSinkSettings {
     pub durability: Durability,
     /// At most this many output files open at once (least recently used closed first).
     pub max_open_files: usize,
+    /// Rotation (none: `RotatePolicy::default()`).
+    pub rotate: RotatePolicy,
+}
+
+/// `sinks.file.path` checked, with room for the rotation suffix when `rotate` is set.
+pub fn template_of(c: &crate::config::FileSinkConfig) -> Result<PathTemplate, String> {
+    let room = if c.rotate.is_some() {
+        rotate::SUFFIX_ROOM
+    } else {
+        0
+    };
+    PathTemplate::reserving(&c.path, room).map_err(|e| format!("sinks.file.path: {e}"))
 }
 
 impl FileSinkSettings {
@@ -54,7 +91,7 @@ impl FileSinkSettings {
     pub fn from_config(c: &crate::config::FileSinkConfig) -> Result<Self, String> {
         use crate::config::FileFsync;
         Ok(FileSinkSettings {
-            template: PathTemplate::new(&c.path).map_err(|e| format!("sinks.file.path: {e}"))?,
+            template: template_of(c)?,
             idle_close: c.idle_close.0,
             modes: Modes {
                 file: c.file_mode()?,
@@ -66,6 +103,16 @@ impl FileSinkSettings {
                 FileFsync::Never => Durability::Never,
             },
             max_open_files: c.max_open_files.max(1),
+            rotate: c
+                .rotate
+                .as_ref()
+                .map(|r| RotatePolicy {
+                    max_bytes: r.max_bytes.map(|b| b.0),
+                    max_age: r.max_age.map(|a| a.0),
+                    max_files: r.max_files,
+                    gzip: r.compress == crate::config::RotateCompress::Gzip,
+                })
+                .unwrap_or_default(),
         })
     }
 }
@@ -83,6 +130,17 @@ struct OpenFile {
     unsynced: bool,
     /// The container's stream has ended: close once everything is committed.
     ended: bool,
+    /// Bytes in the file (at open, plus what was written since).
+    size: u64,
+    /// When the file was created (or, if the file system does not say, opened).
+    created: SystemTime,
+    /// The `{date}` it was opened for (empty without `{date}`).
+    date: String,
+    /// Device and inode, to notice the path being moved away.
+    dev_ino: (u64, u64),
+    /// A rotation of this file failed then: not tried again before `ROTATE_RETRY` passed
+    /// (one warning per attempt, not one per flush).
+    rotate_failed: Option<Instant>,
 }
 
 impl OpenFile {
@@ -97,6 +155,7 @@ impl OpenFile {
         let result = write_out(&mut self.file, &mut self.buf);
         let written = (before - self.buf.len()) as u64;
         if written > 0 {
+            self.size += written;
             self.uncommitted += written;
             self.unsynced = true;
         }
@@ -114,21 +173,140 @@ pub struct FileSink {
     dirs_to_sync: BTreeSet<PathBuf>,
     uses: u64,
     metrics: Arc<Metrics>,
+    clock: Clock,
+    /// When open files' paths were last checked for having been moved away.
+    moved_checked: Instant,
+    /// Paths whose rotated files were looked after in this run (leftovers of a crash).
+    upkept: std::collections::HashSet<PathBuf>,
+    upkeeper: Option<rotate::Upkeeper>,
 }
 
 impl FileSink {
     pub fn new(settings: FileSinkSettings, metrics: Arc<Metrics>) -> Self {
+        let upkeeper = settings.rotate.has_upkeep().then(|| {
+            rotate::Upkeeper::start(
+                settings.rotate.clone(),
+                settings.modes.file,
+                Arc::clone(&metrics),
+            )
+        });
         FileSink {
             settings,
             files: HashMap::new(),
             dirs_to_sync: BTreeSet::new(),
             uses: 0,
             metrics,
+            clock: Arc::new(SystemTime::now),
+            moved_checked: Instant::now(),
+            upkept: std::collections::HashSet::new(),
+            upkeeper,
+        }
+    }
+
+    /// Today's `{date}` (empty when the template has none).
+    fn today(&self) -> String {
+        if self.settings.template.has_date() {
+            naming::utc_date((self.clock)())
+        } else {
+            String::new()
         }
     }
 
     pub fn path_for(&self, meta: &ContainerMeta) -> PathBuf {
-        self.settings.template.path_for(meta)
+        self.settings.template.path_for(meta, &self.today())
+    }
+
+    fn count_rotation(&self, reason: &'static str) {
+        self.metrics
+            .file_sink_rotations
+            .get_or_create(&crate::observability::metrics::ReasonLabels { reason })
+            .inc();
+    }
+
+    /// Renames a live file with nothing unacknowledged to its next rotated name. False (logged
+    /// and counted) if that failed: writing goes on into the same file.
+    fn rotate_file(&mut self, path: &Path, reason: &'static str) -> bool {
+        match rotate::rotate(path) {
+            Ok(to) => {
+                self.count_rotation(reason);
+                tracing::info!(file = %path.display(), rotated = %to.display(), reason, "rotated");
+                if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                    self.dirs_to_sync.insert(dir.to_path_buf());
+                }
+                if let Some(u) = &self.upkeeper {
+                    u.request(path);
+                }
+                true
+            }
+            Err(e) => {
+                self.metrics.file_sink_rotation_failures.inc();
+                warn!(file = %path.display(), error = %e, reason,
+                    "cannot rotate; writing goes on into the same file");
+                false
+            }
+        }
+    }
+
+    /// Rotates the open files that are due, closes those of a past `{date}` and those whose
+    /// path was moved away. Only called when every open file is clean (all acknowledged).
+    fn rotate_due(&mut self) {
+        let now = (self.clock)();
+        let today = self.today();
+        let check_moved = self.moved_checked.elapsed() >= MOVED_CHECK_EVERY;
+        if check_moved {
+            self.moved_checked = Instant::now();
+        }
+        let mut close: Vec<(PathBuf, Option<&'static str>)> = Vec::new();
+        for (path, f) in &self.files {
+            if !f.clean() {
+                continue;
+            }
+            if f.date != today {
+                close.push((path.clone(), None));
+                continue;
+            }
+            if check_moved {
+                let moved = match std::fs::metadata(path) {
+                    Ok(m) => (m.dev(), m.ino()) != f.dev_ino,
+                    Err(e) => e.kind() == io::ErrorKind::NotFound,
+                };
+                if moved {
+                    self.count_rotation("external");
+                    tracing::info!(file = %path.display(),
+                        "the file was moved away or deleted (external rotation); reopening the path");
+                    close.push((path.clone(), None));
+                    continue;
+                }
+            }
+            if f.rotate_failed
+                .is_some_and(|at| at.elapsed() < ROTATE_RETRY)
+            {
+                continue;
+            }
+            let age = now.duration_since(f.created).unwrap_or_default();
+            if let Some(reason) = self.settings.rotate.due(f.size, age) {
+                close.push((path.clone(), Some(reason)));
+            }
+        }
+        for (path, reason) in close {
+            match reason {
+                Some(reason) => {
+                    if self.rotate_file(&path, reason) {
+                        self.files.remove(&path);
+                    } else if let Some(f) = self.files.get_mut(&path) {
+                        f.rotate_failed = Some(Instant::now());
+                    }
+                }
+                None => {
+                    if let Some(f) = self.files.remove(&path)
+                        && f.date != today
+                    {
+                        self.count_rotation("date");
+                    }
+                }
+            }
+        }
+        self.update_open_gauge();
     }
 
     fn labels() -> SinkLabels {
@@ -178,6 +356,7 @@ impl FileSink {
                 .map_err(|e| WriteError::Sink(with_path(&dir, e)))?;
             self.dirs_to_sync.extend(changed);
         }
+        let mut rotated_at_open = false;
         loop {
             match open::open_for_append(path, self.settings.modes) {
                 Ok(opened) => {
@@ -190,6 +369,41 @@ impl FileSink {
                             "output file ended in a torn record (an earlier run stopped mid-write); cut it away");
                     }
                     self.dirs_to_sync.extend(opened.changed_dirs);
+                    let meta = opened
+                        .file
+                        .metadata()
+                        .map_err(|e| WriteError::Sink(with_path(path, e)))?;
+                    // An empty file (new, or created by an external logrotate) ages from now.
+                    let created = match meta.created() {
+                        Ok(t) if meta.len() > 0 => t,
+                        _ => (self.clock)(),
+                    };
+                    let age = (self.clock)().duration_since(created).unwrap_or_default();
+                    // A file left due by an earlier run (or while it was closed) rotates
+                    // before anything is written to it: it holds only acknowledged records.
+                    if !rotated_at_open
+                        && let Some(reason) = self.settings.rotate.due(meta.len(), age)
+                    {
+                        rotated_at_open = true;
+                        // Renamed while open, then closed: the loop opens a new file. If the
+                        // rename failed, writing goes on into this one.
+                        if self.rotate_file(path, reason) {
+                            continue;
+                        }
+                    }
+                    if let Some(u) = &self.upkeeper
+                        && !self.upkept.contains(path)
+                    {
+                        // Leftovers of an earlier run (a crash mid-compression, files beyond
+                        // max_files) are looked after once per path and run. Bounded: with
+                        // many short-lived containers it is forgotten now and then (a path
+                        // is then looked after once more, which is harmless).
+                        if self.upkept.len() >= UPKEPT_REMEMBERED {
+                            self.upkept.clear();
+                        }
+                        u.request(path);
+                        self.upkept.insert(path.to_path_buf());
+                    }
                     self.files.insert(
                         path.to_path_buf(),
                         OpenFile {
@@ -200,6 +414,11 @@ impl FileSink {
                             uncommitted: 0,
                             unsynced: false,
                             ended: false,
+                            size: meta.len(),
+                            created,
+                            date: self.today(),
+                            dev_ino: (meta.dev(), meta.ino()),
+                            rotate_failed: None,
                         },
                     );
                     self.update_open_gauge();
@@ -336,6 +555,7 @@ impl Sink for FileSink {
             // Nothing is unsynced here when the policy syncs: the writer syncs right before.
             f.uncommitted = 0;
         }
+        self.rotate_due();
         self.files
             .retain(|_, f| !(f.clean() && (f.ended || f.last_write.elapsed() >= idle)));
         self.update_open_gauge();

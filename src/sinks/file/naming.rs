@@ -24,6 +24,9 @@ const ID_LEN: usize = 64;
 
 const NAME: &str = "{container_name}";
 const ID: &str = "{container_id}";
+/// Today's date in UTC, `YYYY-MM-DD` (always 10 bytes).
+const DATE: &str = "{date}";
+const DATE_LEN: usize = 10;
 
 /// A checked path template (`/var/log/lc/{container_name}.log`).
 #[derive(Clone, Debug)]
@@ -36,14 +39,31 @@ pub struct PathTemplate {
 impl PathTemplate {
     /// Checks that every component holding `{container_name}` leaves room for a name.
     pub fn new(template: &str) -> Result<PathTemplate, String> {
+        Self::reserving(template, 0)
+    }
+
+    /// Like [`PathTemplate::new`], leaving `suffix` more bytes free in the file name (the
+    /// last component): rotated files append `.000001.gz.tmp` to it.
+    pub fn reserving(template: &str, suffix: usize) -> Result<PathTemplate, String> {
         let mut name_budget = NAME_MAX;
-        for component in template.split('/') {
+        let last = template.split('/').count() - 1;
+        for (i, component) in template.split('/').enumerate() {
+            let reserve = if i == last { suffix } else { 0 };
             let names = component.matches(NAME).count();
             let ids = component.matches(ID).count();
-            let fixed = component.len() - names * NAME.len() - ids * ID.len() + ids * ID_LEN;
+            let dates = component.matches(DATE).count();
+            let fixed = component.len() - names * NAME.len() - ids * ID.len() + ids * ID_LEN
+                - dates * DATE.len()
+                + dates * DATE_LEN
+                + reserve;
             if names == 0 && fixed > NAME_MAX {
                 return Err(format!(
-                    "the path component {component:?} is longer than {NAME_MAX} bytes"
+                    "the path component {component:?} is longer than {NAME_MAX} bytes{}",
+                    if reserve > 0 {
+                        format!(" once rotation appends up to {reserve} bytes")
+                    } else {
+                        String::new()
+                    }
                 ));
             }
             if let Some(budget) = NAME_MAX.saturating_sub(fixed).checked_div(names) {
@@ -81,11 +101,31 @@ impl PathTemplate {
         (dir, true)
     }
 
-    pub fn path_for(&self, meta: &ContainerMeta) -> PathBuf {
+    /// Whether the path holds `{date}` (a new file each UTC day).
+    pub fn has_date(&self) -> bool {
+        self.template.contains(DATE)
+    }
+
+    /// The path of a container's output on `date` (`YYYY-MM-DD`, see [`utc_date`]; ignored
+    /// when the template has no `{date}`).
+    pub fn path_for(&self, meta: &ContainerMeta, date: &str) -> PathBuf {
         let id = encode(&meta.id);
         let name = bounded(encode(&meta.name), &id, self.name_budget);
-        PathBuf::from(self.template.replace(NAME, &name).replace(ID, &id))
+        // The date goes in first: a container name holding `{date}` must stay as it is.
+        let path = self.template.replace(DATE, date);
+        PathBuf::from(path.replace(NAME, &name).replace(ID, &id))
     }
+}
+
+/// `YYYY-MM-DD` of `at` in UTC.
+pub fn utc_date(at: std::time::SystemTime) -> String {
+    let ns = at
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+        .unwrap_or(0);
+    let mut out = Vec::with_capacity(32);
+    crate::docker::timestamp::write_rfc3339_nanos(&mut out, ns);
+    String::from_utf8_lossy(&out[..DATE_LEN.min(out.len())]).into_owned()
 }
 
 /// Percent-encodes what could escape the directory or collide: `%`, `/`, NUL, a leading `.`.
@@ -137,12 +177,12 @@ mod tests {
     fn names_cannot_escape_the_directory() {
         let t = PathTemplate::new("/logs/{container_name}.log").expect("template");
         assert_eq!(
-            t.path_for(&meta("id", "../etc/passwd")),
+            t.path_for(&meta("id", "../etc/passwd"), ""),
             PathBuf::from("/logs/%2E.%2Fetc%2Fpasswd.log")
         );
         let bare = PathTemplate::new("/logs/{container_name}").expect("template");
         for name in [".", "..", "a/../../b"] {
-            let path = bare.path_for(&meta("id", name));
+            let path = bare.path_for(&meta("id", name), "");
             assert_eq!(path.parent(), Some(std::path::Path::new("/logs")), "{name}");
             assert!(
                 !path.components().any(|c| matches!(
@@ -161,11 +201,14 @@ mod tests {
             "a..b", "a__b", "a_b", "a%b", "a%25b", "a/b", "a%2Fb", ".a", "%2Ea", "a.b", "a\0b",
             "a%00b",
         ];
-        let paths: HashSet<PathBuf> = names.iter().map(|n| t.path_for(&meta("id", n))).collect();
+        let paths: HashSet<PathBuf> = names
+            .iter()
+            .map(|n| t.path_for(&meta("id", n), ""))
+            .collect();
         assert_eq!(paths.len(), names.len(), "{paths:?}");
         // Ordinary names are kept as they are.
         assert_eq!(
-            t.path_for(&meta("id", "web-1.a_b")),
+            t.path_for(&meta("id", "web-1.a_b"), ""),
             PathBuf::from("/logs/web-1.a_b.log")
         );
     }
@@ -175,8 +218,8 @@ mod tests {
         let t = PathTemplate::new("/logs/{container_name}.log").expect("template");
         let long_a = "a".repeat(289);
         let long_b = format!("{}b", "a".repeat(288));
-        let pa = t.path_for(&meta(&"1".repeat(64), &long_a));
-        let pb = t.path_for(&meta(&"2".repeat(64), &long_b));
+        let pa = t.path_for(&meta(&"1".repeat(64), &long_a), "");
+        let pb = t.path_for(&meta(&"2".repeat(64), &long_b), "");
         for p in [&pa, &pb] {
             let file = p.file_name().and_then(|f| f.to_str()).expect("name");
             assert!(file.len() <= NAME_MAX, "{} bytes", file.len());
@@ -189,7 +232,7 @@ mod tests {
         );
         // Multi-byte characters and escapes are never split.
         let wide = "é%".repeat(200);
-        let p = t.path_for(&meta("abcdef0123456789", &wide));
+        let p = t.path_for(&meta("abcdef0123456789", &wide), "");
         let file = p.file_name().and_then(|f| f.to_str()).expect("utf-8");
         assert!(file.len() <= NAME_MAX);
         let stem = file.trim_end_matches(".log");
@@ -205,7 +248,7 @@ mod tests {
             dir.path().display()
         ))
         .expect("template");
-        let path = t.path_for(&meta(&"f".repeat(64), &"x".repeat(289)));
+        let path = t.path_for(&meta(&"f".repeat(64), &"x".repeat(289)), "");
         std::fs::write(&path, b"ok\n").expect("a bounded name can be created");
     }
 
@@ -221,6 +264,52 @@ mod tests {
         assert_eq!(shared("/{container_name}.log"), (dir("/"), true));
         assert_eq!(shared("{container_name}.log"), (None, true));
         assert_eq!(shared("/logs/all.log"), (None, false));
+    }
+
+    #[test]
+    fn the_date_placeholder_takes_the_utc_day() {
+        use std::time::{Duration, UNIX_EPOCH};
+        let t = PathTemplate::new("/logs/{date}/{container_name}-{date}.log").expect("template");
+        assert!(t.has_date());
+        assert!(
+            !PathTemplate::new("/logs/{container_name}.log")
+                .expect("t")
+                .has_date()
+        );
+        // 2026-12-01T23:59:59.999Z and one millisecond later.
+        let before = UNIX_EPOCH + Duration::from_millis(1_796_169_599_999);
+        let after = before + Duration::from_millis(1);
+        assert_eq!(utc_date(before), "2026-12-01");
+        assert_eq!(utc_date(after), "2026-12-02");
+        assert_eq!(
+            t.path_for(&meta("id", "web"), &utc_date(after)),
+            PathBuf::from("/logs/2026-12-02/web-2026-12-02.log")
+        );
+        // A name that looks like a placeholder is a name.
+        assert_eq!(
+            t.path_for(&meta("id", "{date}"), "2026-12-02"),
+            PathBuf::from("/logs/2026-12-02/{date}-2026-12-02.log")
+        );
+        // The date's 10 bytes count against the name's room.
+        let tight = format!("/logs/{}{{date}}{{container_name}}", "p".repeat(216));
+        assert!(PathTemplate::new(&tight).is_err());
+        assert!(PathTemplate::new(&tight.replacen("p", "", 4)).is_ok());
+    }
+
+    #[test]
+    fn room_is_left_for_the_rotation_suffix() {
+        let suffix = ".000001.gz.tmp".len();
+        let t = PathTemplate::reserving("/logs/{container_name}.log", suffix).expect("template");
+        let path = t.path_for(&meta(&"f".repeat(64), &"x".repeat(289)), "");
+        let file = path.file_name().and_then(|f| f.to_str()).expect("name");
+        assert_eq!(file.len(), NAME_MAX - suffix);
+        // A fixed file name that leaves no room for the suffix is refused.
+        let fixed = format!("/logs/{}", "f".repeat(250));
+        assert!(PathTemplate::new(&fixed).is_ok());
+        assert!(PathTemplate::reserving(&fixed, suffix).is_err());
+        // Only the file name pays for it.
+        let dir = format!("/{}/{{container_name}}.log", "d".repeat(250));
+        assert!(PathTemplate::reserving(&dir, suffix).is_ok());
     }
 
     #[test]
