@@ -75,7 +75,11 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<Outcome,
         let listener = http::bind(&config.http.listen)
             .await
             .map_err(|e| e.to_string())?;
-        info!(listen = %config.http.listen, "serving /metrics, /health, /ready");
+        let bound = listener
+            .local_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default();
+        info!(listen = %config.http.listen, %bound, "serving /metrics, /health, /ready");
         Some(tokio::spawn(http::serve(
             listener,
             http::Limits {
@@ -178,6 +182,7 @@ async fn run_pipeline(
                 capture_cfg.retry_backoff_initial.0,
                 capture_cfg.retry_backoff_max.0,
             ),
+            startup: crate::discovery::StartupContext::new(config),
         },
         ready,
     );

@@ -1,19 +1,28 @@
 //! `log-capturer run | validate` — see the README.
 
-use clap::{Parser, Subcommand};
-use std::path::PathBuf;
+use clap::{CommandFactory, Parser, Subcommand};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use log_capturer::agent::Outcome;
-use log_capturer::config::{Config, LogFormat};
+use log_capturer::config::{Config, LogFormat, Overrides};
+
+/// How `--state-dir` and the environment override the config file (also in the README).
+const OVERRIDES_HELP: &str = "\
+Per-host overrides (flag > environment > config file > default; an empty variable is unset):
+  checkpoint.state_dir  --state-dir DIR, LOG_CAPTURER_STATE_DIR
+  http.listen           LOG_CAPTURER_HTTP_LISTEN
+  docker.host           LOG_CAPTURER_DOCKER_HOST
+  log.level             LOG_CAPTURER_LOG_LEVEL, else RUST_LOG";
 
 #[derive(Parser)]
 #[command(
     name = "log-capturer",
     version,
-    about = "Captures Docker container logs, exactly once"
+    about = "Captures Docker container logs, exactly once",
+    after_help = OVERRIDES_HELP
 )]
 struct Cli {
     #[command(subcommand)]
@@ -23,21 +32,38 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the agent (with the embedded default config when no -c is given).
+    #[command(after_help = OVERRIDES_HELP)]
     Run {
+        /// Config file (YAML; see examples/config.yaml). Without it: the embedded default
+        /// (`log-capturer default-config`).
         #[arg(short, long, value_name = "FILE")]
         config: Option<PathBuf>,
+        /// State directory (checkpoints, lock, Loki buffer and dead letters); overrides
+        /// checkpoint.state_dir and LOG_CAPTURER_STATE_DIR.
+        #[arg(long, value_name = "DIR")]
+        state_dir: Option<PathBuf>,
     },
-    /// Check a config file and report the first problem with its key path.
+    /// Check a config file (with the LOG_CAPTURER_* overrides `run` would apply) and report
+    /// the first problem with its key path.
+    #[command(after_help = OVERRIDES_HELP)]
     Validate {
+        /// Config file to check.
         #[arg(short, long, value_name = "FILE")]
         config: PathBuf,
     },
     /// Print the embedded default config.
     DefaultConfig,
     /// Manage the Loki sink's dead letters (batches Loki rejected). Run with the agent stopped.
+    #[command(after_help = OVERRIDES_HELP)]
     Dlq {
-        #[arg(short, long, value_name = "FILE")]
-        config: PathBuf,
+        /// Config file of the agent whose dead letters these are (before or after the action:
+        /// `dlq -c FILE list` and `dlq list -c FILE` both work).
+        #[arg(short, long, value_name = "FILE", global = true)]
+        config: Option<PathBuf>,
+        /// State directory holding the dead letters; overrides checkpoint.state_dir and
+        /// LOG_CAPTURER_STATE_DIR.
+        #[arg(long, value_name = "DIR", global = true)]
+        state_dir: Option<PathBuf>,
         #[command(subcommand)]
         action: DlqAction,
     },
@@ -48,33 +74,67 @@ enum DlqAction {
     /// One line per dead letter: id, when, entries, Loki's reason.
     List,
     /// The entries of one dead letter.
-    Show { id: String },
+    Show {
+        /// The dead letter's id, as `dlq list` prints it.
+        id: String,
+    },
     /// Send every dead letter again; accepted ones are removed.
     Replay,
     /// Delete every dead letter.
     Purge,
 }
 
+/// The overrides of this process: `--state-dir` (if given) over the `LOG_CAPTURER_*`
+/// environment.
+fn overrides(state_dir: Option<PathBuf>) -> Result<Overrides, String> {
+    let mut overrides = Overrides::from_env()?;
+    overrides.state_dir_flag(state_dir)?;
+    Ok(overrides)
+}
+
+/// The config file (or the embedded default) with the overrides applied, and those overrides
+/// (what a config reload must apply again); config errors are printed here, once.
+fn load_config(
+    path: Option<&Path>,
+    state_dir: Option<PathBuf>,
+) -> Result<(Config, Overrides), ExitCode> {
+    overrides(state_dir)
+        .and_then(|o| {
+            let config = Config::load_with(path, &o).map_err(|e| e.to_string())?;
+            Ok((config, o))
+        })
+        .map_err(|e| {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        })
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Validate { config } => match Config::load(&config) {
+        Command::Validate { config: path } => match load_config(Some(&path), None) {
             Ok(_) => {
-                println!("{}: ok", config.display());
+                println!("{}: ok", path.display());
                 ExitCode::SUCCESS
             }
-            Err(e) => {
-                eprintln!("error: {e}");
-                ExitCode::from(2)
-            }
+            Err(code) => code,
         },
-        Command::Dlq { config, action } => {
-            let config = match Config::load(&config) {
-                Ok(c) => c,
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    return ExitCode::from(2);
-                }
+        Command::Dlq {
+            config,
+            state_dir,
+            action,
+        } => {
+            let Some(path) = config else {
+                Cli::command()
+                    .error(
+                        clap::error::ErrorKind::MissingRequiredArgument,
+                        "dlq needs -c FILE, the config of the agent whose dead letters these are",
+                    )
+                    .exit();
+            };
+            let config = match load_config(Some(&path), state_dir) {
+                Ok((c, _)) => c,
+                Err(code) => return code,
             };
             let result = match action {
                 DlqAction::List => log_capturer::dlq::list(&config),
@@ -98,28 +158,24 @@ fn main() -> ExitCode {
             print!("{}", log_capturer::config::DEFAULT_CONFIG_YAML);
             ExitCode::SUCCESS
         }
-        Command::Run { config } => {
-            let config = match config {
-                Some(path) => match Config::load(&path) {
-                    Ok(c) => c,
-                    Err(e) => {
-                        eprintln!("error: {e}");
-                        return ExitCode::from(2);
-                    }
-                },
-                None => Config::embedded_default(),
+        Command::Run { config, state_dir } => {
+            let (config, overrides) = match load_config(config.as_deref(), state_dir) {
+                Ok(loaded) => loaded,
+                Err(code) => return code,
             };
             init_logging(&config);
+            for (key, o) in overrides.iter() {
+                tracing::info!(key, value = %o.value, from = %o.origin, "config key overridden");
+            }
             run(config)
         }
     }
 }
 
 fn init_logging(config: &Config) {
-    let filter = std::env::var("RUST_LOG")
-        .ok()
-        .and_then(|spec| log_capturer::config::log_filter(&spec))
-        .or_else(|| log_capturer::config::log_filter(&config.log.level))
+    // `log.level` already holds LOG_CAPTURER_LOG_LEVEL or RUST_LOG (see `config::Overrides`)
+    // and was validated with the config.
+    let filter = log_capturer::config::log_filter(&config.log.level)
         .unwrap_or_else(|| tracing_subscriber::EnvFilter::new("info"));
     // Diagnostics go to stderr: stdout belongs to the stdout sink. Colours only on a terminal:
     // a file, journald or `docker logs` would keep the escape codes.
@@ -174,8 +230,13 @@ fn run(config: Config) -> ExitCode {
                 ExitCode::from(EXIT_INCOMPLETE)
             }
             Err(e) => {
-                tracing::error!(error = %e, "agent failed to start");
-                eprintln!("error: {e}");
+                // Once: through the log (its format, e.g. JSON), or on stderr if the log
+                // filter drops errors.
+                if tracing::enabled!(tracing::Level::ERROR) {
+                    tracing::error!(error = %e, "agent failed to start");
+                } else {
+                    eprintln!("error: {e}");
+                }
                 ExitCode::FAILURE
             }
         }

@@ -11,6 +11,7 @@ mod events;
 pub mod filter;
 mod position;
 mod reconcile;
+mod summary;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -30,6 +31,8 @@ use crate::observability::metrics::Metrics;
 use crate::pipeline::{ContainerMeta, Delivery};
 use events::{DiscoveryMsg, follow_events};
 use reconcile::ResyncOutcome;
+use summary::FirstListing;
+pub use summary::StartupContext;
 
 pub struct DiscoverySettings {
     pub include: FilterConfig,
@@ -38,6 +41,8 @@ pub struct DiscoverySettings {
     /// Never capture this container (the agent's own).
     pub own_id: Option<String>,
     pub backoff: (Duration, Duration),
+    /// For the start-up summary (sinks, state directory).
+    pub startup: StartupContext,
 }
 
 struct Tracked {
@@ -76,6 +81,8 @@ pub struct Discovery {
     tasks: JoinSet<(String, CaptureExit)>,
     /// The container of each capture task (to know whose task panicked).
     task_ids: HashMap<tokio::task::Id, String>,
+    /// Until the first listing is reconciled: what the start-up summary counts.
+    first_listing: Option<FirstListing>,
 }
 
 impl Discovery {
@@ -90,6 +97,7 @@ impl Discovery {
         // Since the previous run started watching (it may have missed its own start-up gap
         // too), else since this run started.
         let catch_up_from_ns = Some(checkpoints.previous_start_ns.unwrap_or(agent_start_ns));
+        let first_listing = Some(FirstListing::new(settings.startup.clone()));
         Discovery {
             ctx,
             checkpoints,
@@ -105,6 +113,7 @@ impl Discovery {
             retry_starts: HashSet::new(),
             tasks: JoinSet::new(),
             task_ids: HashMap::new(),
+            first_listing,
         }
     }
 
@@ -184,6 +193,9 @@ impl Discovery {
                 };
                 let listed = outcome != ResyncOutcome::Failed;
                 self.set_ready(listed && self.events_connected);
+                if listed {
+                    self.log_startup_summary();
+                }
                 resync_at = if outcome == ResyncOutcome::Done {
                     retry.reset();
                     None
