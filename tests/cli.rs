@@ -6,7 +6,7 @@
 mod support;
 
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use support::agent::{Agent, AgentOptions};
@@ -34,17 +34,32 @@ fn cmd() -> Command {
     c
 }
 
+/// Runs `c` to its end (killed, and the test failed, after 60 s: a command that should
+/// have refused to start did not) and returns its exit code, stdout and stderr.
 fn output(c: &mut Command) -> (Option<i32>, String, String) {
-    let Output {
-        status,
-        stdout,
-        stderr,
-    } = c.output().expect("run the binary");
-    (
-        status.code(),
-        String::from_utf8_lossy(&stdout).into_owned(),
-        String::from_utf8_lossy(&stderr).into_owned(),
-    )
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (out, err) = (dir.path().join("out"), dir.path().join("err"));
+    let mut child = c
+        .stdout(std::fs::File::create(&out).expect("stdout file"))
+        .stderr(std::fs::File::create(&err).expect("stderr file"))
+        .spawn()
+        .expect("run the binary");
+    let mut status = None;
+    let ended = wait_until(Duration::from_secs(60), || {
+        status = child.try_wait().ok().flatten();
+        status.is_some()
+    });
+    if !ended {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    let read = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
+    assert!(
+        ended,
+        "{c:?} still running after 60 s; stderr:\n{}",
+        read(&err)
+    );
+    (status.and_then(|s| s.code()), read(&out), read(&err))
 }
 
 fn write(path: &Path, text: &str) {

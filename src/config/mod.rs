@@ -192,7 +192,8 @@ pub struct CheckpointConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HttpConfig {
-    /// `host:port` of the metrics/health listener; empty disables it.
+    /// `host:port` of the metrics/health listener (a host name is resolved at bind); empty
+    /// disables it.
     pub listen: String,
     /// A connection that has not sent a complete request head this long after it opened (or
     /// after its previous response, for keep-alive) is closed.
@@ -212,8 +213,9 @@ pub enum LogFormat {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogConfig {
-    /// A tracing filter: `info`, `debug`, `log_capturer=debug,warn` (no field filters; see
-    /// `log_filter`). `RUST_LOG` overrides it.
+    /// A tracing filter: `info`, `debug`, `log_capturer=debug,warn`; level aliases such as
+    /// `warning` are accepted, a bare word must be a level, no field filters (see
+    /// `check_log_filter`). `LOG_CAPTURER_LOG_LEVEL`, else `RUST_LOG`, overrides it.
     pub level: String,
     pub format: LogFormat,
 }
