@@ -125,12 +125,15 @@ fn main() -> ExitCode {
             action,
         } => {
             let Some(path) = config else {
-                Cli::command()
-                    .error(
-                        clap::error::ErrorKind::MissingRequiredArgument,
-                        "dlq needs -c FILE, the config of the agent whose dead letters these are",
-                    )
-                    .exit();
+                // A usage error like clap's own (exit code 2), with `dlq`'s usage line.
+                let mut cli = Cli::command();
+                cli.build();
+                let mut dlq = cli.find_subcommand("dlq").cloned().unwrap_or(cli);
+                dlq.error(
+                    clap::error::ErrorKind::MissingRequiredArgument,
+                    "dlq needs -c FILE, the config of the agent whose dead letters these are",
+                )
+                .exit();
             };
             let config = match load_config(Some(&path), state_dir) {
                 Ok((c, _)) => c,

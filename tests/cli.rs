@@ -207,10 +207,32 @@ fn startup_error_is_printed_once_and_names_the_state_dir_key() {
 /// The reported case: a non-root user on the default config (state in /var/lib).
 #[test]
 fn non_root_on_the_default_config_is_told_how_to_move_the_state() {
+    let copy = tempfile::tempdir().expect("tempdir");
     let mut c = if rustix::process::geteuid().is_root() {
-        let mut c = Command::new("setpriv");
-        c.args(["--reuid=65534", "--regid=65534", "--clear-groups", BIN]);
-        c
+        let as_nobody = |bin: &Path| {
+            let mut c = Command::new("setpriv");
+            c.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+                .arg(bin);
+            c
+        };
+        // The build directory may be closed to other users (e.g. under /root): then run a
+        // copy that `nobody` can reach.
+        let reachable = as_nobody(Path::new(BIN))
+            .arg("--version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if reachable {
+            as_nobody(Path::new(BIN))
+        } else {
+            use std::os::unix::fs::PermissionsExt;
+            let bin = copy.path().join("log-capturer");
+            std::fs::copy(BIN, &bin).expect("copy the binary");
+            std::fs::set_permissions(copy.path(), std::fs::Permissions::from_mode(0o755))
+                .expect("chmod");
+            as_nobody(&bin)
+        }
     } else {
         Command::new(BIN)
     };
