@@ -115,7 +115,11 @@ pub async fn run(
         let listener = http::bind(&config.http.listen)
             .await
             .map_err(|e| e.to_string())?;
-        info!(listen = %config.http.listen, "serving /metrics, /health, /ready, /api/v1 (containers, sinks, config), POST /-/reload");
+        let bound = listener
+            .local_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default();
+        info!(listen = %config.http.listen, %bound, "serving /metrics, /health, /ready, /api/v1 (containers, sinks, config), POST /-/reload");
         Some(tokio::spawn(http::serve(
             listener,
             http::Limits {
@@ -549,6 +553,7 @@ async fn run_pipeline(
             ),
             agent_start_ns: process.agent_start_ns,
             catch_up_from_ns,
+            startup: crate::discovery::StartupContext::new(config),
         },
         Arc::clone(&process.ready),
     );

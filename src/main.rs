@@ -1,20 +1,29 @@
 //! `log-capturer run | validate` — see the README.
 
-use clap::{Parser, Subcommand};
-use std::path::PathBuf;
+use clap::{CommandFactory, Parser, Subcommand};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use log_capturer::agent::Outcome;
-use log_capturer::config::{Config, LogFormat};
+use log_capturer::config::{Config, LogFormat, Overrides};
 use log_capturer::reload::{ConfigSource, Control, LogLevelSetter, ReloadRequest, ReloadSender};
+
+/// How `--state-dir` and the environment override the config file (also in the README).
+const OVERRIDES_HELP: &str = "\
+Per-host overrides (flag > environment > config file > default; an empty variable is unset):
+  checkpoint.state_dir  --state-dir DIR, LOG_CAPTURER_STATE_DIR
+  http.listen           LOG_CAPTURER_HTTP_LISTEN
+  docker.host           LOG_CAPTURER_DOCKER_HOST
+  log.level             LOG_CAPTURER_LOG_LEVEL, else RUST_LOG";
 
 #[derive(Parser)]
 #[command(
     name = "log-capturer",
     version,
-    about = "Captures Docker container logs, exactly once"
+    about = "Captures Docker container logs, exactly once",
+    after_help = OVERRIDES_HELP
 )]
 struct Cli {
     #[command(subcommand)]
@@ -24,12 +33,22 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the agent (with the embedded default config when no -c is given).
+    #[command(after_help = OVERRIDES_HELP)]
     Run {
+        /// Config file (YAML; see examples/config.yaml). Without it: the embedded default
+        /// (`log-capturer default-config`).
         #[arg(short, long, value_name = "FILE")]
         config: Option<PathBuf>,
+        /// State directory (checkpoints, lock, Loki buffer and dead letters); overrides
+        /// checkpoint.state_dir and LOG_CAPTURER_STATE_DIR.
+        #[arg(long, value_name = "DIR")]
+        state_dir: Option<PathBuf>,
     },
-    /// Check a config file and report the first problem with its key path.
+    /// Check a config file (with the LOG_CAPTURER_* overrides `run` would apply) and report
+    /// the first problem with its key path.
+    #[command(after_help = OVERRIDES_HELP)]
     Validate {
+        /// Config file to check.
         #[arg(short, long, value_name = "FILE")]
         config: PathBuf,
     },
@@ -50,9 +69,16 @@ enum Command {
         config: Option<PathBuf>,
     },
     /// Manage the Loki sink's dead letters (batches Loki rejected). Run with the agent stopped.
+    #[command(after_help = OVERRIDES_HELP)]
     Dlq {
-        #[arg(short, long, value_name = "FILE")]
-        config: PathBuf,
+        /// Config file of the agent whose dead letters these are (before or after the action:
+        /// `dlq -c FILE list` and `dlq list -c FILE` both work).
+        #[arg(short, long, value_name = "FILE", global = true)]
+        config: Option<PathBuf>,
+        /// State directory holding the dead letters; overrides checkpoint.state_dir and
+        /// LOG_CAPTURER_STATE_DIR.
+        #[arg(long, value_name = "DIR", global = true)]
+        state_dir: Option<PathBuf>,
         #[command(subcommand)]
         action: DlqAction,
     },
@@ -63,33 +89,70 @@ enum DlqAction {
     /// One line per dead letter: id, when, entries, Loki's reason.
     List,
     /// The entries of one dead letter.
-    Show { id: String },
+    Show {
+        /// The dead letter's id, as `dlq list` prints it.
+        id: String,
+    },
     /// Send every dead letter again; accepted ones are removed.
     Replay,
     /// Delete every dead letter.
     Purge,
 }
 
+/// The overrides of this process: `--state-dir` (if given) over the `LOG_CAPTURER_*`
+/// environment.
+fn overrides(state_dir: Option<PathBuf>) -> Result<Overrides, String> {
+    let mut overrides = Overrides::from_env()?;
+    overrides.state_dir_flag(state_dir)?;
+    Ok(overrides)
+}
+
+/// The config file (or the embedded default) with the overrides applied, and those overrides
+/// (what a config reload must apply again); config errors are printed here, once.
+fn load_config(
+    path: Option<&Path>,
+    state_dir: Option<PathBuf>,
+) -> Result<(Config, Overrides), ExitCode> {
+    overrides(state_dir)
+        .and_then(|o| {
+            let config = Config::load_with(path, &o).map_err(|e| e.to_string())?;
+            Ok((config, o))
+        })
+        .map_err(|e| {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        })
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Validate { config } => match Config::load(&config) {
+        Command::Validate { config: path } => match load_config(Some(&path), None) {
             Ok(_) => {
-                println!("{}: ok", config.display());
+                println!("{}: ok", path.display());
                 ExitCode::SUCCESS
             }
-            Err(e) => {
-                eprintln!("error: {e}");
-                ExitCode::from(2)
-            }
+            Err(code) => code,
         },
-        Command::Dlq { config, action } => {
-            let config = match Config::load(&config) {
-                Ok(c) => c,
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    return ExitCode::from(2);
-                }
+        Command::Dlq {
+            config,
+            state_dir,
+            action,
+        } => {
+            let Some(path) = config else {
+                // A usage error like clap's own (exit code 2), with `dlq`'s usage line.
+                let mut cli = Cli::command();
+                cli.build();
+                let mut dlq = cli.find_subcommand("dlq").cloned().unwrap_or(cli);
+                dlq.error(
+                    clap::error::ErrorKind::MissingRequiredArgument,
+                    "dlq needs -c FILE, the config of the agent whose dead letters these are",
+                )
+                .exit();
+            };
+            let config = match load_config(Some(&path), state_dir) {
+                Ok((c, _)) => c,
+                Err(code) => return code,
             };
             let result = match action {
                 DlqAction::List => log_capturer::dlq::list(&config),
@@ -110,16 +173,14 @@ fn main() -> ExitCode {
             }
         }
         Command::Status { json, url, config } => {
-            let url = match (url, config) {
-                (Some(url), _) => url,
-                (None, Some(path)) => match Config::load(&path) {
-                    Ok(c) => c.http.listen,
-                    Err(e) => {
-                        eprintln!("error: {e}");
-                        return ExitCode::from(2);
-                    }
+            let url = match url {
+                Some(url) => url,
+                // The http.listen the agent runs with: the file (or the embedded default) and
+                // the LOG_CAPTURER_* overrides.
+                None => match load_config(config.as_deref(), None) {
+                    Ok((c, _)) => c.http.listen,
+                    Err(code) => return code,
                 },
-                (None, None) => Config::embedded_default().http.listen,
             };
             if url.is_empty() {
                 eprintln!("error: http.listen is empty (the HTTP server is off): nothing to ask");
@@ -131,30 +192,31 @@ fn main() -> ExitCode {
             print!("{}", log_capturer::config::DEFAULT_CONFIG_YAML);
             ExitCode::SUCCESS
         }
-        Command::Run { config } => {
-            // The loader the start uses, kept for reloads (SIGHUP, POST /-/reload): whatever
-            // it applies is applied again at each reload.
-            let source = match config {
-                Some(path) => ConfigSource {
-                    name: path.display().to_string(),
-                    load: Box::new(move || Config::load(&path).map_err(|e| e.to_string())),
-                    fixed: false,
-                },
-                None => ConfigSource {
-                    name: "embedded default config".to_string(),
-                    load: Box::new(|| Ok(Config::embedded_default())),
-                    fixed: true,
+        Command::Run { config, state_dir } => {
+            let (loaded, overrides) = match load_config(config.as_deref(), state_dir) {
+                Ok(loaded) => loaded,
+                Err(code) => return code,
+            };
+            // The loader the start used, kept for reloads (SIGHUP, POST /-/reload): the file
+            // is read again and the same overrides are applied again.
+            let source = ConfigSource {
+                name: config.as_ref().map_or_else(
+                    || "embedded default config".to_string(),
+                    |path| path.display().to_string(),
+                ),
+                fixed: config.is_none(),
+                load: {
+                    let overrides = overrides.clone();
+                    Box::new(move || {
+                        Config::load_with(config.as_deref(), &overrides).map_err(|e| e.to_string())
+                    })
                 },
             };
-            let config = match (source.load)() {
-                Ok(c) => c,
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    return ExitCode::from(2);
-                }
-            };
-            let set_log_level = init_logging(&config);
-            run(config, source, set_log_level)
+            let set_log_level = init_logging(&loaded);
+            for (key, o) in overrides.iter() {
+                tracing::info!(key, value = %o.value, from = %o.origin, "config key overridden");
+            }
+            run(loaded, source, set_log_level)
         }
     }
 }
@@ -163,12 +225,9 @@ fn main() -> ExitCode {
 fn init_logging(config: &Config) -> LogLevelSetter {
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
-    let from_env = std::env::var("RUST_LOG")
-        .ok()
-        .and_then(|spec| log_capturer::config::log_filter(&spec));
-    let overridden = from_env.is_some();
-    let filter = from_env
-        .or_else(|| log_capturer::config::log_filter(&config.log.level))
+    // `log.level` already holds LOG_CAPTURER_LOG_LEVEL or RUST_LOG (see `config::Overrides`;
+    // a reload applies them again) and was validated with the config.
+    let filter = log_capturer::config::log_filter(&config.log.level)
         .unwrap_or_else(|| tracing_subscriber::EnvFilter::new("info"));
     let (filter, handle) = tracing_subscriber::reload::Layer::new(filter);
     // Diagnostics go to stderr: stdout belongs to the stdout sink. Colours only on a terminal:
@@ -184,9 +243,6 @@ fn init_logging(config: &Config) -> LogLevelSetter {
         LogFormat::Text => registry.with(layer).init(),
     }
     Box::new(move |level: &str| {
-        if overridden {
-            return Ok(Some("RUST_LOG is set and overrides it".to_string()));
-        }
         let filter = log_capturer::config::log_filter(level)
             .ok_or_else(|| format!("{level:?} is not a log filter"))?;
         handle.reload(filter).map_err(|e| e.to_string())?;
@@ -217,7 +273,15 @@ fn run(config: Config, source: ConfigSource, set_log_level: LogLevelSetter) -> E
     let code = runtime.block_on(async move {
         let shutdown = CancellationToken::new();
         let (requester, requests) = log_capturer::reload::channel();
-        let signals = tokio::spawn(wait_for_signal(shutdown.clone(), requester.clone()));
+        let signals = match Signals::install() {
+            Ok(signals) => signals,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot install signal handlers");
+                eprintln!("error: cannot install signal handlers: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let signals = tokio::spawn(wait_for_signal(signals, shutdown.clone(), requester.clone()));
         let control = Control {
             source,
             set_log_level: Some(set_log_level),
@@ -240,8 +304,13 @@ fn run(config: Config, source: ConfigSource, set_log_level: LogLevelSetter) -> E
                 ExitCode::from(EXIT_INCOMPLETE)
             }
             Err(e) => {
-                tracing::error!(error = %e, "agent failed to start");
-                eprintln!("error: {e}");
+                // Once: through the log (its format, e.g. JSON), or on stderr if the log
+                // filter drops errors.
+                if tracing::enabled!(tracing::Level::ERROR) {
+                    tracing::error!(error = %e, "agent failed to start");
+                } else {
+                    eprintln!("error: {e}");
+                }
                 ExitCode::FAILURE
             }
         }
@@ -250,27 +319,33 @@ fn run(config: Config, source: ConfigSource, set_log_level: LogLevelSetter) -> E
     code
 }
 
-/// Cancels `shutdown` on SIGTERM or SIGINT (or returns when it is cancelled otherwise); asks
-/// for a config reload on SIGHUP.
-async fn wait_for_signal(shutdown: CancellationToken, reload: ReloadSender) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (mut term, mut int, mut hup) = match (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::hangup()),
-    ) {
-        (Ok(t), Ok(i), Ok(h)) => (t, i, h),
-        _ => {
-            tracing::error!("cannot install signal handlers; stop with SIGKILL");
-            shutdown.cancelled().await;
-            return;
-        }
-    };
+/// The signals the agent handles, installed before anything else runs: a SIGHUP (`systemctl
+/// reload`) that came while they were not yet installed would kill the process.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> std::io::Result<Signals> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Signals {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+            hup: signal(SignalKind::hangup())?,
+        })
+    }
+}
+
+/// Cancels `shutdown` on SIGTERM or SIGINT and asks for a config reload on SIGHUP (or returns
+/// when `shutdown` is cancelled otherwise).
+async fn wait_for_signal(mut signals: Signals, shutdown: CancellationToken, reload: ReloadSender) {
     loop {
         tokio::select! {
-            _ = term.recv() => tracing::info!("SIGTERM received"),
-            _ = int.recv() => tracing::info!("SIGINT received"),
-            _ = hup.recv() => {
+            _ = signals.term.recv() => tracing::info!("SIGTERM received"),
+            _ = signals.int.recv() => tracing::info!("SIGINT received"),
+            _ = signals.hup.recv() => {
                 tracing::info!("SIGHUP received: reloading the configuration");
                 let request = ReloadRequest { origin: "SIGHUP", reply: None };
                 if reload.try_send(request).is_err() {

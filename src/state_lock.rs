@@ -11,19 +11,43 @@ pub struct StateLock {
 impl StateLock {
     pub fn acquire(state_dir: &Path) -> Result<StateLock, String> {
         crate::checkpoint::create_private_dir(state_dir)
-            .map_err(|e| format!("checkpoint.state_dir {}: {e}", state_dir.display()))?;
+            .map_err(|e| state_dir_error(state_dir, state_dir, &e))?;
         let path = state_dir.join("lock");
         let file = crate::checkpoint::open_private_file(&path, false)
-            .map_err(|e| format!("{}: {e}", path.display()))?;
+            .map_err(|e| state_dir_error(state_dir, &path, &e))?;
         match file.try_lock() {
             Ok(()) => Ok(StateLock { _file: file }),
             Err(std::fs::TryLockError::WouldBlock) => Err(format!(
                 "{} is in use by another log-capturer (one agent per state_dir; stop it first)",
                 state_dir.display()
             )),
-            Err(std::fs::TryLockError::Error(e)) => Err(format!("{}: {e}", path.display())),
+            Err(std::fs::TryLockError::Error(e)) => Err(state_dir_error(state_dir, &path, &e)),
         }
     }
+}
+
+/// Names the key an unusable state directory comes from and, when this user may not write
+/// there (the default `/var/lib/log-capturer` run as non-root), how to choose another.
+pub fn state_dir_error(state_dir: &Path, path: &Path, e: &std::io::Error) -> String {
+    let mut message = if path == state_dir {
+        format!("checkpoint.state_dir {}: {e}", state_dir.display())
+    } else {
+        format!(
+            "checkpoint.state_dir {}: {}: {e}",
+            state_dir.display(),
+            path.display()
+        )
+    };
+    if matches!(
+        e.kind(),
+        std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::ReadOnlyFilesystem
+    ) {
+        message.push_str(
+            " (choose a directory this user can write: checkpoint.state_dir in the config, \
+             --state-dir DIR or LOG_CAPTURER_STATE_DIR=DIR)",
+        );
+    }
+    message
 }
 
 #[cfg(test)]
@@ -38,5 +62,23 @@ mod tests {
         assert!(second.is_err_and(|e| e.contains("in use")));
         drop(first);
         StateLock::acquire(dir.path()).expect("after release");
+    }
+
+    #[test]
+    fn unwritable_state_dir_names_the_key_and_the_ways_to_change_it() {
+        let e = std::io::Error::from(std::io::ErrorKind::PermissionDenied);
+        let dir = Path::new("/var/lib/log-capturer");
+        let m = state_dir_error(dir, &dir.join("lock"), &e);
+        assert!(
+            m.starts_with(
+                "checkpoint.state_dir /var/lib/log-capturer: /var/lib/log-capturer/lock: "
+            ),
+            "{m}"
+        );
+        for hint in ["--state-dir", "LOG_CAPTURER_STATE_DIR"] {
+            assert!(m.contains(hint), "{m}");
+        }
+        let e = std::io::Error::from(std::io::ErrorKind::NotFound);
+        assert!(!state_dir_error(dir, dir, &e).contains("--state-dir"));
     }
 }

@@ -26,6 +26,15 @@ use serde::{Deserialize, Serialize};
 use super::assembler::UNSTAMPED;
 use crate::pipeline::{LogLine, StreamKind};
 
+/// A `since` (ns since the epoch) as logged: RFC 3339 (UTC, ns), or `start of log` for 0.
+pub fn since_text(since_ns: i64) -> String {
+    if since_ns <= 0 {
+        "start of log".to_string()
+    } else {
+        crate::docker::timestamp::format_rfc3339_nanos(since_ns)
+    }
+}
+
 /// How much earlier than an entry already in the log file a later entry of the other stream
 /// may be stamped (the copiers' race between stamping and writing, above). It lasts
 /// microseconds; a second leaves room for a daemon starved of CPU. A reopen re-reads at most
@@ -112,6 +121,13 @@ impl Cursor {
         );
         let settled = behind.max(ahead.saturating_sub(REORDER_SLACK_NS));
         s.unfinished_ns.map_or(settled, |u| u.min(settled))
+    }
+
+    /// `since_ns()` for people: an RFC 3339 time (UTC, ns), or `start of log` for 0 (what a
+    /// container without checkpoint read from its first line asks for). Logged next to the
+    /// raw value, which is what `since=` sends and the checkpoint file holds.
+    pub fn since_text(&self) -> String {
+        since_text(self.since_ns())
     }
 
     /// Lines stamped `since_ns()` already delivered, over both streams (what older versions
@@ -236,6 +252,15 @@ mod tests {
 
     const OUT: StreamKind = StreamKind::Stdout;
     const ERR: StreamKind = StreamKind::Stderr;
+
+    #[test]
+    fn since_is_logged_as_a_readable_time() {
+        assert_eq!(
+            since_text(1_796_048_340_575_755_762),
+            "2026-11-30T14:19:00.575755762Z"
+        );
+        assert_eq!(since_text(0), "start of log");
+    }
 
     #[test]
     fn skips_exactly_lines_at_cursor_per_stream() {

@@ -10,6 +10,6 @@ mod rotation;
 mod task;
 
 pub use assembler::Assembler;
-pub use cursor::{Cursor, Position, REORDER_SLACK_NS, Replay, StreamPositions};
+pub use cursor::{Cursor, Position, REORDER_SLACK_NS, Replay, StreamPositions, since_text};
 pub use decoder::{DecodeError, Decoder, Message, PIECE_BYTES};
 pub use task::{CaptureContext, CaptureExit, CaptureTask, SharedCursor, compact, read_cursor};

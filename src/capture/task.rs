@@ -183,7 +183,7 @@ impl CaptureTask {
                 },
             };
             ever_opened = true;
-            trace!(container = %self.name(), since_ns = since, "stream opened");
+            trace!(container = %self.name(), since = %super::since_text(since), since_ns = since, "stream opened");
             let active = ActiveStream::open(&ctx.metrics);
             status.stream_opened(now_ns());
             let end = self
@@ -434,7 +434,8 @@ impl CaptureTask {
                     }
                 }
                 if let Some(lines) = summary {
-                    trace!(container = %self.name(), lines, cursor = ?cursor.streams,
+                    trace!(container = %self.name(), lines, since = %cursor.since_text(),
+                        cursor = ?cursor.streams,
                         "batch handed over");
                 }
                 write_cursor(&self.cursor, cursor);

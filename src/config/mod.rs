@@ -2,12 +2,15 @@
 //! (unknown keys are errors) and semantic validation that reports the key path and the reason.
 
 mod docker_tls;
+mod log_level;
 mod loki;
+mod overrides;
 mod rotate;
 mod secret;
 mod units;
 
 pub use docker_tls::DockerTlsConfig;
+pub use overrides::{Override, Overrides};
 pub use rotate::{FileRotateConfig, RotateCompress};
 pub use secret::Secret;
 pub use units::{ByteSize, HumanDuration, parse_byte_size, parse_duration};
@@ -200,7 +203,8 @@ pub struct CheckpointConfig {
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HttpConfig {
-    /// `host:port` of the metrics/health listener; empty disables it.
+    /// `host:port` of the metrics/health listener (a host name is resolved at bind); empty
+    /// disables it.
     pub listen: String,
     /// A connection that has not sent a complete request head this long after it opened (or
     /// after its previous response, for keep-alive) is closed.
@@ -220,8 +224,9 @@ pub enum LogFormat {
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogConfig {
-    /// A tracing filter: `info`, `debug`, `log_capturer=debug,warn` (no field filters; see
-    /// `log_filter`). `RUST_LOG` overrides it.
+    /// A tracing filter: `info`, `debug`, `log_capturer=debug,warn`; level aliases such as
+    /// `warning` are accepted, a bare word must be a level, no field filters (see
+    /// `check_log_filter`). `LOG_CAPTURER_LOG_LEVEL`, else `RUST_LOG`, overrides it.
     pub level: String,
     pub format: LogFormat,
 }
@@ -385,8 +390,10 @@ impl Config {
             ConfigError {
                 source: source.to_string(),
                 message: match key_path.as_deref() {
-                    Some(path) if path != "." => format!("{path}: {e}"),
-                    _ => e.to_string(),
+                    Some(path) if path != "." => {
+                        format!("{path}: {}", render_yaml_error(&e, source))
+                    }
+                    _ => render_yaml_error(&e, source),
                 },
             }
         })?;
@@ -465,12 +472,7 @@ impl Config {
         if self.checkpoint.interval.0 < Duration::from_millis(100) {
             return Err("checkpoint.interval: must be at least 100ms".to_string());
         }
-        if !self.http.listen.is_empty() && self.http.listen.parse::<SocketAddr>().is_err() {
-            return Err(format!(
-                "http.listen: {:?} is not an address such as 127.0.0.1:8001",
-                self.http.listen
-            ));
-        }
+        check_listen(&self.http.listen).map_err(|e| format!("http.listen: {e}"))?;
         if self.http.header_read_timeout.0 < Duration::from_millis(100) {
             return Err("http.header_read_timeout: must be at least 100ms".to_string());
         }
@@ -485,36 +487,65 @@ impl Config {
         if let Some(tls) = &self.docker.tls {
             tls.validate()?;
         }
-        if log_filter(&self.log.level).is_none() {
-            return Err(format!(
-                "log.level: {:?} is not a log filter (a level such as info or debug, or \
-                 directives such as warn,log_capturer=debug; field filters {{...}} are not supported)",
-                self.log.level
-            ));
-        }
+        check_log_filter(&self.log.level).map_err(|e| format!("log.level: {e}"))?;
         Ok(())
     }
 }
 
-/// Parses a log filter (`log.level`, `RUST_LOG`): `None` if it is not one. Each directive is
-/// trimmed first: tracing-subscriber 0.3 slices a directive with offsets taken after trimming
-/// it, which panics (found by fuzzing `config_yaml`) on one that starts with blanks and holds a
+/// Parses a log filter (`log.level`, `RUST_LOG`): `None` if it is not one (`check_log_filter`
+/// says why).
+pub fn log_filter(spec: &str) -> Option<tracing_subscriber::EnvFilter> {
+    check_log_filter(spec).ok()
+}
+
+/// Parses a log filter, or says why it is not one. Level aliases (`warning`) are accepted and
+/// a bare word must be a level (see `log_level`). Each directive is trimmed first:
+/// tracing-subscriber 0.3 slices a directive with offsets taken after trimming it, which
+/// panics (found by fuzzing `config_yaml`) on one that starts with blanks and holds a
 /// multi-byte character, e.g. `" é=info"`. Field values are matched as plain text, never
 /// compiled as regular expressions: a hostile value (found by the same fuzzing) made the
 /// regex compilation run for minutes and past 2 GiB.
-pub fn log_filter(spec: &str) -> Option<tracing_subscriber::EnvFilter> {
+pub fn check_log_filter(spec: &str) -> Result<tracing_subscriber::EnvFilter, String> {
     // Targets, span names and levels only: field filters (`{...}`) and other characters take
     // tracing-subscriber down paths fuzzing broke (see above; also an ordering invariant of
     // field matches that fails its own debug assertion).
     let allowed = |c: char| c.is_ascii_alphanumeric() || "_-:.=[], ".contains(c);
     if !spec.chars().all(allowed) {
-        return None;
+        return Err(format!(
+            "{spec:?} is not a log filter: use a level such as info or debug, or directives \
+             such as warn,log_capturer=debug (letters, digits and _-:.=[], only; field \
+             filters {{...}} are not supported)"
+        ));
     }
-    let directives: Vec<&str> = spec.split(',').map(str::trim).collect();
+    let normalized = log_level::normalize(spec).map_err(|e| format!("{spec:?}: {e}"))?;
     tracing_subscriber::EnvFilter::builder()
         .with_regex(false)
-        .parse(directives.join(","))
-        .ok()
+        .parse(normalized)
+        .map_err(|e| format!("{spec:?} is not a log filter: {e}"))
+}
+
+/// `http.listen`: empty (no listener), an address (`127.0.0.1:8001`, `[::1]:8001`) or a host
+/// name and port (`localhost:8001`), resolved when the listener is bound.
+pub fn check_listen(listen: &str) -> Result<(), String> {
+    if listen.is_empty() || listen.parse::<SocketAddr>().is_ok() {
+        return Ok(());
+    }
+    let bad = || {
+        format!(
+            "{listen:?} is not host:port (e.g. 127.0.0.1:8001, [::1]:8001, localhost:8001; \
+             empty disables the listener)"
+        )
+    };
+    let (host, port) = listen.rsplit_once(':').ok_or_else(bad)?;
+    let name_ok = !host.is_empty()
+        && host.len() <= 253
+        && host
+            .split('.')
+            .all(|l| !l.is_empty() && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'));
+    if !name_ok || port.parse::<u16>().is_err() {
+        return Err(bad());
+    }
+    Ok(())
 }
 
 /// Whether the YAML text holds anything but blank lines and comments.
@@ -523,6 +554,18 @@ fn has_content(text: &str) -> bool {
         let line = line.trim();
         !line.is_empty() && !line.starts_with('#')
     })
+}
+
+/// serde-saphyr's message with its snippet, headed by `source` (the file's path) instead of
+/// `<input>`, and without its leading `error: ` (whoever prints the error says that once).
+fn render_yaml_error(e: &serde_saphyr::Error, source: &str) -> String {
+    let rendered = e.render_with_options(serde_saphyr::render_options! {
+        source_name: Some(source),
+    });
+    match rendered.strip_prefix("error: ") {
+        Some(rest) => rest.to_string(),
+        None => rendered,
+    }
 }
 
 /// The name of the key a duplicate-key error is about, when it has one.
@@ -703,5 +746,67 @@ mod tests {
         let c = Config::parse(yaml, "t").expect("valid");
         let shown = format!("{c:?}");
         assert!(!shown.contains("s3cret"), "{shown}");
+    }
+
+    #[test]
+    fn listen_accepts_host_names() {
+        for ok in [
+            "",
+            "127.0.0.1:8001",
+            "[::1]:8001",
+            "0.0.0.0:0",
+            "localhost:8001",
+            "metrics.example-host.internal:9100",
+        ] {
+            let c = Config::parse(
+                &format!("sinks:\n  stdout: {{}}\nhttp:\n  listen: \"{ok}\"\n"),
+                "t",
+            );
+            assert!(c.is_ok(), "{ok}: {:?}", c.err());
+        }
+        for bad in [
+            "nope",
+            "localhost",
+            ":8001",
+            "localhost:",
+            "localhost:99999",
+            "local host:80",
+            "a..b:80",
+            "http://x:80",
+        ] {
+            let e = err(&format!("http:\n  listen: \"{bad}\"\n"));
+            assert!(e.starts_with("test.yaml: http.listen: "), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn log_level_accepts_aliases_and_refuses_bare_non_levels() {
+        for level in [
+            "warning",
+            "WARN",
+            "err",
+            "critical",
+            "fatal",
+            "information",
+            "warn,log_capturer=debug",
+        ] {
+            let c = Config::parse(&format!("log:\n  level: \"{level}\"\n"), "t");
+            assert!(c.is_ok(), "{level}: {:?}", c.err());
+        }
+        let e = err("log:\n  level: verbose\n");
+        assert!(e.starts_with("test.yaml: log.level: \"verbose\": "), "{e}");
+        assert!(e.contains("not a level"), "{e}");
+        // `warning` used to pass as a target and silence every line: it must now enable warn.
+        use tracing::level_filters::LevelFilter;
+        let filter = log_filter("warning").expect("alias");
+        assert_eq!(filter.max_level_hint(), Some(LevelFilter::WARN));
+    }
+
+    #[test]
+    fn yaml_errors_show_the_file_name_and_say_error_once() {
+        let e = err("capture:\n  rotation_interval: 5x\n");
+        assert!(e.contains("--> test.yaml:2:22"), "{e}");
+        assert!(!e.contains("<input>"), "{e}");
+        assert!(!e.contains("error:"), "{e}");
     }
 }

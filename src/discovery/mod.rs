@@ -11,6 +11,7 @@ mod events;
 pub mod filter;
 mod position;
 mod reconcile;
+mod summary;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -30,6 +31,8 @@ use crate::observability::metrics::Metrics;
 use crate::pipeline::{ContainerMeta, Delivery};
 use events::{DiscoveryMsg, follow_events};
 use reconcile::ResyncOutcome;
+use summary::FirstListing;
+pub use summary::StartupContext;
 
 pub struct DiscoverySettings {
     pub include: FilterConfig,
@@ -46,6 +49,8 @@ pub struct DiscoverySettings {
     /// `watching_since` marker), else since `agent_start_ns`. After a config reload, what the
     /// previous generation returned from `run`.
     pub catch_up_from_ns: Option<i64>,
+    /// For the start-up summary (sinks, state directory).
+    pub startup: StartupContext,
 }
 
 struct Tracked {
@@ -86,6 +91,8 @@ pub struct Discovery {
     tasks: JoinSet<(String, CaptureExit)>,
     /// The container of each capture task (to know whose task panicked).
     task_ids: HashMap<tokio::task::Id, String>,
+    /// Until the first listing is reconciled: what the start-up summary counts.
+    first_listing: Option<FirstListing>,
 }
 
 impl Discovery {
@@ -105,6 +112,7 @@ impl Discovery {
                 .catch_up_from_ns
                 .unwrap_or(checkpoints.previous_start_ns.unwrap_or(agent_start_ns)),
         );
+        let first_listing = Some(FirstListing::new(settings.startup.clone()));
         Discovery {
             generation_start_ns: now_ns(),
             ctx,
@@ -121,6 +129,7 @@ impl Discovery {
             retry_starts: HashSet::new(),
             tasks: JoinSet::new(),
             task_ids: HashMap::new(),
+            first_listing,
         }
     }
 
@@ -205,6 +214,9 @@ impl Discovery {
                 };
                 let listed = outcome != ResyncOutcome::Failed;
                 self.set_ready(listed && self.events_connected);
+                if listed {
+                    self.log_startup_summary();
+                }
                 resync_at = if outcome == ResyncOutcome::Done {
                     retry.reset();
                     None

@@ -47,6 +47,9 @@ impl Discovery {
                 return ResyncOutcome::Failed;
             }
         };
+        if let Some(first) = &mut self.first_listing {
+            (first.listed, first.running) = (all.len(), running.len());
+        }
         let exists: HashSet<&str> = all.iter().map(|c| c.id.as_str()).collect();
         let gone: Vec<String> = self
             .tracked
@@ -298,10 +301,20 @@ impl Discovery {
                     had_previous_run: self.checkpoints.had_previous_run,
                     initial_position: self.settings.initial_position,
                 });
+                let resumed = self.checkpoints.get(id).is_some();
                 self.checkpoints.init(id, start);
                 let cursor = Arc::new(std::sync::Mutex::new(start));
-                info!(container = %meta.name, container_id = %id, tty = info.config.tty,
-                    running = info.state.running, since = start.since_ns(), "capturing container");
+                // During the first listing the start-up summary counts these (see `summary`).
+                if let Some(first) = &mut self.first_listing {
+                    first.resumed += usize::from(resumed);
+                    debug!(container = %meta.name, container_id = %id, tty = info.config.tty,
+                        running = info.state.running, resumed, since = %start.since_text(),
+                        since_ns = start.since_ns(), "capturing container");
+                } else {
+                    info!(container = %meta.name, container_id = %id, tty = info.config.tty,
+                        running = info.state.running, resumed, since = %start.since_text(),
+                        since_ns = start.since_ns(), "capturing container");
+                }
                 self.tracked.insert(
                     id.to_string(),
                     Tracked {

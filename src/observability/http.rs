@@ -54,8 +54,16 @@ pub struct Limits {
 /// head, or not reading its answer, is cut off after this.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
+/// Binds `http.listen`: an address, or a host name resolved now (the first of its addresses
+/// that can be bound is used).
 pub async fn bind(addr: &str) -> std::io::Result<TcpListener> {
-    TcpListener::bind(addr)
+    let addrs: Vec<std::net::SocketAddr> = tokio::net::lookup_host(addr)
+        .await
+        .map_err(|e| {
+            std::io::Error::new(e.kind(), format!("http.listen {addr}: cannot resolve: {e}"))
+        })?
+        .collect();
+    TcpListener::bind(&addrs[..])
         .await
         .map_err(|e| std::io::Error::new(e.kind(), format!("http.listen {addr}: {e}")))
 }
@@ -283,6 +291,21 @@ mod tests {
         s.read_to_string(&mut text).ok()?;
         let status = text.split_whitespace().nth(1)?.parse().ok()?;
         Some((status, text.split_once("\r\n\r\n")?.1.to_string()))
+    }
+
+    #[tokio::test]
+    async fn listen_host_names_are_resolved_at_bind() {
+        let listener = bind("localhost:0").await.expect("localhost resolves");
+        let bound = listener.local_addr().expect("bound");
+        assert!(bound.ip().is_loopback(), "{bound}");
+        let e = bind("no-such-host.invalid:8001")
+            .await
+            .expect_err("unresolvable");
+        let e = e.to_string();
+        assert!(
+            e.starts_with("http.listen no-such-host.invalid:8001: cannot resolve"),
+            "{e}"
+        );
     }
 
     /// Whether the server has closed `s` (EOF or reset), without waiting.

@@ -36,12 +36,15 @@ fn check(ctx: &Ctx) -> Result<Outcome, String> {
     let state = first.state_dir.display().to_string();
     let message = log
         .lines()
-        .find(|l| l.starts_with("error: ") && l.contains("in use by another log-capturer"))
+        // Printed once, through the agent's log (`ERROR ... agent failed to start`).
+        .find(|l| {
+            l.contains("agent failed to start") && l.contains("in use by another log-capturer")
+        })
         .unwrap_or_default()
         .to_string();
     if message.is_empty() || !message.contains(&state) {
         problems.push(format!(
-            "second agent's stderr has no `error:` line saying {state} is in use by another agent: {:?}",
+            "second agent's stderr has no `agent failed to start` line saying {state} is in use by another agent: {:?}",
             log.lines().last().unwrap_or_default()
         ));
     }
