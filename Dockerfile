@@ -28,8 +28,10 @@ EXPOSE 8001
 # `docker stop` sends SIGTERM (the default stop signal), which stops the agent cleanly (drain,
 # final checkpoints, exit 0) within pipeline.shutdown_timeout (20 s) + 7 s: give it --time 30
 # (docker's default is 10 s).
-# No HEALTHCHECK: the image has no shell and no HTTP client to run one with. Probe
-# http://<container>:8001/health (liveness) and /ready (Docker answers) from outside:
-# Kubernetes httpGet probes, or Prometheus' `up` and the agent's own metrics.
+# The binary is its own health check client (no shell needed): `status` asks the status API
+# and exits non-zero when a sink is failing, a stream has not rotated for twice its interval,
+# or the agent does not answer. From outside, probe /health and /ready over HTTP.
+HEALTHCHECK --interval=30s --timeout=10s --start-period=30s \
+  CMD ["/usr/local/bin/log-capturer", "status", "--url", "http://127.0.0.1:8001"]
 ENTRYPOINT ["/usr/local/bin/log-capturer"]
 CMD ["run", "-c", "/etc/log-capturer/config.yaml"]

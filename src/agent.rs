@@ -287,7 +287,19 @@ async fn run_generations(
             }
             let origins: Vec<&str> = batch.iter().map(|r| r.origin).collect();
             info!(from = ?origins, file = %process.source.name, "reloading the configuration");
-            match evaluate(&config, process).await {
+            // Reading the file may hang (a stuck network file system): a shutdown must still
+            // drain the running generation (which is not polled meanwhile).
+            let verdict = tokio::select! {
+                verdict = evaluate(&config, process) => verdict,
+                _ = process.shutdown.cancelled() => {
+                    answer(batch, Err(ReloadError {
+                        status: 503,
+                        message: "the agent is stopping; the reload was not applied".to_string(),
+                    }));
+                    break (&mut generation).await;
+                }
+            };
+            match verdict {
                 Verdict::Done(result, applied) => {
                     if let Some(applied) = applied {
                         process.status.set_config(&applied);
@@ -299,7 +311,7 @@ async fn run_generations(
                     info!(changed = ?sections,
                         "reload: draining the capture pipeline to start it on the new config");
                     if sections.contains(&"docker") {
-                        // Another daemon: not ready until it has answered and been listed.
+                        // Connected anew: not ready until Docker has answered and been listed.
                         process.ready.store(false, Ordering::Relaxed);
                     }
                     stop.cancel();
@@ -479,7 +491,18 @@ async fn run_pipeline(
     };
     let Some(client) = negotiate((endpoint, process.pinned_api), config, metrics, shutdown).await
     else {
-        return not_started(Outcome::Clean); // stopped before Docker answered
+        // Stopped before Docker answered. After a reload, the previous generation's final
+        // checkpoint write may have failed: write what is still dirty now (nothing otherwise).
+        let store = Arc::clone(checkpoints);
+        let written = tokio::time::timeout(
+            FINAL_PERSIST_GRACE,
+            tokio::task::spawn_blocking(move || store.persist()),
+        )
+        .await;
+        return not_started(match written {
+            Ok(Ok(true)) => Outcome::Clean,
+            _ => Outcome::Incomplete(vec!["the final checkpoint write failed".to_string()]),
+        });
     };
     info!(endpoint = %client.endpoint(), api = client.api_version(), "connected to Docker");
 
@@ -501,10 +524,13 @@ async fn run_pipeline(
     *lock(&process.ledger_slot) = Arc::downgrade(&ledger);
     let router = tokio::spawn(route(queue_rx, sinks.inputs, Arc::clone(&sinks.ledger)));
     let problems = Arc::new(Mutex::new(Vec::new()));
-    let mut workers: Vec<(&'static str, JoinHandle<()>)> = sinks
+    // Each sink's supervisor, and the worker's own abort handle: aborting the supervisor would
+    // only detach the worker.
+    let mut workers: Vec<(&'static str, JoinHandle<()>, tokio::task::AbortHandle)> = sinks
         .workers
         .into_iter()
         .map(|(name, worker)| {
+            let worker_abort = worker.abort_handle();
             let supervisor = tokio::spawn(supervise_sink_worker(
                 name,
                 worker,
@@ -513,7 +539,7 @@ async fn run_pipeline(
                 Arc::clone(metrics),
                 Arc::clone(&problems),
             ));
-            (name, supervisor)
+            (name, supervisor, worker_abort)
         })
         .collect();
 
@@ -580,7 +606,7 @@ async fn run_pipeline(
         if let Err(e) = router.await {
             warn!(error = %e, "router failed");
         }
-        for (_, supervisor) in &mut workers {
+        for (_, supervisor, _) in &mut workers {
             let _ = supervisor.await;
         }
     };
@@ -616,8 +642,8 @@ async fn run_pipeline(
         };
         let busy: Vec<&str> = workers
             .iter()
-            .filter(|(_, supervisor)| !supervisor.is_finished())
-            .map(|(name, _)| *name)
+            .filter(|(_, supervisor, _)| !supervisor.is_finished())
+            .map(|(name, _, _)| *name)
             .collect();
         let unacknowledged = metrics.queue_lines.get();
         error!(shutdown_timeout = ?timeout, stage, busy_sinks = ?busy,
@@ -633,15 +659,18 @@ async fn run_pipeline(
         // after the final checkpoint write. Threads blocked in a local sink's write cannot be
         // stopped and are not waited for.
         abandon.cancel();
-        for (name, supervisor) in &mut workers {
+        for (name, supervisor, worker_abort) in &mut workers {
             if *name == "loki"
                 && !supervisor.is_finished()
                 && tokio::time::timeout(ABANDON_GRACE, &mut *supervisor)
                     .await
                     .is_err()
             {
-                warn!(grace = ?ABANDON_GRACE, "the Loki worker did not stop in time");
-                supervisor.abort();
+                warn!(grace = ?ABANDON_GRACE, "the Loki worker did not stop in time; aborting it");
+                worker_abort.abort();
+                // Its supervisor sees the cancelled worker and ends; a worker blocked outside
+                // an await point (none is, by design) would still be left behind.
+                let _ = tokio::time::timeout(ABANDON_GRACE, &mut *supervisor).await;
             }
         }
     }
@@ -711,6 +740,8 @@ async fn supervise_sink_worker(
     let result = worker.await;
     let what = match &result {
         Err(e) if e.is_panic() => format!("panicked ({e})"),
+        // Aborted at `shutdown_timeout` (see `run_pipeline`): already counted as a problem.
+        Err(e) if e.is_cancelled() && stop.is_cancelled() => return,
         Err(e) => format!("failed ({e})"),
         Ok(Err(closed)) => {
             // Not a worker failure: its output is gone (the worker logged why). Stop.
@@ -847,6 +878,11 @@ fn start_sinks(
     let mut names: Vec<&'static str> = local.iter().map(|s| s.name()).collect();
     if loki.is_some() {
         names.push("loki");
+    }
+    for gone in ["stdout", "file", "null", "loki"] {
+        if !names.contains(&gone) {
+            metrics.forget_sink_gauges(gone);
+        }
     }
     status.retain_sinks(&names);
     let mut inputs = Vec::new();

@@ -91,6 +91,11 @@ pub const RESTART_KEYS: &[(&str, &str)] = &[
         "log.format",
         "the log formatter is installed once per process",
     ),
+    (
+        "docker.host",
+        "another daemon lists other containers: the first listing would forget the checkpoints \
+         of this daemon's containers, and going back would read them all again",
+    ),
 ];
 
 /// How a new config differs from the running one.
@@ -116,6 +121,7 @@ pub fn diff(old: &Config, new: &Config) -> Result<Change, String> {
             }
             "http.max_connections" => old.http.max_connections != new.http.max_connections,
             "log.format" => old.log.format != new.log.format,
+            "docker.host" => old.docker.host != new.docker.host,
             _ => false,
         })
         .collect();
@@ -223,5 +229,14 @@ mod tests {
             "sinks:\n  discard: {}\ncheckpoint:\n  state_dir: /tmp/b\ncapture:\n  rotation_interval: 9s\n",
         );
         assert!(diff(&parse(BASE), &new).is_err());
+        // Another daemon: refused; its TLS settings alone may change.
+        let new = parse(&format!("{BASE}docker:\n  host: tcp://127.0.0.1:2375\n"));
+        let e = diff(&parse(BASE), &new).expect_err("refused");
+        assert!(e.contains("docker.host"), "{e}");
+        let new = parse(&format!("{BASE}docker:\n  request_timeout: 9s\n"));
+        assert_eq!(
+            diff(&parse(BASE), &new),
+            Ok(Change::Pipeline(vec!["docker"]))
+        );
     }
 }

@@ -217,6 +217,21 @@ fn the_agent_as_a_container_captures_the_others_exactly_and_never_itself() {
         "the agent did not report its own container id {agent_id}; log:\n{stderr}"
     );
 
+    // The image's health check (Dockerfile HEALTHCHECK, compose healthcheck): the binary asks
+    // its own status API; `docker` fails the test on a non-zero exit.
+    let status = docker(&[
+        "exec",
+        &agent.name,
+        "/usr/local/bin/log-capturer",
+        "status",
+        "--url",
+        "http://127.0.0.1:8001",
+    ]);
+    assert!(
+        status.contains(&a) && status.contains(&b),
+        "status:\n{status}"
+    );
+
     // Stop (SIGTERM: clean, exit 0) and start again: the checkpoints in the volume carry over.
     docker(&["stop", "--time", "30", &agent.name]);
     assert_eq!(agent.exit_code(), "0", "log:\n{}", agent.logs().1);

@@ -600,8 +600,9 @@ impl Metrics {
             let _ = self.sink_failures.get_or_create(&with(reason));
         }
         if !loki {
-            // A local sink holds a container whose own output cannot be written.
-            let _ = self.sink_containers_held.get_or_create(&labels);
+            // A local sink holds a container whose own output cannot be written. A new worker
+            // (at start, or after a config reload) holds none yet.
+            self.sink_containers_held.get_or_create(&labels).set(0);
         }
         if sink == "file" {
             let _ = self.sink_torn_records.get_or_create(&labels);
@@ -618,6 +619,20 @@ impl Metrics {
             for &reason in LINES_MODIFIED_REASONS {
                 let _ = self.sink_lines_modified.get_or_create(&with(reason));
             }
+        }
+    }
+
+    /// Drops the gauges of a sink a config reload removed: they describe state (buffered
+    /// bytes, held containers) that no longer exists, and would keep alerts firing. Its
+    /// counters stay (they only grow, and `rate()` handles a series that stops).
+    pub fn forget_sink_gauges(&self, sink: &'static str) {
+        let labels = SinkLabels { sink };
+        self.buffer_bytes.remove(&labels);
+        self.buffer_records.remove(&labels);
+        self.buffer_max_bytes.remove(&labels);
+        self.sink_containers_held.remove(&labels);
+        if sink == "file" {
+            self.file_sink_files_open.set(0);
         }
     }
 
@@ -691,6 +706,40 @@ mod tests {
 
     /// Every reason the code counts is in its family's list, so it starts at 0 (a reason
     /// added without listing it would appear only after its first failure).
+    /// A sink removed by a config reload leaves no gauge behind (a "buffer above 80 %" alert
+    /// would fire for ever); a new worker starts with no held container.
+    #[test]
+    fn a_removed_sink_leaves_no_gauges_and_a_new_worker_holds_nothing() {
+        let metrics = Metrics::new();
+        let loki = SinkLabels { sink: "loki" };
+        metrics.buffer_bytes.get_or_create(&loki).set(900);
+        metrics.buffer_max_bytes.get_or_create(&loki).set(1000);
+        let file = SinkLabels { sink: "file" };
+        metrics.sink_containers_held.get_or_create(&file).set(2);
+        metrics.file_sink_files_open.set(5);
+        metrics.forget_sink_gauges("loki");
+        let text = metrics.render();
+        assert!(!text.contains("buffer_bytes{sink=\"loki\"}"), "{text}");
+        assert!(!text.contains("buffer_max_bytes{sink=\"loki\"}"), "{text}");
+        assert!(text.contains("log_capturer_sink_containers_held{sink=\"file\"} 2"));
+        metrics.init_sink("file", false);
+        let text = metrics.render();
+        assert!(
+            text.contains("log_capturer_sink_containers_held{sink=\"file\"} 0"),
+            "{text}"
+        );
+        metrics.forget_sink_gauges("file");
+        let text = metrics.render();
+        assert!(
+            !text.contains("sink_containers_held{sink=\"file\"}"),
+            "{text}"
+        );
+        assert!(
+            text.contains("log_capturer_file_sink_files_open 0"),
+            "{text}"
+        );
+    }
+
     #[test]
     fn every_counted_reason_is_listed_and_starts_at_zero() {
         let mut stream = Vec::new();

@@ -312,9 +312,9 @@ pub fn run(url: &str, json: bool) -> u8 {
             return EXIT_NO_STATUS;
         }
     };
-    if json {
+    let text = if json {
         match serde_json::to_string_pretty(&report) {
-            Ok(text) => println!("{text}"),
+            Ok(text) => format!("{text}\n"),
             Err(e) => {
                 eprintln!("error: {e}");
                 return EXIT_NO_STATUS;
@@ -322,8 +322,20 @@ pub fn run(url: &str, json: bool) -> u8 {
         }
     } else {
         let now = now_ns();
-        print!("{}", render(&report, now));
-        println!("(agent {base}, at {})", format_rfc3339_nanos(now));
+        format!(
+            "{}(agent {base}, at {})\n",
+            render(&report, now),
+            format_rfc3339_nanos(now)
+        )
+    };
+    // Not `print!`, which panics on a closed stdout (`status --json | head -1`): a reader that
+    // stopped early is no error, and the exit code still tells the health.
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = out.write_all(text.as_bytes()).and_then(|()| out.flush())
+        && e.kind() != std::io::ErrorKind::BrokenPipe
+    {
+        eprintln!("error: cannot write the report: {e}");
     }
     exit_code(&report)
 }

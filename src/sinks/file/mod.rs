@@ -463,6 +463,13 @@ fn with_path(path: &Path, e: io::Error) -> io::Error {
     io::Error::new(e.kind(), format!("{}: {e}", path.display()))
 }
 
+impl Drop for FileSink {
+    /// Its files close with it (a config reload starts another sink): the gauge follows.
+    fn drop(&mut self) {
+        self.metrics.file_sink_files_open.set(0);
+    }
+}
+
 impl Sink for FileSink {
     fn name(&self) -> &'static str {
         "file"
