@@ -5,7 +5,7 @@
 
 mod support;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use support::agent::{Agent, AgentOptions};
 use support::docker::Containers;
-use support::wait_until;
+use support::{assert_run, wait_until};
 
 fn options(containers: &Containers, out: &Path, file_keys: &str) -> AgentOptions {
     AgentOptions {
@@ -32,18 +32,6 @@ fn printer(prefix: &str, n: usize, pause_us: u32) -> String {
     format!(
         "i=1; while [ $i -le {n} ]; do echo {prefix}$i; usleep {pause_us}; i=$((i+1)); done; exec sleep 3600"
     )
-}
-
-/// The messages of NDJSON text; a last line without its newline (being written) is left out.
-fn messages_of(text: &str, what: &Path) -> Vec<String> {
-    text.split_inclusive('\n')
-        .filter(|l| l.ends_with('\n'))
-        .map(|l| {
-            let v: serde_json::Value = serde_json::from_str(l)
-                .unwrap_or_else(|e| panic!("{}: not one whole record {l:?}: {e}", what.display()));
-            v["message"].as_str().unwrap_or_default().to_string()
-        })
-        .collect()
 }
 
 fn read_text(path: &Path) -> String {
@@ -99,9 +87,9 @@ fn union(live: &Path) -> Vec<String> {
     for (seq, names) in rotated(live) {
         assert_eq!(names.len(), 1, "number {seq}: {names:?}");
         let path = dir.join(&names[0]);
-        out.extend(messages_of(&read_text(&path), &path));
+        out.extend(support::ndjson_messages(&read_text(&path), &path));
     }
-    out.extend(messages_of(&read_text(live), live));
+    out.extend(support::ndjson_messages(&read_text(live), live));
     out
 }
 
@@ -124,38 +112,15 @@ fn union_now(live: &Path) -> Vec<String> {
             .or_else(|| names.iter().find(|n| n.ends_with(".gz")));
         if let Some(name) = whole {
             let path = dir.join(name);
-            out.extend(messages_of(&read_text(&path), &path));
+            out.extend(support::ndjson_messages(&read_text(&path), &path));
         }
     }
-    out.extend(messages_of(&read_text(live), live));
+    out.extend(support::ndjson_messages(&read_text(live), live));
     out
 }
 
 fn lines_now(live: &Path) -> usize {
     union_now(live).len()
-}
-
-fn seq(prefix: &str, from: usize, to: usize) -> Vec<String> {
-    (from..=to).map(|i| format!("{prefix}{i}")).collect()
-}
-
-/// Asserts that `got` is exactly `prefix{from}..=prefix{to}`, once each, in order.
-fn assert_run(got: &[String], prefix: &str, from: usize, to: usize, context: &str) {
-    if got != seq(prefix, from, to) {
-        let have: HashSet<&String> = got.iter().collect();
-        let missing: Vec<String> = seq(prefix, from, to)
-            .into_iter()
-            .filter(|e| !have.contains(e))
-            .take(10)
-            .collect();
-        let mut seen = HashSet::new();
-        let dups: Vec<&String> = got.iter().filter(|m| !seen.insert(*m)).take(10).collect();
-        panic!(
-            "{context}: {} records for {} lines; missing (first 10) {missing:?}; duplicated (first 10) {dups:?}",
-            got.len(),
-            to + 1 - from
-        );
-    }
 }
 
 fn rotations(agent: &Agent, reason: &str) -> f64 {
@@ -371,9 +336,9 @@ fn real_logrotate_in_create_mode_loses_and_duplicates_nothing() {
         let mut all = Vec::new();
         for i in (1..=runs).rev() {
             let path = PathBuf::from(format!("{}.{i}", live.display()));
-            all.extend(messages_of(&read_text(&path), &path));
+            all.extend(support::ndjson_messages(&read_text(&path), &path));
         }
-        all.extend(messages_of(&read_text(&live), &live));
+        all.extend(support::ndjson_messages(&read_text(&live), &live));
         all
     };
     let last = format!("l-{n}");
@@ -387,7 +352,7 @@ fn real_logrotate_in_create_mode_loses_and_duplicates_nothing() {
     for i in 1..=runs {
         let path = PathBuf::from(format!("{}.{i}", live.display()));
         assert!(
-            !messages_of(&read_text(&path), &path).is_empty(),
+            !support::ndjson_messages(&read_text(&path), &path).is_empty(),
             "{} is empty: the agent did not write into the moved file nor reopen",
             path.display()
         );

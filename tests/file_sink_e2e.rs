@@ -4,14 +4,13 @@
 
 mod support;
 
-use std::collections::HashSet;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::Duration;
 
 use support::agent::{Agent, AgentOptions};
 use support::docker::{Containers, docker};
-use support::wait_until;
+use support::{assert_sequence, wait_until};
 
 fn tempdir() -> tempfile::TempDir {
     tempfile::tempdir().expect("tempdir")
@@ -35,33 +34,7 @@ fn options(containers: &Containers, out: &Path, template: &str, file_keys: &str)
 /// tests that care check the file's end themselves).
 fn messages(path: &Path) -> Vec<String> {
     let text = std::fs::read_to_string(path).unwrap_or_default();
-    text.split_inclusive('\n')
-        .filter(|l| l.ends_with('\n'))
-        .map(|l| {
-            let v: serde_json::Value = serde_json::from_str(l)
-                .unwrap_or_else(|e| panic!("{}: not one whole record {l:?}: {e}", path.display()));
-            v["message"].as_str().unwrap_or_default().to_string()
-        })
-        .collect()
-}
-
-/// Asserts that `got` is exactly `prefix1 .. prefixN`, once each, in order.
-fn assert_sequence(got: &[String], prefix: &str, n: usize, context: &str) {
-    let expected: Vec<String> = (1..=n).map(|i| format!("{prefix}{i}")).collect();
-    if got != expected {
-        let have: HashSet<&String> = got.iter().collect();
-        let missing: Vec<&String> = expected
-            .iter()
-            .filter(|e| !have.contains(e))
-            .take(10)
-            .collect();
-        let mut seen = HashSet::new();
-        let dups: Vec<&String> = got.iter().filter(|m| !seen.insert(*m)).take(10).collect();
-        panic!(
-            "{context}: {} records for {n} lines; missing (first 10) {missing:?}; duplicated (first 10) {dups:?}",
-            got.len()
-        );
-    }
+    support::ndjson_messages(&text, path)
 }
 
 /// A script printing `prefix1..prefixN`, then sleeping (or exiting with `then_exit`).

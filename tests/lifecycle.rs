@@ -4,40 +4,16 @@
 
 mod support;
 
-use std::io::Read;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use support::agent::{Agent, AgentOptions};
-use support::fake_engine::{BASE_NS, Container, FakeEngine, Line, LogsPlan};
+use support::blocked_stdout::{BlockedStdout, checkpoint, line_ts};
+use support::fake_engine::{Container, FakeEngine, Line, LogsPlan};
 use support::wait_until;
 
 /// Exit code of a stop that left something behind (README, "Quick start").
 const EXIT_INCOMPLETE: i32 = 3;
-
-/// Line `i` (0-based) of the firehose: one timestamp per line, 1 ms apart.
-fn line_ts(i: usize) -> i64 {
-    BASE_NS + 1_000_000_000 + i as i64 * 1_000_000
-}
-
-fn firehose_lines(count: usize) -> Vec<Line> {
-    (0..count)
-        .map(|i| Line::stdout(line_ts(i), format!("line {i:05} {}", "x".repeat(200))))
-        .collect()
-}
-
-/// The persisted position of a container's stdout, `(timestamp_ns, count)` of its last line
-/// acknowledged, if the checkpoint file exists and parses.
-fn checkpoint(agent: &Agent, id: &str) -> Option<(i64, u64)> {
-    let path = agent
-        .dir
-        .join("state/checkpoints")
-        .join(format!("{id}.json"));
-    let text = std::fs::read_to_string(path).ok()?;
-    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
-    let stdout = &v["streams"]["stdout"];
-    Some((stdout["timestamp_ns"].as_i64()?, stdout["count"].as_u64()?))
-}
 
 /// SIGTERM while the stdout sink is blocked for good (its stdout is a pipe nobody reads, and
 /// it is full): the agent must still exit, after `pipeline.shutdown_timeout`, with exit code 3,
@@ -45,59 +21,9 @@ fn checkpoint(agent: &Agent, id: &str) -> Option<(i64, u64)> {
 /// read again at the next start.
 #[test]
 fn shutdown_deadline_abandons_a_blocked_stdout() {
-    const LINES: usize = 2000;
-    let firehose = Container::new(
-        "firehose",
-        firehose_lines(LINES),
-        // 100 lines (~30 KB of NDJSON) at a time: the first batches fit in the pipe and are
-        // acknowledged, then the pipe (64 KiB) is full and the sink blocks in its write.
-        vec![LogsPlan::LineByLine {
-            every: 100,
-            pause: Duration::from_millis(100),
-        }],
-    );
-    let id = firehose.id.clone();
-    let engine = FakeEngine::start(vec![firehose]);
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (mut agent, mut stdout) = Agent::start_with_stdout_pipe(
-        dir.path(),
-        AgentOptions {
-            docker_host: Some(engine.docker_host()),
-            capture: "  initial_position: beginning\n".to_string(),
-            file_sink: false,
-            sinks: "  stdout: {}\n".to_string(),
-            pipeline: "  shutdown_timeout: 2s\n".to_string(),
-            ..AgentOptions::default()
-        },
-    );
-
-    let collected =
-        "log_capturer_logs_collected_total{container_name=\"firehose\",stream=\"stdout\"}";
-    let all_read = wait_until(Duration::from_secs(60), || {
-        agent.metric(collected) as usize == LINES
-    });
-    assert!(
-        all_read,
-        "capture did not read every line; log:\n{}",
-        agent.log()
-    );
-    // Some lines were acknowledged (written and flushed) and their checkpoint persisted.
-    let persisted = wait_until(Duration::from_secs(30), || {
-        checkpoint(&agent, &id).is_some_and(|(ts, _)| ts >= line_ts(0))
-    });
-    assert!(
-        persisted,
-        "no checkpoint of written lines; log:\n{}",
-        agent.log()
-    );
-    let flushed = agent.metric("log_capturer_sink_lines_total{sink=\"stdout\"}") as usize;
-    assert!(
-        flushed < LINES,
-        "the pipe never filled ({flushed} lines flushed)"
-    );
-
-    let status = agent.terminate_within_60s();
-    let log = agent.log();
+    let mut blocked = BlockedStdout::start();
+    let status = blocked.agent.terminate_within_60s();
+    let log = blocked.agent.log();
     assert_eq!(
         status.code(),
         Some(EXIT_INCOMPLETE),
@@ -107,30 +33,7 @@ fn shutdown_deadline_abandons_a_blocked_stdout() {
         log.contains("shutdown_timeout reached"),
         "abandoned work not reported; log:\n{log}"
     );
-
-    // What reached the pipe: whole records, maybe followed by a torn one.
-    let mut written = Vec::new();
-    stdout.read_to_end(&mut written).expect("read the pipe");
-    let text = String::from_utf8_lossy(&written);
-    let mut last_written = None;
-    for record in text.split_inclusive('\n').filter(|r| r.ends_with('\n')) {
-        let v: serde_json::Value = serde_json::from_str(record).expect("NDJSON record");
-        let message = v["message"].as_str().expect("message");
-        let index: usize = message[5..10].parse().expect("line number");
-        assert_eq!(
-            Some(index),
-            last_written.map_or(Some(0), |i: usize| Some(i + 1))
-        );
-        last_written = Some(index);
-    }
-    let last_written = last_written.expect("some lines were written");
-    assert!(last_written + 1 < LINES, "every line was written");
-    let (ts, count) = checkpoint(&agent, &id).expect("checkpoint after exit");
-    assert!(
-        ts <= line_ts(last_written) && !(ts == line_ts(last_written) && count > 1),
-        "checkpoint ({ts}, {count}) covers lines never written (last written: line {last_written} at {})",
-        line_ts(last_written)
-    );
+    blocked.assert_checkpoint_covers_only_what_was_written();
 }
 
 /// The last checkpoint write at shutdown fails (here a directory stands where the checkpoint's

@@ -343,93 +343,22 @@ fn failed_reloads_keep_the_running_config() {
 /// checkpoint only at what really reached stdout, so the restart reads the rest again.
 #[test]
 fn reload_drain_past_shutdown_timeout_stops_without_loss() {
-    use std::io::Read;
-    use support::fake_engine::{BASE_NS, Container, FakeEngine, Line, LogsPlan};
-    const LINES: usize = 2000;
-    let line_ts = |i: usize| BASE_NS + 1_000_000_000 + i as i64 * 1_000_000;
-    let lines = (0..LINES)
-        .map(|i| Line::stdout(line_ts(i), format!("line {i:05} {}", "x".repeat(200))))
-        .collect();
-    // 100 lines (~30 KB of NDJSON) at a time: the first fit in the pipe, then it is full.
-    let firehose = Container::new(
-        "firehose",
-        lines,
-        vec![LogsPlan::LineByLine {
-            every: 100,
-            pause: Duration::from_millis(100),
-        }],
-    );
-    let id = firehose.id.clone();
-    let engine = FakeEngine::start(vec![firehose]);
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (mut agent, mut stdout) = Agent::start_with_stdout_pipe(
-        dir.path(),
-        AgentOptions {
-            docker_host: Some(engine.docker_host()),
-            capture: "  initial_position: beginning\n".to_string(),
-            file_sink: false,
-            sinks: "  stdout: {}\n".to_string(),
-            pipeline: "  shutdown_timeout: 2s\n".to_string(),
-            ..AgentOptions::default()
-        },
-    );
-    let checkpoint = |agent: &Agent| -> Option<(i64, u64)> {
-        let path = agent
-            .dir
-            .join("state/checkpoints")
-            .join(format!("{id}.json"));
-        let v: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()?;
-        let stdout = &v["streams"]["stdout"];
-        Some((stdout["timestamp_ns"].as_i64()?, stdout["count"].as_u64()?))
-    };
-    let collected =
-        "log_capturer_logs_collected_total{container_name=\"firehose\",stream=\"stdout\"}";
-    assert!(
-        wait_until(Duration::from_secs(60), || agent.metric(collected) as usize
-            == LINES),
-        "capture did not read every line; log:\n{}",
-        agent.log()
-    );
-    assert!(wait_until(Duration::from_secs(30), || {
-        checkpoint(&agent).is_some_and(|(ts, _)| ts >= line_ts(0))
-    }));
-    let flushed = agent.metric("log_capturer_sink_lines_total{sink=\"stdout\"}") as usize;
-    assert!(flushed < LINES, "the pipe never filled");
-
-    let text = std::fs::read_to_string(agent.config_path()).expect("config");
+    let mut blocked = support::blocked_stdout::BlockedStdout::start();
+    let text = std::fs::read_to_string(blocked.agent.config_path()).expect("config");
     write_config(
-        agent.config_path(),
+        blocked.agent.config_path(),
         &replace_once(&text, "flush_interval: 50ms", "flush_interval: 60ms"),
     );
-    agent.sighup();
-    let status = agent.wait_exit();
-    let log = agent.log();
+    blocked.agent.sighup();
+    let status = blocked.agent.wait_exit();
+    let log = blocked.agent.log();
     assert_eq!(status.code(), Some(3), "exit {status}; log:\n{log}");
     assert!(
         log.contains("reload: the drain did not finish"),
         "log:\n{log}"
     );
 
-    let mut written = Vec::new();
-    stdout.read_to_end(&mut written).expect("read the pipe");
-    let last_written = String::from_utf8_lossy(&written)
-        .split_inclusive('\n')
-        .filter(|r| r.ends_with('\n'))
-        .map(|r| {
-            let v: serde_json::Value = serde_json::from_str(r).expect("NDJSON record");
-            v["message"].as_str().expect("message")[5..10]
-                .parse::<usize>()
-                .expect("line number")
-        })
-        .next_back()
-        .expect("some lines were written");
-    assert!(last_written + 1 < LINES, "every line was written");
-    let (ts, count) = checkpoint(&agent).expect("checkpoint after exit");
-    assert!(
-        ts <= line_ts(last_written) && !(ts == line_ts(last_written) && count > 1),
-        "checkpoint ({ts}, {count}) covers lines never written (last written: line {last_written})"
-    );
+    blocked.assert_checkpoint_covers_only_what_was_written();
 }
 
 /// A container that writes its last lines and exits while a reload drains is read to its end

@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod agent;
+pub mod blocked_stdout;
 pub mod docker;
 pub mod fake_engine;
 pub mod loki;
@@ -30,7 +31,12 @@ pub fn wait_until(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
 
 /// Asserts that `messages` are exactly `prefix1 .. prefixN`, once each, in order.
 pub fn assert_sequence(messages: &[String], prefix: &str, n: usize, context: &str) {
-    let expected: Vec<String> = (1..=n).map(|i| format!("{prefix}{i}")).collect();
+    assert_run(messages, prefix, 1, n, context);
+}
+
+/// Asserts that `messages` are exactly `prefix{from} ..= prefix{to}`, once each, in order.
+pub fn assert_run(messages: &[String], prefix: &str, from: usize, to: usize, context: &str) {
+    let expected: Vec<String> = (from..=to).map(|i| format!("{prefix}{i}")).collect();
     if messages != expected {
         let got: HashSet<&String> = messages.iter().collect();
         let missing: Vec<&String> = expected
@@ -45,8 +51,22 @@ pub fn assert_sequence(messages: &[String], prefix: &str, n: usize, context: &st
             .take(10)
             .collect();
         panic!(
-            "{context}: {} records for {n} lines; missing (first 10) {missing:?}; duplicated {dups:?}",
-            messages.len()
+            "{context}: {} records for {} lines; missing (first 10) {missing:?}; duplicated (first 10) {dups:?}",
+            messages.len(),
+            expected.len()
         );
     }
+}
+
+/// The messages of NDJSON text (`what` names it in a panic); a last line without its newline
+/// (being written) is left out: tests that care check the file's end themselves.
+pub fn ndjson_messages(text: &str, what: &std::path::Path) -> Vec<String> {
+    text.split_inclusive('\n')
+        .filter(|l| l.ends_with('\n'))
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l)
+                .unwrap_or_else(|e| panic!("{}: not one whole record {l:?}: {e}", what.display()));
+            v["message"].as_str().unwrap_or_default().to_string()
+        })
+        .collect()
 }
