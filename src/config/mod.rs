@@ -160,6 +160,22 @@ impl FileSinkConfig {
         }
         if let Some(rotate) = &self.rotate {
             rotate.validate()?;
+            // Rotated files are `<live name>.NNNNNN`; Docker names may hold dots and digits, so
+            // a live name ending in the container's name could be another's rotated file.
+            if self
+                .path
+                .rsplit('/')
+                .next()
+                .is_some_and(|file| file.ends_with("{container_name}"))
+            {
+                return Err(
+                    "sinks.file.path: with sinks.file.rotate the file name must not end in \
+                     {container_name} (write e.g. {container_name}.log): rotated files append \
+                     .NNNNNN to it, and the container web.000001 would be taken for web's \
+                     first rotated file"
+                        .to_string(),
+                );
+            }
         }
         Ok(())
     }

@@ -98,6 +98,15 @@ mod tests {
             let e = err(&format!("sinks:\n  file:\n    rotate: {{{keys}}}\n"));
             assert!(e.contains(expected), "{keys}: {e}");
         }
+        // A live file named after the container alone could be another's rotated file.
+        let e =
+            err("sinks:\n  file:\n    path: /l/{container_name}\n    rotate: {max_bytes: 1MiB}\n");
+        assert!(
+            e.contains("sinks.file.path") && e.contains("must not end in"),
+            "{e}"
+        );
+        Config::parse("sinks:\n  file:\n    path: /l/{container_name}\n", "t")
+            .expect("without rotate it is fine");
     }
 }
 

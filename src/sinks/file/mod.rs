@@ -351,6 +351,9 @@ impl FileSink {
         // container's own part can be that container's alone.
         let (shared_dir, per_container) = self.settings.template.shared_part();
         if let Some(dir) = shared_dir {
+            // As many components of this path: `{date}` in the shared part is this path's day
+            // (placeholders never add a `/`: names are encoded).
+            let dir: PathBuf = path.components().take(dir.components().count()).collect();
             let mut changed = Vec::new();
             open::create_dirs(&dir, self.settings.modes.dir, &mut changed)
                 .map_err(|e| WriteError::Sink(with_path(&dir, e)))?;

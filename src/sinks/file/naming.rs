@@ -83,14 +83,15 @@ impl PathTemplate {
     }
 
     /// The directory every container's path lies in (the template up to its last `/` before
-    /// the first placeholder), and whether the path depends on the container at all. A
-    /// failure there is the sink's, not one container's.
+    /// the first container placeholder; it may hold `{date}`, the same for every container),
+    /// and whether the path depends on the container at all. A failure there is the sink's,
+    /// not one container's.
     pub fn shared_part(&self) -> (Option<PathBuf>, bool) {
-        let Some(first) = self
-            .template
-            .find('{')
-            .filter(|_| self.template.contains(NAME) || self.template.contains(ID))
-        else {
+        let first = [NAME, ID]
+            .iter()
+            .filter_map(|placeholder| self.template.find(placeholder))
+            .min();
+        let Some(first) = first else {
             return (None, false);
         };
         let dir = self.template[..first]
@@ -264,6 +265,15 @@ mod tests {
         assert_eq!(shared("/{container_name}.log"), (dir("/"), true));
         assert_eq!(shared("{container_name}.log"), (None, true));
         assert_eq!(shared("/logs/all.log"), (None, false));
+        // The day's directory is shared by every container.
+        assert_eq!(
+            shared("/logs/{date}/{container_name}.log"),
+            (dir("/logs/{date}"), true)
+        );
+        assert_eq!(
+            shared("/logs/{date}-{container_name}.log"),
+            (dir("/logs"), true)
+        );
     }
 
     #[test]
