@@ -439,13 +439,7 @@ fn record_reload(metrics: &Metrics, result: &'static str) {
         .get_or_create(&ResultLabels { result })
         .inc();
     if matches!(result, "applied" | "unchanged") {
-        metrics.config_last_reload_successful.set(1);
-        metrics.config_last_reload_success_timestamp.set(
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_secs_f64())
-                .unwrap_or(0.0),
-        );
+        metrics.config_loaded();
     } else {
         metrics.config_last_reload_successful.set(0);
     }
@@ -493,15 +487,9 @@ async fn run_pipeline(
     else {
         // Stopped before Docker answered. After a reload, the previous generation's final
         // checkpoint write may have failed: write what is still dirty now (nothing otherwise).
-        let store = Arc::clone(checkpoints);
-        let written = tokio::time::timeout(
-            FINAL_PERSIST_GRACE,
-            tokio::task::spawn_blocking(move || store.persist()),
-        )
-        .await;
-        return not_started(match written {
-            Ok(Ok(true)) => Outcome::Clean,
-            _ => Outcome::Incomplete(vec!["the final checkpoint write failed".to_string()]),
+        return not_started(match persist_final(checkpoints, async {}).await {
+            Ok(()) => Outcome::Clean,
+            Err(problem) => Outcome::Incomplete(vec![problem]),
         });
     };
     info!(endpoint = %client.endpoint(), api = client.api_version(), "connected to Docker");
@@ -676,34 +664,15 @@ async fn run_pipeline(
     }
 
     persist_cancel.cancel();
-    let final_persist = async {
-        // The persister may be in the middle of a write: wait for it, so the two never write
-        // the same file at once.
+    // The persister may be in the middle of a write: wait for it, so the two never write the
+    // same file at once.
+    let persister_ended = async {
         if let Err(e) = persister.await {
             warn!(error = %e, "checkpoint persister failed");
         }
-        let store = Arc::clone(checkpoints);
-        tokio::task::spawn_blocking(move || store.persist()).await
     };
-    match tokio::time::timeout(FINAL_PERSIST_GRACE, final_persist).await {
-        Ok(Ok(true)) => {}
-        Ok(Ok(false)) => {
-            error!(
-                "final checkpoint write failed (see the errors above): those containers resume \
-                 from their last persisted position, so lines after it are read again"
-            );
-            problems.push("the final checkpoint write failed".to_string());
-        }
-        Ok(Err(e)) => {
-            error!(error = %e, "final checkpoint write failed");
-            problems.push(format!("the final checkpoint write failed: {e}"));
-        }
-        Err(_) => {
-            error!(grace = ?FINAL_PERSIST_GRACE, "final checkpoint write did not finish in time");
-            problems.push(format!(
-                "the final checkpoint write did not finish within {FINAL_PERSIST_GRACE:?}"
-            ));
-        }
+    if let Err(problem) = persist_final(checkpoints, persister_ended).await {
+        problems.push(problem);
     }
     let outcome = if problems.is_empty() {
         Outcome::Clean
@@ -714,6 +683,39 @@ async fn run_pipeline(
         outcome,
         drained,
         catch_up_from_ns: next_catch_up,
+    }
+}
+
+/// A generation's last checkpoint write, after `before`, both within `FINAL_PERSIST_GRACE`
+/// (it fsyncs; on a hung file system it would never return). Err: the problem, logged.
+async fn persist_final(
+    checkpoints: &Arc<CheckpointStore>,
+    before: impl std::future::Future<Output = ()>,
+) -> Result<(), String> {
+    let store = Arc::clone(checkpoints);
+    let write = async move {
+        before.await;
+        tokio::task::spawn_blocking(move || store.persist()).await
+    };
+    match tokio::time::timeout(FINAL_PERSIST_GRACE, write).await {
+        Ok(Ok(true)) => Ok(()),
+        Ok(Ok(false)) => {
+            error!(
+                "final checkpoint write failed (see the errors above): those containers resume \
+                 from their last persisted position, so lines after it are read again"
+            );
+            Err("the final checkpoint write failed".to_string())
+        }
+        Ok(Err(e)) => {
+            error!(error = %e, "final checkpoint write failed");
+            Err(format!("the final checkpoint write failed: {e}"))
+        }
+        Err(_) => {
+            error!(grace = ?FINAL_PERSIST_GRACE, "final checkpoint write did not finish in time");
+            Err(format!(
+                "the final checkpoint write did not finish within {FINAL_PERSIST_GRACE:?}"
+            ))
+        }
     }
 }
 

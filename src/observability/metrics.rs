@@ -96,6 +96,9 @@ pub const LINES_MODIFIED_REASONS: &[&str] = &["truncated", "split", "label_value
 /// Reasons of `log_capturer_http_connections_closed_total`.
 pub const HTTP_CLOSE_REASONS: &[&str] = &["header_timeout", "over_limit"];
 
+/// Reasons of `log_capturer_file_sink_rotations_total`.
+pub const FILE_ROTATION_REASONS: &[&str] = &["size", "age", "date", "external"];
+
 /// Computes a gauge at scrape time (e.g. the age of the oldest unacknowledged batch).
 pub type Probe = Box<dyn Fn() -> f64 + Send + Sync>;
 
@@ -152,12 +155,12 @@ pub struct Metrics {
     pub file_sink_files_open: Gauge,
     /// Times the Docker engine did not answer the version negotiation (retried with back-off).
     pub docker_unreachable: Counter,
-    /// Set by the status helper (issue 11): seconds since the timestamp of the container's
-    /// last acknowledged line, while it writes.
+    /// Seconds since the timestamp of the container's last acknowledged line while it has
+    /// lines not yet acknowledged, else 0; set at scrape time from the status board.
     pub container_lag_seconds: Family<ContainerLabels, Gauge<f64, AtomicU64>>,
-    /// Set by config reload (issue 11); 1 at start.
+    /// 1 at start and after a good reload, 0 after a failed one (`config_loaded`).
     pub config_last_reload_successful: Gauge,
-    /// Set by config reload (issue 11); the start time at start.
+    /// When the config was last loaded: the start, then each good reload (`config_loaded`).
     pub config_last_reload_success_timestamp: Gauge<f64, AtomicU64>,
     /// Reload attempts by result (see `RELOAD_RESULTS`).
     pub config_reloads: Family<ResultLabels, Counter>,
@@ -437,14 +440,7 @@ impl Metrics {
             file_sink_files_open.clone(),
         );
         let config_last_reload_successful = Gauge::default();
-        config_last_reload_successful.set(1);
         let config_last_reload_success_timestamp = Gauge::<f64, AtomicU64>::default();
-        config_last_reload_success_timestamp.set(
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_secs_f64())
-                .unwrap_or(0.0),
-        );
         let config_reloads = Family::<ResultLabels, Counter>::default();
         for result in RELOAD_RESULTS {
             let _ = config_reloads.get_or_create(&ResultLabels { result });
@@ -474,7 +470,7 @@ impl Metrics {
         let container_lag_seconds = Family::<ContainerLabels, Gauge<f64, AtomicU64>>::default();
         r.register(
             "log_capturer_container_lag_seconds",
-            "Seconds between now and the timestamp of the container's last acknowledged line, while it writes",
+            "Seconds between now and the timestamp of the container's last acknowledged line while some of its lines are not yet acknowledged by every sink, else 0",
             container_lag_seconds.clone(),
         );
         r.register(
@@ -490,7 +486,7 @@ impl Metrics {
             let _ = http_connections_closed.get_or_create(&ReasonLabels { reason });
         }
         let file_sink_rotations = Family::<ReasonLabels, Counter>::default();
-        for reason in ["size", "age", "date", "external"] {
+        for &reason in FILE_ROTATION_REASONS {
             // Initialised so that alerts need no `or vector(0)`.
             let _ = file_sink_rotations.get_or_create(&ReasonLabels { reason });
         }
@@ -518,7 +514,7 @@ impl Metrics {
             file_sink_rotation_failures.clone(),
         );
 
-        Metrics {
+        let metrics = Metrics {
             docker_unreachable,
             container_lag_seconds,
             config_last_reload_successful,
@@ -572,7 +568,9 @@ impl Metrics {
             file_sink_retention_deletions,
             file_sink_rotation_failures,
             registry,
-        }
+        };
+        metrics.config_loaded();
+        metrics
     }
 
     pub fn stream_error(&self, reason: &'static str) {
@@ -620,6 +618,13 @@ impl Metrics {
                 let _ = self.sink_lines_modified.get_or_create(&with(reason));
             }
         }
+    }
+
+    /// The config was loaded and runs (at start, or by a reload): the reload gauges say so.
+    pub fn config_loaded(&self) {
+        self.config_last_reload_successful.set(1);
+        self.config_last_reload_success_timestamp
+            .set(crate::checkpoint::now_ns() as f64 / 1e9);
     }
 
     /// Drops the gauges of a sink a config reload removed: they describe state (buffered

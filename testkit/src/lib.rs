@@ -17,9 +17,29 @@ use std::time::Duration;
 /// A minimal HTTP/1.0 GET to `addr` (`host:port`): the status and the body, or `None` when
 /// nothing answers within 10 s.
 pub fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
+    http_request(addr, "GET", path, Duration::from_secs(10))
+}
+
+/// A minimal HTTP/1.0 request without a body (`POST /-/reload`, say) to `addr`: the status
+/// and the body, or `None` when nothing answers within `timeout`.
+pub fn http_request(
+    addr: &str,
+    method: &str,
+    path: &str,
+    timeout: Duration,
+) -> Option<(u16, String)> {
     let mut s = TcpStream::connect(addr).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: testkit\r\n\r\n").ok()?;
+    s.set_read_timeout(Some(timeout)).ok()?;
+    let length = if method == "GET" {
+        ""
+    } else {
+        "Content-Length: 0\r\n"
+    };
+    write!(
+        s,
+        "{method} {path} HTTP/1.0\r\nHost: testkit\r\n{length}\r\n"
+    )
+    .ok()?;
     let mut text = String::new();
     s.read_to_string(&mut text).ok()?;
     let status = text.split_whitespace().nth(1)?.parse().ok()?;

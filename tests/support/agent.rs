@@ -262,17 +262,22 @@ impl Agent {
 
     /// Waits (up to 30 s) for the agent to exit on its own.
     pub fn wait_exit(&mut self) -> ExitStatus {
-        let mut child = self.child.take().expect("running");
-        let mut status = None;
-        wait_until(Duration::from_secs(30), || {
-            status = child.try_wait().ok().flatten();
-            status.is_some()
-        });
-        match status {
-            Some(s) => s,
+        self.exit_within_or_panic(Duration::from_secs(30), "")
+    }
+
+    /// Waits up to `within` for the exit; otherwise kills the agent and fails the test.
+    fn exit_within_or_panic(&mut self, within: Duration, after: &str) -> ExitStatus {
+        match self.wait_exit_within(within) {
+            Some(status) => status,
             None => {
-                let _ = child.kill();
-                panic!("agent did not exit within 30 s; log:\n{}", self.log());
+                if let Some(mut child) = self.child.take() {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                }
+                panic!(
+                    "agent did not exit within {within:?}{after}; log:\n{}",
+                    self.log()
+                );
             }
         }
     }
@@ -285,19 +290,7 @@ impl Agent {
     /// Minimal HTTP/1.0 request without body (e.g. `POST /-/reload`); None when the agent
     /// does not answer. A reload answers after the pipeline drained: generous timeout.
     pub fn request(&self, method: &str, path: &str) -> Option<(u16, String)> {
-        use std::io::{Read, Write};
-        let mut s = std::net::TcpStream::connect(&self.http).ok()?;
-        s.set_read_timeout(Some(Duration::from_secs(120))).ok()?;
-        write!(
-            s,
-            "{method} {path} HTTP/1.0\r\nHost: test\r\nContent-Length: 0\r\n\r\n"
-        )
-        .ok()?;
-        let mut text = String::new();
-        s.read_to_string(&mut text).ok()?;
-        let status = text.split_whitespace().nth(1)?.parse().ok()?;
-        let body = text.split_once("\r\n\r\n")?.1.to_string();
-        Some((status, body))
+        testkit::http_request(&self.http, method, path, Duration::from_secs(120))
     }
 
     /// The config file the agent runs with (for `log-capturer dlq -c`).
@@ -397,22 +390,6 @@ impl Agent {
     /// Sends SIGTERM and waits (up to 60 s) for the exit.
     pub fn terminate_within_60s(&mut self) -> ExitStatus {
         self.signal("TERM");
-        let mut child = self.child.take().expect("running");
-        let mut status = None;
-        wait_until(Duration::from_secs(60), || {
-            status = child.try_wait().ok().flatten();
-            status.is_some()
-        });
-        match status {
-            Some(s) => s,
-            None => {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!(
-                    "agent did not exit within 60 s of SIGTERM; log:\n{}",
-                    self.log()
-                );
-            }
-        }
+        self.exit_within_or_panic(Duration::from_secs(60), " of SIGTERM")
     }
 }
