@@ -1071,6 +1071,7 @@ mod tests {
                 stream: StreamKind::Stdout,
                 message: bytes::Bytes::from_static(b"hello"),
                 truncated: false,
+                extra: None,
             }],
             cursor,
         };

@@ -495,6 +495,7 @@ pub fn checkpoint_file(data: &[u8]) {
         stream,
         message: Bytes::from_static(b"x"),
         truncated: false,
+        extra: None,
     })
     .collect();
     replay.filter(&mut lines);

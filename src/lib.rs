@@ -19,6 +19,7 @@ pub mod docker;
 pub mod fuzzing;
 pub mod observability;
 pub mod pipeline;
+pub mod processing;
 pub mod reload;
 pub mod sinks;
 pub mod state_lock;

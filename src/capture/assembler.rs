@@ -98,6 +98,7 @@ impl Assembler {
                         stream,
                         message,
                         truncated,
+                        extra: None,
                     });
                     LineState::Idle
                 } else {
@@ -185,6 +186,7 @@ impl OpenLine {
             stream: self.stream,
             message: self.buf.freeze(),
             truncated: self.truncated,
+            extra: None,
         }
     }
 }

@@ -354,6 +354,7 @@ mod tests {
             stream: OUT,
             message: bytes::Bytes::new(),
             truncated: false,
+            extra: None,
         };
         let mut more = vec![
             stamped(5_000),

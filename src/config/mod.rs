@@ -30,6 +30,7 @@ pub struct Config {
     pub docker: DockerConfig,
     pub capture: CaptureConfig,
     pub pipeline: PipelineConfig,
+    pub processing: crate::processing::ProcessingConfig,
     pub sinks: SinksConfig,
     pub checkpoint: CheckpointConfig,
     pub http: HttpConfig,
@@ -253,6 +254,7 @@ impl Default for Config {
             docker: DockerConfig::default(),
             capture: CaptureConfig::default(),
             pipeline: PipelineConfig::default(),
+            processing: crate::processing::ProcessingConfig::default(),
             sinks: SinksConfig {
                 stdout: Some(StdoutSinkConfig {}),
                 file: None,
@@ -428,6 +430,7 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), String> {
+        crate::processing::Pipelines::compile(&self.processing)?;
         let c = &self.capture;
         if c.rotation_interval.0 < Duration::from_secs(1) {
             return Err(format!(

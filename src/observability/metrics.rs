@@ -172,6 +172,8 @@ pub struct Metrics {
     pub file_sink_retention_deletions: Counter,
     /// Rotation steps that failed (rename, listing, deleting); retried later, nothing lost.
     pub file_sink_rotation_failures: Counter,
+    /// Per-pipeline processing counters (see `processing::metrics`).
+    pub processing: crate::processing::ProcessingMetrics,
     pub registry: Registry,
 }
 
@@ -514,6 +516,8 @@ impl Metrics {
             file_sink_rotation_failures.clone(),
         );
 
+        let processing = crate::processing::ProcessingMetrics::default();
+        processing.register(r);
         let metrics = Metrics {
             docker_unreachable,
             container_lag_seconds,
@@ -567,6 +571,7 @@ impl Metrics {
             file_sink_compression_failures,
             file_sink_retention_deletions,
             file_sink_rotation_failures,
+            processing,
             registry,
         };
         metrics.config_loaded();

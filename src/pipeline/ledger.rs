@@ -75,6 +75,16 @@ impl AckLedger {
         }
     }
 
+    /// A batch that holds no lines for the sinks (processing dropped every line of it) but
+    /// moves the cursor: done for every sink at once, acknowledged in order behind the
+    /// batches of the container still in flight.
+    pub fn register_settled(&self, container: &str, seq: u64, cursor: Cursor) {
+        self.register(container, seq, cursor);
+        for _ in 0..self.sinks.max(1) {
+            self.complete(container, seq);
+        }
+    }
+
     /// A sink cannot write `container`'s batch `seq` (nor, for this run, trust itself with the
     /// later ones): freeze the container's acknowledged position just before `seq`. Batches
     /// before it still advance the checkpoint as their sinks finish them.

@@ -7,6 +7,7 @@ use std::time::Instant;
 use super::budget::BudgetPermit;
 
 use crate::capture::Cursor;
+use crate::processing::Extra;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum StreamKind {
@@ -36,6 +37,8 @@ pub struct LogLine {
     pub message: Bytes,
     /// The line was longer than `capture.max_line_bytes` and was cut.
     pub truncated: bool,
+    /// What a processing pipeline added (fields, level, labels …); None when none applies.
+    pub extra: Option<Box<Extra>>,
 }
 
 /// Container metadata, shared by every line of the container (never cloned per line). Built
@@ -48,6 +51,9 @@ pub struct ContainerMeta {
     pub image: String,
     pub compose_project: Option<String>,
     pub compose_service: Option<String>,
+    /// Container labels chosen by `processing.container_labels` (key, value), sorted by key:
+    /// record fields of every line of the container.
+    pub label_fields: Vec<(String, String)>,
     ndjson_fields: Box<[u8]>,
 }
 
@@ -65,10 +71,19 @@ impl ContainerMeta {
             image,
             compose_project,
             compose_service,
+            label_fields: Vec::new(),
             ndjson_fields: Box::default(),
         };
         meta.ndjson_fields = crate::sinks::ndjson::encode_container_fields(&meta).into();
         meta
+    }
+
+    /// With these container labels as record fields (see `label_fields`).
+    pub fn with_label_fields(mut self, mut label_fields: Vec<(String, String)>) -> Self {
+        label_fields.sort();
+        self.label_fields = label_fields;
+        self.ndjson_fields = crate::sinks::ndjson::encode_container_fields(&self).into();
+        self
     }
 
     /// The same container under another name.
@@ -80,6 +95,25 @@ impl ContainerMeta {
             self.compose_project.clone(),
             self.compose_service.clone(),
         )
+        .with_label_fields(self.label_fields.clone())
+    }
+
+    /// A container field by name (`container_name`, `container_id`, `image`,
+    /// `compose_project`, `compose_service`) or a copied container label; None if unset/empty.
+    pub fn field(&self, name: &str) -> Option<&str> {
+        match name {
+            "container_name" => Some(self.name.as_str()),
+            "container_id" => Some(self.id.as_str()),
+            "image" => Some(self.image.as_str()),
+            "compose_project" => self.compose_project.as_deref(),
+            "compose_service" => self.compose_service.as_deref(),
+            _ => self
+                .label_fields
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.as_str()),
+        }
+        .filter(|v| !v.is_empty())
     }
 
     /// `"container_id":"…","container_name":"…","image":"…",` (and the compose fields), JSON-escaped.
@@ -130,6 +164,12 @@ impl Delivery {
     /// The bytes of the queue budget this delivery holds (0 for a marker).
     pub fn charged_bytes(&self) -> usize {
         self._permit.as_ref().map_or(0, BudgetPermit::bytes)
+    }
+
+    /// A batch without lines that moves the cursor (processing dropped every line read):
+    /// the router acknowledges it at once, in order, without the sinks.
+    pub fn is_settled(&self) -> bool {
+        !self.end_of_stream && self.batch.lines.is_empty()
     }
 
     /// The end-of-stream marker of a container (holds no budget).

@@ -17,6 +17,11 @@ pub async fn route(
         seq += 1;
         delivery.seq = seq;
         // An end-of-stream marker carries no lines: nothing to acknowledge.
+        if delivery.is_settled() {
+            // Only a cursor (every line of it was dropped by processing): no sink sees it.
+            ledger.register_settled(&delivery.batch.container.id, seq, delivery.batch.cursor);
+            continue;
+        }
         if !delivery.end_of_stream {
             ledger.register(&delivery.batch.container.id, seq, delivery.batch.cursor);
         }

@@ -168,6 +168,7 @@ mod tests {
             stream: StreamKind::Stderr,
             message: Bytes::from_static(msg),
             truncated: false,
+            extra: None,
         }
     }
 

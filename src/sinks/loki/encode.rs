@@ -472,6 +472,7 @@ mod tests {
             stream,
             message: Bytes::from(text.to_string()),
             truncated: false,
+            extra: None,
         }
     }
 

@@ -1,0 +1,11 @@
+//! One file per line stage (see [`super::stage::Stage`]).
+
+pub mod fields;
+pub mod filter;
+pub mod json;
+pub mod labels;
+pub mod level;
+pub mod logfmt;
+pub mod regex;
+pub mod tenant;
+pub mod timestamp;
