@@ -178,7 +178,7 @@ impl CompiledPipeline {
     }
 }
 
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 struct StageSlot {
     stage: Stage,
     dropped: Counter,
@@ -188,7 +188,7 @@ struct StageSlot {
 
 /// One container's pipeline: its multiline state and stages. Lives for one capture session
 /// (a new session re-reads what an open group held; see `multiline`).
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct Processor {
     name: Arc<str>,
     multiline: Option<Multiline>,
