@@ -130,6 +130,7 @@ impl CaptureTask {
             ContainerStatus::detached(&self.id, self.meta.clone(), Arc::clone(&self.cursor))
         });
         status.set_rotation_interval(self.ctx.rotation_interval);
+        status.set_pipeline(self.processor.as_ref().map(Processor::name));
         let exit = self.run_with_status(&status).await;
         status.set_state(match exit {
             CaptureExit::Cancelled => CaptureState::Detached,
