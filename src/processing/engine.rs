@@ -160,6 +160,7 @@ impl CompiledPipeline {
             stages.push(StageSlot {
                 stage: built,
                 dropped: stage_metrics.dropped.clone(),
+                dropped_unpublished: 0,
                 label,
             });
         }
@@ -172,6 +173,7 @@ impl CompiledPipeline {
             stages,
             lines_in: metrics.lines_in.get_or_create(&labels).clone(),
             records_out: metrics.records_out.get_or_create(&labels).clone(),
+            records_unpublished: 0,
             finished: ([0, 0], 0),
             last_drop: None,
         })
@@ -182,6 +184,8 @@ impl CompiledPipeline {
 struct StageSlot {
     stage: Stage,
     dropped: Counter,
+    /// Drops not yet added to `dropped` (published with the batch, see `take_finished`).
+    dropped_unpublished: u64,
     /// `kind[index]`, as in the metrics.
     label: Arc<str>,
 }
@@ -195,6 +199,10 @@ pub struct Processor {
     stages: Vec<StageSlot>,
     lines_in: Counter,
     records_out: Counter,
+    /// Records emitted not yet added to `records_out`. Counters move when a batch is handed
+    /// over (`take_finished`): what a session does not hand over is read again and must not
+    /// count twice, and one atomic add per batch beats one per line.
+    records_unpublished: u64,
     /// Input lines (stdout/tty, stderr) and bytes done with (emitted or dropped) since the
     /// last `take_finished`.
     finished: ([u64; 2], u64),
@@ -217,7 +225,6 @@ impl Processor {
         cx: &StageContext<'_>,
         out: &mut Vec<LogLine>,
     ) -> usize {
-        self.lines_in.inc();
         match &mut self.multiline {
             None => {
                 let i = usize::from(line.stream == StreamKind::Stderr);
@@ -260,12 +267,12 @@ impl Processor {
     ) -> bool {
         for (i, slot) in self.stages.iter_mut().enumerate() {
             if slot.stage.apply(&mut record, cx) == Verdict::Drop {
-                slot.dropped.inc();
+                slot.dropped_unpublished += 1;
                 self.last_drop = Some(i);
                 return false;
             }
         }
-        self.records_out.inc();
+        self.records_unpublished += 1;
         out.push(record);
         true
     }
@@ -312,7 +319,8 @@ impl Processor {
     }
 
     /// Input lines (stdout/tty, stderr) and their bytes done with — emitted in a record or
-    /// dropped — since the last call: what capture counts as collected.
+    /// dropped — since the last call: what capture counts as collected. Called when a batch
+    /// is handed over; adds what it covers to the pipeline's counters.
     pub fn take_finished(&mut self) -> ([u64; 2], u64) {
         let (mut lines, mut bytes) = std::mem::take(&mut self.finished);
         if let Some(m) = &mut self.multiline {
@@ -320,6 +328,15 @@ impl Processor {
             lines[0] += l[0];
             lines[1] += l[1];
             bytes += b;
+        }
+        self.lines_in.inc_by(lines[0] + lines[1]);
+        self.records_out
+            .inc_by(std::mem::take(&mut self.records_unpublished));
+        for slot in &mut self.stages {
+            let n = std::mem::take(&mut slot.dropped_unpublished);
+            if n > 0 {
+                slot.dropped.inc_by(n);
+            }
         }
         (lines, bytes)
     }
