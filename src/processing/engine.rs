@@ -7,7 +7,7 @@ use std::sync::Arc;
 use super::config::{PipelineConfig, ProcessingConfig, StageConfig};
 use super::metrics::{GROUP_ENDS, GroupLabels, PipelineLabels, ProcessingMetrics};
 use super::multiline::Multiline;
-use super::stage::{Stage, StageContext, Verdict};
+use super::stage::{Shared, Stage, StageContext, Verdict};
 use crate::capture::{Cursor, Position};
 use crate::config::FilterConfig;
 use crate::discovery::filter::{Candidate, glob_match, selected};
@@ -27,6 +27,8 @@ struct CompiledPipeline {
     name: Arc<str>,
     selector: FilterConfig,
     config: PipelineConfig,
+    /// Per line stage: the state every container's copy shares (label cardinality guards).
+    shared: Vec<Option<Shared>>,
 }
 
 impl Pipelines {
@@ -48,14 +50,16 @@ impl Pipelines {
                     pipeline.name
                 ));
             }
-            let compiled = CompiledPipeline {
+            let mut compiled = CompiledPipeline {
                 index: p,
                 name: Arc::from(pipeline.name.as_str()),
                 selector: pipeline.selector.clone(),
                 config: pipeline.clone(),
+                shared: Vec::new(),
             };
             // Built once with throw-away counters: every stage error shows now, not per container.
-            compiled.instantiate(&ProcessingMetrics::default())?;
+            let prototype = compiled.instantiate(&ProcessingMetrics::default())?;
+            compiled.shared = prototype.stages.iter().map(|s| s.stage.shared()).collect();
             pipelines.push(compiled);
         }
         Ok(Pipelines {
@@ -155,8 +159,11 @@ impl CompiledPipeline {
             }
             let label: Arc<str> = Arc::from(format!("{}[{s}]", stage.kind()));
             let stage_metrics = metrics.stage(name, Arc::clone(&label));
-            let built = Stage::build(stage, &stage_metrics)
+            let mut built = Stage::build(stage, &stage_metrics)
                 .map_err(|e| format!("{}: {}", at(e.key), e.message))?;
+            if let Some(Some(shared)) = self.shared.get(stages.len()) {
+                built.share(shared);
+            }
             stages.push(StageSlot {
                 stage: built,
                 dropped: stage_metrics.dropped.clone(),
