@@ -111,7 +111,7 @@ impl MatchStage {
     /// Every condition holds (cheapest first: the level is one load).
     fn matches(&self, line: &LogLine, cx: &StageContext<'_>) -> bool {
         if let Some(mask) = self.levels
-            && !line.level().is_some_and(|l| mask & bit(l) != 0)
+            && line.level().is_none_or(|l| mask & bit(l) == 0)
         {
             return false;
         }
