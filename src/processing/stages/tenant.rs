@@ -143,42 +143,14 @@ pub fn check_label_copied(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pipeline::{ContainerMeta, StreamKind};
     use crate::processing::config::{PipelineConfig, StageConfig};
-    use crate::processing::metrics::{ProcessingMetrics, StageEventLabels};
-    use crate::processing::record::FieldValue;
+    use crate::processing::metrics::ProcessingMetrics;
+    use crate::processing::stages::testing;
     use crate::processing::{Pipelines, ProcessingConfig};
-    use bytes::Bytes;
     use proptest::prelude::*;
 
-    fn meta() -> ContainerMeta {
-        ContainerMeta::new(
-            "c0ffee".into(),
-            "web-1".into(),
-            "nginx:1".into(),
-            Some("shop".into()),
-            None,
-        )
-        .with_label_fields(vec![
-            ("com.example.tenant".into(), "acme".into()),
-            ("team".into(), "from-label".into()),
-        ])
-    }
-
     fn line(fields: &[(&str, &str)]) -> LogLine {
-        let mut l = LogLine {
-            ts_ns: 1,
-            stream: StreamKind::Stdout,
-            message: Bytes::from_static(b"m"),
-            truncated: false,
-            extra: None,
-        };
-        for (k, v) in fields {
-            l.extra_mut()
-                .fields
-                .set(Arc::from(*k), FieldValue::Str(v.to_string()));
-        }
-        l
+        testing::line(b"m", fields)
     }
 
     fn config(source: Option<&str>, label: Option<&str>) -> TenantConfig {
@@ -202,24 +174,13 @@ mod tests {
         }
 
         fn run(&mut self, l: &mut LogLine) -> Option<Arc<str>> {
-            let m = meta();
-            let cx = StageContext {
-                container: &m,
-                now_ns: 0,
-            };
-            assert_eq!(self.stage.apply(l, &cx), Verdict::Pass);
+            let m = testing::meta();
+            assert_eq!(self.stage.apply(l, &testing::cx(&m, 0)), Verdict::Pass);
             l.extra.as_deref().and_then(|e| e.tenant.clone())
         }
 
         fn event(&self, event: &'static str) -> u64 {
-            self.metrics
-                .events
-                .get_or_create(&StageEventLabels {
-                    pipeline: Arc::from("p"),
-                    stage: Arc::from("tenant[0]"),
-                    event,
-                })
-                .get()
+            testing::event(&self.metrics, "tenant[0]", event)
         }
     }
 
@@ -236,7 +197,7 @@ mod tests {
         let c = h.run(&mut line(&[("team", "green")])).unwrap();
         assert_eq!(&*c, "green");
         // No such field: falls back to lookup's container label of that name.
-        assert_eq!(h.run(&mut line(&[])).as_deref(), Some("from-label"));
+        assert_eq!(h.run(&mut line(&[])).as_deref(), Some("payments"));
         assert_eq!(h.event("tenant_missing"), 0);
     }
 
