@@ -5,7 +5,8 @@
 //! only for keys kept; what it keeps waits in [`Extracted`] until the whole line has parsed,
 //! so a line that fails half-way changes nothing ([`Extracted::commit`] after success).
 //!
-//! - `fields` empty: every key becomes a field; else only the keys listed.
+//! - `fields` empty: every key becomes a field, in the line's order; else only the keys
+//!   listed, in the order listed (a stable field order whatever the line's key order).
 //! - `message: KEY`: that key's value (a string unescaped, any other JSON value as its JSON
 //!   text) replaces the record's message. The key is then not also a field, unless `fields`
 //!   lists it.
@@ -25,6 +26,8 @@ const NAME_CACHE: usize = 64;
 /// Where a key of the parsed line goes.
 pub(super) struct Want {
     pub field: Option<Arc<str>>,
+    /// Position in `fields` (0 in the all-keys mode).
+    rank: usize,
     pub message: bool,
 }
 
@@ -41,7 +44,7 @@ pub(super) struct Extracted {
     listed: Vec<Arc<str>>,
     message_key: Option<Box<str>>,
     names: Vec<Arc<str>>,
-    pending: Vec<(Arc<str>, FieldValue)>,
+    pending: Vec<(usize, Arc<str>, FieldValue)>,
     new_message: Option<String>,
     pub parse_failures: Counter,
 }
@@ -70,12 +73,19 @@ impl Extracted {
 
     pub fn want(&mut self, key: &str) -> Want {
         let message = self.message_key.as_deref() == Some(key);
-        let field = if self.listed.is_empty() {
-            if message { None } else { Some(self.name(key)) }
+        let (rank, field) = if self.listed.is_empty() {
+            (0, (!message).then(|| self.name(key)))
         } else {
-            self.listed.iter().find(|k| &***k == key).cloned()
+            match self.listed.iter().position(|k| &**k == key) {
+                Some(rank) => (rank, Some(Arc::clone(&self.listed[rank]))),
+                None => (0, None),
+            }
         };
-        Want { field, message }
+        Want {
+            field,
+            rank,
+            message,
+        }
     }
 
     fn name(&mut self, key: &str) -> Arc<str> {
@@ -95,7 +105,7 @@ impl Extracted {
                 if want.message {
                     self.new_message = Some(value.as_str().to_owned());
                 }
-                self.pending.push((name, value));
+                self.pending.push((want.rank, name, value));
             }
             None if want.message => {
                 self.new_message = Some(match value {
@@ -114,8 +124,12 @@ impl Extracted {
         if self.pending.is_empty() {
             return;
         }
+        if !self.listed.is_empty() {
+            // Stable: a key met twice keeps its last value.
+            self.pending.sort_by_key(|(rank, _, _)| *rank);
+        }
         let fields = &mut line.extra_mut().fields;
-        for (name, value) in self.pending.drain(..) {
+        for (_, name, value) in self.pending.drain(..) {
             fields.set(name, value);
         }
     }

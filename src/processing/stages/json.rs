@@ -1,7 +1,8 @@
 //! `json`: parses the message (or the field `source`, found with [`lookup`]) as a JSON object
 //! and copies top-level keys into the record's fields.
 //!
-//! - `fields` empty: every top-level key; else the keys listed (absent ones are skipped).
+//! - `fields` empty: every top-level key, in the line's order; else the keys listed, in the
+//!   listed order (absent ones are skipped).
 //! - A JSON string becomes a text field (unescaped); any other value (number, `true`,
 //!   `null`, object, array) keeps its JSON text and is written back as JSON by the sinks.
 //! - `message: KEY`: that key's value replaces the record's message (and is not also a
@@ -197,6 +198,15 @@ mod tests {
             ]
         );
         assert_eq!(m.parse_failures.get(), 0);
+    }
+
+    #[test]
+    fn listed_keys_come_in_the_listed_order() {
+        let (mut st, _) = stage("{fields: [b, a]}");
+        for text in [r#"{"a":"1","b":"2","a":"3"}"#, r#"{"b":"2","a":"3"}"#] {
+            let l = run(|l, cx| st.apply(l, cx), line(text));
+            assert_eq!(fields(&l), vec![("b".into(), s("2")), ("a".into(), s("3"))]);
+        }
     }
 
     #[test]
