@@ -2,7 +2,8 @@
 //! (through `Config::parse`) says about the parse stages' settings.
 
 use crate::pipeline::{ContainerMeta, LogLine, StreamKind};
-use crate::processing::stage::{StageContext, Verdict};
+use crate::processing::metrics::StageMetrics;
+use crate::processing::stage::{BuildError, StageContext, Verdict};
 
 /// Docker's timestamp of [`line`]'s records: 2026-11-28T23:49:08Z.
 pub(crate) const TS_NS: i64 = 1_795_909_748_000_000_000;
@@ -28,6 +29,29 @@ pub(crate) fn cx_meta() -> (ContainerMeta, i64) {
     )
     .with_label_fields(vec![("team".into(), "pay".into())]);
     (meta, TS_NS + 1_000_000_000)
+}
+
+/// A stage built from its YAML settings, with its (detached) counters.
+pub(crate) fn build<C: serde::de::DeserializeOwned, S>(
+    yaml: &str,
+    label: &str,
+    build: fn(&C, &StageMetrics) -> Result<S, BuildError>,
+) -> (S, StageMetrics) {
+    let config: C = serde_saphyr::from_str(yaml).expect("stage settings");
+    let metrics = StageMetrics::detached("p", label);
+    let stage = build(&config, &metrics).expect("stage builds");
+    (stage, metrics)
+}
+
+/// The record's fields as (name, text) pairs, in order.
+pub(crate) fn text_fields(line: &LogLine) -> Vec<(String, String)> {
+    line.fields()
+        .map(|f| {
+            f.iter()
+                .map(|(k, v)| (k.to_string(), v.as_str().to_string()))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// One stage over one line (asserting it passes).

@@ -17,7 +17,47 @@ use std::sync::Arc;
 
 use crate::pipeline::LogLine;
 use crate::processing::config::ParseConfig;
-use crate::processing::record::FieldValue;
+use crate::processing::metrics::StageMetrics;
+use crate::processing::record::{FieldValue, lookup};
+use crate::processing::stage::{StageContext, Verdict};
+
+/// A parser: offers the keys of `text` to the [`Extracted`]; false if `text` does not parse.
+pub(super) type Parser = fn(text: &[u8], out: &mut Extracted) -> bool;
+
+/// The body of `json` and `logfmt`: what to parse, and where its keys go.
+#[derive(Clone, Debug)]
+pub(super) struct ParseStage {
+    source: Option<String>,
+    out: Extracted,
+}
+
+impl ParseStage {
+    pub fn new(config: &ParseConfig, metrics: &StageMetrics) -> Self {
+        ParseStage {
+            source: config.source.clone(),
+            out: Extracted::new(config, metrics.parse_failures.clone()),
+        }
+    }
+
+    /// Parses `source` (the message by default) with `parse`; a missing `source` field is
+    /// a parse failure like a line that does not parse.
+    pub fn apply(&mut self, line: &mut LogLine, cx: &StageContext<'_>, parse: Parser) -> Verdict {
+        self.out.start();
+        let parsed = match &self.source {
+            None => parse(&line.message, &mut self.out),
+            Some(name) => match lookup(line, cx.container, name) {
+                Some(text) => parse(text.as_bytes(), &mut self.out),
+                None => false,
+            },
+        };
+        if parsed {
+            self.out.commit(line);
+        } else {
+            self.out.fail();
+        }
+        Verdict::Pass
+    }
+}
 
 /// Field names of the all-keys mode are kept for reuse (lines of one source nearly always
 /// share their keys), up to this many: a hostile source cannot grow the cache.
@@ -46,11 +86,11 @@ pub(super) struct Extracted {
     names: Vec<Arc<str>>,
     pending: Vec<(usize, Arc<str>, FieldValue)>,
     new_message: Option<String>,
-    pub parse_failures: Counter,
+    parse_failures: Counter,
 }
 
 impl Extracted {
-    pub fn new(config: &ParseConfig, parse_failures: Counter) -> Self {
+    fn new(config: &ParseConfig, parse_failures: Counter) -> Self {
         Extracted {
             listed: config
                 .fields
@@ -66,7 +106,7 @@ impl Extracted {
     }
 
     /// Forgets what a previous (failed) line left.
-    pub fn start(&mut self) {
+    fn start(&mut self) {
         self.pending.clear();
         self.new_message = None;
     }
@@ -117,7 +157,7 @@ impl Extracted {
     }
 
     /// The line parsed: its kept keys become fields (a key met twice keeps the last value).
-    pub fn commit(&mut self, line: &mut LogLine) {
+    fn commit(&mut self, line: &mut LogLine) {
         if let Some(message) = self.new_message.take() {
             line.message = Bytes::from(message);
         }
@@ -135,7 +175,7 @@ impl Extracted {
     }
 
     /// The line did not parse: it passes on unchanged, counted.
-    pub fn fail(&mut self) {
+    fn fail(&mut self) {
         self.start();
         self.parse_failures.inc();
     }

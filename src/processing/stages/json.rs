@@ -1,5 +1,6 @@
-//! `json`: parses the message (or the field `source`, found with [`lookup`]) as a JSON object
-//! and copies top-level keys into the record's fields.
+//! `json`: parses the message (or the field `source`, found with
+//! [`lookup`](crate::processing::lookup)) as a JSON object and copies top-level keys into the
+//! record's fields.
 //!
 //! - `fields` empty: every top-level key, in the line's order; else the keys listed, in the
 //!   listed order (absent ones are skipped).
@@ -21,42 +22,23 @@ use serde_json::value::RawValue;
 use std::borrow::Cow;
 use std::fmt;
 
-use super::extract::Extracted;
+use super::extract::{Extracted, ParseStage};
 use crate::pipeline::LogLine;
 use crate::processing::config::ParseConfig;
 use crate::processing::metrics::StageMetrics;
-use crate::processing::record::{FieldValue, lookup};
+use crate::processing::record::FieldValue;
 use crate::processing::stage::{BuildError, StageContext, Verdict};
 
 #[derive(Clone, Debug)]
-pub struct JsonStage {
-    source: Option<String>,
-    out: Extracted,
-}
+pub struct JsonStage(ParseStage);
 
 impl JsonStage {
     pub fn build(config: &ParseConfig, metrics: &StageMetrics) -> Result<Self, BuildError> {
-        Ok(JsonStage {
-            source: config.source.clone(),
-            out: Extracted::new(config, metrics.parse_failures.clone()),
-        })
+        Ok(JsonStage(ParseStage::new(config, metrics)))
     }
 
     pub fn apply(&mut self, line: &mut LogLine, cx: &StageContext<'_>) -> Verdict {
-        self.out.start();
-        let parsed = match &self.source {
-            None => parse_object(&line.message, &mut self.out),
-            Some(name) => match lookup(line, cx.container, name) {
-                Some(text) => parse_object(text.as_bytes(), &mut self.out),
-                None => false,
-            },
-        };
-        if parsed {
-            self.out.commit(line);
-        } else {
-            self.out.fail();
-        }
-        Verdict::Pass
+        self.0.apply(line, cx, parse_object)
     }
 }
 
@@ -137,14 +119,12 @@ impl<'de> Deserialize<'de> for Key<'de> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::processing::tests::{cx_meta, line, run};
+    use crate::processing::tests::{build, cx_meta, line, run};
     use proptest::prelude::*;
     use std::collections::BTreeMap;
 
     fn stage(yaml: &str) -> (JsonStage, StageMetrics) {
-        let config: ParseConfig = serde_saphyr::from_str(yaml).expect("config");
-        let metrics = StageMetrics::detached("p", "json[0]");
-        (JsonStage::build(&config, &metrics).expect("build"), metrics)
+        build(yaml, "json[0]", JsonStage::build)
     }
 
     fn fields(l: &LogLine) -> Vec<(String, FieldValue)> {

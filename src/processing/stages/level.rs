@@ -172,16 +172,11 @@ impl LevelStage {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::processing::tests::{line, run};
+    use crate::processing::tests::{build, line, run};
     use proptest::prelude::*;
 
     fn stage(yaml: &str) -> (LevelStage, StageMetrics) {
-        let config: LevelConfig = serde_saphyr::from_str(yaml).expect("config");
-        let metrics = StageMetrics::detached("p", "level[0]");
-        (
-            LevelStage::build(&config, &metrics).expect("build"),
-            metrics,
-        )
+        build(yaml, "level[0]", LevelStage::build)
     }
 
     fn level_of(st: &mut LevelStage, text: &str) -> Option<Level> {

@@ -430,16 +430,11 @@ mod tests {
     use super::*;
     use crate::docker::timestamp::format_rfc3339_nanos;
     use crate::processing::FieldValue;
-    use crate::processing::tests::{TS_NS, cx_meta, line, run};
+    use crate::processing::tests::{TS_NS, build, cx_meta, line, run};
     use proptest::prelude::*;
 
     fn stage(yaml: &str) -> (TimestampStage, StageMetrics) {
-        let config: TimestampConfig = serde_saphyr::from_str(yaml).expect("config");
-        let metrics = StageMetrics::detached("p", "timestamp[0]");
-        (
-            TimestampStage::build(&config, &metrics).expect("build"),
-            metrics,
-        )
+        build(yaml, "timestamp[0]", TimestampStage::build)
     }
 
     fn with_time(value: &str) -> LogLine {
