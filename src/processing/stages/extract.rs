@@ -5,8 +5,9 @@
 //! only for keys kept; what it keeps waits in [`Extracted`] until the whole line has parsed,
 //! so a line that fails half-way changes nothing ([`Extracted::commit`] after success).
 //!
-//! - `fields` empty: every key becomes a field, in the line's order; else only the keys
-//!   listed, in the order listed (a stable field order whatever the line's key order).
+//! - `fields` empty: every key becomes a field, in the line's order (the first 256 keys of a
+//!   line); else only the keys listed, in the order listed (a stable field order whatever the
+//!   line's key order).
 //! - `message: KEY`: that key's value (a string unescaped, any other JSON value as its JSON
 //!   text) replaces the record's message. The key is then not also a field, unless `fields`
 //!   lists it.
@@ -63,6 +64,11 @@ impl ParseStage {
 /// share their keys), up to this many: a hostile source cannot grow the cache.
 const NAME_CACHE: usize = 64;
 
+/// In the all-keys mode, keys past this many in one line are not kept: setting a field is a
+/// linear search (records have a handful), so an odd line with thousands of keys would cost
+/// quadratic time.
+pub(super) const MAX_KEYS: usize = 256;
+
 /// Where a key of the parsed line goes.
 pub(super) struct Want {
     pub field: Option<Arc<str>>,
@@ -114,7 +120,8 @@ impl Extracted {
     pub fn want(&mut self, key: &str) -> Want {
         let message = self.message_key.as_deref() == Some(key);
         let (rank, field) = if self.listed.is_empty() {
-            (0, (!message).then(|| self.name(key)))
+            let room = self.pending.len() < MAX_KEYS;
+            (0, (!message && room).then(|| self.name(key)))
         } else {
             match self.listed.iter().position(|k| &**k == key) {
                 Some(rank) => (rank, Some(Arc::clone(&self.listed[rank]))),

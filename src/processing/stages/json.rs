@@ -2,8 +2,8 @@
 //! [`lookup`](crate::processing::lookup)) as a JSON object and copies top-level keys into the
 //! record's fields.
 //!
-//! - `fields` empty: every top-level key, in the line's order; else the keys listed, in the
-//!   listed order (absent ones are skipped).
+//! - `fields` empty: every top-level key, in the line's order (the first 256); else the
+//!   keys listed, in the listed order (absent ones are skipped).
 //! - A JSON string becomes a text field (unescaped); any other value (number, `true`,
 //!   `null`, object, array) keeps its JSON text and is written back as JSON by the sinks.
 //! - `message: KEY`: that key's value replaces the record's message (and is not also a
@@ -118,6 +118,7 @@ impl<'de> Deserialize<'de> for Key<'de> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::extract::MAX_KEYS;
     use super::*;
     use crate::processing::tests::{build, cx_meta, line, run};
     use proptest::prelude::*;
@@ -177,6 +178,24 @@ mod tests {
                 ("user".into(), j(r#"{"id":7}"#))
             ]
         );
+        assert_eq!(m.parse_failures.get(), 0);
+    }
+
+    #[test]
+    fn all_keys_mode_keeps_the_first_max_keys() {
+        let (mut st, m) = stage("{message: msg}");
+        let keys: Vec<String> = (0..MAX_KEYS + 10)
+            .map(|i| format!(r#""k{i}":{i}"#))
+            .collect();
+        let text = format!(r#"{{{},"msg":"last"}}"#, keys.join(","));
+        let l = run(|l, cx| st.apply(l, cx), line(&text));
+        let got = fields(&l);
+        assert_eq!(got.len(), MAX_KEYS);
+        assert_eq!(
+            got[MAX_KEYS - 1],
+            (format!("k{}", MAX_KEYS - 1), j(&(MAX_KEYS - 1).to_string()))
+        );
+        assert_eq!(&l.message[..], b"last");
         assert_eq!(m.parse_failures.get(), 0);
     }
 
