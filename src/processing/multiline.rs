@@ -194,12 +194,23 @@ impl Multiline {
     }
 
     /// Moves `cursor` back before the first line of every open group.
+    ///
+    /// The group's first line also counts as begun but not delivered (`unfinished_ns`): the
+    /// reopen's `since` assumes a stream's undelivered lines are stamped no earlier than the
+    /// other stream's position less the reorder slack, as lines not read yet are; a held
+    /// group's lines were read long before, and without this the reopen would not serve the
+    /// first lines of a group that stayed open while the other stream went on.
     pub fn hold(&self, cursor: &mut Cursor) {
         if let Some(g) = &self.open[0] {
             cursor.streams.stdout = g.before;
         }
         if let Some(g) = &self.open[1] {
             cursor.streams.stderr = g.before;
+        }
+        for g in self.open.iter().flatten() {
+            let first = g.first.ts_ns;
+            let unfinished = &mut cursor.streams.unfinished_ns;
+            *unfinished = Some(unfinished.map_or(first, |u| u.min(first)));
         }
     }
 
@@ -242,3 +253,7 @@ impl Multiline {
         std::mem::take(&mut self.finished)
     }
 }
+
+#[cfg(test)]
+#[path = "multiline_tests.rs"]
+mod tests;
