@@ -17,6 +17,8 @@ mod multiline;
 pub mod record;
 pub mod stage;
 pub mod stages;
+#[cfg(test)]
+mod tests;
 
 pub use config::ProcessingConfig;
 pub use engine::{Pipelines, Processor};
