@@ -34,7 +34,10 @@ impl Fixture {
         })
     }
 
-    fn ends(&self) -> [u64; 5] {
+    /// The group counters once the groups emitted so far are handed over (`take_finished`
+    /// publishes them).
+    fn ends(&mut self) -> [u64; 5] {
+        self.ml.take_finished();
         self.ends.each_ref().map(Counter::get)
     }
 
@@ -217,12 +220,32 @@ fn max_bytes_emits_the_group_before_the_line_that_would_not_fit() {
         out.iter().skip(1).map(text).collect::<Vec<_>>(),
         ["c", "S_much_longer_than_ten"]
     );
-    assert_eq!(f.ends(), [1, 0, 2, 0, 0]);
     // The stage's lines and bytes out are its input's (the newlines it added are not).
     let (lines, bytes) = f.ml.take_finished();
     assert_eq!(lines, [4, 0]);
     assert_eq!(bytes, 4 + 5 + 1 + 22);
     assert_eq!(f.ml.take_finished(), ([0, 0], 0), "taken");
+    assert_eq!(f.ends(), [1, 0, 2, 0, 0]);
+}
+
+/// The group counters move when the batch of the groups is handed over (`take_finished`), as
+/// the pipeline's other counters do: a session that ends before (rotation while waiting for
+/// queue room, shutdown) loses its groups, the next one emits them again, counted once.
+#[test]
+fn group_counters_move_only_when_the_groups_are_handed_over() {
+    let mut f = Fixture::start("^S");
+    let mut out = Vec::new();
+    f.push(OUT, 1, "S a", &mut out);
+    f.push(OUT, 2, "S b", &mut out);
+    f.ml.flush_all(&mut out);
+    assert_eq!(out.len(), 2);
+    assert_eq!(
+        f.ends.each_ref().map(Counter::get),
+        [0; 5],
+        "not counted before the hand-over"
+    );
+    assert_eq!(f.ml.take_finished(), ([2, 0], 6));
+    assert_eq!(f.ends.each_ref().map(Counter::get), [1, 0, 0, 0, 1]);
 }
 
 #[test]
@@ -276,7 +299,7 @@ fn hold_moves_each_stream_back_before_the_first_line_of_its_open_group() {
     let mut out = Vec::new();
     let mut replay = Replay::new(Cursor::at(100));
     let mut feed = |f: &mut Fixture, replay: &mut Replay, stream, ts, t: &str| {
-        let before = position(replay, stream);
+        let before = replay.position(stream);
         assert!(replay.admit(stream, ts));
         f.ml.push(line(stream, ts, t), before, &mut out);
     };
@@ -329,7 +352,7 @@ fn a_held_cursor_reopens_at_or_before_the_first_line_of_an_open_group() {
         (OUT, T + 3 * REORDER_SLACK_NS, "S out 2"),
         (OUT, T + 3 * REORDER_SLACK_NS + 1, "S out 3"),
     ] {
-        let before = position(&replay, stream);
+        let before = replay.position(stream);
         assert!(replay.admit(stream, ts));
         f.ml.push(line(stream, ts, t), before, &mut out);
     }
@@ -400,9 +423,9 @@ fn flush_all_emits_stdout_then_stderr_and_leaves_nothing_open() {
     assert!(!f.ml.has_open_group());
     f.ml.flush_all(&mut out);
     assert_eq!(out.len(), 2, "nothing twice");
-    assert_eq!(f.ends(), [0, 0, 0, 0, 2]);
     let (lines, bytes) = f.ml.take_finished();
     assert_eq!((lines, bytes), ([1, 2], 5 + 5 + 1));
+    assert_eq!(f.ends(), [0, 0, 0, 0, 2]);
 }
 
 #[test]
@@ -462,15 +485,6 @@ fn invalid_configs_name_their_key() {
 
 // ---------------------------------------------------------------------------------------------
 // Exactness across sessions.
-
-/// The replay position of `stream`: what the capture task passes as a line's `before`.
-fn position(replay: &Replay, stream: StreamKind) -> Position {
-    let c = replay.cursor(None);
-    match stream {
-        StreamKind::Stderr => c.streams.stderr,
-        StreamKind::Stdout | StreamKind::Tty => c.streams.stdout,
-    }
-}
 
 /// One line of the daemon's log file: stream, timestamp, id (its place in the file), and
 /// whether it starts a group (`S<id>`) or continues one (`\tc<id>`).
@@ -539,64 +553,92 @@ fn record(r: &LogLine) -> Record {
     (r.stream, r.ts_ns, text(r).to_string(), joined(r))
 }
 
+/// What the sessions handed over: the records, the group counters (by end), and the input
+/// lines the stage reported done with (`take_finished`, per stream).
+struct Delivered {
+    records: Vec<Record>,
+    ends: [u64; 5],
+    finished_lines: [u64; 2],
+}
+
 /// Reads `file` in sessions as the capture task does: each session is served, in file order,
 /// every entry stamped at or after the committed cursor's `since`, passes each through the
 /// resume filter and, if admitted, into a fresh `Multiline` with the stream's replay position
-/// before it; the records it completes are handed over with the batch's cursor (the replay's,
-/// held back by the open groups), which is committed. A session ends (its open groups lost)
-/// once it reaches file position `cut`; the last one reads to the end and, the container
-/// having stopped, flushes every group. `flush_at`: file positions before which a session
-/// calls `flush_due` with the timestamp of the latest line it read (a wall clock that moves).
+/// before it. Every `batch` entries, the records completed since are handed over with the
+/// batch's cursor (the replay's, held back by the open groups), which is committed, and the
+/// stage's counts are taken. A session ends once it reaches file position `cut`: its open
+/// groups and the records of its unfinished batch are lost. The last one reads to the end
+/// and, the container having stopped, flushes every group. `flush_at`: file positions before
+/// which a session calls `flush_due` with the timestamp of the latest line it read (a wall
+/// clock that moves).
 fn read_in_sessions(
     file: &[Entry],
     cuts: &[usize],
     flush_at: &[usize],
+    batch: usize,
     config: &MultilineConfig,
-) -> (Vec<Record>, [u64; 5]) {
+) -> Delivered {
     let mut committed = Cursor::at(0);
-    let mut records = Vec::new();
+    let mut delivered = Delivered {
+        records: Vec::new(),
+        ends: [0; 5],
+        finished_lines: [0; 2],
+    };
     let ends: [Counter; 5] = Default::default();
     // Compiled once; each session starts from a fresh copy (no group open).
     let fresh = match Multiline::build(config, ends.clone()) {
         Ok(ml) => ml,
         Err(e) => panic!("{}: {}", e.key, e.message),
     };
+    let hand_over = |ml: &mut Multiline,
+                     replay: &Replay,
+                     out: &mut Vec<LogLine>,
+                     delivered: &mut Delivered|
+     -> Cursor {
+        delivered.records.extend(out.drain(..).map(|r| record(&r)));
+        let (lines, _) = ml.take_finished();
+        delivered.finished_lines[0] += lines[0];
+        delivered.finished_lines[1] += lines[1];
+        let mut cursor = replay.cursor(None);
+        ml.hold(&mut cursor);
+        cursor
+    };
     for &cut in cuts.iter().chain(std::iter::once(&usize::MAX)) {
         let since = committed.since_ns();
         let mut replay = Replay::new(committed);
         let mut ml = fresh.clone();
         let mut now = 0;
+        let mut out = Vec::new();
         for (at, entry) in file.iter().enumerate() {
             if at >= cut {
                 break;
             }
-            let mut out = Vec::new();
             if flush_at.contains(&at) {
                 ml.flush_due(now, &mut out);
             }
             if entry.ts >= since {
                 now = now.max(entry.ts);
-                let before = position(&replay, entry.stream);
+                let before = replay.position(entry.stream);
                 if replay.admit(entry.stream, entry.ts) {
                     ml.push(entry.line(), before, &mut out);
                 }
             }
-            // The batch: its records and its cursor are handed over together.
-            records.extend(out.iter().map(record));
-            let mut cursor = replay.cursor(None);
-            ml.hold(&mut cursor);
-            committed = cursor;
+            if (at + 1) % batch == 0 {
+                committed = hand_over(&mut ml, &replay, &mut out, &mut delivered);
+            }
         }
         if cut == usize::MAX {
-            let mut out = Vec::new();
             ml.flush_all(&mut out);
-            records.extend(out.iter().map(record));
-            let mut cursor = replay.cursor(None);
-            ml.hold(&mut cursor);
-            assert_eq!(cursor, replay.cursor(None), "nothing held after flush_all");
+            committed = hand_over(&mut ml, &replay, &mut out, &mut delivered);
+            assert_eq!(
+                committed,
+                replay.cursor(None),
+                "nothing held after flush_all"
+            );
         }
     }
-    (records, ends.each_ref().map(Counter::get))
+    delivered.ends = ends.each_ref().map(Counter::get);
+    delivered
 }
 
 fn per_stream(records: &[Record], stream: StreamKind) -> Vec<&Record> {
@@ -615,27 +657,42 @@ fn line_ids(record: &Record) -> Vec<usize> {
         .collect()
 }
 
+/// Every group emitted, counted and reported done with once: the group counters sum to the
+/// records handed over, and the stage's finished lines to the lines in them, per stream.
+fn check_counts(file: &[Entry], got: &Delivered) -> Result<(), TestCaseError> {
+    prop_assert_eq!(got.ends.iter().sum::<u64>(), got.records.len() as u64);
+    for (i, stream) in [OUT, ERR].into_iter().enumerate() {
+        let lines: usize = per_stream(&got.records, stream)
+            .iter()
+            .map(|r| line_ids(r).len())
+            .sum();
+        prop_assert_eq!(got.finished_lines[i], lines as u64);
+        prop_assert_eq!(lines, file.iter().filter(|e| e.stream == stream).count());
+    }
+    Ok(())
+}
+
 /// Sessions cut at `cuts`, without `flush_due`: per stream, exactly the records of one
 /// uninterrupted read (`whole`) — none lost, none twice, none half.
 fn check_exact(
     file: &[Entry],
     whole: &[Record],
     cuts: &[usize],
+    batch: usize,
     config: &MultilineConfig,
 ) -> Result<(), TestCaseError> {
-    let (got, ends) = read_in_sessions(file, cuts, &[], config);
+    let got = read_in_sessions(file, cuts, &[], batch, config);
     for stream in [OUT, ERR] {
         prop_assert_eq!(
-            per_stream(&got, stream),
+            per_stream(&got.records, stream),
             per_stream(whole, stream),
-            "cuts {:?}, file {:?}",
+            "cuts {:?}, batch {}, file {:?}",
             cuts,
+            batch,
             file
         );
     }
-    // Every group emitted (and counted) once: the counters sum to the records.
-    prop_assert_eq!(ends.iter().sum::<u64>(), got.len() as u64);
-    Ok(())
+    check_counts(file, &got)
 }
 
 /// Found by the property below before `hold` marked the group's first line unfinished: a
@@ -645,9 +702,9 @@ fn check_exact(
 fn an_open_group_behind_the_other_stream_survives_a_reopen() {
     let file = log_file(&[69, 8, 8]);
     let config = config(500, 1 << 20);
-    let (whole, _) = read_in_sessions(&file, &[], &[], &config);
+    let whole = read_in_sessions(&file, &[], &[], 1, &config).records;
     assert_eq!(whole.len(), 3);
-    if let Err(e) = check_exact(&file, &whole, &[3], &config) {
+    if let Err(e) = check_exact(&file, &whole, &[3], 1, &config) {
         panic!("{e}");
     }
 }
@@ -663,13 +720,15 @@ proptest! {
         cuts in proptest::collection::vec(0usize..130, 0..10),
         max_lines in 1usize..8,
         max_bytes in prop_oneof![Just(1u64 << 20), 4u64..40],
+        batch in 1usize..5,
     ) {
         let mut cuts = cuts;
         cuts.sort_unstable();
         let file = log_file(&script);
         let config = config(max_lines, max_bytes);
-        let (whole, _) = read_in_sessions(&file, &[], &[], &config);
-        check_exact(&file, &whole, &cuts, &config)?;
+        let whole = read_in_sessions(&file, &[], &[], 1, &config);
+        check_counts(&file, &whole)?;
+        check_exact(&file, &whole.records, &cuts, batch, &config)?;
     }
 
     /// One cut at every position of the file in turn, then a second at every later one.
@@ -677,14 +736,15 @@ proptest! {
     fn a_cut_at_every_point_loses_and_duplicates_nothing(
         script in proptest::collection::vec(any::<u8>(), 1..20),
         max_lines in prop_oneof![Just(500usize), 1usize..6],
+        batch in 1usize..3,
     ) {
         let file = log_file(&script);
         let config = config(max_lines, 1 << 20);
-        let (whole, _) = read_in_sessions(&file, &[], &[], &config);
+        let whole = read_in_sessions(&file, &[], &[], 1, &config).records;
         for first in 0..=file.len() {
-            check_exact(&file, &whole, &[first], &config)?;
+            check_exact(&file, &whole, &[first], batch, &config)?;
             for second in first + 1..=file.len() {
-                check_exact(&file, &whole, &[first, second], &config)?;
+                check_exact(&file, &whole, &[first, second], batch, &config)?;
             }
         }
     }
@@ -700,6 +760,7 @@ proptest! {
         flush_at in proptest::collection::vec(0usize..130, 0..20),
         flush_after_ticks in 0u64..4,
         max_lines in prop_oneof![Just(500usize), 1usize..6],
+        batch in 1usize..5,
     ) {
         let mut cuts = cuts;
         cuts.sort_unstable();
@@ -710,8 +771,9 @@ proptest! {
             ..config(max_lines, 1 << 20)
         };
         let file = log_file(&script);
-        let (got, ends) = read_in_sessions(&file, &cuts, &flush_at, &config);
-        prop_assert_eq!(ends.iter().sum::<u64>(), got.len() as u64);
+        let got = read_in_sessions(&file, &cuts, &flush_at, batch, &config);
+        check_counts(&file, &got)?;
+        let got = got.records;
         for stream in [OUT, ERR] {
             let expected: Vec<usize> =
                 file.iter().filter(|e| e.stream == stream).map(|e| e.id).collect();
