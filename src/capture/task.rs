@@ -333,11 +333,16 @@ impl CaptureTask {
         // When the open multiline group of a quiet stream is due (see `flush_after`).
         let flush_timer = tokio::time::sleep(Duration::ZERO);
         tokio::pin!(flush_timer);
+        let mut last_read = Instant::now();
         loop {
             let flush_due = processor.as_ref().and_then(Processor::due_ns);
             if let Some(due) = flush_due {
                 let wait = Duration::from_nanos(u64::try_from(due - now_ns()).unwrap_or(0));
-                flush_timer.as_mut().reset((Instant::now() + wait).into());
+                // Due by Docker's timestamps, and the stream quiet for a moment: a reopen
+                // serves an old group's lines in several chunks, and a due group must not
+                // be cut between two of them.
+                let at = (Instant::now() + wait).max(last_read + QUIET_BEFORE_FLUSH);
+                flush_timer.as_mut().reset(at.into());
             }
             // Lines already there are read before a due group is flushed: the group may
             // still get its continuation (the stream arm comes first).
@@ -390,7 +395,8 @@ impl CaptureTask {
                 } else {
                     lines.iter().map(|l| l.ts_ns).max()
                 };
-                rotation.on_read(Instant::now(), newest);
+                last_read = Instant::now();
+                rotation.on_read(last_read, newest);
             }
             if eof && failure.is_none() {
                 if let Some(Message::Log { stream, payload }) = decoder.finish() {
@@ -591,6 +597,9 @@ fn line_summary(lines: &[LogLine]) -> String {
         .collect::<Vec<_>>()
         .join(", ")
 }
+
+/// How long a stream must have sent nothing before its due multiline group is flushed.
+const QUIET_BEFORE_FLUSH: Duration = Duration::from_millis(250);
 
 /// At most this much is gathered into one batch from chunks that are already available.
 const GATHER_BYTES: usize = 256 * 1024;
