@@ -98,6 +98,7 @@ impl Harness {
                 stream: StreamKind::Stdout,
                 message: Bytes::from(format!("line {ts}")),
                 truncated: false,
+                extra: None,
             }],
             cursor: Cursor::legacy(ts, 1),
         };

@@ -17,6 +17,7 @@ mod multiline;
 pub mod record;
 pub mod stage;
 pub mod stages;
+pub mod try_run;
 
 pub use config::ProcessingConfig;
 pub use engine::{Pipelines, Processor};

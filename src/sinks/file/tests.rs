@@ -22,6 +22,7 @@ fn batch(container: &Arc<ContainerMeta>, from: usize, n: usize, width: usize) ->
                 stream: StreamKind::Stdout,
                 message: Bytes::from(format!("{i:0>width$}")),
                 truncated: false,
+                extra: None,
             })
             .collect(),
         cursor: Default::default(),

@@ -1099,6 +1099,7 @@ mod tests {
                 stream: StreamKind::Stdout,
                 message: Bytes::from(format!("line {i}")),
                 truncated: false,
+                extra: None,
             })
             .collect();
         let cursor = Cursor::legacy(n as i64, 1);
