@@ -40,6 +40,7 @@ fn deliveries() -> (Vec<Arc<Delivery>>, u64) {
                     stream: if i % 10 == 0 { StreamKind::Stderr } else { StreamKind::Stdout },
                     message: Bytes::from(text),
                     truncated: false,
+                    extra: None,
                 }
             })
             .collect();

@@ -49,6 +49,7 @@ use crate::observability::{http, metrics::Metrics};
 use crate::pipeline::{
     AckLedger, Delivery, LocalSinkWorker, OutputClosed, QueueBudget, WriterSettings, route,
 };
+use crate::processing::Pipelines;
 use crate::reload::{
     Change, ConfigSource, Control, LogLevelSetter, ReloadError, ReloadReceiver, ReloadRequest,
     ReloadResult,
@@ -474,6 +475,15 @@ async fn run_pipeline(
         drained: true,
         catch_up_from_ns: None,
     };
+    // Validated when the config was loaded (this cannot fail then); compiled for this run.
+    let pipelines = match Pipelines::compile(&config.processing) {
+        Ok(p) => Arc::new(p),
+        Err(e) => {
+            error!(error = %e, "processing");
+            process.shutdown.cancel();
+            return not_started(Outcome::Incomplete(vec![e]));
+        }
+    };
     let endpoint = match Endpoint::resolve_with(&config.docker) {
         Ok(endpoint) => endpoint,
         // Checked at start and before a reload; the environment may have changed since.
@@ -548,6 +558,7 @@ async fn run_pipeline(
         backoff_initial: capture_cfg.retry_backoff_initial.0,
         backoff_max: capture_cfg.retry_backoff_max.0,
         status: Arc::clone(&process.status),
+        pipelines,
     });
     let own_id = own_container_id();
     if let Some(id) = &own_id {

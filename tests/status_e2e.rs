@@ -121,6 +121,7 @@ fn containers_are_listed_with_exact_counts_and_acknowledged_cursors() {
         assert_eq!(c["acknowledged"], c["delivered"], "{c:#}");
         assert!(c["stream_open_since"].is_string(), "{c:#}");
         assert_eq!(c["rotation_overdue"], false, "{c:#}");
+        assert!(c["pipeline"].is_null(), "no pipeline applies: {c:#}");
         // The last acknowledged line is the last line the container wrote.
         let last = c["acknowledged"]["last_line_ns"].as_i64().expect("a line");
         let records = agent.records(name);

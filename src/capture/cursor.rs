@@ -227,13 +227,24 @@ impl Replay {
     /// with the latest timestamp seen (at first, the latest delivered before the session) so
     /// it sorts where it was read, and it moves no cursor.
     pub fn filter(&mut self, lines: &mut Vec<LogLine>) {
-        lines.retain_mut(|line| {
-            if line.ts_ns == UNSTAMPED {
-                line.ts_ns = self.last_ts_ns;
-                return true;
-            }
-            self.admit(line.stream, line.ts_ns)
-        });
+        lines.retain_mut(|line| self.admit_line(line));
+    }
+
+    /// [`Replay::filter`] for one line: whether it is new (then it counts as delivered).
+    pub fn admit_line(&mut self, line: &mut LogLine) -> bool {
+        if line.ts_ns == UNSTAMPED {
+            line.ts_ns = self.last_ts_ns;
+            return true;
+        }
+        self.admit(line.stream, line.ts_ns)
+    }
+
+    /// Where `stream` stands now: after the last line of it admitted.
+    pub fn position(&self, stream: StreamKind) -> Position {
+        match stream {
+            StreamKind::Stderr => self.cursor.streams.stderr,
+            StreamKind::Stdout | StreamKind::Tty => self.cursor.streams.stdout,
+        }
     }
 
     /// What has been delivered so far, with `unfinished_ns` the earliest timestamp of a line

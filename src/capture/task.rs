@@ -23,6 +23,7 @@ use crate::docker::{DockerClient, DockerError, HttpStream};
 use crate::observability::metrics::{ContainerLabels, ContainerStreamLabels, Metrics};
 use crate::observability::status::{CaptureState, ContainerStatus, StatusBoard};
 use crate::pipeline::{Batch, ContainerMeta, Delivery, LogLine, QueueBudget, StreamKind};
+use crate::processing::{Pipelines, Processor, StageContext};
 
 /// Settings and handles shared by every capture task.
 pub struct CaptureContext {
@@ -37,6 +38,8 @@ pub struct CaptureContext {
     pub backoff_max: Duration,
     /// The process's status board (`GET /api/v1/containers`): each task updates its entry.
     pub status: Arc<StatusBoard>,
+    /// `processing.pipelines`, compiled (discovery picks each container's).
+    pub pipelines: Arc<Pipelines>,
 }
 
 /// Why a capture task ended.
@@ -114,6 +117,9 @@ pub struct CaptureTask {
     pub meta: watch::Receiver<Arc<ContainerMeta>>,
     pub cursor: SharedCursor,
     pub cancel: CancellationToken,
+    /// The container's processing pipeline, never used itself: each session runs a fresh
+    /// clone of it (an open multiline group dies with its session and is read again).
+    pub processor: Option<Processor>,
 }
 
 impl CaptureTask {
@@ -124,6 +130,7 @@ impl CaptureTask {
             ContainerStatus::detached(&self.id, self.meta.clone(), Arc::clone(&self.cursor))
         });
         status.set_rotation_interval(self.ctx.rotation_interval);
+        status.set_pipeline(self.processor.as_ref().map(Processor::name));
         let exit = self.run_with_status(&status).await;
         status.set_state(match exit {
             CaptureExit::Cancelled => CaptureState::Detached,
@@ -322,8 +329,24 @@ impl CaptureTask {
             SessionCounters::new(&ctx.metrics, &self.meta.borrow_and_update().name, self.tty);
         let mut coalescer = Coalescer::new(Instant::now());
         let mut timer = PauseTimer::default();
+        let mut processor = self.processor.clone();
+        // When the open multiline group of a quiet stream is due (see `flush_after`).
+        let flush_timer = tokio::time::sleep(Duration::ZERO);
+        tokio::pin!(flush_timer);
+        let mut last_read = Instant::now();
         loop {
-            let chunk = tokio::select! {
+            let flush_due = processor.as_ref().and_then(Processor::due_ns);
+            if let Some(due) = flush_due {
+                let wait = Duration::from_nanos(u64::try_from(due - now_ns()).unwrap_or(0));
+                // Due by Docker's timestamps, and the stream quiet for a moment: a reopen
+                // serves an old group's lines in several chunks, and a due group must not
+                // be cut between two of them.
+                let at = (Instant::now() + wait).max(last_read + QUIET_BEFORE_FLUSH);
+                flush_timer.as_mut().reset(at.into());
+            }
+            // Lines already there are read before a due group is flushed: the group may
+            // still get its continuation (the stream arm comes first).
+            let event = tokio::select! {
                 biased;
                 _ = self.cancel.cancelled() => return SessionEnd::Cancelled,
                 _ = &mut deadline => match rotation.at_deadline(Instant::now()) {
@@ -333,8 +356,10 @@ impl CaptureTask {
                         continue;
                     }
                 },
-                c = stream.next_chunk() => c,
+                c = stream.next_chunk() => Some(c),
+                _ = &mut flush_timer, if flush_due.is_some() => None,
             };
+            let flushing = event.is_none();
             // Gather what is already there into one batch: the daemon sends every line as its
             // own HTTP chunk, and a batch per line would cost more than the line.
             // A failure ends the session, but only after the lines completed before it are
@@ -342,7 +367,7 @@ impl CaptureTask {
             let mut eof = false;
             let mut failure = None;
             let mut gathered = 0usize;
-            let mut next = Some(chunk);
+            let mut next = event;
             while let Some(chunk) = next.take() {
                 match chunk {
                     Ok(Some(bytes)) => {
@@ -370,7 +395,8 @@ impl CaptureTask {
                 } else {
                     lines.iter().map(|l| l.ts_ns).max()
                 };
-                rotation.on_read(Instant::now(), newest);
+                last_read = Instant::now();
+                rotation.on_read(last_read, newest);
             }
             if eof && failure.is_none() {
                 if let Some(Message::Log { stream, payload }) = decoder.finish() {
@@ -387,12 +413,48 @@ impl CaptureTask {
                 assembler.unstamped = 0;
             }
             let before_filter = lines.len();
-            replay.filter(&mut lines);
-            if before_filter > lines.len() {
+            let (mut cursor, processed) = match &mut processor {
+                None => {
+                    replay.filter(&mut lines);
+                    (replay.cursor(assembler.earliest_open_ns()), None)
+                }
+                Some(p) => {
+                    let meta = self.meta.borrow().clone();
+                    let cx = StageContext {
+                        container: &meta,
+                        now_ns: now_ns(),
+                    };
+                    let mut records = Vec::with_capacity(lines.len());
+                    let mut admitted = 0;
+                    for mut line in lines.drain(..) {
+                        let before = replay.position(line.stream);
+                        if replay.admit_line(&mut line) {
+                            admitted += 1;
+                            p.push(line, before, &cx, &mut records);
+                        }
+                    }
+                    if flushing {
+                        p.flush_due(now_ns(), &cx, &mut records);
+                    }
+                    if eof && failure.is_none() && final_read {
+                        p.flush_all(&cx, &mut records);
+                    }
+                    lines = records;
+                    let mut cursor = replay.cursor(assembler.earliest_open_ns());
+                    // Not past the first line of a group still open.
+                    p.hold(&mut cursor);
+                    (cursor, Some(admitted))
+                }
+            };
+            if processed.is_none() && before_filter > lines.len() {
                 trace!(container = %self.name(), skipped = before_filter - lines.len(),
                     "lines already delivered skipped");
             }
-            if !lines.is_empty() {
+            // With processing, a read whose lines were all dropped (or all went into an open
+            // group) can still move the cursor: hand that over too, so dropped lines are
+            // acknowledged and never read again.
+            let moved = processed.is_some() && cursor != read_cursor(&self.cursor);
+            if !lines.is_empty() || moved {
                 let line_count = lines.len();
                 // The lines are slices of the read buffers; copied into one buffer of their
                 // exact size, a batch holds what the budget charges and no more (see `compact`).
@@ -403,7 +465,7 @@ impl CaptureTask {
                 let batch = Batch {
                     container: self.meta.borrow().clone(),
                     lines: std::mem::replace(&mut lines, next_lines),
-                    cursor: replay.cursor(assembler.earliest_open_ns()),
+                    cursor,
                 };
                 // Waiting for budget and queue room is where backpressure pauses reading. Both
                 // race rotation too (for a caught-up stream): an unsent batch is simply re-read
@@ -419,9 +481,9 @@ impl CaptureTask {
                         None => return SessionEnd::Cancelled,
                     },
                 };
-                let cursor = batch.cursor;
+                cursor = batch.cursor;
                 let first_ts_ns = batch.lines.first().map_or(0, |l| l.ts_ns);
-                let delivered = LineCounts::of(&batch.lines);
+                let mut delivered = LineCounts::of(&batch.lines);
                 let summary = enabled!(Level::TRACE).then(|| line_summary(&batch.lines));
                 tokio::select! {
                     biased;
@@ -439,6 +501,17 @@ impl CaptureTask {
                         "batch handed over");
                 }
                 write_cursor(&self.cursor, cursor);
+                if let Some(p) = &mut processor {
+                    // Collected counts what was read, not what processing made of it: the
+                    // input lines emitted (in a group or alone) or dropped since the last batch.
+                    let ([first, err], bytes) = p.take_finished();
+                    delivered = LineCounts {
+                        first,
+                        err,
+                        bytes,
+                        truncated: delivered.truncated,
+                    };
+                }
                 // Counted once handed over: a batch dropped by a rotation is re-read, and must
                 // not be counted twice. A rename since the last batch counts under the new name.
                 if self.meta.has_changed().unwrap_or(false) {
@@ -450,7 +523,9 @@ impl CaptureTask {
                 }
                 counters.count(&delivered, &ctx.metrics);
                 status.delivered(line_count as u64, first_ts_ns);
-                emitted += line_count as u64;
+                // New lines read, whatever processing made of them (the end-of-stream logic
+                // asks whether a session brought anything).
+                emitted += processed.unwrap_or(line_count) as u64;
             }
             if let Some(end) = failure {
                 return end;
@@ -458,7 +533,9 @@ impl CaptureTask {
             if eof {
                 return SessionEnd::Eof {
                     lines: emitted,
-                    unfinished: assembler.has_open_line(),
+                    // A multiline group still open is read again, like an open line.
+                    unfinished: assembler.has_open_line()
+                        || processor.as_ref().is_some_and(Processor::has_open_group),
                 };
             }
             // A busy stream that has been caught up with waits a moment before the next read,
@@ -520,6 +597,9 @@ fn line_summary(lines: &[LogLine]) -> String {
         .collect::<Vec<_>>()
         .join(", ")
 }
+
+/// How long a stream must have sent nothing before its due multiline group is flushed.
+const QUIET_BEFORE_FLUSH: Duration = Duration::from_millis(250);
 
 /// At most this much is gathered into one batch from chunks that are already available.
 const GATHER_BYTES: usize = 256 * 1024;

@@ -262,13 +262,19 @@ impl Discovery {
                 return false;
             }
         };
-        let meta = container_meta(&info);
         let no_labels = HashMap::new();
+        let labels = info.config.labels.as_ref().unwrap_or(&no_labels);
+        let meta = container_meta(&info).with_label_fields(self.ctx.pipelines.label_fields(labels));
         let candidate = Candidate {
             name: &meta.name,
             image: &meta.image,
-            labels: info.config.labels.as_ref().unwrap_or(&no_labels),
+            labels,
         };
+        // Chosen at start by name, labels and image; a rename keeps it.
+        let processor = self
+            .ctx
+            .pipelines
+            .processor_for(&candidate, &self.metrics.processing);
         if !selected(&self.settings.include, &self.settings.exclude, &candidate) {
             debug!(container = %meta.name, "container not selected by filters");
             self.ctx.status.forget(id);
@@ -343,6 +349,7 @@ impl Discovery {
             meta: t.meta.subscribe(),
             cursor,
             cancel: token.clone(),
+            processor,
         };
         t.running = Some(token);
         let owned_id = id.to_string();

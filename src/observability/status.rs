@@ -97,6 +97,8 @@ pub struct ContainerStatus {
     first_line_ns: AtomicI64,
     errors: AtomicU64,
     last_error: Mutex<Option<(String, i64)>>,
+    /// The processing pipeline applied to the container's lines, if any.
+    pipeline: Mutex<Option<Arc<str>>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -117,6 +119,7 @@ impl ContainerStatus {
             first_line_ns: AtomicI64::new(0),
             errors: AtomicU64::new(0),
             last_error: Mutex::new(None),
+            pipeline: Mutex::new(None),
         }
     }
 
@@ -135,6 +138,11 @@ impl ContainerStatus {
 
     pub fn state(&self) -> CaptureState {
         CaptureState::from_u8(self.state.load(Ordering::Relaxed))
+    }
+
+    /// The processing pipeline the capture task runs (per task: a reload may change it).
+    pub fn set_pipeline(&self, name: Option<&str>) {
+        *lock(&self.pipeline) = name.map(Arc::from);
     }
 
     /// The capture task's rotation interval (per task: a reload may change it).
@@ -207,6 +215,7 @@ impl ContainerStatus {
             stream_age_seconds: stream_age_ns.map(seconds),
             rotation_interval_seconds: nonzero(interval).map(seconds),
             rotation_overdue,
+            pipeline: lock(&self.pipeline).as_deref().map(str::to_string),
             rotations: self.rotations.load(Ordering::Relaxed),
             last_rotation: last_rotation.map(format_rfc3339_nanos),
             last_rotation_ns: last_rotation,
@@ -288,6 +297,8 @@ pub struct ContainerView {
     pub rotation_interval_seconds: Option<f64>,
     /// Running, and the open stream is older than twice the rotation interval.
     pub rotation_overdue: bool,
+    /// The `processing.pipelines` entry applied to its lines (null: none).
+    pub pipeline: Option<String>,
     pub rotations: u64,
     pub last_rotation: Option<String>,
     pub last_rotation_ns: Option<i64>,

@@ -357,6 +357,7 @@ mod tests {
             stream_age_seconds: Some(if overdue { 700.0 } else { 10.0 }),
             rotation_interval_seconds: Some(300.0),
             rotation_overdue: overdue,
+            pipeline: None,
             rotations: 3,
             last_rotation: None,
             last_rotation_ns: None,

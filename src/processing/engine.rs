@@ -7,7 +7,7 @@ use std::sync::Arc;
 use super::config::{PipelineConfig, ProcessingConfig, StageConfig};
 use super::metrics::{GROUP_ENDS, GroupLabels, PipelineLabels, ProcessingMetrics};
 use super::multiline::Multiline;
-use super::stage::{Stage, StageContext, Verdict};
+use super::stage::{Shared, Stage, StageContext, Verdict};
 use crate::capture::{Cursor, Position};
 use crate::config::FilterConfig;
 use crate::discovery::filter::{Candidate, glob_match, selected};
@@ -27,6 +27,8 @@ struct CompiledPipeline {
     name: Arc<str>,
     selector: FilterConfig,
     config: PipelineConfig,
+    /// Per line stage: the state every container's copy shares (label cardinality guards).
+    shared: Vec<Option<Shared>>,
 }
 
 impl Pipelines {
@@ -48,14 +50,16 @@ impl Pipelines {
                     pipeline.name
                 ));
             }
-            let compiled = CompiledPipeline {
+            let mut compiled = CompiledPipeline {
                 index: p,
                 name: Arc::from(pipeline.name.as_str()),
                 selector: pipeline.selector.clone(),
                 config: pipeline.clone(),
+                shared: Vec::new(),
             };
             // Built once with throw-away counters: every stage error shows now, not per container.
-            compiled.instantiate(&ProcessingMetrics::default())?;
+            let prototype = compiled.instantiate(&ProcessingMetrics::default())?;
+            compiled.shared = prototype.stages.iter().map(|s| s.stage.shared()).collect();
             pipelines.push(compiled);
         }
         Ok(Pipelines {
@@ -155,11 +159,15 @@ impl CompiledPipeline {
             }
             let label: Arc<str> = Arc::from(format!("{}[{s}]", stage.kind()));
             let stage_metrics = metrics.stage(name, Arc::clone(&label));
-            let built = Stage::build(stage, &stage_metrics)
+            let mut built = Stage::build(stage, &stage_metrics)
                 .map_err(|e| format!("{}: {}", at(e.key), e.message))?;
+            if let Some(Some(shared)) = self.shared.get(stages.len()) {
+                built.share(shared);
+            }
             stages.push(StageSlot {
                 stage: built,
                 dropped: stage_metrics.dropped.clone(),
+                dropped_unpublished: 0,
                 label,
             });
         }
@@ -172,29 +180,36 @@ impl CompiledPipeline {
             stages,
             lines_in: metrics.lines_in.get_or_create(&labels).clone(),
             records_out: metrics.records_out.get_or_create(&labels).clone(),
+            records_unpublished: 0,
             finished: ([0, 0], 0),
             last_drop: None,
         })
     }
 }
 
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 struct StageSlot {
     stage: Stage,
     dropped: Counter,
+    /// Drops not yet added to `dropped` (published with the batch, see `take_finished`).
+    dropped_unpublished: u64,
     /// `kind[index]`, as in the metrics.
     label: Arc<str>,
 }
 
 /// One container's pipeline: its multiline state and stages. Lives for one capture session
 /// (a new session re-reads what an open group held; see `multiline`).
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct Processor {
     name: Arc<str>,
     multiline: Option<Multiline>,
     stages: Vec<StageSlot>,
     lines_in: Counter,
     records_out: Counter,
+    /// Records emitted not yet added to `records_out`. Counters move when a batch is handed
+    /// over (`take_finished`): what a session does not hand over is read again and must not
+    /// count twice, and one atomic add per batch beats one per line.
+    records_unpublished: u64,
     /// Input lines (stdout/tty, stderr) and bytes done with (emitted or dropped) since the
     /// last `take_finished`.
     finished: ([u64; 2], u64),
@@ -217,7 +232,6 @@ impl Processor {
         cx: &StageContext<'_>,
         out: &mut Vec<LogLine>,
     ) -> usize {
-        self.lines_in.inc();
         match &mut self.multiline {
             None => {
                 let i = usize::from(line.stream == StreamKind::Stderr);
@@ -260,12 +274,12 @@ impl Processor {
     ) -> bool {
         for (i, slot) in self.stages.iter_mut().enumerate() {
             if slot.stage.apply(&mut record, cx) == Verdict::Drop {
-                slot.dropped.inc();
+                slot.dropped_unpublished += 1;
                 self.last_drop = Some(i);
                 return false;
             }
         }
-        self.records_out.inc();
+        self.records_unpublished += 1;
         out.push(record);
         true
     }
@@ -312,7 +326,8 @@ impl Processor {
     }
 
     /// Input lines (stdout/tty, stderr) and their bytes done with — emitted in a record or
-    /// dropped — since the last call: what capture counts as collected.
+    /// dropped — since the last call: what capture counts as collected. Called when a batch
+    /// is handed over; adds what it covers to the pipeline's counters.
     pub fn take_finished(&mut self) -> ([u64; 2], u64) {
         let (mut lines, mut bytes) = std::mem::take(&mut self.finished);
         if let Some(m) = &mut self.multiline {
@@ -320,6 +335,15 @@ impl Processor {
             lines[0] += l[0];
             lines[1] += l[1];
             bytes += b;
+        }
+        self.lines_in.inc_by(lines[0] + lines[1]);
+        self.records_out
+            .inc_by(std::mem::take(&mut self.records_unpublished));
+        for slot in &mut self.stages {
+            let n = std::mem::take(&mut slot.dropped_unpublished);
+            if n > 0 {
+                slot.dropped.inc_by(n);
+            }
         }
         (lines, bytes)
     }

@@ -17,6 +17,8 @@ mod multiline;
 pub mod record;
 pub mod stage;
 pub mod stages;
+#[cfg(test)]
+mod tests;
 pub mod try_run;
 
 pub use config::ProcessingConfig;

@@ -42,6 +42,24 @@ impl Fields {
         }
     }
 
+    /// Renames `from` to `to` where `from` stands (an existing `to` is replaced); false if
+    /// `from` is not set.
+    pub fn rename(&mut self, from: &str, to: Arc<str>) -> bool {
+        let Some(mut i) = self.0.iter().position(|(k, _)| &**k == from) else {
+            return false;
+        };
+        if &*to != from
+            && let Some(j) = self.0.iter().position(|(k, _)| *k == to)
+        {
+            self.0.remove(j);
+            if j < i {
+                i -= 1;
+            }
+        }
+        self.0[i].0 = to;
+        true
+    }
+
     pub fn remove(&mut self, name: &str) -> Option<FieldValue> {
         let i = self.0.iter().position(|(k, _)| &**k == name)?;
         Some(self.0.remove(i).1)

@@ -5,7 +5,7 @@
 use super::config::StageConfig;
 use super::metrics::StageMetrics;
 use super::stages::{
-    fields::FieldsStage, filter::MatchStage, json::JsonStage, labels::LabelsStage,
+    fields::FieldsStage, filter::MatchStage, json::JsonStage, labels::Guards, labels::LabelsStage,
     labels::MetadataStage, level::LevelStage, logfmt::LogfmtStage, regex::RegexStage,
     tenant::TenantStage, timestamp::TimestampStage,
 };
@@ -87,6 +87,22 @@ impl Stage {
         })
     }
 
+    /// What every container's copy of this stage must share (a `labels` stage's cardinality
+    /// guards), if anything.
+    pub fn shared(&self) -> Option<Shared> {
+        match self {
+            Stage::Labels(s) => Some(Shared::Labels(s.guards())),
+            _ => None,
+        }
+    }
+
+    /// Shares `shared`, taken by [`Stage::shared`] from a stage built from the same config.
+    pub fn share(&mut self, shared: &Shared) {
+        if let (Stage::Labels(s), Shared::Labels(guards)) = (self, shared) {
+            s.share_guards(guards);
+        }
+    }
+
     #[inline]
     pub fn apply(&mut self, line: &mut LogLine, cx: &StageContext<'_>) -> Verdict {
         match self {
@@ -102,4 +118,10 @@ impl Stage {
             Stage::Tenant(s) => s.apply(line, cx),
         }
     }
+}
+
+/// State shared by every container's copy of a stage (see [`Stage::shared`]).
+#[derive(Clone, Debug)]
+pub enum Shared {
+    Labels(Guards),
 }

@@ -1,5 +1,6 @@
 //! One file per line stage (see [`super::stage::Stage`]).
 
+mod extract;
 pub mod fields;
 pub mod filter;
 pub mod json;
