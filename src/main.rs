@@ -1,4 +1,4 @@
-//! `log-capturer run | validate` — see the README.
+//! `log-capturer run | validate | process | …` — see the README.
 
 use clap::{CommandFactory, Parser, Subcommand};
 use std::path::{Path, PathBuf};
@@ -54,6 +54,35 @@ enum Command {
     },
     /// Print the embedded default config.
     DefaultConfig,
+    /// Run sample lines (stdin, one message a line; a `docker logs --timestamps` prefix is
+    /// taken as the line's timestamp) through a processing pipeline and print what each
+    /// becomes: records (as the NDJSON the sinks write), drops and multiline groups. Exit 0:
+    /// done; 1: an I/O error; 2: a config or usage error.
+    Process {
+        /// Config file whose processing.pipelines to try.
+        #[arg(short, long, value_name = "FILE")]
+        config: PathBuf,
+        /// The pipeline to run, by name (default: the one whose match selects --container,
+        /// --image and --label; without those, the first).
+        #[arg(long, value_name = "NAME")]
+        pipeline: Option<String>,
+        /// The container the lines come from (for match and the records).
+        #[arg(long, value_name = "NAME")]
+        container: Option<String>,
+        /// Its image (for match and the records).
+        #[arg(long, value_name = "IMAGE")]
+        image: Option<String>,
+        /// One of its labels, KEY=VALUE (for match and processing.container_labels); repeatable.
+        #[arg(long, value_name = "KEY=VALUE")]
+        label: Vec<String>,
+        /// The stream the lines come from.
+        #[arg(long, value_enum, default_value = "stdout")]
+        stream: ProcessStream,
+        /// text: `3: {record}`, `4: dropped by drop[1]`, `5-9: {record}` (a group);
+        /// ndjson: `{"input":[5,9],"record":{...}}`, `{"input":[4,4],"dropped_by":"drop[1]"}`.
+        #[arg(long, value_enum, default_value = "text")]
+        format: ProcessFormat,
+    },
     /// Show a running agent's containers (by lag) and sinks. Exit 0: healthy; 1: a sink is
     /// failing or a stream has not rotated for twice its interval; 3: no answer from the agent.
     Status {
@@ -82,6 +111,18 @@ enum Command {
         #[command(subcommand)]
         action: DlqAction,
     },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum ProcessStream {
+    Stdout,
+    Stderr,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum ProcessFormat {
+    Text,
+    Ndjson,
 }
 
 #[derive(Subcommand)]
@@ -187,6 +228,44 @@ fn main() -> ExitCode {
                 return ExitCode::from(log_capturer::observability::status_client::EXIT_NO_STATUS);
             }
             ExitCode::from(log_capturer::observability::status_client::run(&url, json))
+        }
+        Command::Process {
+            config,
+            pipeline,
+            container,
+            image,
+            label,
+            stream,
+            format,
+        } => {
+            use log_capturer::processing::try_run;
+            let options = try_run::Options {
+                pipeline,
+                container,
+                image,
+                labels: label,
+                stream: Some(match stream {
+                    ProcessStream::Stdout => log_capturer::pipeline::StreamKind::Stdout,
+                    ProcessStream::Stderr => log_capturer::pipeline::StreamKind::Stderr,
+                }),
+                format: match format {
+                    ProcessFormat::Text => try_run::Format::Text,
+                    ProcessFormat::Ndjson => try_run::Format::Ndjson,
+                },
+            };
+            let stdin = std::io::stdin().lock();
+            let stdout = std::io::BufWriter::new(std::io::stdout().lock());
+            let mut note = |n: &str| eprintln!("note: {n}");
+            match try_run::run(&config, &options, stdin, stdout, &mut note) {
+                Ok(summary) => {
+                    eprintln!("{summary}");
+                    ExitCode::SUCCESS
+                }
+                Err(failure) => {
+                    eprintln!("error: {}", failure.message);
+                    ExitCode::from(failure.code)
+                }
+            }
         }
         Command::DefaultConfig => {
             print!("{}", log_capturer::config::DEFAULT_CONFIG_YAML);

@@ -20,6 +20,8 @@ pub struct AgentConfig<'a> {
     pub include_label: Option<&'a str>,
     /// `sinks.file.fsync` (always, interval, never); None: the agent's default.
     pub fsync: Option<&'a str>,
+    /// The `processing:` section (YAML, starting with `processing:`); None: no pipelines.
+    pub processing: Option<&'a str>,
 }
 
 impl Agent {
@@ -45,9 +47,10 @@ impl Agent {
             .unwrap_or_default();
         let config = format!(
             "capture:\n  rotation_interval: {}\n  initial_position: beginning\n{include}\
-             sinks:\n{sink}checkpoint:\n  state_dir: {}\nhttp:\n  listen: {http}\nlog:\n  level: warn\n",
+             sinks:\n{sink}checkpoint:\n  state_dir: {}\nhttp:\n  listen: {http}\nlog:\n  level: warn\n{}",
             c.rotation,
-            dir.join("state").display()
+            dir.join("state").display(),
+            c.processing.unwrap_or_default()
         );
         let path = dir.join("agent.yaml");
         std::fs::write(&path, config).map_err(|e| e.to_string())?;

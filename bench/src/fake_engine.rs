@@ -22,18 +22,7 @@ struct Shared {
 /// `lines` frames of about `line_bytes` bytes each (one in ten on stderr), with real
 /// RFC3339Nano stamps an hour in the past, 1 µs apart.
 pub fn frames(lines: usize, line_bytes: usize) -> (Vec<u8>, usize) {
-    let base = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as i64)
-        .unwrap_or(0)
-        - 3_600_000_000_000;
-    let mut out = Vec::with_capacity(lines * (line_bytes + 40));
-    let mut message_bytes = 0;
-    let mut text = String::new();
-    for i in 0..lines {
-        text.clear();
-        text.push_str(&format_rfc3339_nanos(base + i as i64 * 1000));
-        text.push(' ');
+    frames_of(lines, |i, text| {
         let start = text.len();
         text.push_str(&format!(
             "GET /api/v1/items/{i} HTTP/1.1 200 rt=0.0{} ",
@@ -42,9 +31,44 @@ pub fn frames(lines: usize, line_bytes: usize) -> (Vec<u8>, usize) {
         while text.len() - start < line_bytes - 1 {
             text.push('x');
         }
+    })
+}
+
+/// `lines` frames whose messages `message(i, text)` appends to `text`, one in ten on stderr
+/// (unless `stdout_only`), with real RFC3339Nano stamps an hour in the past, 1 µs apart.
+/// Returns the body and the message bytes in it.
+pub fn frames_of(lines: usize, message: impl Fn(usize, &mut String)) -> (Vec<u8>, usize) {
+    frames_on(lines, false, message)
+}
+
+/// As [`frames_of`]; `stdout_only`: every line on stdout (multiline groups are per stream, so
+/// stack-trace input must not be split between streams).
+pub fn frames_on(
+    lines: usize,
+    stdout_only: bool,
+    message: impl Fn(usize, &mut String),
+) -> (Vec<u8>, usize) {
+    let base = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0)
+        - 3_600_000_000_000;
+    let mut out = Vec::with_capacity(lines * 140);
+    let mut message_bytes = 0;
+    let mut text = String::new();
+    for i in 0..lines {
+        text.clear();
+        text.push_str(&format_rfc3339_nanos(base + i as i64 * 1000));
+        text.push(' ');
+        let start = text.len();
+        message(i, &mut text);
         text.push('\n');
         message_bytes += text.len() - start - 1;
-        let kind = if i % 10 == 9 { 2u8 } else { 1u8 };
+        let kind = if i % 10 == 9 && !stdout_only {
+            2u8
+        } else {
+            1u8
+        };
         out.extend_from_slice(&[kind, 0, 0, 0]);
         out.extend_from_slice(&(text.len() as u32).to_be_bytes());
         out.extend_from_slice(text.as_bytes());

@@ -2,6 +2,7 @@
 //!
 //! - firehose: a fake Engine API serves N containers' pre-generated frames as fast as the socket
 //!   takes them; the agent writes to the null sink and, separately, to the file sink;
+//! - processing: the firehose to the null sink through processing pipelines (see `processing`);
 //! - daemon: K real containers print 200 000 lines each into json-file; the agent reads them
 //!   back, and its CPU is compared with dockerd's for the same window;
 //! - idle: 1 000 idle follow streams: memory per stream, tasks, FDs, a full rotation, shutdown.
@@ -11,6 +12,7 @@
 
 mod agent;
 mod fake_engine;
+mod processing;
 
 use clap::Parser;
 use std::path::{Path, PathBuf};
@@ -28,11 +30,11 @@ use log_capturer_testkit::{cpu_seconds, status_field, sum_prefix};
     about = "Benchmark the release agent"
 )]
 struct Args {
-    /// Scenarios to run: firehose, daemon, idle, reopen.
+    /// Scenarios to run: firehose, processing, daemon, idle, reopen.
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "firehose,daemon,idle,reopen"
+        default_value = "firehose,processing,daemon,idle,reopen"
     )]
     scenarios: Vec<String>,
     /// Runs of each measurement; the table shows medians.
@@ -128,12 +130,13 @@ fn run(args: &Args) -> Result<(), String> {
     for s in &args.scenarios {
         match s.as_str() {
             "firehose" => rows.extend(firehose(&binary, &out, runs, args)?),
+            "processing" => rows.extend(processing::scenario(&binary, &out, runs, args.quick)?),
             "daemon" => rows.extend(daemon(&binary, &out, runs, args.quick)?),
             "idle" => rows.extend(idle(&binary, &out, runs, args.quick)?),
             "reopen" => rows.extend(reopen(runs, args.quick)?),
             other => {
                 return Err(format!(
-                    "unknown scenario {other:?} (firehose, daemon, idle, reopen)"
+                    "unknown scenario {other:?} (firehose, processing, daemon, idle, reopen)"
                 ));
             }
         }
@@ -239,6 +242,7 @@ fn firehose(binary: &Path, out: &Path, runs: usize, args: &Args) -> Result<Vec<R
                         rotation: "1h",
                         include_label: None,
                         fsync,
+                        processing: None,
                     },
                 )?;
                 let key = format!("log_capturer_sink_lines_total{{sink=\"{sink}\"}}");
@@ -336,6 +340,7 @@ fn daemon(binary: &Path, out: &Path, runs: usize, quick: bool) -> Result<Vec<Row
                     rotation: "1h",
                     include_label: Some(&label),
                     fsync: None,
+                    processing: None,
                 },
             )?;
             let d0 = cpu_seconds(dockerd);
@@ -555,6 +560,7 @@ fn idle(binary: &Path, out: &Path, runs: usize, quick: bool) -> Result<Vec<Row>,
                 rotation: &rotation_setting,
                 include_label: None,
                 fsync: None,
+                processing: None,
             },
         )
     };

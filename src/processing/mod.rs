@@ -19,6 +19,7 @@ pub mod stage;
 pub mod stages;
 #[cfg(test)]
 mod tests;
+pub mod try_run;
 
 pub use config::ProcessingConfig;
 pub use engine::{Pipelines, Processor};

@@ -1,0 +1,508 @@
+//! `log-capturer process`: runs sample lines through one pipeline of a config and prints what
+//! each becomes — a record (the NDJSON the sinks write), a drop (and the stage that dropped
+//! it), or a multiline group (the input lines it joined) — so people can try a pipeline
+//! without running the agent.
+//!
+//! Each input line is one message of one stream. A `docker logs --timestamps` prefix
+//! (`2026-12-01T06:00:00.123456789Z `) is taken as the line's Docker timestamp; lines without
+//! one get the wall clock as they are read. Before each line, groups whose stream has been
+//! quiet for `flush_after` *by those timestamps* are emitted (as the agent would have done in
+//! the meantime); at the end of the input every open group is emitted (`stream_end`).
+//!
+//! Output, one line per outcome, in input order:
+//! - `text`: `3: {record}`, `4: dropped by drop[1]`, `5-9: {record}` (a group of 5 lines);
+//! - `ndjson`: `{"input":[5,9],"record":{…}}`, `{"input":[4,4],"dropped_by":"drop[1]"}`.
+//!
+//! A summary goes to stderr. Exit codes: 0 done, 1 an I/O error, 2 a config or usage error
+//! (the message names the key path).
+
+use std::collections::HashMap;
+use std::io::{BufRead, Write};
+use std::path::Path;
+
+use bytes::Bytes;
+
+use super::{Pipelines, ProcessingMetrics, Processor, StageContext};
+use crate::capture::Position;
+use crate::checkpoint::now_ns;
+use crate::config::Config;
+use crate::discovery::filter::Candidate;
+use crate::docker::timestamp::parse_rfc3339_nanos;
+use crate::pipeline::{ContainerMeta, LogLine, StreamKind};
+
+pub const EXIT_OK: u8 = 0;
+pub const EXIT_IO: u8 = 1;
+pub const EXIT_CONFIG: u8 = 2;
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Format {
+    #[default]
+    Text,
+    Ndjson,
+}
+
+/// What the command line chose.
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    /// The pipeline by name; None: the one whose `match` selects the container (with a
+    /// container given), else the first.
+    pub pipeline: Option<String>,
+    /// The container the lines come from (name, without `/`), for `match` and the records.
+    pub container: Option<String>,
+    /// Its image, for `match` and the records.
+    pub image: Option<String>,
+    /// Its labels (`key=value`), for `match` and `processing.container_labels`.
+    pub labels: Vec<String>,
+    pub stream: Option<StreamKind>,
+    pub format: Format,
+}
+
+/// An error of the command, with its exit code.
+#[derive(Debug)]
+pub struct Failure {
+    pub code: u8,
+    pub message: String,
+}
+
+fn config_error(message: impl Into<String>) -> Failure {
+    Failure {
+        code: EXIT_CONFIG,
+        message: message.into(),
+    }
+}
+
+fn io_error(what: &str, e: std::io::Error) -> Failure {
+    Failure {
+        code: EXIT_IO,
+        message: format!("{what}: {e}"),
+    }
+}
+
+/// What a run did, for the summary on stderr.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Summary {
+    /// The pipeline that ran (None: none applied, lines passed unchanged).
+    pub pipeline: Option<String>,
+    pub lines: u64,
+    pub records: u64,
+    pub dropped: u64,
+    /// Records that joined more than one line.
+    pub groups: u64,
+}
+
+impl std::fmt::Display for Summary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.pipeline {
+            Some(name) => write!(f, "pipeline {name}: ")?,
+            None => f.write_str("no pipeline: ")?,
+        }
+        write!(
+            f,
+            "{} lines in, {} records out ({} multiline groups), {} dropped",
+            self.lines, self.records, self.groups, self.dropped
+        )
+    }
+}
+
+/// The whole command: loads the config at `path`, reads `input`, writes the outcomes to
+/// `output` and returns the summary (the caller prints it and any note to stderr).
+pub fn run(
+    path: &Path,
+    options: &Options,
+    input: impl BufRead,
+    output: impl Write,
+    notes: &mut dyn FnMut(&str),
+) -> Result<Summary, Failure> {
+    let config = Config::load(path).map_err(|e| config_error(e.to_string()))?;
+    // Validated with the config; compiled again here for the processors.
+    let pipelines = Pipelines::compile(&config.processing)
+        .map_err(|e| config_error(format!("{}: {e}", path.display())))?;
+    let labels = parse_labels(&options.labels)?;
+    let name = options.container.clone().unwrap_or_default();
+    let image = options.image.clone().unwrap_or_default();
+    let meta = ContainerMeta::new(String::new(), name.clone(), image.clone(), None, None)
+        .with_label_fields(pipelines.label_fields(&labels));
+    let metrics = ProcessingMetrics::default();
+    let processor = choose(&pipelines, options, &name, &image, &labels, &metrics, notes)?;
+    let mut runner = Runner {
+        meta,
+        format: options.format,
+        stream: options.stream.unwrap_or(StreamKind::Stdout),
+        done: 0,
+        summary: Summary::default(),
+        out: Vec::new(),
+        text: Vec::new(),
+    };
+    runner.summary.pipeline = processor.as_ref().map(|p| p.name().to_string());
+    runner.run(processor, input, output)?;
+    Ok(runner.summary)
+}
+
+/// `key=value` (or `key`: an empty value) pairs.
+fn parse_labels(labels: &[String]) -> Result<HashMap<String, String>, Failure> {
+    let mut out = HashMap::new();
+    for label in labels {
+        let (k, v) = label.split_once('=').unwrap_or((label.as_str(), ""));
+        if k.is_empty() {
+            return Err(config_error(format!(
+                "--label {label:?}: give KEY=VALUE (or KEY)"
+            )));
+        }
+        out.insert(k.to_string(), v.to_string());
+    }
+    Ok(out)
+}
+
+fn choose(
+    pipelines: &Pipelines,
+    options: &Options,
+    name: &str,
+    image: &str,
+    labels: &HashMap<String, String>,
+    metrics: &ProcessingMetrics,
+    notes: &mut dyn FnMut(&str),
+) -> Result<Option<Processor>, Failure> {
+    if let Some(wanted) = &options.pipeline {
+        return match pipelines.processor_named(wanted, metrics) {
+            Some(p) => p.map(Some).map_err(config_error),
+            None => {
+                let names: Vec<&str> = pipelines.names().collect();
+                Err(config_error(if names.is_empty() {
+                    format!("--pipeline {wanted}: processing.pipelines is empty")
+                } else {
+                    format!(
+                        "--pipeline {wanted}: no such pipeline in processing.pipelines (there: {})",
+                        names.join(", ")
+                    )
+                }))
+            }
+        };
+    }
+    let selecting =
+        options.container.is_some() || options.image.is_some() || !options.labels.is_empty();
+    if selecting {
+        let candidate = Candidate {
+            name,
+            image,
+            labels,
+        };
+        let found = pipelines.processor_for(&candidate, metrics);
+        if found.is_none() {
+            notes(&format!(
+                "no pipeline of processing.pipelines matches container {name:?}: its lines pass \
+                 unchanged"
+            ));
+        }
+        return Ok(found);
+    }
+    match pipelines.names().next() {
+        Some(first) => pipelines
+            .processor_named(first, metrics)
+            .map(|p| p.map(Some).map_err(config_error))
+            .unwrap_or(Ok(None)),
+        None => {
+            notes("processing.pipelines is empty: lines pass unchanged");
+            Ok(None)
+        }
+    }
+}
+
+struct Runner {
+    meta: ContainerMeta,
+    format: Format,
+    stream: StreamKind,
+    /// Input lines accounted for (emitted or dropped), in order.
+    done: u64,
+    summary: Summary,
+    /// Records of the last step.
+    out: Vec<LogLine>,
+    /// Output buffer of one outcome.
+    text: Vec<u8>,
+}
+
+impl Runner {
+    fn run(
+        &mut self,
+        mut processor: Option<Processor>,
+        mut input: impl BufRead,
+        mut output: impl Write,
+    ) -> Result<(), Failure> {
+        let mut raw = Vec::new();
+        let mut position = Position::default();
+        loop {
+            raw.clear();
+            let n = input
+                .read_until(b'\n', &mut raw)
+                .map_err(|e| io_error("reading stdin", e))?;
+            if n == 0 {
+                break;
+            }
+            let line = self.line(&raw);
+            self.summary.lines += 1;
+            let before = position;
+            // Positions only matter to the agent's cursor; kept plausible (monotonic).
+            position = Position {
+                timestamp_ns: line.ts_ns,
+                count: if line.ts_ns == before.timestamp_ns {
+                    before.count + 1
+                } else {
+                    1
+                },
+            };
+            let ts = line.ts_ns;
+            match &mut processor {
+                Some(p) => {
+                    let cx = StageContext {
+                        container: &self.meta,
+                        now_ns: now_ns(),
+                    };
+                    // Groups that had been quiet for flush_after when this line came.
+                    let dropped = p.flush_due(ts, &cx, &mut self.out);
+                    self.report(Some(p), dropped, &mut output)?;
+                    let cx = StageContext {
+                        container: &self.meta,
+                        now_ns: now_ns(),
+                    };
+                    let dropped = p.push(line, before, &cx, &mut self.out);
+                    self.report(Some(p), dropped, &mut output)?;
+                }
+                None => {
+                    self.out.push(line);
+                    self.report(None, 0, &mut output)?;
+                }
+            }
+        }
+        if let Some(p) = &mut processor {
+            let cx = StageContext {
+                container: &self.meta,
+                now_ns: now_ns(),
+            };
+            let dropped = p.flush_all(&cx, &mut self.out);
+            self.report(Some(p), dropped, &mut output)?;
+        }
+        output.flush().map_err(|e| io_error("writing stdout", e))
+    }
+
+    /// One input line (with its newline) as Docker would have given it.
+    fn line(&self, raw: &[u8]) -> LogLine {
+        let mut text = raw.strip_suffix(b"\n").unwrap_or(raw);
+        text = text.strip_suffix(b"\r").unwrap_or(text);
+        let prefixed = text
+            .iter()
+            .position(|&b| b == b' ')
+            .and_then(|space| Some((parse_rfc3339_nanos(&text[..space])?, &text[space + 1..])));
+        let (ts_ns, message) = match prefixed {
+            Some((ts, rest)) => (ts, rest),
+            None => (now_ns(), text),
+        };
+        LogLine {
+            ts_ns,
+            stream: self.stream,
+            message: Bytes::copy_from_slice(message),
+            truncated: false,
+            extra: None,
+        }
+    }
+
+    /// Writes what the last step produced: the records in `self.out`, and `dropped` drops.
+    fn report(
+        &mut self,
+        mut processor: Option<&mut Processor>,
+        dropped: usize,
+        output: &mut impl Write,
+    ) -> Result<(), Failure> {
+        let finished = match &mut processor {
+            Some(p) => {
+                let (lines, _) = p.take_finished();
+                lines[0] + lines[1]
+            }
+            None => self.out.len() as u64,
+        };
+        let records = std::mem::take(&mut self.out);
+        // Each record covers its joined lines (one if not a group); what is left of the
+        // finished lines was dropped. With one stream a step finishes at most one group, so
+        // this attribution is exact.
+        let mut left = finished;
+        for record in &records {
+            let joined = record.extra.as_deref().map_or(0, |e| e.joined_lines);
+            let covers = u64::from(joined.max(1)).min(left.max(1));
+            left = left.saturating_sub(covers);
+            if joined > 1 {
+                self.summary.groups += 1;
+            }
+            self.summary.records += 1;
+            self.text.clear();
+            let (first, last) = self.span(covers);
+            let mut ndjson = Vec::new();
+            crate::sinks::ndjson::encode_line(&mut ndjson, &self.meta, record);
+            let ndjson = ndjson.strip_suffix(b"\n").unwrap_or(&ndjson);
+            match self.format {
+                Format::Text => {
+                    self.write_span(first, last, b": ");
+                    self.text.extend_from_slice(ndjson);
+                }
+                Format::Ndjson => {
+                    self.text.extend_from_slice(
+                        format!("{{\"input\":[{first},{last}],\"record\":").as_bytes(),
+                    );
+                    self.text.extend_from_slice(ndjson);
+                    self.text.push(b'}');
+                }
+            }
+            self.text.push(b'\n');
+            output
+                .write_all(&self.text)
+                .map_err(|e| io_error("writing stdout", e))?;
+        }
+        for i in 0..dropped {
+            self.summary.dropped += 1;
+            // The last drop takes what is left (a dropped group's lines).
+            let covers = if i + 1 == dropped { left.max(1) } else { 1 };
+            left = left.saturating_sub(covers);
+            let stage = processor
+                .as_deref()
+                .and_then(Processor::last_drop_stage)
+                .unwrap_or("?")
+                .to_string();
+            let (first, last) = self.span(covers);
+            self.text.clear();
+            match self.format {
+                Format::Text => {
+                    self.write_span(first, last, b": dropped by ");
+                    self.text.extend_from_slice(stage.as_bytes());
+                }
+                Format::Ndjson => self.text.extend_from_slice(
+                    format!("{{\"input\":[{first},{last}],\"dropped_by\":\"{stage}\"}}").as_bytes(),
+                ),
+            }
+            self.text.push(b'\n');
+            output
+                .write_all(&self.text)
+                .map_err(|e| io_error("writing stdout", e))?;
+        }
+        Ok(())
+    }
+
+    /// The next `n` input lines (1-based, inclusive).
+    fn span(&mut self, n: u64) -> (u64, u64) {
+        let first = self.done + 1;
+        self.done += n;
+        (first, self.done)
+    }
+
+    fn write_span(&mut self, first: u64, last: u64, then: &[u8]) {
+        let span = if first == last {
+            first.to_string()
+        } else {
+            format!("{first}-{last}")
+        };
+        self.text.extend_from_slice(span.as_bytes());
+        self.text.extend_from_slice(then);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn try_run(config: &str, options: &Options, input: &str) -> Result<(String, Summary), Failure> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("config.yaml");
+        std::fs::write(&path, config).expect("write config");
+        let mut out = Vec::new();
+        let summary = run(&path, options, input.as_bytes(), &mut out, &mut |_| {})?;
+        Ok((String::from_utf8(out).expect("utf-8"), summary))
+    }
+
+    const MULTILINE: &str = "processing:\n  pipelines:\n    - name: java\n      stages:\n        \
+        - multiline: { start: '^\\d{4}-' }\n";
+
+    #[test]
+    fn groups_name_the_lines_they_joined() {
+        let input = "2026-01-01 start one\n  at a\n  at b\n2026-01-01 start two\n2026-01-01 three\n  at c\n";
+        let (out, summary) = try_run(MULTILINE, &Options::default(), input).expect("runs");
+        let spans: Vec<&str> = out
+            .lines()
+            .map(|l| l.split(':').next().unwrap_or(""))
+            .collect();
+        assert_eq!(spans, ["1-3", "4", "5-6"], "{out}");
+        assert!(
+            out.contains(r#""message":"2026-01-01 start one\n  at a\n  at b""#),
+            "{out}"
+        );
+        assert_eq!(
+            summary,
+            Summary {
+                pipeline: Some("java".into()),
+                lines: 6,
+                records: 3,
+                dropped: 0,
+                groups: 2,
+            }
+        );
+    }
+
+    #[test]
+    fn docker_timestamps_are_taken_and_flush_after_applies_between_them() {
+        let input = "2026-12-01T06:00:00.000000001Z 2026-01-01 first\n\
+                     2026-12-01T06:00:00.5Z   at a\n\
+                     2026-12-01T06:00:09Z   late continuation\n";
+        let options = Options {
+            format: Format::Ndjson,
+            ..Options::default()
+        };
+        let (out, _) = try_run(MULTILINE, &options, input).expect("runs");
+        let lines: Vec<&str> = out.lines().collect();
+        // flush_after (2s by default) passed before the third line: the group went alone.
+        assert_eq!(lines.len(), 2, "{out}");
+        assert!(
+            lines[0].starts_with(
+                r#"{"input":[1,2],"record":{"timestamp":"2026-12-01T06:00:00.000000001Z""#
+            ),
+            "{out}"
+        );
+        assert!(
+            lines[1].starts_with(r#"{"input":[3,3],"record":{"timestamp":"2026-12-01T06:00:09"#),
+            "{out}"
+        );
+        for line in lines {
+            serde_json::from_str::<serde_json::Value>(line).expect("valid JSON");
+        }
+    }
+
+    #[test]
+    fn an_unknown_pipeline_is_a_config_error() {
+        let options = Options {
+            pipeline: Some("nope".into()),
+            ..Options::default()
+        };
+        let err = try_run(MULTILINE, &options, "x\n").expect_err("refused");
+        assert_eq!(err.code, EXIT_CONFIG);
+        assert!(
+            err.message.contains("--pipeline nope") && err.message.contains("java"),
+            "{}",
+            err.message
+        );
+    }
+
+    #[test]
+    fn a_container_no_pipeline_matches_passes_lines_unchanged() {
+        let config = "processing:\n  pipelines:\n    - name: java\n      match: { names: [api-*] }\n      \
+            stages:\n        - multiline: { start: '^S' }\n";
+        let options = Options {
+            container: Some("web".into()),
+            ..Options::default()
+        };
+        let (out, summary) = try_run(config, &options, "S1\nc\n").expect("runs");
+        assert_eq!(summary.pipeline, None);
+        assert_eq!(out.lines().count(), 2, "{out}");
+        let options = Options {
+            container: Some("api-1".into()),
+            ..Options::default()
+        };
+        let (out, summary) = try_run(config, &options, "S1\nc\n").expect("runs");
+        assert_eq!(summary.pipeline.as_deref(), Some("java"));
+        assert_eq!(out.lines().count(), 1, "{out}");
+        assert!(out.contains(r#""container_name":"api-1""#), "{out}");
+    }
+}
