@@ -421,9 +421,8 @@ mod tests {
     #[test]
     fn field_placeholders_take_container_labels() {
         let t = PathTemplate::new("/lc/{team}/{image}/{container_name}.log").expect("template");
-        let labelled = |team: &str| {
-            meta("id", "web").with_label_fields(vec![("team".into(), team.into())])
-        };
+        let labelled =
+            |team: &str| meta("id", "web").with_label_fields(vec![("team".into(), team.into())]);
         let mut m = labelled("pay");
         m.image = "reg.io/shop:1".into();
         assert_eq!(

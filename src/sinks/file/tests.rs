@@ -592,7 +592,13 @@ fn unknown_placeholders_are_refused_at_load() {
         )
     };
     assert!(parse("/l/{team}/{container_name}.log", "[team]").is_ok());
-    assert!(parse("/l/{com.example.team}/{container_name}.log", "['com.example.*']").is_ok());
+    assert!(
+        parse(
+            "/l/{com.example.team}/{container_name}.log",
+            "['com.example.*']"
+        )
+        .is_ok()
+    );
     assert!(parse("/l/{image}/{compose_service}-{container_name}.log", "[]").is_ok());
     for (path, labels) in [
         ("/l/{team}/{container_name}.log", "[]"),
