@@ -18,6 +18,8 @@ pub struct AgentOptions {
     pub sinks: String,
     /// Extra `pipeline:` keys, indented by 2 spaces.
     pub pipeline: String,
+    /// The keys of a top-level `processing:` section, indented by 2 spaces (none if empty).
+    pub processing: String,
     /// The NDJSON file sink under `dir/out` (on by default).
     pub file_sink: bool,
     /// Run the agent under this open-files limit (soft and hard), via `prlimit`.
@@ -41,6 +43,7 @@ impl Default for AgentOptions {
             checkpoint_interval: "1s",
             sinks: String::new(),
             pipeline: String::new(),
+            processing: String::new(),
             file_sink: true,
             fd_limit: None,
             log_level: "log_capturer=debug,info",
@@ -83,7 +86,7 @@ impl Agent {
         let config = format!(
             "{docker}capture:\n{capture}\
              sinks:\n{file}{sinks}\
-             pipeline:\n  flush_interval: 50ms\n{pipeline}\
+             pipeline:\n  flush_interval: 50ms\n{pipeline}{processing}\
              checkpoint:\n  state_dir: {state}\n  interval: {ci}\n\
              http:\n  listen: {http}\n\
              log:\n  level: {log_level}\n",
@@ -105,6 +108,11 @@ impl Agent {
                 String::new()
             },
             pipeline = options.pipeline,
+            processing = if options.processing.is_empty() {
+                String::new()
+            } else {
+                format!("processing:\n{}", options.processing)
+            },
             log_level = options.log_level,
         );
         let path = dir.join("config.yaml");
