@@ -67,6 +67,9 @@ pub fn show(config: &Config, id: &str) -> Result<(), String> {
     println!("reason:  {}", header.reason.clone().unwrap_or_default());
     println!("written: {}", format_rfc3339_nanos(header.written_ns));
     println!("entries: {}", header.entries);
+    if let Some(tenant) = &header.tenant {
+        println!("tenant:  {tenant}");
+    }
     for (labels, ts, line) in decode_entries(&header, &body)? {
         println!("{} {labels} {line}", format_rfc3339_nanos(ts));
     }

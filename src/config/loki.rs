@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use super::{ByteSize, HumanDuration, Secret};
 
-/// Dynamic labels and structured-metadata fields a record can provide.
+/// Dynamic labels and structured-metadata fields every record has. Besides these, `labels`
+/// and `structured_metadata` may name `level`, a record field (set by processing) or a
+/// container label copied by `processing.container_labels`, by a Loki label name.
 pub const RECORD_FIELDS: &[&str] = &[
     "container_name",
     "container_id",
@@ -212,6 +214,12 @@ impl Default for BufferConfig {
     }
 }
 
+/// A name `labels` / `structured_metadata` may use: a record field, or a processing field
+/// named like a Loki label (never the message, which is the line).
+fn label_source(name: &str) -> bool {
+    RECORD_FIELDS.contains(&name) || (valid_label_name(name) && name != "message")
+}
+
 pub fn valid_label_name(name: &str) -> bool {
     let mut chars = name.chars();
     matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
@@ -235,9 +243,10 @@ impl LokiSinkConfig {
             ));
         }
         for (i, l) in self.labels.iter().enumerate() {
-            if !RECORD_FIELDS.contains(&l.as_str()) {
+            if !label_source(l) {
                 return Err(format!(
-                    "{k}.labels[{i}]: {l:?} is not one of {RECORD_FIELDS:?}"
+                    "{k}.labels[{i}]: {l:?} is neither one of {RECORD_FIELDS:?} nor a field \
+                     named like a Loki label ([a-zA-Z_][a-zA-Z0-9_]*, not message)"
                 ));
             }
             if l == "container_id" {
@@ -247,9 +256,10 @@ impl LokiSinkConfig {
             }
         }
         for (i, f) in self.structured_metadata.iter().enumerate() {
-            if !RECORD_FIELDS.contains(&f.as_str()) {
+            if !label_source(f) {
                 return Err(format!(
-                    "{k}.structured_metadata[{i}]: {f:?} is not one of {RECORD_FIELDS:?}"
+                    "{k}.structured_metadata[{i}]: {f:?} is neither one of {RECORD_FIELDS:?} \
+                     nor a field named like a Loki label ([a-zA-Z_][a-zA-Z0-9_]*, not message)"
                 ));
             }
         }
@@ -337,5 +347,25 @@ mod tests {
         assert!(err.contains("max_line_bytes"), "{err}");
         c.max_line_bytes = ByteSize(64 * 1024);
         assert!(c.validate().is_ok());
+    }
+
+    /// Processing fields (`team` from a container label, `level`) may be labels or metadata;
+    /// the message and names Loki cannot take may not.
+    #[test]
+    fn labels_may_name_processing_fields() {
+        let mut c = LokiSinkConfig::default();
+        c.labels.push("team".into());
+        c.structured_metadata.push("level".into());
+        assert!(c.validate().is_ok());
+        for bad in ["message", "com.example.team", "1x", ""] {
+            let mut c = LokiSinkConfig::default();
+            c.labels.push(bad.into());
+            let err = c.validate().expect_err(bad);
+            assert!(err.contains("sinks.loki.labels[5]"), "{err}");
+            let mut c = LokiSinkConfig::default();
+            c.structured_metadata.push(bad.into());
+            let err = c.validate().expect_err(bad);
+            assert!(err.contains("sinks.loki.structured_metadata[2]"), "{err}");
+        }
     }
 }

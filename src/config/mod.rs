@@ -163,17 +163,12 @@ impl FileSinkConfig {
             rotate.validate()?;
             // Rotated files are `<live name>.NNNNNN`; Docker names may hold dots and digits, so
             // a live name ending in the container's name could be another's rotated file.
-            if self
-                .path
-                .rsplit('/')
-                .next()
-                .is_some_and(|file| file.ends_with("{container_name}"))
-            {
+            if crate::sinks::template_of(self)?.file_name_ends_in_a_value() {
                 return Err(
                     "sinks.file.path: with sinks.file.rotate the file name must not end in \
-                     {container_name} (write e.g. {container_name}.log): rotated files append \
-                     .NNNNNN to it, and the container web.000001 would be taken for web's \
-                     first rotated file"
+                     {container_name} or another name or field placeholder (write e.g. \
+                     {container_name}.log): rotated files append .NNNNNN to it, and the \
+                     container web.000001 would be taken for web's first rotated file"
                         .to_string(),
                 );
             }
@@ -484,6 +479,7 @@ impl Config {
         }
         if let Some(file) = &self.sinks.file {
             file.validate()?;
+            crate::sinks::check_placeholders(file, &self.processing.container_labels)?;
         }
         if self.checkpoint.state_dir.as_os_str().is_empty() {
             return Err("checkpoint.state_dir: must not be empty".to_string());

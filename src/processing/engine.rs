@@ -8,6 +8,7 @@ use super::config::{PipelineConfig, ProcessingConfig, StageConfig};
 use super::metrics::{GROUP_ENDS, GroupLabels, PipelineLabels, ProcessingMetrics};
 use super::multiline::Multiline;
 use super::stage::{Shared, Stage, StageContext, Verdict};
+use super::stages::tenant::check_label_copied;
 use crate::capture::{Cursor, Position};
 use crate::config::FilterConfig;
 use crate::discovery::filter::{Candidate, glob_match, selected};
@@ -59,6 +60,12 @@ impl Pipelines {
             };
             // Built once with throw-away counters: every stage error shows now, not per container.
             let prototype = compiled.instantiate(&ProcessingMetrics::default())?;
+            for (s, stage) in pipeline.stages.iter().enumerate() {
+                if let StageConfig::Tenant(tenant) = stage {
+                    check_label_copied(tenant, &config.container_labels)
+                        .map_err(|e| format!("{at}.stages[{s}].tenant.{}: {}", e.key, e.message))?;
+                }
+            }
             compiled.shared = prototype.stages.iter().map(|s| s.stage.shared()).collect();
             pipelines.push(compiled);
         }

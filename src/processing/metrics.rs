@@ -48,6 +48,7 @@ pub const STAGE_EVENTS: &[&str] = &[
     "label_refused",
     "label_value_cut",
     "tenant_missing",
+    "tenant_invalid",
 ];
 
 #[derive(Clone, Default)]
@@ -89,7 +90,7 @@ impl ProcessingMetrics {
         );
         r.register(
             "log_capturer_pipeline_stage_events",
-            "Other stage events, by pipeline, stage and event (timestamp_clamped, timestamp_kept_out_of_bounds, label_refused, label_value_cut, tenant_missing)",
+            "Other stage events, by pipeline, stage and event (timestamp_clamped, timestamp_kept_out_of_bounds, label_refused, label_value_cut, tenant_missing, tenant_invalid)",
             self.events.clone(),
         );
     }

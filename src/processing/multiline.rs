@@ -89,6 +89,9 @@ pub struct Multiline {
     open: [Option<Group>; 2],
     /// Groups emitted, by how they ended (indexed like [`GROUP_ENDS`]).
     ends: [Counter; 5],
+    /// Groups emitted since the last [`Multiline::take_finished`], which adds them to `ends`:
+    /// a group whose batch is never handed over is read and emitted again, and counted once.
+    ended: [u64; 5],
     /// Input lines (per stream index) and bytes that left the stage in emitted groups since
     /// the last [`Multiline::take_finished`].
     finished: ([u64; 2], u64),
@@ -145,6 +148,7 @@ impl Multiline {
             flush_after_ns: i64::try_from(flush_after.as_nanos()).unwrap_or(i64::MAX),
             open: [None, None],
             ends,
+            ended: [0; 5],
             finished: ([0, 0], 0),
         })
     }
@@ -158,7 +162,7 @@ impl Multiline {
 
     fn emit(&mut self, i: usize, end: usize, out: &mut Vec<LogLine>) {
         if let Some(group) = self.open[i].take() {
-            self.ends[end].inc();
+            self.ended[end] += 1;
             self.finished.0[i] += u64::from(group.lines);
             // The input bytes: without the newlines the join added.
             self.finished.1 += (group.bytes - (group.lines as usize - 1)) as u64;
@@ -194,12 +198,23 @@ impl Multiline {
     }
 
     /// Moves `cursor` back before the first line of every open group.
+    ///
+    /// The group's first line also counts as begun but not delivered (`unfinished_ns`): the
+    /// reopen's `since` assumes a stream's undelivered lines are stamped no earlier than the
+    /// other stream's position less the reorder slack, as lines not read yet are; a held
+    /// group's lines were read long before, and without this the reopen would not serve the
+    /// first lines of a group that stayed open while the other stream went on.
     pub fn hold(&self, cursor: &mut Cursor) {
         if let Some(g) = &self.open[0] {
             cursor.streams.stdout = g.before;
         }
         if let Some(g) = &self.open[1] {
             cursor.streams.stderr = g.before;
+        }
+        for g in self.open.iter().flatten() {
+            let first = g.first.ts_ns;
+            let unfinished = &mut cursor.streams.unfinished_ns;
+            *unfinished = Some(unfinished.map_or(first, |u| u.min(first)));
         }
     }
 
@@ -237,8 +252,19 @@ impl Multiline {
         }
     }
 
-    /// Input lines (stdout/tty, stderr) and bytes emitted in groups since the last call.
+    /// Input lines (stdout/tty, stderr) and bytes emitted in groups since the last call; the
+    /// groups emitted since are added to the group counters (call it when their batch is
+    /// handed over).
     pub fn take_finished(&mut self) -> ([u64; 2], u64) {
+        for (counter, n) in self.ends.iter().zip(std::mem::take(&mut self.ended)) {
+            if n > 0 {
+                counter.inc_by(n);
+            }
+        }
         std::mem::take(&mut self.finished)
     }
 }
+
+#[cfg(test)]
+#[path = "multiline_tests.rs"]
+mod tests;

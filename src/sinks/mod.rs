@@ -17,7 +17,7 @@ pub mod ndjson;
 mod null;
 mod stdout;
 
-pub use file::{FileSink, FileSinkSettings, Modes, PathTemplate, template_of};
+pub use file::{FileSink, FileSinkSettings, Modes, PathTemplate, check_placeholders, template_of};
 pub use null::NullSink;
 pub use stdout::StdoutSink;
 

@@ -5,7 +5,9 @@
 //! only for keys kept; what it keeps waits in [`Extracted`] until the whole line has parsed,
 //! so a line that fails half-way changes nothing ([`Extracted::commit`] after success).
 //!
-//! - `fields` empty: every key becomes a field; else only the keys listed.
+//! - `fields` empty: every key becomes a field, in the line's order (the first 256 keys of a
+//!   line); else only the keys listed, in the order listed (a stable field order whatever the
+//!   line's key order).
 //! - `message: KEY`: that key's value (a string unescaped, any other JSON value as its JSON
 //!   text) replaces the record's message. The key is then not also a field, unless `fields`
 //!   lists it.
@@ -16,15 +18,62 @@ use std::sync::Arc;
 
 use crate::pipeline::LogLine;
 use crate::processing::config::ParseConfig;
-use crate::processing::record::FieldValue;
+use crate::processing::metrics::StageMetrics;
+use crate::processing::record::{FieldValue, lookup};
+use crate::processing::stage::{StageContext, Verdict};
+
+/// A parser: offers the keys of `text` to the [`Extracted`]; false if `text` does not parse.
+pub(super) type Parser = fn(text: &[u8], out: &mut Extracted) -> bool;
+
+/// The body of `json` and `logfmt`: what to parse, and where its keys go.
+#[derive(Clone, Debug)]
+pub(super) struct ParseStage {
+    source: Option<String>,
+    out: Extracted,
+}
+
+impl ParseStage {
+    pub fn new(config: &ParseConfig, metrics: &StageMetrics) -> Self {
+        ParseStage {
+            source: config.source.clone(),
+            out: Extracted::new(config, metrics.parse_failures.clone()),
+        }
+    }
+
+    /// Parses `source` (the message by default) with `parse`; a missing `source` field is
+    /// a parse failure like a line that does not parse.
+    pub fn apply(&mut self, line: &mut LogLine, cx: &StageContext<'_>, parse: Parser) -> Verdict {
+        self.out.start();
+        let parsed = match &self.source {
+            None => parse(&line.message, &mut self.out),
+            Some(name) => match lookup(line, cx.container, name) {
+                Some(text) => parse(text.as_bytes(), &mut self.out),
+                None => false,
+            },
+        };
+        if parsed {
+            self.out.commit(line);
+        } else {
+            self.out.fail();
+        }
+        Verdict::Pass
+    }
+}
 
 /// Field names of the all-keys mode are kept for reuse (lines of one source nearly always
 /// share their keys), up to this many: a hostile source cannot grow the cache.
 const NAME_CACHE: usize = 64;
 
+/// In the all-keys mode, keys past this many in one line are not kept: setting a field is a
+/// linear search (records have a handful), so an odd line with thousands of keys would cost
+/// quadratic time.
+pub(super) const MAX_KEYS: usize = 256;
+
 /// Where a key of the parsed line goes.
 pub(super) struct Want {
     pub field: Option<Arc<str>>,
+    /// Position in `fields` (0 in the all-keys mode).
+    rank: usize,
     pub message: bool,
 }
 
@@ -41,13 +90,13 @@ pub(super) struct Extracted {
     listed: Vec<Arc<str>>,
     message_key: Option<Box<str>>,
     names: Vec<Arc<str>>,
-    pending: Vec<(Arc<str>, FieldValue)>,
+    pending: Vec<(usize, Arc<str>, FieldValue)>,
     new_message: Option<String>,
-    pub parse_failures: Counter,
+    parse_failures: Counter,
 }
 
 impl Extracted {
-    pub fn new(config: &ParseConfig, parse_failures: Counter) -> Self {
+    fn new(config: &ParseConfig, parse_failures: Counter) -> Self {
         Extracted {
             listed: config
                 .fields
@@ -63,19 +112,27 @@ impl Extracted {
     }
 
     /// Forgets what a previous (failed) line left.
-    pub fn start(&mut self) {
+    fn start(&mut self) {
         self.pending.clear();
         self.new_message = None;
     }
 
     pub fn want(&mut self, key: &str) -> Want {
         let message = self.message_key.as_deref() == Some(key);
-        let field = if self.listed.is_empty() {
-            if message { None } else { Some(self.name(key)) }
+        let (rank, field) = if self.listed.is_empty() {
+            let room = self.pending.len() < MAX_KEYS;
+            (0, (!message && room).then(|| self.name(key)))
         } else {
-            self.listed.iter().find(|k| &***k == key).cloned()
+            match self.listed.iter().position(|k| &**k == key) {
+                Some(rank) => (rank, Some(Arc::clone(&self.listed[rank]))),
+                None => (0, None),
+            }
         };
-        Want { field, message }
+        Want {
+            field,
+            rank,
+            message,
+        }
     }
 
     fn name(&mut self, key: &str) -> Arc<str> {
@@ -95,7 +152,7 @@ impl Extracted {
                 if want.message {
                     self.new_message = Some(value.as_str().to_owned());
                 }
-                self.pending.push((name, value));
+                self.pending.push((want.rank, name, value));
             }
             None if want.message => {
                 self.new_message = Some(match value {
@@ -107,21 +164,25 @@ impl Extracted {
     }
 
     /// The line parsed: its kept keys become fields (a key met twice keeps the last value).
-    pub fn commit(&mut self, line: &mut LogLine) {
+    fn commit(&mut self, line: &mut LogLine) {
         if let Some(message) = self.new_message.take() {
             line.message = Bytes::from(message);
         }
         if self.pending.is_empty() {
             return;
         }
+        if !self.listed.is_empty() {
+            // Stable: a key met twice keeps its last value.
+            self.pending.sort_by_key(|(rank, _, _)| *rank);
+        }
         let fields = &mut line.extra_mut().fields;
-        for (name, value) in self.pending.drain(..) {
+        for (_, name, value) in self.pending.drain(..) {
             fields.set(name, value);
         }
     }
 
     /// The line did not parse: it passes on unchanged, counted.
-    pub fn fail(&mut self) {
+    fn fail(&mut self) {
         self.start();
         self.parse_failures.inc();
     }

@@ -227,29 +227,13 @@ mod tests {
     use super::*;
     use crate::pipeline::StreamKind;
     use crate::processing::record::Level;
-    use bytes::Bytes;
+    use crate::processing::stages::testing;
     use proptest::prelude::*;
     use std::collections::BTreeMap;
 
-    fn meta() -> ContainerMeta {
-        ContainerMeta::new(
-            "c0ffee".into(),
-            "web-1".into(),
-            "nginx:1".into(),
-            Some("shop".into()),
-            None,
-        )
-        .with_label_fields(vec![("team".into(), "payments".into())])
-    }
-
     fn line(message: &str, fields: &[(&str, FieldValue)]) -> LogLine {
-        let mut l = LogLine {
-            ts_ns: 1,
-            stream: StreamKind::Stderr,
-            message: Bytes::copy_from_slice(message.as_bytes()),
-            truncated: false,
-            extra: None,
-        };
+        let mut l = testing::line(message.as_bytes(), &[]);
+        l.stream = StreamKind::Stderr;
         for (k, v) in fields {
             l.extra_mut().fields.set(Arc::from(*k), v.clone());
         }
@@ -278,12 +262,8 @@ mod tests {
     }
 
     fn run(stage: &mut FieldsStage, l: &mut LogLine) {
-        let m = meta();
-        let cx = StageContext {
-            container: &m,
-            now_ns: 0,
-        };
-        assert_eq!(stage.apply(l, &cx), Verdict::Pass);
+        let m = testing::meta();
+        assert_eq!(stage.apply(l, &testing::cx(&m, 0)), Verdict::Pass);
     }
 
     fn fields(l: &LogLine) -> Vec<(String, FieldValue)> {
@@ -326,7 +306,7 @@ mod tests {
             ("braces".to_string(), s("{literal} and }")),
             ("count_copy".to_string(), FieldValue::Json("3".into())),
             ("empty".to_string(), s("")),
-            ("none".to_string(), s("[]")),
+            ("none".to_string(), s("[]web")),
             ("origin".to_string(), s("shop/web-1 (nginx:1, payments)")),
             ("plain".to_string(), s("prod")),
             ("user_copy".to_string(), s("ann")),

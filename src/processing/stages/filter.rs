@@ -134,31 +134,12 @@ fn bit(level: Level) -> u8 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pipeline::{ContainerMeta, StreamKind};
     use crate::processing::config::MatchConfig;
-    use crate::processing::record::FieldValue;
-    use bytes::Bytes;
+    use crate::processing::stages::testing;
     use proptest::prelude::*;
-    use std::sync::Arc;
-
-    fn meta() -> ContainerMeta {
-        ContainerMeta::new(
-            "c0ffee".into(),
-            "web-1".into(),
-            "nginx:1".into(),
-            Some("shop".into()),
-            None,
-        )
-    }
 
     fn line(message: &[u8]) -> LogLine {
-        LogLine {
-            ts_ns: 1,
-            stream: StreamKind::Stdout,
-            message: Bytes::copy_from_slice(message),
-            truncated: false,
-            extra: None,
-        }
+        testing::line(message, &[])
     }
 
     fn config(expression: Option<&str>, source: Option<&str>, levels: &[&str]) -> MatchConfig {
@@ -174,12 +155,8 @@ mod tests {
     }
 
     fn run(stage: &mut MatchStage, l: &mut LogLine) -> Verdict {
-        let m = meta();
-        let cx = StageContext {
-            container: &m,
-            now_ns: 0,
-        };
-        stage.apply(l, &cx)
+        let m = testing::meta();
+        stage.apply(l, &testing::cx(&m, 0))
     }
 
     #[test]
@@ -201,10 +178,7 @@ mod tests {
     #[test]
     fn source_field_and_container_field() {
         let mut s = build(&config(Some("^/health"), Some("path"), &[]), false).unwrap();
-        let mut l = line(b"GET");
-        l.extra_mut()
-            .fields
-            .set(Arc::from("path"), FieldValue::Str("/healthz".into()));
+        let mut l = testing::line(b"GET", &[("path", "/healthz")]);
         assert_eq!(run(&mut s, &mut l), Verdict::Drop);
         // A missing field does not match: drop passes it, keep drops it.
         assert_eq!(run(&mut s, &mut line(b"/health")), Verdict::Pass);

@@ -1,7 +1,9 @@
-//! `json`: parses the message (or the field `source`, found with [`lookup`]) as a JSON object
-//! and copies top-level keys into the record's fields.
+//! `json`: parses the message (or the field `source`, found with
+//! [`lookup`](crate::processing::lookup)) as a JSON object and copies top-level keys into the
+//! record's fields.
 //!
-//! - `fields` empty: every top-level key; else the keys listed (absent ones are skipped).
+//! - `fields` empty: every top-level key, in the line's order (the first 256); else the
+//!   keys listed, in the listed order (absent ones are skipped).
 //! - A JSON string becomes a text field (unescaped); any other value (number, `true`,
 //!   `null`, object, array) keeps its JSON text and is written back as JSON by the sinks.
 //! - `message: KEY`: that key's value replaces the record's message (and is not also a
@@ -20,42 +22,23 @@ use serde_json::value::RawValue;
 use std::borrow::Cow;
 use std::fmt;
 
-use super::extract::Extracted;
+use super::extract::{Extracted, ParseStage};
 use crate::pipeline::LogLine;
 use crate::processing::config::ParseConfig;
 use crate::processing::metrics::StageMetrics;
-use crate::processing::record::{FieldValue, lookup};
+use crate::processing::record::FieldValue;
 use crate::processing::stage::{BuildError, StageContext, Verdict};
 
 #[derive(Clone, Debug)]
-pub struct JsonStage {
-    source: Option<String>,
-    out: Extracted,
-}
+pub struct JsonStage(ParseStage);
 
 impl JsonStage {
     pub fn build(config: &ParseConfig, metrics: &StageMetrics) -> Result<Self, BuildError> {
-        Ok(JsonStage {
-            source: config.source.clone(),
-            out: Extracted::new(config, metrics.parse_failures.clone()),
-        })
+        Ok(JsonStage(ParseStage::new(config, metrics)))
     }
 
     pub fn apply(&mut self, line: &mut LogLine, cx: &StageContext<'_>) -> Verdict {
-        self.out.start();
-        let parsed = match &self.source {
-            None => parse_object(&line.message, &mut self.out),
-            Some(name) => match lookup(line, cx.container, name) {
-                Some(text) => parse_object(text.as_bytes(), &mut self.out),
-                None => false,
-            },
-        };
-        if parsed {
-            self.out.commit(line);
-        } else {
-            self.out.fail();
-        }
-        Verdict::Pass
+        self.0.apply(line, cx, parse_object)
     }
 }
 
@@ -135,15 +118,14 @@ impl<'de> Deserialize<'de> for Key<'de> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::extract::MAX_KEYS;
     use super::*;
-    use crate::processing::tests::{cx_meta, line, run};
+    use crate::processing::tests::{build, cx_meta, line, run};
     use proptest::prelude::*;
     use std::collections::BTreeMap;
 
     fn stage(yaml: &str) -> (JsonStage, StageMetrics) {
-        let config: ParseConfig = serde_saphyr::from_str(yaml).expect("config");
-        let metrics = StageMetrics::detached("p", "json[0]");
-        (JsonStage::build(&config, &metrics).expect("build"), metrics)
+        build(yaml, "json[0]", JsonStage::build)
     }
 
     fn fields(l: &LogLine) -> Vec<(String, FieldValue)> {
@@ -197,6 +179,33 @@ mod tests {
             ]
         );
         assert_eq!(m.parse_failures.get(), 0);
+    }
+
+    #[test]
+    fn all_keys_mode_keeps_the_first_max_keys() {
+        let (mut st, m) = stage("{message: msg}");
+        let keys: Vec<String> = (0..MAX_KEYS + 10)
+            .map(|i| format!(r#""k{i}":{i}"#))
+            .collect();
+        let text = format!(r#"{{{},"msg":"last"}}"#, keys.join(","));
+        let l = run(|l, cx| st.apply(l, cx), line(&text));
+        let got = fields(&l);
+        assert_eq!(got.len(), MAX_KEYS);
+        assert_eq!(
+            got[MAX_KEYS - 1],
+            (format!("k{}", MAX_KEYS - 1), j(&(MAX_KEYS - 1).to_string()))
+        );
+        assert_eq!(&l.message[..], b"last");
+        assert_eq!(m.parse_failures.get(), 0);
+    }
+
+    #[test]
+    fn listed_keys_come_in_the_listed_order() {
+        let (mut st, _) = stage("{fields: [b, a]}");
+        for text in [r#"{"a":"1","b":"2","a":"3"}"#, r#"{"b":"2","a":"3"}"#] {
+            let l = run(|l, cx| st.apply(l, cx), line(text));
+            assert_eq!(fields(&l), vec![("b".into(), s("2")), ("a".into(), s("3"))]);
+        }
     }
 
     #[test]

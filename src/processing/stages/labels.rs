@@ -134,7 +134,7 @@ impl LabelsStage {
         }
         let mut value: &str = &value;
         if value.len() > LABEL_VALUE_MAX_BYTES {
-            value = cut(value, LABEL_VALUE_MAX_BYTES);
+            value = &value[..value.floor_char_boundary(LABEL_VALUE_MAX_BYTES)];
             self.cut.inc();
         }
         let admitted = label
@@ -188,18 +188,6 @@ fn check_label_name(name: &str) -> Result<(), String> {
         ));
     }
     Ok(())
-}
-
-/// The longest prefix of `s` of at most `max` bytes that ends at a character boundary.
-fn cut(s: &str, max: usize) -> &str {
-    if s.len() <= max {
-        return s;
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -315,40 +303,17 @@ impl MetadataStage {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pipeline::{ContainerMeta, StreamKind};
+    use crate::processing::ProcessingConfig;
     use crate::processing::config::{PipelineConfig, StageConfig};
     use crate::processing::metrics::ProcessingMetrics;
-    use crate::processing::record::{FieldValue, Level};
-    use crate::processing::{ProcessingConfig, metrics::StageEventLabels};
-    use bytes::Bytes;
+    use crate::processing::record::Level;
+    use crate::processing::stages::testing;
     use proptest::prelude::*;
 
     const S: i64 = 1_000_000_000;
 
-    fn meta() -> ContainerMeta {
-        ContainerMeta::new(
-            "c0ffee".into(),
-            "web-1".into(),
-            "nginx:1".into(),
-            Some("shop".into()),
-            Some("web".into()),
-        )
-    }
-
     fn line(fields: &[(&str, &str)]) -> LogLine {
-        let mut l = LogLine {
-            ts_ns: 1,
-            stream: StreamKind::Stdout,
-            message: Bytes::from_static(b"m"),
-            truncated: false,
-            extra: None,
-        };
-        for (k, v) in fields {
-            l.extra_mut()
-                .fields
-                .set(Arc::from(*k), FieldValue::Str(v.to_string()));
-        }
-        l
+        testing::line(b"m", fields)
     }
 
     fn labels_config(fields: &[&str], max_values: usize, window_s: u64) -> LabelsConfig {
@@ -363,12 +328,8 @@ mod tests {
     where
         S2: FnMut(&mut LogLine, &StageContext<'_>) -> Verdict,
     {
-        let m = meta();
-        let cx = StageContext {
-            container: &m,
-            now_ns,
-        };
-        assert_eq!(apply(l, &cx), Verdict::Pass);
+        let m = testing::meta();
+        assert_eq!(apply(l, &testing::cx(&m, now_ns)), Verdict::Pass);
     }
 
     fn labels(l: &LogLine) -> Vec<(String, String)> {
@@ -384,14 +345,7 @@ mod tests {
     }
 
     fn event(metrics: &ProcessingMetrics, event: &'static str) -> u64 {
-        metrics
-            .events
-            .get_or_create(&StageEventLabels {
-                pipeline: Arc::from("p"),
-                stage: Arc::from("labels[0]"),
-                event,
-            })
-            .get()
+        testing::event(metrics, "labels[0]", event)
     }
 
     #[test]
@@ -499,11 +453,8 @@ mod tests {
         let mut out = Vec::new();
         for (user, promoted) in [("a", true), ("b", false), ("a", true)] {
             let mut p = pipelines.processor_named("p", &metrics).unwrap().unwrap();
-            let m = meta();
-            let cx = StageContext {
-                container: &m,
-                now_ns: 0,
-            };
+            let m = testing::meta();
+            let cx = testing::cx(&m, 0);
             p.push(line(&[("user", user)]), Default::default(), &cx, &mut out);
             let record = out.pop().unwrap();
             assert_eq!(!labels(&record).is_empty(), promoted, "{user}");
@@ -612,18 +563,6 @@ mod tests {
                     .filter(|(u, _)| *u >= t && *u < t + window)
                     .map(|(_, v)| *v).collect();
                 prop_assert!(distinct.len() <= max, "{:?} in [{}, {})", distinct, t, t + window);
-            }
-        }
-
-        /// The cut is a prefix, at most the limit, valid UTF-8, and as long as possible.
-        #[test]
-        fn cut_is_the_longest_valid_prefix(s in "\\PC{0,40}", max in 0usize..60) {
-            let c = cut(&s, max);
-            prop_assert!(s.starts_with(c));
-            prop_assert!(c.len() <= max);
-            if c.len() < s.len() {
-                let next = s[c.len()..].chars().next().unwrap();
-                prop_assert!(c.len() + next.len_utf8() > max);
             }
         }
     }

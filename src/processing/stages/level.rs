@@ -5,8 +5,9 @@
 //! and then the common spellings ([`Level::parse`]: `WARNING`, `err`, `E`, `notice`,
 //! `critical` …).
 //!
-//! - `source: FIELD`: the field's value (found with [`lookup`], surrounding spaces ignored)
-//!   is the spelling.
+//! - `source: FIELD`: the field's value (surrounding spaces ignored) is the spelling. A
+//!   record field of that name comes first (so `source: level` reads the `level` a json or
+//!   logfmt stage extracted, not the record's level); else [`lookup`] (container fields …).
 //! - No `source`: the level is found in the message, cheaply, in this order:
 //!   1. a key: `level`, `lvl` or `severity` (also `Level`, `LEVEL`, `Severity`,
 //!      `SEVERITY`) as a whole word, an optional `"`, `=` or `:`, then the word after it
@@ -85,7 +86,12 @@ impl LevelStage {
 
     pub fn apply(&mut self, line: &mut LogLine, cx: &StageContext<'_>) -> Verdict {
         let found = match &self.source {
-            Some(name) => lookup(line, cx.container, name).and_then(|v| self.resolve(v.trim())),
+            // A field first: `lookup("level")` is the record's level (this stage's output),
+            // while `source: level` after a json/logfmt stage means the parsed field.
+            Some(name) => match line.fields().and_then(|f| f.get(name)) {
+                Some(value) => self.resolve(value.as_str().trim()),
+                None => lookup(line, cx.container, name).and_then(|v| self.resolve(v.trim())),
+            },
             None => self.find(&line.message),
         };
         match found.or(self.default) {
@@ -166,16 +172,11 @@ impl LevelStage {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::processing::tests::{line, run};
+    use crate::processing::tests::{build, line, run};
     use proptest::prelude::*;
 
     fn stage(yaml: &str) -> (LevelStage, StageMetrics) {
-        let config: LevelConfig = serde_saphyr::from_str(yaml).expect("config");
-        let metrics = StageMetrics::detached("p", "level[0]");
-        (
-            LevelStage::build(&config, &metrics).expect("build"),
-            metrics,
-        )
+        build(yaml, "level[0]", LevelStage::build)
     }
 
     fn level_of(st: &mut LevelStage, text: &str) -> Option<Level> {
@@ -260,6 +261,19 @@ mod tests {
         assert_eq!(run(|l, cx| st.apply(l, cx), with("loud")).level(), None);
         assert_eq!(level_of(&mut st, "level=error"), None);
         assert_eq!(m.parse_failures.get(), 2);
+    }
+
+    #[test]
+    fn source_level_reads_the_field_not_the_records_level() {
+        let (mut st, m) = stage("{source: level}");
+        let mut l = line("x");
+        l.extra_mut().level = Some(Level::Debug);
+        l.extra_mut().fields.set(
+            "level".into(),
+            crate::processing::FieldValue::Str("ERR".into()),
+        );
+        assert_eq!(run(|l, cx| st.apply(l, cx), l).level(), Some(Level::Error));
+        assert_eq!(m.parse_failures.get(), 0);
     }
 
     #[test]

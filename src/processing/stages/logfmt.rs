@@ -14,42 +14,23 @@
 //!   logfmt: it passes on unchanged and counts a parse failure; so does a missing `source`.
 //! - Invalid UTF-8 in keys or values is replaced (U+FFFD).
 
-use super::extract::Extracted;
+use super::extract::{Extracted, ParseStage};
 use crate::pipeline::LogLine;
 use crate::processing::config::ParseConfig;
 use crate::processing::metrics::StageMetrics;
-use crate::processing::record::{FieldValue, lookup};
+use crate::processing::record::FieldValue;
 use crate::processing::stage::{BuildError, StageContext, Verdict};
 
 #[derive(Clone, Debug)]
-pub struct LogfmtStage {
-    source: Option<String>,
-    out: Extracted,
-}
+pub struct LogfmtStage(ParseStage);
 
 impl LogfmtStage {
     pub fn build(config: &ParseConfig, metrics: &StageMetrics) -> Result<Self, BuildError> {
-        Ok(LogfmtStage {
-            source: config.source.clone(),
-            out: Extracted::new(config, metrics.parse_failures.clone()),
-        })
+        Ok(LogfmtStage(ParseStage::new(config, metrics)))
     }
 
     pub fn apply(&mut self, line: &mut LogLine, cx: &StageContext<'_>) -> Verdict {
-        self.out.start();
-        let parsed = match &self.source {
-            None => parse(&line.message, &mut self.out),
-            Some(name) => match lookup(line, cx.container, name) {
-                Some(text) => parse(text.as_bytes(), &mut self.out),
-                None => false,
-            },
-        };
-        if parsed {
-            self.out.commit(line);
-        } else {
-            self.out.fail();
-        }
-        Verdict::Pass
+        self.0.apply(line, cx, parse)
     }
 }
 
@@ -167,29 +148,20 @@ impl Value<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::processing::tests::{line, run};
+    use crate::processing::tests::{build, line, run, text_fields};
     use proptest::prelude::*;
 
     fn stage(yaml: &str) -> (LogfmtStage, StageMetrics) {
-        let config: ParseConfig = serde_saphyr::from_str(yaml).expect("config");
-        let metrics = StageMetrics::detached("p", "logfmt[0]");
-        (
-            LogfmtStage::build(&config, &metrics).expect("build"),
-            metrics,
-        )
+        build(yaml, "logfmt[0]", LogfmtStage::build)
     }
 
+    /// The fields as text (logfmt values are all text fields).
     fn fields(l: &LogLine) -> Vec<(String, String)> {
-        l.fields()
-            .map(|f| {
-                f.iter()
-                    .map(|(k, v)| {
-                        assert!(matches!(v, FieldValue::Str(_)));
-                        (k.to_string(), v.as_str().to_string())
-                    })
-                    .collect()
-            })
-            .unwrap_or_default()
+        let all_text = l
+            .fields()
+            .is_none_or(|f| f.iter().all(|(_, v)| matches!(v, FieldValue::Str(_))));
+        assert!(all_text);
+        text_fields(l)
     }
 
     fn pairs(p: &[(&str, &str)]) -> Vec<(String, String)> {

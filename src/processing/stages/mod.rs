@@ -10,3 +10,6 @@ pub mod logfmt;
 pub mod regex;
 pub mod tenant;
 pub mod timestamp;
+
+#[cfg(test)]
+pub(crate) mod testing;

@@ -106,26 +106,11 @@ impl RegexStage {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::processing::tests::{line, run};
+    use crate::processing::tests::{build, line, run, text_fields};
     use proptest::prelude::*;
 
     fn stage(yaml: &str) -> (RegexStage, StageMetrics) {
-        let config: RegexConfig = serde_saphyr::from_str(yaml).expect("config");
-        let metrics = StageMetrics::detached("p", "regex[0]");
-        (
-            RegexStage::build(&config, &metrics).expect("build"),
-            metrics,
-        )
-    }
-
-    fn fields(l: &LogLine) -> Vec<(String, String)> {
-        l.fields()
-            .map(|f| {
-                f.iter()
-                    .map(|(k, v)| (k.to_string(), v.as_str().to_string()))
-                    .collect()
-            })
-            .unwrap_or_default()
+        build(yaml, "regex[0]", RegexStage::build)
     }
 
     const NGINX: &str = r#"expression: '^(?P<ip>\S+) \S+ \S+ \[[^\]]+\] "(?P<method>[A-Z]+) (?P<path>\S+)[^"]*" (?P<status>\d{3})(?: (?P<bytes>\d+))?'"#;
@@ -138,7 +123,7 @@ mod tests {
             line(r#"10.0.0.1 - - [01/Dec/2026:06:00:00 +0000] "GET /health HTTP/1.1" 200 17"#),
         );
         assert_eq!(
-            fields(&l),
+            text_fields(&l),
             vec![
                 ("ip".into(), "10.0.0.1".into()),
                 ("method".into(), "GET".into()),
@@ -152,7 +137,7 @@ mod tests {
             |l, cx| st.apply(l, cx),
             line(r#"10.0.0.1 - - [01/Dec/2026:06:00:00 +0000] "GET / HTTP/1.1" 304"#),
         );
-        assert_eq!(fields(&l).len(), 4);
+        assert_eq!(text_fields(&l).len(), 4);
         assert!(l.fields().and_then(|f| f.get("bytes")).is_none());
         assert_eq!(m.parse_failures.get(), 0);
     }
@@ -175,7 +160,7 @@ mod tests {
     fn matches_a_field_given_as_source() {
         let (mut st, m) = stage(r#"{expression: '^(?P<first>\w)', source: container_name}"#);
         let l = run(|l, cx| st.apply(l, cx), line("message"));
-        assert_eq!(fields(&l), vec![("first".into(), "w".into())]);
+        assert_eq!(text_fields(&l), vec![("first".into(), "w".into())]);
         let (mut st, m2) = stage(r#"{expression: '(?P<x>.)', source: absent}"#);
         let l = run(|l, cx| st.apply(l, cx), line("message"));
         assert!(l.extra.is_none());
@@ -188,7 +173,7 @@ mod tests {
         let mut l = line("");
         l.message = bytes::Bytes::from_static(b"v=a\xffb");
         let l = run(|l, cx| st.apply(l, cx), l);
-        assert_eq!(fields(&l), vec![("v".into(), "a\u{fffd}b".into())]);
+        assert_eq!(text_fields(&l), vec![("v".into(), "a\u{fffd}b".into())]);
     }
 
     #[test]

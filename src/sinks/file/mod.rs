@@ -86,6 +86,34 @@ pub fn template_of(c: &crate::config::FileSinkConfig) -> Result<PathTemplate, St
     PathTemplate::reserving(&c.path, room).map_err(|e| format!("sinks.file.path: {e}"))
 }
 
+/// Every `{NAME}` placeholder of `sinks.file.path` that is not built in must be a container
+/// label copied by `processing.container_labels` (matching one of its globs): anything else is
+/// a typo that would put every container in a `_unknown` directory.
+pub fn check_placeholders(
+    c: &crate::config::FileSinkConfig,
+    container_labels: &[String],
+) -> Result<(), String> {
+    let template = template_of(c)?;
+    for name in template.label_placeholders() {
+        if !container_labels
+            .iter()
+            .any(|g| crate::discovery::filter::glob_match(g, name))
+        {
+            return Err(format!(
+                "sinks.file.path: unknown placeholder {{{name}}}: not {{container_name}}, \
+                 {{container_id}}, {{date}}, a container field ({}) or a container label \
+                 copied by processing.container_labels",
+                naming::CONTAINER_FIELDS
+                    .iter()
+                    .map(|f| format!("{{{f}}}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+    }
+    Ok(())
+}
+
 impl FileSinkSettings {
     /// From the validated `sinks.file` configuration.
     pub fn from_config(c: &crate::config::FileSinkConfig) -> Result<Self, String> {

@@ -8,6 +8,12 @@
 //!   component is cut and gets `%~` plus the first 12 characters of the container id. `%~`
 //!   never occurs in an encoded name (an encoded `%` is always followed by two hex digits), so
 //!   a cut name cannot collide with an uncut one, and the id keeps cut names apart.
+//!
+//! Placeholders: `{container_name}`, `{container_id}`, `{date}`, and `{NAME}` for a container
+//! field (`image`, `compose_project`, `compose_service`) or a container label copied by
+//! `processing.container_labels` (e.g. `{team}`). Values are encoded and bounded like the
+//! container name; a container without the value gets [`MISSING`]. The template is read in one
+//! pass, so a value that looks like a placeholder stays as it is.
 
 use std::path::PathBuf;
 
@@ -22,17 +28,68 @@ pub const MIN_NAME_BUDGET: usize = 32;
 /// Length reserved for `{container_id}` (a full Docker id is 64 hex digits).
 const ID_LEN: usize = 64;
 
-const NAME: &str = "{container_name}";
-const ID: &str = "{container_id}";
 /// Today's date in UTC, `YYYY-MM-DD` (always 10 bytes).
 const DATE: &str = "{date}";
 const DATE_LEN: usize = 10;
+/// The value of a `{NAME}` placeholder for a container that has no (or an empty) value.
+pub const MISSING: &str = "_unknown";
+/// Container fields a `{NAME}` placeholder may name besides copied labels.
+pub const CONTAINER_FIELDS: &[&str] = &["image", "compose_project", "compose_service"];
+
+/// A piece of a template.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Piece {
+    Text(String),
+    Name,
+    Id,
+    Date,
+    /// A container field or copied container label (`{team}`).
+    Field(String),
+}
+
+/// The pieces of one template (or component): `{x}` with `x` free of `{`, `}` and `/` is a
+/// placeholder; anything else is text.
+fn pieces(template: &str) -> Vec<(usize, Piece)> {
+    let mut out = Vec::new();
+    let mut text_start = 0;
+    let mut i = 0;
+    let bytes = template.as_bytes();
+    while i < bytes.len() {
+        if bytes[i] == b'{'
+            && let Some(len) = template[i + 1..].find(['{', '}', '/'])
+            && bytes[i + 1 + len] == b'}'
+            && len > 0
+        {
+            if text_start < i {
+                out.push((text_start, Piece::Text(template[text_start..i].to_string())));
+            }
+            let name = &template[i + 1..i + 1 + len];
+            let piece = match name {
+                "container_name" => Piece::Name,
+                "container_id" => Piece::Id,
+                "date" => Piece::Date,
+                _ => Piece::Field(name.to_string()),
+            };
+            out.push((i, piece));
+            i += len + 2;
+            text_start = i;
+            continue;
+        }
+        i += 1;
+    }
+    if text_start < template.len() {
+        out.push((text_start, Piece::Text(template[text_start..].to_string())));
+    }
+    out
+}
 
 /// A checked path template (`/var/log/lc/{container_name}.log`).
 #[derive(Clone, Debug)]
 pub struct PathTemplate {
     template: String,
-    /// Bytes one occurrence of the encoded name may take so that its component fits.
+    pieces: Vec<(usize, Piece)>,
+    /// Bytes one occurrence of an encoded name or field value may take so that its
+    /// component fits.
     name_budget: usize,
 }
 
@@ -49,13 +106,17 @@ impl PathTemplate {
         let last = template.split('/').count() - 1;
         for (i, component) in template.split('/').enumerate() {
             let reserve = if i == last { suffix } else { 0 };
-            let names = component.matches(NAME).count();
-            let ids = component.matches(ID).count();
-            let dates = component.matches(DATE).count();
-            let fixed = component.len() - names * NAME.len() - ids * ID.len() + ids * ID_LEN
-                - dates * DATE.len()
-                + dates * DATE_LEN
-                + reserve;
+            // Names and field values share the room left by the rest.
+            let mut names = 0;
+            let mut fixed = reserve;
+            for (_, piece) in pieces(component) {
+                match piece {
+                    Piece::Text(t) => fixed += t.len(),
+                    Piece::Id => fixed += ID_LEN,
+                    Piece::Date => fixed += DATE_LEN,
+                    Piece::Name | Piece::Field(_) => names += 1,
+                }
+            }
             if names == 0 && fixed > NAME_MAX {
                 return Err(format!(
                     "the path component {component:?} is longer than {NAME_MAX} bytes{}",
@@ -70,7 +131,7 @@ impl PathTemplate {
                 if budget < MIN_NAME_BUDGET {
                     return Err(format!(
                         "the path component {component:?} leaves {budget} bytes for the \
-                         container name (at least {MIN_NAME_BUDGET} are needed)"
+                         container name or field value (at least {MIN_NAME_BUDGET} are needed)"
                     ));
                 }
                 name_budget = name_budget.min(budget);
@@ -78,7 +139,28 @@ impl PathTemplate {
         }
         Ok(PathTemplate {
             template: template.to_string(),
+            pieces: pieces(template),
             name_budget,
+        })
+    }
+
+    /// The `{NAME}` placeholders that are neither built in nor a container field: each must
+    /// be a container label copied by `processing.container_labels` (the config checks).
+    pub fn label_placeholders(&self) -> impl Iterator<Item = &str> {
+        self.pieces.iter().filter_map(|(_, p)| match p {
+            Piece::Field(name) if !CONTAINER_FIELDS.contains(&name.as_str()) => Some(name.as_str()),
+            _ => None,
+        })
+    }
+
+    /// Whether the file name (last component) ends in a placeholder whose value may end in
+    /// `.NNNNNN` (a name or field value), so a live file could pass for a rotated one.
+    pub fn file_name_ends_in_a_value(&self) -> bool {
+        let file_start = self.template.rfind('/').map_or(0, |i| i + 1);
+        self.pieces.last().is_some_and(|(at, p)| {
+            *at >= file_start
+                && matches!(p, Piece::Name | Piece::Field(_))
+                && self.template.ends_with('}')
         })
     }
 
@@ -87,10 +169,11 @@ impl PathTemplate {
     /// and whether the path depends on the container at all. A failure there is the sink's,
     /// not one container's.
     pub fn shared_part(&self) -> (Option<PathBuf>, bool) {
-        let first = [NAME, ID]
+        let first = self
+            .pieces
             .iter()
-            .filter_map(|placeholder| self.template.find(placeholder))
-            .min();
+            .find(|(_, p)| matches!(p, Piece::Name | Piece::Id | Piece::Field(_)))
+            .map(|(at, _)| *at);
         let Some(first) = first else {
             return (None, false);
         };
@@ -111,10 +194,20 @@ impl PathTemplate {
     /// when the template has no `{date}`).
     pub fn path_for(&self, meta: &ContainerMeta, date: &str) -> PathBuf {
         let id = encode(&meta.id);
-        let name = bounded(encode(&meta.name), &id, self.name_budget);
-        // The date goes in first: a container name holding `{date}` must stay as it is.
-        let path = self.template.replace(DATE, date);
-        PathBuf::from(path.replace(NAME, &name).replace(ID, &id))
+        let mut path = String::with_capacity(self.template.len() + 64);
+        for (_, piece) in &self.pieces {
+            match piece {
+                Piece::Text(t) => path.push_str(t),
+                Piece::Name => path.push_str(&bounded(encode(&meta.name), &id, self.name_budget)),
+                Piece::Id => path.push_str(&id),
+                Piece::Date => path.push_str(date),
+                Piece::Field(name) => {
+                    let value = meta.field(name).unwrap_or(MISSING);
+                    path.push_str(&bounded(encode(value), &id, self.name_budget));
+                }
+            }
+        }
+        PathBuf::from(path)
     }
 }
 
@@ -320,6 +413,57 @@ mod tests {
         // Only the file name pays for it.
         let dir = format!("/{}/{{container_name}}.log", "d".repeat(250));
         assert!(PathTemplate::reserving(&dir, suffix).is_ok());
+    }
+
+    /// `{team}` takes the copied container label, `{image}` the image; values are encoded like
+    /// names (no escape from the directory), a container without the value gets `_unknown`,
+    /// and a value that looks like a placeholder stays as it is.
+    #[test]
+    fn field_placeholders_take_container_labels() {
+        let t = PathTemplate::new("/lc/{team}/{image}/{container_name}.log").expect("template");
+        let labelled =
+            |team: &str| meta("id", "web").with_label_fields(vec![("team".into(), team.into())]);
+        let mut m = labelled("pay");
+        m.image = "reg.io/shop:1".into();
+        assert_eq!(
+            t.path_for(&m, ""),
+            PathBuf::from("/lc/pay/reg.io%2Fshop:1/web.log")
+        );
+        assert_eq!(
+            t.path_for(&labelled("../../etc"), ""),
+            PathBuf::from("/lc/%2E.%2F..%2Fetc/_unknown/web.log")
+        );
+        assert_eq!(
+            t.path_for(&labelled(""), ""),
+            PathBuf::from("/lc/_unknown/_unknown/web.log")
+        );
+        assert_eq!(
+            t.path_for(&labelled("{container_name}"), ""),
+            PathBuf::from("/lc/{container_name}/_unknown/web.log")
+        );
+        let long = t.path_for(&labelled(&"x".repeat(400)), "");
+        let dir = long.iter().nth(2).and_then(|c| c.to_str()).expect("dir");
+        assert!(dir.len() <= NAME_MAX && dir.ends_with("%~id"), "{dir}");
+        assert_eq!(t.label_placeholders().collect::<Vec<_>>(), ["team"]);
+        assert_eq!(t.shared_part(), (Some(PathBuf::from("/lc")), true));
+        // A value shares its component's room with the name.
+        let e = PathTemplate::new(&format!("/l/{}{{team}}{{container_name}}", "p".repeat(200)))
+            .expect_err("too long");
+        assert!(e.contains("leaves"), "{e}");
+    }
+
+    #[test]
+    fn a_file_name_ending_in_a_value_is_known() {
+        let ends = |t: &str| {
+            PathTemplate::new(t)
+                .expect("template")
+                .file_name_ends_in_a_value()
+        };
+        assert!(ends("/l/{container_name}"));
+        assert!(ends("/l/x-{team}"));
+        assert!(!ends("/l/{team}/x.log"));
+        assert!(!ends("/l/{container_name}-{container_id}"));
+        assert!(!ends("/l/{container_name}.{date}"));
     }
 
     #[test]

@@ -578,3 +578,43 @@ fn a_failed_rotation_keeps_writing_into_the_same_file_and_is_counted_once() {
     assert_eq!(failures, 1, "retried only after ROTATE_RETRY");
     assert_eq!(rotations(&metrics, "size"), 0);
 }
+
+/// `{NAME}` placeholders must be built in, a container field or a container label that
+/// `processing.container_labels` copies; anything else is refused naming sinks.file.path.
+#[test]
+fn unknown_placeholders_are_refused_at_load() {
+    let parse = |path: &str, labels: &str| {
+        crate::config::Config::parse(
+            &format!(
+                "sinks:\n  file:\n    path: {path}\nprocessing:\n  container_labels: {labels}\n"
+            ),
+            "t",
+        )
+    };
+    assert!(parse("/l/{team}/{container_name}.log", "[team]").is_ok());
+    assert!(
+        parse(
+            "/l/{com.example.team}/{container_name}.log",
+            "['com.example.*']"
+        )
+        .is_ok()
+    );
+    assert!(parse("/l/{image}/{compose_service}-{container_name}.log", "[]").is_ok());
+    for (path, labels) in [
+        ("/l/{team}/{container_name}.log", "[]"),
+        ("/l/{tean}/{container_name}.log", "[team]"),
+    ] {
+        let err = parse(path, labels).expect_err(path).to_string();
+        assert!(
+            err.contains("sinks.file.path") && err.contains("unknown placeholder"),
+            "{err}"
+        );
+    }
+    // With rotation, a file name may not end in a label value either.
+    let rotated = crate::config::Config::parse(
+        "sinks:\n  file:\n    path: /l/{container_name}-{team}\n    rotate: {max_bytes: 1MiB}\n\
+         processing:\n  container_labels: [team]\n",
+        "t",
+    );
+    assert!(rotated.is_err());
+}

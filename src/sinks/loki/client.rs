@@ -112,6 +112,16 @@ impl LokiClient {
     }
 
     pub async fn send(&self, batch: &EncodedBatch) -> Result<(), SendError> {
+        // A push's own tenant (from a record) replaces the configured one; checked first, as
+        // Loki would refuse it with a 401 that is retried for ever. Refused here, the push
+        // becomes a dead letter: kept, never sent to another tenant.
+        let tenant = match batch.tenant.as_deref() {
+            Some(t) => Some(tenant_header(t).ok_or_else(|| SendError::Rejected {
+                status: 400,
+                body: format!("invalid tenant (X-Scope-OrgID) {t:?}: not sent"),
+            })?),
+            None => None,
+        };
         let mut request = Request::post(self.uri.clone())
             .header(header::CONTENT_TYPE, batch.content_type)
             .body(Full::new(Bytes::from(batch.body.clone())))
@@ -127,6 +137,11 @@ impl LokiClient {
         }
         for (k, v) in &self.headers {
             request.headers_mut().insert(k.clone(), v.clone());
+        }
+        if let Some(tenant) = tenant {
+            request
+                .headers_mut()
+                .insert(HeaderName::from_static("x-scope-orgid"), tenant);
         }
         let exchange = async {
             let response =
@@ -165,6 +180,19 @@ impl LokiClient {
             })??;
         classify(status, retry_after, text)
     }
+}
+
+/// The header value of a Loki tenant ID, if it is one: at most 150 bytes of `a-z A-Z 0-9`
+/// and `!-_.*'()`, not `.` or `..` (Loki's rule).
+fn tenant_header(tenant: &str) -> Option<HeaderValue> {
+    let valid = !tenant.is_empty()
+        && tenant.len() <= 150
+        && tenant != "."
+        && tenant != ".."
+        && tenant
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!-_.*'()".contains(&b));
+    valid.then(|| HeaderValue::from_str(tenant).ok()).flatten()
 }
 
 fn classify(status: u16, retry_after: Option<Duration>, text: String) -> Result<(), SendError> {
@@ -244,6 +272,46 @@ mod tls {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tenant_ids() {
+        assert!(tenant_header("team-a_1.prod").is_some());
+        for bad in [
+            "",
+            ".",
+            "..",
+            "a b",
+            "a|b",
+            "a/b",
+            "é",
+            "a\nb",
+            &"x".repeat(151),
+        ] {
+            assert!(tenant_header(bad).is_none(), "{bad:?}");
+        }
+    }
+
+    /// A push with an invalid tenant is refused without being sent (it becomes a dead letter).
+    #[tokio::test]
+    async fn invalid_tenant_is_rejected_without_sending() {
+        let config = LokiSinkConfig {
+            // Nothing listens there: a send would fail as retryable.
+            url: "http://127.0.0.1:9/loki/api/v1/push".to_string(),
+            ..LokiSinkConfig::default()
+        };
+        let client = LokiClient::new(&config).expect("client");
+        let batch = EncodedBatch {
+            body: Vec::new(),
+            content_type: "application/json",
+            content_encoding: None,
+            entries: 0,
+            tenant: Some("a/b".to_string()),
+        };
+        assert!(matches!(
+            client.send(&batch).await,
+            Err(SendError::Rejected { status: 400, .. })
+        ));
+    }
 
     #[test]
     fn classification() {

@@ -2,13 +2,29 @@
 //! fields, high-cardinality fields as structured metadata, lines cut or split to the sink's
 //! limit, entries of each stream in timestamp order; then protobuf + snappy (block) or JSON
 //! (optionally gzip).
+//!
+//! What processing added to a record (see [`crate::processing::Extra`]):
+//! - stream labels: `static_labels`, then the configured `labels` (a record field, a copied
+//!   container label, `level`, or a container field: [`crate::processing::lookup`]), then the
+//!   record's own labels (a labels stage), which replace a configured label of the same name;
+//!   sorted by name, values cut to Loki's limit (counted);
+//! - structured metadata: the configured `structured_metadata` names (looked up the same way),
+//!   then the record's metadata (replacing a configured one of the same name), then `level`
+//!   when the record has one and neither a stream label nor a metadata entry is named `level`
+//!   (Loki 3 derives `detected_level` from it; Grafana reads `level`), then `truncated`;
+//! - the entry's timestamp is the record's event time if a stage set one, else Docker's;
+//! - the line stays the message;
+//! - a push carries one tenant: a [`Slice`] only takes the lines of its tenant.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::io::Write;
 use std::sync::Arc;
 
 use super::proto::{EntryAdapter, LabelPairAdapter, PushRequest, StreamAdapter, Timestamp};
-use crate::config::{LineOverflow, LokiEncoding, LokiSinkConfig, MAX_LABEL_VALUE};
+use crate::config::{
+    LineOverflow, LokiEncoding, LokiSinkConfig, MAX_LABEL_VALUE, valid_label_name,
+};
 use crate::pipeline::{ContainerMeta, Delivery, LogLine, StreamKind};
 
 /// A request body ready to send (or to buffer on disk and send later).
@@ -19,6 +35,8 @@ pub struct EncodedBatch {
     pub content_encoding: Option<&'static str>,
     /// Loki entries in the body (after splitting).
     pub entries: usize,
+    /// The push's tenant (`X-Scope-OrgID`); None: the sink's configured `tenant`.
+    pub tenant: Option<String>,
 }
 
 /// How lines were changed to fit, for metrics.
@@ -27,6 +45,8 @@ pub struct Modified {
     pub truncated: u64,
     pub split: u64,
     pub label_values_cut: u64,
+    /// Record labels left out because their name is not a Loki label name.
+    pub labels_invalid: u64,
 }
 
 pub struct Encoder {
@@ -44,44 +64,37 @@ pub struct Encoder {
 }
 
 /// Part of a delivery's entries: from piece `piece` of line `line`, `entries` entries (a line
-/// becomes several entries under `line_overflow: split`). A delivery larger than a push is
-/// sent as several slices in consecutive pushes.
+/// becomes several entries under `line_overflow: split`), counting only the lines of `tenant`
+/// (the others are in another tenant's push). A delivery larger than a push is sent as several
+/// slices in consecutive pushes.
 #[derive(Clone, Copy)]
 pub struct Slice<'a> {
     pub delivery: &'a Delivery,
     pub line: usize,
     pub piece: usize,
     pub entries: usize,
+    pub tenant: Option<&'a str>,
 }
 
 impl<'a> Slice<'a> {
+    /// Every line of the delivery of the sink's own tenant (records without a tenant).
     pub fn whole(delivery: &'a Delivery) -> Self {
         Slice {
             delivery,
             line: 0,
             piece: 0,
             entries: usize::MAX,
+            tenant: None,
         }
     }
 }
 
-fn field<'a>(
-    meta: &'a ContainerMeta,
-    stream: StreamKind,
-    host: &'a str,
-    name: &str,
-) -> Option<&'a str> {
-    match name {
-        "container_name" => Some(meta.name.as_str()),
-        "container_id" => Some(meta.id.as_str()),
-        "image" => Some(meta.image.as_str()),
-        "compose_project" => meta.compose_project.as_deref(),
-        "compose_service" => meta.compose_service.as_deref(),
-        "stream" => Some(stream.as_str()),
-        "host" => Some(host),
-        _ => None,
-    }
-    .filter(|v| !v.is_empty())
+/// The tenant a record goes to: its own (a tenant stage), or None for the sink's.
+pub fn tenant_of(line: &LogLine) -> Option<&str> {
+    line.extra
+        .as_deref()
+        .and_then(|e| e.tenant.as_deref())
+        .filter(|t| !t.is_empty())
 }
 
 /// The largest prefix of `s` of at most `max` bytes ending on a character boundary.
@@ -134,21 +147,66 @@ impl Encoder {
         }
     }
 
-    /// Label set of a container's stream, sorted by name, values cut to Loki's limit.
+    /// The value of a configured label or metadata name for a record: `host`, or what
+    /// [`crate::processing::lookup`] finds (`stream`, `level`, a record field, a container
+    /// field, a copied container label). Never the message. None when unset or empty.
+    fn value<'a>(
+        &'a self,
+        meta: &'a ContainerMeta,
+        line: &'a LogLine,
+        name: &str,
+    ) -> Option<Cow<'a, str>> {
+        match name {
+            "host" => Some(Cow::Borrowed(self.host.as_str())),
+            "message" => None,
+            _ => crate::processing::lookup(line, meta, name),
+        }
+        .filter(|v| !v.is_empty())
+    }
+
+    /// Whether a record's stream labels may differ from those of its container's stream:
+    /// it has labels of its own, or a configured label comes from its fields or level.
+    fn labels_vary(&self, line: &LogLine) -> bool {
+        let Some(e) = line.extra.as_deref() else {
+            return false;
+        };
+        !e.labels.is_empty()
+            || self.labels.iter().any(|n| match n.as_str() {
+                "level" => e.level.is_some(),
+                "stream" | "host" | "message" => false,
+                _ => e.fields.get(n).is_some(),
+            })
+    }
+
+    /// Label set of a record's stream, sorted by name, values cut to Loki's limit.
     fn label_pairs(
         &self,
         meta: &ContainerMeta,
-        stream: StreamKind,
+        line: &LogLine,
         modified: &mut Modified,
     ) -> Vec<(String, String)> {
         let mut pairs: Vec<(String, String)> = self.static_labels.clone();
+        let mut add = |name: &str, v: &str, modified: &mut Modified| {
+            let value = cut(v, MAX_LABEL_VALUE);
+            if value.len() < v.len() {
+                modified.label_values_cut += 1;
+            }
+            match pairs.iter_mut().find(|(k, _)| k == name) {
+                Some(pair) => pair.1 = value.to_string(),
+                None => pairs.push((name.to_string(), value.to_string())),
+            }
+        };
         for name in &self.labels {
-            if let Some(v) = field(meta, stream, &self.host, name) {
-                let value = cut(v, MAX_LABEL_VALUE);
-                if value.len() < v.len() {
-                    modified.label_values_cut += 1;
-                }
-                pairs.push((name.clone(), value.to_string()));
+            if let Some(v) = self.value(meta, line, name) {
+                add(name, &v, modified);
+            }
+        }
+        for (name, v) in line.extra.iter().flat_map(|e| e.labels.iter()) {
+            if !valid_label_name(name) {
+                // Loki would refuse the whole push for it.
+                modified.labels_invalid += 1;
+            } else if !v.is_empty() {
+                add(name, v, modified);
             }
         }
         pairs.sort();
@@ -170,22 +228,43 @@ impl Encoder {
         s
     }
 
+    /// `level_is_label`: the record's stream has a `level` label (then no `level` metadata).
     fn metadata_pairs(
         &self,
         meta: &ContainerMeta,
-        stream: StreamKind,
         line: &LogLine,
+        level_is_label: bool,
     ) -> Vec<LabelPairAdapter> {
         let mut out: Vec<LabelPairAdapter> = self
             .metadata
             .iter()
             .filter_map(|name| {
-                field(meta, stream, &self.host, name).map(|v| LabelPairAdapter {
+                self.value(meta, line, name).map(|v| LabelPairAdapter {
                     name: name.clone(),
-                    value: v.to_string(),
+                    value: v.into_owned(),
                 })
             })
             .collect();
+        if let Some(e) = line.extra.as_deref() {
+            for (name, value) in &e.metadata {
+                match out.iter_mut().find(|p| p.name == **name) {
+                    Some(p) => p.value.clone_from(value),
+                    None => out.push(LabelPairAdapter {
+                        name: name.to_string(),
+                        value: value.clone(),
+                    }),
+                }
+            }
+            if let Some(level) = e.level
+                && !level_is_label
+                && !out.iter().any(|p| p.name == "level")
+            {
+                out.push(LabelPairAdapter {
+                    name: "level".to_string(),
+                    value: level.as_str().to_string(),
+                });
+            }
+        }
         if line.truncated {
             out.push(LabelPairAdapter {
                 name: "truncated".to_string(),
@@ -248,9 +327,22 @@ impl Encoder {
     /// Builds the push request for these slices of deliveries.
     pub fn build_slices(&self, slices: &[Slice<'_>]) -> (PushRequest, Modified) {
         let mut modified = Modified::default();
+        // The stream of a container's stream, for records whose labels do not vary.
         let mut index: HashMap<(String, StreamKind, String), usize> = HashMap::new();
+        let mut by_labels: HashMap<String, usize> = HashMap::new();
         let mut streams: Vec<StreamAdapter> = Vec::new();
         let mut pending_sort = Vec::new();
+        // Different containers (or records) can share a label set: one stream.
+        let mut stream_of = |labels: String, streams: &mut Vec<StreamAdapter>| -> usize {
+            *by_labels.entry(labels).or_insert_with_key(|labels| {
+                streams.push(StreamAdapter {
+                    labels: labels.clone(),
+                    entries: Vec::new(),
+                });
+                streams.len() - 1
+            })
+        };
+        let static_level = self.static_labels.iter().any(|(k, _)| k == "level");
         for slice in slices {
             let meta = &slice.delivery.batch.container;
             let mut skip = slice.piece;
@@ -259,36 +351,39 @@ impl Encoder {
                 if left == 0 {
                     break;
                 }
-                let key = (meta.id.clone(), line.stream, meta.name.clone());
-                let at = match index.get(&key) {
-                    Some(&i) => i,
-                    None => {
-                        let labels =
-                            Self::label_string(&self.label_pairs(meta, line.stream, &mut modified));
-                        // Different containers can share a label set: merge into one stream.
-                        let i = match streams.iter().position(|s| s.labels == labels) {
-                            Some(i) => i,
-                            None => {
-                                streams.push(StreamAdapter {
-                                    labels,
-                                    entries: Vec::new(),
-                                });
-                                pending_sort.push(false);
-                                streams.len() - 1
-                            }
-                        };
-                        index.insert(key, i);
-                        i
-                    }
+                if tenant_of(line) != slice.tenant {
+                    continue;
+                }
+                let (at, level_is_label) = if self.labels_vary(line) {
+                    let pairs = self.label_pairs(meta, line, &mut modified);
+                    let level_is_label = pairs.iter().any(|(k, _)| k == "level");
+                    (
+                        stream_of(Self::label_string(&pairs), &mut streams),
+                        level_is_label,
+                    )
+                } else {
+                    let key = (meta.id.clone(), line.stream, meta.name.clone());
+                    let at = match index.get(&key) {
+                        Some(&i) => i,
+                        None => {
+                            let pairs = self.label_pairs(meta, line, &mut modified);
+                            let i = stream_of(Self::label_string(&pairs), &mut streams);
+                            index.insert(key, i);
+                            i
+                        }
+                    };
+                    (at, static_level)
                 };
                 let text = String::from_utf8_lossy(&line.message);
-                let timestamp = Some(Timestamp::from_nanos(line.ts_ns));
-                let metadata = self.metadata_pairs(meta, line.stream, line);
+                let ts_ns = line.display_ns();
+                let timestamp = Some(Timestamp::from_nanos(ts_ns));
+                let metadata = self.metadata_pairs(meta, line, level_is_label);
+                pending_sort.resize(streams.len(), false);
                 let entries = &mut streams[at].entries;
                 if entries
                     .last()
                     .and_then(|e| e.timestamp)
-                    .is_some_and(|t| t.to_nanos() > line.ts_ns)
+                    .is_some_and(|t| t.to_nanos() > ts_ns)
                 {
                     pending_sort[at] = true;
                 }
@@ -335,6 +430,7 @@ impl Encoder {
             content_type: "application/json",
             content_encoding: None,
             entries,
+            tenant: None,
         };
         (batch, modified)
     }
@@ -357,6 +453,7 @@ impl Encoder {
                     content_type: "application/x-protobuf",
                     content_encoding: None,
                     entries,
+                    tenant: None,
                 }
             }
             LokiEncoding::Json => {
@@ -371,6 +468,7 @@ impl Encoder {
                         content_type: "application/json",
                         content_encoding: Some("gzip"),
                         entries,
+                        tenant: None,
                     }
                 } else {
                     EncodedBatch {
@@ -378,6 +476,7 @@ impl Encoder {
                         content_type: "application/json",
                         content_encoding: None,
                         entries,
+                        tenant: None,
                     }
                 }
             }
@@ -587,12 +686,14 @@ mod tests {
             line: 0,
             piece: 0,
             entries: 2,
+            tenant: None,
         };
         let second = Slice {
             delivery: &d,
             line: 1,
             piece: 1,
             entries: 3,
+            tenant: None,
         };
         assert_eq!(lines(first), (vec![1, 1024], 1));
         assert_eq!(lines(second), (vec![1024, 452, 1], 0), "split counted once");
@@ -622,6 +723,146 @@ mod tests {
             e.timestamp.map(|t| t.to_nanos()),
             Some(1_700_000_000_123_456_789)
         );
+    }
+
+    fn md(e: &EntryAdapter) -> Vec<(&str, &str)> {
+        e.structured_metadata
+            .iter()
+            .map(|p| (p.name.as_str(), p.value.as_str()))
+            .collect()
+    }
+
+    /// Record labels join (and override) the configured ones, record metadata and the level
+    /// go to structured metadata, the event time is the entry's time, the line is the message.
+    #[tokio::test]
+    async fn records_bring_labels_metadata_level_and_event_time() {
+        let mut c = config();
+        c.labels = vec!["container_name".into(), "team".into()];
+        let enc = Encoder::new(&c);
+        let m = Arc::new(
+            (*meta("web"))
+                .clone()
+                .with_label_fields(vec![("team".into(), "pay".into())]),
+        );
+        let plain = line(10, "plain", StreamKind::Stdout);
+        let mut rich = line(20, "rich", StreamKind::Stdout);
+        let e = rich.extra_mut();
+        e.labels = vec![("app".into(), "shop".into()), ("team".into(), "ops".into())];
+        e.metadata = vec![
+            ("trace_id".into(), "t1".into()),
+            ("image".into(), "x".into()),
+        ];
+        e.level = Some(crate::processing::Level::Error);
+        e.event_ns = Some(5);
+        let (req, _) = enc.build(&[delivery(m, vec![plain, rich]).await]);
+        assert_eq!(req.streams.len(), 2);
+        assert_eq!(
+            req.streams[0].labels,
+            r#"{container_name="web", team="pay"}"#
+        );
+        assert_eq!(
+            md(&req.streams[0].entries[0]),
+            [("container_id", "web-id"), ("image", "img:1")]
+        );
+        let s = &req.streams[1];
+        assert_eq!(
+            s.labels,
+            r#"{app="shop", container_name="web", team="ops"}"#
+        );
+        let entry = &s.entries[0];
+        assert_eq!(entry.line, "rich");
+        assert_eq!(entry.timestamp.map(|t| t.to_nanos()), Some(5));
+        assert_eq!(
+            md(entry),
+            [
+                ("container_id", "web-id"),
+                ("image", "x"),
+                ("trace_id", "t1"),
+                ("level", "error")
+            ]
+        );
+    }
+
+    /// A level that is a stream label is not repeated as metadata; a configured name finds
+    /// record fields; records of the same labels share a stream; bad record labels are left
+    /// out and counted; long values are cut and counted.
+    #[tokio::test]
+    async fn level_label_fields_and_limits() {
+        let mut c = config();
+        c.labels = vec!["level".into(), "app".into()];
+        c.structured_metadata = vec!["user".into()];
+        let enc = Encoder::new(&c);
+        let mk = |ts: i64, app: &str| {
+            let mut l = line(ts, "x", StreamKind::Stdout);
+            let e = l.extra_mut();
+            e.level = Some(crate::processing::Level::Warn);
+            e.fields
+                .set("app".into(), crate::processing::FieldValue::Str(app.into()));
+            e.fields.set(
+                "user".into(),
+                crate::processing::FieldValue::Str("ann".into()),
+            );
+            l
+        };
+        let mut bad = mk(3, "a");
+        bad.extra_mut().labels = vec![("bad-name".into(), "v".into())];
+        let long = mk(4, &"y".repeat(MAX_LABEL_VALUE + 10));
+        let lines = vec![mk(1, "a"), mk(2, "b"), bad, long];
+        let (req, modified) = enc.build(&[delivery(meta("w"), lines).await]);
+        let labels: Vec<&str> = req.streams.iter().map(|s| s.labels.as_str()).collect();
+        assert_eq!(labels.len(), 3, "{labels:?}");
+        assert_eq!(labels[0], r#"{app="a", level="warn"}"#);
+        assert_eq!(labels[1], r#"{app="b", level="warn"}"#);
+        assert_eq!(req.streams[0].entries.len(), 2, "same labels, one stream");
+        assert_eq!(md(&req.streams[0].entries[0]), [("user", "ann")]);
+        assert_eq!(modified.labels_invalid, 1);
+        assert_eq!(modified.label_values_cut, 1);
+    }
+
+    /// A push carries one tenant: a slice takes only its tenant's lines.
+    #[tokio::test]
+    async fn slices_take_only_their_tenant() {
+        let enc = Encoder::new(&config());
+        let tenant = |ts: i64, t: Option<&str>| {
+            let mut l = line(ts, &format!("l{ts}"), StreamKind::Stdout);
+            if let Some(t) = t {
+                l.extra_mut().tenant = Some(t.into());
+            }
+            l
+        };
+        let d = delivery(
+            meta("w"),
+            vec![
+                tenant(1, Some("a")),
+                tenant(2, None),
+                tenant(3, Some("a")),
+                tenant(4, Some("")),
+            ],
+        )
+        .await;
+        let lines = |slice: Slice<'_>| -> Vec<String> {
+            let (req, _) = enc.build_slices(&[slice]);
+            req.streams
+                .iter()
+                .flat_map(|s| s.entries.iter().map(|e| e.line.clone()))
+                .collect()
+        };
+        assert_eq!(
+            lines(Slice::whole(&d)),
+            ["l2", "l4"],
+            "empty tenant: the sink's"
+        );
+        let a = Slice {
+            tenant: Some("a"),
+            ..Slice::whole(&d)
+        };
+        assert_eq!(lines(a), ["l1", "l3"]);
+        let from_second = Slice {
+            line: 2,
+            entries: 1,
+            ..a
+        };
+        assert_eq!(lines(from_second), ["l3"]);
     }
 
     #[test]

@@ -1,6 +1,10 @@
 //! The Loki sink's on-disk stores: the buffer (batches waiting for Loki, replayed in order) and
 //! the dead letters (batches Loki rejected, kept with the reason). Both hold encoded request
 //! bodies in the segment store, each record prefixed by a small JSON header.
+//!
+//! The header's `tenant` (the push's `X-Scope-OrgID`, from a tenant stage) is written only
+//! when the push has one, so a record without it reads as before: the sink's configured
+//! tenant, which is what records written before tenants existed were sent with.
 
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -19,6 +23,9 @@ pub struct RecordHeader {
     /// Dead letters: why Loki rejected it ("400: entry too far behind ...").
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// The push's own tenant; absent: the sink's configured `tenant`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
 }
 
 pub fn encode_record(header: &RecordHeader, body: &[u8]) -> Vec<u8> {
@@ -51,6 +58,7 @@ impl RecordHeader {
             entries: batch.entries,
             written_ns: crate::checkpoint::now_ns(),
             reason,
+            tenant: batch.tenant.clone(),
         }
     }
 
@@ -65,6 +73,7 @@ impl RecordHeader {
             },
             content_encoding: self.content_encoding.as_deref().map(|_| "gzip"),
             entries: self.entries,
+            tenant: self.tenant.clone(),
         }
     }
 }
@@ -122,11 +131,31 @@ mod tests {
             entries: 3,
             written_ns: 5,
             reason: Some("400: nope".into()),
+            tenant: Some("team-a".into()),
         };
         let bytes = encode_record(&h, b"body");
         let (h2, body) = decode_record(&bytes).expect("decode");
         assert_eq!(h2, h);
         assert_eq!(body, b"body");
         assert!(decode_record(b"\x01").is_err());
+        assert_eq!(h2.to_batch(Vec::new()).tenant.as_deref(), Some("team-a"));
+    }
+
+    /// Records written before tenants existed read as the sink's own tenant; records without
+    /// a tenant are written exactly as before.
+    #[test]
+    fn records_without_tenant_keep_the_old_format() {
+        let old = br#"{"content_type":"application/x-protobuf","content_encoding":null,"entries":2,"written_ns":7}"#;
+        let mut bytes = (old.len() as u32).to_le_bytes().to_vec();
+        bytes.extend_from_slice(old);
+        bytes.extend_from_slice(b"body");
+        let (h, body) = decode_record(&bytes).expect("old record");
+        assert_eq!(h.tenant, None);
+        assert_eq!(h.to_batch(body).tenant, None);
+        assert_eq!(
+            encode_record(&h, b"body"),
+            bytes,
+            "same bytes as the old format"
+        );
     }
 }

@@ -10,6 +10,11 @@
 //! share of the queue budget, so the queue is bounded and capture pauses when it is full).
 //! Deliveries with no lines are ignored.
 //!
+//! A push carries one tenant (`X-Scope-OrgID`): records a tenant stage gave a tenant go into
+//! that tenant's push, the others into the sink's own (`tenant`). There is one open push per
+//! tenant; each is closed on its own caps and `max_wait`, so a tenant's entries stay in
+//! capture order, and a delivery spread over tenants is acknowledged when all its parts are.
+//!
 //! # Acknowledgement
 //!
 //! A push is *done* when Loki accepted it (2xx), when it is durably in the on-disk buffer, or
@@ -120,7 +125,8 @@ struct Tracked {
     parts_left: AtomicUsize,
 }
 
-/// Consecutive entries of one delivery inside one push.
+/// Consecutive entries of one delivery inside one push (counting only the push's tenant's
+/// lines).
 struct Part {
     tracked: Arc<Tracked>,
     line: usize,
@@ -131,6 +137,8 @@ struct Part {
 /// One push request to be.
 #[derive(Default)]
 struct Push {
+    /// The tenant of all its entries; None: the sink's configured `tenant`.
+    tenant: Option<Arc<str>>,
     parts: Vec<Part>,
     entries: usize,
     bytes: usize,
@@ -169,16 +177,51 @@ enum Due {
     Idle,
 }
 
-/// Cuts deliveries into pushes under the caps.
+/// A push being filled, and when its first entry came.
+#[derive(Default)]
+struct Open {
+    push: Push,
+    opened_at: Option<Deadline>,
+}
+
+/// Cuts deliveries into pushes under the caps, one open push per tenant.
 struct Batcher {
     max_entries: usize,
     max_bytes: usize,
-    open: Push,
-    opened_at: Option<Deadline>,
+    /// Usually one (the sink's own tenant); pushes of several tenants fill side by side.
+    open: Vec<Open>,
     ready: VecDeque<Push>,
 }
 
 impl Batcher {
+    fn new(max_entries: usize, max_bytes: usize) -> Self {
+        Batcher {
+            max_entries,
+            max_bytes,
+            open: Vec::new(),
+            ready: VecDeque::new(),
+        }
+    }
+
+    /// The open push of `tenant` (created empty if there is none).
+    fn open_for(&mut self, tenant: Option<&Arc<str>>) -> usize {
+        if let Some(i) = self
+            .open
+            .iter()
+            .position(|o| o.push.tenant.as_ref() == tenant)
+        {
+            return i;
+        }
+        self.open.push(Open {
+            push: Push {
+                tenant: tenant.cloned(),
+                ..Push::default()
+            },
+            opened_at: None,
+        });
+        self.open.len() - 1
+    }
+
     fn add(&mut self, delivery: Arc<Delivery>, encoder: &Encoder) {
         if delivery.batch.lines.is_empty() {
             // An end-of-stream marker, or nothing: no entries, nothing to acknowledge.
@@ -188,53 +231,102 @@ impl Batcher {
             delivery,
             parts_left: AtomicUsize::new(0),
         });
-        let mut part = Part {
-            tracked: Arc::clone(&tracked),
-            line: 0,
-            piece: 0,
-            entries: 0,
-        };
+        // The part being filled per open push (same index as `self.open`).
+        let mut parts: Vec<Option<Part>> = Vec::new();
         for (line_index, line) in tracked.delivery.batch.lines.iter().enumerate() {
+            let tenant = line
+                .extra
+                .as_deref()
+                .and_then(|e| e.tenant.as_ref())
+                .filter(|t| !t.is_empty());
+            let t = self.open_for(tenant);
+            parts.resize_with(self.open.len(), || None);
             let mut piece = 0;
             encoder.entry_sizes(line, |size| {
-                let over = self.open.entries + 1 > self.max_entries
-                    || self.open.bytes + size > self.max_bytes;
-                if over && self.open.entries > 0 {
+                let part = parts[t].get_or_insert_with(|| Part {
+                    tracked: Arc::clone(&tracked),
+                    line: line_index,
+                    piece,
+                    entries: 0,
+                });
+                let open = &mut self.open[t];
+                let over = open.push.entries + 1 > self.max_entries
+                    || open.push.bytes + size > self.max_bytes;
+                if over && open.push.entries > 0 {
                     let next = Part {
                         tracked: Arc::clone(&tracked),
                         line: line_index,
                         piece,
                         entries: 0,
                     };
-                    let full = std::mem::replace(&mut part, next);
+                    let full = std::mem::replace(part, next);
                     if full.entries > 0 {
                         full.tracked.parts_left.fetch_add(1, Ordering::Relaxed);
-                        self.open.parts.push(full);
+                        open.push.parts.push(full);
                     }
-                    self.seal();
+                    Self::seal_into(&mut self.ready, open);
                 }
                 part.entries += 1;
-                self.open.entries += 1;
-                self.open.bytes += size;
-                self.opened_at.get_or_insert_with(Deadline::now);
+                open.push.entries += 1;
+                open.push.bytes += size;
+                open.opened_at.get_or_insert_with(Deadline::now);
                 piece += 1;
             });
         }
-        if part.entries > 0 {
-            part.tracked.parts_left.fetch_add(1, Ordering::Relaxed);
-            self.open.parts.push(part);
+        for (open, part) in self.open.iter_mut().zip(parts) {
+            if let Some(part) = part.filter(|p| p.entries > 0) {
+                part.tracked.parts_left.fetch_add(1, Ordering::Relaxed);
+                open.push.parts.push(part);
+            }
         }
-        if self.open.entries >= self.max_entries || self.open.bytes >= self.max_bytes {
-            self.seal();
+        for i in 0..self.open.len() {
+            let open = &mut self.open[i];
+            if open.push.entries >= self.max_entries || open.push.bytes >= self.max_bytes {
+                Self::seal_into(&mut self.ready, open);
+            }
         }
     }
 
-    /// Closes the open push (if it has anything) into `ready`.
-    fn seal(&mut self) {
-        if self.open.entries > 0 {
-            self.ready.push_back(std::mem::take(&mut self.open));
+    /// Closes an open push (if it has anything) into `ready`; it stays open, empty.
+    fn seal_into(ready: &mut VecDeque<Push>, open: &mut Open) {
+        if open.push.entries > 0 {
+            let tenant = open.push.tenant.clone();
+            let full = std::mem::replace(
+                &mut open.push,
+                Push {
+                    tenant,
+                    ..Push::default()
+                },
+            );
+            ready.push_back(full);
         }
-        self.opened_at = None;
+        open.opened_at = None;
+    }
+
+    /// When the oldest open push was opened.
+    fn opened_at(&self) -> Option<Deadline> {
+        self.open.iter().filter_map(|o| o.opened_at).min()
+    }
+
+    /// Closes every open push (oldest first) into `ready`.
+    fn seal(&mut self) {
+        self.open.sort_by_key(|o| o.opened_at);
+        for mut open in std::mem::take(&mut self.open) {
+            Self::seal_into(&mut self.ready, &mut open);
+        }
+    }
+
+    /// Closes the open pushes whose `max_wait` is over (oldest first).
+    fn seal_due(&mut self, max_wait: Duration) {
+        let now = Deadline::now();
+        self.open.sort_by_key(|o| o.opened_at);
+        for open in &mut self.open {
+            if open.opened_at.is_some_and(|t| t + max_wait <= now) {
+                Self::seal_into(&mut self.ready, open);
+            }
+        }
+        // Tenants that went quiet do not keep an entry.
+        self.open.retain(|o| o.push.entries > 0);
     }
 }
 
@@ -306,13 +398,10 @@ impl LokiWorker {
         let retry = (self.config.retry.initial.0, self.config.retry.max.0);
         let mut m = Machine {
             state: State::Sending,
-            batcher: Batcher {
-                max_entries: self.config.batch.max_entries,
-                max_bytes: self.config.batch.max_bytes.0 as usize,
-                open: Push::default(),
-                opened_at: None,
-                ready: VecDeque::new(),
-            },
+            batcher: Batcher::new(
+                self.config.batch.max_entries,
+                self.config.batch.max_bytes.0 as usize,
+            ),
             loki_at: Deadline::now(),
             loki_backoff: Backoff::new(retry.0, retry.1),
             disk_at: Deadline::now(),
@@ -349,7 +438,7 @@ impl LokiWorker {
                 break;
             }
             let due = self.due(&m);
-            let flush_at = m.batcher.opened_at.map(|t| t + max_wait);
+            let flush_at = m.batcher.opened_at().map(|t| t + max_wait);
             tokio::select! {
                 biased;
                 _ = sleep_until_due(due), if !matches!(due, Due::Idle) => self.step(&mut m).await,
@@ -358,7 +447,7 @@ impl LokiWorker {
                     None => input_open = false,
                 },
                 _ = tokio::time::sleep_until(flush_at.unwrap_or_else(Deadline::now)), if flush_at.is_some() => {
-                    m.batcher.seal();
+                    m.batcher.seal_due(max_wait);
                 }
                 _ = self.shutdown.cancelled(), if m.state != State::Draining => {}
             }
@@ -671,9 +760,10 @@ impl LokiWorker {
                 line: p.line,
                 piece: p.piece,
                 entries: p.entries,
+                tenant: push.tenant.as_deref(),
             })
             .collect();
-        let (batch, modified) = match self.encoder.encode_slices(&slices) {
+        let (mut batch, modified) = match self.encoder.encode_slices(&slices) {
             Ok(x) => x,
             Err(e) => {
                 self.metrics
@@ -685,6 +775,7 @@ impl LokiWorker {
                 self.encoder.encode_slices_plain_json(&slices)
             }
         };
+        batch.tenant = push.tenant.as_deref().map(str::to_string);
         self.count_modified(modified);
         push.encoded = Some(batch.clone());
         batch
@@ -706,6 +797,7 @@ impl LokiWorker {
             ("truncated", m.truncated),
             ("split", m.split),
             ("label_value_cut", m.label_values_cut),
+            ("label_invalid", m.labels_invalid),
         ] {
             if n > 0 {
                 self.metrics
@@ -1017,6 +1109,14 @@ mod tests {
     }
 
     fn harness(url: &str, max_entries: usize) -> Harness {
+        harness_with(url, max_entries, |_| {})
+    }
+
+    fn harness_with(
+        url: &str,
+        max_entries: usize,
+        tweak: impl FnOnce(&mut LokiSinkConfig),
+    ) -> Harness {
         let dir = tempfile::tempdir().expect("tempdir");
         let metrics = Arc::new(Metrics::new());
         let checkpoints = Arc::new(
@@ -1028,6 +1128,7 @@ mod tests {
         };
         config.batch.max_entries = max_entries;
         config.batch.max_wait = crate::config::HumanDuration(Duration::from_millis(10));
+        tweak(&mut config);
         let (buffer, _) = SharedStore::open(
             &dir.path().join("buffer"),
             super::super::buffer_options(&config),
@@ -1086,6 +1187,16 @@ mod tests {
 
     /// A delivery of `n` lines stamped 1..=n, registered in the ledger as `seq`.
     async fn delivery(h: &Harness, seq: u64, n: usize) -> Arc<Delivery> {
+        delivery_with(h, seq, n, |_, _| {}).await
+    }
+
+    /// Like [`delivery`], with `edit(i, line)` applied to each line.
+    async fn delivery_with(
+        h: &Harness,
+        seq: u64,
+        n: usize,
+        edit: impl Fn(usize, &mut LogLine),
+    ) -> Arc<Delivery> {
         let meta = Arc::new(ContainerMeta::new(
             "c1".into(),
             "web".into(),
@@ -1094,12 +1205,16 @@ mod tests {
             None,
         ));
         let lines = (1..=n)
-            .map(|i| LogLine {
-                ts_ns: i as i64,
-                stream: StreamKind::Stdout,
-                message: Bytes::from(format!("line {i}")),
-                truncated: false,
-                extra: None,
+            .map(|i| {
+                let mut line = LogLine {
+                    ts_ns: i as i64,
+                    stream: StreamKind::Stdout,
+                    message: Bytes::from(format!("line {i}")),
+                    truncated: false,
+                    extra: None,
+                };
+                edit(i, &mut line);
+                line
             })
             .collect();
         let cursor = Cursor::legacy(n as i64, 1);
@@ -1120,8 +1235,11 @@ mod tests {
         Arc::new(d)
     }
 
-    /// A Loki that answers 204 to everything and records (content type, body) per request.
-    async fn accepting_loki() -> (String, Arc<Mutex<Vec<(String, Vec<u8>)>>>) {
+    type Seen = Arc<Mutex<Vec<(String, Vec<u8>, String)>>>;
+
+    /// A Loki that answers 204 to everything and records (content type, body, X-Scope-OrgID)
+    /// per request.
+    async fn accepting_loki() -> (String, Seen) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
@@ -1145,13 +1263,18 @@ mod tests {
                             }
                             continue;
                         };
-                        let head = String::from_utf8_lossy(&buf[..end]).to_lowercase();
+                        let head = String::from_utf8_lossy(&buf[..end]).to_string();
                         let header = |name: &str| {
                             head.lines()
-                                .find_map(|l| l.strip_prefix(name).map(|v| v.trim().to_string()))
+                                .find_map(|l| {
+                                    let (k, v) = l.split_once(':')?;
+                                    k.trim()
+                                        .eq_ignore_ascii_case(name)
+                                        .then(|| v.trim().to_string())
+                                })
                                 .unwrap_or_default()
                         };
-                        let len: usize = header("content-length:").parse().unwrap_or(0);
+                        let len: usize = header("content-length").parse().unwrap_or(0);
                         while buf.len() < end + 4 + len {
                             let mut chunk = [0u8; 4096];
                             match conn.read(&mut chunk).await {
@@ -1162,7 +1285,7 @@ mod tests {
                         let body = buf[end + 4..end + 4 + len].to_vec();
                         buf.drain(..end + 4 + len);
                         if let Ok(mut seen) = record.lock() {
-                            seen.push((header("content-type:"), body));
+                            seen.push((header("content-type"), body, header("x-scope-orgid")));
                         }
                         let answer = b"HTTP/1.1 204 No Content\r\n\r\n";
                         if conn.write_all(answer).await.is_err() {
@@ -1282,13 +1405,7 @@ mod tests {
     #[tokio::test]
     async fn split_delivery_is_acknowledged_when_all_parts_are_done() {
         let h = harness("http://127.0.0.1:9/loki/api/v1/push", 2);
-        let mut batcher = Batcher {
-            max_entries: 2,
-            max_bytes: 1 << 20,
-            open: Push::default(),
-            opened_at: None,
-            ready: VecDeque::new(),
-        };
+        let mut batcher = Batcher::new(2, 1 << 20);
         batcher.add(delivery(&h, 1, 5).await, &h.worker().encoder);
         batcher.seal();
         let pushes: Vec<Push> = batcher.ready.drain(..).collect();
@@ -1314,5 +1431,94 @@ mod tests {
                 .map(|c| c.streams.stdout.timestamp_ns),
             Some(5)
         );
+    }
+
+    /// The lines of a protobuf push body, by stream.
+    fn pushed_lines(body: &[u8]) -> Vec<String> {
+        let raw = snap::raw::Decoder::new()
+            .decompress_vec(body)
+            .expect("snappy");
+        let req: super::super::proto::PushRequest =
+            prost::Message::decode(raw.as_slice()).expect("protobuf");
+        req.streams
+            .into_iter()
+            .flat_map(|s| s.entries.into_iter().map(|e| e.line))
+            .collect()
+    }
+
+    /// Issue 12: one delivery holding records of two tenants and records without one goes out
+    /// as one push per tenant, each with its X-Scope-OrgID (the sink's `tenant` for records
+    /// without one), and is acknowledged once all of them are accepted.
+    #[tokio::test]
+    async fn pushes_are_grouped_per_tenant() {
+        let (url, seen) = accepting_loki().await;
+        let mut h = harness_with(&url, 100, |c| c.tenant = "sink-t".into());
+        let tenants = [None, Some("a"), None, Some("b"), Some("a"), Some("b")];
+        let d = delivery_with(&h, 1, tenants.len(), |i, line| {
+            if let Some(t) = tenants[i - 1] {
+                line.extra_mut().tenant = Some(t.into());
+            }
+        })
+        .await;
+        h.tx.send(d).expect("send");
+        let task = h.start();
+        assert!(wait_acked(&h, 6).await, "not acknowledged");
+        let mut pushes: Vec<(String, Vec<String>)> = seen
+            .lock()
+            .expect("seen")
+            .iter()
+            .map(|(_, body, tenant)| (tenant.clone(), pushed_lines(body)))
+            .collect();
+        pushes.sort();
+        assert_eq!(
+            pushes,
+            [
+                (
+                    "a".to_string(),
+                    vec!["line 2".to_string(), "line 5".to_string()]
+                ),
+                (
+                    "b".to_string(),
+                    vec!["line 4".to_string(), "line 6".to_string()]
+                ),
+                (
+                    "sink-t".to_string(),
+                    vec!["line 1".to_string(), "line 3".to_string()]
+                ),
+            ]
+        );
+        h.stop(task).await;
+    }
+
+    /// A push with its own tenant, in the on-disk buffer, is replayed with that tenant; one
+    /// without (as written before tenants existed) with the sink's.
+    #[tokio::test]
+    async fn buffer_replay_keeps_the_tenant() {
+        let (url, seen) = accepting_loki().await;
+        let mut h = harness_with(&url, 100, |c| c.tenant = "sink-t".into());
+        for (ts, tenant) in [(1, Some("t9")), (2, None)] {
+            let d = delivery_with(&h, ts as u64, 1, |_, line| line.ts_ns = ts).await;
+            let slices = [Slice::whole(&d)];
+            let (mut batch, _) = h.worker().encoder.encode_slices(&slices).expect("encode");
+            batch.tenant = tenant.map(str::to_string);
+            let record = encode_record(&RecordHeader::for_batch(&batch, None), &batch.body);
+            h.buffer.append(record).await.expect("append");
+        }
+        let task = h.start();
+        for _ in 0..500 {
+            if h.buffer.pending().0 == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(h.buffer.pending().0, 0, "buffer not replayed");
+        let tenants: Vec<String> = seen
+            .lock()
+            .expect("seen")
+            .iter()
+            .map(|(_, _, t)| t.clone())
+            .collect();
+        assert_eq!(tenants, ["t9", "sink-t"]);
+        h.stop(task).await;
     }
 }
