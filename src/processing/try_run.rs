@@ -568,4 +568,27 @@ mod tests {
         );
         assert_eq!((summary.records, summary.dropped), (1, 1));
     }
+
+    /// The commented-out processing section of examples/config.yaml, uncommented, is a valid
+    /// config that shows every stage kind.
+    #[test]
+    fn the_examples_processing_section_is_valid_when_uncommented() {
+        let text = include_str!("../../examples/config.yaml");
+        let start = text
+            .find("  # container_labels:")
+            .expect("processing example");
+        let section: String = text[start..]
+            .lines()
+            .take_while(|l| l.starts_with("  #"))
+            .map(|l| format!("{}\n", l.replacen("# ", "", 1)))
+            .collect();
+        let config = Config::parse(&format!("processing:\n{section}"), "example")
+            .unwrap_or_else(|e| panic!("{e}\n{section}"));
+        let stages = &config.processing.pipelines[0].stages;
+        let mut kinds: Vec<&str> = stages.iter().map(|s| s.kind()).collect();
+        kinds.sort_unstable();
+        kinds.dedup();
+        assert_eq!(kinds.len(), 12, "every stage kind: {kinds:?}");
+        assert_eq!(config.processing.container_labels.len(), 2);
+    }
 }
