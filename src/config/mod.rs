@@ -424,8 +424,40 @@ impl Config {
         Config::parse(DEFAULT_CONFIG_YAML, "<embedded default config>").unwrap_or_default()
     }
 
+    /// Loki refuses a stream with more than 15 label names (`max_label_names_per_series`):
+    /// a pipeline whose `labels` stages, with the sink's labels, could name more is refused
+    /// here rather than every push failing.
+    fn check_loki_label_count(&self) -> Result<(), String> {
+        const LOKI_MAX_LABEL_NAMES: usize = 15;
+        let Some(loki) = &self.sinks.loki else {
+            return Ok(());
+        };
+        let mut sink: std::collections::BTreeSet<&str> =
+            loki.static_labels.keys().map(String::as_str).collect();
+        sink.extend(loki.labels.iter().map(String::as_str));
+        for (p, pipeline) in self.processing.pipelines.iter().enumerate() {
+            let mut names = sink.clone();
+            for stage in &pipeline.stages {
+                if let crate::processing::config::StageConfig::Labels(l) = stage {
+                    names.extend(l.fields.iter().map(String::as_str));
+                }
+            }
+            if names.len() > LOKI_MAX_LABEL_NAMES {
+                return Err(format!(
+                    "processing.pipelines[{p}]: its labels stages and sinks.loki.labels / \
+                     static_labels name {} labels ({}); Loki takes at most {LOKI_MAX_LABEL_NAMES} \
+                     per stream — send some as structured_metadata instead",
+                    names.len(),
+                    names.into_iter().collect::<Vec<_>>().join(", ")
+                ));
+            }
+        }
+        Ok(())
+    }
+
     fn validate(&self) -> Result<(), String> {
         crate::processing::Pipelines::compile(&self.processing)?;
+        self.check_loki_label_count()?;
         let c = &self.capture;
         if c.rotation_interval.0 < Duration::from_secs(1) {
             return Err(format!(
@@ -642,6 +674,22 @@ mod tests {
     fn example_config_parses() {
         let text = include_str!("../../examples/config.yaml");
         Config::parse(text, "examples/config.yaml").expect("example config");
+    }
+
+    #[test]
+    fn more_labels_than_loki_takes_are_refused() {
+        let yaml = |n: usize| {
+            let fields: Vec<String> = (0..n).map(|i| format!("f{i}")).collect();
+            format!(
+                "sinks:\n  loki:\n    url: http://127.0.0.1:3100\n    labels: [container_name, stream]\n\
+                 processing:\n  pipelines:\n    - name: p\n      stages:\n        - labels: {{ fields: [{}] }}\n",
+                fields.join(", ")
+            )
+        };
+        assert!(Config::parse(&yaml(13), "test.yaml").is_ok());
+        let e = err(&yaml(14));
+        assert!(e.contains("processing.pipelines[0]"), "{e}");
+        assert!(e.contains("at most 15"), "{e}");
     }
 
     #[test]

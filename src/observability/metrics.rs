@@ -91,7 +91,8 @@ pub const DEAD_LETTER_REASONS: &[&str] = &["400", "413"];
 pub const BUFFER_ERROR_REASONS: &[&str] = &["append", "read", "consume"];
 
 /// Reasons of `log_capturer_sink_lines_modified_total` (Loki).
-pub const LINES_MODIFIED_REASONS: &[&str] = &["truncated", "split", "label_value_cut"];
+pub const LINES_MODIFIED_REASONS: &[&str] =
+    &["truncated", "split", "label_value_cut", "label_invalid"];
 
 /// Reasons of `log_capturer_http_connections_closed_total`.
 pub const HTTP_CLOSE_REASONS: &[&str] = &["header_timeout", "over_limit"];
@@ -338,7 +339,7 @@ impl Metrics {
         );
         r.register(
             "log_capturer_sink_lines_modified",
-            "Lines truncated or split to fit a sink's limits, per sink and action",
+            "Lines a sink changed to fit its limits (truncated, split, label_value_cut, label_invalid), per sink and reason",
             sink_lines_modified.clone(),
         );
         r.register(

@@ -180,7 +180,12 @@ pub fn lookup<'a>(line: &'a LogLine, meta: &'a ContainerMeta, name: &str) -> Opt
     match name {
         "message" => return Some(String::from_utf8_lossy(&line.message)),
         "stream" => return Some(Cow::Borrowed(line.stream.as_str())),
-        "level" => return line.level().map(|l| Cow::Borrowed(l.as_str())),
+        // The normalised level once a level stage set it; before that, a field `level`.
+        "level" => {
+            if let Some(l) = line.level() {
+                return Some(Cow::Borrowed(l.as_str()));
+            }
+        }
         _ => {}
     }
     if let Some(v) = line.fields().and_then(|f| f.get(name)) {
