@@ -48,14 +48,19 @@ const LOGFMT_LINE: &str = r#"time=2026-12-01T06:00:00.123456Z level=info service
 const ACCESS_LINE: &str = "GET /api/v1/items/42 200 rt=0.012 ua=curl/8.5.0";
 const PLAIN_LINE: &str = "2026-12-01 06:00:00.123 ERROR [worker-3] c.e.Orders - order 42 failed";
 
-fn stages(c: &mut Criterion) {
-    let meta = ContainerMeta::new(
+/// The container of every bench record (for templates and lookups).
+fn meta() -> ContainerMeta {
+    ContainerMeta::new(
         "9a92af72cf4cf93e147ea8b3bcc036000a7e46dbaa4bb834a524c6d8cfddf914".to_string(),
         "web-1".to_string(),
         "registry.example/shop/web:1.27.3".to_string(),
         Some("shop".to_string()),
         Some("web".to_string()),
-    );
+    )
+}
+
+fn stages(c: &mut Criterion) {
+    let meta = meta();
     let cx = StageContext {
         container: &meta,
         now_ns: TS,
@@ -149,13 +154,7 @@ fn trace_lines() -> Vec<LogLine> {
 }
 
 fn pipelines(c: &mut Criterion) {
-    let meta = ContainerMeta::new(
-        "9a92af72cf4cf93e147ea8b3bcc036000a7e46dbaa4bb834a524c6d8cfddf914".to_string(),
-        "web-1".to_string(),
-        "registry.example/shop/web:1.27.3".to_string(),
-        None,
-        None,
-    );
+    let meta = meta();
     let cx = StageContext {
         container: &meta,
         now_ns: TS,

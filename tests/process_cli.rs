@@ -249,3 +249,39 @@ fn an_unreadable_stdin_is_an_io_error_exit_1() {
         run.stderr
     );
 }
+
+#[test]
+fn drops_name_the_stage_that_dropped_them() {
+    let dir = tempdir();
+    let config = "processing:\n  pipelines:\n    - name: quiet\n      stages:\n        \
+                  - fields: { add: { env: prod } }\n        - drop: { expression: '^DEBUG ' }\n";
+    let run = process(
+        dir.path(),
+        config,
+        &["--format", "ndjson"],
+        "DEBUG a\nINFO b\nDEBUG c\n",
+    );
+    assert_eq!(run.code, Some(0), "stderr: {}", run.stderr);
+    let outcomes: Vec<serde_json::Value> = run
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON"))
+        .collect();
+    assert_eq!(outcomes.len(), 3, "stdout:\n{}", run.stdout);
+    assert_eq!(
+        outcomes[0],
+        serde_json::json!({"input": [1, 1], "dropped_by": "drop[1]"})
+    );
+    assert_eq!(outcomes[1]["input"], serde_json::json!([2, 2]));
+    assert_eq!(outcomes[1]["record"]["message"], "INFO b");
+    assert_eq!(
+        outcomes[2],
+        serde_json::json!({"input": [3, 3], "dropped_by": "drop[1]"})
+    );
+    assert!(
+        run.stderr
+            .contains("3 lines in, 1 records out (0 multiline groups), 2 dropped"),
+        "stderr: {}",
+        run.stderr
+    );
+}

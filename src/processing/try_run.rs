@@ -13,6 +13,10 @@
 //! - `text`: `3: {record}`, `4: dropped by drop[1]`, `5-9: {record}` (a group of 5 lines);
 //! - `ndjson`: `{"input":[5,9],"record":{…}}`, `{"input":[4,4],"dropped_by":"drop[1]"}`.
 //!
+//! What only the Loki sink sends (stream labels, structured metadata, tenant) follows the
+//! record: `  loki: {"labels":{…},"structured_metadata":{…},"tenant":"…"}` in text, a
+//! `"loki"` key in ndjson.
+//!
 //! A summary goes to stderr. Exit codes: 0 done, 1 an I/O error, 2 a config or usage error
 //! (the message names the key path).
 
@@ -336,16 +340,25 @@ impl Runner {
             let mut ndjson = Vec::new();
             crate::sinks::ndjson::encode_line(&mut ndjson, &self.meta, record);
             let ndjson = ndjson.strip_suffix(b"\n").unwrap_or(&ndjson);
+            let loki = loki_extras(record);
             match self.format {
                 Format::Text => {
                     self.write_span(first, last, b": ");
                     self.text.extend_from_slice(ndjson);
+                    if let Some(loki) = loki {
+                        self.text.extend_from_slice(b"  loki: ");
+                        self.text.extend_from_slice(loki.as_bytes());
+                    }
                 }
                 Format::Ndjson => {
                     self.text.extend_from_slice(
                         format!("{{\"input\":[{first},{last}],\"record\":").as_bytes(),
                     );
                     self.text.extend_from_slice(ndjson);
+                    if let Some(loki) = loki {
+                        self.text.extend_from_slice(b",\"loki\":");
+                        self.text.extend_from_slice(loki.as_bytes());
+                    }
                     self.text.push(b'}');
                 }
             }
@@ -399,6 +412,37 @@ impl Runner {
         self.text.extend_from_slice(span.as_bytes());
         self.text.extend_from_slice(then);
     }
+}
+
+/// What only the Loki sink sends of a record (the NDJSON sinks do not write it): its stream
+/// labels, structured metadata and tenant, as one JSON object; None if it has none.
+fn loki_extras(record: &LogLine) -> Option<String> {
+    let extra = record.extra.as_deref()?;
+    let object = |pairs: &[(std::sync::Arc<str>, String)]| {
+        let body: Vec<String> = pairs
+            .iter()
+            .map(|(k, v)| format!("{}:{}", json_string(k), json_string(v)))
+            .collect();
+        format!("{{{}}}", body.join(","))
+    };
+    let mut parts = Vec::new();
+    if !extra.labels.is_empty() {
+        parts.push(format!("\"labels\":{}", object(&extra.labels)));
+    }
+    if !extra.metadata.is_empty() {
+        parts.push(format!(
+            "\"structured_metadata\":{}",
+            object(&extra.metadata)
+        ));
+    }
+    if let Some(tenant) = &extra.tenant {
+        parts.push(format!("\"tenant\":{}", json_string(tenant)));
+    }
+    (!parts.is_empty()).then(|| format!("{{{}}}", parts.join(",")))
+}
+
+fn json_string(s: &str) -> String {
+    serde_json::to_string(s).unwrap_or_else(|_| "\"\"".to_string())
 }
 
 #[cfg(test)]
@@ -504,5 +548,47 @@ mod tests {
         assert_eq!(summary.pipeline.as_deref(), Some("java"));
         assert_eq!(out.lines().count(), 1, "{out}");
         assert!(out.contains(r#""container_name":"api-1""#), "{out}");
+    }
+
+    #[test]
+    fn drops_name_their_stage_and_loki_extras_follow_the_record() {
+        let config = "processing:\n  pipelines:\n    - name: app\n      stages:\n        \
+            - json: {}\n        - level: { source: severity }\n        \
+            - drop: { levels: [debug] }\n        - labels: { fields: [level, service] }\n";
+        let input = "{\"severity\":\"debug\",\"msg\":\"noise\"}\n\
+                     {\"severity\":\"WARNING\",\"service\":\"api\",\"msg\":\"slow\"}\n";
+        let (out, summary) = try_run(config, &Options::default(), input).expect("runs");
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines.len(), 2, "{out}");
+        assert_eq!(lines[0], "1: dropped by drop[2]");
+        assert!(lines[1].starts_with("2: {"), "{out}");
+        assert!(
+            lines[1].ends_with(r#"  loki: {"labels":{"level":"warn","service":"api"}}"#),
+            "{out}"
+        );
+        assert_eq!((summary.records, summary.dropped), (1, 1));
+    }
+
+    /// The commented-out processing section of examples/config.yaml, uncommented, is a valid
+    /// config that shows every stage kind.
+    #[test]
+    fn the_examples_processing_section_is_valid_when_uncommented() {
+        let text = include_str!("../../examples/config.yaml");
+        let start = text
+            .find("  # container_labels:")
+            .expect("processing example");
+        let section: String = text[start..]
+            .lines()
+            .take_while(|l| l.starts_with("  #"))
+            .map(|l| format!("{}\n", l.replacen("# ", "", 1)))
+            .collect();
+        let config = Config::parse(&format!("processing:\n{section}"), "example")
+            .unwrap_or_else(|e| panic!("{e}\n{section}"));
+        let stages = &config.processing.pipelines[0].stages;
+        let mut kinds: Vec<&str> = stages.iter().map(|s| s.kind()).collect();
+        kinds.sort_unstable();
+        kinds.dedup();
+        assert_eq!(kinds.len(), 12, "every stage kind: {kinds:?}");
+        assert_eq!(config.processing.container_labels.len(), 2);
     }
 }
