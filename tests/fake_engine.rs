@@ -1047,3 +1047,45 @@ fn empty_stream_then_gone_is_counted_as_gone_before_read() {
         agent.log()
     );
 }
+
+/// Found in review: a container removed right after it exits (`docker run --rm`) lost its
+/// last multiline group — still open at the first end of stream, and the reopen that would
+/// have served it again answered 409. A clean end of stream now ends the open groups.
+#[test]
+fn the_last_multiline_group_of_a_removed_container_is_delivered() {
+    let s = 1_000_000_000;
+    let lines = vec![
+        Line::stdout(BASE_NS + s, "S0 starting"),
+        Line::stdout(BASE_NS + 2 * s, "S1 Exception: boom"),
+        Line::stdout(BASE_NS + 2 * s + 1_000, "\tat a.b(C.java:1)"),
+    ];
+    let mut job = Container::new(
+        "rmjob",
+        lines,
+        vec![
+            LogsPlan::End,
+            LogsPlan::Status(409, "removal of container in progress".into()),
+        ],
+    );
+    job.running = false;
+    let id = job.id.clone();
+    let engine = FakeEngine::start(vec![job]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let options = AgentOptions {
+        processing: "  pipelines:\n    - name: traces\n      stages:\n        - multiline: { start: '^S', flush_after: 1h }\n".to_string(),
+        ..agent_options(&engine, "")
+    };
+    let agent = Agent::start(dir.path(), options);
+    engine.send_start(&id, "rmjob");
+    let expected = ["S0 starting", "S1 Exception: boom\n\tat a.b(C.java:1)"];
+    let done = wait_until(Duration::from_secs(30), || {
+        agent.messages("rmjob").len() >= expected.len()
+    });
+    assert!(
+        done,
+        "records: {:?}\nlog:\n{}",
+        agent.messages("rmjob"),
+        agent.log()
+    );
+    assert_eq!(agent.messages("rmjob"), expected, "log:\n{}", agent.log());
+}

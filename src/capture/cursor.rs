@@ -159,6 +159,14 @@ impl Cursor {
         self.position_mut(stream).deliver(ts_ns);
     }
 
+    /// Whether the positions differ (either stream, or the legacy count) — `unfinished_ns`
+    /// aside: a batch that only changes that has nothing to hand over (see the capture task).
+    pub fn positions_differ(&self, other: &Cursor) -> bool {
+        self.streams.stdout != other.streams.stdout
+            || self.streams.stderr != other.streams.stderr
+            || self.legacy_count != other.legacy_count
+    }
+
     /// Whether `self` is at or beyond `other`: neither stream has gone back.
     pub fn is_at_or_after(&self, other: &Cursor) -> bool {
         self.streams.stdout >= other.streams.stdout && self.streams.stderr >= other.streams.stderr

@@ -436,7 +436,11 @@ impl CaptureTask {
                     if flushing {
                         p.flush_due(now_ns(), &cx, &mut records);
                     }
-                    if eof && failure.is_none() && final_read {
+                    // The stream ended cleanly: its open groups end with it. Most often the
+                    // container stopped, and may be removed before a reopen could serve the
+                    // group again (`--rm`: its last stack trace would be lost). After a daemon
+                    // restart a group may be cut in two; nothing is lost or repeated.
+                    if eof && failure.is_none() {
                         p.flush_all(&cx, &mut records);
                     }
                     lines = records;
@@ -453,7 +457,9 @@ impl CaptureTask {
             // With processing, a read whose lines were all dropped (or all went into an open
             // group) can still move the cursor: hand that over too, so dropped lines are
             // acknowledged and never read again.
-            let moved = processed.is_some() && cursor != read_cursor(&self.cursor);
+            // Positions only: a cursor that differs just in `unfinished_ns` (a reopen that
+            // has not re-read a held group yet) must not replace the held one.
+            let moved = processed.is_some() && cursor.positions_differ(&read_cursor(&self.cursor));
             if !lines.is_empty() || moved {
                 let line_count = lines.len();
                 // The lines are slices of the read buffers; copied into one buffer of their
@@ -471,7 +477,16 @@ impl CaptureTask {
                 // race rotation too (for a caught-up stream): an unsent batch is simply re-read
                 // after the reopen, because the shared cursor only moves once the batch is
                 // handed over.
-                let charge = ctx.budget.charge(batch.lines.capacity(), message_bytes);
+                // What processing added lives as long as the batch: charged with it.
+                let extra_bytes: usize = batch
+                    .lines
+                    .iter()
+                    .filter_map(|l| l.extra.as_deref())
+                    .map(crate::processing::Extra::heap_bytes)
+                    .sum();
+                let charge = ctx
+                    .budget
+                    .charge(batch.lines.capacity(), message_bytes + extra_bytes);
                 let permit = tokio::select! {
                     biased;
                     _ = self.cancel.cancelled() => return SessionEnd::Cancelled,
@@ -533,9 +548,8 @@ impl CaptureTask {
             if eof {
                 return SessionEnd::Eof {
                     lines: emitted,
-                    // A multiline group still open is read again, like an open line.
-                    unfinished: assembler.has_open_line()
-                        || processor.as_ref().is_some_and(Processor::has_open_group),
+                    // Open multiline groups were flushed at the end of the stream.
+                    unfinished: assembler.has_open_line(),
                 };
             }
             // A busy stream that has been caught up with waits a moment before the next read,

@@ -150,6 +150,36 @@ pub struct Extra {
     pub joined_lines: u32,
 }
 
+/// Heap bytes of a string as the allocator sees it (a malloc chunk holds at least 32 bytes).
+fn heap(len: usize) -> usize {
+    if len == 0 { 0 } else { len.max(16) + 16 }
+}
+
+impl Extra {
+    /// What the extras hold on the heap, estimated as an allocator sees it (each allocation's
+    /// header and minimum size included): the queue budget charges it, so a pipeline that
+    /// adds fields cannot make the queue outgrow `pipeline.queue_bytes`. Names are not
+    /// counted: they are `Arc`s shared with the config or the parse stages' name cache.
+    pub fn heap_bytes(&self) -> usize {
+        let entry = std::mem::size_of::<(Arc<str>, FieldValue)>();
+        let pairs = |v: &Vec<(Arc<str>, String)>| -> usize {
+            heap(v.capacity() * std::mem::size_of::<(Arc<str>, String)>())
+                + v.iter().map(|(_, s)| heap(s.len())).sum::<usize>()
+        };
+        heap(std::mem::size_of::<Extra>())
+            + heap(self.fields.0.capacity() * entry)
+            + self
+                .fields
+                .0
+                .iter()
+                .map(|(_, v)| heap(v.as_str().len()))
+                .sum::<usize>()
+            + pairs(&self.labels)
+            + pairs(&self.metadata)
+            + self.tenant.as_ref().map_or(0, |t| heap(t.len()))
+    }
+}
+
 impl LogLine {
     /// The record's extras, created on first use.
     pub fn extra_mut(&mut self) -> &mut Extra {

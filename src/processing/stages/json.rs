@@ -86,6 +86,13 @@ fn field_value(raw: &RawValue) -> Result<FieldValue, serde_json::Error> {
         match text.strip_prefix('"').and_then(|t| t.strip_suffix('"')) {
             Some(inner) if !inner.contains('\\') => FieldValue::Str(inner.to_owned()),
             Some(_) => FieldValue::Str(serde_json::from_str(text)?),
+            // The raw text is written back as is by the NDJSON sinks: a `\u` escape in it
+            // (a lone surrogate, say) must be one a JSON reader takes. The lenient raw scan
+            // does not check that; a full parse does (only when there is such an escape).
+            None if text.contains("\\u") => {
+                serde_json::from_str::<serde_json::Value>(text)?;
+                FieldValue::Json(text.to_owned())
+            }
             None => FieldValue::Json(text.to_owned()),
         },
     )
@@ -140,6 +147,21 @@ mod tests {
 
     fn j(v: &str) -> FieldValue {
         FieldValue::Json(v.to_string())
+    }
+
+    /// Found in review: a lone surrogate inside an object value was kept as raw JSON the
+    /// NDJSON sinks then wrote unreadable. Now the line fails to parse (counted, unchanged).
+    #[test]
+    fn raw_values_with_bad_unicode_escapes_fail_the_line() {
+        let (mut st, m) = stage("{}");
+        let bad = run(
+            |l, cx| st.apply(l, cx),
+            line(r#"{"o":{"k":"\ud800"},"a":"b"}"#),
+        );
+        assert!(bad.extra.is_none(), "{:?}", bad.extra);
+        assert_eq!(m.parse_failures.get(), 1);
+        let ok = run(|l, cx| st.apply(l, cx), line(r#"{"o":{"k":"\u00e9"}}"#));
+        assert_eq!(fields(&ok), vec![("o".into(), j(r#"{"k":"\u00e9"}"#))]);
     }
 
     #[test]

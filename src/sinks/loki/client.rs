@@ -185,13 +185,8 @@ impl LokiClient {
 /// The header value of a Loki tenant ID, if it is one: at most 150 bytes of `a-z A-Z 0-9`
 /// and `!-_.*'()`, not `.` or `..` (Loki's rule).
 fn tenant_header(tenant: &str) -> Option<HeaderValue> {
-    let valid = !tenant.is_empty()
-        && tenant.len() <= 150
-        && tenant != "."
-        && tenant != ".."
-        && tenant
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"!-_.*'()".contains(&b));
+    // One rule with the tenant stage, which counts what it refuses (`tenant_invalid`).
+    let valid = crate::processing::stages::tenant::valid_org_id(tenant);
     valid.then(|| HeaderValue::from_str(tenant).ok()).flatten()
 }
 

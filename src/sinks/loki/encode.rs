@@ -172,7 +172,8 @@ impl Encoder {
         };
         !e.labels.is_empty()
             || self.labels.iter().any(|n| match n.as_str() {
-                "level" => e.level.is_some(),
+                // A level stage's level, or (without one) a field named level.
+                "level" => e.level.is_some() || e.fields.get("level").is_some(),
                 "stream" | "host" | "message" => false,
                 _ => e.fields.get(n).is_some(),
             })
@@ -873,5 +874,25 @@ mod tests {
         ];
         let s = Encoder::label_string(&pairs);
         assert_eq!(parse_label_string(&s), pairs);
+    }
+
+    /// A configured label `level` and records with a `level` *field* (a json stage, no level
+    /// stage): each record gets its own value, not the first record's cached label set.
+    #[tokio::test]
+    async fn a_level_field_label_is_per_record() {
+        let mut c = config();
+        c.labels = vec!["level".into()];
+        let enc = Encoder::new(&c);
+        let mk = |ts: i64, lvl: &str| {
+            let mut l = line(ts, "x", StreamKind::Stdout);
+            l.extra_mut().fields.set(
+                "level".into(),
+                crate::processing::FieldValue::Str(lvl.into()),
+            );
+            l
+        };
+        let (req, _) = enc.build(&[delivery(meta("w"), vec![mk(1, "info"), mk(2, "error")]).await]);
+        let labels: Vec<&str> = req.streams.iter().map(|s| s.labels.as_str()).collect();
+        assert_eq!(labels, [r#"{level="info"}"#, r#"{level="error"}"#]);
     }
 }
