@@ -80,7 +80,8 @@ pub struct MultilineConfig {
     pub continue_: Option<String>,
     /// A group reaching this many lines is emitted (the next line starts a new one).
     pub max_lines: usize,
-    /// A group reaching this many bytes is emitted.
+    /// A line that would take a group past this many bytes is not joined: the group is
+    /// emitted and the line starts the next one (a single line is never cut).
     pub max_bytes: ByteSize,
     /// The open group of a stream that has been quiet this long (by Docker's timestamp of its
     /// last line) is emitted.
