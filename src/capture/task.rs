@@ -477,13 +477,18 @@ impl CaptureTask {
                 // race rotation too (for a caught-up stream): an unsent batch is simply re-read
                 // after the reopen, because the shared cursor only moves once the batch is
                 // handed over.
-                // What processing added lives as long as the batch: charged with it.
-                let extra_bytes: usize = batch
-                    .lines
-                    .iter()
-                    .filter_map(|l| l.extra.as_deref())
-                    .map(crate::processing::Extra::heap_bytes)
-                    .sum();
+                // What processing added lives as long as the batch: charged with it (only a
+                // pipeline adds extras, so the path without one skips the pass).
+                let extra_bytes: usize = if processed.is_some() {
+                    batch
+                        .lines
+                        .iter()
+                        .filter_map(|l| l.extra.as_deref())
+                        .map(crate::processing::Extra::heap_bytes)
+                        .sum()
+                } else {
+                    0
+                };
                 let charge = ctx
                     .budget
                     .charge(batch.lines.capacity(), message_bytes + extra_bytes);

@@ -270,11 +270,6 @@ impl Discovery {
             image: &meta.image,
             labels,
         };
-        // Chosen at start by name, labels and image; a rename keeps it.
-        let processor = self
-            .ctx
-            .pipelines
-            .processor_for(&candidate, &self.metrics.processing);
         if !selected(&self.settings.include, &self.settings.exclude, &candidate) {
             debug!(container = %meta.name, "container not selected by filters");
             self.ctx.status.forget(id);
@@ -287,6 +282,12 @@ impl Discovery {
         if !info.state.running && !drain {
             return true;
         }
+        // Chosen at start by name, labels and image; a rename keeps it. Only for a container
+        // that is captured (building one creates its pipeline's metric series).
+        let processor = self
+            .ctx
+            .pipelines
+            .processor_for(&candidate, &self.metrics.processing);
         let meta = Arc::new(meta);
         let (cursor, tty) = match self.tracked.get_mut(id) {
             Some(t) => {

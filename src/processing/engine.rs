@@ -189,6 +189,7 @@ impl CompiledPipeline {
             records_out: metrics.records_out.get_or_create(&labels).clone(),
             records_unpublished: 0,
             finished: ([0, 0], 0),
+            groups: Vec::new(),
             last_drop: None,
         })
     }
@@ -220,6 +221,8 @@ pub struct Processor {
     /// Input lines (stdout/tty, stderr) and bytes done with (emitted or dropped) since the
     /// last `take_finished`.
     finished: ([u64; 2], u64),
+    /// Emitted groups on their way through the stages (reused; empty between calls).
+    groups: Vec<LogLine>,
     /// Index of the stage that dropped the last record (for `log-capturer process`).
     last_drop: Option<usize>,
 }
@@ -264,11 +267,14 @@ impl Processor {
         if out.len() == from {
             return 0;
         }
-        let groups: Vec<LogLine> = out.drain(from..).collect();
+        // Moved aside into a buffer the processor keeps (no allocation per group).
+        let mut groups = std::mem::take(&mut self.groups);
+        groups.extend(out.drain(from..));
         let mut dropped = 0;
-        for record in groups {
+        for record in groups.drain(..) {
             dropped += usize::from(!self.run_stages(record, cx, out));
         }
+        self.groups = groups;
         dropped
     }
 
