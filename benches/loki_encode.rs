@@ -51,7 +51,7 @@ fn deliveries() -> (Vec<Arc<Delivery>>, u64) {
             Batch {
                 container: meta,
                 lines,
-                cursor: Cursor::at(0),
+                position: Cursor::at(0).into(),
             },
             permit,
         )));

@@ -548,6 +548,19 @@ async fn run_pipeline(
         persist_cancel.clone(),
     ));
 
+    // Host log files: a sibling of discovery, holding its own handle to the queue.
+    let file_source =
+        crate::sources::files::FileSource::new(crate::sources::files::FileSourceContext {
+            config: config.sources.clone(),
+            pipeline: queue_tx.clone(),
+            budget: budget.clone(),
+            metrics: Arc::clone(metrics),
+            checkpoints: Arc::clone(checkpoints),
+            pipelines: Arc::clone(&pipelines),
+            max_line_bytes: capture_cfg.max_line_bytes.0 as usize,
+            host: crate::sinks::loki::encode::this_hostname(),
+        });
+    let file_source_task = tokio::spawn(file_source.run(shutdown.child_token()));
     let ctx = Arc::new(CaptureContext {
         client,
         pipeline: queue_tx,
@@ -582,8 +595,8 @@ async fn run_pipeline(
         },
         Arc::clone(&process.ready),
     );
-    // Discovery owns the last handle to the capture context and so to the queue's sender:
-    // when it returns, the queue closes and the router and sink workers drain.
+    // Discovery and the file source own the last handles to the queue's sender: when both
+    // have returned, the queue closes and the router and sink workers drain.
     let discovery_task = tokio::spawn(discovery.run(shutdown.child_token()));
 
     shutdown.cancelled().await;
@@ -599,6 +612,9 @@ async fn run_pipeline(
         match discovery_task.await {
             Ok(from_ns) => next_catch_up = Some(from_ns),
             Err(e) => warn!(error = %e, "discovery task failed"),
+        }
+        if let Err(e) = file_source_task.await {
+            warn!(error = %e, "file source task failed");
         }
         capture_stopped.store(true, Ordering::Relaxed);
         info!("capture stopped; flushing sinks");
@@ -1084,7 +1100,7 @@ mod tests {
                 truncated: false,
                 extra: None,
             }],
-            cursor,
+            position: cursor.into(),
         };
         let mut delivery = Delivery::new(batch, permit);
         delivery.seq = 1;

@@ -22,6 +22,7 @@ pub mod pipeline;
 pub mod processing;
 pub mod reload;
 pub mod sinks;
+pub mod sources;
 pub mod state_lock;
 #[cfg(feature = "tls")]
 pub mod tls;

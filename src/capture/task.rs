@@ -413,7 +413,7 @@ impl CaptureTask {
                 assembler.unstamped = 0;
             }
             let before_filter = lines.len();
-            let (mut cursor, processed) = match &mut processor {
+            let (cursor, processed) = match &mut processor {
                 None => {
                     replay.filter(&mut lines);
                     (replay.cursor(assembler.earliest_open_ns()), None)
@@ -471,7 +471,7 @@ impl CaptureTask {
                 let batch = Batch {
                     container: self.meta.borrow().clone(),
                     lines: std::mem::replace(&mut lines, next_lines),
-                    cursor,
+                    position: cursor.into(),
                 };
                 // Waiting for budget and queue room is where backpressure pauses reading. Both
                 // race rotation too (for a caught-up stream): an unsent batch is simply re-read
@@ -501,7 +501,6 @@ impl CaptureTask {
                         None => return SessionEnd::Cancelled,
                     },
                 };
-                cursor = batch.cursor;
                 let first_ts_ns = batch.lines.first().map_or(0, |l| l.ts_ns);
                 let mut delivered = LineCounts::of(&batch.lines);
                 let summary = enabled!(Level::TRACE).then(|| line_summary(&batch.lines));

@@ -3,6 +3,10 @@
 //! (temporary file, fsync, rename, fsync of the directory). A file that cannot be read or
 //! parsed is renamed aside with a `.corrupt-<unix time>` suffix, reported, and skipped.
 
+mod files;
+
+pub use files::{FileId, FilePosition, Fingerprint};
+
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, HashSet};
 use std::fs;
@@ -45,6 +49,12 @@ impl CheckpointFile {
 }
 
 #[derive(Debug)]
+struct FileEntry {
+    position: FilePosition,
+    dirty_since: Option<Instant>,
+}
+
+#[derive(Debug)]
 struct Entry {
     cursor: Cursor,
     /// Acknowledged but not yet persisted since this instant.
@@ -64,6 +74,8 @@ pub struct CheckpointStore {
     pub previous_start_ns: Option<i64>,
     /// The marker to write and whether it changed since it was last written.
     marker: Mutex<(AgentMarker, bool)>,
+    /// Positions of host log files by key (see [`files`]).
+    file_positions: Mutex<HashMap<String, FileEntry>>,
     /// Ids (file names) whose checkpoint was set aside as corrupt at open: such a container
     /// has lines no cursor accounts for, so it must be read even when it is not running.
     set_aside: Mutex<HashSet<String>>,
@@ -173,6 +185,7 @@ impl CheckpointStore {
             had_previous_run,
             previous_start_ns,
             marker: Mutex::new((written, false)),
+            file_positions: Mutex::new(HashMap::new()),
             set_aside: Mutex::new(set_aside),
         })
     }
@@ -233,6 +246,52 @@ impl CheckpointStore {
         {
             warn!(file = %path.display(), error = %e, "cannot remove checkpoint of removed container");
         }
+    }
+
+    /// The stored position of the host file `key` (see [`FileId::key`]).
+    pub fn file_position(&self, key: &str) -> Option<FilePosition> {
+        lock(&self.file_positions)
+            .get(key)
+            .map(|e| e.position.clone())
+    }
+
+    /// Every stored host-file position (key, position): what the file source looks for at start.
+    pub fn file_positions(&self) -> Vec<(String, FilePosition)> {
+        lock(&self.file_positions)
+            .iter()
+            .map(|(k, e)| (k.clone(), e.position.clone()))
+            .collect()
+    }
+
+    /// Records where a newly found host file starts (its first read, or after a restart found
+    /// it under a new identity). Replaces what was there: a new identity is a new file.
+    pub fn init_file(&self, key: &str, position: FilePosition) {
+        lock(&self.file_positions).insert(
+            key.to_string(),
+            FileEntry {
+                position,
+                dirty_since: Some(Instant::now()),
+            },
+        );
+    }
+
+    /// Every sink has acknowledged the host file `key` up to `position`. Ignored for keys not
+    /// tracked (forgotten meanwhile) and for a position of another identity or behind.
+    pub fn ack_file(&self, key: &str, position: FilePosition) {
+        let mut files = lock(&self.file_positions);
+        if let Some(entry) = files.get_mut(key)
+            && entry.position.id == position.id
+            && entry.position.fingerprint == position.fingerprint
+            && position.offset >= entry.position.offset
+        {
+            entry.position = position;
+            entry.dirty_since.get_or_insert_with(Instant::now);
+        }
+    }
+
+    /// The host file `key` is gone (deleted and read to its end): drop its position.
+    pub fn forget_file(&self, key: &str) {
+        lock(&self.file_positions).remove(key);
     }
 
     /// Writes `agent.json` if it changed; false (logged, counted) when that failed.

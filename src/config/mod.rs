@@ -7,12 +7,14 @@ mod loki;
 mod overrides;
 mod rotate;
 mod secret;
+mod sources;
 mod units;
 
 pub use docker_tls::DockerTlsConfig;
 pub use overrides::{Override, Overrides};
 pub use rotate::{FileRotateConfig, RotateCompress};
 pub use secret::Secret;
+pub use sources::{CaptureMode, FileGroupConfig, FileSettings, SourcesConfig};
 pub use units::{ByteSize, HumanDuration, parse_byte_size, parse_duration};
 
 use serde::{Deserialize, Serialize};
@@ -31,6 +33,7 @@ pub struct Config {
     pub capture: CaptureConfig,
     pub pipeline: PipelineConfig,
     pub processing: crate::processing::ProcessingConfig,
+    pub sources: SourcesConfig,
     pub sinks: SinksConfig,
     pub checkpoint: CheckpointConfig,
     pub http: HttpConfig,
@@ -46,6 +49,13 @@ pub struct DockerConfig {
     pub request_timeout: HumanDuration,
     /// TLS to a `tcp://` daemon; absent: the `DOCKER_TLS*` environment (see `docker::tls`).
     pub tls: Option<DockerTlsConfig>,
+    /// How container lines are read: `api` (follow streams) or `json_file` (Docker's
+    /// json-file logs, read from its data root).
+    pub capture: CaptureMode,
+    /// With `capture: json_file`: where Docker's `containers` directory is visible to the
+    /// agent (e.g. `/host/var/lib/docker/containers` when the agent runs in a container and
+    /// mounts it read-only there). Empty: the `LogPath` Docker reports, as is.
+    pub containers_dir: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
@@ -250,6 +260,7 @@ impl Default for Config {
             capture: CaptureConfig::default(),
             pipeline: PipelineConfig::default(),
             processing: crate::processing::ProcessingConfig::default(),
+            sources: SourcesConfig::default(),
             sinks: SinksConfig {
                 stdout: Some(StdoutSinkConfig {}),
                 file: None,
@@ -269,6 +280,8 @@ impl Default for DockerConfig {
             host: String::new(),
             request_timeout: HumanDuration(Duration::from_secs(30)),
             tls: None,
+            capture: CaptureMode::Api,
+            containers_dir: String::new(),
         }
     }
 }
@@ -456,7 +469,9 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), String> {
-        crate::processing::Pipelines::compile(&self.processing)?;
+        let pipelines = crate::processing::Pipelines::compile(&self.processing)?;
+        self.sources
+            .validate(&pipelines.names().collect::<Vec<_>>())?;
         self.check_loki_label_count()?;
         let c = &self.capture;
         if c.rotation_interval.0 < Duration::from_secs(1) {

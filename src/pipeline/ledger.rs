@@ -13,12 +13,12 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
-use crate::capture::Cursor;
 use crate::checkpoint::CheckpointStore;
+use crate::pipeline::AckPosition;
 
 struct Slot {
     seq: u64,
-    cursor: Cursor,
+    position: AckPosition,
     remaining: usize,
     enqueued: Instant,
 }
@@ -53,10 +53,10 @@ impl AckLedger {
     }
 
     /// A batch entered the pipeline (called in queue order).
-    pub fn register(&self, container: &str, seq: u64, cursor: Cursor) {
+    pub fn register(&self, container: &str, seq: u64, position: impl Into<AckPosition>) {
         let slot = Slot {
             seq,
-            cursor,
+            position: position.into(),
             remaining: self.sinks,
             enqueued: Instant::now(),
         };
@@ -78,8 +78,8 @@ impl AckLedger {
     /// A batch that holds no lines for the sinks (processing dropped every line of it) but
     /// moves the cursor: done for every sink at once, acknowledged in order behind the
     /// batches of the container still in flight.
-    pub fn register_settled(&self, container: &str, seq: u64, cursor: Cursor) {
-        self.register(container, seq, cursor);
+    pub fn register_settled(&self, container: &str, seq: u64, position: impl Into<AckPosition>) {
+        self.register(container, seq, position);
         for _ in 0..self.sinks.max(1) {
             self.complete(container, seq);
         }
@@ -98,15 +98,23 @@ impl AckLedger {
             if let Some(queue) = state.containers.get_mut(container) {
                 queue.retain(|s| s.seq < first);
                 while queue.front().is_some_and(|s| s.remaining == 0) {
-                    ack = queue.pop_front().map(|s| s.cursor);
+                    ack = queue.pop_front().map(|s| s.position);
                 }
                 if queue.is_empty() {
                     state.containers.remove(container);
                 }
             }
         }
-        if let Some(cursor) = ack {
-            self.checkpoints.ack(container, cursor);
+        if let Some(position) = ack {
+            self.acknowledge(container, position);
+        }
+    }
+
+    /// Hands an acknowledged position to the store that persists it.
+    fn acknowledge(&self, source: &str, position: AckPosition) {
+        match position {
+            AckPosition::Container(cursor) => self.checkpoints.ack(source, cursor),
+            AckPosition::File(position) => self.checkpoints.ack_file(source, position),
         }
     }
 
@@ -138,14 +146,14 @@ impl AckLedger {
                 slot.remaining = slot.remaining.saturating_sub(1);
             }
             while queue.front().is_some_and(|s| s.remaining == 0) {
-                ack = queue.pop_front().map(|s| s.cursor);
+                ack = queue.pop_front().map(|s| s.position);
             }
             if queue.is_empty() {
                 map.remove(container);
             }
         }
-        if let Some(cursor) = ack {
-            self.checkpoints.ack(container, cursor);
+        if let Some(position) = ack {
+            self.acknowledge(container, position);
         }
     }
 
@@ -168,6 +176,7 @@ impl AckLedger {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::capture::Cursor;
     use crate::observability::metrics::Metrics;
 
     /// A cursor after one stdout line stamped `ts`.

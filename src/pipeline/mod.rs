@@ -14,6 +14,6 @@ mod writer;
 
 pub use budget::{BudgetPermit, QueueBudget};
 pub use ledger::AckLedger;
-pub use record::{Batch, ContainerMeta, Delivery, LogLine, StreamKind};
+pub use record::{AckPosition, Batch, ContainerMeta, Delivery, LogLine, SourceKind, StreamKind};
 pub use router::route;
 pub use writer::{HELD_RETRY, LocalSinkWorker, OutputClosed, WriterSettings};

@@ -7,6 +7,7 @@ use std::time::Instant;
 use super::budget::BudgetPermit;
 
 use crate::capture::Cursor;
+use crate::checkpoint::FilePosition;
 use crate::processing::Extra;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -41,8 +42,22 @@ pub struct LogLine {
     pub extra: Option<Box<Extra>>,
 }
 
-/// Container metadata, shared by every line of the container (never cloned per line). Built
-/// with [`ContainerMeta::new`], which also encodes the record fields once for the NDJSON sinks.
+/// What kind of source a [`ContainerMeta`] describes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SourceKind {
+    /// A Docker container (read through the Engine API or from its json-file log).
+    Container,
+    /// A host log file of `sources.files`: `id` is its position key (`file-<dev>-<ino>`),
+    /// `name` its path, `image` empty; `label_fields` are the group's `fields`.
+    File {
+        /// The host's name (the record's `host` field).
+        host: String,
+    },
+}
+
+/// Source metadata, shared by every line of the source (never cloned per line): a container,
+/// or a host file ([`ContainerMeta::for_file`]). Built with [`ContainerMeta::new`], which also
+/// encodes the record fields once for the NDJSON sinks.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ContainerMeta {
     pub id: String,
@@ -54,6 +69,7 @@ pub struct ContainerMeta {
     /// Container labels chosen by `processing.container_labels` (key, value), sorted by key:
     /// record fields of every line of the container.
     pub label_fields: Vec<(String, String)>,
+    pub kind: SourceKind,
     ndjson_fields: Box<[u8]>,
 }
 
@@ -72,10 +88,29 @@ impl ContainerMeta {
             compose_project,
             compose_service,
             label_fields: Vec::new(),
+            kind: SourceKind::Container,
             ndjson_fields: Box::default(),
         };
         meta.ndjson_fields = crate::sinks::ndjson::encode_container_fields(&meta).into();
         meta
+    }
+
+    /// A host log file: `key` is its position key, `path` where it was found, `fields` the
+    /// group's `fields` (record fields of each of its lines).
+    pub fn for_file(
+        key: String,
+        path: String,
+        host: String,
+        fields: Vec<(String, String)>,
+    ) -> Self {
+        let mut meta = ContainerMeta::new(key, path, String::new(), None, None);
+        meta.kind = SourceKind::File { host };
+        meta.with_label_fields(fields)
+    }
+
+    /// Whether this is a host file of `sources.files`.
+    pub fn is_file(&self) -> bool {
+        matches!(self.kind, SourceKind::File { .. })
     }
 
     /// With these container labels as record fields (see `label_fields`).
@@ -88,19 +123,36 @@ impl ContainerMeta {
 
     /// The same container under another name.
     pub fn renamed(&self, name: String) -> Self {
-        ContainerMeta::new(
+        let mut meta = ContainerMeta::new(
             self.id.clone(),
             name,
             self.image.clone(),
             self.compose_project.clone(),
             self.compose_service.clone(),
         )
-        .with_label_fields(self.label_fields.clone())
+        .with_label_fields(self.label_fields.clone());
+        if meta.kind != self.kind {
+            meta.kind = self.kind.clone();
+            meta.ndjson_fields = crate::sinks::ndjson::encode_container_fields(&meta).into();
+        }
+        meta
     }
 
     /// A container field by name (`container_name`, `container_id`, `image`,
     /// `compose_project`, `compose_service`) or a copied container label; None if unset/empty.
     pub fn field(&self, name: &str) -> Option<&str> {
+        if let SourceKind::File { host } = &self.kind {
+            return match name {
+                "file" => Some(self.name.as_str()),
+                "host" => Some(host.as_str()),
+                _ => self
+                    .label_fields
+                    .iter()
+                    .find(|(k, _)| k == name)
+                    .map(|(_, v)| v.as_str()),
+            }
+            .filter(|v| !v.is_empty());
+        }
         match name {
             "container_name" => Some(self.name.as_str()),
             "container_id" => Some(self.id.as_str()),
@@ -122,12 +174,38 @@ impl ContainerMeta {
     }
 }
 
-/// Lines of one container read in one go, and the cursor just past the last of them.
+/// Where a source resumes once a batch is acknowledged by every sink: a container's cursor
+/// (timestamps and counts, in both capture modes), or a host file's byte position.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AckPosition {
+    Container(Cursor),
+    File(FilePosition),
+}
+
+impl From<Cursor> for AckPosition {
+    fn from(cursor: Cursor) -> Self {
+        AckPosition::Container(cursor)
+    }
+}
+
+impl AckPosition {
+    /// The container cursor (None for a file position).
+    pub fn cursor(&self) -> Option<&Cursor> {
+        match self {
+            AckPosition::Container(c) => Some(c),
+            AckPosition::File(_) => None,
+        }
+    }
+}
+
+/// Lines of one source (a container, or a host file) read in one go, and the position just
+/// past the last of them. `container` describes the source: for a host file it is built by
+/// [`ContainerMeta::for_file`].
 #[derive(Clone, Debug)]
 pub struct Batch {
     pub container: Arc<ContainerMeta>,
     pub lines: Vec<LogLine>,
-    pub cursor: Cursor,
+    pub position: AckPosition,
 }
 
 impl Batch {
@@ -178,7 +256,7 @@ impl Delivery {
             batch: Batch {
                 container,
                 lines: Vec::new(),
-                cursor: Cursor::default(),
+                position: AckPosition::Container(Cursor::default()),
             },
             seq: 0,
             enqueued: Instant::now(),

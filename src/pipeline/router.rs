@@ -19,11 +19,19 @@ pub async fn route(
         // An end-of-stream marker carries no lines: nothing to acknowledge.
         if delivery.is_settled() {
             // Only a cursor (every line of it was dropped by processing): no sink sees it.
-            ledger.register_settled(&delivery.batch.container.id, seq, delivery.batch.cursor);
+            ledger.register_settled(
+                &delivery.batch.container.id,
+                seq,
+                delivery.batch.position.clone(),
+            );
             continue;
         }
         if !delivery.end_of_stream {
-            ledger.register(&delivery.batch.container.id, seq, delivery.batch.cursor);
+            ledger.register(
+                &delivery.batch.container.id,
+                seq,
+                delivery.batch.position.clone(),
+            );
         }
         let delivery = Arc::new(delivery);
         for output in &outputs {

@@ -100,12 +100,13 @@ impl Harness {
                 truncated: false,
                 extra: None,
             }],
-            cursor: Cursor::legacy(ts, 1),
+            position: Cursor::legacy(ts, 1).into(),
         };
         let permit: BudgetPermit = self.budget.acquire(100, 1).await.expect("budget");
         let mut d = Delivery::new(batch, permit);
         d.seq = self.seq;
-        self.ledger.register(&meta.id, d.seq, d.batch.cursor);
+        self.ledger
+            .register(&meta.id, d.seq, d.batch.position.clone());
         self.tx
             .as_ref()
             .expect("open")

@@ -116,6 +116,12 @@ pub fn encode_container_fields(meta: &ContainerMeta) -> Vec<u8> {
         escape_into(&mut out, value.as_bytes());
         out.extend_from_slice(b"\",");
     };
+    if let crate::pipeline::SourceKind::File { host } = &meta.kind {
+        // A host file's record: `file` and `host` instead of the container's fields.
+        field("file", &meta.name);
+        field("host", host);
+        return out;
+    }
     field("container_id", &meta.id);
     field("container_name", &meta.name);
     field("image", &meta.image);

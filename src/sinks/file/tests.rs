@@ -25,7 +25,7 @@ fn batch(container: &Arc<ContainerMeta>, from: usize, n: usize, width: usize) ->
                 extra: None,
             })
             .collect(),
-        cursor: Default::default(),
+        position: crate::capture::Cursor::default().into(),
     }
 }
 

@@ -583,7 +583,7 @@ mod tests {
             Batch {
                 container: meta,
                 lines,
-                cursor: Cursor::at(0),
+                position: Cursor::at(0).into(),
             },
             permit,
         ))

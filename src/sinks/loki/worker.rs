@@ -1223,7 +1223,7 @@ mod tests {
             Batch {
                 container: meta,
                 lines,
-                cursor,
+                position: cursor.into(),
             },
             permit,
         );
