@@ -5,6 +5,7 @@ pub(crate) mod assembler;
 mod coalesce;
 pub(crate) mod cursor;
 mod decoder;
+pub mod json_file;
 mod pause;
 mod rotation;
 mod task;

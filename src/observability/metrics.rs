@@ -175,6 +175,10 @@ pub struct Metrics {
     pub file_sink_rotation_failures: Counter,
     /// Per-pipeline processing counters (see `processing::metrics`).
     pub processing: crate::processing::ProcessingMetrics,
+    /// The host-file source (see `sources::files::metrics`).
+    pub files: crate::sources::files::metrics::FileSourceMetrics,
+    /// The json-file capture mode (see `capture::json_file::metrics`).
+    pub json_file: crate::capture::json_file::metrics::JsonFileMetrics,
     pub registry: Registry,
 }
 
@@ -519,6 +523,10 @@ impl Metrics {
 
         let processing = crate::processing::ProcessingMetrics::default();
         processing.register(r);
+        let files = crate::sources::files::metrics::FileSourceMetrics::default();
+        files.register(r);
+        let json_file = crate::capture::json_file::metrics::JsonFileMetrics::default();
+        json_file.register(r);
         let metrics = Metrics {
             docker_unreachable,
             container_lag_seconds,
@@ -573,6 +581,8 @@ impl Metrics {
             file_sink_retention_deletions,
             file_sink_rotation_failures,
             processing,
+            files,
+            json_file,
             registry,
         };
         metrics.config_loaded();

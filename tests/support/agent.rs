@@ -20,7 +20,10 @@ pub struct AgentOptions {
     pub pipeline: String,
     /// The keys of a top-level `processing:` section, indented by 2 spaces (none if empty).
     pub processing: String,
-    /// The NDJSON file sink under `dir/out` (on by default).
+    /// The keys of a top-level `sources:` section, indented by 2 spaces (none if empty).
+    pub sources: String,
+    /// The NDJSON file sink under `dir/out` (on by default). A host file's records land in
+    /// `out/<path with / as %2F>.log` (its `container_name` is its path).
     pub file_sink: bool,
     /// Run the agent under this open-files limit (soft and hard), via `prlimit`.
     pub fd_limit: Option<u64>,
@@ -44,6 +47,7 @@ impl Default for AgentOptions {
             sinks: String::new(),
             pipeline: String::new(),
             processing: String::new(),
+            sources: String::new(),
             file_sink: true,
             fd_limit: None,
             log_level: "log_capturer=debug,info",
@@ -86,7 +90,7 @@ impl Agent {
         let config = format!(
             "{docker}capture:\n{capture}\
              sinks:\n{file}{sinks}\
-             pipeline:\n  flush_interval: 50ms\n{pipeline}{processing}\
+             pipeline:\n  flush_interval: 50ms\n{pipeline}{processing}{sources}\
              checkpoint:\n  state_dir: {state}\n  interval: {ci}\n\
              http:\n  listen: {http}\n\
              log:\n  level: {log_level}\n",
@@ -112,6 +116,11 @@ impl Agent {
                 String::new()
             } else {
                 format!("processing:\n{}", options.processing)
+            },
+            sources = if options.sources.is_empty() {
+                String::new()
+            } else {
+                format!("sources:\n{}", options.sources)
             },
             log_level = options.log_level,
         );

@@ -4,6 +4,8 @@
 //! [`crate::pipeline::AckPosition::File`] positions.
 
 use std::sync::Arc;
+pub mod metrics;
+
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
