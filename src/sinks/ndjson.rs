@@ -16,6 +16,19 @@
 //! order they were set; a record field named like a label field replaces it (the key appears
 //! once, at the record field's place). A record without extras from a container without label
 //! fields encodes exactly as before processing existed.
+//!
+//! A host file's record ([`ContainerMeta::for_file`]) has `file` (its path) and `host` in
+//! place of the container's fields, and no `stream` (a file has no stdout/stderr):
+//!
+//! ```text
+//! {"timestamp":"<read or event time>","file":…,"host":…,"message":…,["level":"warn",]
+//!  ["fields":{…},]["joined_lines":N,]["truncated":true]}
+//! ```
+//!
+//! Its `timestamp` is the time the line was read, or the event time when a `timestamp` stage
+//! set one (then there is no `event_time` key): a file resumes from a byte position, so its
+//! timestamp is no cursor and can carry the better time. `fields` as for a container: the
+//! group's `fields` (sorted by key), then the record's.
 
 use std::io::Write as _;
 
@@ -26,13 +39,20 @@ use crate::processing::FieldValue;
 /// Appends one record and its newline to `out`. The container's fields come pre-encoded
 /// (see [`ContainerMeta::ndjson_fields`]); the timestamp is formatted and the message escaped here.
 pub fn encode_line(out: &mut Vec<u8>, meta: &ContainerMeta, line: &LogLine) {
+    let file = meta.is_file();
     out.extend_from_slice(b"{\"timestamp\":\"");
-    write_rfc3339_nanos(out, line.ts_ns);
+    // A host file's position is a byte offset, not a time: its `timestamp` is free to be the
+    // event time (see the module doc).
+    write_rfc3339_nanos(out, if file { line.display_ns() } else { line.ts_ns });
     out.extend_from_slice(b"\",");
     out.extend_from_slice(meta.ndjson_fields());
-    out.extend_from_slice(b"\"stream\":\"");
-    out.extend_from_slice(line.stream.as_str().as_bytes());
-    out.extend_from_slice(b"\",\"message\":\"");
+    if !file {
+        // A host file has no stdout/stderr: its records have no `stream`.
+        out.extend_from_slice(b"\"stream\":\"");
+        out.extend_from_slice(line.stream.as_str().as_bytes());
+        out.extend_from_slice(b"\",");
+    }
+    out.extend_from_slice(b"\"message\":\"");
     escape_into(out, &line.message);
     out.push(b'"');
     if line.extra.is_some() || !meta.label_fields.is_empty() {
@@ -54,7 +74,7 @@ fn encode_extras(out: &mut Vec<u8>, meta: &ContainerMeta, line: &LogLine) {
         out.extend_from_slice(level.as_str().as_bytes());
         out.push(b'"');
     }
-    if let Some(ns) = extra.and_then(|e| e.event_ns) {
+    if let Some(ns) = extra.and_then(|e| e.event_ns).filter(|_| !meta.is_file()) {
         out.extend_from_slice(b",\"event_time\":\"");
         write_rfc3339_nanos(out, ns);
         out.push(b'"');
@@ -382,6 +402,91 @@ mod tests {
         let v: serde_json::Value = serde_json::from_slice(&out).expect("valid JSON");
         assert!(v.get("joined_lines").is_none());
         assert_eq!(v["fields"]["e"], "");
+    }
+
+    fn file_meta(fields: &[(&str, &str)]) -> ContainerMeta {
+        ContainerMeta::for_file(
+            "file-2049-131".into(),
+            "/var/log/app \"x\".log".into(),
+            "node-1".into(),
+            fields
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        )
+    }
+
+    fn file_line(msg: &'static [u8]) -> LogLine {
+        LogLine {
+            stream: StreamKind::Stdout,
+            ..line(msg)
+        }
+    }
+
+    /// A host file's record: `file` and `host` in place of the container's fields, no
+    /// `stream`, the group's fields in `fields`.
+    #[test]
+    fn a_file_record_has_file_and_host_and_no_stream() {
+        let mut out = Vec::new();
+        encode_line(&mut out, &file_meta(&[]), &file_line(b"hi"));
+        let want = concat!(
+            r#"{"timestamp":"2026-11-28T23:49:08.780644778Z","file":"/var/log/app \"x\".log","#,
+            r#""host":"node-1","message":"hi"}"#,
+            "\n"
+        );
+        assert_eq!(String::from_utf8_lossy(&out), want);
+        let mut out = Vec::new();
+        let mut l = file_line(b"hi");
+        l.truncated = true;
+        encode_line(
+            &mut out,
+            &file_meta(&[("job", "syslog"), ("env", "prod")]),
+            &l,
+        );
+        let want = concat!(
+            r#"{"timestamp":"2026-11-28T23:49:08.780644778Z","file":"/var/log/app \"x\".log","#,
+            r#""host":"node-1","message":"hi","fields":{"env":"prod","job":"syslog"},"#,
+            r#""truncated":true}"#,
+            "\n"
+        );
+        assert_eq!(String::from_utf8_lossy(&out), want);
+    }
+
+    /// With extras: the event time a stage set is the file record's `timestamp` (no
+    /// `event_time` key); group fields first, then the record's, a record field replacing a
+    /// group field of its name.
+    #[test]
+    fn a_file_record_takes_the_event_time_and_orders_its_fields() {
+        let mut l = with_extras(file_line(b"hi"));
+        l.extra_mut()
+            .fields
+            .set("job".into(), FieldValue::Str("override".into()));
+        let mut out = Vec::new();
+        encode_line(
+            &mut out,
+            &file_meta(&[("job", "syslog"), ("env", "prod")]),
+            &l,
+        );
+        let want = concat!(
+            r#"{"timestamp":"2023-11-14T22:13:20.000000001Z","file":"/var/log/app \"x\".log","#,
+            r#""host":"node-1","message":"hi","level":"warn","#,
+            r#""fields":{"env":"prod","team":"checkout \"x\"","user":"ann","n":42,"obj":{"a":[1,true]},"job":"override"},"#,
+            r#""joined_lines":3}"#,
+            "\n"
+        );
+        assert_eq!(String::from_utf8_lossy(&out), want);
+        serde_json::from_slice::<serde_json::Value>(&out).expect("valid JSON");
+    }
+
+    /// The same line of a container keeps its `stream` and Docker's time in `timestamp`.
+    #[test]
+    fn a_container_record_with_an_event_time_is_unchanged() {
+        let mut out = Vec::new();
+        encode_line(&mut out, &meta(), &with_extras(line(b"hi")));
+        let v: serde_json::Value = serde_json::from_slice(&out).expect("valid JSON");
+        assert_eq!(v["timestamp"], "2026-11-28T23:49:08.780644778Z");
+        assert_eq!(v["event_time"], "2023-11-14T22:13:20.000000001Z");
+        assert_eq!(v["stream"], "stderr");
     }
 
     /// A JSON object's members in document order (serde_json's own map sorts them).
