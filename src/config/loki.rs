@@ -7,9 +7,12 @@ use std::time::Duration;
 
 use super::{ByteSize, HumanDuration, Secret};
 
-/// Dynamic labels and structured-metadata fields every record has. Besides these, `labels`
-/// and `structured_metadata` may name `level`, a record field (set by processing) or a
-/// container label copied by `processing.container_labels`, by a Loki label name.
+/// Dynamic labels and structured-metadata fields of records: a container's (`container_name`
+/// … `stream`), a host file's (`file` and `filename`: its path) and every record's (`host`).
+/// A name a record does not have gives no label. Besides these, `labels` and
+/// `structured_metadata` may name `level`, a record field (set by processing), a container
+/// label copied by `processing.container_labels` or a field of a `sources.files` group, by a
+/// Loki label name.
 pub const RECORD_FIELDS: &[&str] = &[
     "container_name",
     "container_id",
@@ -18,7 +21,13 @@ pub const RECORD_FIELDS: &[&str] = &[
     "compose_service",
     "stream",
     "host",
+    "file",
+    "filename",
 ];
+
+/// The label a host file's stream carries its path in unless `labels` names one: Promtail's
+/// and Alloy's name, so their dashboards and queries keep working.
+pub const FILE_LABEL: &str = "filename";
 
 /// Loki's defaults (`max_label_names_per_series`, `max_label_name_length`,
 /// `max_label_value_length`).
@@ -228,6 +237,15 @@ pub fn valid_label_name(name: &str) -> bool {
 }
 
 impl LokiSinkConfig {
+    /// The label a host file's stream gets `filename="<path>"` in: [`FILE_LABEL`], unless
+    /// `labels` already names `file` or `filename` (the operator chose how the path is sent)
+    /// or `static_labels` has `filename`. Every file stream so has a label, and one per file.
+    pub fn file_path_label(&self) -> Option<&'static str> {
+        let named = self.labels.iter().any(|l| l == "file" || l == FILE_LABEL)
+            || self.static_labels.contains_key(FILE_LABEL);
+        (!named).then_some(FILE_LABEL)
+    }
+
     pub fn validate(&self) -> Result<(), String> {
         let k = "sinks.loki";
         let scheme_ok = self.url.starts_with("http://") || self.url.starts_with("https://");
@@ -347,6 +365,22 @@ mod tests {
         assert!(err.contains("max_line_bytes"), "{err}");
         c.max_line_bytes = ByteSize(64 * 1024);
         assert!(c.validate().is_ok());
+    }
+
+    /// A host file's path goes in `filename` unless the operator's labels send it.
+    #[test]
+    fn the_file_path_label_is_filename_unless_labels_name_one() {
+        let mut c = LokiSinkConfig::default();
+        assert_eq!(c.file_path_label(), Some("filename"));
+        for name in ["file", "filename"] {
+            let mut named = c.clone();
+            named.labels.push(name.into());
+            assert!(named.validate().is_ok());
+            assert_eq!(named.file_path_label(), None, "{name}");
+        }
+        c.static_labels.insert("filename".into(), "x".into());
+        assert_eq!(c.file_path_label(), None);
+        assert!(RECORD_FIELDS.contains(&"file") && RECORD_FIELDS.contains(&"host"));
     }
 
     /// Processing fields (`team` from a container label, `level`) may be labels or metadata;

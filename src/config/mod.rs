@@ -448,8 +448,31 @@ impl Config {
         let mut sink: std::collections::BTreeSet<&str> =
             loki.static_labels.keys().map(String::as_str).collect();
         sink.extend(loki.labels.iter().map(String::as_str));
+        // A host file's stream also carries its path (`filename`) unless `labels` names it.
+        let file_label = loki
+            .file_path_label()
+            .filter(|_| !self.sources.files.is_empty());
+        if let Some(label) = file_label
+            && !sink.contains(label)
+            && sink.len() >= LOKI_MAX_LABEL_NAMES
+        {
+            return Err(format!(
+                "sinks.loki: labels and static_labels name {} labels, and the streams of \
+                 sources.files add {label}; Loki takes at most {LOKI_MAX_LABEL_NAMES} per \
+                 stream — send some as structured_metadata instead",
+                sink.len()
+            ));
+        }
+        let file_pipelines: Vec<&str> = (self.sources.files.iter())
+            .filter_map(|g| g.pipeline.as_deref())
+            .collect();
         for (p, pipeline) in self.processing.pipelines.iter().enumerate() {
             let mut names = sink.clone();
+            if let Some(label) = file_label
+                && file_pipelines.contains(&pipeline.name.as_str())
+            {
+                names.insert(label);
+            }
             for stage in &pipeline.stages {
                 if let crate::processing::config::StageConfig::Labels(l) = stage {
                     names.extend(l.fields.iter().map(String::as_str));
@@ -705,6 +728,42 @@ mod tests {
         let e = err(&yaml(14));
         assert!(e.contains("processing.pipelines[0]"), "{e}");
         assert!(e.contains("at most 15"), "{e}");
+    }
+
+    /// The streams of host files carry `filename` besides the sink's labels: counted when
+    /// `sources.files` has groups (and for the pipelines they use), unless `labels` names the
+    /// path itself.
+    #[test]
+    fn the_filename_label_of_host_files_counts() {
+        let yaml = |labels: &[&str], files: &str| {
+            format!(
+                "sinks:\n  loki:\n    url: http://127.0.0.1:3100\n    labels: [{}]\n{files}",
+                labels.join(", ")
+            )
+        };
+        let names: Vec<String> = (0..15).map(|i| format!("f{i}")).collect();
+        let fifteen: Vec<&str> = names.iter().map(String::as_str).collect();
+        let files = "sources:\n  files:\n    - include: [/var/log/*.log]\n";
+        assert!(Config::parse(&yaml(&fifteen, ""), "test.yaml").is_ok());
+        let e = err(&yaml(&fifteen, files));
+        assert!(e.contains("sinks.loki") && e.contains("filename"), "{e}");
+        let mut with_file = fifteen.clone();
+        with_file[14] = "file";
+        assert!(Config::parse(&yaml(&with_file, files), "test.yaml").is_ok());
+        // A pipeline of a file group: its labels stages, the sink's and filename.
+        let piped = |stage_fields: usize, group_pipeline: &str| {
+            let fields: Vec<String> = (0..stage_fields).map(|i| format!("s{i}")).collect();
+            format!(
+                "{}sources:\n  files:\n    - include: [/var/log/*.log]\n      {group_pipeline}\n\
+                 processing:\n  pipelines:\n    - name: p\n      stages:\n        \
+                 - labels: {{ fields: [{}] }}\n",
+                yaml(&["container_name", "stream"], ""),
+                fields.join(", ")
+            )
+        };
+        assert!(Config::parse(&piped(13, "pipeline: p"), "test.yaml").is_err());
+        assert!(Config::parse(&piped(12, "pipeline: p"), "test.yaml").is_ok());
+        assert!(Config::parse(&piped(13, "fields: { job: x }"), "test.yaml").is_ok());
     }
 
     #[test]

@@ -8,6 +8,11 @@
 //!   container label, `level`, or a container field: [`crate::processing::lookup`]), then the
 //!   record's own labels (a labels stage), which replace a configured label of the same name;
 //!   sorted by name, values cut to Loki's limit (counted);
+//! - a host file's record: the container fields resolve to nothing and `stream` too (a file
+//!   has no stdout/stderr); `file` and `filename` are its path, `host` the sink's as for a
+//!   container, a group field by its name; and its stream gets `filename="<path>"` unless
+//!   `labels` names `file` or `filename` or `static_labels` has `filename`
+//!   ([`LokiSinkConfig::file_path_label`]), so that every file is a stream of its own;
 //! - structured metadata: the configured `structured_metadata` names (looked up the same way),
 //!   then the record's metadata (replacing a configured one of the same name), then `level`
 //!   when the record has one and neither a stream label nor a metadata entry is named `level`
@@ -51,6 +56,9 @@ pub struct Modified {
 
 pub struct Encoder {
     labels: Vec<String>,
+    /// The label a host file's stream gets its path in when the configured labels name none
+    /// ([`LokiSinkConfig::file_path_label`]).
+    file_label: Option<&'static str>,
     static_labels: Vec<(String, String)>,
     metadata: Vec<String>,
     host: String,
@@ -131,6 +139,7 @@ impl Encoder {
     pub fn new(config: &LokiSinkConfig) -> Self {
         Encoder {
             labels: config.labels.clone(),
+            file_label: config.file_path_label(),
             static_labels: config.static_labels.clone().into_iter().collect(),
             metadata: config.structured_metadata.clone(),
             host: if config.host.is_empty() {
@@ -149,7 +158,8 @@ impl Encoder {
 
     /// The value of a configured label or metadata name for a record: `host`, or what
     /// [`crate::processing::lookup`] finds (`stream`, `level`, a record field, a container
-    /// field, a copied container label). Never the message. None when unset or empty.
+    /// field, a copied container label; for a host file `file`, a group field). Never the
+    /// message. None when unset or empty.
     fn value<'a>(
         &'a self,
         meta: &'a ContainerMeta,
@@ -159,9 +169,30 @@ impl Encoder {
         match name {
             "host" => Some(Cow::Borrowed(self.host.as_str())),
             "message" => None,
+            _ if meta.is_file() => Self::file_value(meta, line, name),
             _ => crate::processing::lookup(line, meta, name),
         }
         .filter(|v| !v.is_empty())
+    }
+
+    /// [`Encoder::value`] for a host file's record: no `stream` (a file has no stdout or
+    /// stderr; only a field of that name), and `filename` is the path unless a field of that
+    /// name says otherwise (as `file` is).
+    fn file_value<'a>(
+        meta: &'a ContainerMeta,
+        line: &'a LogLine,
+        name: &str,
+    ) -> Option<Cow<'a, str>> {
+        match name {
+            "stream" => line
+                .fields()
+                .and_then(|f| f.get(name))
+                .map(|v| Cow::Borrowed(v.as_str()))
+                .or_else(|| meta.field(name).map(Cow::Borrowed)),
+            "filename" => crate::processing::lookup(line, meta, name)
+                .or(Some(Cow::Borrowed(meta.name.as_str()))),
+            _ => crate::processing::lookup(line, meta, name),
+        }
     }
 
     /// Whether a record's stream labels may differ from those of its container's stream:
@@ -177,6 +208,7 @@ impl Encoder {
                 "stream" | "host" | "message" => false,
                 _ => e.fields.get(n).is_some(),
             })
+            || self.file_label.is_some_and(|n| e.fields.get(n).is_some())
     }
 
     /// Label set of a record's stream, sorted by name, values cut to Loki's limit.
@@ -199,6 +231,12 @@ impl Encoder {
         };
         for name in &self.labels {
             if let Some(v) = self.value(meta, line, name) {
+                add(name, &v, modified);
+            }
+        }
+        if let Some(name) = self.file_label.filter(|_| meta.is_file()) {
+            // A host file's stream always names its file (and so has a label).
+            if let Some(v) = Self::file_value(meta, line, name).filter(|v| !v.is_empty()) {
                 add(name, &v, modified);
             }
         }
@@ -547,6 +585,10 @@ pub fn parse_label_string(s: &str) -> Vec<(String, String)> {
         out.push((name.trim().to_string(), value));
     }
 }
+
+#[cfg(test)]
+#[path = "encode_file_tests.rs"]
+mod file_tests;
 
 #[cfg(test)]
 mod tests {
