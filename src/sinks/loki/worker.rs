@@ -1086,6 +1086,10 @@ async fn sleep_until_due(due: Due) {
 }
 
 #[cfg(test)]
+#[path = "worker_file_tests.rs"]
+mod file_tests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use crate::capture::Cursor;
@@ -1095,16 +1099,17 @@ mod tests {
     use std::sync::Mutex;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-    struct Harness {
-        worker: Option<LokiWorker>,
-        ledger: Arc<AckLedger>,
-        metrics: Arc<Metrics>,
-        shutdown: CancellationToken,
+    // `pub(super)`: also used by `file_tests`.
+    pub(super) struct Harness {
+        pub(super) worker: Option<LokiWorker>,
+        pub(super) ledger: Arc<AckLedger>,
+        pub(super) metrics: Arc<Metrics>,
+        pub(super) shutdown: CancellationToken,
         abandon: CancellationToken,
-        buffer: SharedStore,
-        tx: mpsc::UnboundedSender<Arc<Delivery>>,
-        checkpoints: Arc<CheckpointStore>,
-        budget: QueueBudget,
+        pub(super) buffer: SharedStore,
+        pub(super) tx: mpsc::UnboundedSender<Arc<Delivery>>,
+        pub(super) checkpoints: Arc<CheckpointStore>,
+        pub(super) budget: QueueBudget,
         _dir: tempfile::TempDir,
     }
 
@@ -1112,7 +1117,7 @@ mod tests {
         harness_with(url, max_entries, |_| {})
     }
 
-    fn harness_with(
+    pub(super) fn harness_with(
         url: &str,
         max_entries: usize,
         tweak: impl FnOnce(&mut LokiSinkConfig),
@@ -1169,16 +1174,16 @@ mod tests {
     }
 
     impl Harness {
-        fn worker(&self) -> &LokiWorker {
+        pub(super) fn worker(&self) -> &LokiWorker {
             self.worker.as_ref().expect("worker not started")
         }
 
-        fn start(&mut self) -> tokio::task::JoinHandle<()> {
+        pub(super) fn start(&mut self) -> tokio::task::JoinHandle<()> {
             let worker = self.worker.take().expect("worker not started");
             tokio::spawn(worker.run())
         }
 
-        async fn stop(self, task: tokio::task::JoinHandle<()>) {
+        pub(super) async fn stop(self, task: tokio::task::JoinHandle<()>) {
             self.shutdown.cancel();
             drop(self.tx);
             task.await.expect("worker");
@@ -1235,11 +1240,19 @@ mod tests {
         Arc::new(d)
     }
 
-    type Seen = Arc<Mutex<Vec<(String, Vec<u8>, String)>>>;
+    pub(super) type Seen = Arc<Mutex<Vec<(String, Vec<u8>, String)>>>;
 
     /// A Loki that answers 204 to everything and records (content type, body, X-Scope-OrgID)
     /// per request.
     async fn accepting_loki() -> (String, Seen) {
+        answering_loki(Arc::new(std::sync::atomic::AtomicU16::new(204))).await
+    }
+
+    /// A Loki that answers each request with the status `answer` holds then (a short text
+    /// body unless 204) and records (content type, body, X-Scope-OrgID) per request.
+    pub(super) async fn answering_loki(
+        answer: Arc<std::sync::atomic::AtomicU16>,
+    ) -> (String, Seen) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
@@ -1252,6 +1265,7 @@ mod tests {
         tokio::spawn(async move {
             while let Ok((mut conn, _)) = listener.accept().await {
                 let record = Arc::clone(&record);
+                let status = Arc::clone(&answer);
                 tokio::spawn(async move {
                     let mut buf = Vec::new();
                     loop {
@@ -1287,8 +1301,13 @@ mod tests {
                         if let Ok(mut seen) = record.lock() {
                             seen.push((header("content-type"), body, header("x-scope-orgid")));
                         }
-                        let answer = b"HTTP/1.1 204 No Content\r\n\r\n";
-                        if conn.write_all(answer).await.is_err() {
+                        let answer = match status.load(std::sync::atomic::Ordering::SeqCst) {
+                            204 => "HTTP/1.1 204 No Content\r\n\r\n".to_string(),
+                            code => format!(
+                                "HTTP/1.1 {code} Test\r\ncontent-length: 14\r\n\r\nanswer by test"
+                            ),
+                        };
+                        if conn.write_all(answer.as_bytes()).await.is_err() {
                             return;
                         }
                     }
