@@ -549,7 +549,14 @@ impl Config {
         }
         if let Some(file) = &self.sinks.file {
             file.validate()?;
-            crate::sinks::check_placeholders(file, &self.processing.container_labels)?;
+            let group_fields: Vec<&str> = (self.sources.files.iter())
+                .flat_map(|g| g.fields.keys().map(String::as_str))
+                .collect();
+            crate::sinks::check_placeholders(
+                file,
+                &self.processing.container_labels,
+                &group_fields,
+            )?;
         }
         if self.checkpoint.state_dir.as_os_str().is_empty() {
             return Err("checkpoint.state_dir: must not be empty".to_string());

@@ -87,22 +87,25 @@ pub fn template_of(c: &crate::config::FileSinkConfig) -> Result<PathTemplate, St
 }
 
 /// Every `{NAME}` placeholder of `sinks.file.path` that is not built in must be a container
-/// label copied by `processing.container_labels` (matching one of its globs): anything else is
-/// a typo that would put every container in a `_unknown` directory.
+/// label copied by `processing.container_labels` (matching one of its globs) or a field of a
+/// `sources.files` group (`group_fields`): anything else is a typo that would put every
+/// container in a `_unknown` directory.
 pub fn check_placeholders(
     c: &crate::config::FileSinkConfig,
     container_labels: &[String],
+    group_fields: &[&str],
 ) -> Result<(), String> {
     let template = template_of(c)?;
     for name in template.label_placeholders() {
-        if !container_labels
-            .iter()
-            .any(|g| crate::discovery::filter::glob_match(g, name))
+        if !group_fields.contains(&name)
+            && !container_labels
+                .iter()
+                .any(|g| crate::discovery::filter::glob_match(g, name))
         {
             return Err(format!(
                 "sinks.file.path: unknown placeholder {{{name}}}: not {{container_name}}, \
-                 {{container_id}}, {{date}}, a container field ({}) or a container label \
-                 copied by processing.container_labels",
+                 {{container_id}}, {{date}}, a container field ({}), a container label \
+                 copied by processing.container_labels or a field of a sources.files group",
                 naming::CONTAINER_FIELDS
                     .iter()
                     .map(|f| format!("{{{f}}}"))

@@ -14,6 +14,12 @@
 //! `processing.container_labels` (e.g. `{team}`). Values are encoded and bounded like the
 //! container name; a container without the value gets [`MISSING`]. The template is read in one
 //! pass, so a value that looks like a placeholder stays as it is.
+//!
+//! A host file's records (`sources.files`) use the same templates: `{container_name}` is its
+//! path (`/var/log/syslog` → `%2Fvar%2Flog%2Fsyslog`), `{container_id}` its position key
+//! (`file-<dev>-<ino>`), `{NAME}` a field of its group (`fields: {job: syslog}` → `{job}`); the
+//! container fields are [`MISSING`]. A cut path ends in `%~` and a hash of its key (see
+//! [`cut_tag`]).
 
 use std::path::PathBuf;
 
@@ -194,21 +200,36 @@ impl PathTemplate {
     /// when the template has no `{date}`).
     pub fn path_for(&self, meta: &ContainerMeta, date: &str) -> PathBuf {
         let id = encode(&meta.id);
+        let tag = cut_tag(meta, &id);
         let mut path = String::with_capacity(self.template.len() + 64);
         for (_, piece) in &self.pieces {
             match piece {
                 Piece::Text(t) => path.push_str(t),
-                Piece::Name => path.push_str(&bounded(encode(&meta.name), &id, self.name_budget)),
+                Piece::Name => path.push_str(&bounded(encode(&meta.name), &tag, self.name_budget)),
                 Piece::Id => path.push_str(&id),
                 Piece::Date => path.push_str(date),
                 Piece::Field(name) => {
                     let value = meta.field(name).unwrap_or(MISSING);
-                    path.push_str(&bounded(encode(value), &id, self.name_budget));
+                    path.push_str(&bounded(encode(value), &tag, self.name_budget));
                 }
             }
         }
         PathBuf::from(path)
     }
+}
+
+/// What tells cut names apart after `%~` (its first 12 characters are used): a container's
+/// id (unique in its first 12 hex digits, as Docker's short ids are); for a host file, whose
+/// key `file-<dev>-<ino>` starts alike for every file of a device, 12 hex digits of a hash of
+/// the key (FNV-1a; stable across runs, so a file keeps its output path).
+fn cut_tag(meta: &ContainerMeta, id: &str) -> String {
+    if !meta.is_file() {
+        return id.to_string();
+    }
+    let hash = meta.id.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    format!("{:012x}", hash >> 16)
 }
 
 /// `YYYY-MM-DD` of `at` in UTC.
@@ -464,6 +485,60 @@ mod tests {
         assert!(!ends("/l/{team}/x.log"));
         assert!(!ends("/l/{container_name}-{container_id}"));
         assert!(!ends("/l/{container_name}.{date}"));
+    }
+
+    fn file(key: &str, path: &str) -> ContainerMeta {
+        ContainerMeta::for_file(
+            key.into(),
+            path.into(),
+            "node-1".into(),
+            vec![("job".into(), "syslog".into())],
+        )
+    }
+
+    /// A host file: its path as the name, its key as the id, its group's fields as values;
+    /// the container fields are `_unknown`.
+    #[test]
+    fn a_host_file_takes_its_path_key_and_group_fields() {
+        let t =
+            PathTemplate::new("/lc/{job}/{compose_project}/{container_name}-{container_id}.log")
+                .expect("template");
+        assert_eq!(
+            t.path_for(&file("file-2049-131", "/var/log/syslog"), ""),
+            PathBuf::from("/lc/syslog/_unknown/%2Fvar%2Flog%2Fsyslog-file-2049-131.log")
+        );
+        // Containers are unchanged beside them.
+        assert_eq!(
+            t.path_for(&meta("abc", "web"), ""),
+            PathBuf::from("/lc/_unknown/_unknown/web-abc.log")
+        );
+    }
+
+    /// Long paths of files of one device (keys `file-2049-…` alike in their first 12
+    /// characters) that share their first 240 bytes stay apart once cut, and every run cuts a
+    /// path the same way.
+    #[test]
+    fn cut_paths_of_host_files_stay_apart() {
+        let t = PathTemplate::new("/logs/{container_name}.log").expect("template");
+        let dir = format!("/var/log/{}", "deep/".repeat(60));
+        let keys = [
+            "file-2049-1310",
+            "file-2049-1311",
+            "file-2049-13100",
+            "file-66-1310",
+        ];
+        let paths: HashSet<PathBuf> = keys
+            .iter()
+            .map(|k| t.path_for(&file(k, &format!("{dir}app.log")), ""))
+            .collect();
+        assert_eq!(paths.len(), keys.len(), "{paths:?}");
+        for p in &paths {
+            let name = p.file_name().and_then(|f| f.to_str()).expect("name");
+            assert!(name.len() <= NAME_MAX && name.contains("%~"), "{name}");
+        }
+        let again = t.path_for(&file(keys[0], &format!("{dir}app.log")), "");
+        assert!(paths.contains(&again));
+        assert_eq!(cut_tag(&file("file-2049-1310", "/x"), "").len(), 12);
     }
 
     #[test]

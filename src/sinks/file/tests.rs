@@ -610,6 +610,21 @@ fn unknown_placeholders_are_refused_at_load() {
             "{err}"
         );
     }
+    // A field of a sources.files group is a placeholder too.
+    let with_group = |path: &str| {
+        crate::config::Config::parse(
+            &format!(
+                "sinks:\n  file:\n    path: {path}\n\
+                 sources:\n  files:\n    - include: [/var/log/*.log]\n      fields: {{ job: sys }}\n"
+            ),
+            "t",
+        )
+    };
+    assert!(with_group("/l/{job}/{container_name}.log").is_ok());
+    let err = with_group("/l/{jobs}/{container_name}.log")
+        .expect_err("not a group field")
+        .to_string();
+    assert!(err.contains("unknown placeholder {jobs}"), "{err}");
     // With rotation, a file name may not end in a label value either.
     let rotated = crate::config::Config::parse(
         "sinks:\n  file:\n    path: /l/{container_name}-{team}\n    rotate: {max_bytes: 1MiB}\n\
