@@ -78,6 +78,15 @@ enum Command {
         /// The stream the lines come from.
         #[arg(long, value_enum, default_value = "stdout")]
         stream: ProcessStream,
+        /// The lines are a host file's at this path: records as for sources.files (file,
+        /// host, the fields of the first group that takes the path), through that group's
+        /// pipeline (default; --pipeline overrides).
+        #[arg(long, value_name = "PATH", conflicts_with_all = ["container", "image", "label", "stream"])]
+        file: Option<String>,
+        /// A field of the file's group, KEY=VALUE (added to or replacing the group's fields);
+        /// repeatable; with --file.
+        #[arg(long, value_name = "KEY=VALUE", requires = "file")]
+        field: Vec<String>,
         /// text: `3: {record}`, `4: dropped by drop[1]`, `5-9: {record}` (a group);
         /// ndjson: `{"input":[5,9],"record":{...}}`, `{"input":[4,4],"dropped_by":"drop[1]"}`.
         #[arg(long, value_enum, default_value = "text")]
@@ -236,6 +245,8 @@ fn main() -> ExitCode {
             image,
             label,
             stream,
+            file,
+            field,
             format,
         } => {
             use log_capturer::processing::try_run;
@@ -252,6 +263,8 @@ fn main() -> ExitCode {
                     ProcessFormat::Text => try_run::Format::Text,
                     ProcessFormat::Ndjson => try_run::Format::Ndjson,
                 },
+                file,
+                fields: field,
             };
             let stdin = std::io::stdin().lock();
             let stdout = std::io::BufWriter::new(std::io::stdout().lock());

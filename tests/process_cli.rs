@@ -1,51 +1,11 @@
 //! `log-capturer process` through the real binary: what sample lines become (records,
 //! multiline groups, drops), pipeline selection, and exit codes (0 done, 1 I/O, 2 config).
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+mod process_support;
 
-const BIN: &str = env!("CARGO_BIN_EXE_log-capturer");
-
-struct Run {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-/// Runs `process -c CONFIG ARGS` with `input` on stdin (a file, so the command sees its end).
-fn process(dir: &Path, config: &str, args: &[&str], input: &str) -> Run {
-    let config_path = dir.join("config.yaml");
-    std::fs::write(&config_path, config).expect("write config");
-    let input_path = dir.join("input.log");
-    std::fs::write(&input_path, input).expect("write input");
-    let stdin = std::fs::File::open(&input_path).expect("open input");
-    run_with(&config_path, args, Stdio::from(stdin))
-}
-
-fn run_with(config: &Path, args: &[&str], stdin: Stdio) -> Run {
-    let out = Command::new(BIN)
-        .arg("process")
-        .arg("-c")
-        .arg(config)
-        .args(args)
-        .env_remove("RUST_LOG")
-        .env_remove("LOG_CAPTURER_STATE_DIR")
-        .env_remove("LOG_CAPTURER_HTTP_LISTEN")
-        .env_remove("LOG_CAPTURER_DOCKER_HOST")
-        .env_remove("LOG_CAPTURER_LOG_LEVEL")
-        .stdin(stdin)
-        .output()
-        .expect("run the binary");
-    Run {
-        code: out.status.code(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
-
-fn tempdir() -> tempfile::TempDir {
-    tempfile::tempdir().expect("tempdir")
-}
+use process_support::{process, run_with, tempdir};
+use std::path::PathBuf;
+use std::process::Stdio;
 
 const TWO_PIPELINES: &str = "\
 processing:

@@ -17,6 +17,11 @@
 //! record: `  loki: {"labels":{…},"structured_metadata":{…},"tenant":"…"}` in text, a
 //! `"loki"` key in ndjson.
 //!
+//! With `--file PATH` the lines are those of a host file of `sources.files`: records as the
+//! agent writes them for that file (`file`, `host` — this machine's name — and the fields of
+//! the first group whose globs take the path, which `--field KEY=VALUE` adds to or
+//! overrides), through that group's `pipeline` (or `--pipeline`). See `try_run_file.rs`.
+//!
 //! A summary goes to stderr. Exit codes: 0 done, 1 an I/O error, 2 a config or usage error
 //! (the message names the key path).
 
@@ -33,6 +38,9 @@ use crate::config::Config;
 use crate::discovery::filter::Candidate;
 use crate::docker::timestamp::parse_rfc3339_nanos;
 use crate::pipeline::{ContainerMeta, LogLine, StreamKind};
+
+#[path = "try_run_file.rs"]
+mod file;
 
 pub const EXIT_OK: u8 = 0;
 pub const EXIT_IO: u8 = 1;
@@ -59,6 +67,11 @@ pub struct Options {
     pub labels: Vec<String>,
     pub stream: Option<StreamKind>,
     pub format: Format,
+    /// The lines are a host file's, at this path (instead of a container's).
+    pub file: Option<String>,
+    /// Fields of its group (`key=value`), added to (or replacing) those of the group of
+    /// `sources.files` that takes the path.
+    pub fields: Vec<String>,
 }
 
 /// An error of the command, with its exit code.
@@ -121,17 +134,29 @@ pub fn run(
     // Validated with the config; compiled again here for the processors.
     let pipelines = Pipelines::compile(&config.processing)
         .map_err(|e| config_error(format!("{}: {e}", path.display())))?;
-    let labels = parse_labels(&options.labels)?;
-    let name = options.container.clone().unwrap_or_default();
-    let image = options.image.clone().unwrap_or_default();
-    let meta = ContainerMeta::new(String::new(), name.clone(), image.clone(), None, None)
-        .with_label_fields(pipelines.label_fields(&labels));
     let metrics = ProcessingMetrics::default();
-    let processor = choose(&pipelines, options, &name, &image, &labels, &metrics, notes)?;
+    let (meta, processor) = match &options.file {
+        Some(path) => file::choose(&config, &pipelines, options, path, &metrics, notes)?,
+        None => {
+            let labels: HashMap<String, String> = parse_pairs("--label", &options.labels)?
+                .into_iter()
+                .collect();
+            let name = options.container.clone().unwrap_or_default();
+            let image = options.image.clone().unwrap_or_default();
+            let meta = ContainerMeta::new(String::new(), name.clone(), image.clone(), None, None)
+                .with_label_fields(pipelines.label_fields(&labels));
+            let processor = choose(&pipelines, options, &name, &image, &labels, &metrics, notes)?;
+            (meta, processor)
+        }
+    };
     let mut runner = Runner {
         meta,
         format: options.format,
-        stream: options.stream.unwrap_or(StreamKind::Stdout),
+        // A host file's lines come as stdout (and its records have no stream).
+        stream: match options.file {
+            Some(_) => StreamKind::Stdout,
+            None => options.stream.unwrap_or(StreamKind::Stdout),
+        },
         done: 0,
         summary: Summary::default(),
         out: Vec::new(),
@@ -142,19 +167,42 @@ pub fn run(
     Ok(runner.summary)
 }
 
-/// `key=value` (or `key`: an empty value) pairs.
-fn parse_labels(labels: &[String]) -> Result<HashMap<String, String>, Failure> {
-    let mut out = HashMap::new();
-    for label in labels {
-        let (k, v) = label.split_once('=').unwrap_or((label.as_str(), ""));
+/// `key=value` (or `key`: an empty value) pairs of the option `flag`, in order.
+fn parse_pairs(flag: &str, pairs: &[String]) -> Result<Vec<(String, String)>, Failure> {
+    let mut out = Vec::new();
+    for pair in pairs {
+        let (k, v) = pair.split_once('=').unwrap_or((pair.as_str(), ""));
         if k.is_empty() {
             return Err(config_error(format!(
-                "--label {label:?}: give KEY=VALUE (or KEY)"
+                "{flag} {pair:?}: give KEY=VALUE (or KEY)"
             )));
         }
-        out.insert(k.to_string(), v.to_string());
+        out.push((k.to_string(), v.to_string()));
     }
     Ok(out)
+}
+
+/// The pipeline `wanted`, which `what` (`--pipeline x`, a config key) names.
+fn processor_named(
+    pipelines: &Pipelines,
+    wanted: &str,
+    what: &str,
+    metrics: &ProcessingMetrics,
+) -> Result<Option<Processor>, Failure> {
+    match pipelines.processor_named(wanted, metrics) {
+        Some(p) => p.map(Some).map_err(config_error),
+        None => {
+            let names: Vec<&str> = pipelines.names().collect();
+            Err(config_error(if names.is_empty() {
+                format!("{what}: processing.pipelines is empty")
+            } else {
+                format!(
+                    "{what}: no such pipeline in processing.pipelines (there: {})",
+                    names.join(", ")
+                )
+            }))
+        }
+    }
 }
 
 fn choose(
@@ -167,20 +215,7 @@ fn choose(
     notes: &mut dyn FnMut(&str),
 ) -> Result<Option<Processor>, Failure> {
     if let Some(wanted) = &options.pipeline {
-        return match pipelines.processor_named(wanted, metrics) {
-            Some(p) => p.map(Some).map_err(config_error),
-            None => {
-                let names: Vec<&str> = pipelines.names().collect();
-                Err(config_error(if names.is_empty() {
-                    format!("--pipeline {wanted}: processing.pipelines is empty")
-                } else {
-                    format!(
-                        "--pipeline {wanted}: no such pipeline in processing.pipelines (there: {})",
-                        names.join(", ")
-                    )
-                }))
-            }
-        };
+        return processor_named(pipelines, wanted, &format!("--pipeline {wanted}"), metrics);
     }
     let selecting =
         options.container.is_some() || options.image.is_some() || !options.labels.is_empty();
