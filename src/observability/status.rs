@@ -468,13 +468,18 @@ impl StatusBoard {
     }
 
     /// A capture task starts for `id`: its entry (the existing one, with its counters, or a
-    /// new one), now reading from this task's metadata and cursor.
+    /// new one), now reading from this task's metadata and cursor. Containers only: a host
+    /// file (which the file source never tracks here) gets an entry on no board, so it can
+    /// never show in `/api/v1/containers` or the container lag metric.
     pub fn track(
         &self,
         id: &str,
         meta: watch::Receiver<Arc<ContainerMeta>>,
         delivered: SharedCursor,
     ) -> Arc<ContainerStatus> {
+        if meta.borrow().is_file() {
+            return ContainerStatus::detached(id, meta, delivered);
+        }
         let mut containers = lock(&self.containers);
         match containers.get(id) {
             Some(entry) => {
@@ -680,6 +685,29 @@ mod tests {
         assert!(text.contains("container_name=\"a\""), "{text}");
         f.board.retain_containers(|id| id != "id-a");
         assert!(f.board.containers().is_empty());
+    }
+
+    /// A host file is no container: tracking one leaves the board (and the lag metric) as
+    /// it was.
+    #[test]
+    fn host_files_are_never_listed_as_containers() {
+        let f = fixture();
+        let metrics = Metrics::new();
+        let file = watch::Sender::new(Arc::new(ContainerMeta::for_file(
+            "file-1-2".into(),
+            "/var/log/syslog".into(),
+            "h".into(),
+            Vec::new(),
+        )))
+        .subscribe();
+        let entry = f
+            .board
+            .track("file-1-2", file, Arc::new(Mutex::new(Cursor::at(0))));
+        entry.delivered(3, 1);
+        assert!(f.board.containers().is_empty());
+        assert!(f.board.container("file-1-2").is_none());
+        f.board.refresh_lag_metric(&metrics);
+        assert!(!metrics.render().contains("syslog"));
     }
 
     /// A stream open longer than twice its rotation interval is overdue.
