@@ -608,7 +608,7 @@ mod tests {
         ))
     }
 
-    fn line(ts: i64, text: &str, stream: StreamKind) -> LogLine {
+    pub(super) fn line(ts: i64, text: &str, stream: StreamKind) -> LogLine {
         LogLine {
             ts_ns: ts,
             stream,
@@ -619,13 +619,22 @@ mod tests {
     }
 
     async fn delivery(meta: Arc<ContainerMeta>, lines: Vec<LogLine>) -> Arc<Delivery> {
+        delivery_at(meta, lines, Cursor::at(0).into()).await
+    }
+
+    /// Also used by `file_tests`.
+    pub(super) async fn delivery_at(
+        meta: Arc<ContainerMeta>,
+        lines: Vec<LogLine>,
+        position: crate::pipeline::AckPosition,
+    ) -> Arc<Delivery> {
         let budget = QueueBudget::new(1 << 20, Arc::new(Metrics::new()));
         let permit = budget.acquire(1, 1).await.expect("permit");
         Arc::new(Delivery::new(
             Batch {
                 container: meta,
                 lines,
-                position: Cursor::at(0).into(),
+                position,
             },
             permit,
         ))

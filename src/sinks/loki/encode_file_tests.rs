@@ -2,12 +2,9 @@
 
 use std::sync::Arc;
 
-use bytes::Bytes;
-
 use super::*;
 use crate::checkpoint::{FileId, FilePosition, Fingerprint};
-use crate::observability::metrics::Metrics;
-use crate::pipeline::{AckPosition, Batch, QueueBudget};
+use crate::pipeline::AckPosition;
 use crate::processing::FieldValue;
 
 fn file(path: &str, fields: &[(&str, &str)]) -> Arc<ContainerMeta> {
@@ -23,18 +20,10 @@ fn file(path: &str, fields: &[(&str, &str)]) -> Arc<ContainerMeta> {
 }
 
 fn line(ts: i64, text: &str) -> LogLine {
-    LogLine {
-        ts_ns: ts,
-        stream: StreamKind::Stdout,
-        message: Bytes::from(text.to_string()),
-        truncated: false,
-        extra: None,
-    }
+    super::tests::line(ts, text, StreamKind::Stdout)
 }
 
 async fn delivery(meta: Arc<ContainerMeta>, lines: Vec<LogLine>) -> Arc<Delivery> {
-    let budget = QueueBudget::new(1 << 20, Arc::new(Metrics::new()));
-    let permit = budget.acquire(1, 1).await.expect("permit");
     let position = AckPosition::File(FilePosition {
         path: meta.name.clone(),
         id: FileId {
@@ -44,14 +33,7 @@ async fn delivery(meta: Arc<ContainerMeta>, lines: Vec<LogLine>) -> Arc<Delivery
         fingerprint: Fingerprint::default(),
         offset: 10,
     });
-    Arc::new(Delivery::new(
-        Batch {
-            container: meta,
-            lines,
-            position,
-        },
-        permit,
-    ))
+    super::tests::delivery_at(meta, lines, position).await
 }
 
 fn config(tweak: impl FnOnce(&mut LokiSinkConfig)) -> LokiSinkConfig {
