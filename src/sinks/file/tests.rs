@@ -633,3 +633,30 @@ fn unknown_placeholders_are_refused_at_load() {
     );
     assert!(rotated.is_err());
 }
+
+/// A host file's records land in the file named by its encoded path, with the file record's
+/// exact bytes (`file`, `host`, no `stream`), beside a container's.
+#[test]
+fn host_file_records_go_to_their_path_named_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut sink = sink_in(dir.path(), 16);
+    let file = Arc::new(ContainerMeta::for_file(
+        "file-2049-131".into(),
+        "/var/log/syslog".into(),
+        "node-7".into(),
+        vec![("job".into(), "syslog".into())],
+    ));
+    write(&mut sink, &batch(&file, 1, 2, 1));
+    write(&mut sink, &batch(&meta("id", "web"), 3, 1, 1));
+    sink.flush().expect("flush");
+    let text = std::fs::read_to_string(dir.path().join("%2Fvar%2Flog%2Fsyslog.log"))
+        .expect("the file's output");
+    let record = |i: usize| {
+        format!(
+            "{{\"timestamp\":\"1970-01-01T00:00:00.00000000{i}Z\",\"file\":\"/var/log/syslog\",\
+             \"host\":\"node-7\",\"message\":\"{i}\",\"fields\":{{\"job\":\"syslog\"}}}}\n"
+        )
+    };
+    assert_eq!(text, record(1) + &record(2));
+    assert_eq!(numbers(&dir.path().join("web.log")), [3]);
+}
