@@ -131,7 +131,7 @@ async fn a_buffered_file_push_replays_unchanged() {
 }
 
 /// Loki rejects the push (400): it becomes a dead letter that shows the file (its `filename`
-/// label) and every line, and the file's position is acknowledged.
+/// label) and every line, the file's position is acknowledged, and no metric names the file.
 #[tokio::test]
 async fn a_rejected_file_push_is_a_dead_letter_naming_the_file() {
     let answer = Arc::new(AtomicU16::new(400));
@@ -167,5 +167,9 @@ async fn a_rejected_file_push_is_a_dead_letter_naming_the_file() {
         })
         .collect();
     assert_eq!(entries, shown);
+    // Counted by reason only: no metric names the file.
+    let text = h.metrics.render();
+    assert!(text.contains("log_capturer_dead_letters_total"), "{text}");
+    assert!(!text.contains("syslog"), "{text}");
     h.stop(task).await;
 }
