@@ -65,8 +65,14 @@ pub(super) fn choose(
 }
 
 /// The first group of `sources.files` whose include globs match `path` and whose exclude
-/// globs do not.
+/// globs do not (a compressed rotated file only if the group has `include_compressed`). The
+/// file source's own matcher (`sources::files::matcher`, issue 13) means the same; once both
+/// are merged this can ask it.
 fn group_for(sources: &SourcesConfig, path: &str) -> Result<Option<usize>, Failure> {
+    let compressed = std::path::Path::new(path)
+        .extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| ["gz", "xz", "bz2", "zst", "zip"].contains(&e));
     for (i, group) in sources.files.iter().enumerate() {
         let key = |list: &str, j: usize| format!("sources.files[{i}].{list}[{j}]");
         let mut included = false;
@@ -77,7 +83,7 @@ fn group_for(sources: &SourcesConfig, path: &str) -> Result<Option<usize>, Failu
         for (j, pattern) in group.exclude.iter().enumerate() {
             excluded |= matcher(pattern, &key("exclude", j))?.is_match(path);
         }
-        if included && !excluded {
+        if included && !excluded && (group.include_compressed || !compressed) {
             return Ok(Some(i));
         }
     }
@@ -120,6 +126,12 @@ mod tests {
         assert_eq!(group("/var/log/nginx/old/x.gz"), None, "* does not cross /");
         assert_eq!(group("/srv/b/notes.txt"), Some(1));
         assert_eq!(group("/srv/c/notes.txt"), None);
+        assert_eq!(group("/var/log/syslog.2.gz"), None, "compressed");
+        let s = sources("    - include: ['/var/log/*']\n      include_compressed: true\n");
+        assert_eq!(
+            group_for(&s, "/var/log/syslog.2.gz").expect("globs"),
+            Some(0)
+        );
     }
 
     #[test]
