@@ -235,10 +235,11 @@ impl Tail {
     /// False when cancelled.
     async fn deliver(&mut self, st: &mut Open, chunk: Option<Bytes>, flush: Flush) -> bool {
         let ts = now_ns();
-        let mut lines = Vec::new();
+        let chunk_len = chunk.as_ref().map_or(0, Bytes::len);
+        // Sized for ~100-byte lines: one allocation per chunk in the common case.
+        let mut lines = Vec::with_capacity(chunk_len / 96 + 1);
         let mut starts = Vec::new();
         let want_starts = self.processor.is_some();
-        let chunk_len = chunk.as_ref().map_or(0, Bytes::len);
         if let Some(chunk) = chunk {
             st.splitter
                 .push(chunk, ts, &mut lines, want_starts.then_some(&mut starts));
@@ -720,3 +721,7 @@ fn check_closed(path: &Path, id: FileId, read_to: u64) -> Closed {
 fn batch_bytes(lines: &[LogLine]) -> usize {
     lines.iter().map(|l| l.message.len()).sum()
 }
+
+#[cfg(test)]
+#[path = "tail_tests.rs"]
+mod tests;
