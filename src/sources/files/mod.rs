@@ -182,6 +182,12 @@ impl FileSource {
     }
 
     fn ended(&self, run: &mut Running, id: FileId, end: TailEnd) {
+        if end == TailEnd::Finished {
+            // Deleted or rotated out of the globs, read to its end. Forgotten now, not at the
+            // next scan: a new file on the same inode must not be taken for it (late
+            // acknowledgements of its batches are ignored).
+            self.ctx.checkpoints.forget_file(&id.key());
+        }
         if let Some(r) = run.readers.remove(&id) {
             run.by_path.retain(|_, v| *v != id);
             debug!(file = %r.shared.path().display(), ?end, "host file reader ended");
