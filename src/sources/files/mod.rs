@@ -18,6 +18,7 @@ pub mod lines;
 pub mod matcher;
 pub mod metrics;
 mod pool;
+pub mod status;
 mod tail;
 mod watcher;
 
