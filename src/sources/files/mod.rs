@@ -319,3 +319,7 @@ fn tail_lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
         Err(p) => p.into_inner(),
     }
 }
+
+#[cfg(test)]
+#[path = "source_tests.rs"]
+mod tests;
