@@ -176,6 +176,8 @@ impl Tail {
                 fingerprint,
             } => {
                 debug!(file = %path.display(), offset, "resuming host file");
+                // Found under another name than it was read under (renamed while stopped).
+                ctx.checkpoints.file_moved(key, &path.display().to_string());
                 (offset, fingerprint)
             }
             Start::New {
@@ -401,8 +403,13 @@ impl Tail {
                     continue;
                 }
             }
-            // At the end of what the file has now.
-            let state = st.file.as_ref().map(|(f, _)| (f.path_state(), f.size()));
+            // At the end of what the file has now. The path asked about is where the file is
+            // now (a rescan or a rename within the globs may have moved it).
+            let path = self.shared.path();
+            let state = st.file.as_mut().map(|(f, _)| {
+                f.path = path;
+                (f.path_state(), f.size())
+            });
             let Some((state, size)) = state else { continue };
             if let Ok(size) = size {
                 let acked = ctx
