@@ -2,21 +2,46 @@
 
 use std::collections::BTreeMap;
 use std::fs::OpenOptions;
-use std::io::Write;
 use std::path::Path;
 use std::time::Duration;
 
+use super::tail::tests::append;
 use super::*;
 use crate::pipeline::AckPosition;
 
-fn append(path: &Path, text: &str) {
-    OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .expect("open")
-        .write_all(text.as_bytes())
-        .expect("write");
+/// A running source on `settings_yaml` (the `sources:` keys), with its queue's receiver.
+struct Running {
+    rx: mpsc::Receiver<Delivery>,
+    store: Arc<CheckpointStore>,
+    metrics: Arc<Metrics>,
+    cancel: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+fn run_source(state: &Path, sources_yaml: &str) -> Running {
+    let metrics = Arc::new(Metrics::new());
+    let store = Arc::new(CheckpointStore::open(state, Arc::clone(&metrics)).expect("store"));
+    let config: SourcesConfig = serde_saphyr::from_str(sources_yaml).expect("config");
+    let (tx, rx) = mpsc::channel(16);
+    let source = FileSource::new(FileSourceContext {
+        config,
+        pipeline: tx,
+        budget: QueueBudget::new(16 << 20, Arc::clone(&metrics)),
+        metrics: Arc::clone(&metrics),
+        checkpoints: Arc::clone(&store),
+        pipelines: Arc::new(Pipelines::default()),
+        max_line_bytes: 1024,
+        host: "h".into(),
+    });
+    let cancel = CancellationToken::new();
+    let task = tokio::spawn(source.run(cancel.clone()));
+    Running {
+        rx,
+        store,
+        metrics,
+        cancel,
+        task,
+    }
 }
 
 /// Three files and one descriptor: each is read (the ones waiting get the descriptor when
@@ -32,28 +57,19 @@ async fn more_files_than_descriptors_are_all_read() {
             &format!("{name} 1\n{name} 2\n"),
         );
     }
-    let metrics = Arc::new(Metrics::new());
-    let store = Arc::new(
-        CheckpointStore::open(&dir.path().join("state"), Arc::clone(&metrics)).expect("store"),
+    let Running {
+        mut rx,
+        store,
+        metrics,
+        cancel,
+        task,
+    } = run_source(
+        &dir.path().join("state"),
+        &format!(
+            "files:\n  - include: [\"{}/*.log\"]\nfile_settings:\n  max_open_files: 1\n  poll_interval: 20ms\n  rescan_interval: 200ms\n",
+            logs.display()
+        ),
     );
-    let config: SourcesConfig = serde_saphyr::from_str(&format!(
-        "files:\n  - include: [\"{}/*.log\"]\nfile_settings:\n  max_open_files: 1\n  poll_interval: 20ms\n  rescan_interval: 200ms\n",
-        logs.display()
-    ))
-    .expect("config");
-    let (tx, mut rx) = mpsc::channel(16);
-    let source = FileSource::new(FileSourceContext {
-        config,
-        pipeline: tx,
-        budget: QueueBudget::new(16 << 20, Arc::clone(&metrics)),
-        metrics: Arc::clone(&metrics),
-        checkpoints: Arc::clone(&store),
-        pipelines: Arc::new(Pipelines::default()),
-        max_line_bytes: 1024,
-        host: "h".into(),
-    });
-    let cancel = CancellationToken::new();
-    let task = tokio::spawn(source.run(cancel.clone()));
     let mut got: BTreeMap<String, Vec<String>> = BTreeMap::new();
     let mut max_open = 0;
     let mut receive = async |want: usize, got: &mut BTreeMap<String, Vec<String>>| {
@@ -123,28 +139,19 @@ async fn a_copytruncate_copy_in_the_globs_is_not_read_twice() {
         (from..=to).map(|i| format!("line {i:04}\n")).collect()
     };
     append(&live, &lines(1, 200));
-    let metrics = Arc::new(Metrics::new());
-    let store = Arc::new(
-        CheckpointStore::open(&dir.path().join("state"), Arc::clone(&metrics)).expect("store"),
+    let Running {
+        mut rx,
+        store,
+        metrics,
+        cancel,
+        task,
+    } = run_source(
+        &dir.path().join("state"),
+        &format!(
+            "files:\n  - include: [\"{}/app.log*\"]\nfile_settings:\n  poll_interval: 300ms\n  rescan_interval: 100ms\n",
+            logs.display()
+        ),
     );
-    let config: SourcesConfig = serde_saphyr::from_str(&format!(
-        "files:\n  - include: [\"{}/app.log*\"]\nfile_settings:\n  poll_interval: 300ms\n  rescan_interval: 100ms\n",
-        logs.display()
-    ))
-    .expect("config");
-    let (tx, mut rx) = mpsc::channel(16);
-    let source = FileSource::new(FileSourceContext {
-        config,
-        pipeline: tx,
-        budget: QueueBudget::new(16 << 20, Arc::clone(&metrics)),
-        metrics: Arc::clone(&metrics),
-        checkpoints: Arc::clone(&store),
-        pipelines: Arc::new(Pipelines::default()),
-        max_line_bytes: 1024,
-        host: "h".into(),
-    });
-    let cancel = CancellationToken::new();
-    let task = tokio::spawn(source.run(cancel.clone()));
     let mut got: Vec<String> = Vec::new();
     let mut receive = async |want: usize, got: &mut Vec<String>| {
         while got.len() < want {

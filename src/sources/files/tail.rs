@@ -527,4 +527,4 @@ use rotation::Reopen;
 
 #[cfg(test)]
 #[path = "tail_tests.rs"]
-mod tests;
+pub(super) mod tests;
