@@ -139,3 +139,50 @@ impl FileSourceMetrics {
         self.rotations.get_or_create(&KindLabels { kind }).inc();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The string literals right after each `needle` in `text`.
+    fn literals_after<'a>(text: &'a str, needle: &str) -> Vec<&'a str> {
+        text.match_indices(needle)
+            .filter_map(|(i, _)| {
+                let rest = text[i + needle.len()..].strip_prefix('"')?;
+                rest.split('"').next()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_counted_reason_and_kind_is_listed_and_starts_at_zero() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/src/sources/files");
+        let mut text = String::new();
+        for entry in std::fs::read_dir(dir).expect("source dir").flatten() {
+            // Not this file: its needles would find themselves.
+            if !entry.path().ends_with("metrics.rs") {
+                text += &std::fs::read_to_string(entry.path()).expect("source");
+            }
+        }
+        let reasons = literals_after(&text, "files.error(");
+        assert!(reasons.len() >= 6, "too few found: {reasons:?}");
+        for r in &reasons {
+            assert!(FILE_SOURCE_ERROR_REASONS.contains(r), "{r:?} not listed");
+        }
+        let mut kinds = literals_after(&text, "files.rotation(");
+        kinds.extend(literals_after(&text, "finish(st, "));
+        assert!(kinds.len() >= 2, "too few found: {kinds:?}");
+        for k in kinds {
+            assert!(FILE_ROTATION_KINDS.contains(&k), "{k:?} not listed");
+        }
+        let mut registry = Registry::default();
+        let metrics = FileSourceMetrics::default();
+        metrics.register(&mut registry);
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &registry).expect("encode");
+        for r in FILE_SOURCE_ERROR_REASONS {
+            let series = format!("log_capturer_file_source_errors_total{{reason=\"{r}\"}} 0");
+            assert!(out.contains(&series), "{series} missing:\n{out}");
+        }
+    }
+}
