@@ -172,7 +172,9 @@ impl FileSource {
                 }
             }
             watcher.watch(&found.dirs, &self.ctx.metrics.files);
-            self.take(&mut run, found.files, &cancel);
+            // A scan that could not list some directory does not know what is gone.
+            let complete = found.errors.is_empty();
+            self.take(&mut run, found.files, complete, &cancel);
         }
         // Every reader stops (their tokens are children of `cancel`) and is awaited.
         for r in run.readers.values() {
@@ -198,7 +200,13 @@ impl FileSource {
 
     /// A scan's files: new identities get a reader, known ones their current path; stored
     /// positions of identities no longer found are dropped.
-    fn take(&self, run: &mut Running, files: Vec<Found>, cancel: &CancellationToken) {
+    fn take(
+        &self,
+        run: &mut Running,
+        files: Vec<Found>,
+        complete: bool,
+        cancel: &CancellationToken,
+    ) {
         // Files of the process's very first scan on a state directory no agent used before
         // existed before the agent's first run (`initial_position`); not after a reload.
         let preexisting = run.first_scan
@@ -229,6 +237,10 @@ impl FileSource {
         }
         // Positions of files gone (or no longer matched) are forgotten; a reader still
         // finishing one keeps it.
+        if !complete {
+            self.ctx.metrics.files.watched.set(run.readers.len() as i64);
+            return;
+        }
         for (key, p) in self.ctx.checkpoints.file_positions() {
             if !seen.contains(&p.id) && !run.readers.contains_key(&p.id) {
                 if first {
