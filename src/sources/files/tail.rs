@@ -389,7 +389,7 @@ impl Tail {
                 Ok(buf) if !buf.is_empty() => {
                     ctx.metrics.files.bytes_read.inc_by(buf.len() as u64);
                     st.last_data = Instant::now();
-                    if !self.deliver(st, Some(Bytes::from(buf)), Flush::None).await {
+                    if !self.deliver(st, Some(chunk_of(buf)), Flush::None).await {
                         return TailEnd::Cancelled;
                     }
                     self.upgrade_fingerprint(st);
@@ -515,6 +515,18 @@ enum Flush {
     Due,
     /// The file is done (or its content was truncated): everything held goes out.
     All,
+}
+
+/// A read as the batch's buffer. A short read (a file written slowly) is copied into a
+/// buffer of its size: its lines must not pin a whole `CHUNK`-sized allocation for as long as
+/// the batch lives (the queue budget charges what the lines hold). Long reads are used as they
+/// are (no copy on the hot path), at most 4/3 of what is charged.
+fn chunk_of(buf: Vec<u8>) -> Bytes {
+    if buf.len() < CHUNK * 3 / 4 {
+        Bytes::copy_from_slice(&buf)
+    } else {
+        Bytes::from(buf)
+    }
 }
 
 fn batch_bytes(lines: &[LogLine]) -> usize {
