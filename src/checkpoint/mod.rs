@@ -7,6 +7,9 @@ mod files;
 
 pub use files::{FileId, FilePosition, Fingerprint};
 
+/// Under the state directory: host-file positions (`files/<key>.json`).
+const FILES_DIR: &str = "files";
+
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, HashSet};
 use std::fs;
@@ -76,6 +79,10 @@ pub struct CheckpointStore {
     marker: Mutex<(AgentMarker, bool)>,
     /// Positions of host log files by key (see [`files`]).
     file_positions: Mutex<HashMap<String, FileEntry>>,
+    /// `<state_dir>/files`.
+    files_dir: PathBuf,
+    /// The file source has scanned once in this process (see [`CheckpointStore::first_file_scan`]).
+    files_scanned: std::sync::atomic::AtomicBool,
     /// Ids (file names) whose checkpoint was set aside as corrupt at open: such a container
     /// has lines no cursor accounts for, so it must be read even when it is not running.
     set_aside: Mutex<HashSet<String>>,
@@ -178,14 +185,18 @@ impl CheckpointStore {
                 }
             }
         }
+        let files_dir = state_dir.join(FILES_DIR);
+        let file_positions = files::load_file_positions(&files_dir, &metrics)?;
         Ok(CheckpointStore {
             dir,
+            files_dir,
+            files_scanned: std::sync::atomic::AtomicBool::new(false),
             entries: Mutex::new(entries),
             metrics,
             had_previous_run,
             previous_start_ns,
             marker: Mutex::new((written, false)),
-            file_positions: Mutex::new(HashMap::new()),
+            file_positions: Mutex::new(file_positions),
             set_aside: Mutex::new(set_aside),
         })
     }
@@ -289,9 +300,34 @@ impl CheckpointStore {
         }
     }
 
+    /// True once per process: for the file source's first scan, whose files existed before
+    /// the agent's start (a config reload starts a new file source; its first scan is not).
+    pub fn first_file_scan(&self) -> bool {
+        !self
+            .files_scanned
+            .swap(true, std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The host file `key` is now known under `path` (renamed within the globs): its stored
+    /// position says so (persisted with the next changes).
+    pub fn file_moved(&self, key: &str, path: &str) {
+        if let Some(e) = lock(&self.file_positions).get_mut(key)
+            && e.position.path != path
+        {
+            e.position.path = path.to_string();
+            e.dirty_since.get_or_insert_with(Instant::now);
+        }
+    }
+
     /// The host file `key` is gone (deleted and read to its end): drop its position.
     pub fn forget_file(&self, key: &str) {
         lock(&self.file_positions).remove(key);
+        let path = self.files_dir.join(format!("{key}.json"));
+        if let Err(e) = fs::remove_file(&path)
+            && e.kind() != io::ErrorKind::NotFound
+        {
+            warn!(file = %path.display(), error = %e, "cannot remove the position of a host file no longer read");
+        }
     }
 
     /// Writes `agent.json` if it changed; false (logged, counted) when that failed.
@@ -375,27 +411,29 @@ impl CheckpointStore {
             .map(|s| s.elapsed().as_secs_f64())
             .fold(0.0, f64::max);
         self.metrics.checkpoint_lag.set(lag);
+        all_written = self.persist_file_positions() && all_written;
         // The marker last: a newer `watching_since` must never be on disk while the first
         // checkpoint of a container read because of the older one is not.
         all_written = all_written && self.persist_marker();
         // A container forgotten while its file was being written must not leave it behind.
-        let known = self
-            .lock()
-            .keys()
-            .cloned()
-            .collect::<std::collections::HashSet<_>>();
-        if let Ok(dir) = fs::read_dir(&self.dir) {
-            for item in dir.flatten() {
-                let name = item.file_name();
-                let name = name.to_string_lossy();
-                if let Some(id) = name.strip_suffix(".json")
-                    && !known.contains(id)
-                {
-                    let _ = fs::remove_file(item.path());
-                }
+        let known = self.lock().keys().cloned().collect::<HashSet<_>>();
+        remove_unknown(&self.dir, &known);
+        all_written
+    }
+}
+
+/// Removes the `<name>.json` files of `dir` whose name is not in `known`.
+fn remove_unknown(dir: &Path, known: &HashSet<String>) {
+    if let Ok(entries) = fs::read_dir(dir) {
+        for item in entries.flatten() {
+            let name = item.file_name();
+            let name = name.to_string_lossy();
+            if let Some(id) = name.strip_suffix(".json")
+                && !known.contains(id)
+            {
+                let _ = fs::remove_file(item.path());
             }
         }
-        all_written
     }
 }
 

@@ -1,0 +1,542 @@
+//! One file's reader: opens it (within the descriptor budget), decides where to start, reads
+//! large chunks on a blocking thread, splits them into lines, hands batches to the pipeline
+//! queue, and follows the file across copytruncate, rename and delete (see the README's
+//! "Host log files" for the rules). Every wait races the reader's cancellation token.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio::sync::{Notify, mpsc};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use super::identity::{self, Start};
+use super::lines::Splitter;
+use super::matcher::Matcher;
+use super::metrics::PathLabels;
+use super::pool::{FdPermit, FdPool};
+use crate::capture::{Cursor, Position};
+use crate::checkpoint::{CheckpointStore, FileId, FilePosition, Fingerprint, now_ns};
+use crate::config::FileSettings;
+use crate::observability::metrics::Metrics;
+use crate::pipeline::{Batch, ContainerMeta, Delivery, LogLine, QueueBudget};
+use crate::processing::{Processor, StageContext};
+use crate::sources::follow::{Followed, PathState};
+
+/// Bytes read at once.
+pub const CHUNK: usize = 256 * 1024;
+
+/// What every reader shares.
+pub struct TailContext {
+    pub pipeline: mpsc::Sender<Delivery>,
+    pub budget: QueueBudget,
+    pub metrics: Arc<Metrics>,
+    pub checkpoints: Arc<CheckpointStore>,
+    pub settings: FileSettings,
+    pub max_line_bytes: usize,
+    pub pool: FdPool,
+    pub matcher: Arc<Matcher>,
+}
+
+/// What the source and one reader share.
+pub struct ReaderShared {
+    /// Where the file is now (a rescan that finds it under another name updates it).
+    pub path: Mutex<PathBuf>,
+    /// Rung on inotify events for the path.
+    pub wake: Notify,
+    /// The file's fingerprint now (the source takes a new file with the same one for a copy).
+    pub fingerprint: Mutex<Option<Fingerprint>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    match m.lock() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
+    }
+}
+
+impl ReaderShared {
+    pub fn new(path: PathBuf) -> Self {
+        ReaderShared {
+            path: Mutex::new(path),
+            wake: Notify::new(),
+            fingerprint: Mutex::new(None),
+        }
+    }
+
+    pub fn path(&self) -> PathBuf {
+        lock(&self.path).clone()
+    }
+}
+
+/// How a reader ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum TailEnd {
+    Cancelled,
+    /// Deleted, rotated out of the globs, or replaced while closed: done with it.
+    Finished,
+    /// It could not be opened (or was another file by then); a rescan may try again.
+    Failed,
+}
+
+pub struct Tail {
+    pub ctx: Arc<TailContext>,
+    pub shared: Arc<ReaderShared>,
+    pub id: FileId,
+    pub group: usize,
+    /// It was found by the first scan of an agent that never ran on this state directory.
+    pub preexisting: bool,
+    pub meta: Arc<ContainerMeta>,
+    pub processor: Option<Processor>,
+    pub cancel: CancellationToken,
+}
+
+/// What a reader holds while it runs.
+struct Open {
+    file: Option<(Followed, FdPermit)>,
+    splitter: Splitter,
+    fingerprint: Fingerprint,
+    /// Offset of the last batch handed over.
+    handed: u64,
+    last_data: Instant,
+    key: String,
+    lag: PathLabels,
+}
+
+/// Reads one chunk on a blocking thread; None if the blocking pool is gone (shutdown).
+async fn read_chunk(mut f: Followed) -> Option<(Followed, std::io::Result<Vec<u8>>)> {
+    tokio::task::spawn_blocking(move || {
+        let mut buf = Vec::with_capacity(CHUNK);
+        let r = f.read(&mut buf, CHUNK).map(|_| buf);
+        (f, r)
+    })
+    .await
+    .ok()
+}
+
+impl Tail {
+    pub async fn run(mut self) -> TailEnd {
+        let ctx = Arc::clone(&self.ctx);
+        let key = self.id.key();
+        let Some(mut st) = self.start(&key).await else {
+            return if self.cancel.is_cancelled() {
+                TailEnd::Cancelled
+            } else {
+                TailEnd::Failed
+            };
+        };
+        let end = self.follow(&mut st).await;
+        ctx.metrics.files.lag_bytes.remove(&st.lag);
+        end
+    }
+
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> Option<T> {
+        tokio::task::spawn_blocking(f).await.ok()
+    }
+
+    /// Opens the file and decides where to start (see `identity::decide`).
+    async fn start(&mut self, key: &str) -> Option<Open> {
+        let ctx = Arc::clone(&self.ctx);
+        let permit = ctx.pool.acquire(&ctx.metrics, &self.cancel).await?;
+        let path = self.shared.path();
+        let stored = ctx.checkpoints.file_position(key);
+        let at_end = self.preexisting
+            && ctx.matcher.groups[self.group].initial_position
+                == crate::config::InitialPosition::End;
+        let fp_bytes = ctx.settings.fingerprint_bytes.0;
+        let p = path.clone();
+        let opened = self
+            .blocking(move || {
+                let f = Followed::open(&p, 0)?;
+                let file = std::fs::File::open(&p)?;
+                let start = identity::decide(&file, stored.as_ref(), fp_bytes, at_end)?;
+                Ok::<_, std::io::Error>((f, start))
+            })
+            .await?;
+        let (mut followed, start) = match opened {
+            Ok(v) => v,
+            Err(e) => {
+                ctx.metrics.files.error("open");
+                warn!(file = %path.display(), error = %e, "cannot open host file; the rescan tries again");
+                return None;
+            }
+        };
+        if followed.id != self.id {
+            debug!(file = %path.display(), "another file is at the path now; the rescan takes it");
+            return None;
+        }
+        let (offset, fingerprint) = match start {
+            Start::Resume {
+                offset,
+                fingerprint,
+            } => {
+                debug!(file = %path.display(), offset, "resuming host file");
+                // Found under another name than it was read under (renamed while stopped).
+                ctx.checkpoints.file_moved(key, &path.display().to_string());
+                (offset, fingerprint)
+            }
+            Start::New {
+                offset,
+                fingerprint,
+                reused,
+                truncated,
+            } => {
+                if reused {
+                    ctx.metrics.files.inode_reuses.inc();
+                    info!(file = %path.display(), "inode of a stored position now holds another file: read from its start");
+                }
+                if truncated {
+                    ctx.metrics.files.truncations.inc();
+                    info!(file = %path.display(), "file shorter than its stored position (truncated while stopped): read from its start");
+                }
+                ctx.checkpoints.init_file(
+                    key,
+                    FilePosition {
+                        path: path.display().to_string(),
+                        id: self.id,
+                        fingerprint,
+                        offset,
+                    },
+                );
+                (offset, fingerprint)
+            }
+        };
+        if offset > 0 && followed.seek_to(offset).is_err() {
+            ctx.metrics.files.error("read");
+            return None;
+        }
+        *lock(&self.shared.fingerprint) = Some(fingerprint);
+        Some(Open {
+            file: Some((followed, permit)),
+            splitter: Splitter::new(ctx.max_line_bytes, offset),
+            fingerprint,
+            handed: offset,
+            last_data: Instant::now(),
+            key: key.to_string(),
+            lag: PathLabels {
+                path: path.display().to_string(),
+            },
+        })
+    }
+
+    fn position(&self, st: &Open, offset: u64) -> FilePosition {
+        FilePosition {
+            path: self.shared.path().display().to_string(),
+            id: self.id,
+            fingerprint: st.fingerprint,
+            offset,
+        }
+    }
+
+    /// Splits `chunk` into lines, runs them through the processor, and hands the batch over.
+    /// False when cancelled.
+    async fn deliver(&mut self, st: &mut Open, chunk: Option<Bytes>, flush: Flush) -> bool {
+        let ts = now_ns();
+        let chunk_len = chunk.as_ref().map_or(0, Bytes::len);
+        // Sized for ~100-byte lines: one allocation per chunk in the common case.
+        let mut lines = Vec::with_capacity(chunk_len / 96 + 1);
+        let mut starts = Vec::new();
+        let want_starts = self.processor.is_some();
+        if let Some(chunk) = chunk {
+            st.splitter
+                .push(chunk, ts, &mut lines, want_starts.then_some(&mut starts));
+        }
+        if flush != Flush::None
+            && st
+                .splitter
+                .flush(ts, &mut lines, want_starts.then_some(&mut starts))
+        {
+            self.ctx.metrics.files.partial_flushes.inc();
+        }
+        let read_lines = lines.len();
+        let mut offset = st.splitter.committed();
+        if let Some(p) = &mut self.processor {
+            let cx = StageContext {
+                container: &self.meta,
+                now_ns: ts,
+            };
+            let mut records = Vec::with_capacity(lines.len());
+            for (line, start) in lines.drain(..).zip(starts.drain(..)) {
+                // The processor keeps positions as a cursor's; a file offset rides in a
+                // stdout position's timestamp (only `hold` reads it back, below).
+                let before = Position {
+                    timestamp_ns: start as i64,
+                    count: 0,
+                };
+                p.push(line, before, &cx, &mut records);
+            }
+            match flush {
+                Flush::All => {
+                    p.flush_all(&cx, &mut records);
+                }
+                Flush::Due | Flush::None => {
+                    p.flush_due(ts, &cx, &mut records);
+                }
+            }
+            lines = records;
+            let mut cursor = Cursor::at(offset as i64);
+            p.hold(&mut cursor);
+            offset = u64::try_from(cursor.streams.stdout.timestamp_ns).unwrap_or(0);
+        }
+        let m = &self.ctx.metrics.files;
+        m.lines.inc_by(read_lines as u64);
+        let truncated = std::mem::take(&mut st.splitter.truncated);
+        if truncated > 0 {
+            self.ctx.metrics.lines_truncated.inc_by(truncated);
+        }
+        if lines.is_empty() && offset == st.handed {
+            return true;
+        }
+        // Without processing the lines are slices of the chunk: the batch holds the chunk.
+        // Processing may add joined messages and extras: those are counted too.
+        let held = if self.processor.is_some() {
+            let extra: usize = lines
+                .iter()
+                .filter_map(|l| l.extra.as_deref())
+                .map(crate::processing::Extra::heap_bytes)
+                .sum();
+            chunk_len.max(batch_bytes(&lines)) + extra
+        } else {
+            chunk_len.max(st.splitter.committed().saturating_sub(st.handed) as usize)
+        };
+        let charge = self.ctx.budget.charge(lines.capacity(), held);
+        let line_count = lines.len();
+        let batch = Batch {
+            container: Arc::clone(&self.meta),
+            lines,
+            position: crate::pipeline::AckPosition::File(self.position(st, offset)),
+        };
+        let permit = tokio::select! {
+            biased;
+            _ = self.cancel.cancelled() => return false,
+            p = self.ctx.budget.acquire(charge, line_count) => match p {
+                Some(p) => p,
+                None => return false,
+            },
+        };
+        tokio::select! {
+            biased;
+            _ = self.cancel.cancelled() => return false,
+            sent = self.ctx.pipeline.send(Delivery::new(batch, permit)) => if sent.is_err() {
+                return false;
+            },
+        }
+        st.handed = offset;
+        true
+    }
+
+    /// Upgrades a short fingerprint once the file holds `fingerprint_bytes` (a file found
+    /// empty or small is then told apart from a later file on the same inode).
+    fn upgrade_fingerprint(&self, st: &mut Open) {
+        let want = self.ctx.settings.fingerprint_bytes.0;
+        if st.fingerprint.len >= want || st.splitter.read_offset() < want {
+            return;
+        }
+        let Some((f, _)) = &st.file else { return };
+        let Ok(fp) = f.fingerprint(want) else {
+            self.ctx.metrics.files.error("fingerprint");
+            return;
+        };
+        if fp.len < want {
+            return;
+        }
+        // The acknowledged offset with the new fingerprint; acknowledgements of batches still
+        // in flight under the old one are ignored, later ones move it on.
+        let acked = self
+            .ctx
+            .checkpoints
+            .file_position(&st.key)
+            .map_or(0, |p| p.offset);
+        st.fingerprint = fp;
+        *lock(&self.shared.fingerprint) = Some(fp);
+        self.ctx
+            .checkpoints
+            .init_file(&st.key, self.position(st, acked));
+    }
+
+    async fn follow(&mut self, st: &mut Open) -> TailEnd {
+        let ctx = Arc::clone(&self.ctx);
+        let settings = ctx.settings.clone();
+        // Since when the path no longer names the file (rotated away or deleted): it is read
+        // until it has had no new data for `flush_partial_after` (a writer may not have
+        // reopened yet), then finished.
+        let mut away_since: Option<Instant> = None;
+        loop {
+            if self.cancel.is_cancelled() {
+                return TailEnd::Cancelled;
+            }
+            let Some((followed, permit)) = st.file.take() else {
+                match self.reopen(st).await {
+                    Reopen::Open => continue,
+                    Reopen::Gone => return self.finish(st, "delete").await,
+                    Reopen::Cancelled => return TailEnd::Cancelled,
+                }
+            };
+            let (followed, read) = tokio::select! {
+                _ = self.cancel.cancelled() => return TailEnd::Cancelled,
+                r = read_chunk(followed) => match r {
+                    Some(r) => r,
+                    None => return TailEnd::Cancelled,
+                },
+            };
+            st.file = Some((followed, permit));
+            match read {
+                Ok(buf) if !buf.is_empty() => {
+                    ctx.metrics.files.bytes_read.inc_by(buf.len() as u64);
+                    st.last_data = Instant::now();
+                    if !self.deliver(st, Some(chunk_of(buf)), Flush::None).await {
+                        return TailEnd::Cancelled;
+                    }
+                    self.upgrade_fingerprint(st);
+                    continue;
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    ctx.metrics.files.error("read");
+                    warn!(file = %self.shared.path().display(), error = %e, "cannot read host file; retrying");
+                    if !self.sleep(settings.poll_interval.0).await {
+                        return TailEnd::Cancelled;
+                    }
+                    continue;
+                }
+            }
+            // At the end of what the file has now. The path asked about is where the file is
+            // now (a rescan or a rename within the globs may have moved it).
+            let path = self.shared.path();
+            let state = st.file.as_mut().map(|(f, _)| {
+                f.path = path;
+                (f.path_state(), f.size())
+            });
+            let Some((state, size)) = state else { continue };
+            if let Ok(size) = size {
+                let acked = ctx
+                    .checkpoints
+                    .file_position(&st.key)
+                    .map_or(0, |p| p.offset);
+                ctx.metrics
+                    .files
+                    .lag_bytes
+                    .get_or_create(&st.lag)
+                    .set(size.saturating_sub(acked) as i64);
+            }
+            match state {
+                Ok(PathState::Same) => away_since = None,
+                Ok(PathState::Truncated { size }) => {
+                    if !self.truncated(st, size).await {
+                        return TailEnd::Cancelled;
+                    }
+                    continue;
+                }
+                Ok(PathState::Replaced(_)) | Ok(PathState::Gone) => {
+                    if self.renamed_within_globs() {
+                        ctx.metrics.files.rotation("rename");
+                        away_since = None;
+                        continue;
+                    }
+                    let since = *away_since.get_or_insert_with(Instant::now);
+                    let quiet = st.last_data.elapsed().min(since.elapsed());
+                    if quiet >= settings.flush_partial_after.0 {
+                        let kind = if matches!(state, Ok(PathState::Gone)) {
+                            "delete"
+                        } else {
+                            "rename"
+                        };
+                        return self.finish(st, kind).await;
+                    }
+                }
+                Err(e) => {
+                    ctx.metrics.files.error("stat");
+                    debug!(file = %self.shared.path().display(), error = %e, "cannot stat host file");
+                }
+            }
+            // Nothing to read: flush what is due, give the descriptor up when idle, wait.
+            let idle = st.last_data.elapsed();
+            if st.splitter.has_partial() && idle >= settings.flush_partial_after.0 {
+                if !self.deliver(st, None, Flush::Due).await {
+                    return TailEnd::Cancelled;
+                }
+            } else if self
+                .processor
+                .as_ref()
+                .and_then(Processor::due_ns)
+                .is_some_and(|d| d <= now_ns())
+                && !self.deliver(st, None, Flush::None).await
+            {
+                return TailEnd::Cancelled;
+            }
+            // A file rotated away is kept open until it is finished: closed, it could not be
+            // found again.
+            if away_since.is_none() && (idle >= settings.close_inactive.0 || ctx.pool.contended()) {
+                debug!(file = %self.shared.path().display(), "closing idle host file");
+                st.file = None;
+                continue;
+            }
+            let mut wait = settings.poll_interval.0;
+            if st.splitter.has_partial() {
+                wait = wait.min(settings.flush_partial_after.0.saturating_sub(idle));
+            }
+            if let Some(due) = self.processor.as_ref().and_then(Processor::due_ns) {
+                wait = wait.min(Duration::from_nanos(
+                    u64::try_from(due - now_ns()).unwrap_or(0),
+                ));
+            }
+            if !self.wait(wait).await {
+                return TailEnd::Cancelled;
+            }
+        }
+    }
+
+    /// Waits for an inotify wake-up or `d`; false when cancelled.
+    async fn wait(&self, d: Duration) -> bool {
+        tokio::select! {
+            _ = self.cancel.cancelled() => false,
+            _ = self.shared.wake.notified() => true,
+            _ = tokio::time::sleep(d) => true,
+        }
+    }
+
+    async fn sleep(&self, d: Duration) -> bool {
+        tokio::select! {
+            _ = self.cancel.cancelled() => false,
+            _ = tokio::time::sleep(d) => true,
+        }
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Flush {
+    None,
+    /// The held partial line is due (`flush_partial_after`).
+    Due,
+    /// The file is done (or its content was truncated): everything held goes out.
+    All,
+}
+
+/// A read as the batch's buffer. A short read (a file written slowly) is copied into a
+/// buffer of its size: its lines must not pin a whole `CHUNK`-sized allocation for as long as
+/// the batch lives (the queue budget charges what the lines hold). Long reads are used as they
+/// are (no copy on the hot path), at most 4/3 of what is charged.
+fn chunk_of(buf: Vec<u8>) -> Bytes {
+    if buf.len() < CHUNK * 3 / 4 {
+        Bytes::copy_from_slice(&buf)
+    } else {
+        Bytes::from(buf)
+    }
+}
+
+fn batch_bytes(lines: &[LogLine]) -> usize {
+    lines.iter().map(|l| l.message.len()).sum()
+}
+
+#[path = "tail_rotation.rs"]
+mod rotation;
+use rotation::Reopen;
+
+#[cfg(test)]
+#[path = "tail_tests.rs"]
+pub(super) mod tests;
