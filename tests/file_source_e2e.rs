@@ -87,6 +87,16 @@ fn logrotate_create_mode_live_file_only_reads_renamed_file_to_its_end() {
     create_mode("create mode, glob app.log", false);
 }
 
+#[test]
+fn logrotate_copytruncate_live_file_only_reads_every_surviving_line_once() {
+    copytruncate_mode("copytruncate, glob app.log", false);
+}
+
+#[test]
+fn logrotate_copytruncate_with_copies_globbed_reads_every_surviving_line_once() {
+    copytruncate_mode("copytruncate, glob app.log*", true);
+}
+
 /// The numbers of the lines on disk in `live` and its rotated copies (`live.N`).
 fn lines_on_disk(live: &Path) -> (Vec<u64>, usize) {
     let dir = live.parent().expect("dir");
@@ -115,17 +125,20 @@ fn lines_on_disk(live: &Path) -> (Vec<u64>, usize) {
 
 /// Test 2: logrotate `copytruncate` every 0.7 s under the same writer. logrotate itself loses
 /// what is written between its copy and its truncate; everything else on disk is read once.
-#[test]
-fn logrotate_copytruncate_reads_every_surviving_line_once() {
-    let test = "copytruncate";
+fn copytruncate_mode(test: &str, glob_rotated: bool) {
     let dir = tempfile::tempdir().expect("tempdir");
     let logs = dir.path().join("logs");
     std::fs::create_dir(&logs).expect("logs dir");
     let live = logs.join("app.log");
     std::fs::write(&live, "").expect("live file");
-    // Only the live file: the copies are other inodes with the same bytes (read as new
-    // files, they would be duplicates); the agent looks in them for what it missed.
-    let agent = start_agent(dir.path(), std::slice::from_ref(&live), "");
+    // With the copies globbed, each is another inode with the live file's bytes: the agent
+    // must take it for a copy (same fingerprint), not read it as a new file.
+    let include = if glob_rotated {
+        logs.join("app.log*")
+    } else {
+        live.clone()
+    };
+    let agent = start_agent(dir.path(), &[include], "");
     let conf = files::logrotate_conf(dir.path(), &live, RotateMode::CopyTruncate);
     let rotator = Rotator::start(
         conf,
