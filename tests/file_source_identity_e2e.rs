@@ -45,12 +45,11 @@ fn messages(out: &Path) -> Vec<String> {
         .collect()
 }
 
-/// Waits for `want` records in all, then a quiet second (a duplicate would show), and
+/// Waits for `want` records in all and a quiet 1.5 s (a duplicate would show), and
 /// asserts the messages are exactly `want`.
 fn assert_output(test: &str, agent: &Agent, want: &[String]) {
     let out = agent.dir.join("out");
     wait_for_records(&out, want.len(), Duration::from_secs(15));
-    std::thread::sleep(Duration::from_secs(1));
     let got = messages(&out);
     assert!(
         got == want,

@@ -398,20 +398,25 @@ pub fn options(include: &[PathBuf], settings: &str) -> AgentOptions {
     }
 }
 
-/// Waits until `out` holds at least `n` whole records; gives up after `stall` without a new
-/// one (or 180 s in all). Returns the count seen.
+/// Waits until `out` holds at least `n` whole records and no new one came for 1.5 s (what
+/// is still in flight, a duplicate too, has arrived by then); gives up after `stall` without a
+/// new record (or 180 s in all). Returns the count seen.
 pub fn wait_for_records(out: &Path, n: usize, stall: Duration) -> usize {
     let deadline = Instant::now() + Duration::from_secs(180);
-    let mut last = (0, Instant::now());
+    let mut last = (count_lines(out), Instant::now());
     loop {
+        std::thread::sleep(Duration::from_millis(200));
         let now = count_lines(out);
-        if now >= n || Instant::now() >= deadline || last.1.elapsed() >= stall {
-            return now;
-        }
         if now != last.0 {
             last = (now, Instant::now());
         }
-        std::thread::sleep(Duration::from_millis(200));
+        let quiet = last.1.elapsed();
+        if (now >= n && quiet >= Duration::from_millis(1500))
+            || quiet >= stall
+            || Instant::now() >= deadline
+        {
+            return now;
+        }
     }
 }
 
