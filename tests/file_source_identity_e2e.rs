@@ -99,23 +99,30 @@ fn inode_reused_by_another_file_is_read_from_its_start() {
     let test = "inode reuse";
     let mut s = read_then_stop("");
     let old = inode(&s.path);
-    let mut reused = false;
-    for attempt in 1..=20 {
-        std::fs::remove_file(&s.path).expect("delete");
-        write(&s.path, "B", 1, 200, false);
-        if inode(&s.path) == old {
-            println!("{test}: B got A's inode {old} (attempt {attempt})");
-            reused = true;
+    std::fs::remove_file(&s.path).expect("delete A");
+    // ext4 gives a new file the lowest free inode of the directory's group: files are
+    // created with B's content (kept, so the next one moves up) until one gets A's inode,
+    // which is then renamed to A's path (a rename keeps the inode).
+    let logs = s.path.parent().expect("logs").to_path_buf();
+    let mut reused = None;
+    for attempt in 1..=5000 {
+        let candidate = logs.join(format!("b-{attempt}.tmp"));
+        write(&candidate, "B", 1, 200, false);
+        if inode(&candidate) == old {
+            std::fs::rename(&candidate, &s.path).expect("rename");
+            reused = Some(attempt);
             break;
         }
     }
-    if !reused {
+    let Some(attempts) = reused else {
         println!(
-            "{test}: the filesystem did not give B A's inode in 20 attempts: only the \
+            "{test}: the filesystem did not give B A's inode in 5000 new files: only the \
              same-inode rewrite (file_rewritten_in_place_...) covers the fingerprint"
         );
         return;
-    }
+    };
+    assert_eq!(inode(&s.path), old);
+    println!("{test}: B got A's inode {old} (new file {attempts})");
     s.agent.restart();
     assert_output(test, &s.agent, &expected(&[("A", 100), ("B", 200)]));
     println!(
