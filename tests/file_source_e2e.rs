@@ -35,7 +35,7 @@ fn writer(live: &Path, lines: u64, per_sec: u64) -> Writer {
 /// Test 1: logrotate's default mode (rename to `.1`, older ones shifted, then create) every
 /// 0.7 s while 120 000 lines are appended over ~12 s.
 fn create_mode(test: &str, glob_rotated: bool) {
-    let dir = tempfile::tempdir().expect("tempdir");
+    let dir = files::tempdir();
     let logs = dir.path().join("logs");
     std::fs::create_dir(&logs).expect("logs dir");
     let live = logs.join("app.log");
@@ -124,7 +124,7 @@ fn lines_on_disk(live: &Path) -> (Vec<u64>, usize) {
 /// Test 2: logrotate `copytruncate` every 0.7 s under the same writer. logrotate itself loses
 /// what is written between its copy and its truncate; everything else on disk is read once.
 fn copytruncate_mode(test: &str, glob_rotated: bool) {
-    let dir = tempfile::tempdir().expect("tempdir");
+    let dir = files::tempdir();
     let logs = dir.path().join("logs");
     std::fs::create_dir(&logs).expect("logs dir");
     let live = logs.join("app.log");
@@ -225,7 +225,7 @@ fn restarts_at_random_points_sigterm_exactly_once_sigkill_only_replays() {
         });
     println!("{test}: seed {seed} (FILE_SOURCE_E2E_SEED={seed} replays it)");
     let mut rng = fastrand::Rng::with_seed(seed);
-    let dir = tempfile::tempdir().expect("tempdir");
+    let dir = files::tempdir();
     let logs = dir.path().join("logs");
     std::fs::create_dir(&logs).expect("logs dir");
     let live = logs.join("app.log");

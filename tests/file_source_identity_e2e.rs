@@ -73,7 +73,7 @@ struct Setup {
 
 /// `logs/app.log` with lines `A1..=A100`, read by the agent, which is then stopped (SIGTERM).
 fn read_then_stop(settings: &str) -> Setup {
-    let dir = tempfile::tempdir().expect("tempdir");
+    let dir = files::tempdir();
     let logs = dir.path().join("logs");
     std::fs::create_dir(&logs).expect("logs dir");
     let path = logs.join("app.log");
@@ -168,7 +168,7 @@ fn unchanged_file_is_not_read_again_after_a_restart() {
 #[test]
 fn partial_last_line_is_emitted_once_and_not_after_a_restart() {
     let test = "partial line";
-    let dir = tempfile::tempdir().expect("tempdir");
+    let dir = files::tempdir();
     let logs = dir.path().join("logs");
     std::fs::create_dir(&logs).expect("logs dir");
     let path = logs.join("p.log");

@@ -87,7 +87,7 @@ fn fd_floor(pid: u32, logs: &Path) -> usize {
 #[test]
 fn deleted_files_release_descriptors_gauges_and_lag_series() {
     let test = "50 files deleted";
-    let dir = tempfile::tempdir().expect("tempdir");
+    let dir = files::tempdir();
     let logs = dir.path().join("logs");
     std::fs::create_dir(&logs).expect("logs dir");
     let agent = start_agent(dir.path(), &[logs.join("*.log")], "");
@@ -142,7 +142,7 @@ fn deleted_files_release_descriptors_gauges_and_lag_series() {
 #[test]
 fn max_open_files_bounds_descriptors_and_every_line_is_read() {
     let test = "max_open_files 8, 40 files";
-    let dir = tempfile::tempdir().expect("tempdir");
+    let dir = files::tempdir();
     let logs = dir.path().join("logs");
     std::fs::create_dir(&logs).expect("logs dir");
     let agent = start_agent(

@@ -434,3 +434,14 @@ pub fn count_lines(out: &Path) -> usize {
         })
         .sum()
 }
+
+/// A temp dir for one test; kept (its path printed) when `FILE_SOURCE_E2E_KEEP` is set, to
+/// look at the agent's log, output and state after a failure.
+pub fn tempdir() -> tempfile::TempDir {
+    let mut dir = tempfile::tempdir().expect("tempdir");
+    if std::env::var_os("FILE_SOURCE_E2E_KEEP").is_some() {
+        dir.disable_cleanup(true);
+        println!("keeping {}", dir.path().display());
+    }
+    dir
+}
