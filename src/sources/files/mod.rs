@@ -135,7 +135,7 @@ impl FileSource {
                     }
                     if (changes.structure || changes.overflow) && !soon_armed {
                         soon_armed = true;
-                        scan_soon.as_mut().reset((tokio::time::Instant::now() + RESCAN_DEBOUNCE).into());
+                        scan_soon.as_mut().reset(tokio::time::Instant::now() + RESCAN_DEBOUNCE);
                     }
                     false
                 }

@@ -331,7 +331,10 @@ impl Tail {
             return;
         }
         let Some((f, _)) = &st.file else { return };
-        let Ok(fp) = f.fingerprint(want) else { return };
+        let Ok(fp) = f.fingerprint(want) else {
+            self.ctx.metrics.files.error("fingerprint");
+            return;
+        };
         if fp.len < want {
             return;
         }
@@ -602,7 +605,10 @@ impl Tail {
         }
         st.fingerprint = f
             .fingerprint(ctx.settings.fingerprint_bytes.0)
-            .unwrap_or_default();
+            .unwrap_or_else(|_| {
+                ctx.metrics.files.error("fingerprint");
+                Fingerprint::default()
+            });
         *lock(&self.shared.fingerprint) = Some(st.fingerprint);
         st.splitter.reset(0);
         st.handed = 0;
