@@ -425,6 +425,10 @@ impl Tail {
                     }
                     leaving = false;
                     if self.renamed_within_globs() {
+                        // The open descriptor's path too: its next `path_state` looks there.
+                        if let Some((f, _)) = st.file.as_mut() {
+                            f.path = self.shared.path();
+                        }
                         ctx.metrics.files.rotation("rename");
                         continue;
                     }
