@@ -534,7 +534,9 @@ impl Tail {
         let p = path.clone();
         let found = self
             .blocking(move || {
-                let (copy, file) = identity::find_copy(&p, id, fp, from)?;
+                // Any size: a copy shorter than what we read (we read lines written between the
+                // copy and the truncation) has nothing for us but must be marked read too.
+                let (copy, file) = identity::find_copy(&p, id, fp, 0)?;
                 let meta = file.metadata().ok()?;
                 let copy_id = FileId {
                     dev: std::os::unix::fs::MetadataExt::dev(&meta),
@@ -582,7 +584,7 @@ impl Tail {
                     path: copy.display().to_string(),
                     id: copy_id,
                     fingerprint: copy_fp,
-                    offset: at,
+                    offset: at.min(copy_size),
                 },
             );
         }
