@@ -60,6 +60,7 @@ fn create_mode(test: &str, glob_rotated: bool) {
     let wrote_for = started.elapsed();
     let out = dir.path().join("out");
     let seen = wait_for_records(&out, n as usize, Duration::from_secs(20));
+    print_metrics(test, &agent);
     let output = files::output(&out);
     let all = occurrences(output.values().flatten(), PREFIX, n);
     assert_exactly_once(&all, &format!("{test} (after {seen} records)"));
@@ -72,7 +73,6 @@ fn create_mode(test: &str, glob_rotated: bool) {
         output.len()
     );
     assert!(runs >= 5, "only {runs} logrotate runs");
-    print_metrics(test, &agent);
 }
 
 #[test]
@@ -156,6 +156,7 @@ fn copytruncate_mode(test: &str, glob_rotated: bool) {
     let out = dir.path().join("out");
     // The output ends with the last line (it survives: nothing truncates after the writer).
     let seen = wait_for_records(&out, survived.len(), Duration::from_secs(20));
+    print_metrics(test, &agent);
     let output = files::output(&out);
     // Every record is a written line (a torn line would fail here), none twice.
     let got = occurrences(output.values().flatten(), PREFIX, n);
@@ -197,7 +198,6 @@ fn copytruncate_mode(test: &str, glob_rotated: bool) {
         .copied()
         .unwrap_or(-1.0);
     println!("{test}: truncations seen {truncations} for {runs} runs");
-    print_metrics(test, &agent);
 }
 
 /// How one run of the agent ended.
@@ -275,6 +275,7 @@ fn restarts_at_random_points_sigterm_exactly_once_sigkill_only_replays() {
         "writer finished early"
     );
     let seen = wait_for_records(&out, n as usize, Duration::from_secs(20));
+    print_metrics(test, &agent);
     let output = files::output(&out);
     let per_run = split_runs(&output, &cuts);
     let replayed = check_runs(&per_run, &cuts, &written, n);
@@ -293,7 +294,6 @@ fn restarts_at_random_points_sigterm_exactly_once_sigkill_only_replays() {
          nothing lost, no duplicate across a SIGTERM, replayed after each SIGKILL: {replayed:?}",
         written.inodes()
     );
-    print_metrics(test, &agent);
 }
 
 /// The line numbers each agent run wrote (run i: between cut i-1 and cut i, the last run
