@@ -237,7 +237,8 @@ fn restarts_at_random_points_sigterm_exactly_once_sigkill_only_replays() {
         dir.path().join("logrotate.state"),
         Duration::from_millis(800),
     );
-    let n = 100_000;
+    // ~30 s of writing: the six stops (each ~1-4 s with its restart) all fall inside it.
+    let n = 150_000;
     let w = writer(&live, n, 5_000);
     let out = dir.path().join("out");
     // Record counts of each output file where each run ended.
@@ -250,8 +251,12 @@ fn restarts_at_random_points_sigterm_exactly_once_sigkill_only_replays() {
         Stop::Kill,
         Stop::Kill,
     ] {
-        std::thread::sleep(Duration::from_millis(rng.u64(800..2500)));
+        std::thread::sleep(Duration::from_millis(rng.u64(500..2000)));
         let at = w.progress.load(std::sync::atomic::Ordering::Acquire);
+        assert!(
+            at < n,
+            "the writer finished before the {stop:?} (machine too slow?)"
+        );
         match stop {
             Stop::Term => assert!(agent.terminate().success()),
             Stop::Kill => {
@@ -263,7 +268,7 @@ fn restarts_at_random_points_sigterm_exactly_once_sigkill_only_replays() {
             .map(|(k, v)| (k, v.len()))
             .collect();
         cuts.push((stop, counts));
-        let down = Duration::from_millis(rng.u64(100..1200));
+        let down = Duration::from_millis(rng.u64(100..1000));
         println!("{test}: {stop:?} at line ~{at}, down for {down:?}");
         std::thread::sleep(down);
         agent.restart();
