@@ -192,6 +192,17 @@ fn max_open_files_bounds_descriptors_and_every_line_is_read() {
          (sampled per round)",
         files_n * n as usize
     );
+    // Everything is acknowledged: the lag of every file, closed (idle) ones too, goes to 0.
+    let mut lagging = Vec::new();
+    let caught_up = wait_until(Duration::from_secs(15), || {
+        lagging = agent
+            .metrics()
+            .into_iter()
+            .filter(|(k, v)| k.starts_with("log_capturer_file_lag_bytes{") && *v != 0.0)
+            .collect();
+        lagging.is_empty()
+    });
+    assert!(caught_up, "{} files still lag: {lagging:?}", lagging.len());
     assert!(max_fds <= 8 + 2, "{max_fds} descriptors on source files");
     assert!(max_fds >= 1 && samples >= 100, "the sampler saw nothing");
     assert!(max_open_gauge <= 8.0, "files_open {max_open_gauge}");
