@@ -636,7 +636,18 @@ impl Tail {
                 .await
                 .unwrap_or(Closed::Unchanged);
             match looked {
-                Closed::Unchanged => {}
+                Closed::Unchanged => {
+                    // Acknowledgements still arrive for what was read before the close.
+                    let acked = ctx
+                        .checkpoints
+                        .file_position(&st.key)
+                        .map_or(0, |p| p.offset);
+                    ctx.metrics
+                        .files
+                        .lag_bytes
+                        .get_or_create(&st.lag)
+                        .set(read_to.saturating_sub(acked) as i64);
+                }
                 Closed::Moved => {
                     if self.renamed_within_globs() {
                         continue;
