@@ -405,15 +405,7 @@ impl Tail {
             let state = st.file.as_ref().map(|(f, _)| (f.path_state(), f.size()));
             let Some((state, size)) = state else { continue };
             if let Ok(size) = size {
-                let acked = ctx
-                    .checkpoints
-                    .file_position(&st.key)
-                    .map_or(0, |p| p.offset);
-                ctx.metrics
-                    .files
-                    .lag_bytes
-                    .get_or_create(&st.lag)
-                    .set(size.saturating_sub(acked) as i64);
+                self.set_lag(st, size);
             }
             match state {
                 Ok(PathState::Same) => leaving = false,
@@ -482,6 +474,21 @@ impl Tail {
                 return TailEnd::Cancelled;
             }
         }
+    }
+
+    /// `size` minus the acknowledged offset, as the file's lag.
+    fn set_lag(&self, st: &Open, size: u64) {
+        let acked = self
+            .ctx
+            .checkpoints
+            .file_position(&st.key)
+            .map_or(0, |p| p.offset);
+        self.ctx
+            .metrics
+            .files
+            .lag_bytes
+            .get_or_create(&st.lag)
+            .set(size.saturating_sub(acked) as i64);
     }
 
     /// Waits for an inotify wake-up or `d`; false when cancelled.
@@ -651,18 +658,8 @@ impl Tail {
                 .await
                 .unwrap_or(Closed::Unchanged);
             match looked {
-                Closed::Unchanged => {
-                    // Acknowledgements still arrive for what was read before the close.
-                    let acked = ctx
-                        .checkpoints
-                        .file_position(&st.key)
-                        .map_or(0, |p| p.offset);
-                    ctx.metrics
-                        .files
-                        .lag_bytes
-                        .get_or_create(&st.lag)
-                        .set(read_to.saturating_sub(acked) as i64);
-                }
+                // Acknowledgements still arrive for what was read before the close.
+                Closed::Unchanged => self.set_lag(st, read_to),
                 Closed::Moved => {
                     if self.renamed_within_globs() {
                         continue;
