@@ -7,7 +7,7 @@
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use support::agent::Agent;
@@ -32,9 +32,16 @@ fn writer(live: &Path, lines: u64, per_sec: u64) -> Writer {
     })
 }
 
-/// Test 1: logrotate's default mode (rename to `.1`, older ones shifted, then create) every
-/// 0.7 s while 120 000 lines are appended over ~12 s.
-fn create_mode(test: &str, glob_rotated: bool) {
+/// A temp dir with an empty `logs/app.log`, the agent reading `app.log*` (`glob_rotated`) or
+/// just `app.log`, and logrotate rotating it in `mode` every `every`.
+struct Rig {
+    dir: tempfile::TempDir,
+    live: PathBuf,
+    agent: Agent,
+    rotator: Rotator,
+}
+
+fn rig(glob_rotated: bool, mode: RotateMode, every: Duration) -> Rig {
     let dir = files::tempdir();
     let logs = dir.path().join("logs");
     std::fs::create_dir(&logs).expect("logs dir");
@@ -46,12 +53,25 @@ fn create_mode(test: &str, glob_rotated: bool) {
         live.clone()
     };
     let agent = start_agent(dir.path(), &[include], "");
-    let conf = files::logrotate_conf(dir.path(), &live, RotateMode::Create);
-    let rotator = Rotator::start(
-        conf,
-        dir.path().join("logrotate.state"),
-        Duration::from_millis(700),
-    );
+    let conf = files::logrotate_conf(dir.path(), &live, mode);
+    let rotator = Rotator::start(conf, dir.path().join("logrotate.state"), every);
+    Rig {
+        dir,
+        live,
+        agent,
+        rotator,
+    }
+}
+
+/// Test 1: logrotate's default mode (rename to `.1`, older ones shifted, then create) every
+/// 0.7 s while 120 000 lines are appended over ~12 s.
+fn create_mode(test: &str, glob_rotated: bool) {
+    let Rig {
+        dir,
+        live,
+        agent,
+        rotator,
+    } = rig(glob_rotated, RotateMode::Create, Duration::from_millis(700));
     let n = 120_000;
     let w = writer(&live, n, 10_000);
     let started = Instant::now();
@@ -124,23 +144,16 @@ fn lines_on_disk(live: &Path) -> (Vec<u64>, usize) {
 /// Test 2: logrotate `copytruncate` every 0.7 s under the same writer. logrotate itself loses
 /// what is written between its copy and its truncate; everything else on disk is read once.
 fn copytruncate_mode(test: &str, glob_rotated: bool) {
-    let dir = files::tempdir();
-    let logs = dir.path().join("logs");
-    std::fs::create_dir(&logs).expect("logs dir");
-    let live = logs.join("app.log");
-    std::fs::write(&live, "").expect("live file");
     // With the copies globbed, each is another inode with the live file's bytes: the agent
     // must take it for a copy (same fingerprint), not read it as a new file.
-    let include = if glob_rotated {
-        logs.join("app.log*")
-    } else {
-        live.clone()
-    };
-    let agent = start_agent(dir.path(), &[include], "");
-    let conf = files::logrotate_conf(dir.path(), &live, RotateMode::CopyTruncate);
-    let rotator = Rotator::start(
-        conf,
-        dir.path().join("logrotate.state"),
+    let Rig {
+        dir,
+        live,
+        agent,
+        rotator,
+    } = rig(
+        glob_rotated,
+        RotateMode::CopyTruncate,
         Duration::from_millis(700),
     );
     let n = 120_000;
@@ -225,18 +238,12 @@ fn restarts_at_random_points_sigterm_exactly_once_sigkill_only_replays() {
         });
     println!("{test}: seed {seed} (FILE_SOURCE_E2E_SEED={seed} replays it)");
     let mut rng = fastrand::Rng::with_seed(seed);
-    let dir = files::tempdir();
-    let logs = dir.path().join("logs");
-    std::fs::create_dir(&logs).expect("logs dir");
-    let live = logs.join("app.log");
-    std::fs::write(&live, "").expect("live file");
-    let mut agent = start_agent(dir.path(), &[logs.join("app.log*")], "");
-    let conf = files::logrotate_conf(dir.path(), &live, RotateMode::Create);
-    let rotator = Rotator::start(
-        conf,
-        dir.path().join("logrotate.state"),
-        Duration::from_millis(800),
-    );
+    let Rig {
+        dir,
+        live,
+        mut agent,
+        rotator,
+    } = rig(true, RotateMode::Create, Duration::from_millis(800));
     // ~30 s of writing: the six stops (each ~1-4 s with its restart) all fall inside it.
     let n = 150_000;
     let w = writer(&live, n, 5_000);
