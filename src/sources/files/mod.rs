@@ -18,6 +18,7 @@ pub mod lines;
 pub mod matcher;
 pub mod metrics;
 mod pool;
+pub mod status;
 mod tail;
 mod watcher;
 
@@ -318,3 +319,7 @@ fn tail_lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
         Err(p) => p.into_inner(),
     }
 }
+
+#[cfg(test)]
+#[path = "source_tests.rs"]
+mod tests;
