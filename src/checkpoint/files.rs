@@ -207,10 +207,13 @@ mod tests {
                 .join(format!("{key}.json"))
                 .exists()
         );
+        again.file_moved("file-1-6", "/var/log/f6.log.1");
         assert!(again.persist());
         let third = CheckpointStore::open(dir.path(), metrics.clone()).expect("reopen");
         assert_eq!(third.file_position(&key), None);
-        assert_eq!(third.file_position("file-1-6"), Some(file_pos(6, 3)));
+        let mut moved = file_pos(6, 3);
+        moved.path = "/var/log/f6.log.1".into();
+        assert_eq!(third.file_position("file-1-6"), Some(moved));
         assert_eq!(metrics.checkpoint_corrupt.get(), 0);
     }
 

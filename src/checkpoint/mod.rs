@@ -297,6 +297,17 @@ impl CheckpointStore {
         }
     }
 
+    /// The host file `key` is now known under `path` (renamed within the globs): its stored
+    /// position says so (persisted with the next changes).
+    pub fn file_moved(&self, key: &str, path: &str) {
+        if let Some(e) = lock(&self.file_positions).get_mut(key)
+            && e.position.path != path
+        {
+            e.position.path = path.to_string();
+            e.dirty_since.get_or_insert_with(Instant::now);
+        }
+    }
+
     /// The host file `key` is gone (deleted and read to its end): drop its position.
     pub fn forget_file(&self, key: &str) {
         lock(&self.file_positions).remove(key);

@@ -211,6 +211,9 @@ impl FileSource {
                 if current != f.path
                     && crate::sources::follow::id_of_path(&current).ok().flatten() != Some(f.id)
                 {
+                    self.ctx
+                        .checkpoints
+                        .file_moved(&f.id.key(), &f.path.display().to_string());
                     *tail_lock(&r.shared.path) = f.path;
                 }
                 continue;

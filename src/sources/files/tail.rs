@@ -176,6 +176,8 @@ impl Tail {
                 fingerprint,
             } => {
                 debug!(file = %path.display(), offset, "resuming host file");
+                // Found under another name than it was read under (renamed while stopped).
+                ctx.checkpoints.file_moved(key, &path.display().to_string());
                 (offset, fingerprint)
             }
             Start::New {
@@ -360,8 +362,10 @@ impl Tail {
     async fn follow(&mut self, st: &mut Open) -> TailEnd {
         let ctx = Arc::clone(&self.ctx);
         let settings = ctx.settings.clone();
-        // Set once the path no longer names the file: one more read to the end, then leave.
-        let mut leaving = false;
+        // Since when the path no longer names the file (rotated away or deleted): it is read
+        // until it has had no new data for `flush_partial_after` (a writer may not have
+        // reopened yet), then finished.
+        let mut away_since: Option<Instant> = None;
         loop {
             if self.cancel.is_cancelled() {
                 return TailEnd::Cancelled;
@@ -401,14 +405,19 @@ impl Tail {
                     continue;
                 }
             }
-            // At the end of what the file has now.
-            let state = st.file.as_ref().map(|(f, _)| (f.path_state(), f.size()));
+            // At the end of what the file has now. The path asked about is where the file is
+            // now (a rescan or a rename within the globs may have moved it).
+            let path = self.shared.path();
+            let state = st.file.as_mut().map(|(f, _)| {
+                f.path = path;
+                (f.path_state(), f.size())
+            });
             let Some((state, size)) = state else { continue };
             if let Ok(size) = size {
                 self.set_lag(st, size);
             }
             match state {
-                Ok(PathState::Same) => leaving = false,
+                Ok(PathState::Same) => away_since = None,
                 Ok(PathState::Truncated { size }) => {
                     if !self.truncated(st, size).await {
                         return TailEnd::Cancelled;
@@ -416,25 +425,25 @@ impl Tail {
                     continue;
                 }
                 Ok(PathState::Replaced(_)) | Ok(PathState::Gone) => {
-                    if !leaving {
-                        leaving = true;
-                        continue; // one more read: the writer may have added a last line
-                    }
-                    leaving = false;
                     if self.renamed_within_globs() {
                         // The open descriptor's path too: its next `path_state` looks there.
                         if let Some((f, _)) = st.file.as_mut() {
                             f.path = self.shared.path();
                         }
                         ctx.metrics.files.rotation("rename");
+                        away_since = None;
                         continue;
                     }
-                    let kind = if matches!(state, Ok(PathState::Gone)) {
-                        "delete"
-                    } else {
-                        "rename"
-                    };
-                    return self.finish(st, kind).await;
+                    let since = *away_since.get_or_insert_with(Instant::now);
+                    let quiet = st.last_data.elapsed().min(since.elapsed());
+                    if quiet >= settings.flush_partial_after.0 {
+                        let kind = if matches!(state, Ok(PathState::Gone)) {
+                            "delete"
+                        } else {
+                            "rename"
+                        };
+                        return self.finish(st, kind).await;
+                    }
                 }
                 Err(e) => {
                     ctx.metrics.files.error("stat");
@@ -456,7 +465,9 @@ impl Tail {
             {
                 return TailEnd::Cancelled;
             }
-            if idle >= settings.close_inactive.0 || ctx.pool.contended() {
+            // A file rotated away is kept open until it is finished: closed, it could not be
+            // found again.
+            if away_since.is_none() && (idle >= settings.close_inactive.0 || ctx.pool.contended()) {
                 debug!(file = %self.shared.path().display(), "closing idle host file");
                 st.file = None;
                 continue;

@@ -29,6 +29,9 @@ impl Tail {
         match identity::find_renamed(&path, self.id, |p| matcher.group_of(p) == Some(group)) {
             Some(new) => {
                 debug!(from = %path.display(), to = %new.display(), "host file renamed within the globs; still followed");
+                self.ctx
+                    .checkpoints
+                    .file_moved(&self.id.key(), &new.display().to_string());
                 *lock(&self.shared.path) = new;
                 true
             }
