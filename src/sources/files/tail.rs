@@ -426,10 +426,6 @@ impl Tail {
                 }
                 Ok(PathState::Replaced(_)) | Ok(PathState::Gone) => {
                     if self.renamed_within_globs() {
-                        // The open descriptor's path too: its next `path_state` looks there.
-                        if let Some((f, _)) = st.file.as_mut() {
-                            f.path = self.shared.path();
-                        }
                         ctx.metrics.files.rotation("rename");
                         away_since = None;
                         continue;

@@ -20,10 +20,6 @@ impl Tail {
     /// it is followed there.
     pub(super) fn renamed_within_globs(&self) -> bool {
         let path = self.shared.path();
-        // A scan may have seen the new name first and put it in the shared path.
-        if matches!(crate::sources::follow::id_of_path(&path), Ok(Some(id)) if id == self.id) {
-            return true;
-        }
         let matcher = Arc::clone(&self.ctx.matcher);
         let group = self.group;
         match identity::find_renamed(&path, self.id, |p| matcher.group_of(p) == Some(group)) {
