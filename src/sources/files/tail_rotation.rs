@@ -4,7 +4,6 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use tracing::{debug, info};
@@ -122,17 +121,12 @@ impl Tail {
         if !self.deliver(st, None, Flush::All).await {
             return false;
         }
-        // The position restarts at 0 under a new fingerprint only once every batch of the old
-        // content is acknowledged: a crash before must not skip them.
-        while ctx
-            .checkpoints
-            .file_position(&st.key)
-            .is_some_and(|p| p.offset < st.handed && p.fingerprint == st.fingerprint)
-        {
-            if !self.sleep(Duration::from_millis(20)).await {
-                return false;
-            }
-        }
+        // The position restarts at 0 under the new fingerprint at once; acknowledgements of
+        // the old content still in flight are then ignored (other fingerprint). Waiting for
+        // them first would stop reading for as long as the sinks take (acknowledgements come
+        // about once a second): a second copytruncate meanwhile goes unnoticed and what was
+        // written between the two is lost. A crash before they arrive loses them either way
+        // (the stored old fingerprint no longer matches the file, nothing reads the copy).
         let Some((f, _)) = &mut st.file else {
             return true;
         };
