@@ -534,4 +534,4 @@ use rotation::Reopen;
 
 #[cfg(test)]
 #[path = "tail_tests.rs"]
-mod tests;
+pub(super) mod tests;

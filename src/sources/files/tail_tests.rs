@@ -36,7 +36,7 @@ fn settings() -> FileSettings {
     }
 }
 
-fn append(path: &Path, text: &str) {
+pub(crate) fn append(path: &Path, text: &str) {
     OpenOptions::new()
         .create(true)
         .append(true)
