@@ -115,8 +115,9 @@ fn logrotate_copytruncate_with_copies_globbed_reads_every_surviving_line_once() 
     copytruncate_mode("copytruncate, glob app.log*", true);
 }
 
-/// The numbers of the lines on disk in `live` and its rotated copies (`live.N`).
-fn lines_on_disk(live: &Path) -> (Vec<u64>, usize) {
+/// The numbers of the lines on disk (and the torn pieces: a copy logrotate made while a
+/// line was being written ends inside it) in `live` and its rotated copies (`live.N`).
+fn lines_on_disk(live: &Path) -> (Vec<u64>, Vec<String>) {
     let dir = live.parent().expect("dir");
     let name = live
         .file_name()
@@ -124,7 +125,7 @@ fn lines_on_disk(live: &Path) -> (Vec<u64>, usize) {
         .to_string_lossy()
         .into_owned();
     let mut numbers = Vec::new();
-    let mut fragments = 0;
+    let mut fragments = Vec::new();
     for entry in std::fs::read_dir(dir).expect("logs").flatten() {
         let file = entry.file_name().to_string_lossy().into_owned();
         if file != name && !file.starts_with(&format!("{name}.")) {
@@ -134,7 +135,7 @@ fn lines_on_disk(live: &Path) -> (Vec<u64>, usize) {
         for l in text.split_inclusive('\n') {
             match files::number(PREFIX, l.trim_end_matches('\n')) {
                 Some(k) if l.ends_with('\n') => numbers.push(k),
-                _ => fragments += 1,
+                _ => fragments.push(l.trim_end_matches('\n').to_string()),
             }
         }
     }
@@ -171,8 +172,21 @@ fn copytruncate_mode(test: &str, glob_rotated: bool) {
     let seen = wait_for_records(&out, survived.len(), Duration::from_secs(20));
     print_metrics(test, &agent);
     let output = files::output(&out);
-    // Every record is a written line (a torn line would fail here), none twice.
-    let got = occurrences(output.values().flatten(), PREFIX, n);
+    // Every record is a written line, none twice, or a torn piece that is on disk (once).
+    let (whole, torn): (Vec<&Out>, Vec<&Out>) = output
+        .values()
+        .flatten()
+        .partition(|r| files::number(PREFIX, &r.message).is_some());
+    let mut pieces = fragments.clone();
+    for r in &torn {
+        let at = pieces.iter().position(|f| *f == r.message);
+        assert!(
+            at.is_some(),
+            "{test}: not a written line nor a piece on disk: {r:?}"
+        );
+        pieces.swap_remove(at.unwrap_or_default());
+    }
+    let got = occurrences(whole, PREFIX, n);
     let dups: Vec<u64> = (1..=n).filter(|&k| got[k as usize] > 1).collect();
     assert!(
         dups.is_empty(),
@@ -198,10 +212,12 @@ fn copytruncate_mode(test: &str, glob_rotated: bool) {
         .count();
     println!(
         "{test}: {n} lines written, {runs} logrotate runs; {} on disk ({disk_dups} twice, \
-         {fragments} torn fragments), {lost_by_logrotate} lost by logrotate's copy-to-truncate \
+         {} torn pieces, {} of them read), {lost_by_logrotate} lost by logrotate's copy-to-truncate \
          window, of which the agent had read {read_but_lost_on_disk} before the truncate; \
          {} records, none twice, every surviving line read",
         survived.len(),
+        fragments.len(),
+        torn.len(),
         output.values().map(Vec::len).sum::<usize>()
     );
     assert!(runs >= 5, "only {runs} logrotate runs");
