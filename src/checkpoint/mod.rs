@@ -81,6 +81,8 @@ pub struct CheckpointStore {
     file_positions: Mutex<HashMap<String, FileEntry>>,
     /// `<state_dir>/files`.
     files_dir: PathBuf,
+    /// The file source has scanned once in this process (see [`CheckpointStore::first_file_scan`]).
+    files_scanned: std::sync::atomic::AtomicBool,
     /// Ids (file names) whose checkpoint was set aside as corrupt at open: such a container
     /// has lines no cursor accounts for, so it must be read even when it is not running.
     set_aside: Mutex<HashSet<String>>,
@@ -188,6 +190,7 @@ impl CheckpointStore {
         Ok(CheckpointStore {
             dir,
             files_dir,
+            files_scanned: std::sync::atomic::AtomicBool::new(false),
             entries: Mutex::new(entries),
             metrics,
             had_previous_run,
@@ -295,6 +298,14 @@ impl CheckpointStore {
             entry.position = position;
             entry.dirty_since.get_or_insert_with(Instant::now);
         }
+    }
+
+    /// True once per process: for the file source's first scan, whose files existed before
+    /// the agent's start (a config reload starts a new file source; its first scan is not).
+    pub fn first_file_scan(&self) -> bool {
+        !self
+            .files_scanned
+            .swap(true, std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The host file `key` is now known under `path` (renamed within the globs): its stored

@@ -28,6 +28,8 @@ pub struct Splitter {
     partial_len: u64,
     /// A partial line was flushed and nothing read since: a newline now only ends it.
     after_flush: bool,
+    /// Lines cut at `max_line_bytes` since the reader last took this count.
+    pub truncated: u64,
 }
 
 impl Splitter {
@@ -39,6 +41,7 @@ impl Splitter {
             partial: BytesMut::new(),
             partial_len: 0,
             after_flush: false,
+            truncated: 0,
         }
     }
 
@@ -61,7 +64,8 @@ impl Splitter {
         *self = Splitter::new(self.max_line_bytes, offset);
     }
 
-    fn line(&self, message: Bytes, truncated: bool, ts_ns: i64) -> LogLine {
+    fn line(&mut self, message: Bytes, truncated: bool, ts_ns: i64) -> LogLine {
+        self.truncated += u64::from(truncated);
         LogLine {
             ts_ns,
             stream: StreamKind::Stdout,
@@ -217,6 +221,7 @@ mod tests {
             ]
         );
         assert_eq!(s.committed(), 25);
+        assert_eq!(s.truncated, 2);
         // Exactly max_line_bytes is not cut.
         let mut s = Splitter::new(4, 0);
         assert_eq!(

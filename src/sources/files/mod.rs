@@ -199,7 +199,11 @@ impl FileSource {
     /// A scan's files: new identities get a reader, known ones their current path; stored
     /// positions of identities no longer found are dropped.
     fn take(&self, run: &mut Running, files: Vec<Found>, cancel: &CancellationToken) {
-        let preexisting = run.first_scan && !self.ctx.checkpoints.had_previous_run;
+        // Files of the process's very first scan on a state directory no agent used before
+        // existed before the agent's first run (`initial_position`); not after a reload.
+        let preexisting = run.first_scan
+            && self.ctx.checkpoints.first_file_scan()
+            && !self.ctx.checkpoints.had_previous_run;
         let first = std::mem::replace(&mut run.first_scan, false);
         run.by_path.clear();
         let mut seen = HashSet::new();

@@ -21,6 +21,15 @@ struct Running {
 fn run_source(state: &Path, sources_yaml: &str) -> Running {
     let metrics = Arc::new(Metrics::new());
     let store = Arc::new(CheckpointStore::open(state, Arc::clone(&metrics)).expect("store"));
+    run_source_on(store, metrics, sources_yaml)
+}
+
+/// Another file source on the same store (as a config reload starts one).
+fn run_source_on(
+    store: Arc<CheckpointStore>,
+    metrics: Arc<Metrics>,
+    sources_yaml: &str,
+) -> Running {
     let config: SourcesConfig = serde_saphyr::from_str(sources_yaml).expect("config");
     let (tx, rx) = mpsc::channel(16);
     let source = FileSource::new(FileSourceContext {
@@ -193,4 +202,60 @@ async fn a_copytruncate_copy_in_the_globs_is_not_read_twice() {
     assert_eq!(metrics.files.truncations.get(), 1);
     cancel.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
+}
+
+async fn messages(
+    rx: &mut mpsc::Receiver<Delivery>,
+    store: &CheckpointStore,
+    n: usize,
+) -> Vec<String> {
+    let mut got = Vec::new();
+    while got.len() < n {
+        let d = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+            .await
+            .unwrap_or_else(|_| panic!("timed out with {got:?}"))
+            .expect("delivery");
+        got.extend(
+            d.batch
+                .lines
+                .iter()
+                .map(|l| String::from_utf8_lossy(&l.message).into_owned()),
+        );
+        if let AckPosition::File(p) = &d.batch.position {
+            store.ack_file(&p.id.key(), p.clone());
+        }
+    }
+    got
+}
+
+/// `initial_position: end` skips what files held before the agent's first run; a file that
+/// appears later — also while a reload restarts the source — is read from its start.
+#[tokio::test]
+async fn initial_position_end_applies_to_the_first_scan_of_a_first_run_only() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let logs = dir.path().join("logs");
+    std::fs::create_dir_all(&logs).expect("mkdir");
+    append(&logs.join("a.log"), "old 1\nold 2\n");
+    let yaml = format!(
+        "files:\n  - include: [\"{}/*.log\"]\n    initial_position: end\nfile_settings:\n  poll_interval: 20ms\n  rescan_interval: 100ms\n",
+        logs.display()
+    );
+    let mut r = run_source(&dir.path().join("state"), &yaml);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    append(&logs.join("a.log"), "new 1\n");
+    append(&logs.join("b.log"), "b 1\n");
+    let mut got = messages(&mut r.rx, &r.store, 2).await;
+    got.sort();
+    assert_eq!(got, ["b 1", "new 1"]);
+    r.cancel.cancel();
+    r.task.await.expect("join");
+    // A reload: a new source on the same store; a file created meanwhile is read whole.
+    append(&logs.join("c.log"), "c 1\n");
+    let mut again = run_source_on(Arc::clone(&r.store), Arc::clone(&r.metrics), &yaml);
+    append(&logs.join("a.log"), "new 2\n");
+    let mut got = messages(&mut again.rx, &again.store, 2).await;
+    got.sort();
+    assert_eq!(got, ["c 1", "new 2"]);
+    again.cancel.cancel();
+    again.task.await.expect("join");
 }

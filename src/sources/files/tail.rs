@@ -285,9 +285,9 @@ impl Tail {
         }
         let m = &self.ctx.metrics.files;
         m.lines.inc_by(read_lines as u64);
-        let truncated = lines.iter().filter(|l| l.truncated).count();
+        let truncated = std::mem::take(&mut st.splitter.truncated);
         if truncated > 0 {
-            self.ctx.metrics.lines_truncated.inc_by(truncated as u64);
+            self.ctx.metrics.lines_truncated.inc_by(truncated);
         }
         if lines.is_empty() && offset == st.handed {
             return true;
