@@ -8,6 +8,7 @@ pub mod agent;
 pub mod blocked_stdout;
 pub mod docker;
 pub mod fake_engine;
+pub mod files;
 pub mod loki;
 pub mod release;
 pub mod tls_proxy;

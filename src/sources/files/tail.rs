@@ -414,15 +414,7 @@ impl Tail {
             });
             let Some((state, size)) = state else { continue };
             if let Ok(size) = size {
-                let acked = ctx
-                    .checkpoints
-                    .file_position(&st.key)
-                    .map_or(0, |p| p.offset);
-                ctx.metrics
-                    .files
-                    .lag_bytes
-                    .get_or_create(&st.lag)
-                    .set(size.saturating_sub(acked) as i64);
+                self.set_lag(st, size);
             }
             match state {
                 Ok(PathState::Same) => away_since = None,
@@ -489,6 +481,21 @@ impl Tail {
                 return TailEnd::Cancelled;
             }
         }
+    }
+
+    /// `size` minus the acknowledged offset, as the file's lag.
+    fn set_lag(&self, st: &Open, size: u64) {
+        let acked = self
+            .ctx
+            .checkpoints
+            .file_position(&st.key)
+            .map_or(0, |p| p.offset);
+        self.ctx
+            .metrics
+            .files
+            .lag_bytes
+            .get_or_create(&st.lag)
+            .set(size.saturating_sub(acked) as i64);
     }
 
     /// Waits for an inotify wake-up or `d`; false when cancelled.

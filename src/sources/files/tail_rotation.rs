@@ -4,7 +4,6 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use tracing::{debug, info};
@@ -64,7 +63,9 @@ impl Tail {
         let p = path.clone();
         let found = self
             .blocking(move || {
-                let (copy, file) = identity::find_copy(&p, id, fp, from)?;
+                // Any size: a copy shorter than what we read (we read lines written between the
+                // copy and the truncation) has nothing for us but must be marked read too.
+                let (copy, file) = identity::find_copy(&p, id, fp, 0)?;
                 let meta = file.metadata().ok()?;
                 let copy_id = FileId {
                     dev: std::os::unix::fs::MetadataExt::dev(&meta),
@@ -112,7 +113,7 @@ impl Tail {
                     path: copy.display().to_string(),
                     id: copy_id,
                     fingerprint: copy_fp,
-                    offset: at,
+                    offset: at.min(copy_size),
                 },
             );
         }
@@ -120,17 +121,12 @@ impl Tail {
         if !self.deliver(st, None, Flush::All).await {
             return false;
         }
-        // The position restarts at 0 under a new fingerprint only once every batch of the old
-        // content is acknowledged: a crash before must not skip them.
-        while ctx
-            .checkpoints
-            .file_position(&st.key)
-            .is_some_and(|p| p.offset < st.handed && p.fingerprint == st.fingerprint)
-        {
-            if !self.sleep(Duration::from_millis(20)).await {
-                return false;
-            }
-        }
+        // The position restarts at 0 under the new fingerprint at once; acknowledgements of
+        // the old content still in flight are then ignored (other fingerprint). Waiting for
+        // them first would stop reading for as long as the sinks take (acknowledgements come
+        // about once a second): a second copytruncate meanwhile goes unnoticed and what was
+        // written between the two is lost. A crash before they arrive loses them either way
+        // (the stored old fingerprint no longer matches the file, nothing reads the copy).
         let Some((f, _)) = &mut st.file else {
             return true;
         };
@@ -164,7 +160,8 @@ impl Tail {
                 .await
                 .unwrap_or(Closed::Unchanged);
             match looked {
-                Closed::Unchanged => {}
+                // Acknowledgements still arrive for what was read before the close.
+                Closed::Unchanged => self.set_lag(st, read_to),
                 Closed::Moved => {
                     if self.renamed_within_globs() {
                         continue;
