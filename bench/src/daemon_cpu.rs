@@ -23,8 +23,8 @@ use std::time::{Duration, Instant};
 use crate::agent::{Agent, AgentConfig};
 use crate::runlog::RunLog;
 use crate::{Row, median};
-use log_capturer_testkit::cpu_seconds;
 use log_capturer_testkit::docker::docker;
+use log_capturer_testkit::{cpu_seconds, sum_prefix};
 
 const SINK_LINES: &str = "log_capturer_sink_lines_total{sink=\"null\"}";
 const MODES: [&str; 3] = ["none", "api", "json_file"];
@@ -235,6 +235,19 @@ fn measure(s: &Setup, k: usize, mode: &str, run: usize) -> Result<Sample, String
         background,
     };
     if let Some(a) = agent {
+        if mode == "json_file" {
+            // The lines must have come from the files, not from an API fallback.
+            let m = a.metrics();
+            let read = sum_prefix(&m, "log_capturer_json_file_bytes_read");
+            let fallbacks = sum_prefix(&m, "log_capturer_json_file_fallbacks");
+            if read <= 0.0 || fallbacks > 0.0 {
+                return Err(format!(
+                    "{what}: json_file mode not in effect ({read} bytes read from json logs, \
+                     {fallbacks} containers fell back to the API; agent log: {})",
+                    dir.join("agent.log").display()
+                ));
+            }
+        }
         std::thread::sleep(Duration::from_millis(300));
         let seen = a.metric(SINK_LINES);
         if seen != total as f64 {

@@ -146,7 +146,9 @@ pub fn scenario(
     for run in 0..runs {
         let dir = out.join(format!("files-{run}"));
         let (agent, engine) = start_agent(binary, &dir, &data.0)?;
-        let took = wait_all(&agent, total, Duration::from_secs(600), "files", &dir)?;
+        // Generous: 50 k lines/s, 1/40 of the target.
+        let timeout = Duration::from_secs(60 + (total / 50_000) as u64);
+        let took = wait_all(&agent, total, timeout, "files", &dir)?;
         let secs = took.as_secs_f64();
         let c = cpu_seconds(agent.pid()) / (total as f64 / 1e6);
         let r = status_field(agent.pid(), "VmHWM:") / 1024.0;
