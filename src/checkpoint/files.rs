@@ -41,3 +41,37 @@ pub struct FilePosition {
     pub fingerprint: Fingerprint,
     pub offset: u64,
 }
+
+/// `<state_dir>/files/<key>.json`.
+#[derive(Debug, Serialize, Deserialize)]
+pub(super) struct PositionFile {
+    pub key: String,
+    #[serde(flatten)]
+    pub position: FilePosition,
+}
+
+/// Reads one position file; the error says why it cannot be used.
+pub(super) fn read_position(path: &std::path::Path) -> Result<(String, FilePosition), String> {
+    let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
+    let file: PositionFile = serde_json::from_slice(&bytes).map_err(|e| e.to_string())?;
+    let stem = path
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or_default();
+    if file.key != stem || file.key != file.position.id.key() {
+        return Err(format!(
+            "content does not match the file name (key {:?}, identity {})",
+            file.key,
+            file.position.id.key()
+        ));
+    }
+    Ok((file.key, file.position))
+}
+
+pub(super) fn encode_position(key: &str, position: &FilePosition) -> std::io::Result<Vec<u8>> {
+    let file = PositionFile {
+        key: key.to_string(),
+        position: position.clone(),
+    };
+    serde_json::to_vec_pretty(&file).map_err(std::io::Error::other)
+}

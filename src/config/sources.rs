@@ -102,11 +102,140 @@ pub enum CaptureMode {
 }
 
 impl SourcesConfig {
-    /// Checks the groups and settings; errors name the key path.
+    /// Checks the groups and settings; errors name the key path
+    /// (`sources.files[0].include[1]: …`).
     pub fn validate(&self, pipelines: &[&str]) -> Result<(), String> {
-        // Owned by the file source work (issue 13): globs compile, include non-empty and
-        // absolute, pipeline names exist, settings in range.
-        let _ = pipelines;
+        for (g, group) in self.files.iter().enumerate() {
+            let at = format!("sources.files[{g}]");
+            if group.include.is_empty() {
+                return Err(format!(
+                    "{at}.include: give at least one glob (e.g. /var/log/*.log)"
+                ));
+            }
+            for (key, globs) in [("include", &group.include), ("exclude", &group.exclude)] {
+                for (i, glob) in globs.iter().enumerate() {
+                    check_glob(glob).map_err(|e| format!("{at}.{key}[{i}]: {e}"))?;
+                }
+            }
+            if let Some(name) = &group.pipeline
+                && !pipelines.contains(&name.as_str())
+            {
+                return Err(format!(
+                    "{at}.pipeline: no processing.pipelines entry is named `{name}`"
+                ));
+            }
+            if let Some(k) = group.fields.keys().find(|k| k.trim().is_empty()) {
+                return Err(format!("{at}.fields: empty field name {k:?}"));
+            }
+        }
+        self.file_settings.validate()
+    }
+}
+
+fn check_glob(glob: &str) -> Result<(), String> {
+    if !glob.starts_with('/') {
+        return Err(format!(
+            "`{glob}` is not absolute (globs are matched against absolute paths)"
+        ));
+    }
+    crate::sources::files::matcher::compile_glob(glob)
+        .map(|_| ())
+        .map_err(|e| format!("`{glob}`: {}", e.kind()))
+}
+
+impl FileSettings {
+    fn validate(&self) -> Result<(), String> {
+        let at = "sources.file_settings";
+        let at_least = |key: &str, value: Duration, min: Duration| {
+            if value < min {
+                Err(format!("{at}.{key}: must be at least {min:?}"))
+            } else {
+                Ok(())
+            }
+        };
+        at_least(
+            "rescan_interval",
+            self.rescan_interval.0,
+            Duration::from_millis(100),
+        )?;
+        at_least(
+            "poll_interval",
+            self.poll_interval.0,
+            Duration::from_millis(10),
+        )?;
+        at_least(
+            "close_inactive",
+            self.close_inactive.0,
+            Duration::from_secs(1),
+        )?;
+        at_least(
+            "flush_partial_after",
+            self.flush_partial_after.0,
+            Duration::from_millis(1),
+        )?;
+        if self.max_open_files == 0 {
+            return Err(format!("{at}.max_open_files: must be at least 1"));
+        }
+        if !(1..=1 << 20).contains(&self.fingerprint_bytes.0) {
+            return Err(format!(
+                "{at}.fingerprint_bytes: must be between 1 byte and 1 MiB"
+            ));
+        }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(yaml: &str) -> SourcesConfig {
+        serde_saphyr::from_str(yaml).expect("yaml")
+    }
+
+    fn error(yaml: &str) -> String {
+        parse(yaml)
+            .validate(&["java"])
+            .expect_err("must be refused")
+    }
+
+    #[test]
+    fn a_valid_config_passes() {
+        let c = parse(
+            "files:\n  - include: [/var/log/*.log, '/srv/**/app-{a,b}.log']\n    exclude: [/var/log/skip.log]\n    pipeline: java\n    fields: {job: syslog}\nfile_settings:\n  rescan_interval: 5s\n",
+        );
+        assert_eq!(c.validate(&["java"]), Ok(()));
+        assert_eq!(SourcesConfig::default().validate(&[]), Ok(()));
+    }
+
+    #[test]
+    fn errors_name_the_key_path() {
+        let e = error("files:\n  - include: []\n");
+        assert!(e.starts_with("sources.files[0].include: "), "{e}");
+        let e = error("files:\n  - include: [/a/*.log, relative/*.log]\n");
+        assert!(e.starts_with("sources.files[0].include[1]: "), "{e}");
+        assert!(e.contains("not absolute"), "{e}");
+        let e = error("files:\n  - include: [/a/*.log]\n  - include: ['/b/[a.log']\n");
+        assert!(e.starts_with("sources.files[1].include[0]: "), "{e}");
+        let e = error("files:\n  - include: [/a/*.log]\n    exclude: [/a/x, '/a/{b']\n");
+        assert!(e.starts_with("sources.files[0].exclude[1]: "), "{e}");
+        let e = error("files:\n  - include: [/a/*.log]\n    pipeline: nope\n");
+        assert!(e.starts_with("sources.files[0].pipeline: "), "{e}");
+        assert!(e.contains("`nope`"), "{e}");
+        let e = error("file_settings:\n  max_open_files: 0\n");
+        assert!(
+            e.starts_with("sources.file_settings.max_open_files: "),
+            "{e}"
+        );
+        let e = error("file_settings:\n  poll_interval: 1ms\n");
+        assert!(
+            e.starts_with("sources.file_settings.poll_interval: "),
+            "{e}"
+        );
+        let e = error("file_settings:\n  fingerprint_bytes: 2MiB\n");
+        assert!(
+            e.starts_with("sources.file_settings.fingerprint_bytes: "),
+            "{e}"
+        );
     }
 }

@@ -1,14 +1,141 @@
-//! Metrics of the host-file source (`log_capturer_files_*`, `log_capturer_file_source_*`).
-//! Labels are fixed reason/kind names, and the path for per-file gauges, whose series are
-//! removed when the file goes away.
+//! Metrics of the host-file source (`log_capturer_files_*`, `log_capturer_file_*`).
+//! Labels are fixed reason/kind names, and the path for the per-file lag gauge, whose series
+//! is removed when the file goes away (deleted, rotated away and finished, or no longer
+//! matched).
 
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
+use crate::observability::metrics::ReasonLabels;
+
+/// Reasons of `log_capturer_file_source_errors_total` (all start at 0).
+pub const FILE_SOURCE_ERROR_REASONS: &[&str] = &[
+    // A matched file could not be opened (permissions, gone between scan and open).
+    "open",
+    // Reading an open file failed.
+    "read",
+    // stat/fstat failed (size, identity at the path).
+    "stat",
+    // A directory of a glob could not be listed.
+    "scan",
+    // The file's fingerprint could not be read.
+    "fingerprint",
+    // A closed (idle) file was replaced or removed before it could be reopened: the bytes it
+    // got after it was closed are not read.
+    "lost_while_closed",
+    // The group's processing pipeline could not be instantiated (lines pass unprocessed).
+    "pipeline",
+];
+
+/// Kinds of `log_capturer_file_rotations_total`.
+pub const FILE_ROTATION_KINDS: &[&str] = &["rename", "delete"];
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PathLabels {
+    pub path: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabels {
+    pub kind: &'static str,
+}
+
 #[derive(Default)]
-pub struct FileSourceMetrics {}
+pub struct FileSourceMetrics {
+    /// Files matched by the globs and followed (open or idle-closed).
+    pub watched: Gauge,
+    /// Descriptors of followed files open now (at most `max_open_files`).
+    pub open: Gauge,
+    pub bytes_read: Counter,
+    pub lines: Counter,
+    /// Size minus acknowledged offset, per path.
+    pub lag_bytes: Family<PathLabels, Gauge>,
+    pub rotations: Family<KindLabels, Counter>,
+    pub truncations: Counter,
+    pub errors: Family<ReasonLabels, Counter>,
+    /// inotify could not be set up or a watch failed: the rescan is what finds files.
+    pub inotify_fallbacks: Counter,
+    /// A stored position's inode now holds another file (other fingerprint): read as new.
+    pub inode_reuses: Counter,
+    /// Last lines without newline emitted after `flush_partial_after` or at rotation.
+    pub partial_flushes: Counter,
+}
 
 impl FileSourceMetrics {
     pub fn register(&self, registry: &mut Registry) {
-        let _ = registry;
+        for &reason in FILE_SOURCE_ERROR_REASONS {
+            let _ = self.errors.get_or_create(&ReasonLabels { reason });
+        }
+        for &kind in FILE_ROTATION_KINDS {
+            let _ = self.rotations.get_or_create(&KindLabels { kind });
+        }
+        let r = registry;
+        r.register(
+            "log_capturer_files_watched",
+            "Host files matched by sources.files and followed",
+            self.watched.clone(),
+        );
+        r.register(
+            "log_capturer_files_open",
+            "Host files whose descriptor is open (at most file_settings.max_open_files)",
+            self.open.clone(),
+        );
+        r.register(
+            "log_capturer_file_source_bytes_read",
+            "Bytes read from host files",
+            self.bytes_read.clone(),
+        );
+        r.register(
+            "log_capturer_file_source_lines",
+            "Lines read from host files (handed to the pipeline, before processing)",
+            self.lines.clone(),
+        );
+        r.register(
+            "log_capturer_file_lag_bytes",
+            "Bytes of a host file not yet acknowledged by every sink (size minus position)",
+            self.lag_bytes.clone(),
+        );
+        r.register(
+            "log_capturer_file_rotations",
+            "Host files rotated away (rename) or deleted, read to their end",
+            self.rotations.clone(),
+        );
+        r.register(
+            "log_capturer_file_truncations",
+            "Host files found shorter than the position read (copytruncate): read again from 0",
+            self.truncations.clone(),
+        );
+        r.register(
+            "log_capturer_file_source_errors",
+            "Host-file source failures, by reason",
+            self.errors.clone(),
+        );
+        r.register(
+            "log_capturer_file_source_inotify_fallbacks",
+            "inotify unavailable or a watch failed (e.g. max_user_watches): the rescan finds files",
+            self.inotify_fallbacks.clone(),
+        );
+        r.register(
+            "log_capturer_file_source_inode_reuses",
+            "Stored positions whose inode now holds another file (read from its start)",
+            self.inode_reuses.clone(),
+        );
+        r.register(
+            "log_capturer_file_source_partial_flushes",
+            "Last lines without newline emitted after flush_partial_after or at rotation",
+            self.partial_flushes.clone(),
+        );
+    }
+
+    pub fn error(&self, reason: &'static str) {
+        debug_assert!(FILE_SOURCE_ERROR_REASONS.contains(&reason), "{reason}");
+        self.errors.get_or_create(&ReasonLabels { reason }).inc();
+    }
+
+    pub fn rotation(&self, kind: &'static str) {
+        self.rotations.get_or_create(&KindLabels { kind }).inc();
     }
 }

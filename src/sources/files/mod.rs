@@ -2,18 +2,38 @@
 //! rescan as the fallback), reads each from its acknowledged position, follows it across
 //! rename, copytruncate and delete, and hands batches of lines to the pipeline queue with
 //! [`crate::pipeline::AckPosition::File`] positions.
+//!
+//! ```text
+//! FileSource ── scan (matcher) ──▶ one Tail per identity (JoinSet, child tokens)
+//!     ▲  inotify (watcher): new files → rescan; data → wake that file's Tail
+//! ```
 
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
+
+pub mod identity;
+pub mod lines;
+pub mod matcher;
 pub mod metrics;
+mod pool;
+mod tail;
+mod watcher;
 
 use tokio::sync::mpsc;
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+use tracing::{debug, error, info, warn};
 
-use crate::checkpoint::CheckpointStore;
+use crate::checkpoint::{CheckpointStore, FileId};
 use crate::config::SourcesConfig;
 use crate::observability::metrics::Metrics;
-use crate::pipeline::{Delivery, QueueBudget};
+use crate::pipeline::{ContainerMeta, Delivery, QueueBudget};
 use crate::processing::Pipelines;
+use matcher::{Found, Matcher};
+use tail::{ReaderShared, Tail, TailContext, TailEnd};
+use watcher::DirWatcher;
 
 /// What the file source needs from the agent.
 pub struct FileSourceContext {
@@ -33,6 +53,23 @@ pub struct FileSource {
     ctx: FileSourceContext,
 }
 
+/// Structural inotify events are gathered this long before one rescan.
+const RESCAN_DEBOUNCE: Duration = Duration::from_millis(50);
+
+struct Reader {
+    shared: Arc<ReaderShared>,
+    cancel: CancellationToken,
+}
+
+struct Running {
+    tail: Arc<TailContext>,
+    readers: HashMap<FileId, Reader>,
+    by_path: HashMap<PathBuf, FileId>,
+    tasks: JoinSet<(FileId, TailEnd)>,
+    first_scan: bool,
+    scan_errors_logged: HashSet<PathBuf>,
+}
+
 impl FileSource {
     pub fn new(ctx: FileSourceContext) -> Self {
         FileSource { ctx }
@@ -44,6 +81,220 @@ impl FileSource {
         if self.ctx.config.files.is_empty() {
             return;
         }
-        cancel.cancelled().await;
+        let matcher = match Matcher::new(&self.ctx.config) {
+            Ok(m) => Arc::new(m),
+            Err(e) => {
+                error!(error = %e, "sources.files: cannot compile the globs; host files are not read");
+                return;
+            }
+        };
+        let settings = self.ctx.config.file_settings.clone();
+        let tail = Arc::new(TailContext {
+            pipeline: self.ctx.pipeline.clone(),
+            budget: self.ctx.budget.clone(),
+            metrics: Arc::clone(&self.ctx.metrics),
+            checkpoints: Arc::clone(&self.ctx.checkpoints),
+            settings: settings.clone(),
+            max_line_bytes: self.ctx.max_line_bytes,
+            pool: pool::FdPool::new(settings.max_open_files),
+            matcher: Arc::clone(&matcher),
+        });
+        let mut run = Running {
+            tail,
+            readers: HashMap::new(),
+            by_path: HashMap::new(),
+            tasks: JoinSet::new(),
+            first_scan: true,
+            scan_errors_logged: HashSet::new(),
+        };
+        let mut watcher = DirWatcher::new(&self.ctx.metrics.files);
+        let mut rescan = tokio::time::interval(settings.rescan_interval.0);
+        rescan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let scan_soon = tokio::time::sleep(Duration::ZERO);
+        tokio::pin!(scan_soon);
+        let mut soon_armed = false;
+        loop {
+            let scan = tokio::select! {
+                biased;
+                _ = cancel.cancelled() => break,
+                Some(joined) = run.tasks.join_next(), if !run.tasks.is_empty() => {
+                    if let Ok((id, end)) = joined {
+                        self.ended(&mut run, id, end);
+                    }
+                    false
+                }
+                _ = watcher.changed() => {
+                    let changes = watcher.take();
+                    for p in &changes.modified {
+                        if let Some(r) = run.by_path.get(p).and_then(|id| run.readers.get(id)) {
+                            r.shared.wake.notify_one();
+                        }
+                    }
+                    if changes.overflow {
+                        run.readers.values().for_each(|r| r.shared.wake.notify_one());
+                    }
+                    if (changes.structure || changes.overflow) && !soon_armed {
+                        soon_armed = true;
+                        scan_soon.as_mut().reset((tokio::time::Instant::now() + RESCAN_DEBOUNCE).into());
+                    }
+                    false
+                }
+                _ = &mut scan_soon, if soon_armed => { soon_armed = false; true }
+                _ = rescan.tick() => true,
+            };
+            if !scan {
+                continue;
+            }
+            let m = Arc::clone(&matcher);
+            let found = tokio::select! {
+                _ = cancel.cancelled() => break,
+                r = tokio::task::spawn_blocking(move || m.scan()) => r,
+            };
+            let Ok(found) = found else { continue };
+            for (dir, e) in &found.errors {
+                self.ctx.metrics.files.error("scan");
+                if run.scan_errors_logged.insert(dir.clone()) {
+                    warn!(dir = %dir.display(), error = %e, "cannot list a directory of sources.files globs");
+                }
+            }
+            watcher.watch(&found.dirs, &self.ctx.metrics.files);
+            self.take(&mut run, found.files, &cancel);
+        }
+        // Every reader stops (their tokens are children of `cancel`) and is awaited.
+        for r in run.readers.values() {
+            r.cancel.cancel();
+        }
+        while run.tasks.join_next().await.is_some() {}
+        self.ctx.metrics.files.watched.set(0);
+    }
+
+    fn ended(&self, run: &mut Running, id: FileId, end: TailEnd) {
+        if let Some(r) = run.readers.remove(&id) {
+            run.by_path.retain(|_, v| *v != id);
+            debug!(file = %r.shared.path().display(), ?end, "host file reader ended");
+        }
+        self.ctx.metrics.files.watched.set(run.readers.len() as i64);
+    }
+
+    /// A scan's files: new identities get a reader, known ones their current path; stored
+    /// positions of identities no longer found are dropped.
+    fn take(&self, run: &mut Running, files: Vec<Found>, cancel: &CancellationToken) {
+        let preexisting = run.first_scan && !self.ctx.checkpoints.had_previous_run;
+        let first = std::mem::replace(&mut run.first_scan, false);
+        run.by_path.clear();
+        let mut seen = HashSet::new();
+        for f in files {
+            seen.insert(f.id);
+            run.by_path.insert(f.path.clone(), f.id);
+            if let Some(r) = run.readers.get(&f.id) {
+                let current = r.shared.path();
+                if current != f.path
+                    && crate::sources::follow::id_of_path(&current).ok().flatten() != Some(f.id)
+                {
+                    *tail_lock(&r.shared.path) = f.path;
+                }
+                continue;
+            }
+            if self.is_copy_of_followed(run, &f) {
+                continue;
+            }
+            self.spawn(run, f, preexisting, cancel);
+        }
+        // Positions of files gone (or no longer matched) are forgotten; a reader still
+        // finishing one keeps it.
+        for (key, p) in self.ctx.checkpoints.file_positions() {
+            if !seen.contains(&p.id) && !run.readers.contains_key(&p.id) {
+                if first {
+                    info!(file = %p.path, "stored position of a host file no longer found; forgotten");
+                }
+                self.ctx.checkpoints.forget_file(&key);
+            }
+        }
+        self.ctx.metrics.files.watched.set(run.readers.len() as i64);
+    }
+
+    /// A new file without a stored position whose first `fingerprint_bytes` equal a followed
+    /// file's is a copy of it (logrotate's copytruncate): its content is read through the
+    /// original, which marks the copy read once it sees the truncation.
+    fn is_copy_of_followed(&self, run: &Running, f: &Found) -> bool {
+        let want = self.ctx.config.file_settings.fingerprint_bytes.0;
+        if self.ctx.checkpoints.file_position(&f.id.key()).is_some() {
+            return false;
+        }
+        let full: Vec<_> = run
+            .readers
+            .values()
+            .filter_map(|r| *tail_lock(&r.shared.fingerprint))
+            .filter(|fp| fp.len >= want && want > 0)
+            .collect();
+        if full.is_empty() {
+            return false;
+        }
+        let Ok(file) = std::fs::File::open(&f.path) else {
+            return false;
+        };
+        let Ok(fp) = crate::sources::follow::fingerprint_of(&file, want) else {
+            return false;
+        };
+        let copy = full.contains(&fp);
+        if copy {
+            debug!(file = %f.path.display(), "same first bytes as a followed file (a copytruncate copy): not read");
+        }
+        copy
+    }
+
+    fn spawn(&self, run: &mut Running, f: Found, preexisting: bool, cancel: &CancellationToken) {
+        let group = &run.tail.matcher.groups[f.group];
+        let processor = group.pipeline.as_deref().and_then(|name| {
+            match self
+                .ctx
+                .pipelines
+                .processor_named(name, &self.ctx.metrics.processing)
+            {
+                Some(Ok(p)) => Some(p),
+                other => {
+                    self.ctx.metrics.files.error("pipeline");
+                    warn!(file = %f.path.display(), pipeline = name, error = ?other.and_then(Result::err),
+                        "processing pipeline unavailable; lines pass unprocessed");
+                    None
+                }
+            }
+        });
+        let key = f.id.key();
+        let meta = Arc::new(ContainerMeta::for_file(
+            key,
+            f.path.display().to_string(),
+            self.ctx.host.clone(),
+            group.fields.clone(),
+        ));
+        let shared = Arc::new(ReaderShared::new(f.path.clone()));
+        let token = cancel.child_token();
+        let tail = Tail {
+            ctx: Arc::clone(&run.tail),
+            shared: Arc::clone(&shared),
+            id: f.id,
+            group: f.group,
+            preexisting,
+            meta,
+            processor,
+            cancel: token.clone(),
+        };
+        let id = f.id;
+        run.tasks.spawn(async move { (id, tail.run().await) });
+        run.readers.insert(
+            f.id,
+            Reader {
+                shared,
+                cancel: token,
+            },
+        );
+        debug!(file = %f.path.display(), "following host file");
+    }
+}
+
+fn tail_lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    match m.lock() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
     }
 }

@@ -1,0 +1,716 @@
+//! One file's reader: opens it (within the descriptor budget), decides where to start, reads
+//! large chunks on a blocking thread, splits them into lines, hands batches to the pipeline
+//! queue, and follows the file across copytruncate, rename and delete (see the README's
+//! "Host log files" for the rules). Every wait races the reader's cancellation token.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio::sync::{Notify, mpsc};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use super::identity::{self, Start};
+use super::lines::Splitter;
+use super::matcher::Matcher;
+use super::metrics::PathLabels;
+use super::pool::{FdPermit, FdPool};
+use crate::capture::{Cursor, Position};
+use crate::checkpoint::{CheckpointStore, FileId, FilePosition, Fingerprint, now_ns};
+use crate::config::FileSettings;
+use crate::observability::metrics::Metrics;
+use crate::pipeline::{Batch, ContainerMeta, Delivery, LogLine, QueueBudget};
+use crate::processing::{Processor, StageContext};
+use crate::sources::follow::{Followed, PathState};
+
+/// Bytes read at once.
+pub const CHUNK: usize = 256 * 1024;
+
+/// What every reader shares.
+pub struct TailContext {
+    pub pipeline: mpsc::Sender<Delivery>,
+    pub budget: QueueBudget,
+    pub metrics: Arc<Metrics>,
+    pub checkpoints: Arc<CheckpointStore>,
+    pub settings: FileSettings,
+    pub max_line_bytes: usize,
+    pub pool: FdPool,
+    pub matcher: Arc<Matcher>,
+}
+
+/// What the source and one reader share.
+pub struct ReaderShared {
+    /// Where the file is now (a rescan that finds it under another name updates it).
+    pub path: Mutex<PathBuf>,
+    /// Rung on inotify events for the path.
+    pub wake: Notify,
+    /// The file's fingerprint now (the source takes a new file with the same one for a copy).
+    pub fingerprint: Mutex<Option<Fingerprint>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    match m.lock() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
+    }
+}
+
+impl ReaderShared {
+    pub fn new(path: PathBuf) -> Self {
+        ReaderShared {
+            path: Mutex::new(path),
+            wake: Notify::new(),
+            fingerprint: Mutex::new(None),
+        }
+    }
+
+    pub fn path(&self) -> PathBuf {
+        lock(&self.path).clone()
+    }
+}
+
+/// How a reader ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum TailEnd {
+    Cancelled,
+    /// Deleted, rotated out of the globs, or replaced while closed: done with it.
+    Finished,
+    /// It could not be opened (or was another file by then); a rescan may try again.
+    Failed,
+}
+
+pub struct Tail {
+    pub ctx: Arc<TailContext>,
+    pub shared: Arc<ReaderShared>,
+    pub id: FileId,
+    pub group: usize,
+    /// It was found by the first scan of an agent that never ran on this state directory.
+    pub preexisting: bool,
+    pub meta: Arc<ContainerMeta>,
+    pub processor: Option<Processor>,
+    pub cancel: CancellationToken,
+}
+
+/// What a reader holds while it runs.
+struct Open {
+    file: Option<(Followed, FdPermit)>,
+    splitter: Splitter,
+    fingerprint: Fingerprint,
+    /// Offset of the last batch handed over.
+    handed: u64,
+    last_data: Instant,
+    key: String,
+    lag: PathLabels,
+}
+
+/// Reads one chunk on a blocking thread; None if the blocking pool is gone (shutdown).
+async fn read_chunk(mut f: Followed) -> Option<(Followed, std::io::Result<Vec<u8>>)> {
+    tokio::task::spawn_blocking(move || {
+        let mut buf = Vec::with_capacity(CHUNK);
+        let r = f.read(&mut buf, CHUNK).map(|_| buf);
+        (f, r)
+    })
+    .await
+    .ok()
+}
+
+impl Tail {
+    pub async fn run(mut self) -> TailEnd {
+        let ctx = Arc::clone(&self.ctx);
+        let key = self.id.key();
+        let Some(mut st) = self.start(&key).await else {
+            return if self.cancel.is_cancelled() {
+                TailEnd::Cancelled
+            } else {
+                TailEnd::Failed
+            };
+        };
+        let end = self.follow(&mut st).await;
+        ctx.metrics.files.lag_bytes.remove(&st.lag);
+        end
+    }
+
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> Option<T> {
+        tokio::task::spawn_blocking(f).await.ok()
+    }
+
+    /// Opens the file and decides where to start (see `identity::decide`).
+    async fn start(&mut self, key: &str) -> Option<Open> {
+        let ctx = Arc::clone(&self.ctx);
+        let permit = ctx.pool.acquire(&ctx.metrics, &self.cancel).await?;
+        let path = self.shared.path();
+        let stored = ctx.checkpoints.file_position(key);
+        let at_end = self.preexisting
+            && ctx.matcher.groups[self.group].initial_position
+                == crate::config::InitialPosition::End;
+        let fp_bytes = ctx.settings.fingerprint_bytes.0;
+        let p = path.clone();
+        let opened = self
+            .blocking(move || {
+                let f = Followed::open(&p, 0)?;
+                let file = std::fs::File::open(&p)?;
+                let start = identity::decide(&file, stored.as_ref(), fp_bytes, at_end)?;
+                Ok::<_, std::io::Error>((f, start))
+            })
+            .await?;
+        let (mut followed, start) = match opened {
+            Ok(v) => v,
+            Err(e) => {
+                ctx.metrics.files.error("open");
+                warn!(file = %path.display(), error = %e, "cannot open host file; the rescan tries again");
+                return None;
+            }
+        };
+        if followed.id != self.id {
+            debug!(file = %path.display(), "another file is at the path now; the rescan takes it");
+            return None;
+        }
+        let (offset, fingerprint) = match start {
+            Start::Resume {
+                offset,
+                fingerprint,
+            } => {
+                debug!(file = %path.display(), offset, "resuming host file");
+                (offset, fingerprint)
+            }
+            Start::New {
+                offset,
+                fingerprint,
+                reused,
+                truncated,
+            } => {
+                if reused {
+                    ctx.metrics.files.inode_reuses.inc();
+                    info!(file = %path.display(), "inode of a stored position now holds another file: read from its start");
+                }
+                if truncated {
+                    ctx.metrics.files.truncations.inc();
+                    info!(file = %path.display(), "file shorter than its stored position (truncated while stopped): read from its start");
+                }
+                ctx.checkpoints.init_file(
+                    key,
+                    FilePosition {
+                        path: path.display().to_string(),
+                        id: self.id,
+                        fingerprint,
+                        offset,
+                    },
+                );
+                (offset, fingerprint)
+            }
+        };
+        if offset > 0 && followed.seek_to(offset).is_err() {
+            ctx.metrics.files.error("read");
+            return None;
+        }
+        *lock(&self.shared.fingerprint) = Some(fingerprint);
+        Some(Open {
+            file: Some((followed, permit)),
+            splitter: Splitter::new(ctx.max_line_bytes, offset),
+            fingerprint,
+            handed: offset,
+            last_data: Instant::now(),
+            key: key.to_string(),
+            lag: PathLabels {
+                path: path.display().to_string(),
+            },
+        })
+    }
+
+    fn position(&self, st: &Open, offset: u64) -> FilePosition {
+        FilePosition {
+            path: self.shared.path().display().to_string(),
+            id: self.id,
+            fingerprint: st.fingerprint,
+            offset,
+        }
+    }
+
+    /// Splits `chunk` into lines, runs them through the processor, and hands the batch over.
+    /// False when cancelled.
+    async fn deliver(&mut self, st: &mut Open, chunk: Option<Bytes>, flush: Flush) -> bool {
+        let ts = now_ns();
+        let mut lines = Vec::new();
+        let mut starts = Vec::new();
+        let want_starts = self.processor.is_some();
+        let chunk_len = chunk.as_ref().map_or(0, Bytes::len);
+        if let Some(chunk) = chunk {
+            st.splitter
+                .push(chunk, ts, &mut lines, want_starts.then_some(&mut starts));
+        }
+        if flush != Flush::None
+            && st
+                .splitter
+                .flush(ts, &mut lines, want_starts.then_some(&mut starts))
+        {
+            self.ctx.metrics.files.partial_flushes.inc();
+        }
+        let read_lines = lines.len();
+        let mut offset = st.splitter.committed();
+        if let Some(p) = &mut self.processor {
+            let cx = StageContext {
+                container: &self.meta,
+                now_ns: ts,
+            };
+            let mut records = Vec::with_capacity(lines.len());
+            for (line, start) in lines.drain(..).zip(starts.drain(..)) {
+                // The processor keeps positions as a cursor's; a file offset rides in a
+                // stdout position's timestamp (only `hold` reads it back, below).
+                let before = Position {
+                    timestamp_ns: start as i64,
+                    count: 0,
+                };
+                p.push(line, before, &cx, &mut records);
+            }
+            match flush {
+                Flush::All => {
+                    p.flush_all(&cx, &mut records);
+                }
+                Flush::Due | Flush::None => {
+                    p.flush_due(ts, &cx, &mut records);
+                }
+            }
+            lines = records;
+            let mut cursor = Cursor::at(offset as i64);
+            p.hold(&mut cursor);
+            offset = u64::try_from(cursor.streams.stdout.timestamp_ns).unwrap_or(0);
+        }
+        let m = &self.ctx.metrics.files;
+        m.lines.inc_by(read_lines as u64);
+        let truncated = lines.iter().filter(|l| l.truncated).count();
+        if truncated > 0 {
+            self.ctx.metrics.lines_truncated.inc_by(truncated as u64);
+        }
+        if lines.is_empty() && offset == st.handed {
+            return true;
+        }
+        let extra: usize = lines
+            .iter()
+            .filter_map(|l| l.extra.as_deref())
+            .map(crate::processing::Extra::heap_bytes)
+            .sum();
+        let charge = self
+            .ctx
+            .budget
+            .charge(lines.capacity(), chunk_len.max(batch_bytes(&lines)) + extra);
+        let line_count = lines.len();
+        let batch = Batch {
+            container: Arc::clone(&self.meta),
+            lines,
+            position: crate::pipeline::AckPosition::File(self.position(st, offset)),
+        };
+        let permit = tokio::select! {
+            biased;
+            _ = self.cancel.cancelled() => return false,
+            p = self.ctx.budget.acquire(charge, line_count) => match p {
+                Some(p) => p,
+                None => return false,
+            },
+        };
+        tokio::select! {
+            biased;
+            _ = self.cancel.cancelled() => return false,
+            sent = self.ctx.pipeline.send(Delivery::new(batch, permit)) => if sent.is_err() {
+                return false;
+            },
+        }
+        st.handed = offset;
+        true
+    }
+
+    /// Upgrades a short fingerprint once the file holds `fingerprint_bytes` (a file found
+    /// empty or small is then told apart from a later file on the same inode).
+    fn upgrade_fingerprint(&self, st: &mut Open) {
+        let want = self.ctx.settings.fingerprint_bytes.0;
+        if st.fingerprint.len >= want || st.splitter.read_offset() < want {
+            return;
+        }
+        let Some((f, _)) = &st.file else { return };
+        let Ok(fp) = f.fingerprint(want) else { return };
+        if fp.len < want {
+            return;
+        }
+        // The acknowledged offset with the new fingerprint; acknowledgements of batches still
+        // in flight under the old one are ignored, later ones move it on.
+        let acked = self
+            .ctx
+            .checkpoints
+            .file_position(&st.key)
+            .map_or(0, |p| p.offset);
+        st.fingerprint = fp;
+        *lock(&self.shared.fingerprint) = Some(fp);
+        self.ctx
+            .checkpoints
+            .init_file(&st.key, self.position(st, acked));
+    }
+
+    async fn follow(&mut self, st: &mut Open) -> TailEnd {
+        let ctx = Arc::clone(&self.ctx);
+        let settings = ctx.settings.clone();
+        // Set once the path no longer names the file: one more read to the end, then leave.
+        let mut leaving = false;
+        loop {
+            if self.cancel.is_cancelled() {
+                return TailEnd::Cancelled;
+            }
+            let Some((followed, permit)) = st.file.take() else {
+                match self.reopen(st).await {
+                    Reopen::Open => continue,
+                    Reopen::Gone => return self.finish(st, "delete").await,
+                    Reopen::Cancelled => return TailEnd::Cancelled,
+                }
+            };
+            let (followed, read) = tokio::select! {
+                _ = self.cancel.cancelled() => return TailEnd::Cancelled,
+                r = read_chunk(followed) => match r {
+                    Some(r) => r,
+                    None => return TailEnd::Cancelled,
+                },
+            };
+            st.file = Some((followed, permit));
+            match read {
+                Ok(buf) if !buf.is_empty() => {
+                    ctx.metrics.files.bytes_read.inc_by(buf.len() as u64);
+                    st.last_data = Instant::now();
+                    if !self.deliver(st, Some(Bytes::from(buf)), Flush::None).await {
+                        return TailEnd::Cancelled;
+                    }
+                    self.upgrade_fingerprint(st);
+                    continue;
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    ctx.metrics.files.error("read");
+                    warn!(file = %self.shared.path().display(), error = %e, "cannot read host file; retrying");
+                    if !self.sleep(settings.poll_interval.0).await {
+                        return TailEnd::Cancelled;
+                    }
+                    continue;
+                }
+            }
+            // At the end of what the file has now.
+            let state = st.file.as_ref().map(|(f, _)| (f.path_state(), f.size()));
+            let Some((state, size)) = state else { continue };
+            if let Ok(size) = size {
+                let acked = ctx
+                    .checkpoints
+                    .file_position(&st.key)
+                    .map_or(0, |p| p.offset);
+                ctx.metrics
+                    .files
+                    .lag_bytes
+                    .get_or_create(&st.lag)
+                    .set(size.saturating_sub(acked) as i64);
+            }
+            match state {
+                Ok(PathState::Same) => leaving = false,
+                Ok(PathState::Truncated { size }) => {
+                    if !self.truncated(st, size).await {
+                        return TailEnd::Cancelled;
+                    }
+                    continue;
+                }
+                Ok(PathState::Replaced(_)) | Ok(PathState::Gone) => {
+                    if !leaving {
+                        leaving = true;
+                        continue; // one more read: the writer may have added a last line
+                    }
+                    leaving = false;
+                    if self.renamed_within_globs() {
+                        ctx.metrics.files.rotation("rename");
+                        continue;
+                    }
+                    let kind = if matches!(state, Ok(PathState::Gone)) {
+                        "delete"
+                    } else {
+                        "rename"
+                    };
+                    return self.finish(st, kind).await;
+                }
+                Err(e) => {
+                    ctx.metrics.files.error("stat");
+                    debug!(file = %self.shared.path().display(), error = %e, "cannot stat host file");
+                }
+            }
+            // Nothing to read: flush what is due, give the descriptor up when idle, wait.
+            let idle = st.last_data.elapsed();
+            if st.splitter.has_partial() && idle >= settings.flush_partial_after.0 {
+                if !self.deliver(st, None, Flush::Due).await {
+                    return TailEnd::Cancelled;
+                }
+            } else if self
+                .processor
+                .as_ref()
+                .and_then(Processor::due_ns)
+                .is_some_and(|d| d <= now_ns())
+                && !self.deliver(st, None, Flush::None).await
+            {
+                return TailEnd::Cancelled;
+            }
+            if idle >= settings.close_inactive.0 || ctx.pool.contended() {
+                debug!(file = %self.shared.path().display(), "closing idle host file");
+                st.file = None;
+                continue;
+            }
+            let mut wait = settings.poll_interval.0;
+            if st.splitter.has_partial() {
+                wait = wait.min(settings.flush_partial_after.0.saturating_sub(idle));
+            }
+            if let Some(due) = self.processor.as_ref().and_then(Processor::due_ns) {
+                wait = wait.min(Duration::from_nanos(
+                    u64::try_from(due - now_ns()).unwrap_or(0),
+                ));
+            }
+            if !self.wait(wait).await {
+                return TailEnd::Cancelled;
+            }
+        }
+    }
+
+    /// Waits for an inotify wake-up or `d`; false when cancelled.
+    async fn wait(&self, d: Duration) -> bool {
+        tokio::select! {
+            _ = self.cancel.cancelled() => false,
+            _ = self.shared.wake.notified() => true,
+            _ = tokio::time::sleep(d) => true,
+        }
+    }
+
+    async fn sleep(&self, d: Duration) -> bool {
+        tokio::select! {
+            _ = self.cancel.cancelled() => false,
+            _ = tokio::time::sleep(d) => true,
+        }
+    }
+
+    /// The path no longer names the file: if it was renamed to a name the same group takes,
+    /// it is followed there.
+    fn renamed_within_globs(&self) -> bool {
+        let path = self.shared.path();
+        let matcher = Arc::clone(&self.ctx.matcher);
+        let group = self.group;
+        match identity::find_renamed(&path, self.id, |p| matcher.group_of(p) == Some(group)) {
+            Some(new) => {
+                debug!(from = %path.display(), to = %new.display(), "host file renamed within the globs; still followed");
+                *lock(&self.shared.path) = new;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Done with the file (rotated away or deleted, read to its end): the held partial line
+    /// and open groups go out, the rotation is counted, the descriptor released.
+    async fn finish(&mut self, st: &mut Open, kind: &'static str) -> TailEnd {
+        if !self.deliver(st, None, Flush::All).await {
+            return TailEnd::Cancelled;
+        }
+        st.file = None;
+        self.ctx.metrics.files.rotation(kind);
+        debug!(file = %self.shared.path().display(), kind, "host file finished");
+        TailEnd::Finished
+    }
+
+    /// copytruncate: the bytes written after our last read and before the truncation are in
+    /// the copy logrotate made; they are read from it first, then the file from 0.
+    async fn truncated(&mut self, st: &mut Open, size: u64) -> bool {
+        let ctx = Arc::clone(&self.ctx);
+        ctx.metrics.files.truncations.inc();
+        let path = self.shared.path();
+        let from = st.splitter.read_offset();
+        let (id, fp, fp_bytes) = (self.id, st.fingerprint, ctx.settings.fingerprint_bytes.0);
+        let p = path.clone();
+        let found = self
+            .blocking(move || {
+                let (copy, file) = identity::find_copy(&p, id, fp, from)?;
+                let meta = file.metadata().ok()?;
+                let copy_id = FileId {
+                    dev: std::os::unix::fs::MetadataExt::dev(&meta),
+                    ino: std::os::unix::fs::MetadataExt::ino(&meta),
+                };
+                let full_fp = crate::sources::follow::fingerprint_of(&file, fp_bytes).ok()?;
+                Some((copy, Arc::new(file), copy_id, full_fp, meta.len()))
+            })
+            .await
+            .flatten();
+        info!(file = %path.display(), size, offset = from, copy = ?found.as_ref().map(|f| f.0.display().to_string()),
+            "host file truncated (copytruncate): reading the rest from the copy, then from its start");
+        if let Some((copy, file, copy_id, copy_fp, copy_size)) = found {
+            // Chunk by chunk, as from the file itself (the rest may be large).
+            let mut at = from;
+            while at < copy_size {
+                let f = Arc::clone(&file);
+                let want = usize::try_from(copy_size - at).unwrap_or(CHUNK).min(CHUNK);
+                let read = self
+                    .blocking(move || {
+                        let mut buf = vec![0u8; want];
+                        std::os::unix::fs::FileExt::read_at(&*f, &mut buf, at).map(|n| {
+                            buf.truncate(n);
+                            buf
+                        })
+                    })
+                    .await;
+                let Some(Ok(buf)) = read else {
+                    ctx.metrics.files.error("read");
+                    break;
+                };
+                if buf.is_empty() {
+                    break;
+                }
+                at += buf.len() as u64;
+                ctx.metrics.files.bytes_read.inc_by(buf.len() as u64);
+                if !self.deliver(st, Some(Bytes::from(buf)), Flush::None).await {
+                    return false;
+                }
+            }
+            // The copy was read through us: a rescan that finds it must not read it again.
+            ctx.checkpoints.init_file(
+                &copy_id.key(),
+                FilePosition {
+                    path: copy.display().to_string(),
+                    id: copy_id,
+                    fingerprint: copy_fp,
+                    offset: at,
+                },
+            );
+        }
+        // The old content's last line, even without newline, is complete now.
+        if !self.deliver(st, None, Flush::All).await {
+            return false;
+        }
+        // The position restarts at 0 under a new fingerprint only once every batch of the old
+        // content is acknowledged: a crash before must not skip them.
+        while ctx
+            .checkpoints
+            .file_position(&st.key)
+            .is_some_and(|p| p.offset < st.handed && p.fingerprint == st.fingerprint)
+        {
+            if !self.sleep(Duration::from_millis(20)).await {
+                return false;
+            }
+        }
+        let Some((f, _)) = &mut st.file else {
+            return true;
+        };
+        if f.rewind().is_err() {
+            ctx.metrics.files.error("read");
+        }
+        st.fingerprint = f
+            .fingerprint(ctx.settings.fingerprint_bytes.0)
+            .unwrap_or_default();
+        *lock(&self.shared.fingerprint) = Some(st.fingerprint);
+        st.splitter.reset(0);
+        st.handed = 0;
+        ctx.checkpoints.init_file(&st.key, self.position(st, 0));
+        true
+    }
+
+    /// A closed (idle) file: waits until it changes, then reopens it by path and identity at
+    /// its position.
+    async fn reopen(&mut self, st: &mut Open) -> Reopen {
+        let ctx = Arc::clone(&self.ctx);
+        loop {
+            let path = self.shared.path();
+            let id = self.id;
+            let read_to = st.splitter.read_offset();
+            let p = path.clone();
+            let looked = self
+                .blocking(move || check_closed(&p, id, read_to))
+                .await
+                .unwrap_or(Closed::Unchanged);
+            match looked {
+                Closed::Unchanged => {}
+                Closed::Moved => {
+                    if self.renamed_within_globs() {
+                        continue;
+                    }
+                    // Replaced or removed while closed: what it got after it was closed, if
+                    // anything, is not read.
+                    ctx.metrics.files.error("lost_while_closed");
+                    info!(file = %path.display(), "host file rotated or removed while closed (idle); done with it");
+                    return Reopen::Gone;
+                }
+                Closed::Changed => {
+                    let Some(permit) = ctx.pool.acquire(&ctx.metrics, &self.cancel).await else {
+                        return Reopen::Cancelled;
+                    };
+                    let p = path.clone();
+                    // Opened at 0 and moved to the position only when it is still the file.
+                    let opened = self
+                        .blocking(move || {
+                            let mut f = Followed::open(&p, 0)?;
+                            if f.id == id {
+                                f.seek_to(read_to)?;
+                            }
+                            Ok::<_, std::io::Error>(f)
+                        })
+                        .await;
+                    match opened {
+                        Some(Ok(f)) if f.id == id => {
+                            st.file = Some((f, permit));
+                            return Reopen::Open;
+                        }
+                        _ => {
+                            ctx.metrics.files.error("open");
+                            drop(permit);
+                        }
+                    }
+                }
+            }
+            if !self.wait(ctx.settings.poll_interval.0).await {
+                return Reopen::Cancelled;
+            }
+        }
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Flush {
+    None,
+    /// The held partial line is due (`flush_partial_after`).
+    Due,
+    /// The file is done (or its content was truncated): everything held goes out.
+    All,
+}
+
+enum Reopen {
+    Open,
+    Gone,
+    Cancelled,
+}
+
+enum Closed {
+    Unchanged,
+    /// Grew or shrank: reopen.
+    Changed,
+    /// Not at its path any more.
+    Moved,
+}
+
+fn check_closed(path: &Path, id: FileId, read_to: u64) -> Closed {
+    match std::fs::metadata(path) {
+        Ok(m) => {
+            let now = FileId {
+                dev: std::os::unix::fs::MetadataExt::dev(&m),
+                ino: std::os::unix::fs::MetadataExt::ino(&m),
+            };
+            if now != id {
+                Closed::Moved
+            } else if m.len() != read_to {
+                Closed::Changed
+            } else {
+                Closed::Unchanged
+            }
+        }
+        Err(_) => Closed::Moved,
+    }
+}
+
+fn batch_bytes(lines: &[LogLine]) -> usize {
+    lines.iter().map(|l| l.message.len()).sum()
+}

@@ -1,0 +1,136 @@
+//! inotify on the directories the globs walk (`notify`, non-recursive watches): what makes new
+//! files and new data seen at once. Events are not queued one by one (a busy writer makes one
+//! per write): the callback, on notify's own thread, only marks paths in a set and wakes the
+//! source, which takes the whole set at once — memory is bounded by the paths involved.
+//!
+//! When inotify cannot be set up, or a watch fails (ENOSPC once `max_user_watches` is spent),
+//! a warning is logged once, `log_capturer_file_source_inotify_fallbacks_total` counts it, and
+//! the periodic rescan and per-file polling are what find files and data.
+
+use notify::{EventKind, RecursiveMode, Watcher as _};
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use tokio::sync::Notify;
+use tracing::warn;
+
+use super::metrics::FileSourceMetrics;
+
+/// What the callback gathered since the last [`DirWatcher::take`].
+#[derive(Default)]
+pub struct Changes {
+    /// Files whose data changed (modify, close-after-write).
+    pub modified: HashSet<PathBuf>,
+    /// Something was created, removed or renamed: worth a rescan.
+    pub structure: bool,
+    /// The kernel dropped events (queue overflow): everything must be looked at.
+    pub overflow: bool,
+}
+
+pub struct DirWatcher {
+    watcher: Option<notify::RecommendedWatcher>,
+    watched: HashSet<PathBuf>,
+    shared: Arc<(Mutex<Changes>, Notify)>,
+    warned: bool,
+}
+
+fn lock(m: &Mutex<Changes>) -> std::sync::MutexGuard<'_, Changes> {
+    match m.lock() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
+    }
+}
+
+impl DirWatcher {
+    pub fn new(metrics: &FileSourceMetrics) -> DirWatcher {
+        let shared: Arc<(Mutex<Changes>, Notify)> = Arc::default();
+        let sink = Arc::clone(&shared);
+        let made = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+            let mut changes = lock(&sink.0);
+            match res {
+                Ok(event) => {
+                    if event.need_rescan() {
+                        changes.overflow = true;
+                    }
+                    match event.kind {
+                        EventKind::Modify(notify::event::ModifyKind::Data(_))
+                        | EventKind::Access(notify::event::AccessKind::Close(
+                            notify::event::AccessMode::Write,
+                        )) => {
+                            for p in event.paths {
+                                // Bounded by the files of the watched directories.
+                                changes.modified.insert(p);
+                            }
+                        }
+                        EventKind::Access(_) => return,
+                        _ => changes.structure = true,
+                    }
+                }
+                Err(_) => changes.overflow = true,
+            }
+            drop(changes);
+            sink.1.notify_one();
+        });
+        let mut w = DirWatcher {
+            watcher: None,
+            watched: HashSet::new(),
+            shared,
+            warned: false,
+        };
+        match made {
+            Ok(watcher) => w.watcher = Some(watcher),
+            Err(e) => w.fall_back(metrics, &format!("cannot set up inotify: {e}")),
+        }
+        w
+    }
+
+    fn fall_back(&mut self, metrics: &FileSourceMetrics, why: &str) {
+        metrics.inotify_fallbacks.inc();
+        if !self.warned {
+            self.warned = true;
+            warn!(reason = %why, "host files: inotify unavailable; new files and data are found by the rescan (sources.file_settings.rescan_interval) and polling (poll_interval)");
+        }
+    }
+
+    /// Watches exactly `dirs` (adds new ones, drops those no longer walked).
+    pub fn watch(&mut self, dirs: &[PathBuf], metrics: &FileSourceMetrics) {
+        let Some(watcher) = &mut self.watcher else {
+            return;
+        };
+        let wanted: HashSet<&Path> = dirs.iter().map(PathBuf::as_path).collect();
+        let stale: Vec<PathBuf> = self
+            .watched
+            .iter()
+            .filter(|d| !wanted.contains(d.as_path()))
+            .cloned()
+            .collect();
+        for d in stale {
+            let _ = watcher.unwatch(&d);
+            self.watched.remove(&d);
+        }
+        let mut failure = None;
+        for d in dirs {
+            if self.watched.contains(d) {
+                continue;
+            }
+            match watcher.watch(d, RecursiveMode::NonRecursive) {
+                Ok(()) => {
+                    self.watched.insert(d.clone());
+                }
+                Err(e) => failure = Some(format!("cannot watch {}: {e}", d.display())),
+            }
+        }
+        if let Some(why) = failure {
+            self.fall_back(metrics, &why);
+        }
+    }
+
+    /// Resolves once something changed since the last [`DirWatcher::take`].
+    pub async fn changed(&self) {
+        self.shared.1.notified().await;
+    }
+
+    pub fn take(&self) -> Changes {
+        std::mem::take(&mut *lock(&self.shared.0))
+    }
+}
