@@ -561,7 +561,18 @@ async fn run_pipeline(
             host: crate::sinks::loki::encode::this_hostname(),
         });
     let file_source_task = tokio::spawn(file_source.run(shutdown.child_token()));
+    let json_file = match config.docker.capture {
+        crate::config::CaptureMode::Api => None,
+        crate::config::CaptureMode::JsonFile => Some(Arc::new(
+            crate::capture::json_file::JsonFileMode::resolve(
+                &client,
+                &config.docker.containers_dir,
+            )
+            .await,
+        )),
+    };
     let ctx = Arc::new(CaptureContext {
+        json_file,
         client,
         pipeline: queue_tx,
         budget,

@@ -67,7 +67,19 @@ impl Assembler {
 
     /// Adds one message (`timestamp SP content`); completed lines are appended to `out`.
     pub fn push(&mut self, stream: StreamKind, payload: Bytes, out: &mut Vec<LogLine>) {
-        let (ts_ns, mut content) = self.split_stamp(payload);
+        let (ts_ns, content) = self.split_stamp(payload);
+        self.push_stamped(stream, ts_ns, content, out);
+    }
+
+    /// Adds one piece whose timestamp is already known (`content` as Docker logged it: a
+    /// piece of a long line does not end in `\n`); completed lines are appended to `out`.
+    pub fn push_stamped(
+        &mut self,
+        stream: StreamKind,
+        ts_ns: i64,
+        mut content: Bytes,
+        out: &mut Vec<LogLine>,
+    ) {
         let complete = content.last() == Some(&b'\n');
         if complete {
             content.truncate(content.len() - 1);

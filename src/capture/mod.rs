@@ -8,6 +8,7 @@ mod decoder;
 pub mod json_file;
 mod pause;
 mod rotation;
+mod source;
 mod task;
 
 pub use assembler::Assembler;

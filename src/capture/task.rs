@@ -17,9 +17,10 @@ use super::cursor::{Cursor, Replay};
 use super::decoder::{Decoder, Message};
 use super::pause::PauseTimer;
 use super::rotation::{AtDeadline, RotationGate};
+use super::source::{Source, Taken};
 use crate::backoff::{Backoff, sleep_or_cancel};
 use crate::checkpoint::now_ns;
-use crate::docker::{DockerClient, DockerError, HttpStream};
+use crate::docker::{DockerClient, DockerError};
 use crate::observability::metrics::{ContainerLabels, ContainerStreamLabels, Metrics};
 use crate::observability::status::{CaptureState, ContainerStatus, StatusBoard};
 use crate::pipeline::{Batch, ContainerMeta, Delivery, LogLine, QueueBudget, StreamKind};
@@ -40,6 +41,8 @@ pub struct CaptureContext {
     pub status: Arc<StatusBoard>,
     /// `processing.pipelines`, compiled (discovery picks each container's).
     pub pipelines: Arc<Pipelines>,
+    /// `docker.capture: json_file`: where the logs are (None: every container through the API).
+    pub json_file: Option<Arc<super::json_file::JsonFileMode>>,
 }
 
 /// Why a capture task ended.
@@ -73,10 +76,10 @@ fn write_cursor(cursor: &SharedCursor, value: Cursor) {
     }
 }
 
-enum SessionEnd {
+pub(super) enum SessionEnd {
     Rotate,
     Cancelled,
-    /// Clean end of stream; `lines` is how many new lines the session emitted, `unfinished`
+    /// Clean end of the source; `lines` is how many new lines the session emitted, `unfinished`
     /// whether a line was still open (some pieces read, not its end).
     Eof {
         lines: u64,
@@ -120,10 +123,13 @@ pub struct CaptureTask {
     /// The container's processing pipeline, never used itself: each session runs a fresh
     /// clone of it (an open multiline group dies with its session and is read again).
     pub processor: Option<Processor>,
+    /// `docker.capture: json_file` for this container: read its json-file log, not a follow
+    /// stream (None: the Engine API).
+    pub json_file: Option<super::json_file::JsonFileTarget>,
 }
 
 impl CaptureTask {
-    pub async fn run(self) -> CaptureExit {
+    pub async fn run(mut self) -> CaptureExit {
         // The entry discovery made when it started this task; a detached one (on no board)
         // if the container was forgotten meanwhile.
         let status = self.ctx.status.container(&self.id).unwrap_or_else(|| {
@@ -131,7 +137,10 @@ impl CaptureTask {
         });
         status.set_rotation_interval(self.ctx.rotation_interval);
         status.set_pipeline(self.processor.as_ref().map(Processor::name));
-        let exit = self.run_with_status(&status).await;
+        let exit = match self.json_file.take() {
+            Some(target) => self.run_json_file(target, &status).await,
+            None => self.run_with_status(&status).await,
+        };
         status.set_state(match exit {
             CaptureExit::Cancelled => CaptureState::Detached,
             CaptureExit::Stopped | CaptureExit::Gone => CaptureState::Stopped,
@@ -140,7 +149,7 @@ impl CaptureTask {
         exit
     }
 
-    async fn run_with_status(mut self, status: &ContainerStatus) -> CaptureExit {
+    pub(super) async fn run_with_status(mut self, status: &ContainerStatus) -> CaptureExit {
         let ctx = Arc::clone(&self.ctx);
         let mut backoff = Backoff::new(ctx.backoff_initial, ctx.backoff_max);
         // Whether any stream of this container was opened (a 404/409 before that means the
@@ -194,7 +203,13 @@ impl CaptureTask {
             let active = ActiveStream::open(&ctx.metrics);
             status.stream_opened(now_ns());
             let end = self
-                .session(stream, active.opened, final_read, status)
+                .session(
+                    Source::api(stream, self.tty),
+                    active.opened,
+                    ctx.rotation_interval,
+                    final_read,
+                    status,
+                )
                 .await;
             let age = active.opened.elapsed();
             drop(active);
@@ -272,7 +287,7 @@ impl CaptureTask {
     /// may answer 200 with an empty body while it deletes the log file): counted and named like
     /// a container gone before its stream could be opened. A container that printed nothing
     /// and was removed at once is counted too; the two cannot be told apart.
-    fn gone(&self) -> CaptureExit {
+    pub(super) fn gone(&self) -> CaptureExit {
         if self.delivered_nothing() {
             self.ctx.metrics.stream_error("gone_before_read");
             warn!(container = %self.name(), container_id = %self.id,
@@ -281,7 +296,7 @@ impl CaptureTask {
         CaptureExit::Gone
     }
 
-    fn name(&self) -> String {
+    pub(super) fn name(&self) -> String {
         self.meta.borrow().name.clone()
     }
 
@@ -307,21 +322,21 @@ impl CaptureTask {
         }
     }
 
-    /// Reads one stream until rotation, EOF, error or cancellation. `final_read`: the container
+    /// Reads one source until rotation, EOF, error or cancellation. `final_read`: the container
     /// has stopped, so a line still open at the end of the stream is complete as it is.
-    async fn session(
+    pub(super) async fn session(
         &mut self,
-        mut stream: HttpStream,
+        mut source: Source,
         opened: Instant,
+        rotation_interval: Duration,
         final_read: bool,
         status: &ContainerStatus,
     ) -> SessionEnd {
         let ctx = Arc::clone(&self.ctx);
-        let deadline = tokio::time::sleep_until((opened + ctx.rotation_interval).into());
+        let deadline = tokio::time::sleep_until((opened + rotation_interval).into());
         tokio::pin!(deadline);
-        let mut rotation = RotationGate::new(ctx.rotation_interval, opened, now_ns());
+        let mut rotation = RotationGate::new(rotation_interval, opened, now_ns());
         let mut replay = Replay::new(read_cursor(&self.cursor));
-        let mut decoder = Decoder::new(self.tty);
         let mut assembler = Assembler::new(ctx.max_line_bytes);
         let mut lines: Vec<LogLine> = Vec::new();
         let mut emitted: u64 = 0;
@@ -356,38 +371,25 @@ impl CaptureTask {
                         continue;
                     }
                 },
-                c = stream.next_chunk() => Some(c),
+                c = source.ready() => Some(c),
                 _ = &mut flush_timer, if flush_due.is_some() => None,
             };
             let flushing = event.is_none();
-            // Gather what is already there into one batch: the daemon sends every line as its
-            // own HTTP chunk, and a batch per line would cost more than the line.
+            // Gather what is already there into one batch (see `Source::take`).
             // A failure ends the session, but only after the lines completed before it are
             // handed over: the daemon may not be able to serve them again (a removed container).
-            let mut eof = false;
-            let mut failure = None;
-            let mut gathered = 0usize;
-            let mut next = event;
-            while let Some(chunk) = next.take() {
-                match chunk {
-                    Ok(Some(bytes)) => {
-                        gathered += bytes.len();
-                        decoder.push(bytes);
-                    }
-                    Ok(None) => eof = true,
-                    Err(e) => {
-                        failure = Some(SessionEnd::Error("read", e.to_string()));
-                        break;
-                    }
-                }
-                if let Err(end) = drain_decoder(&mut decoder, &mut assembler, &mut lines) {
-                    failure = Some(end);
-                    break;
-                }
-                if !eof && gathered < GATHER_BYTES && !stream.drained() {
-                    next = stream.try_next_chunk();
-                }
-            }
+            let Taken {
+                gathered,
+                eof,
+                failure,
+            } = match event {
+                Some(ready) => source.take(ready, &mut assembler, &mut lines),
+                None => Taken {
+                    gathered: 0,
+                    eof: false,
+                    failure: None,
+                },
+            };
             let read_lines = lines.len();
             if gathered > 0 {
                 let newest = if rotation.caught_up() {
@@ -399,9 +401,7 @@ impl CaptureTask {
                 rotation.on_read(last_read, newest);
             }
             if eof && failure.is_none() {
-                if let Some(Message::Log { stream, payload }) = decoder.finish() {
-                    assembler.push(stream, payload, &mut lines);
-                }
+                source.finish(&mut assembler, &mut lines);
                 // While the container runs, a line open at the end of the stream may still get
                 // its last pieces: it stays unfinished, and the reopen serves it again.
                 if final_read {
@@ -559,8 +559,8 @@ impl CaptureTask {
             // A busy stream that has been caught up with waits a moment before the next read,
             // so that one read brings many lines instead of a few (see `coalesce`).
             let pause = coalescer.after_read(read_lines, gathered, Instant::now());
-            if let Some(pause) = pause {
-                if let Err(e) = stream.park() {
+            if let Some(pause) = pause.filter(|_| source.coalesces()) {
+                if let Err(e) = source.park() {
                     return SessionEnd::Error("read", e.to_string());
                 }
                 tokio::select! {
@@ -619,11 +619,8 @@ fn line_summary(lines: &[LogLine]) -> String {
 /// How long a stream must have sent nothing before its due multiline group is flushed.
 const QUIET_BEFORE_FLUSH: Duration = Duration::from_millis(250);
 
-/// At most this much is gathered into one batch from chunks that are already available.
-const GATHER_BYTES: usize = 256 * 1024;
-
 /// Decodes every complete message buffered in `decoder` into `lines`.
-fn drain_decoder(
+pub(super) fn drain_decoder(
     decoder: &mut Decoder,
     assembler: &mut Assembler,
     lines: &mut Vec<LogLine>,

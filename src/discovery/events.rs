@@ -21,7 +21,8 @@ pub enum DiscoveryMsg {
     Resync,
     /// The events stream cannot be opened or was lost: Docker is unreachable (not ready).
     Lost,
-    Event(Event),
+    /// With the container's json-file log when it was opened at its `start` (json_file mode).
+    Event(Event, Option<std::fs::File>),
 }
 
 /// Hands `msg` to the supervisor; false when it is gone or we are cancelled meanwhile.
@@ -41,6 +42,7 @@ pub async fn follow_events(
     tx: mpsc::Sender<DiscoveryMsg>,
     metrics: Arc<Metrics>,
     backoff: (Duration, Duration),
+    preopen_dir: Option<std::path::PathBuf>,
     cancel: CancellationToken,
 ) {
     let mut backoff = Backoff::new(backoff.0, backoff.1);
@@ -97,7 +99,17 @@ pub async fn follow_events(
                                     since = Some(event.time_nano);
                                 }
                                 debug!(action = %event.action, id = %event.actor.id, "docker event");
-                                if !send(&tx, DiscoveryMsg::Event(event), &cancel).await {
+                                // Here, before anything else: an `--rm` container that exits
+                                // at once is removed within milliseconds of its start, and
+                                // the open descriptor keeps its log readable. (Docker creates
+                                // the file at start, not at create.)
+                                let opened = match (&preopen_dir, event.action.as_str()) {
+                                    (Some(dir), "start") => {
+                                        crate::capture::json_file::preopen(dir, &event.actor.id)
+                                    }
+                                    _ => None,
+                                };
+                                if !send(&tx, DiscoveryMsg::Event(event, opened), &cancel).await {
                                     return;
                                 }
                             }

@@ -9,6 +9,7 @@
 
 mod events;
 pub mod filter;
+mod json_file;
 mod position;
 mod reconcile;
 mod summary;
@@ -62,6 +63,8 @@ struct Tracked {
     unreadable: bool,
     /// Removed by the daemon while its task still drains what the stream had.
     destroyed: bool,
+    /// json_file mode: tells the running task the container has stopped (`die`).
+    stopped: Option<watch::Sender<bool>>,
 }
 
 pub struct Discovery {
@@ -146,6 +149,11 @@ impl Discovery {
             tx,
             Arc::clone(&self.metrics),
             self.settings.backoff,
+            self.ctx
+                .json_file
+                .as_ref()
+                .filter(|m| m.readable)
+                .map(|m| m.containers_dir.clone()),
             follower_cancel.clone(),
         ));
         // A resync that fails (or is incomplete) is retried with back-off (the events stream
@@ -173,10 +181,10 @@ impl Discovery {
                         self.set_ready(false);
                         false
                     }
-                    Some(DiscoveryMsg::Event(event)) => {
+                    Some(DiscoveryMsg::Event(event, opened)) => {
                         let failed = tokio::select! {
                             _ = cancel.cancelled() => break,
-                            failed = self.on_event(event, &cancel) => failed,
+                            failed = self.on_event(event, opened, &cancel) => failed,
                         };
                         if failed && resync_at.is_none() {
                             resync_at = Some(tokio::time::Instant::now() + retry.next_delay());
@@ -263,7 +271,12 @@ impl Discovery {
 
     /// Returns true when the event could not be acted on (an inspect failed) and a resync
     /// must be scheduled to retry it.
-    async fn on_event(&mut self, event: Event, cancel: &CancellationToken) -> bool {
+    async fn on_event(
+        &mut self,
+        event: Event,
+        opened: Option<std::fs::File>,
+        cancel: &CancellationToken,
+    ) -> bool {
         let id = event.actor.id.clone();
         let mut retry = false;
         match event.action.as_str() {
@@ -278,10 +291,20 @@ impl Discovery {
                 // whether it is named in a warning: only if the filters select it.
                 let seen = filter::Seen::from_event_attributes(&event.actor.attributes);
                 if !self.ignored.contains(&id)
-                    && !self.consider(&id, true, seen.as_ref(), cancel).await
+                    && !self
+                        .consider(&id, true, seen.as_ref(), opened, cancel)
+                        .await
                 {
                     self.retry_starts.insert(id);
                     retry = true;
+                }
+            }
+            // json_file mode: the file has no end; the container's lines are complete once it
+            // has stopped and its file is read to the end (dockerd drains the log copier and
+            // closes the log before it emits `die`).
+            "die" => {
+                if let Some(tx) = self.tracked.get(&id).and_then(|t| t.stopped.as_ref()) {
+                    tx.send_replace(true);
                 }
             }
             "destroy" => {
@@ -309,7 +332,7 @@ impl Discovery {
                     // Filters may select it under its new name (if it is not running, its
                     // next `start` decides).
                     // Not inspectable now: the scheduled resync reads it if it runs.
-                    retry = !self.consider(&id, false, None, cancel).await;
+                    retry = !self.consider(&id, false, None, None, cancel).await;
                 }
             }
             _ => {}
@@ -352,7 +375,7 @@ impl Discovery {
                 // A `start` may have been handled while the task was finishing: check again.
                 match self.ctx.client.inspect(&id).await {
                     Ok(c) if c.state.running && !cancel.is_cancelled() => {
-                        return !self.consider(&id, false, None, cancel).await;
+                        return !self.consider(&id, false, None, None, cancel).await;
                     }
                     Ok(_) => {}
                     Err(e) if e.status() == Some(404) => {}

@@ -12,9 +12,12 @@ use super::filter::{Candidate, Seen, selected};
 use super::position::{StartFacts, start_position};
 use super::{Discovery, Tracked, container_meta};
 use crate::capture::CaptureTask;
+use crate::capture::json_file::JsonFileTarget;
 use crate::checkpoint::now_ns;
 use crate::docker::timestamp::parse_rfc3339_nanos;
 use crate::docker::types::ContainerSummary;
+use crate::pipeline::ContainerMeta;
+use crate::processing::Processor;
 
 /// How a resync went.
 #[derive(Debug, PartialEq, Eq)]
@@ -146,7 +149,7 @@ impl Discovery {
         seen: Option<&Seen>,
         cancel: &CancellationToken,
     ) -> bool {
-        if self.consider(id, true, seen, cancel).await {
+        if self.consider(id, true, seen, None, cancel).await {
             self.retry_starts.remove(id);
             true
         } else {
@@ -224,6 +227,7 @@ impl Discovery {
         id: &str,
         drain: bool,
         seen: Option<&Seen>,
+        preopened: Option<std::fs::File>,
         cancel: &CancellationToken,
     ) -> bool {
         if self.settings.own_id.as_deref() == Some(id) {
@@ -244,6 +248,11 @@ impl Discovery {
                             &seen.candidate(),
                         ) =>
                     {
+                        if let Some(file) = preopened {
+                            // Its json-file log was opened at its start: read it from there.
+                            self.capture_removed(id, seen, file, cancel);
+                            return true;
+                        }
                         self.metrics.stream_error("gone_before_read");
                         warn!(container = %seen.name, container_id = %id,
                             "container gone before it could be read (removed before its inspect); its lines are lost");
@@ -289,6 +298,24 @@ impl Discovery {
             .pipelines
             .processor_for(&candidate, &self.metrics.processing);
         let meta = Arc::new(meta);
+        let json_file = self.json_file_target(id, &info, &meta.name, preopened);
+        let created_ns = parse_rfc3339_nanos(info.created.as_bytes()).unwrap_or(0);
+        let facts = (info.config.tty, info.state.running, created_ns);
+        self.start_capture(id, meta, facts, processor, json_file, cancel);
+        true
+    }
+
+    /// Starts the capture task of a selected container (tracking it if it is new). `facts`:
+    /// TTY, running, created (ns).
+    pub(super) fn start_capture(
+        &mut self,
+        id: &str,
+        meta: Arc<ContainerMeta>,
+        (tty, running, created_ns): (bool, bool, i64),
+        processor: Option<Processor>,
+        json_file: Option<(JsonFileTarget, watch::Sender<bool>)>,
+        cancel: &CancellationToken,
+    ) {
         let (cursor, tty) = match self.tracked.get_mut(id) {
             Some(t) => {
                 if **t.meta.borrow() != *meta {
@@ -303,7 +330,7 @@ impl Discovery {
             None => {
                 let start = start_position(&StartFacts {
                     checkpoint: self.checkpoints.get(id),
-                    created_ns: parse_rfc3339_nanos(info.created.as_bytes()).unwrap_or(0),
+                    created_ns,
                     agent_start_ns: self.agent_start_ns,
                     had_previous_run: self.checkpoints.had_previous_run,
                     initial_position: self.settings.initial_position,
@@ -314,31 +341,34 @@ impl Discovery {
                 // During the first listing the start-up summary counts these (see `summary`).
                 if let Some(first) = &mut self.first_listing {
                     first.resumed += usize::from(resumed);
-                    debug!(container = %meta.name, container_id = %id, tty = info.config.tty,
-                        running = info.state.running, resumed, since = %start.since_text(),
+                    debug!(container = %meta.name, container_id = %id, tty,
+                        running, resumed, since = %start.since_text(),
                         since_ns = start.since_ns(), "capturing container");
                 } else {
-                    info!(container = %meta.name, container_id = %id, tty = info.config.tty,
-                        running = info.state.running, resumed, since = %start.since_text(),
+                    info!(container = %meta.name, container_id = %id, tty,
+                        running, resumed, since = %start.since_text(),
                         since_ns = start.since_ns(), "capturing container");
                 }
                 self.tracked.insert(
                     id.to_string(),
                     Tracked {
                         meta: watch::Sender::new(Arc::clone(&meta)),
-                        tty: info.config.tty,
+                        tty,
                         cursor: Arc::clone(&cursor),
                         running: None,
                         unreadable: false,
                         destroyed: false,
+                        stopped: None,
                     },
                 );
-                (cursor, info.config.tty)
+                (cursor, tty)
             }
         };
         let Some(t) = self.tracked.get_mut(id) else {
-            return true;
+            return;
         };
+        let (json_file, stopped) = json_file.unzip();
+        t.stopped = stopped;
         let token = cancel.child_token();
         self.ctx
             .status
@@ -351,6 +381,7 @@ impl Discovery {
             cursor,
             cancel: token.clone(),
             processor,
+            json_file,
         };
         t.running = Some(token);
         let owned_id = id.to_string();
@@ -358,6 +389,5 @@ impl Discovery {
             .tasks
             .spawn(async move { (owned_id, task.run().await) });
         self.task_ids.insert(handle.id(), id.to_string());
-        true
     }
 }

@@ -202,6 +202,11 @@ impl DockerClient {
         self.get_json("/containers/json?all=1").await
     }
 
+    /// `GET /info` (the data root, for the json-file capture mode).
+    pub async fn info(&self) -> Result<super::types::SystemInfo, DockerError> {
+        self.get_json("/info").await
+    }
+
     pub async fn inspect(&self, id: &str) -> Result<ContainerInspect, DockerError> {
         self.get_json(&format!("/containers/{id}/json")).await
     }

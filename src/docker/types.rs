@@ -44,6 +44,32 @@ pub struct ContainerInspect {
     pub state: ContainerState,
     #[serde(rename = "Config", default)]
     pub config: ContainerConfig,
+    /// The json-file log's path (empty with another log driver).
+    #[serde(rename = "LogPath", default)]
+    pub log_path: String,
+    #[serde(rename = "HostConfig", default)]
+    pub host_config: HostConfig,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct HostConfig {
+    #[serde(rename = "LogConfig", default)]
+    pub log_config: LogConfig,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct LogConfig {
+    /// The log driver: `json-file`, `local`, `none`, `journald` …
+    #[serde(rename = "Type", default)]
+    pub kind: String,
+}
+
+/// The few fields of `GET /info` the agent uses.
+#[derive(Debug, Deserialize)]
+pub struct SystemInfo {
+    /// Docker's data root (`/var/lib/docker`).
+    #[serde(rename = "DockerRootDir", default)]
+    pub docker_root_dir: String,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

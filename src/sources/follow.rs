@@ -70,6 +70,28 @@ impl Followed {
         })
     }
 
+    /// Follows an already open file (opened earlier, e.g. before its path could go away), read
+    /// from its current read position; `path` is where it was opened.
+    pub fn from_file(file: File, path: &Path) -> io::Result<Followed> {
+        let mut file = file;
+        let meta = file.metadata()?;
+        let offset = file.stream_position()?;
+        Ok(Followed {
+            file,
+            path: path.to_path_buf(),
+            id: FileId {
+                dev: meta.dev(),
+                ino: meta.ino(),
+            },
+            offset,
+        })
+    }
+
+    /// The open file (for positional reads, which leave the read position alone).
+    pub fn file(&self) -> &File {
+        &self.file
+    }
+
     /// The open file's current size.
     pub fn size(&self) -> io::Result<u64> {
         Ok(self.file.metadata()?.len())

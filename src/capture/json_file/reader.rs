@@ -1,0 +1,416 @@
+//! Reads a container's json-file log as one byte stream across Docker's rotations: from the
+//! file chosen by the cursor (see `files::start_index`) through every newer file to the one
+//! Docker writes, and on when Docker rotates it. Blocking, in bounded steps (one read each).
+//!
+//! The file being read is held open: a rename (rotation), a compression (the plain copy is
+//! deleted once the `.gz` is complete) or the container's removal does not take its bytes
+//! away. Its successor is found by identity: the file after it in the listing that holds a
+//! file with the same first bytes.
+
+use std::fs::File;
+use std::io::{self, Read};
+use std::path::Path;
+
+use flate2::read::MultiGzDecoder;
+
+use super::files::{ChainFile, HEAD_BYTES, LogFiles, first_ts, head_of, start_index};
+use crate::sources::follow::{Followed, PathState};
+
+/// What one step brought.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Step {
+    /// Bytes appended to the buffer.
+    Read(usize),
+    /// Moved on to the next file (Docker rotated); read again.
+    Moved,
+    /// At the end of the file Docker writes (or of the last one left): nothing new for now.
+    Idle,
+}
+
+enum Active {
+    /// The file Docker writes (opened at its path), or a rotated plain one.
+    Plain(Followed),
+    Compressed {
+        decoder: MultiGzDecoder<File>,
+        path: std::path::PathBuf,
+    },
+}
+
+pub struct ChainReader {
+    files: LogFiles,
+    active: Active,
+    /// The active file was opened as the one Docker writes: at its end, ask whether Docker
+    /// has rotated it since.
+    live: bool,
+    /// First bytes of the active file (taken when leaving it, when a rotated file is final).
+    head: Vec<u8>,
+    /// Rotations followed (moves to a successor).
+    pub rotations: u64,
+}
+
+impl ChainReader {
+    /// Opens the chain at the file that can hold `since_ns` (see `start_index`). `preopened`:
+    /// the written file, opened when the container started — used when the files are gone
+    /// (an `--rm` container already removed).
+    pub fn open(
+        files: LogFiles,
+        since_ns: i64,
+        preopened: Option<File>,
+    ) -> io::Result<ChainReader> {
+        let listed = match files.list() {
+            Ok(listed) => listed,
+            Err(e) if e.kind() == io::ErrorKind::NotFound && preopened.is_some() => Vec::new(),
+            Err(e) => return Err(e),
+        };
+        if listed.is_empty() {
+            return match preopened {
+                Some(file) => Self::from_preopened(files, file),
+                None => Err(io::Error::new(
+                    io::ErrorKind::NotFound,
+                    format!("{} does not exist (yet)", files.current().display()),
+                )),
+            };
+        }
+        // Open each file looked at, so what was decided by its first entry is what is read
+        // even if Docker renames files meanwhile.
+        let mut opened: Vec<Option<io::Result<File>>> = (0..listed.len()).map(|_| None).collect();
+        let start = start_index(listed.len(), since_ns, |i| {
+            let file = opened[i].get_or_insert_with(|| File::open(&listed[i].path));
+            match file {
+                Ok(f) => first_ts(f, listed[i].compressed).ok().flatten(),
+                Err(_) => None,
+            }
+        });
+        let file = match opened[start].take() {
+            Some(r) => r,
+            None => File::open(&listed[start].path),
+        };
+        let file = match file {
+            Ok(f) => f,
+            // Renamed or removed between the listing and the open.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return match preopened {
+                    Some(file) => Self::from_preopened(files, file),
+                    None => Err(e),
+                };
+            }
+            Err(e) => return Err(e),
+        };
+        let live = start + 1 == listed.len();
+        let (active, head) = activate(file, &listed[start], live)?;
+        Ok(ChainReader {
+            active,
+            files,
+            live,
+            head,
+            rotations: 0,
+        })
+    }
+
+    fn from_preopened(files: LogFiles, file: File) -> io::Result<ChainReader> {
+        let path = files.current();
+        Ok(ChainReader {
+            active: Active::Plain(Followed::from_file(file, &path)?),
+            files,
+            live: true,
+            head: Vec::new(),
+            rotations: 0,
+        })
+    }
+
+    /// The file being read.
+    pub fn path(&self) -> &Path {
+        match &self.active {
+            Active::Plain(f) => &f.path,
+            Active::Compressed { path, .. } => path,
+        }
+    }
+
+    /// Reads up to `max` bytes into `buf`, or moves on to the next file at the end of this one.
+    pub fn step(&mut self, buf: &mut Vec<u8>, max: usize) -> io::Result<Step> {
+        let n = self.read(buf, max)?;
+        if n > 0 {
+            return Ok(Step::Read(n));
+        }
+        if self.live
+            && let Active::Plain(f) = &mut self.active
+        {
+            match f.path_state()? {
+                PathState::Same => return Ok(Step::Idle),
+                // Docker never truncates its log; if someone did, the rest is read from 0
+                // (what was before is lost to us, what follows is not).
+                PathState::Truncated { .. } => {
+                    f.rewind()?;
+                    return Ok(Step::Moved);
+                }
+                PathState::Replaced(_) | PathState::Gone => {
+                    // Rotated: what Docker wrote before the rename first.
+                    let n = self.read(buf, max)?;
+                    if n > 0 {
+                        return Ok(Step::Read(n));
+                    }
+                }
+            }
+        }
+        self.advance()
+    }
+
+    fn read(&mut self, buf: &mut Vec<u8>, max: usize) -> io::Result<usize> {
+        match &mut self.active {
+            Active::Plain(f) => f.read(buf, max),
+            Active::Compressed { decoder, .. } => {
+                let start = buf.len();
+                buf.resize(start + max, 0);
+                let n = loop {
+                    match decoder.read(&mut buf[start..]) {
+                        Ok(n) => break n,
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                        Err(e) => {
+                            buf.truncate(start);
+                            return Err(e);
+                        }
+                    }
+                };
+                buf.truncate(start + n);
+                Ok(n)
+            }
+        }
+    }
+
+    /// At the end of a file that will not grow: on to the file after it, if there is one.
+    fn advance(&mut self) -> io::Result<Step> {
+        if self.live
+            && let Active::Plain(f) = &self.active
+        {
+            // Final now (Docker writes the next file): what it will be known by.
+            self.head = head_of(f.file(), false, HEAD_BYTES)?;
+        }
+        let listed = match self.files.list() {
+            Ok(l) => l,
+            // The container's directory is gone (removed): this file was the last.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Step::Idle),
+            Err(e) => return Err(e),
+        };
+        let next = if self.head.is_empty() {
+            // Nothing to know it by (an empty file): the newest file follows.
+            listed.last()
+        } else {
+            match listed.iter().position(|f| self.is_this(f)) {
+                Some(i) => listed.get(i + 1),
+                // Not there any more: deleted as the oldest (max-file), so every file left is
+                // newer than it. (Lines of files deleted before they could be read are lost.)
+                None => listed.first(),
+            }
+        };
+        let Some(next) = next.cloned() else {
+            // The newest file: Docker has not created the next one yet.
+            return Ok(Step::Idle);
+        };
+        let file = match File::open(&next.path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Step::Idle),
+            Err(e) => return Err(e),
+        };
+        let live = next.path == self.files.current();
+        // Still the file being read (its rotation not done yet): nothing new.
+        if live && self.live && self.same_open_file(&file)? {
+            return Ok(Step::Idle);
+        }
+        (self.active, self.head) = activate(file, &next, live)?;
+        self.live = live;
+        self.rotations += 1;
+        Ok(Step::Moved)
+    }
+
+    fn same_open_file(&self, other: &File) -> io::Result<bool> {
+        use std::os::unix::fs::MetadataExt;
+        let Active::Plain(f) = &self.active else {
+            return Ok(false);
+        };
+        let m = other.metadata()?;
+        Ok(f.id.dev == m.dev() && f.id.ino == m.ino())
+    }
+
+    /// Whether the listed file is the one being read (same first bytes).
+    fn is_this(&self, f: &ChainFile) -> bool {
+        let Ok(file) = File::open(&f.path) else {
+            return false;
+        };
+        match head_of(&file, f.compressed, self.head.len()) {
+            Ok(head) => head == self.head,
+            Err(_) => false,
+        }
+    }
+}
+
+/// The reading state of a listed file, and its first bytes if it is final (a rotated file;
+/// the written one is known by them only once Docker has rotated it).
+fn activate(file: File, listed: &ChainFile, live: bool) -> io::Result<(Active, Vec<u8>)> {
+    let head = if live {
+        Vec::new()
+    } else {
+        head_of(&file, listed.compressed, HEAD_BYTES)?
+    };
+    let active = if listed.compressed {
+        Active::Compressed {
+            decoder: MultiGzDecoder::new(file),
+            path: listed.path.clone(),
+        }
+    } else {
+        Active::Plain(Followed::from_file(file, &listed.path)?)
+    };
+    Ok((active, head))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    struct Docker {
+        files: LogFiles,
+        current: File,
+        max_files: u32,
+        compress: bool,
+    }
+
+    fn entry(i: u64) -> String {
+        format!(
+            "{{\"log\":\"line {i}\\n\",\"stream\":\"stdout\",\"time\":\"{}\"}}\n",
+            crate::docker::timestamp::format_rfc3339_nanos(
+                1_000_000_000_000 + i as i64 * 1_000_000_000
+            )
+        )
+    }
+
+    impl Docker {
+        fn new(dir: &Path, max_files: u32, compress: bool) -> Docker {
+            let files = LogFiles::of(dir, "c1");
+            std::fs::create_dir_all(&files.dir).unwrap();
+            let current = File::create(files.current()).unwrap();
+            Docker {
+                files,
+                current,
+                max_files,
+                compress,
+            }
+        }
+        fn write(&mut self, range: std::ops::Range<u64>) {
+            for i in range {
+                self.current.write_all(entry(i).as_bytes()).unwrap();
+            }
+        }
+        /// As moby's `rotate` (+ `compressFile`).
+        fn rotate(&mut self) {
+            let ext = if self.compress { ".gz" } else { "" };
+            let name = self.files.current();
+            let numbered = |n: u32, ext: &str| format!("{}.{n}{ext}", name.display());
+            let _ = std::fs::remove_file(numbered(self.max_files - 1, ext));
+            for i in (2..self.max_files).rev() {
+                let _ = std::fs::rename(numbered(i - 1, ext), numbered(i, ext));
+            }
+            std::fs::rename(&name, numbered(1, "")).unwrap();
+            self.current = File::create(&name).unwrap();
+            if self.compress {
+                let plain = std::fs::read(numbered(1, "")).unwrap();
+                let mut enc = flate2::write::GzEncoder::new(
+                    File::create(numbered(1, ".gz")).unwrap(),
+                    flate2::Compression::fast(),
+                );
+                enc.write_all(&plain).unwrap();
+                enc.finish().unwrap();
+                std::fs::remove_file(numbered(1, "")).unwrap();
+            }
+        }
+    }
+
+    /// Every `line N` the reader gives until it is idle.
+    fn drain(r: &mut ChainReader) -> Vec<u64> {
+        let mut buf = Vec::new();
+        loop {
+            match r.step(&mut buf, 100).unwrap() {
+                Step::Read(_) | Step::Moved => {}
+                Step::Idle => break,
+            }
+        }
+        String::from_utf8(buf)
+            .unwrap()
+            .lines()
+            .map(|l| {
+                l.split("line ")
+                    .nth(1)
+                    .unwrap()
+                    .split('\\')
+                    .next()
+                    .unwrap()
+                    .parse()
+                    .unwrap()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn follows_rotations_plain_and_compressed_even_several_between_reads() {
+        for compress in [false, true] {
+            let dir = tempfile::tempdir().unwrap();
+            let mut d = Docker::new(dir.path(), 5, compress);
+            d.write(0..3);
+            let mut r = ChainReader::open(d.files.clone(), 0, None).unwrap();
+            assert_eq!(drain(&mut r), (0..3).collect::<Vec<_>>());
+            d.write(3..5);
+            d.rotate();
+            d.write(5..7);
+            assert_eq!(
+                drain(&mut r),
+                (3..7).collect::<Vec<_>>(),
+                "compress {compress}"
+            );
+            // Three rotations while the reader does not look.
+            for k in 0..3 {
+                d.write(7 + k * 2..9 + k * 2);
+                d.rotate();
+            }
+            d.write(13..14);
+            assert_eq!(
+                drain(&mut r),
+                (7..14).collect::<Vec<_>>(),
+                "compress {compress}"
+            );
+            assert_eq!(r.rotations, 4);
+        }
+    }
+
+    #[test]
+    fn starts_at_the_file_that_holds_the_cursor() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut d = Docker::new(dir.path(), 10, true);
+        for k in 0..4 {
+            d.write(k * 10..k * 10 + 10);
+            d.rotate();
+        }
+        d.write(40..45);
+        let at = |i: i64| 1_000_000_000_000 + i * 1_000_000_000;
+        // Line 25 is in the third file (lines 20..30): read from there, nothing older.
+        let mut r = ChainReader::open(d.files.clone(), at(25), None).unwrap();
+        assert_eq!(drain(&mut r), (20..45).collect::<Vec<_>>());
+        // Within a second (the reorder slack) of the fourth file's first entry: the third too.
+        let mut r = ChainReader::open(d.files.clone(), at(30), None).unwrap();
+        assert_eq!(drain(&mut r)[0], 20);
+        let mut r = ChainReader::open(d.files.clone(), at(32), None).unwrap();
+        assert_eq!(drain(&mut r)[0], 30);
+        let mut r = ChainReader::open(d.files.clone(), 0, None).unwrap();
+        assert_eq!(drain(&mut r), (0..45).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_removed_containers_log_is_read_through_the_descriptor_opened_at_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut d = Docker::new(dir.path(), 5, false);
+        let pre = File::open(d.files.current()).unwrap();
+        d.write(0..20);
+        std::fs::remove_dir_all(&d.files.dir).unwrap();
+        let mut r = ChainReader::open(d.files.clone(), 0, Some(pre)).unwrap();
+        assert_eq!(drain(&mut r), (0..20).collect::<Vec<_>>());
+        assert!(ChainReader::open(d.files.clone(), 0, None).is_err());
+    }
+}

@@ -1,0 +1,226 @@
+//! The json-file log as a line source of the capture session: reads the chain of files in
+//! large steps, parses every complete entry into one buffer per read, and hands the pieces to
+//! the session's assembler (which merges Docker's 16 KiB pieces exactly as in API mode).
+//!
+//! The file has no end-of-stream: the container's lines are complete once it has stopped and
+//! the file is read to its end. dockerd waits for the log copier to drain and closes the log
+//! driver before it marks the container stopped and emits `die` (moby `daemon/monitor.go`
+//! `handleContainerExit` → `Container.Reset`), so an end of file reached after the stop was
+//! seen is the end of the container's output.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio::sync::watch;
+use tracing::warn;
+
+use super::parse::{EntryStream, parse_line};
+use super::reader::{ChainReader, Step};
+use crate::capture::assembler::{Assembler, UNSTAMPED};
+use crate::docker::DockerClient;
+use crate::docker::timestamp::SecondCache;
+use crate::observability::metrics::Metrics;
+use crate::pipeline::{LogLine, StreamKind};
+
+/// Bytes asked of the file per read.
+const READ_BYTES: usize = 256 * 1024;
+/// At most this much is read into one batch.
+const GATHER_BYTES: usize = 256 * 1024;
+/// How often a file at its end is looked at again.
+const POLL: Duration = Duration::from_millis(50);
+/// How long a running container's file may stay at its end before the daemon is asked whether
+/// it still runs (in case its `die` was not seen).
+const IDLE_CHECK: Duration = Duration::from_secs(5);
+
+/// What one take brought.
+pub struct Taken {
+    pub gathered: usize,
+    /// The container has stopped and its log is read to the end.
+    pub eof: bool,
+    pub failure: Option<String>,
+}
+
+pub struct JsonFileSource {
+    reader: ChainReader,
+    /// Bytes read and not parsed yet (an entry cut by the end of a read).
+    buf: Vec<u8>,
+    pieces: Vec<(StreamKind, i64, usize, usize)>,
+    seconds: SecondCache,
+    last_ts: i64,
+    tty: bool,
+    stopped: watch::Receiver<bool>,
+    stopped_seen: bool,
+    at_end: bool,
+    last_check: Instant,
+    client: DockerClient,
+    id: String,
+    name: String,
+    metrics: Arc<Metrics>,
+    rotations: u64,
+}
+
+impl JsonFileSource {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        reader: ChainReader,
+        tty: bool,
+        stopped: watch::Receiver<bool>,
+        client: DockerClient,
+        id: String,
+        name: String,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        let rotations = reader.rotations;
+        JsonFileSource {
+            reader,
+            buf: Vec::with_capacity(READ_BYTES),
+            pieces: Vec::new(),
+            seconds: SecondCache::default(),
+            last_ts: UNSTAMPED,
+            tty,
+            stopped,
+            stopped_seen: false,
+            at_end: false,
+            last_check: Instant::now(),
+            client,
+            id,
+            name,
+            metrics,
+            rotations,
+        }
+    }
+
+    fn is_stopped(&mut self) -> bool {
+        self.stopped_seen |= *self.stopped.borrow_and_update();
+        self.stopped_seen
+    }
+
+    /// Waits until a read may bring something: at once while the file had more, else after
+    /// the poll interval or when the container stops. Cancel-safe.
+    pub async fn ready(&mut self) {
+        if !self.at_end {
+            tokio::task::yield_now().await;
+            return;
+        }
+        if !self.is_stopped() && self.last_check.elapsed() >= IDLE_CHECK {
+            self.last_check = Instant::now();
+            match self.client.inspect(&self.id).await {
+                Ok(c) if c.state.running => {}
+                Ok(_) => self.stopped_seen = true,
+                Err(e) if e.status() == Some(404) => self.stopped_seen = true,
+                Err(_) => {}
+            }
+        }
+        if self.stopped_seen {
+            return;
+        }
+        let stopped = &mut self.stopped;
+        tokio::select! {
+            _ = tokio::time::sleep(POLL) => {}
+            _ = async {
+                if stopped.changed().await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            } => {}
+        }
+    }
+
+    /// Reads what there is (up to a batch), completed lines into `lines`.
+    pub fn take(&mut self, assembler: &mut Assembler, lines: &mut Vec<LogLine>) -> Taken {
+        // Observed before reading: an end of file reached after it is the end of the output.
+        let stopped = self.is_stopped();
+        let mut gathered = 0;
+        let mut failure = None;
+        self.at_end = false;
+        while gathered < GATHER_BYTES {
+            match self.reader.step(&mut self.buf, READ_BYTES) {
+                Ok(Step::Read(n)) => {
+                    gathered += n;
+                    self.metrics.json_file.bytes_read.inc_by(n as u64);
+                    self.parse(assembler, lines, false);
+                }
+                Ok(Step::Moved) => {
+                    self.metrics
+                        .json_file
+                        .rotations
+                        .inc_by(self.reader.rotations - self.rotations);
+                    self.rotations = self.reader.rotations;
+                }
+                Ok(Step::Idle) => {
+                    self.at_end = true;
+                    break;
+                }
+                Err(e) => {
+                    failure = Some(format!("{}: {e}", self.reader.path().display()));
+                    break;
+                }
+            }
+        }
+        let eof = self.at_end && stopped;
+        if eof && !self.buf.is_empty() {
+            // A last entry without its newline (a torn write): kept as it is.
+            self.parse(assembler, lines, true);
+        }
+        if gathered > 0 {
+            self.last_check = Instant::now();
+        }
+        Taken {
+            gathered,
+            eof,
+            failure,
+        }
+    }
+
+    /// Parses every complete entry of `buf` (all of it when `all`) into one buffer, then hands
+    /// the pieces to the assembler as slices of it.
+    fn parse(&mut self, assembler: &mut Assembler, lines: &mut Vec<LogLine>, all: bool) {
+        let end = if all {
+            self.buf.len()
+        } else {
+            match self.buf.iter().rposition(|&b| b == b'\n') {
+                Some(i) => i + 1,
+                None => return,
+            }
+        };
+        let mut out = Vec::with_capacity(end);
+        self.pieces.clear();
+        for line in self.buf[..end].split(|&b| b == b'\n') {
+            if line.is_empty() {
+                continue;
+            }
+            let start = out.len();
+            let (stream, ts) = match parse_line(line, &mut out, &mut self.seconds) {
+                Some(e) => {
+                    self.last_ts = e.ts_ns;
+                    let stream = match (e.stream, self.tty) {
+                        (_, true) => StreamKind::Tty,
+                        (EntryStream::Stdout, false) => StreamKind::Stdout,
+                        (EntryStream::Stderr, false) => StreamKind::Stderr,
+                    };
+                    (stream, e.ts_ns)
+                }
+                None => {
+                    self.metrics.json_file.parse_errors.inc();
+                    warn!(container = %self.name, container_id = %self.id,
+                        file = %self.reader.path().display(), bytes = line.len(),
+                        "malformed json-file entry; kept as raw text");
+                    out.extend_from_slice(line);
+                    out.push(b'\n');
+                    let stream = if self.tty {
+                        StreamKind::Tty
+                    } else {
+                        StreamKind::Stdout
+                    };
+                    (stream, self.last_ts)
+                }
+            };
+            self.pieces.push((stream, ts, start, out.len()));
+        }
+        self.buf.drain(..end);
+        let out = Bytes::from(out);
+        for &(stream, ts, start, end) in &self.pieces {
+            assembler.push_stamped(stream, ts, out.slice(start..end), lines);
+        }
+    }
+}
