@@ -72,13 +72,19 @@ impl Agent {
         let child = cmd
             .spawn()
             .map_err(|e| format!("cannot start {}: {e}", binary.display()))?;
-        let agent = Agent {
+        let mut agent = Agent {
             child,
             http,
             started,
         };
         let deadline = Instant::now() + Duration::from_secs(60);
         while agent.get("/ready").map(|(s, _)| s) != Some(200) {
+            if let Ok(Some(status)) = agent.child.try_wait() {
+                return Err(format!(
+                    "agent exited with {status} before ready (see {})",
+                    dir.join("agent.log").display()
+                ));
+            }
             if Instant::now() > deadline {
                 return Err(format!(
                     "agent not ready in 60 s (see {})",

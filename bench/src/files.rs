@@ -49,6 +49,12 @@ fn line(buf: &mut Vec<u8>, file: usize, n: usize) {
     buf.push(b'\n');
 }
 
+/// Creates `dir`; its absolute path (`sources.files` globs must be absolute).
+fn absolute(dir: &Path) -> Result<PathBuf, String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    std::fs::canonicalize(dir).map_err(|e| format!("{}: {e}", dir.display()))
+}
+
 fn write_files(dir: &Path, lines: usize) -> Result<(), String> {
     std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let mut buf = Vec::with_capacity(1 << 20);
@@ -134,7 +140,7 @@ pub fn scenario(
 ) -> Result<Vec<Row>, String> {
     let lines = if quick { 100_000 } else { 1_000_000 };
     let total = FILES * lines;
-    let data = Scratch(out.join("files-data"));
+    let data = Scratch(absolute(&out.join("files-data"))?);
     let t = Instant::now();
     write_files(&data.0, lines)?;
     eprintln!(
@@ -227,8 +233,7 @@ pub fn live(
     let case = format!("{FILES} writers, {rate:.0} lines/s in all for {secs:.0} s → null");
     let (mut cpu, mut share, mut lag) = (vec![], vec![], vec![]);
     for run in 0..runs {
-        let data = Scratch(out.join(format!("files-live-data-{run}")));
-        std::fs::create_dir_all(&data.0).map_err(|e| e.to_string())?;
+        let data = Scratch(absolute(&out.join(format!("files-live-data-{run}")))?);
         let paths: Vec<PathBuf> = (0..FILES)
             .map(|f| data.0.join(format!("app-{f}.log")))
             .collect();
