@@ -120,4 +120,13 @@ fn lines_before_and_after_start_rotation_and_restart_are_read_exactly_once() {
         2.0,
         "app.log and app.log.1"
     );
+    // The status API: both files, everything acknowledged.
+    let caught_up = wait_until(Duration::from_secs(30), || {
+        let Some((200, body)) = agent.get("/api/v1/files") else {
+            return false;
+        };
+        let files: Vec<serde_json::Value> = serde_json::from_str(&body).expect("json");
+        files.len() == 2 && files.iter().all(|f| f["lag_bytes"] == 0)
+    });
+    assert!(caught_up, "{:?}", agent.get("/api/v1/files"));
 }

@@ -339,17 +339,7 @@ impl CheckpointStore {
         }
         // A position forgotten while it was being written must not stay behind.
         let known: HashSet<String> = lock(&self.file_positions).keys().cloned().collect();
-        if let Ok(dir) = fs::read_dir(&self.files_dir) {
-            for item in dir.flatten() {
-                let name = item.file_name();
-                let name = name.to_string_lossy();
-                if let Some(key) = name.strip_suffix(".json")
-                    && !known.contains(key)
-                {
-                    let _ = fs::remove_file(item.path());
-                }
-            }
-        }
+        remove_unknown(&self.files_dir, &known);
         all_written
     }
 
@@ -439,23 +429,24 @@ impl CheckpointStore {
         // checkpoint of a container read because of the older one is not.
         all_written = all_written && self.persist_marker();
         // A container forgotten while its file was being written must not leave it behind.
-        let known = self
-            .lock()
-            .keys()
-            .cloned()
-            .collect::<std::collections::HashSet<_>>();
-        if let Ok(dir) = fs::read_dir(&self.dir) {
-            for item in dir.flatten() {
-                let name = item.file_name();
-                let name = name.to_string_lossy();
-                if let Some(id) = name.strip_suffix(".json")
-                    && !known.contains(id)
-                {
-                    let _ = fs::remove_file(item.path());
-                }
+        let known = self.lock().keys().cloned().collect::<HashSet<_>>();
+        remove_unknown(&self.dir, &known);
+        all_written
+    }
+}
+
+/// Removes the `<name>.json` files of `dir` whose name is not in `known`.
+fn remove_unknown(dir: &Path, known: &HashSet<String>) {
+    if let Ok(entries) = fs::read_dir(dir) {
+        for item in entries.flatten() {
+            let name = item.file_name();
+            let name = name.to_string_lossy();
+            if let Some(id) = name.strip_suffix(".json")
+                && !known.contains(id)
+            {
+                let _ = fs::remove_file(item.path());
             }
         }
-        all_written
     }
 }
 

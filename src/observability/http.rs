@@ -1,7 +1,7 @@
 //! The HTTP listener: `/metrics` (OpenMetrics or the Prometheus text format 0.0.4, by the
 //! `Accept` header: see `exposition`), `/health` (the process serves),
 //! `/ready` (the first container listing succeeded), the status API
-//! (`/api/v1/containers`, `/api/v1/sinks`, `/api/v1/config`: see `status.rs` and the README)
+//! (`/api/v1/containers`, `/api/v1/sinks`, `/api/v1/config`, `/api/v1/files`: see `status.rs` and the README)
 //! and `POST /-/reload` (reload the config, as Prometheus does; see `crate::reload`).
 //!
 //! Served with hyper's HTTP/1 connection builder rather than `axum::serve`, for two limits
@@ -97,6 +97,7 @@ pub async fn serve(
         .route("/api/v1/containers", get(containers_handler))
         .route("/api/v1/sinks", get(sinks_handler))
         .route("/api/v1/config", get(config_handler))
+        .route("/api/v1/files", get(files_handler))
         // Other methods get 405 (axum's method router).
         .route("/-/reload", post(reload_handler))
         .with_state(AppState {
@@ -236,6 +237,14 @@ async fn containers_handler(State(state): State<AppState>) -> axum::response::Re
 
 async fn sinks_handler(State(state): State<AppState>) -> axum::response::Response {
     json(&state.status.sinks())
+}
+
+async fn files_handler(State(state): State<AppState>) -> axum::response::Response {
+    let status = Arc::clone(&state.status);
+    match tokio::task::spawn_blocking(move || status.files()).await {
+        Ok(files) => json(&files),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
+    }
 }
 
 async fn config_handler(State(state): State<AppState>) -> axum::response::Response {

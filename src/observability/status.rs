@@ -467,6 +467,14 @@ impl StatusBoard {
         lock(&self.config).clone()
     }
 
+    /// Host files with a stored position (`GET /api/v1/files`). Blocking (`stat`s).
+    pub fn files(&self) -> Vec<crate::sources::files::status::FileView> {
+        self.checkpoints
+            .get()
+            .map(|s| crate::sources::files::status::file_views(s))
+            .unwrap_or_default()
+    }
+
     /// A capture task starts for `id`: its entry (the existing one, with its counters, or a
     /// new one), now reading from this task's metadata and cursor.
     pub fn track(

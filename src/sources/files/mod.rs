@@ -18,6 +18,7 @@ pub mod lines;
 pub mod matcher;
 pub mod metrics;
 mod pool;
+pub mod status;
 mod tail;
 mod watcher;
 
@@ -66,6 +67,8 @@ struct Running {
     readers: HashMap<FileId, Reader>,
     by_path: HashMap<PathBuf, FileId>,
     tasks: JoinSet<(FileId, TailEnd)>,
+    /// Which file each task reads (to clean up after a task that panicked).
+    task_files: HashMap<tokio::task::Id, FileId>,
     first_scan: bool,
     scan_errors_logged: HashSet<PathBuf>,
 }
@@ -104,6 +107,7 @@ impl FileSource {
             readers: HashMap::new(),
             by_path: HashMap::new(),
             tasks: JoinSet::new(),
+            task_files: HashMap::new(),
             first_scan: true,
             scan_errors_logged: HashSet::new(),
         };
@@ -117,9 +121,19 @@ impl FileSource {
             let scan = tokio::select! {
                 biased;
                 _ = cancel.cancelled() => break,
-                Some(joined) = run.tasks.join_next(), if !run.tasks.is_empty() => {
-                    if let Ok((id, end)) = joined {
-                        self.ended(&mut run, id, end);
+                Some(joined) = run.tasks.join_next_with_id(), if !run.tasks.is_empty() => {
+                    match joined {
+                        Ok((task, (id, end))) => {
+                            run.task_files.remove(&task);
+                            self.ended(&mut run, id, end);
+                        }
+                        Err(e) => {
+                            // A reader that panicked: its file is free for the next scan.
+                            error!(error = %e, "host file reader failed");
+                            if let Some(id) = run.task_files.remove(&e.id()) {
+                                self.ended(&mut run, id, TailEnd::Failed);
+                            }
+                        }
                     }
                     false
                 }
@@ -135,7 +149,7 @@ impl FileSource {
                     }
                     if (changes.structure || changes.overflow) && !soon_armed {
                         soon_armed = true;
-                        scan_soon.as_mut().reset((tokio::time::Instant::now() + RESCAN_DEBOUNCE).into());
+                        scan_soon.as_mut().reset(tokio::time::Instant::now() + RESCAN_DEBOUNCE);
                     }
                     false
                 }
@@ -169,6 +183,12 @@ impl FileSource {
     }
 
     fn ended(&self, run: &mut Running, id: FileId, end: TailEnd) {
+        if end == TailEnd::Finished {
+            // Deleted or rotated out of the globs, read to its end. Forgotten now, not at the
+            // next scan: a new file on the same inode must not be taken for it (late
+            // acknowledgements of its batches are ignored).
+            self.ctx.checkpoints.forget_file(&id.key());
+        }
         if let Some(r) = run.readers.remove(&id) {
             run.by_path.retain(|_, v| *v != id);
             debug!(file = %r.shared.path().display(), ?end, "host file reader ended");
@@ -280,7 +300,8 @@ impl FileSource {
             cancel: token.clone(),
         };
         let id = f.id;
-        run.tasks.spawn(async move { (id, tail.run().await) });
+        let task = run.tasks.spawn(async move { (id, tail.run().await) });
+        run.task_files.insert(task.id(), id);
         run.readers.insert(
             f.id,
             Reader {

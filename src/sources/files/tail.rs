@@ -235,10 +235,11 @@ impl Tail {
     /// False when cancelled.
     async fn deliver(&mut self, st: &mut Open, chunk: Option<Bytes>, flush: Flush) -> bool {
         let ts = now_ns();
-        let mut lines = Vec::new();
+        let chunk_len = chunk.as_ref().map_or(0, Bytes::len);
+        // Sized for ~100-byte lines: one allocation per chunk in the common case.
+        let mut lines = Vec::with_capacity(chunk_len / 96 + 1);
         let mut starts = Vec::new();
         let want_starts = self.processor.is_some();
-        let chunk_len = chunk.as_ref().map_or(0, Bytes::len);
         if let Some(chunk) = chunk {
             st.splitter
                 .push(chunk, ts, &mut lines, want_starts.then_some(&mut starts));
@@ -289,15 +290,19 @@ impl Tail {
         if lines.is_empty() && offset == st.handed {
             return true;
         }
-        let extra: usize = lines
-            .iter()
-            .filter_map(|l| l.extra.as_deref())
-            .map(crate::processing::Extra::heap_bytes)
-            .sum();
-        let charge = self
-            .ctx
-            .budget
-            .charge(lines.capacity(), chunk_len.max(batch_bytes(&lines)) + extra);
+        // Without processing the lines are slices of the chunk: the batch holds the chunk.
+        // Processing may add joined messages and extras: those are counted too.
+        let held = if self.processor.is_some() {
+            let extra: usize = lines
+                .iter()
+                .filter_map(|l| l.extra.as_deref())
+                .map(crate::processing::Extra::heap_bytes)
+                .sum();
+            chunk_len.max(batch_bytes(&lines)) + extra
+        } else {
+            chunk_len.max(st.splitter.committed().saturating_sub(st.handed) as usize)
+        };
+        let charge = self.ctx.budget.charge(lines.capacity(), held);
         let line_count = lines.len();
         let batch = Batch {
             container: Arc::clone(&self.meta),
@@ -331,7 +336,10 @@ impl Tail {
             return;
         }
         let Some((f, _)) = &st.file else { return };
-        let Ok(fp) = f.fingerprint(want) else { return };
+        let Ok(fp) = f.fingerprint(want) else {
+            self.ctx.metrics.files.error("fingerprint");
+            return;
+        };
         if fp.len < want {
             return;
         }
@@ -511,6 +519,12 @@ impl Tail {
             return TailEnd::Cancelled;
         }
         st.file = None;
+        // Behind its last lines: sinks may close its output once written. Never waits (a
+        // marker that does not fit only keeps an output file open until its idle close).
+        let _ = self
+            .ctx
+            .pipeline
+            .try_send(Delivery::end_of_stream(Arc::clone(&self.meta)));
         self.ctx.metrics.files.rotation(kind);
         debug!(file = %self.shared.path().display(), kind, "host file finished");
         TailEnd::Finished
@@ -602,7 +616,10 @@ impl Tail {
         }
         st.fingerprint = f
             .fingerprint(ctx.settings.fingerprint_bytes.0)
-            .unwrap_or_default();
+            .unwrap_or_else(|_| {
+                ctx.metrics.files.error("fingerprint");
+                Fingerprint::default()
+            });
         *lock(&self.shared.fingerprint) = Some(st.fingerprint);
         st.splitter.reset(0);
         st.handed = 0;
@@ -714,3 +731,7 @@ fn check_closed(path: &Path, id: FileId, read_to: u64) -> Closed {
 fn batch_bytes(lines: &[LogLine]) -> usize {
     lines.iter().map(|l| l.message.len()).sum()
 }
+
+#[cfg(test)]
+#[path = "tail_tests.rs"]
+mod tests;

@@ -1,0 +1,254 @@
+//! One reader against real files: what it hands over (lines and positions) across partial
+//! lines, copytruncate, delete and multiline groups. The source around it (globs, inotify)
+//! is not involved: the reader's own polling drives it.
+
+use std::fs::{self, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::*;
+use crate::checkpoint::CheckpointStore;
+use crate::config::{HumanDuration, SourcesConfig};
+use crate::observability::metrics::Metrics;
+use crate::pipeline::{AckPosition, QueueBudget};
+use crate::processing::Pipelines;
+
+struct Harness {
+    _dir: tempfile::TempDir,
+    logs: PathBuf,
+    rx: mpsc::Receiver<Delivery>,
+    store: Arc<CheckpointStore>,
+    metrics: Arc<Metrics>,
+    cancel: CancellationToken,
+    task: tokio::task::JoinHandle<TailEnd>,
+}
+
+fn settings() -> FileSettings {
+    FileSettings {
+        poll_interval: HumanDuration(Duration::from_millis(300)),
+        flush_partial_after: HumanDuration(Duration::from_millis(100)),
+        ..FileSettings::default()
+    }
+}
+
+fn append(path: &Path, text: &str) {
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .expect("open")
+        .write_all(text.as_bytes())
+        .expect("write");
+}
+
+impl Harness {
+    /// A reader on `logs/app.log` (written with `initial` first), with the pipeline `pipeline`
+    /// (a `processing.pipelines` YAML list) if given.
+    fn start(initial: &str, pipeline: Option<&str>) -> Harness {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let logs = dir.path().join("logs");
+        fs::create_dir_all(&logs).expect("mkdir");
+        let path = logs.join("app.log");
+        append(&path, initial);
+        let metrics = Arc::new(Metrics::new());
+        let store = Arc::new(
+            CheckpointStore::open(&dir.path().join("state"), Arc::clone(&metrics)).expect("store"),
+        );
+        let (tx, rx) = mpsc::channel(64);
+        let config: SourcesConfig = serde_saphyr::from_str(&format!(
+            "files:\n  - include: [\"{}/app.log*\"]\n",
+            logs.display()
+        ))
+        .expect("config");
+        let ctx = Arc::new(TailContext {
+            pipeline: tx,
+            budget: QueueBudget::new(64 << 20, Arc::clone(&metrics)),
+            metrics: Arc::clone(&metrics),
+            checkpoints: Arc::clone(&store),
+            settings: settings(),
+            max_line_bytes: 1024,
+            pool: FdPool::new(8),
+            matcher: Arc::new(Matcher::new(&config).expect("matcher")),
+        });
+        let processor = pipeline.map(|yaml| {
+            let config: crate::processing::ProcessingConfig =
+                serde_saphyr::from_str(&format!("pipelines:\n{yaml}")).expect("processing");
+            let pipelines = Pipelines::compile(&config).expect("compile");
+            pipelines
+                .processor_named("p", &metrics.processing)
+                .expect("named p")
+                .expect("instantiates")
+        });
+        let id = crate::sources::follow::id_of_path(&path)
+            .expect("stat")
+            .expect("exists");
+        let cancel = CancellationToken::new();
+        let tail = Tail {
+            ctx,
+            shared: Arc::new(ReaderShared::new(path.clone())),
+            id,
+            group: 0,
+            preexisting: false,
+            meta: Arc::new(ContainerMeta::for_file(
+                id.key(),
+                path.display().to_string(),
+                "host".into(),
+                Vec::new(),
+            )),
+            processor,
+            cancel: cancel.clone(),
+        };
+        Harness {
+            _dir: dir,
+            logs,
+            rx,
+            store,
+            metrics,
+            cancel,
+            task: tokio::spawn(tail.run()),
+        }
+    }
+
+    fn path(&self) -> PathBuf {
+        self.logs.join("app.log")
+    }
+
+    /// Receives batches until `n` records came; acknowledges each (as the ledger would).
+    /// Returns the records' messages and the last batch's offset.
+    async fn take(&mut self, n: usize) -> (Vec<String>, u64) {
+        let mut got = Vec::new();
+        let mut offset = 0;
+        while got.len() < n {
+            let d = tokio::time::timeout(Duration::from_secs(10), self.rx.recv())
+                .await
+                .unwrap_or_else(|_| panic!("timed out with {got:?}"))
+                .expect("a delivery");
+            for l in &d.batch.lines {
+                got.push(String::from_utf8_lossy(&l.message).into_owned());
+            }
+            if let AckPosition::File(p) = &d.batch.position {
+                offset = p.offset;
+                self.store.ack_file(&p.id.key(), p.clone());
+            }
+        }
+        (got, offset)
+    }
+
+    /// Nothing more is handed over within `d`.
+    async fn quiet(&mut self, d: Duration) {
+        if let Ok(Some(extra)) = tokio::time::timeout(d, self.rx.recv()).await {
+            let lines: Vec<_> = extra
+                .batch
+                .lines
+                .iter()
+                .map(|l| l.message.clone())
+                .collect();
+            panic!("unexpected batch {lines:?}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_partial_last_line_is_flushed_once_and_its_newline_makes_no_record() {
+    let mut h = Harness::start("one\ntw", None);
+    let (got, offset) = h.take(1).await;
+    assert_eq!((got, offset), (vec!["one".to_string()], 4));
+    // No newline within flush_partial_after: emitted as it is.
+    let (got, offset) = h.take(1).await;
+    assert_eq!((got, offset), (vec!["tw".to_string()], 6));
+    append(&h.path(), "\nthree\n");
+    let (got, offset) = h.take(1).await;
+    assert_eq!((got, offset), (vec!["three".to_string()], 13));
+    assert_eq!(h.metrics.files.partial_flushes.get(), 1);
+    h.quiet(Duration::from_millis(400)).await;
+    h.cancel.cancel();
+    assert_eq!(h.task.await.expect("join"), TailEnd::Cancelled);
+}
+
+#[tokio::test]
+async fn copytruncate_reads_the_rest_from_the_copy_then_the_file_from_zero() {
+    let mut h = Harness::start("line 1\nline 2\nline 3\n", None);
+    let (got, _) = h.take(3).await;
+    assert_eq!(got, ["line 1", "line 2", "line 3"]);
+    // Let the reader reach its wait, then rotate the way logrotate's copytruncate does, with
+    // two lines written after its last read.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let path = h.path();
+    append(&path, "line 4\nline 5\n");
+    let copy = h.logs.join("app.log.1");
+    fs::copy(&path, &copy).expect("copy");
+    OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .expect("open")
+        .set_len(0)
+        .expect("truncate");
+    append(&path, "line 6\n");
+    let (got, offset) = h.take(3).await;
+    assert_eq!(got, ["line 4", "line 5", "line 6"]);
+    assert_eq!(offset, 7, "the truncated file's own position");
+    assert_eq!(h.metrics.files.truncations.get(), 1);
+    // The copy is marked read to its end: a scan that finds it does not read it again.
+    let copy_id = crate::sources::follow::id_of_path(&copy)
+        .expect("stat")
+        .expect("copy");
+    let p = h
+        .store
+        .file_position(&copy_id.key())
+        .expect("copy position");
+    assert_eq!(p.offset, 35);
+    h.quiet(Duration::from_millis(400)).await;
+    h.cancel.cancel();
+    let _ = h.task.await;
+}
+
+#[tokio::test]
+async fn a_deleted_file_is_read_to_its_end_then_released() {
+    let mut h = Harness::start("a\n", None);
+    let (got, _) = h.take(1).await;
+    assert_eq!(got, ["a"]);
+    let mut writer = OpenOptions::new()
+        .append(true)
+        .open(h.path())
+        .expect("open");
+    fs::remove_file(h.path()).expect("rm");
+    writer.write_all(b"b\nlast without newline").expect("write");
+    drop(writer);
+    let (got, _) = h.take(2).await;
+    assert_eq!(got, ["b", "last without newline"]);
+    let end = tokio::time::timeout(Duration::from_secs(10), h.task)
+        .await
+        .expect("ends")
+        .expect("join");
+    assert_eq!(end, TailEnd::Finished);
+    let rotations = &h.metrics.files.rotations;
+    assert_eq!(
+        rotations
+            .get_or_create(&super::super::metrics::KindLabels { kind: "delete" })
+            .get(),
+        1
+    );
+    assert_eq!(h.metrics.files.open.get(), 0, "descriptor released");
+}
+
+#[tokio::test]
+async fn the_position_stays_before_an_open_multiline_group() {
+    let pipeline =
+        "  - name: p\n    stages:\n      - multiline: { start: '^\\S', flush_after: 1h }\n";
+    let mut h = Harness::start("start 1\n  at a\n  at b\nstart 2\n  at c\n", Some(pipeline));
+    let (got, offset) = h.take(1).await;
+    assert_eq!(got, ["start 1\n  at a\n  at b"]);
+    assert_eq!(offset, 22, "held before `start 2`, whose group is open");
+    // The group ends when the next one starts.
+    append(&h.path(), "start 3\n");
+    let (got, offset) = h.take(1).await;
+    assert_eq!(got, ["start 2\n  at c"]);
+    assert_eq!(offset, 37);
+    h.cancel.cancel();
+    let _ = h.task.await;
+}
