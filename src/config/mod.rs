@@ -549,6 +549,15 @@ impl Config {
         if let Some(tls) = &self.docker.tls {
             tls.validate()?;
         }
+        if !self.docker.containers_dir.is_empty()
+            && !std::path::Path::new(&self.docker.containers_dir).is_absolute()
+        {
+            return Err(format!(
+                "docker.containers_dir: {:?} must be an absolute path (where Docker's containers \
+                 directory is mounted, e.g. /var/lib/docker/containers)",
+                self.docker.containers_dir
+            ));
+        }
         check_log_filter(&self.log.level).map_err(|e| format!("log.level: {e}"))?;
         Ok(())
     }

@@ -1,8 +1,8 @@
 //! A container's json-file log and Docker's rotated copies of it: `<id>-json.log` (written),
 //! `<id>-json.log.1` (the newest rotated) … `.N`, each possibly gzip-compressed (`.N.gz`,
 //! `--log-opt compress=true`). Docker rotates by renaming every file one number up, so a
-//! file's name says nothing lasting about it: a file is known by its first bytes (its first
-//! entry carries a nanosecond timestamp), the same before and after compression.
+//! file's name says nothing lasting about it: a file is known by its first entry (which carries
+//! a nanosecond timestamp), the same before and after compression.
 
 use std::fs::File;
 use std::io::{self, Read};
@@ -16,8 +16,9 @@ use crate::docker::timestamp::SecondCache;
 
 use super::parse::parse_line;
 
-/// Bytes at the start of a file that identify it (a whole first entry, or most of it).
-pub const HEAD_BYTES: usize = 512;
+/// At most this much of a file's first entry identifies it: an entry holds a piece of at most
+/// 16 KiB, escaped (up to 6 bytes a byte), plus its keys.
+pub const FIRST_LINE_MAX: usize = 16 * 1024 * 6 + 1024;
 
 /// Where one container's log files are.
 #[derive(Clone, Debug)]
@@ -105,26 +106,35 @@ impl LogFiles {
     }
 }
 
-/// Up to `len` bytes from the start of `file`: as stored, or decompressed. Positional reads:
-/// the file's read position (shared with any clone of it) does not move.
-pub fn head_of(file: &File, compressed: bool, len: usize) -> io::Result<Vec<u8>> {
-    let mut buf = vec![0u8; len];
-    let mut filled = 0;
+/// A file's first entry (its first line, newline included; what there is if shorter, up to
+/// `FIRST_LINE_MAX`): as stored, or decompressed. It identifies the file: its timestamp comes
+/// after the text, and files that begin with pieces of long lines of the same character have
+/// the same first hundreds of bytes. Positional reads: the file's read position (shared with
+/// any clone of it) does not move.
+pub fn first_line(file: &File, compressed: bool) -> io::Result<Vec<u8>> {
+    let mut buf = Vec::new();
     let mut at = At { file, pos: 0 };
     let mut reader: Box<dyn Read + '_> = if compressed {
         Box::new(MultiGzDecoder::new(&mut at))
     } else {
         Box::new(&mut at)
     };
-    while filled < len {
-        match reader.read(&mut buf[filled..]) {
+    let mut chunk = [0u8; 8192];
+    while buf.len() < FIRST_LINE_MAX {
+        let want = chunk.len().min(FIRST_LINE_MAX - buf.len());
+        match reader.read(&mut chunk[..want]) {
             Ok(0) => break,
-            Ok(n) => filled += n,
+            Ok(n) => {
+                if let Some(nl) = chunk[..n].iter().position(|&b| b == b'\n') {
+                    buf.extend_from_slice(&chunk[..=nl]);
+                    break;
+                }
+                buf.extend_from_slice(&chunk[..n]);
+            }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),
         }
     }
-    buf.truncate(filled);
     Ok(buf)
 }
 
@@ -144,13 +154,12 @@ impl Read for At<'_> {
 
 /// The timestamp of a file's first entry (None: empty, or not readable as an entry).
 pub fn first_ts(file: &File, compressed: bool) -> io::Result<Option<i64>> {
-    // A first entry is at most a 16 KiB piece, escaped (up to 6 bytes a byte), plus keys.
-    let head = head_of(file, compressed, 16 * 1024 * 6 + 256)?;
-    let Some(end) = head.iter().position(|&b| b == b'\n') else {
+    let line = first_line(file, compressed)?;
+    let Some(line) = line.strip_suffix(b"\n") else {
         return Ok(None);
     };
     let mut scratch = Vec::new();
-    Ok(parse_line(&head[..end], &mut scratch, &mut SecondCache::default()).map(|e| e.ts_ns))
+    Ok(parse_line(line, &mut scratch, &mut SecondCache::default()).map(|e| e.ts_ns))
 }
 
 /// Which file to start reading at, to serve every entry stamped at or after `since_ns`:
@@ -246,7 +255,7 @@ mod tests {
         for (path, compressed) in [(&plain, false), (&gz, true)] {
             let f = File::open(path)?;
             assert_eq!(first_ts(&f, compressed)?, Some(1_500_000_000));
-            assert_eq!(head_of(&f, compressed, 10)?, &line[..10]);
+            assert_eq!(first_line(&f, compressed)?, [&line[..], b"\n"].concat());
         }
         Ok(())
     }

@@ -5,7 +5,7 @@
 //! The file being read is held open: a rename (rotation), a compression (the plain copy is
 //! deleted once the `.gz` is complete) or the container's removal does not take its bytes
 //! away. Its successor is found by identity: the file after it in the listing that holds a
-//! file with the same first bytes.
+//! file with the same first entry.
 
 use std::fs::File;
 use std::io::{self, Read};
@@ -13,7 +13,7 @@ use std::path::Path;
 
 use flate2::read::MultiGzDecoder;
 
-use super::files::{ChainFile, HEAD_BYTES, LogFiles, first_ts, head_of, start_index};
+use super::files::{ChainFile, LogFiles, first_line, first_ts, start_index};
 use crate::sources::follow::{Followed, PathState};
 
 /// What one step brought.
@@ -42,7 +42,8 @@ pub struct ChainReader {
     /// The active file was opened as the one Docker writes: at its end, ask whether Docker
     /// has rotated it since.
     live: bool,
-    /// First bytes of the active file (taken when leaving it, when a rotated file is final).
+    /// First entry of the active file, what it is known by (taken when leaving the written
+    /// file: only a rotated file is final).
     head: Vec<u8>,
     /// Rotations followed (moves to a successor).
     pub rotations: u64,
@@ -183,7 +184,7 @@ impl ChainReader {
             && let Active::Plain(f) = &self.active
         {
             // Final now (Docker writes the next file): what it will be known by.
-            self.head = head_of(f.file(), false, HEAD_BYTES)?;
+            self.head = first_line(f.file(), false)?;
         }
         let listed = match self.files.list() {
             Ok(l) => l,
@@ -197,9 +198,14 @@ impl ChainReader {
         } else {
             match listed.iter().position(|f| self.is_this(f)) {
                 Some(i) => listed.get(i + 1),
-                // Not there any more: deleted as the oldest (max-file), so every file left is
-                // newer than it. (Lines of files deleted before they could be read are lost.)
-                None => listed.first(),
+                // Not there any more (deleted as the oldest by max-file, while it was read):
+                // the caller reopens from its cursor, which finds the right file again.
+                None => {
+                    return Err(io::Error::other(format!(
+                        "{} left Docker's rotation before its successor was found; reopening from the cursor",
+                        self.path().display()
+                    )));
+                }
             }
         };
         let Some(next) = next.cloned() else {
@@ -231,25 +237,25 @@ impl ChainReader {
         Ok(f.id.dev == m.dev() && f.id.ino == m.ino())
     }
 
-    /// Whether the listed file is the one being read (same first bytes).
+    /// Whether the listed file is the one being read (same first entry).
     fn is_this(&self, f: &ChainFile) -> bool {
         let Ok(file) = File::open(&f.path) else {
             return false;
         };
-        match head_of(&file, f.compressed, self.head.len()) {
+        match first_line(&file, f.compressed) {
             Ok(head) => head == self.head,
             Err(_) => false,
         }
     }
 }
 
-/// The reading state of a listed file, and its first bytes if it is final (a rotated file;
+/// The reading state of a listed file, and its first entry if it is final (a rotated file;
 /// the written one is known by them only once Docker has rotated it).
 fn activate(file: File, listed: &ChainFile, live: bool) -> io::Result<(Active, Vec<u8>)> {
     let head = if live {
         Vec::new()
     } else {
-        head_of(&file, listed.compressed, HEAD_BYTES)?
+        first_line(&file, listed.compressed)?
     };
     let active = if listed.compressed {
         Active::Compressed {
@@ -274,9 +280,12 @@ mod tests {
         compress: bool,
     }
 
+    /// Every entry begins with the same 600 bytes (as pieces of long lines of one character
+    /// do): only the whole first entry tells files apart.
     fn entry(i: u64) -> String {
         format!(
-            "{{\"log\":\"line {i}\\n\",\"stream\":\"stdout\",\"time\":\"{}\"}}\n",
+            "{{\"log\":\"{}line {i}\\n\",\"stream\":\"stdout\",\"time\":\"{}\"}}\n",
+            "x".repeat(600),
             crate::docker::timestamp::format_rfc3339_nanos(
                 1_000_000_000_000 + i as i64 * 1_000_000_000
             )

@@ -23,6 +23,8 @@ use crate::observability::status::ContainerStatus;
 const NO_ROTATION: Duration = Duration::from_secs(365 * 24 * 3600);
 /// How often a log file that does not exist yet is looked for (Docker creates it at start).
 const NOT_YET: Duration = Duration::from_millis(50);
+/// How long a running container's log file may be missing before that is said.
+const MISSING_WARN: Duration = Duration::from_secs(10);
 
 /// Keeps `log_capturer_json_file_containers` true to the sessions open.
 struct Reading<'a>(&'a prometheus_client::metrics::gauge::Gauge);
@@ -53,6 +55,9 @@ impl CaptureTask {
             stopped,
         } = target;
         let mut backoff = Backoff::new(ctx.backoff_initial, ctx.backoff_max);
+        // Since when the log file has been missing while the container runs.
+        let mut missing_since: Option<Instant> = None;
+        let mut missing_said = false;
         loop {
             if self.cancel.is_cancelled() {
                 return CaptureExit::Cancelled;
@@ -71,7 +76,15 @@ impl CaptureTask {
                         // Stopped (or removed) without a log file we could open.
                         return self.gone();
                     }
-                    // Docker creates the file when the container starts.
+                    // Docker creates the file when the container starts; still missing after
+                    // a while, it is elsewhere (say so once, and keep looking).
+                    let since = *missing_since.get_or_insert_with(Instant::now);
+                    if !missing_said && since.elapsed() >= MISSING_WARN {
+                        missing_said = true;
+                        warn!(container = %self.name(), file = %files.current().display(), error = %e,
+                            "the container runs but its json-file log is not there (is docker.containers_dir right?)");
+                        status.error(&format!("json-file log not found: {e}"));
+                    }
                     if !sleep_or_cancel(NOT_YET, &self.cancel).await {
                         return CaptureExit::Cancelled;
                     }
