@@ -33,6 +33,17 @@ fn output_name(path: &Path) -> String {
     path.display().to_string().replace('/', "%2F")
 }
 
+/// The output files the sink wrote.
+fn outputs(agent: &Agent) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(agent.dir.join("out"))
+        .expect("out dir")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
 fn append(path: &Path, from: usize, to: usize) {
     let mut f = OpenOptions::new()
         .create(true)
@@ -107,6 +118,10 @@ fn lines_before_and_after_start_rotation_and_restart_are_read_exactly_once() {
     drop(old);
     append(&live, 1202, 1300);
     expect_lines(&agent, &live, 1300, "rename rotation mid-stream");
+    // The renamed file is still the same file: followed under its new name, never read again
+    // as a new one (which would write its lines a second time, under app.log.1's name).
+    std::thread::sleep(Duration::from_secs(1)); // a few rescans (500ms)
+    assert_eq!(outputs(&agent), [format!("{}.log", output_name(&live))]);
 
     // A restart resumes exactly: what is written while it is down is read once, after.
     let status = agent.terminate();
@@ -115,6 +130,7 @@ fn lines_before_and_after_start_rotation_and_restart_are_read_exactly_once() {
     agent.restart();
     append(&live, 1601, 1700);
     expect_lines(&agent, &live, 1700, "after the restart");
+    assert_eq!(outputs(&agent), [format!("{}.log", output_name(&live))]);
     assert_eq!(
         agent.metric("log_capturer_files_watched"),
         2.0,

@@ -7,6 +7,17 @@
 //! `fingerprint_len` bytes) — so an inode reused after a delete is not taken for the old file.
 
 use serde::{Deserialize, Serialize};
+use std::collections::{HashMap, HashSet};
+use std::fs;
+use std::io;
+use std::path::Path;
+use std::time::Instant;
+use tracing::error;
+
+use super::{
+    CheckpointStore, FileEntry, create_private_dir, lock, now_ns, remove_unknown, write_atomically,
+};
+use crate::observability::metrics::Metrics;
 
 /// (device, inode) of an open file or a path.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -44,14 +55,14 @@ pub struct FilePosition {
 
 /// `<state_dir>/files/<key>.json`.
 #[derive(Debug, Serialize, Deserialize)]
-pub(super) struct PositionFile {
+struct PositionFile {
     pub key: String,
     #[serde(flatten)]
     pub position: FilePosition,
 }
 
 /// Reads one position file; the error says why it cannot be used.
-pub(super) fn read_position(path: &std::path::Path) -> Result<(String, FilePosition), String> {
+fn read_position(path: &std::path::Path) -> Result<(String, FilePosition), String> {
     let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
     let file: PositionFile = serde_json::from_slice(&bytes).map_err(|e| e.to_string())?;
     let stem = path
@@ -68,10 +79,166 @@ pub(super) fn read_position(path: &std::path::Path) -> Result<(String, FilePosit
     Ok((file.key, file.position))
 }
 
-pub(super) fn encode_position(key: &str, position: &FilePosition) -> std::io::Result<Vec<u8>> {
+fn encode_position(key: &str, position: &FilePosition) -> std::io::Result<Vec<u8>> {
     let file = PositionFile {
         key: key.to_string(),
         position: position.clone(),
     };
     serde_json::to_vec_pretty(&file).map_err(std::io::Error::other)
+}
+
+/// Loads `<state_dir>/files/*.json` (creating the directory); a file that cannot be read or
+/// parsed is set aside (`.corrupt-<unix time>`), counted and logged, like a container's.
+pub(super) fn load_file_positions(
+    dir: &Path,
+    metrics: &Metrics,
+) -> io::Result<HashMap<String, FileEntry>> {
+    create_private_dir(dir).map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            format!("checkpoint.state_dir {}: {e}", dir.display()),
+        )
+    })?;
+    let mut out = HashMap::new();
+    for item in fs::read_dir(dir)? {
+        let path = item?.path();
+        if path.extension().and_then(|e| e.to_str()) != Some("json") {
+            continue;
+        }
+        match read_position(&path) {
+            Ok((key, position)) => {
+                out.insert(
+                    key,
+                    FileEntry {
+                        position,
+                        dirty_since: None,
+                    },
+                );
+            }
+            Err(reason) => {
+                metrics.checkpoint_corrupt.inc();
+                let aside =
+                    path.with_extension(format!("json.corrupt-{}", now_ns() / 1_000_000_000));
+                let moved = fs::rename(&path, &aside);
+                error!(file = %path.display(), %reason, moved_to = %aside.display(), moved = moved.is_ok(),
+                    "host-file position is corrupt or unreadable; set aside, that file is read as new");
+            }
+        }
+    }
+    Ok(out)
+}
+
+impl CheckpointStore {
+    /// Writes every changed host-file position (see [`CheckpointStore::persist`]).
+    pub(super) fn persist_file_positions(&self) -> bool {
+        let mut all_written = true;
+        let dirty: Vec<(String, FilePosition, Instant)> = lock(&self.file_positions)
+            .iter()
+            .filter_map(|(k, e)| e.dirty_since.map(|s| (k.clone(), e.position.clone(), s)))
+            .collect();
+        for (key, position, since) in dirty {
+            let path = self.files_dir.join(format!("{key}.json"));
+            let result =
+                encode_position(&key, &position).and_then(|bytes| write_atomically(&path, &bytes));
+            match result {
+                Ok(()) => {
+                    self.metrics.checkpoint_writes.inc();
+                    if let Some(e) = lock(&self.file_positions).get_mut(&key)
+                        && e.position == position
+                        && e.dirty_since == Some(since)
+                    {
+                        e.dirty_since = None;
+                    }
+                }
+                Err(e) => {
+                    all_written = false;
+                    self.metrics.checkpoint_errors.inc();
+                    error!(file = %path.display(), host_file = %position.path, error = %e,
+                        "cannot write the position of a host file; will retry");
+                }
+            }
+        }
+        // A position forgotten while it was being written must not stay behind.
+        let known: HashSet<String> = lock(&self.file_positions).keys().cloned().collect();
+        remove_unknown(&self.files_dir, &known);
+        all_written
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::checkpoint::CheckpointStore;
+    use std::sync::Arc;
+
+    fn file_pos(ino: u64, offset: u64) -> FilePosition {
+        FilePosition {
+            path: format!("/var/log/f{ino}.log"),
+            id: FileId { dev: 1, ino },
+            fingerprint: Fingerprint { len: 10, crc32: 7 },
+            offset,
+        }
+    }
+
+    #[test]
+    fn file_positions_persist_reload_and_forget() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let metrics = Arc::new(Metrics::new());
+        let store = CheckpointStore::open(dir.path(), metrics.clone()).expect("open");
+        let a = file_pos(5, 0);
+        let key = a.id.key();
+        store.init_file(&key, a.clone());
+        store.ack_file(&key, file_pos(5, 40));
+        store.ack_file(&key, file_pos(5, 30)); // behind: ignored
+        let mut other_fp = file_pos(5, 90);
+        other_fp.fingerprint.crc32 = 8;
+        store.ack_file(&key, other_fp); // another file on the inode: ignored
+        store.ack_file("file-1-99", file_pos(99, 10)); // not tracked: ignored
+        store.init_file(&file_pos(6, 3).id.key(), file_pos(6, 3));
+        assert!(store.persist());
+        let again = CheckpointStore::open(dir.path(), metrics.clone()).expect("reopen");
+        assert_eq!(again.file_position(&key), Some(file_pos(5, 40)));
+        assert_eq!(again.file_position("file-1-6"), Some(file_pos(6, 3)));
+        assert_eq!(again.file_positions().len(), 2);
+        again.forget_file(&key);
+        assert!(
+            !dir.path()
+                .join("files")
+                .join(format!("{key}.json"))
+                .exists()
+        );
+        again.file_moved("file-1-6", "/var/log/f6.log.1");
+        assert!(again.persist());
+        let third = CheckpointStore::open(dir.path(), metrics.clone()).expect("reopen");
+        assert_eq!(third.file_position(&key), None);
+        let mut moved = file_pos(6, 3);
+        moved.path = "/var/log/f6.log.1".into();
+        assert_eq!(third.file_position("file-1-6"), Some(moved));
+        assert_eq!(metrics.checkpoint_corrupt.get(), 0);
+    }
+
+    #[test]
+    fn a_corrupt_file_position_is_set_aside() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let files = dir.path().join("files");
+        fs::create_dir_all(&files).expect("mkdir");
+        fs::write(files.join("file-1-2.json"), b"{not json").expect("write");
+        // Valid JSON under another identity's name: not trusted either.
+        let wrong = encode_position("file-1-3", &file_pos(3, 1)).expect("encode");
+        fs::write(files.join("file-1-4.json"), wrong).expect("write");
+        let metrics = Arc::new(Metrics::new());
+        let store = CheckpointStore::open(dir.path(), metrics.clone()).expect("open");
+        assert!(store.file_positions().is_empty());
+        assert_eq!(metrics.checkpoint_corrupt.get(), 2);
+        let names: Vec<String> = fs::read_dir(&files)
+            .expect("ls")
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names.len(), 2, "{names:?}");
+        assert!(
+            names.iter().all(|n| n.contains(".json.corrupt-")),
+            "{names:?}"
+        );
+    }
 }

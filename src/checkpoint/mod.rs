@@ -184,7 +184,7 @@ impl CheckpointStore {
             }
         }
         let files_dir = state_dir.join(FILES_DIR);
-        let file_positions = load_file_positions(&files_dir, &metrics)?;
+        let file_positions = files::load_file_positions(&files_dir, &metrics)?;
         Ok(CheckpointStore {
             dir,
             files_dir,
@@ -297,6 +297,17 @@ impl CheckpointStore {
         }
     }
 
+    /// The host file `key` is now known under `path` (renamed within the globs): its stored
+    /// position says so (persisted with the next changes).
+    pub fn file_moved(&self, key: &str, path: &str) {
+        if let Some(e) = lock(&self.file_positions).get_mut(key)
+            && e.position.path != path
+        {
+            e.position.path = path.to_string();
+            e.dirty_since.get_or_insert_with(Instant::now);
+        }
+    }
+
     /// The host file `key` is gone (deleted and read to its end): drop its position.
     pub fn forget_file(&self, key: &str) {
         lock(&self.file_positions).remove(key);
@@ -306,41 +317,6 @@ impl CheckpointStore {
         {
             warn!(file = %path.display(), error = %e, "cannot remove the position of a host file no longer read");
         }
-    }
-
-    /// Writes every changed host-file position (see [`CheckpointStore::persist`]).
-    fn persist_file_positions(&self) -> bool {
-        let mut all_written = true;
-        let dirty: Vec<(String, FilePosition, Instant)> = lock(&self.file_positions)
-            .iter()
-            .filter_map(|(k, e)| e.dirty_since.map(|s| (k.clone(), e.position.clone(), s)))
-            .collect();
-        for (key, position, since) in dirty {
-            let path = self.files_dir.join(format!("{key}.json"));
-            let result = files::encode_position(&key, &position)
-                .and_then(|bytes| write_atomically(&path, &bytes));
-            match result {
-                Ok(()) => {
-                    self.metrics.checkpoint_writes.inc();
-                    if let Some(e) = lock(&self.file_positions).get_mut(&key)
-                        && e.position == position
-                        && e.dirty_since == Some(since)
-                    {
-                        e.dirty_since = None;
-                    }
-                }
-                Err(e) => {
-                    all_written = false;
-                    self.metrics.checkpoint_errors.inc();
-                    error!(file = %path.display(), host_file = %position.path, error = %e,
-                        "cannot write the position of a host file; will retry");
-                }
-            }
-        }
-        // A position forgotten while it was being written must not stay behind.
-        let known: HashSet<String> = lock(&self.file_positions).keys().cloned().collect();
-        remove_unknown(&self.files_dir, &known);
-        all_written
     }
 
     /// Writes `agent.json` if it changed; false (logged, counted) when that failed.
@@ -448,44 +424,6 @@ fn remove_unknown(dir: &Path, known: &HashSet<String>) {
             }
         }
     }
-}
-
-/// Loads `<state_dir>/files/*.json` (creating the directory); a file that cannot be read or
-/// parsed is set aside (`.corrupt-<unix time>`), counted and logged, like a container's.
-fn load_file_positions(dir: &Path, metrics: &Metrics) -> io::Result<HashMap<String, FileEntry>> {
-    create_private_dir(dir).map_err(|e| {
-        io::Error::new(
-            e.kind(),
-            format!("checkpoint.state_dir {}: {e}", dir.display()),
-        )
-    })?;
-    let mut out = HashMap::new();
-    for item in fs::read_dir(dir)? {
-        let path = item?.path();
-        if path.extension().and_then(|e| e.to_str()) != Some("json") {
-            continue;
-        }
-        match files::read_position(&path) {
-            Ok((key, position)) => {
-                out.insert(
-                    key,
-                    FileEntry {
-                        position,
-                        dirty_since: None,
-                    },
-                );
-            }
-            Err(reason) => {
-                metrics.checkpoint_corrupt.inc();
-                let aside =
-                    path.with_extension(format!("json.corrupt-{}", now_ns() / 1_000_000_000));
-                let moved = fs::rename(&path, &aside);
-                error!(file = %path.display(), %reason, moved_to = %aside.display(), moved = moved.is_ok(),
-                    "host-file position is corrupt or unreadable; set aside, that file is read as new");
-            }
-        }
-    }
-    Ok(out)
 }
 
 fn write_marker(path: &Path, marker: &AgentMarker) -> io::Result<()> {
@@ -880,73 +818,5 @@ mod tests {
         );
         let again = CheckpointStore::open(dir.path(), metrics).expect("reopen");
         assert_eq!(again.get("big"), Some(c));
-    }
-
-    fn file_pos(ino: u64, offset: u64) -> FilePosition {
-        FilePosition {
-            path: format!("/var/log/f{ino}.log"),
-            id: FileId { dev: 1, ino },
-            fingerprint: Fingerprint { len: 10, crc32: 7 },
-            offset,
-        }
-    }
-
-    #[test]
-    fn file_positions_persist_reload_and_forget() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let metrics = Arc::new(Metrics::new());
-        let store = CheckpointStore::open(dir.path(), metrics.clone()).expect("open");
-        let a = file_pos(5, 0);
-        let key = a.id.key();
-        store.init_file(&key, a.clone());
-        store.ack_file(&key, file_pos(5, 40));
-        store.ack_file(&key, file_pos(5, 30)); // behind: ignored
-        let mut other_fp = file_pos(5, 90);
-        other_fp.fingerprint.crc32 = 8;
-        store.ack_file(&key, other_fp); // another file on the inode: ignored
-        store.ack_file("file-1-99", file_pos(99, 10)); // not tracked: ignored
-        store.init_file(&file_pos(6, 3).id.key(), file_pos(6, 3));
-        assert!(store.persist());
-        let again = CheckpointStore::open(dir.path(), metrics.clone()).expect("reopen");
-        assert_eq!(again.file_position(&key), Some(file_pos(5, 40)));
-        assert_eq!(again.file_position("file-1-6"), Some(file_pos(6, 3)));
-        assert_eq!(again.file_positions().len(), 2);
-        again.forget_file(&key);
-        assert!(
-            !dir.path()
-                .join("files")
-                .join(format!("{key}.json"))
-                .exists()
-        );
-        assert!(again.persist());
-        let third = CheckpointStore::open(dir.path(), metrics.clone()).expect("reopen");
-        assert_eq!(third.file_position(&key), None);
-        assert_eq!(third.file_position("file-1-6"), Some(file_pos(6, 3)));
-        assert_eq!(metrics.checkpoint_corrupt.get(), 0);
-    }
-
-    #[test]
-    fn a_corrupt_file_position_is_set_aside() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let files = dir.path().join("files");
-        fs::create_dir_all(&files).expect("mkdir");
-        fs::write(files.join("file-1-2.json"), b"{not json").expect("write");
-        // Valid JSON under another identity's name: not trusted either.
-        let wrong = files::encode_position("file-1-3", &file_pos(3, 1)).expect("encode");
-        fs::write(files.join("file-1-4.json"), wrong).expect("write");
-        let metrics = Arc::new(Metrics::new());
-        let store = CheckpointStore::open(dir.path(), metrics.clone()).expect("open");
-        assert!(store.file_positions().is_empty());
-        assert_eq!(metrics.checkpoint_corrupt.get(), 2);
-        let names: Vec<String> = fs::read_dir(&files)
-            .expect("ls")
-            .flatten()
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .collect();
-        assert_eq!(names.len(), 2, "{names:?}");
-        assert!(
-            names.iter().all(|n| n.contains(".json.corrupt-")),
-            "{names:?}"
-        );
     }
 }

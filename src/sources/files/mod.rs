@@ -211,6 +211,9 @@ impl FileSource {
                 if current != f.path
                     && crate::sources::follow::id_of_path(&current).ok().flatten() != Some(f.id)
                 {
+                    self.ctx
+                        .checkpoints
+                        .file_moved(&f.id.key(), &f.path.display().to_string());
                     *tail_lock(&r.shared.path) = f.path;
                 }
                 continue;
@@ -319,3 +322,7 @@ fn tail_lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
         Err(p) => p.into_inner(),
     }
 }
+
+#[cfg(test)]
+#[path = "source_tests.rs"]
+mod tests;

@@ -3,7 +3,7 @@
 //! queue, and follows the file across copytruncate, rename and delete (see the README's
 //! "Host log files" for the rules). Every wait races the reader's cancellation token.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -176,6 +176,8 @@ impl Tail {
                 fingerprint,
             } => {
                 debug!(file = %path.display(), offset, "resuming host file");
+                // Found under another name than it was read under (renamed while stopped).
+                ctx.checkpoints.file_moved(key, &path.display().to_string());
                 (offset, fingerprint)
             }
             Start::New {
@@ -401,8 +403,13 @@ impl Tail {
                     continue;
                 }
             }
-            // At the end of what the file has now.
-            let state = st.file.as_ref().map(|(f, _)| (f.path_state(), f.size()));
+            // At the end of what the file has now. The path asked about is where the file is
+            // now (a rescan or a rename within the globs may have moved it).
+            let path = self.shared.path();
+            let state = st.file.as_mut().map(|(f, _)| {
+                f.path = path;
+                (f.path_state(), f.size())
+            });
             let Some((state, size)) = state else { continue };
             if let Ok(size) = size {
                 let acked = ctx
@@ -495,195 +502,6 @@ impl Tail {
             _ = tokio::time::sleep(d) => true,
         }
     }
-
-    /// The path no longer names the file: if it was renamed to a name the same group takes,
-    /// it is followed there.
-    fn renamed_within_globs(&self) -> bool {
-        let path = self.shared.path();
-        let matcher = Arc::clone(&self.ctx.matcher);
-        let group = self.group;
-        match identity::find_renamed(&path, self.id, |p| matcher.group_of(p) == Some(group)) {
-            Some(new) => {
-                debug!(from = %path.display(), to = %new.display(), "host file renamed within the globs; still followed");
-                *lock(&self.shared.path) = new;
-                true
-            }
-            None => false,
-        }
-    }
-
-    /// Done with the file (rotated away or deleted, read to its end): the held partial line
-    /// and open groups go out, the rotation is counted, the descriptor released.
-    async fn finish(&mut self, st: &mut Open, kind: &'static str) -> TailEnd {
-        if !self.deliver(st, None, Flush::All).await {
-            return TailEnd::Cancelled;
-        }
-        st.file = None;
-        // Behind its last lines: sinks may close its output once written. Never waits (a
-        // marker that does not fit only keeps an output file open until its idle close).
-        let _ = self
-            .ctx
-            .pipeline
-            .try_send(Delivery::end_of_stream(Arc::clone(&self.meta)));
-        self.ctx.metrics.files.rotation(kind);
-        debug!(file = %self.shared.path().display(), kind, "host file finished");
-        TailEnd::Finished
-    }
-
-    /// copytruncate: the bytes written after our last read and before the truncation are in
-    /// the copy logrotate made; they are read from it first, then the file from 0.
-    async fn truncated(&mut self, st: &mut Open, size: u64) -> bool {
-        let ctx = Arc::clone(&self.ctx);
-        ctx.metrics.files.truncations.inc();
-        let path = self.shared.path();
-        let from = st.splitter.read_offset();
-        let (id, fp, fp_bytes) = (self.id, st.fingerprint, ctx.settings.fingerprint_bytes.0);
-        let p = path.clone();
-        let found = self
-            .blocking(move || {
-                let (copy, file) = identity::find_copy(&p, id, fp, from)?;
-                let meta = file.metadata().ok()?;
-                let copy_id = FileId {
-                    dev: std::os::unix::fs::MetadataExt::dev(&meta),
-                    ino: std::os::unix::fs::MetadataExt::ino(&meta),
-                };
-                let full_fp = crate::sources::follow::fingerprint_of(&file, fp_bytes).ok()?;
-                Some((copy, Arc::new(file), copy_id, full_fp, meta.len()))
-            })
-            .await
-            .flatten();
-        info!(file = %path.display(), size, offset = from, copy = ?found.as_ref().map(|f| f.0.display().to_string()),
-            "host file truncated (copytruncate): reading the rest from the copy, then from its start");
-        if let Some((copy, file, copy_id, copy_fp, copy_size)) = found {
-            // Chunk by chunk, as from the file itself (the rest may be large).
-            let mut at = from;
-            while at < copy_size {
-                let f = Arc::clone(&file);
-                let want = usize::try_from(copy_size - at).unwrap_or(CHUNK).min(CHUNK);
-                let read = self
-                    .blocking(move || {
-                        let mut buf = vec![0u8; want];
-                        std::os::unix::fs::FileExt::read_at(&*f, &mut buf, at).map(|n| {
-                            buf.truncate(n);
-                            buf
-                        })
-                    })
-                    .await;
-                let Some(Ok(buf)) = read else {
-                    ctx.metrics.files.error("read");
-                    break;
-                };
-                if buf.is_empty() {
-                    break;
-                }
-                at += buf.len() as u64;
-                ctx.metrics.files.bytes_read.inc_by(buf.len() as u64);
-                if !self.deliver(st, Some(Bytes::from(buf)), Flush::None).await {
-                    return false;
-                }
-            }
-            // The copy was read through us: a rescan that finds it must not read it again.
-            ctx.checkpoints.init_file(
-                &copy_id.key(),
-                FilePosition {
-                    path: copy.display().to_string(),
-                    id: copy_id,
-                    fingerprint: copy_fp,
-                    offset: at,
-                },
-            );
-        }
-        // The old content's last line, even without newline, is complete now.
-        if !self.deliver(st, None, Flush::All).await {
-            return false;
-        }
-        // The position restarts at 0 under a new fingerprint only once every batch of the old
-        // content is acknowledged: a crash before must not skip them.
-        while ctx
-            .checkpoints
-            .file_position(&st.key)
-            .is_some_and(|p| p.offset < st.handed && p.fingerprint == st.fingerprint)
-        {
-            if !self.sleep(Duration::from_millis(20)).await {
-                return false;
-            }
-        }
-        let Some((f, _)) = &mut st.file else {
-            return true;
-        };
-        if f.rewind().is_err() {
-            ctx.metrics.files.error("read");
-        }
-        st.fingerprint = f
-            .fingerprint(ctx.settings.fingerprint_bytes.0)
-            .unwrap_or_else(|_| {
-                ctx.metrics.files.error("fingerprint");
-                Fingerprint::default()
-            });
-        *lock(&self.shared.fingerprint) = Some(st.fingerprint);
-        st.splitter.reset(0);
-        st.handed = 0;
-        ctx.checkpoints.init_file(&st.key, self.position(st, 0));
-        true
-    }
-
-    /// A closed (idle) file: waits until it changes, then reopens it by path and identity at
-    /// its position.
-    async fn reopen(&mut self, st: &mut Open) -> Reopen {
-        let ctx = Arc::clone(&self.ctx);
-        loop {
-            let path = self.shared.path();
-            let id = self.id;
-            let read_to = st.splitter.read_offset();
-            let p = path.clone();
-            let looked = self
-                .blocking(move || check_closed(&p, id, read_to))
-                .await
-                .unwrap_or(Closed::Unchanged);
-            match looked {
-                Closed::Unchanged => {}
-                Closed::Moved => {
-                    if self.renamed_within_globs() {
-                        continue;
-                    }
-                    // Replaced or removed while closed: what it got after it was closed, if
-                    // anything, is not read.
-                    ctx.metrics.files.error("lost_while_closed");
-                    info!(file = %path.display(), "host file rotated or removed while closed (idle); done with it");
-                    return Reopen::Gone;
-                }
-                Closed::Changed => {
-                    let Some(permit) = ctx.pool.acquire(&ctx.metrics, &self.cancel).await else {
-                        return Reopen::Cancelled;
-                    };
-                    let p = path.clone();
-                    // Opened at 0 and moved to the position only when it is still the file.
-                    let opened = self
-                        .blocking(move || {
-                            let mut f = Followed::open(&p, 0)?;
-                            if f.id == id {
-                                f.seek_to(read_to)?;
-                            }
-                            Ok::<_, std::io::Error>(f)
-                        })
-                        .await;
-                    match opened {
-                        Some(Ok(f)) if f.id == id => {
-                            st.file = Some((f, permit));
-                            return Reopen::Open;
-                        }
-                        _ => {
-                            ctx.metrics.files.error("open");
-                            drop(permit);
-                        }
-                    }
-                }
-            }
-            if !self.wait(ctx.settings.poll_interval.0).await {
-                return Reopen::Cancelled;
-            }
-        }
-    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -695,42 +513,13 @@ enum Flush {
     All,
 }
 
-enum Reopen {
-    Open,
-    Gone,
-    Cancelled,
-}
-
-enum Closed {
-    Unchanged,
-    /// Grew or shrank: reopen.
-    Changed,
-    /// Not at its path any more.
-    Moved,
-}
-
-fn check_closed(path: &Path, id: FileId, read_to: u64) -> Closed {
-    match std::fs::metadata(path) {
-        Ok(m) => {
-            let now = FileId {
-                dev: std::os::unix::fs::MetadataExt::dev(&m),
-                ino: std::os::unix::fs::MetadataExt::ino(&m),
-            };
-            if now != id {
-                Closed::Moved
-            } else if m.len() != read_to {
-                Closed::Changed
-            } else {
-                Closed::Unchanged
-            }
-        }
-        Err(_) => Closed::Moved,
-    }
-}
-
 fn batch_bytes(lines: &[LogLine]) -> usize {
     lines.iter().map(|l| l.message.len()).sum()
 }
+
+#[path = "tail_rotation.rs"]
+mod rotation;
+use rotation::Reopen;
 
 #[cfg(test)]
 #[path = "tail_tests.rs"]

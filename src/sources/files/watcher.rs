@@ -134,3 +134,44 @@ impl DirWatcher {
         std::mem::take(&mut *lock(&self.shared.0))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn new_files_and_writes_are_reported() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let metrics = FileSourceMetrics::default();
+        let mut w = DirWatcher::new(&metrics);
+        w.watch(&[dir.path().to_path_buf()], &metrics);
+        assert_eq!(
+            metrics.inotify_fallbacks.get(),
+            0,
+            "inotify is available here"
+        );
+        let path = dir.path().join("a.log");
+        let mut f = std::fs::File::create(&path).expect("create");
+        tokio::time::timeout(Duration::from_secs(5), w.changed())
+            .await
+            .expect("creation seen");
+        assert!(w.take().structure);
+        f.write_all(b"x\n").expect("write");
+        let mut modified = false;
+        for _ in 0..50 {
+            tokio::time::timeout(Duration::from_secs(5), w.changed())
+                .await
+                .expect("write seen");
+            if w.take().modified.contains(&path) {
+                modified = true;
+                break;
+            }
+        }
+        assert!(modified);
+        // A directory that does not exist cannot be watched: counted, the rescan remains.
+        w.watch(&[dir.path().join("missing")], &metrics);
+        assert_eq!(metrics.inotify_fallbacks.get(), 1);
+    }
+}
