@@ -66,8 +66,9 @@ pub struct FileSettings {
     pub max_open_files: usize,
     /// Close a file after this long without new data (reopened by position when it grows).
     pub close_inactive: HumanDuration,
-    /// A last line without its newline is emitted after this long without the newline (or at
-    /// once when the file is rotated away or deleted and read to its end).
+    /// A last line without its newline is emitted after this long without the newline; also
+    /// how long a file rotated away or deleted is still read after its last new data before it
+    /// is finished.
     pub flush_partial_after: HumanDuration,
     /// Bytes at the start of a file that fingerprint it (with device and inode).
     pub fingerprint_bytes: ByteSize,

@@ -244,9 +244,12 @@ impl FileSource {
         if self.ctx.checkpoints.file_position(&f.id.key()).is_some() {
             return false;
         }
+        // Only a followed file's rotated names count (`app.log` → `app.log.1`,
+        // `app.log-20261201`): two unrelated files may well begin with the same kilobyte.
         let full: Vec<_> = run
             .readers
             .values()
+            .filter(|r| rotated_name_of(&f.path, &r.shared.path()))
             .filter_map(|r| *tail_lock(&r.shared.fingerprint))
             .filter(|fp| fp.len >= want && want > 0)
             .collect();
@@ -314,6 +317,17 @@ impl FileSource {
         );
         debug!(file = %f.path.display(), "following host file");
     }
+}
+
+/// Whether `candidate` is named like a rotated copy of `original`: same directory, its name
+/// the original's plus a suffix.
+fn rotated_name_of(candidate: &std::path::Path, original: &std::path::Path) -> bool {
+    let (Some(name), Some(orig)) = (candidate.file_name(), original.file_name()) else {
+        return false;
+    };
+    candidate.parent() == original.parent()
+        && name.len() > orig.len()
+        && name.as_encoded_bytes().starts_with(orig.as_encoded_bytes())
 }
 
 fn tail_lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {

@@ -2,21 +2,46 @@
 
 use std::collections::BTreeMap;
 use std::fs::OpenOptions;
-use std::io::Write;
 use std::path::Path;
 use std::time::Duration;
 
+use super::tail::tests::append;
 use super::*;
 use crate::pipeline::AckPosition;
 
-fn append(path: &Path, text: &str) {
-    OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .expect("open")
-        .write_all(text.as_bytes())
-        .expect("write");
+/// A running source on `settings_yaml` (the `sources:` keys), with its queue's receiver.
+struct Running {
+    rx: mpsc::Receiver<Delivery>,
+    store: Arc<CheckpointStore>,
+    metrics: Arc<Metrics>,
+    cancel: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+fn run_source(state: &Path, sources_yaml: &str) -> Running {
+    let metrics = Arc::new(Metrics::new());
+    let store = Arc::new(CheckpointStore::open(state, Arc::clone(&metrics)).expect("store"));
+    let config: SourcesConfig = serde_saphyr::from_str(sources_yaml).expect("config");
+    let (tx, rx) = mpsc::channel(16);
+    let source = FileSource::new(FileSourceContext {
+        config,
+        pipeline: tx,
+        budget: QueueBudget::new(16 << 20, Arc::clone(&metrics)),
+        metrics: Arc::clone(&metrics),
+        checkpoints: Arc::clone(&store),
+        pipelines: Arc::new(Pipelines::default()),
+        max_line_bytes: 1024,
+        host: "h".into(),
+    });
+    let cancel = CancellationToken::new();
+    let task = tokio::spawn(source.run(cancel.clone()));
+    Running {
+        rx,
+        store,
+        metrics,
+        cancel,
+        task,
+    }
 }
 
 /// Three files and one descriptor: each is read (the ones waiting get the descriptor when
@@ -32,28 +57,19 @@ async fn more_files_than_descriptors_are_all_read() {
             &format!("{name} 1\n{name} 2\n"),
         );
     }
-    let metrics = Arc::new(Metrics::new());
-    let store = Arc::new(
-        CheckpointStore::open(&dir.path().join("state"), Arc::clone(&metrics)).expect("store"),
+    let Running {
+        mut rx,
+        store,
+        metrics,
+        cancel,
+        task,
+    } = run_source(
+        &dir.path().join("state"),
+        &format!(
+            "files:\n  - include: [\"{}/*.log\"]\nfile_settings:\n  max_open_files: 1\n  poll_interval: 20ms\n  rescan_interval: 200ms\n",
+            logs.display()
+        ),
     );
-    let config: SourcesConfig = serde_saphyr::from_str(&format!(
-        "files:\n  - include: [\"{}/*.log\"]\nfile_settings:\n  max_open_files: 1\n  poll_interval: 20ms\n  rescan_interval: 200ms\n",
-        logs.display()
-    ))
-    .expect("config");
-    let (tx, mut rx) = mpsc::channel(16);
-    let source = FileSource::new(FileSourceContext {
-        config,
-        pipeline: tx,
-        budget: QueueBudget::new(16 << 20, Arc::clone(&metrics)),
-        metrics: Arc::clone(&metrics),
-        checkpoints: Arc::clone(&store),
-        pipelines: Arc::new(Pipelines::default()),
-        max_line_bytes: 1024,
-        host: "h".into(),
-    });
-    let cancel = CancellationToken::new();
-    let task = tokio::spawn(source.run(cancel.clone()));
     let mut got: BTreeMap<String, Vec<String>> = BTreeMap::new();
     let mut max_open = 0;
     let mut receive = async |want: usize, got: &mut BTreeMap<String, Vec<String>>| {
@@ -96,4 +112,85 @@ async fn more_files_than_descriptors_are_all_read() {
         .expect("join");
     assert_eq!(metrics.files.open.get(), 0);
     assert_eq!(metrics.files.watched.get(), 0);
+}
+
+#[test]
+fn rotated_names() {
+    let orig = Path::new("/var/log/app.log");
+    assert!(rotated_name_of(Path::new("/var/log/app.log.1"), orig));
+    assert!(rotated_name_of(
+        Path::new("/var/log/app.log-20261201"),
+        orig
+    ));
+    assert!(!rotated_name_of(Path::new("/var/log/app.log"), orig));
+    assert!(!rotated_name_of(Path::new("/var/log/other.log"), orig));
+    assert!(!rotated_name_of(Path::new("/var/log/old/app.log.1"), orig));
+}
+
+/// copytruncate with a glob that matches the copy too (`app.log*`): the copy is not read as a
+/// new file, the lines written just before the truncation are read from it, every line once.
+#[tokio::test]
+async fn a_copytruncate_copy_in_the_globs_is_not_read_twice() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let logs = dir.path().join("logs");
+    std::fs::create_dir_all(&logs).expect("mkdir");
+    let live = logs.join("app.log");
+    let lines = |from: usize, to: usize| -> String {
+        (from..=to).map(|i| format!("line {i:04}\n")).collect()
+    };
+    append(&live, &lines(1, 200));
+    let Running {
+        mut rx,
+        store,
+        metrics,
+        cancel,
+        task,
+    } = run_source(
+        &dir.path().join("state"),
+        &format!(
+            "files:\n  - include: [\"{}/app.log*\"]\nfile_settings:\n  poll_interval: 300ms\n  rescan_interval: 100ms\n",
+            logs.display()
+        ),
+    );
+    let mut got: Vec<String> = Vec::new();
+    let mut receive = async |want: usize, got: &mut Vec<String>| {
+        while got.len() < want {
+            let d = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+                .await
+                .unwrap_or_else(|_| panic!("timed out with {} lines", got.len()))
+                .expect("delivery");
+            for l in &d.batch.lines {
+                got.push(String::from_utf8_lossy(&l.message).into_owned());
+            }
+            if let AckPosition::File(p) = &d.batch.position {
+                store.ack_file(&p.id.key(), p.clone());
+            }
+        }
+    };
+    receive(200, &mut got).await;
+    // logrotate's copytruncate, with lines written after the reader's last read.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    append(&live, &lines(201, 210));
+    std::fs::copy(&live, logs.join("app.log.1")).expect("copy");
+    tokio::time::sleep(Duration::from_millis(150)).await; // a rescan sees the copy
+    OpenOptions::new()
+        .write(true)
+        .open(&live)
+        .expect("open")
+        .set_len(0)
+        .expect("truncate");
+    append(&live, &lines(211, 220));
+    receive(220, &mut got).await;
+    // A few more rescans: the copy is never read as a file of its own.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    while let Ok(d) = rx.try_recv() {
+        for l in &d.batch.lines {
+            got.push(String::from_utf8_lossy(&l.message).into_owned());
+        }
+    }
+    let want: Vec<String> = (1..=220).map(|i| format!("line {i:04}")).collect();
+    assert_eq!(got, want);
+    assert_eq!(metrics.files.truncations.get(), 1);
+    cancel.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
 }

@@ -362,8 +362,10 @@ impl Tail {
     async fn follow(&mut self, st: &mut Open) -> TailEnd {
         let ctx = Arc::clone(&self.ctx);
         let settings = ctx.settings.clone();
-        // Set once the path no longer names the file: one more read to the end, then leave.
-        let mut leaving = false;
+        // Since when the path no longer names the file (rotated away or deleted): it is read
+        // until it has had no new data for `flush_partial_after` (a writer may not have
+        // reopened yet), then finished.
+        let mut away_since: Option<Instant> = None;
         loop {
             if self.cancel.is_cancelled() {
                 return TailEnd::Cancelled;
@@ -423,7 +425,7 @@ impl Tail {
                     .set(size.saturating_sub(acked) as i64);
             }
             match state {
-                Ok(PathState::Same) => leaving = false,
+                Ok(PathState::Same) => away_since = None,
                 Ok(PathState::Truncated { size }) => {
                     if !self.truncated(st, size).await {
                         return TailEnd::Cancelled;
@@ -431,21 +433,21 @@ impl Tail {
                     continue;
                 }
                 Ok(PathState::Replaced(_)) | Ok(PathState::Gone) => {
-                    if !leaving {
-                        leaving = true;
-                        continue; // one more read: the writer may have added a last line
-                    }
-                    leaving = false;
                     if self.renamed_within_globs() {
                         ctx.metrics.files.rotation("rename");
+                        away_since = None;
                         continue;
                     }
-                    let kind = if matches!(state, Ok(PathState::Gone)) {
-                        "delete"
-                    } else {
-                        "rename"
-                    };
-                    return self.finish(st, kind).await;
+                    let since = *away_since.get_or_insert_with(Instant::now);
+                    let quiet = st.last_data.elapsed().min(since.elapsed());
+                    if quiet >= settings.flush_partial_after.0 {
+                        let kind = if matches!(state, Ok(PathState::Gone)) {
+                            "delete"
+                        } else {
+                            "rename"
+                        };
+                        return self.finish(st, kind).await;
+                    }
                 }
                 Err(e) => {
                     ctx.metrics.files.error("stat");
@@ -467,7 +469,9 @@ impl Tail {
             {
                 return TailEnd::Cancelled;
             }
-            if idle >= settings.close_inactive.0 || ctx.pool.contended() {
+            // A file rotated away is kept open until it is finished: closed, it could not be
+            // found again.
+            if away_since.is_none() && (idle >= settings.close_inactive.0 || ctx.pool.contended()) {
                 debug!(file = %self.shared.path().display(), "closing idle host file");
                 st.file = None;
                 continue;
@@ -523,4 +527,4 @@ use rotation::Reopen;
 
 #[cfg(test)]
 #[path = "tail_tests.rs"]
-mod tests;
+pub(super) mod tests;

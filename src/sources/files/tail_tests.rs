@@ -36,7 +36,7 @@ fn settings() -> FileSettings {
     }
 }
 
-fn append(path: &Path, text: &str) {
+pub(crate) fn append(path: &Path, text: &str) {
     OpenOptions::new()
         .create(true)
         .append(true)
@@ -50,6 +50,10 @@ impl Harness {
     /// A reader on `logs/app.log` (written with `initial` first), with the pipeline `pipeline`
     /// (a `processing.pipelines` YAML list) if given.
     fn start(initial: &str, pipeline: Option<&str>) -> Harness {
+        Harness::start_with(initial, pipeline, settings())
+    }
+
+    fn start_with(initial: &str, pipeline: Option<&str>, settings: FileSettings) -> Harness {
         let dir = tempfile::tempdir().expect("tempdir");
         let logs = dir.path().join("logs");
         fs::create_dir_all(&logs).expect("mkdir");
@@ -70,7 +74,7 @@ impl Harness {
             budget: QueueBudget::new(64 << 20, Arc::clone(&metrics)),
             metrics: Arc::clone(&metrics),
             checkpoints: Arc::clone(&store),
-            settings: settings(),
+            settings,
             max_line_bytes: 1024,
             pool: FdPool::new(8),
             matcher: Arc::new(Matcher::new(&config).expect("matcher")),
@@ -251,4 +255,33 @@ async fn the_position_stays_before_an_open_multiline_group() {
     assert_eq!(offset, 37);
     h.cancel.cancel();
     let _ = h.task.await;
+}
+
+#[tokio::test]
+async fn a_file_rotated_away_is_read_until_its_writer_stops() {
+    let settings = FileSettings {
+        poll_interval: HumanDuration(Duration::from_millis(20)),
+        flush_partial_after: HumanDuration(Duration::from_millis(800)),
+        ..FileSettings::default()
+    };
+    let mut h = Harness::start_with("a\n", None, settings);
+    assert_eq!(h.take(1).await.0, ["a"]);
+    let mut writer = OpenOptions::new()
+        .append(true)
+        .open(h.path())
+        .expect("open");
+    // Renamed out of the globs, a new file created in its place; the writer has not reopened
+    // yet and writes to the old file a while later (the reader has seen the rename by then).
+    fs::rename(h.path(), h.logs.join("rotated.old")).expect("rename");
+    append(&h.path(), "");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    writer.write_all(b"b\n").expect("write");
+    assert_eq!(h.take(1).await.0, ["b"]);
+    let end = tokio::time::timeout(Duration::from_secs(10), h.task)
+        .await
+        .expect("ends")
+        .expect("join");
+    assert_eq!(end, TailEnd::Finished);
+    let rename = super::super::metrics::KindLabels { kind: "rename" };
+    assert_eq!(h.metrics.files.rotations.get_or_create(&rename).get(), 1);
 }
