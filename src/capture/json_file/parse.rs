@@ -212,7 +212,7 @@ mod tests {
     fn malformed_lines_are_refused() {
         for line in [
             "plain text".to_string(),
-            format!(r#"{{"log":"cut"#),
+            r#"{"log":"cut"#.to_string(),
             format!(r#"{{"log":"x\n","stream":"stdin","time":"{T}"}}"#),
             r#"{"log":"x\n","stream":"stdout","time":"yesterday"}"#.to_string(),
             format!(r#"{{"log":"bad \x","stream":"stdout","time":"{T}"}}"#),

@@ -27,6 +27,8 @@ use crate::pipeline::{LogLine, StreamKind};
 const READ_BYTES: usize = 256 * 1024;
 /// At most this much is read into one batch.
 const GATHER_BYTES: usize = 256 * 1024;
+/// Read buffer an idle container keeps at most.
+const IDLE_BUF_BYTES: usize = 16 * 1024;
 /// How often a file at its end is looked at again.
 const POLL: Duration = Duration::from_millis(50);
 /// How long a running container's file may stay at its end before the daemon is asked whether
@@ -74,7 +76,7 @@ impl JsonFileSource {
         let rotations = reader.rotations;
         JsonFileSource {
             reader,
-            buf: Vec::with_capacity(READ_BYTES),
+            buf: Vec::new(),
             pieces: Vec::new(),
             seconds: SecondCache::default(),
             last_ts: UNSTAMPED,
@@ -164,6 +166,10 @@ impl JsonFileSource {
         }
         if gathered > 0 {
             self.last_check = Instant::now();
+        }
+        // An idle container does not keep a burst-sized read buffer.
+        if self.at_end && self.buf.capacity() > IDLE_BUF_BYTES {
+            self.buf.shrink_to(self.buf.len().max(IDLE_BUF_BYTES));
         }
         Taken {
             gathered,
