@@ -22,6 +22,8 @@ pub struct AgentConfig<'a> {
     pub fsync: Option<&'a str>,
     /// The `processing:` section (YAML, starting with `processing:`); None: no pipelines.
     pub processing: Option<&'a str>,
+    /// More top-level sections (`sources:`, `docker:`), appended as is; empty: none.
+    pub extra: &'a str,
 }
 
 impl Agent {
@@ -47,10 +49,11 @@ impl Agent {
             .unwrap_or_default();
         let config = format!(
             "capture:\n  rotation_interval: {}\n  initial_position: beginning\n{include}\
-             sinks:\n{sink}checkpoint:\n  state_dir: {}\nhttp:\n  listen: {http}\nlog:\n  level: warn\n{}",
+             sinks:\n{sink}checkpoint:\n  state_dir: {}\nhttp:\n  listen: {http}\nlog:\n  level: warn\n{}{}",
             c.rotation,
             dir.join("state").display(),
-            c.processing.unwrap_or_default()
+            c.processing.unwrap_or_default(),
+            c.extra
         );
         let path = dir.join("agent.yaml");
         std::fs::write(&path, config).map_err(|e| e.to_string())?;
@@ -69,13 +72,19 @@ impl Agent {
         let child = cmd
             .spawn()
             .map_err(|e| format!("cannot start {}: {e}", binary.display()))?;
-        let agent = Agent {
+        let mut agent = Agent {
             child,
             http,
             started,
         };
         let deadline = Instant::now() + Duration::from_secs(60);
         while agent.get("/ready").map(|(s, _)| s) != Some(200) {
+            if let Ok(Some(status)) = agent.child.try_wait() {
+                return Err(format!(
+                    "agent exited with {status} before ready (see {})",
+                    dir.join("agent.log").display()
+                ));
+            }
             if Instant::now() > deadline {
                 return Err(format!(
                     "agent not ready in 60 s (see {})",

@@ -5,14 +5,20 @@
 //! - processing: the firehose to the null sink through processing pipelines (see `processing`);
 //! - daemon: K real containers print 200 000 lines each into json-file; the agent reads them
 //!   back, and its CPU is compared with dockerd's for the same window;
-//! - idle: 1 000 idle follow streams: memory per stream, tasks, FDs, a full rotation, shutdown.
+//! - idle: 1 000 idle follow streams: memory per stream, tasks, FDs, a full rotation, shutdown;
+//! - files, files-live: the host-file source (`sources.files`) into the null sink (see `files`);
+//! - daemon-cpu: host CPU per container line on the real dockerd, `docker.capture: api` against
+//!   `json_file` and a baseline without agent (see `daemon_cpu`).
 //!
 //! Figures are printed as a table and written as CSV and JSON (one row per measurement, with
 //! the commit) for comparison across commits. Nothing is asserted: targets are shown beside.
 
 mod agent;
+mod daemon_cpu;
 mod fake_engine;
+mod files;
 mod processing;
+mod runlog;
 
 use clap::Parser;
 use std::path::{Path, PathBuf};
@@ -30,7 +36,8 @@ use log_capturer_testkit::{cpu_seconds, status_field, sum_prefix};
     about = "Benchmark the release agent"
 )]
 struct Args {
-    /// Scenarios to run: firehose, processing, daemon, idle, reopen.
+    /// Scenarios to run: firehose, processing, daemon, idle, reopen, and (not run by default)
+    /// files, files-live, daemon-cpu.
     #[arg(
         long,
         value_delimiter = ',',
@@ -127,6 +134,7 @@ fn run(args: &Args) -> Result<(), String> {
     std::fs::create_dir_all(&out).map_err(|e| format!("{}: {e}", out.display()))?;
     let runs = if args.quick { 1 } else { args.runs.max(1) };
     let mut rows = Vec::new();
+    let log = runlog::RunLog::new(&out);
     for s in &args.scenarios {
         match s.as_str() {
             "firehose" => rows.extend(firehose(&binary, &out, runs, args)?),
@@ -134,9 +142,15 @@ fn run(args: &Args) -> Result<(), String> {
             "daemon" => rows.extend(daemon(&binary, &out, runs, args.quick)?),
             "idle" => rows.extend(idle(&binary, &out, runs, args.quick)?),
             "reopen" => rows.extend(reopen(runs, args.quick)?),
+            "files" => rows.extend(files::scenario(&binary, &out, runs, args.quick, &log)?),
+            "files-live" => rows.extend(files::live(&binary, &out, runs, args.quick, &log)?),
+            "daemon-cpu" => {
+                rows.extend(daemon_cpu::scenario(&binary, &out, runs, args.quick, &log)?)
+            }
             other => {
                 return Err(format!(
-                    "unknown scenario {other:?} (firehose, processing, daemon, idle, reopen)"
+                    "unknown scenario {other:?} (firehose, processing, daemon, idle, reopen, \
+                     files, files-live, daemon-cpu)"
                 ));
             }
         }
@@ -243,6 +257,7 @@ fn firehose(binary: &Path, out: &Path, runs: usize, args: &Args) -> Result<Vec<R
                         include_label: None,
                         fsync,
                         processing: None,
+                        extra: "",
                     },
                 )?;
                 let key = format!("log_capturer_sink_lines_total{{sink=\"{sink}\"}}");
@@ -341,6 +356,7 @@ fn daemon(binary: &Path, out: &Path, runs: usize, quick: bool) -> Result<Vec<Row
                     include_label: Some(&label),
                     fsync: None,
                     processing: None,
+                    extra: "",
                 },
             )?;
             let d0 = cpu_seconds(dockerd);
@@ -561,6 +577,7 @@ fn idle(binary: &Path, out: &Path, runs: usize, quick: bool) -> Result<Vec<Row>,
                 include_label: None,
                 fsync: None,
                 processing: None,
+                extra: "",
             },
         )
     };

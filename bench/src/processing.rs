@@ -178,6 +178,7 @@ pub fn scenario(binary: &Path, out: &Path, runs: usize, quick: bool) -> Result<V
                     include_label: None,
                     fsync: None,
                     processing: case.processing,
+                    extra: "",
                 },
             )?;
             // Lines each container's last, still open, group may hold.
