@@ -97,23 +97,22 @@ impl Followed {
         Ok(self.file.metadata()?.len())
     }
 
-    /// Appends up to `max` bytes to `buf`; Ok(0) at the end of the file (for now).
+    /// Appends up to `max` bytes to `buf` (reading until the end of the file or `max`); Ok(0)
+    /// at the end of the file (for now). The spare capacity is filled without being zeroed
+    /// first (`read_to_end`): a reader woken for a few hundred bytes does not pay for clearing
+    /// a whole chunk-sized buffer.
     pub fn read(&mut self, buf: &mut Vec<u8>, max: usize) -> io::Result<usize> {
         let start = buf.len();
-        buf.resize(start + max, 0);
-        let n = loop {
-            match self.file.read(&mut buf[start..]) {
-                Ok(n) => break n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    buf.truncate(start);
-                    return Err(e);
-                }
-            }
-        };
-        buf.truncate(start + n);
+        buf.reserve(max);
+        let result = (&mut self.file).take(max as u64).read_to_end(buf);
+        // Whatever was read before an error is kept: the offset follows the buffer.
+        let n = buf.len() - start;
         self.offset += n as u64;
-        Ok(n)
+        match result {
+            Ok(_) => Ok(n),
+            Err(_) if n > 0 => Ok(n),
+            Err(e) => Err(e),
+        }
     }
 
     /// Starts again from byte 0 (after a truncation).
