@@ -55,6 +55,8 @@ pub struct FileSource {
 }
 
 /// Structural inotify events are gathered this long before one rescan.
+/// How long inotify events gather before the source passes them on (see `run`).
+const WATCH_COALESCE: Duration = Duration::from_millis(20);
 const RESCAN_DEBOUNCE: Duration = Duration::from_millis(50);
 
 struct Reader {
@@ -138,6 +140,12 @@ impl FileSource {
                     false
                 }
                 _ = watcher.changed() => {
+                    // A busy writer makes one event per write: let them gather, so the
+                    // runtime is woken once per interval, not once per line written.
+                    tokio::select! {
+                        _ = cancel.cancelled() => break,
+                        _ = tokio::time::sleep(WATCH_COALESCE) => {}
+                    }
                     let changes = watcher.take();
                     for p in &changes.modified {
                         if let Some(r) = run.by_path.get(p).and_then(|id| run.readers.get(id)) {
