@@ -5,8 +5,6 @@
 
 use std::collections::BTreeMap;
 
-use globset::{GlobBuilder, GlobMatcher};
-
 use super::{Failure, Options, config_error, parse_pairs, processor_named};
 use crate::config::{Config, SourcesConfig};
 use crate::pipeline::ContainerMeta;
@@ -64,38 +62,11 @@ pub(super) fn choose(
     Ok((meta, processor))
 }
 
-/// The first group of `sources.files` whose include globs match `path` and whose exclude
-/// globs do not (a compressed rotated file only if the group has `include_compressed`). The
-/// file source's own matcher (`sources::files::matcher`, issue 13) means the same; once both
-/// are merged this can ask it.
+/// The first group of `sources.files` that takes `path`: the file source's own matcher
+/// (include minus exclude globs; a compressed rotated file only with `include_compressed`).
 fn group_for(sources: &SourcesConfig, path: &str) -> Result<Option<usize>, Failure> {
-    let compressed = std::path::Path::new(path)
-        .extension()
-        .and_then(|e| e.to_str())
-        .is_some_and(|e| ["gz", "xz", "bz2", "zst", "zip"].contains(&e));
-    for (i, group) in sources.files.iter().enumerate() {
-        let key = |list: &str, j: usize| format!("sources.files[{i}].{list}[{j}]");
-        let mut included = false;
-        for (j, pattern) in group.include.iter().enumerate() {
-            included |= matcher(pattern, &key("include", j))?.is_match(path);
-        }
-        let mut excluded = false;
-        for (j, pattern) in group.exclude.iter().enumerate() {
-            excluded |= matcher(pattern, &key("exclude", j))?.is_match(path);
-        }
-        if included && !excluded && (group.include_compressed || !compressed) {
-            return Ok(Some(i));
-        }
-    }
-    Ok(None)
-}
-
-fn matcher(pattern: &str, key: &str) -> Result<GlobMatcher, Failure> {
-    GlobBuilder::new(pattern)
-        .literal_separator(true)
-        .build()
-        .map(|g| g.compile_matcher())
-        .map_err(|e| config_error(format!("{key}: {pattern:?}: {e}")))
+    let matcher = crate::sources::files::matcher::Matcher::new(sources).map_err(config_error)?;
+    Ok(matcher.group_of(std::path::Path::new(path)))
 }
 
 #[cfg(test)]
@@ -135,8 +106,9 @@ mod tests {
     }
 
     #[test]
-    fn a_bad_glob_names_its_key() {
-        // Built directly: the config's own check refuses such a glob at load.
+    fn a_bad_glob_is_an_error_naming_it() {
+        // Built directly: the config's own check refuses such a glob at load, naming its key
+        // (`sources.files[0].include[0]`, tested with the config).
         let s = SourcesConfig {
             files: vec![crate::config::FileGroupConfig {
                 include: vec!["/var/log/[x".into()],
@@ -145,10 +117,6 @@ mod tests {
             ..Default::default()
         };
         let err = group_for(&s, "/var/log/x").expect_err("bad glob");
-        assert!(
-            err.message.contains("sources.files[0].include[0]"),
-            "{}",
-            err.message
-        );
+        assert!(err.message.contains("/var/log/[x"), "{}", err.message);
     }
 }
