@@ -617,6 +617,12 @@ async fn run_pipeline(
         info!("reloading: stopping capture");
     }
     let timeout = config.pipeline.shutdown_timeout.0;
+    // If the drain times out while capture is still stopping, these are aborted rather than
+    // left running detached (they were cancelled; one may be stuck in a blocking step).
+    let capture_aborts = [
+        discovery_task.abort_handle(),
+        file_source_task.abort_handle(),
+    ];
     let capture_stopped = AtomicBool::new(false);
     let mut next_catch_up = None;
     let drain = async {
@@ -661,6 +667,9 @@ async fn run_pipeline(
         ));
     }
     if !drained {
+        capture_aborts
+            .iter()
+            .for_each(tokio::task::AbortHandle::abort);
         let stage = if capture_stopped.load(Ordering::Relaxed) {
             "flushing sinks"
         } else {
