@@ -139,6 +139,10 @@ impl FileSource {
                     }
                     false
                 }
+                // Before the watcher: a busy writer keeps it ready all the time, and a scan
+                // due (a file created or renamed) must not wait for the writer to pause.
+                _ = &mut scan_soon, if soon_armed => { soon_armed = false; true }
+                _ = rescan.tick() => true,
                 _ = watcher.changed() => {
                     // A busy writer makes one event per write: let them gather, so the
                     // runtime is woken once per interval, not once per line written.
@@ -161,8 +165,6 @@ impl FileSource {
                     }
                     false
                 }
-                _ = &mut scan_soon, if soon_armed => { soon_armed = false; true }
-                _ = rescan.tick() => true,
             };
             if !scan {
                 continue;
