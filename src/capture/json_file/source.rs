@@ -16,7 +16,7 @@ use tokio::sync::watch;
 use tracing::warn;
 
 use super::parse::{EntryStream, parse_line};
-use super::reader::{ChainReader, Step};
+use super::reader::{ChainReader, Step, is_reopen};
 use crate::capture::assembler::{Assembler, UNSTAMPED};
 use crate::docker::DockerClient;
 use crate::docker::timestamp::SecondCache;
@@ -32,8 +32,14 @@ const IDLE_BUF_BYTES: usize = 16 * 1024;
 /// How often a file at its end is looked at again.
 const POLL: Duration = Duration::from_millis(50);
 /// How long a running container's file may stay at its end before the daemon is asked whether
-/// it still runs (in case its `die` was not seen).
-const IDLE_CHECK: Duration = Duration::from_secs(5);
+/// it still runs: a backstop only (its `die` event says it, and the resync after an events
+/// reconnect finds the containers that stopped meanwhile), so idle containers cost no
+/// inspect every few seconds.
+const IDLE_CHECK: Duration = Duration::from_secs(60);
+/// Bytes kept pending without a newline beyond the longest valid entry (a 16 KiB piece,
+/// escaped) or the longest line, before they are cut as a raw line: a region of a file
+/// without newlines does not grow the buffer without bound.
+const PENDING_MARGIN: usize = 64 * 1024;
 
 /// What one take brought.
 pub struct Taken {
@@ -41,6 +47,8 @@ pub struct Taken {
     /// The container has stopped and its log is read to the end.
     pub eof: bool,
     pub failure: Option<String>,
+    /// The failure asks for a reopen from the cursor (nothing failed; see `reader::Reopen`).
+    pub reopen: bool,
 }
 
 pub struct JsonFileSource {
@@ -49,7 +57,14 @@ pub struct JsonFileSource {
     buf: Vec<u8>,
     pieces: Vec<(StreamKind, i64, usize, usize)>,
     seconds: SecondCache,
-    last_ts: i64,
+    /// Timestamp of the last valid stdout (or TTY) entry: what a malformed line, emitted as
+    /// stdout, is stamped with (UNSTAMPED before any: such a line is unstamped).
+    last_stdout_ts: i64,
+    /// At most this much is kept pending without a newline (see `PENDING_MARGIN`).
+    max_pending: usize,
+    /// Trim one `\r` before a line's newline (a container of unknown TTY, see
+    /// `JsonFileTarget::trim_cr`).
+    trim_cr: bool,
     tty: bool,
     stopped: watch::Receiver<bool>,
     stopped_seen: bool,
@@ -60,6 +75,7 @@ pub struct JsonFileSource {
     name: String,
     metrics: Arc<Metrics>,
     rotations: u64,
+    truncations: u64,
 }
 
 impl JsonFileSource {
@@ -72,14 +88,17 @@ impl JsonFileSource {
         id: String,
         name: String,
         metrics: Arc<Metrics>,
+        max_line_bytes: usize,
     ) -> Self {
-        let rotations = reader.rotations;
+        let (rotations, truncations) = (reader.rotations, reader.truncations);
         JsonFileSource {
             reader,
             buf: Vec::new(),
             pieces: Vec::new(),
             seconds: SecondCache::default(),
-            last_ts: UNSTAMPED,
+            last_stdout_ts: UNSTAMPED,
+            trim_cr: false,
+            max_pending: max_line_bytes.max(super::files::FIRST_LINE_MAX) + PENDING_MARGIN,
             tty,
             stopped,
             stopped_seen: false,
@@ -90,7 +109,14 @@ impl JsonFileSource {
             name,
             metrics,
             rotations,
+            truncations,
         }
+    }
+
+    /// Trims one `\r` before each line's newline (see `JsonFileTarget::trim_cr`).
+    pub fn trim_cr(mut self, trim: bool) -> Self {
+        self.trim_cr = trim;
+        self
     }
 
     fn is_stopped(&mut self) -> bool {
@@ -134,6 +160,7 @@ impl JsonFileSource {
         let stopped = self.is_stopped();
         let mut gathered = 0;
         let mut failure = None;
+        let mut reopen = false;
         self.at_end = false;
         while gathered < GATHER_BYTES {
             match self.reader.step(&mut self.buf, READ_BYTES) {
@@ -148,12 +175,18 @@ impl JsonFileSource {
                         .rotations
                         .inc_by(self.reader.rotations - self.rotations);
                     self.rotations = self.reader.rotations;
+                    self.metrics
+                        .json_file
+                        .truncations
+                        .inc_by(self.reader.truncations - self.truncations);
+                    self.truncations = self.reader.truncations;
                 }
                 Ok(Step::Idle) => {
                     self.at_end = true;
                     break;
                 }
                 Err(e) => {
+                    reopen = is_reopen(&e);
                     failure = Some(format!("{}: {e}", self.reader.path().display()));
                     break;
                 }
@@ -175,17 +208,25 @@ impl JsonFileSource {
             gathered,
             eof,
             failure,
+            reopen,
         }
     }
 
     /// Parses every complete entry of `buf` (all of it when `all`) into one buffer, then hands
     /// the pieces to the assembler as slices of it.
     fn parse(&mut self, assembler: &mut Assembler, lines: &mut Vec<LogLine>, all: bool) {
+        // `cut`: the buffer holds no newline and has reached its bound: all of it goes as a
+        // raw piece without its end (the assembler joins and cuts it as a long line).
+        let mut cut = false;
         let end = if all {
             self.buf.len()
         } else {
             match self.buf.iter().rposition(|&b| b == b'\n') {
                 Some(i) => i + 1,
+                None if self.buf.len() >= self.max_pending => {
+                    cut = true;
+                    self.buf.len()
+                }
                 None => return,
             }
         };
@@ -198,12 +239,18 @@ impl JsonFileSource {
             let start = out.len();
             let (stream, ts) = match parse_line(line, &mut out, &mut self.seconds) {
                 Some(e) => {
-                    self.last_ts = e.ts_ns;
                     let stream = match (e.stream, self.tty) {
                         (_, true) => StreamKind::Tty,
                         (EntryStream::Stdout, false) => StreamKind::Stdout,
                         (EntryStream::Stderr, false) => StreamKind::Stderr,
                     };
+                    if stream != StreamKind::Stderr {
+                        self.last_stdout_ts = e.ts_ns;
+                    }
+                    if self.trim_cr && out[start..].ends_with(b"\r\n") {
+                        out.truncate(out.len() - 2);
+                        out.push(b'\n');
+                    }
                     (stream, e.ts_ns)
                 }
                 None => {
@@ -212,13 +259,18 @@ impl JsonFileSource {
                         file = %self.reader.path().display(), bytes = line.len(),
                         "malformed json-file entry; kept as raw text");
                     out.extend_from_slice(line);
-                    out.push(b'\n');
+                    // A cut region continues in the next read: no end of line yet.
+                    if !cut {
+                        out.push(b'\n');
+                    }
                     let stream = if self.tty {
                         StreamKind::Tty
                     } else {
                         StreamKind::Stdout
                     };
-                    (stream, self.last_ts)
+                    // Stamped as a stdout line after the last stdout entry: the stdout cursor
+                    // it moves is the one its stamp belongs to.
+                    (stream, self.last_stdout_ts)
                 }
             };
             self.pieces.push((stream, ts, start, out.len()));
