@@ -282,3 +282,97 @@ impl JsonFileSource {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::capture::json_file::files::LogFiles;
+    use std::io::Write;
+
+    fn entry(text: &str, stream: &str, sec: i64) -> String {
+        format!(
+            "{{\"log\":\"{text}\",\"stream\":\"{stream}\",\"time\":\"{}\"}}\n",
+            crate::docker::timestamp::format_rfc3339_nanos(sec * 1_000_000_000)
+        )
+    }
+
+    /// A source over one log file with `content`, and the lines it gives (stopped: to the end).
+    fn read_all(content: &[u8], trim_cr: bool, max_line_bytes: usize) -> (Vec<LogLine>, usize) {
+        let dir = tempfile::tempdir().unwrap();
+        let files = LogFiles::of(dir.path(), "c1");
+        std::fs::create_dir_all(&files.dir).unwrap();
+        std::fs::File::create(files.current())
+            .unwrap()
+            .write_all(content)
+            .unwrap();
+        let reader = ChainReader::open(files, 0, None).unwrap();
+        let (_tx, stopped) = watch::channel(true);
+        let client = DockerClient::unconnected(
+            crate::docker::Endpoint::parse("unix:///nonexistent").unwrap(),
+        );
+        let mut source = JsonFileSource::new(
+            reader,
+            false,
+            stopped,
+            client,
+            "c1".into(),
+            "c1".into(),
+            Arc::new(Metrics::new()),
+            max_line_bytes,
+        )
+        .trim_cr(trim_cr);
+        let mut assembler = Assembler::new(max_line_bytes);
+        let mut lines = Vec::new();
+        let mut max_buf = 0;
+        loop {
+            // Small reads, so that pending bytes accumulate over many steps.
+            let t = source.take(&mut assembler, &mut lines);
+            max_buf = max_buf.max(source.buf.len());
+            assert!(t.failure.is_none());
+            if t.eof {
+                break;
+            }
+        }
+        assembler.flush(&mut lines);
+        (lines, max_buf)
+    }
+
+    #[test]
+    fn a_raw_line_is_stamped_with_the_last_stdout_entry_and_unstamped_before_any() {
+        let content = format!(
+            "garbage-0\n{}{}garbage-1\n",
+            entry("a\\n", "stdout", 10),
+            entry("b\\n", "stderr", 20)
+        );
+        let (lines, _) = read_all(content.as_bytes(), false, 1 << 20);
+        let got: Vec<(String, i64)> = lines
+            .iter()
+            .map(|l| (String::from_utf8_lossy(&l.message).into_owned(), l.ts_ns))
+            .collect();
+        assert_eq!(got[0].1, UNSTAMPED, "{got:?}");
+        assert_eq!(got[3], ("garbage-1".to_string(), 10_000_000_000), "{got:?}");
+    }
+
+    #[test]
+    fn trailing_cr_is_trimmed_for_a_container_of_unknown_tty() {
+        let content = entry("a\\r\\n", "stdout", 10);
+        let (lines, _) = read_all(content.as_bytes(), true, 1 << 20);
+        assert_eq!(&lines[0].message[..], b"a");
+        let (lines, _) = read_all(content.as_bytes(), false, 1 << 20);
+        assert_eq!(&lines[0].message[..], b"a\r");
+    }
+
+    #[test]
+    fn a_region_without_newline_does_not_grow_the_buffer_without_bound() {
+        let mut content = vec![b'z'; 3 << 20];
+        content.push(b'\n');
+        content.extend_from_slice(entry("after\\n", "stdout", 10).as_bytes());
+        let (lines, max_buf) = read_all(&content, false, 1 << 10);
+        let bound = super::super::files::FIRST_LINE_MAX + PENDING_MARGIN + READ_BYTES;
+        assert!(
+            max_buf <= bound,
+            "pending buffer grew to {max_buf} (bound {bound})"
+        );
+        assert_eq!(&lines.last().unwrap().message[..], b"after");
+    }
+}
