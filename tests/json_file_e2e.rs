@@ -417,3 +417,46 @@ fn exact_with_a_single_log_file_and_with_compressed_rotation() {
         );
     }
 }
+
+/// `docker.containers_dir` names a readable directory without the containers' logs: a running
+/// container's log is missing, and after 10 s it is read through the API instead
+/// (`fallbacks_total{reason="log_file_missing"}`): every line exactly once.
+#[test]
+fn a_missing_log_file_falls_back_to_the_api() {
+    let mut containers = Containers::new("lcjf-missing");
+    let dir = tempdir();
+    let empty = tempdir();
+    let agent = Agent::start(
+        dir.path(),
+        AgentOptions {
+            capture: containers.include_yaml(),
+            docker: format!(
+                "  capture: json_file\n  containers_dir: {}\n",
+                empty.path().display()
+            ),
+            ..AgentOptions::default()
+        },
+    );
+    let name = containers.name("lcjf-missing");
+    let n = 300;
+    containers.run(
+        "lcjf-missing",
+        &["--network", "none"],
+        &format!("i=1; while [ $i -le {n} ]; do echo out-$i; usleep 50000; i=$((i+1)); done"),
+    );
+    let done = wait_until(Duration::from_secs(90), || {
+        !running(&name) && agent.records(&name).len() >= n
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    let got = stream_messages(&agent, &name, "stdout");
+    support::assert_sequence(
+        &got,
+        "out-",
+        n,
+        &format!("(done: {done}); agent log:\n{}", agent.log()),
+    );
+    let key = "log_capturer_json_file_fallbacks_total{reason=\"log_file_missing\"}";
+    let fallbacks = agent.metric(key);
+    assert!(fallbacks >= 1.0, "{key} = {fallbacks}");
+    println!("missing log file: {n} lines exactly once through the API ({key} = {fallbacks})");
+}

@@ -615,4 +615,21 @@ mod tests {
         assert_eq!(drain(&mut r), (0..20).collect::<Vec<_>>());
         assert!(ChainReader::open(d.files.clone(), 0, None).is_err());
     }
+
+    /// The task keeps the descriptor opened at start and gives each reopen a duplicate (which
+    /// shares its read position): a reopen after an error reads the log from its start again.
+    #[test]
+    fn a_reopen_from_a_duplicate_of_the_descriptor_reads_from_the_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut d = Docker::new(dir.path(), 5, false);
+        let pre = File::open(d.files.current()).unwrap();
+        d.write(0..20);
+        std::fs::remove_dir_all(&d.files.dir).unwrap();
+        let mut r = ChainReader::open(d.files.clone(), 0, Some(pre.try_clone().unwrap())).unwrap();
+        let mut buf = Vec::new();
+        r.step(&mut buf, 1000).unwrap();
+        drop(r);
+        let mut r = ChainReader::open(d.files.clone(), 0, Some(pre.try_clone().unwrap())).unwrap();
+        assert_eq!(drain(&mut r), (0..20).collect::<Vec<_>>());
+    }
 }

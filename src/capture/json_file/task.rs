@@ -101,6 +101,19 @@ impl CaptureTask {
                     // container: nothing, and the task ends as gone).
                     let since = *missing_since.get_or_insert_with(Instant::now);
                     let stopped_now = stopped_found || *stopped.borrow();
+                    if stopped_now {
+                        // Removed (an `--rm` container gone before its file was opened): there
+                        // is nothing to read anywhere.
+                        let inspected = tokio::select! {
+                            _ = self.cancel.cancelled() => return CaptureExit::Cancelled,
+                            r = ctx.client.inspect(&self.id) => r,
+                        };
+                        if let Err(e) = &inspected
+                            && e.status() == Some(404)
+                        {
+                            return self.gone();
+                        }
+                    }
                     if stopped_now || since.elapsed() >= MISSING_FALLBACK {
                         ctx.metrics.json_file.fallback("log_file_missing");
                         warn!(container = %self.name(), file = %files.current().display(), error = %e,
