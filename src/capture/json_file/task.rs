@@ -63,7 +63,7 @@ impl CaptureTask {
         // `--rm` container that is gone by then.
         let JsonFileTarget {
             files,
-            preopened,
+            mut preopened,
             stopped,
             trim_cr,
         } = target;
@@ -89,11 +89,22 @@ impl CaptureTask {
             });
             let opened = tokio::select! {
                 _ = self.cancel.cancelled() => return CaptureExit::Cancelled,
-                r = tokio::task::spawn_blocking(move || ChainReader::open(chain, since, pre)) => r,
+                r = tokio::task::spawn_blocking(move || {
+                    // Once Docker has replaced the file opened at start (a rotation), that
+                    // descriptor can serve nothing a reopen needs: let its space go.
+                    let replaced = pre.as_ref().is_some_and(|f| rotated_away(f, &chain.current()));
+                    let pre = if replaced { None } else { pre };
+                    ChainReader::open(chain, since, pre).map(|r| (r, replaced))
+                }) => r,
             };
             let opened = opened.unwrap_or_else(|e| Err(io::Error::other(e.to_string())));
             let reader = match opened {
-                Ok(reader) => reader,
+                Ok((reader, replaced)) => {
+                    if replaced {
+                        preopened = None;
+                    }
+                    reader
+                }
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {
                     // Docker creates the file when the container starts. Still missing after
                     // a while, or at the container's stop, it is elsewhere (or gone with the
@@ -219,5 +230,14 @@ impl CaptureTask {
                 }
             }
         }
+    }
+}
+
+/// Whether `path` now names another file than `file` (Docker rotated it away).
+fn rotated_away(file: &std::fs::File, path: &std::path::Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (file.metadata(), std::fs::metadata(path)) {
+        (Ok(a), Ok(b)) => a.dev() != b.dev() || a.ino() != b.ino(),
+        _ => false,
     }
 }
