@@ -356,3 +356,107 @@ fn other_log_drivers_fall_back_to_the_api_and_are_reported() {
         agent.metric(key)
     );
 }
+
+/// Docker's rotation with `max-size` and no `max-file` (one file kept: the daemon renames or
+/// unlinks the log, or reopens it truncated, by version), and with `compress=true` (rotated
+/// files gzipped): every line of both streams exactly once, in order, and rotations followed.
+#[test]
+fn exact_with_a_single_log_file_and_with_compressed_rotation() {
+    for (tag, opts) in [
+        ("lcjf-one", &["--log-opt", "max-size=16k"][..]),
+        (
+            "lcjf-gz",
+            &[
+                "--log-opt",
+                "max-size=16k",
+                "--log-opt",
+                "max-file=3",
+                "--log-opt",
+                "compress=true",
+            ][..],
+        ),
+    ] {
+        let mut containers = Containers::new(tag);
+        let dir = tempdir();
+        let agent = Agent::start(dir.path(), options(&containers, "json_file"));
+        let name = containers.name(tag);
+        let n = 1500;
+        let mut args = vec!["--network", "none"];
+        args.extend_from_slice(opts);
+        // About 200 KiB of log at ~15 KiB/s: a rotation about every second, each file read
+        // (polled every 50 ms) long before the next rotation deletes it.
+        containers.run(
+            tag,
+            &args,
+            &format!(
+                "i=1; while [ $i -le {n} ]; do echo out-$i; echo err-$i >&2; usleep 10000; \
+                 i=$((i+1)); done"
+            ),
+        );
+        let done = wait_until(Duration::from_secs(120), || {
+            !running(&name) && agent.records(&name).len() >= 2 * n
+        });
+        std::thread::sleep(Duration::from_secs(2));
+        for (stream, prefix) in [("stdout", "out-"), ("stderr", "err-")] {
+            let got = stream_messages(&agent, &name, stream);
+            support::assert_sequence(
+                &got,
+                prefix,
+                n,
+                &format!("{tag} {stream} (done: {done}); agent log:\n{}", agent.log()),
+            );
+        }
+        let rotations = agent.metric("log_capturer_json_file_rotations_total");
+        let truncations = agent.metric("log_capturer_json_file_truncations_total");
+        assert!(
+            rotations + truncations >= 5.0,
+            "{tag}: Docker rotated only {rotations}+{truncations} times: not exercised"
+        );
+        println!(
+            "{tag}: {n} + {n} lines exactly once; {rotations} rotations, {truncations} truncations followed"
+        );
+    }
+}
+
+/// `docker.containers_dir` names a readable directory without the containers' logs: a running
+/// container's log is missing, and after 10 s it is read through the API instead
+/// (`fallbacks_total{reason="log_file_missing"}`): every line exactly once.
+#[test]
+fn a_missing_log_file_falls_back_to_the_api() {
+    let mut containers = Containers::new("lcjf-missing");
+    let dir = tempdir();
+    let empty = tempdir();
+    let agent = Agent::start(
+        dir.path(),
+        AgentOptions {
+            capture: containers.include_yaml(),
+            docker: format!(
+                "  capture: json_file\n  containers_dir: {}\n",
+                empty.path().display()
+            ),
+            ..AgentOptions::default()
+        },
+    );
+    let name = containers.name("lcjf-missing");
+    let n = 300;
+    containers.run(
+        "lcjf-missing",
+        &["--network", "none"],
+        &format!("i=1; while [ $i -le {n} ]; do echo out-$i; usleep 50000; i=$((i+1)); done"),
+    );
+    let done = wait_until(Duration::from_secs(90), || {
+        !running(&name) && agent.records(&name).len() >= n
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    let got = stream_messages(&agent, &name, "stdout");
+    support::assert_sequence(
+        &got,
+        "out-",
+        n,
+        &format!("(done: {done}); agent log:\n{}", agent.log()),
+    );
+    let key = "log_capturer_json_file_fallbacks_total{reason=\"log_file_missing\"}";
+    let fallbacks = agent.metric(key);
+    assert!(fallbacks >= 1.0, "{key} = {fallbacks}");
+    println!("missing log file: {n} lines exactly once through the API ({key} = {fallbacks})");
+}

@@ -100,11 +100,17 @@ impl Source {
                 taken
             }
             (Source::JsonFile(f), _) => {
-                let t = f.take(assembler, lines);
+                // Reading a file blocks: off the async worker (see `json_file::off_worker`).
+                let t = super::json_file::off_worker(|| f.take(assembler, lines));
+                let reason = if t.reopen {
+                    super::json_file::REOPEN
+                } else {
+                    "read"
+                };
                 Taken {
                     gathered: t.gathered,
                     eof: t.eof,
-                    failure: t.failure.map(|e| SessionEnd::Error("read", e)),
+                    failure: t.failure.map(|e| SessionEnd::Error(reason, e)),
                 }
             }
             (Source::Api { .. }, Ready::File) => Taken {

@@ -105,7 +105,10 @@ pub async fn follow_events(
                                 // the file at start, not at create.)
                                 let opened = match (&preopen_dir, event.action.as_str()) {
                                     (Some(dir), "start") => {
-                                        crate::capture::json_file::preopen(dir, &event.actor.id)
+                                        // An open: off the async worker.
+                                        crate::capture::json_file::off_worker(|| {
+                                            crate::capture::json_file::preopen(dir, &event.actor.id)
+                                        })
                                     }
                                     _ => None,
                                 };

@@ -49,13 +49,14 @@ impl Discovery {
             files: mode.files(id, &info.log_path),
             preopened,
             stopped,
+            trim_cr: false,
         };
         Some((target, tx))
     }
 
     /// An `--rm` container gone before its inspect whose log was opened at its `start`: read
     /// that descriptor to its end, named and labelled by what its event said. (Whether it had
-    /// a TTY is not known: its lines are read as stdout.)
+    /// a TTY is not known: its lines are read as stdout, one trailing `\r` trimmed.)
     pub(super) fn capture_removed(
         &mut self,
         id: &str,
@@ -84,6 +85,7 @@ impl Discovery {
             files: mode.files(id, ""),
             preopened: Some(file),
             stopped,
+            trim_cr: true,
         };
         debug!(container = %seen.name, container_id = %id,
             "container removed before its inspect; reading the log file opened at its start");

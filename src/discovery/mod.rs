@@ -91,6 +91,9 @@ pub struct Discovery {
     /// Containers whose `start` event could not be acted on (the inspect failed): the next
     /// resync, scheduled with back-off, reads them.
     retry_starts: HashSet<String>,
+    /// Of those, json_file mode: the log file opened at the `start` event (and what the event
+    /// said), kept for the retry: an `--rm` container removed meanwhile is read from it.
+    retry_files: HashMap<String, (Option<filter::Seen>, std::fs::File)>,
     tasks: JoinSet<(String, CaptureExit)>,
     /// The container of each capture task (to know whose task panicked).
     task_ids: HashMap<tokio::task::Id, String>,
@@ -130,6 +133,7 @@ impl Discovery {
             tracked: HashMap::new(),
             ignored: HashSet::new(),
             retry_starts: HashSet::new(),
+            retry_files: HashMap::new(),
             tasks: JoinSet::new(),
             task_ids: HashMap::new(),
             first_listing,

@@ -93,7 +93,27 @@ impl Discovery {
         );
         // Started (an event) but not inspectable then: read them now, to their end if they
         // have stopped meanwhile (they may hold no cursor, so nothing else would).
+        // Those removed meanwhile whose log was opened at their start: read from there.
+        let removed: Vec<String> = self
+            .retry_files
+            .keys()
+            .filter(|id| !exists.contains(id.as_str()))
+            .cloned()
+            .collect();
+        for id in removed {
+            if let Some((seen, file)) = self.retry_files.remove(&id) {
+                self.retry_starts.remove(&id);
+                if !self
+                    .consider(&id, true, seen.as_ref(), Some(file), cancel)
+                    .await
+                {
+                    self.retry_starts.insert(id);
+                }
+            }
+        }
         self.retry_starts.retain(|id| exists.contains(id.as_str()));
+        let retry_starts = &self.retry_starts;
+        self.retry_files.retain(|id, _| retry_starts.contains(id));
         for id in &self.retry_starts {
             if !to_read.contains(id) {
                 to_read.push(id.clone());
@@ -149,7 +169,12 @@ impl Discovery {
         seen: Option<&Seen>,
         cancel: &CancellationToken,
     ) -> bool {
-        if self.consider(id, true, seen, None, cancel).await {
+        let (kept_seen, preopened) = match self.retry_files.remove(id) {
+            Some((kept, file)) => (kept, Some(file)),
+            None => (None, None),
+        };
+        let seen = seen.or(kept_seen.as_ref());
+        if self.consider(id, true, seen, preopened, cancel).await {
             self.retry_starts.remove(id);
             true
         } else {
@@ -268,6 +293,11 @@ impl Discovery {
             Err(e) => {
                 self.metrics.stream_error("inspect");
                 warn!(container_id = %id, error = %e, "cannot inspect container");
+                // Kept for the retry (an `--rm` container may be removed by then).
+                if let Some(file) = preopened {
+                    self.retry_files
+                        .insert(id.to_string(), (seen.cloned(), file));
+                }
                 return false;
             }
         };

@@ -99,6 +99,17 @@ impl DockerClient {
         Ok(client)
     }
 
+    /// A client that has not spoken to any engine (tests of code that holds one but does not
+    /// call it).
+    #[cfg(test)]
+    pub(crate) fn unconnected(endpoint: Endpoint) -> Self {
+        DockerClient {
+            endpoint,
+            version: "v1.41".to_string(),
+            timeout: Duration::from_secs(1),
+        }
+    }
+
     /// The negotiated version, e.g. "v1.41".
     pub fn api_version(&self) -> &str {
         &self.version

@@ -15,6 +15,9 @@ pub const FALLBACK_REASONS: &[&str] = &[
     "containers_dir_unreadable",
     // The container's log file exists but cannot be opened (permissions).
     "log_file_unreadable",
+    // The container's log file is not there: 10 s after the container started, or at its
+    // stop (`docker.containers_dir` wrong, or the log moved).
+    "log_file_missing",
 ];
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -34,6 +37,11 @@ pub struct JsonFileMetrics {
     pub fallbacks: Family<FallbackLabels, Counter>,
     /// Entries that were not valid json-file lines (kept as raw text).
     pub parse_errors: Counter,
+    /// Truncations of a written log seen (older daemons' `max-file=1` rotation): read from 0.
+    pub truncations: Counter,
+    /// Reopens from the cursor because a file's place in the rotation was ambiguous (several
+    /// `.gz` files with its first entry).
+    pub reopens: Counter,
 }
 
 impl JsonFileMetrics {
@@ -62,6 +70,16 @@ impl JsonFileMetrics {
             "log_capturer_json_file_parse_errors",
             "Malformed json-file entries (kept as raw text)",
             self.parse_errors.clone(),
+        );
+        registry.register(
+            "log_capturer_json_file_truncations",
+            "Truncations of a container's json-file log seen (read again from its start)",
+            self.truncations.clone(),
+        );
+        registry.register(
+            "log_capturer_json_file_reopens",
+            "Reopens of a json-file log from the cursor (its place in Docker's rotation was ambiguous)",
+            self.reopens.clone(),
         );
         for reason in FALLBACK_REASONS {
             let _ = self.fallbacks.get_or_create(&FallbackLabels { reason });

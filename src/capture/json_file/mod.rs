@@ -9,6 +9,22 @@ pub mod reader;
 pub mod source;
 mod task;
 
+pub(in crate::capture) use task::REOPEN;
+
+/// Runs blocking file work (reads of up to a batch, gunzip, directory listings) without
+/// stalling the async worker it is called on: `block_in_place` hands the worker's other tasks
+/// to another thread for its duration. The agent's runtime is multi-thread (main.rs); on a
+/// current-thread runtime (some tests) it runs in place. Chosen over `spawn_blocking` per step
+/// because the step borrows the session's assembler and lines; every step is bounded (one
+/// batch), and cancellation is checked between steps by the session.
+pub fn off_worker<R>(f: impl FnOnce() -> R) -> R {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == RuntimeFlavor::MultiThread => tokio::task::block_in_place(f),
+        _ => f(),
+    }
+}
+
 use std::fs::File;
 use std::path::PathBuf;
 
@@ -33,6 +49,9 @@ pub struct JsonFileTarget {
     pub preopened: Option<File>,
     /// Set when the container has stopped (its `die` event, or found so by inspect).
     pub stopped: watch::Receiver<bool>,
+    /// Whether the container had a TTY is not known (removed before its inspect): its lines
+    /// are read as stdout, less the `\r` a TTY puts before each newline.
+    pub trim_cr: bool,
 }
 
 /// Opens the written log of container `id` as soon as it starts: an `--rm` container that

@@ -4,8 +4,13 @@
 //!
 //! The file being read is held open: a rename (rotation), a compression (the plain copy is
 //! deleted once the `.gz` is complete) or the container's removal does not take its bytes
-//! away. Its successor is found by identity: the file after it in the listing that holds a
-//! file with the same first entry.
+//! away. Its successor is the file after it in the listing, where it is found by (dev, inode)
+//! (a rename keeps them); only its `.gz` copy is recognised by its first entry, and if several
+//! `.gz` files begin with that entry (pieces of one long line share a timestamp), the reader
+//! asks to be reopened from the cursor ([`is_reopen`]) instead of guessing. A file that has left
+//! the rotation altogether (`max-file=1`: Docker unlinks the log and creates a new one; or the
+//! oldest, deleted while read) is followed by the oldest file listed: the resume filter drops
+//! what was already delivered.
 
 use std::fs::File;
 use std::io::{self, Read};
@@ -14,7 +19,26 @@ use std::path::Path;
 use flate2::read::MultiGzDecoder;
 
 use super::files::{ChainFile, LogFiles, first_line, first_ts, start_index};
+use crate::checkpoint::FileId;
 use crate::sources::follow::{Followed, PathState};
+
+/// The file being read cannot be placed in Docker's rotation with certainty: reopen from the
+/// cursor (no back-off: nothing failed).
+#[derive(Debug)]
+pub struct Reopen(pub String);
+
+impl std::fmt::Display for Reopen {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Reopen {}
+
+/// Whether a reader error asks for a reopen from the cursor (see [`Reopen`]).
+pub fn is_reopen(e: &io::Error) -> bool {
+    e.get_ref().is_some_and(|inner| inner.is::<Reopen>())
+}
 
 /// What one step brought.
 #[derive(Debug, PartialEq, Eq)]
@@ -33,6 +57,7 @@ enum Active {
     Compressed {
         decoder: MultiGzDecoder<File>,
         path: std::path::PathBuf,
+        id: FileId,
     },
 }
 
@@ -47,6 +72,9 @@ pub struct ChainReader {
     head: Vec<u8>,
     /// Rotations followed (moves to a successor).
     pub rotations: u64,
+    /// Truncations of the written file seen (older daemons rotate `max-file=1` by reopening
+    /// the log with `O_TRUNC`): read again from 0.
+    pub truncations: u64,
 }
 
 impl ChainReader {
@@ -97,7 +125,9 @@ impl ChainReader {
             }
             Err(e) => return Err(e),
         };
-        let live = start + 1 == listed.len();
+        // By name, not by place: a listing taken between Docker's rename of the written file
+        // and its create has `.1` last, and `.1` is final.
+        let live = listed[start].path == files.current();
         let (active, head) = activate(file, &listed[start], live)?;
         Ok(ChainReader {
             active,
@@ -105,17 +135,23 @@ impl ChainReader {
             live,
             head,
             rotations: 0,
+            truncations: 0,
         })
     }
 
+    /// Reads the descriptor opened at start from its beginning (it may be a clone of one read
+    /// before, sharing its position: the resume filter drops what was delivered).
     fn from_preopened(files: LogFiles, file: File) -> io::Result<ChainReader> {
         let path = files.current();
+        let mut followed = Followed::from_file(file, &path)?;
+        followed.rewind()?;
         Ok(ChainReader {
-            active: Active::Plain(Followed::from_file(file, &path)?),
+            active: Active::Plain(followed),
             files,
             live: true,
             head: Vec::new(),
             rotations: 0,
+            truncations: 0,
         })
     }
 
@@ -124,6 +160,13 @@ impl ChainReader {
         match &self.active {
             Active::Plain(f) => &f.path,
             Active::Compressed { path, .. } => path,
+        }
+    }
+
+    fn id(&self) -> FileId {
+        match &self.active {
+            Active::Plain(f) => f.id,
+            Active::Compressed { id, .. } => *id,
         }
     }
 
@@ -138,10 +181,14 @@ impl ChainReader {
         {
             match f.path_state()? {
                 PathState::Same => return Ok(Step::Idle),
-                // Docker never truncates its log; if someone did, the rest is read from 0
-                // (what was before is lost to us, what follows is not).
+                // Older daemons rotate with `max-file=1` by reopening the log with O_TRUNC
+                // (and anyone may truncate it): the rest is read from 0. What was written
+                // after the last read and before the truncation is lost to us; a file that
+                // has grown past the offset again by the time it is looked at is not seen
+                // as truncated.
                 PathState::Truncated { .. } => {
                     f.rewind()?;
+                    self.truncations += 1;
                     return Ok(Step::Moved);
                 }
                 PathState::Replaced(_) | PathState::Gone => {
@@ -191,7 +238,7 @@ impl ChainReader {
         if self.live
             && let Active::Plain(f) = &self.active
         {
-            // Final now (Docker writes the next file): what it will be known by.
+            // Final now (Docker writes the next file): what its `.gz` copy will be known by.
             self.head = first_line(f.file(), false)?;
         }
         let listed = match self.files.list() {
@@ -200,21 +247,12 @@ impl ChainReader {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Step::Idle),
             Err(e) => return Err(e),
         };
-        let next = if self.head.is_empty() {
-            // Nothing to know it by (an empty file): the newest file follows.
-            listed.last()
-        } else {
-            match listed.iter().position(|f| self.is_this(f)) {
-                Some(i) => listed.get(i + 1),
-                // Not there any more (deleted as the oldest by max-file, while it was read):
-                // the caller reopens from its cursor, which finds the right file again.
-                None => {
-                    return Err(io::Error::other(format!(
-                        "{} left Docker's rotation before its successor was found; reopening from the cursor",
-                        self.path().display()
-                    )));
-                }
-            }
+        let next = match self.place(&listed)? {
+            Some(i) => listed.get(i + 1),
+            // Not in the rotation any more (unlinked by `max-file=1`, or deleted as the oldest
+            // while it was read): everything older is gone too, so the oldest file listed
+            // follows it.
+            None => listed.first(),
         };
         let Some(next) = next.cloned() else {
             // The newest file: Docker has not created the next one yet.
@@ -227,7 +265,7 @@ impl ChainReader {
         };
         let live = next.path == self.files.current();
         // Still the file being read (its rotation not done yet): nothing new.
-        if live && self.live && self.same_open_file(&file)? {
+        if self.same_open_file(&file)? {
             return Ok(Step::Idle);
         }
         (self.active, self.head) = activate(file, &next, live)?;
@@ -236,21 +274,54 @@ impl ChainReader {
         Ok(Step::Moved)
     }
 
-    fn same_open_file(&self, other: &File) -> io::Result<bool> {
+    /// Where the file being read is in `listed`: the file with its (dev, inode), else the one
+    /// `.gz` copy of it (same first entry). None: not there. Several copies: [`Reopen`].
+    fn place(&self, listed: &[ChainFile]) -> io::Result<Option<usize>> {
         use std::os::unix::fs::MetadataExt;
-        let Active::Plain(f) = &self.active else {
-            return Ok(false);
-        };
-        let m = other.metadata()?;
-        Ok(f.id.dev == m.dev() && f.id.ino == m.ino())
+        let id = self.id();
+        for (i, f) in listed.iter().enumerate() {
+            if let Ok(m) = std::fs::metadata(&f.path)
+                && m.dev() == id.dev
+                && m.ino() == id.ino
+            {
+                return Ok(Some(i));
+            }
+        }
+        let reading_plain = matches!(self.active, Active::Plain(_));
+        if !reading_plain || self.head.is_empty() {
+            return Ok(None);
+        }
+        let copies: Vec<usize> = listed
+            .iter()
+            .enumerate()
+            .filter(|(_, f)| f.compressed && self.is_copy(f))
+            .map(|(i, _)| i)
+            .collect();
+        match copies[..] {
+            [] => Ok(None),
+            [i] => Ok(Some(i)),
+            _ => Err(io::Error::other(Reopen(format!(
+                "{} has {} compressed copies in Docker's rotation (same first entry); reopening from the cursor",
+                self.path().display(),
+                copies.len()
+            )))),
+        }
     }
 
-    /// Whether the listed file is the one being read (same first entry).
-    fn is_this(&self, f: &ChainFile) -> bool {
+    fn same_open_file(&self, other: &File) -> io::Result<bool> {
+        use std::os::unix::fs::MetadataExt;
+        let m = other.metadata()?;
+        let id = self.id();
+        Ok(id.dev == m.dev() && id.ino == m.ino())
+    }
+
+    /// Whether the listed `.gz` file is a compressed copy of the one being read (same first
+    /// entry).
+    fn is_copy(&self, f: &ChainFile) -> bool {
         let Ok(file) = File::open(&f.path) else {
             return false;
         };
-        match first_line(&file, f.compressed) {
+        match first_line(&file, true) {
             Ok(head) => head == self.head,
             Err(_) => false,
         }
@@ -266,7 +337,13 @@ fn activate(file: File, listed: &ChainFile, live: bool) -> io::Result<(Active, V
         first_line(&file, listed.compressed)?
     };
     let active = if listed.compressed {
+        use std::os::unix::fs::MetadataExt;
+        let m = file.metadata()?;
         Active::Compressed {
+            id: FileId {
+                dev: m.dev(),
+                ino: m.ino(),
+            },
             decoder: MultiGzDecoder::new(file),
             path: listed.path.clone(),
         }
@@ -317,8 +394,14 @@ mod tests {
                 self.current.write_all(entry(i).as_bytes()).unwrap();
             }
         }
-        /// As moby's `rotate` (+ `compressFile`).
+        /// As moby's `rotate` (+ `compressFile`); with `max-file=1`, newer daemons unlink the
+        /// log and create a new one.
         fn rotate(&mut self) {
+            if self.max_files < 2 {
+                std::fs::remove_file(self.files.current()).unwrap();
+                self.current = File::create(self.files.current()).unwrap();
+                return;
+            }
             let ext = if self.compress { ".gz" } else { "" };
             let name = self.files.current();
             let numbered = |n: u32, ext: &str| format!("{}.{n}{ext}", name.display());
@@ -402,6 +485,104 @@ mod tests {
     }
 
     #[test]
+    fn max_file_1_unlink_and_create_is_followed_without_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut d = Docker::new(dir.path(), 1, false);
+        d.write(0..3);
+        let mut r = ChainReader::open(d.files.clone(), 0, None).unwrap();
+        assert_eq!(drain(&mut r), (0..3).collect::<Vec<_>>());
+        d.write(3..5);
+        d.rotate();
+        d.write(5..7);
+        assert_eq!(drain(&mut r), (3..7).collect::<Vec<_>>());
+        // Twice while the reader does not look: the middle file is lost to everyone.
+        d.rotate();
+        d.write(7..9);
+        d.rotate();
+        d.write(9..11);
+        assert_eq!(drain(&mut r), (9..11).collect::<Vec<_>>());
+        assert_eq!(r.rotations, 2);
+    }
+
+    #[test]
+    fn max_file_1_truncation_is_read_again_from_0() {
+        use std::io::{Seek, SeekFrom};
+        let dir = tempfile::tempdir().unwrap();
+        let mut d = Docker::new(dir.path(), 1, false);
+        d.write(0..10);
+        let mut r = ChainReader::open(d.files.clone(), 0, None).unwrap();
+        assert_eq!(drain(&mut r), (0..10).collect::<Vec<_>>());
+        // As older daemons: the log reopened with O_TRUNC.
+        d.current.set_len(0).unwrap();
+        d.current.seek(SeekFrom::Start(0)).unwrap();
+        d.write(10..12);
+        assert_eq!(drain(&mut r), (10..12).collect::<Vec<_>>());
+        assert_eq!(r.truncations, 1);
+    }
+
+    /// Every file begins with the same entry (pieces of one long line carry one timestamp):
+    /// plain files are told apart by inode, so each is read once.
+    #[test]
+    fn files_with_identical_first_entries_are_each_read_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut d = Docker::new(dir.path(), 5, false);
+        let mut r = ChainReader::open(d.files.clone(), 0, None).unwrap();
+        let mut want = Vec::new();
+        for k in 0..4 {
+            d.write(999..1000);
+            d.write(k * 10..k * 10 + 3);
+            want.push(999);
+            want.extend(k * 10..k * 10 + 3);
+            d.rotate();
+        }
+        d.write(50..52);
+        want.extend(50..52);
+        assert_eq!(drain(&mut r), want);
+        assert_eq!(r.rotations, 4);
+    }
+
+    /// Several `.gz` copies with the first entry of the plain file being read: no guess.
+    #[test]
+    fn several_compressed_copies_with_the_same_first_entry_ask_for_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut d = Docker::new(dir.path(), 5, true);
+        d.write(999..1000);
+        d.write(0..3);
+        d.rotate();
+        d.write(999..1000);
+        d.write(10..13);
+        let mut r = ChainReader::open(d.files.clone(), 0, None).unwrap();
+        let mut buf = Vec::new();
+        while r.step(&mut buf, 1 << 20).unwrap() != Step::Idle {}
+        // Rotated and compressed while read: two `.gz` files begin with its first entry.
+        d.rotate();
+        let err = loop {
+            match r.step(&mut buf, 1 << 20) {
+                Ok(Step::Idle) => panic!("moved on by a guess"),
+                Ok(_) => {}
+                Err(e) => break e,
+            }
+        };
+        assert!(is_reopen(&err), "{err}");
+    }
+
+    #[test]
+    fn a_listing_between_rename_and_create_does_not_make_the_rotated_file_live() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut d = Docker::new(dir.path(), 5, false);
+        d.write(0..3);
+        let name = d.files.current();
+        std::fs::rename(&name, format!("{}.1", name.display())).unwrap();
+        // Docker has not created the new file yet.
+        let mut r = ChainReader::open(d.files.clone(), 0, None).unwrap();
+        assert!(!r.live);
+        assert_eq!(drain(&mut r), (0..3).collect::<Vec<_>>());
+        d.current = File::create(&name).unwrap();
+        d.write(3..5);
+        assert_eq!(drain(&mut r), (3..5).collect::<Vec<_>>());
+    }
+
+    #[test]
     fn starts_at_the_file_that_holds_the_cursor() {
         let dir = tempfile::tempdir().unwrap();
         let mut d = Docker::new(dir.path(), 10, true);
@@ -433,5 +614,22 @@ mod tests {
         let mut r = ChainReader::open(d.files.clone(), 0, Some(pre)).unwrap();
         assert_eq!(drain(&mut r), (0..20).collect::<Vec<_>>());
         assert!(ChainReader::open(d.files.clone(), 0, None).is_err());
+    }
+
+    /// The task keeps the descriptor opened at start and gives each reopen a duplicate (which
+    /// shares its read position): a reopen after an error reads the log from its start again.
+    #[test]
+    fn a_reopen_from_a_duplicate_of_the_descriptor_reads_from_the_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut d = Docker::new(dir.path(), 5, false);
+        let pre = File::open(d.files.current()).unwrap();
+        d.write(0..20);
+        std::fs::remove_dir_all(&d.files.dir).unwrap();
+        let mut r = ChainReader::open(d.files.clone(), 0, Some(pre.try_clone().unwrap())).unwrap();
+        let mut buf = Vec::new();
+        r.step(&mut buf, 1000).unwrap();
+        drop(r);
+        let mut r = ChainReader::open(d.files.clone(), 0, Some(pre.try_clone().unwrap())).unwrap();
+        assert_eq!(drain(&mut r), (0..20).collect::<Vec<_>>());
     }
 }

@@ -1,7 +1,8 @@
 //! A capture task in json-file mode: opens the container's log chain at its cursor and runs
 //! the shared session over it; reopens from the cursor after an error; ends when the container
-//! has stopped and its log is read to the end. A log file the agent may not read makes the
-//! task read the container through the Engine API instead.
+//! has stopped and its log is read to the end. A log file the agent may not read, or one that
+//! is not there (after `MISSING_FALLBACK` while the container runs, or once it has stopped),
+//! makes the task read the container through the Engine API instead.
 
 use std::io;
 use std::sync::Arc;
@@ -19,12 +20,20 @@ use crate::capture::{CaptureExit, CaptureTask, read_cursor};
 use crate::checkpoint::now_ns;
 use crate::observability::status::ContainerStatus;
 
+/// The session's end reason when the reader asks for a reopen from the cursor (see
+/// `reader::Reopen`).
+pub(in crate::capture) const REOPEN: &str = "reopen";
+
 /// A file has no follow stream to rotate: the session's rotation deadline is never reached.
 const NO_ROTATION: Duration = Duration::from_secs(365 * 24 * 3600);
 /// How often a log file that does not exist yet is looked for (Docker creates it at start).
 const NOT_YET: Duration = Duration::from_millis(50);
-/// How long a running container's log file may be missing before that is said.
-const MISSING_WARN: Duration = Duration::from_secs(10);
+/// How long a running container's log file may be missing before it is read through the
+/// Engine API instead (said and counted as `log_file_missing`).
+const MISSING_FALLBACK: Duration = Duration::from_secs(10);
+/// How often the daemon is asked whether a container whose log file is missing still runs
+/// (in case its `die` is not seen).
+const MISSING_INSPECT: Duration = Duration::from_secs(1);
 
 /// Keeps `log_capturer_json_file_containers` true to the sessions open.
 struct Reading<'a>(&'a prometheus_client::metrics::gauge::Gauge);
@@ -49,41 +58,95 @@ impl CaptureTask {
         status: &ContainerStatus,
     ) -> CaptureExit {
         let ctx = Arc::clone(&self.ctx);
+        // `preopened` (the descriptor opened at the container's start) is kept until the task
+        // ends: every open gets a clone of it, so a retry after an error can still read an
+        // `--rm` container that is gone by then.
         let JsonFileTarget {
             files,
             mut preopened,
             stopped,
+            trim_cr,
         } = target;
         let mut backoff = Backoff::new(ctx.backoff_initial, ctx.backoff_max);
-        // Since when the log file has been missing while the container runs.
+        // Since when the log file has been missing while the container runs, and when the
+        // daemon was last asked whether it still runs.
         let mut missing_since: Option<Instant> = None;
-        let mut missing_said = false;
+        let mut missing_inspected = Instant::now();
+        let mut stopped_found = false;
         loop {
             if self.cancel.is_cancelled() {
                 return CaptureExit::Cancelled;
             }
             let since = read_cursor(&self.cursor).since_ns();
-            let (chain, pre) = (files.clone(), preopened.take());
+            let chain = files.clone();
+            let pre = preopened.as_ref().and_then(|f| match f.try_clone() {
+                Ok(f) => Some(f),
+                Err(e) => {
+                    warn!(container = %self.name(), error = %e,
+                        "cannot duplicate the log descriptor opened at start; opening by path");
+                    None
+                }
+            });
             let opened = tokio::select! {
                 _ = self.cancel.cancelled() => return CaptureExit::Cancelled,
-                r = tokio::task::spawn_blocking(move || ChainReader::open(chain, since, pre)) => r,
+                r = tokio::task::spawn_blocking(move || {
+                    // Once Docker has replaced the file opened at start (a rotation), that
+                    // descriptor can serve nothing a reopen needs: let its space go.
+                    let replaced = pre.as_ref().is_some_and(|f| rotated_away(f, &chain.current()));
+                    let pre = if replaced { None } else { pre };
+                    ChainReader::open(chain, since, pre).map(|r| (r, replaced))
+                }) => r,
             };
             let opened = opened.unwrap_or_else(|e| Err(io::Error::other(e.to_string())));
             let reader = match opened {
-                Ok(reader) => reader,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                    if *stopped.borrow() {
-                        // Stopped (or removed) without a log file we could open.
-                        return self.gone();
+                Ok((reader, replaced)) => {
+                    if replaced {
+                        preopened = None;
                     }
-                    // Docker creates the file when the container starts; still missing after
-                    // a while, it is elsewhere (say so once, and keep looking).
+                    reader
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    // Docker creates the file when the container starts. Still missing after
+                    // a while, or at the container's stop, it is elsewhere (or gone with the
+                    // container): the Engine API serves what the daemon still has (a removed
+                    // container: nothing, and the task ends as gone).
                     let since = *missing_since.get_or_insert_with(Instant::now);
-                    if !missing_said && since.elapsed() >= MISSING_WARN {
-                        missing_said = true;
+                    let stopped_now = stopped_found || *stopped.borrow();
+                    if stopped_now {
+                        // Removed (an `--rm` container gone before its file was opened): there
+                        // is nothing to read anywhere.
+                        let inspected = tokio::select! {
+                            _ = self.cancel.cancelled() => return CaptureExit::Cancelled,
+                            r = ctx.client.inspect(&self.id) => r,
+                        };
+                        if let Err(e) = &inspected
+                            && e.status() == Some(404)
+                        {
+                            return self.gone();
+                        }
+                    }
+                    if stopped_now || since.elapsed() >= MISSING_FALLBACK {
+                        ctx.metrics.json_file.fallback("log_file_missing");
                         warn!(container = %self.name(), file = %files.current().display(), error = %e,
-                            "the container runs but its json-file log is not there (is docker.containers_dir right?)");
+                            stopped = stopped_now,
+                            "the container's json-file log is not there (is docker.containers_dir right?); reading it through the Engine API instead");
                         status.error(&format!("json-file log not found: {e}"));
+                        return self.run_with_status(status).await;
+                    }
+                    if missing_inspected.elapsed() >= MISSING_INSPECT {
+                        missing_inspected = Instant::now();
+                        let inspected = tokio::select! {
+                            _ = self.cancel.cancelled() => return CaptureExit::Cancelled,
+                            r = ctx.client.inspect(&self.id) => r,
+                        };
+                        match inspected {
+                            Ok(c) => stopped_found = !c.state.running,
+                            Err(e) if e.status() == Some(404) => stopped_found = true,
+                            Err(e) => {
+                                ctx.metrics.stream_error("inspect");
+                                debug!(container = %self.name(), error = %e, "cannot inspect container");
+                            }
+                        }
                     }
                     if !sleep_or_cancel(NOT_YET, &self.cancel).await {
                         return CaptureExit::Cancelled;
@@ -118,8 +181,12 @@ impl CaptureTask {
                 self.id.clone(),
                 self.name(),
                 Arc::clone(&ctx.metrics),
-            );
+                ctx.max_line_bytes,
+            )
+            .trim_cr(trim_cr);
+            missing_since = None;
             let reading = Reading::open(&ctx.metrics.json_file.containers);
+            let cursor_before = read_cursor(&self.cursor);
             status.stream_opened(now_ns());
             let end = self
                 .session(
@@ -132,6 +199,12 @@ impl CaptureTask {
                 .await;
             drop(reading);
             status.stream_closed(false, now_ns());
+            // The session ends only by an error (or the end): lines delivered mean the error
+            // is not a repeating one, so the next one waits from the start of the back-off
+            // again (a back-off grown over hours would let rotated files be deleted unread).
+            if read_cursor(&self.cursor) != cursor_before {
+                backoff.reset();
+            }
             match end {
                 SessionEnd::Cancelled => return CaptureExit::Cancelled,
                 SessionEnd::Eof { .. } => {
@@ -139,6 +212,12 @@ impl CaptureTask {
                     return CaptureExit::Stopped;
                 }
                 SessionEnd::Rotate => backoff.reset(),
+                // The file's place in the rotation is ambiguous: reopened from the cursor at
+                // once (nothing failed).
+                SessionEnd::Error(REOPEN, message) => {
+                    ctx.metrics.json_file.reopens.inc();
+                    debug!(container = %self.name(), reason = %message, "reopening the json-file log from the cursor");
+                }
                 SessionEnd::Error(reason, message) => {
                     ctx.metrics.stream_error(reason);
                     status.error(&format!("{reason}: {message}"));
@@ -151,5 +230,14 @@ impl CaptureTask {
                 }
             }
         }
+    }
+}
+
+/// Whether `path` now names another file than `file` (Docker rotated it away).
+fn rotated_away(file: &std::fs::File, path: &std::path::Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (file.metadata(), std::fs::metadata(path)) {
+        (Ok(a), Ok(b)) => a.dev() != b.dev() || a.ino() != b.ino(),
+        _ => false,
     }
 }
