@@ -177,18 +177,30 @@ impl Tail {
                         return Reopen::Cancelled;
                     };
                     let p = path.clone();
-                    // Opened at 0 and moved to the position only when it is still the file.
+                    let fp = st.fingerprint;
+                    // Opened at 0 and moved to the position only when it is still the file:
+                    // same identity AND same first bytes (an inode freed while the file was
+                    // closed may hold a new file now; its bytes past our offset are not ours).
                     let opened = self
                         .blocking(move || {
                             let mut f = Followed::open(&p, 0)?;
-                            if f.id == id {
-                                f.seek_to(read_to)?;
+                            if f.id != id {
+                                return Ok::<_, std::io::Error>((f, false));
                             }
-                            Ok::<_, std::io::Error>(f)
+                            if f.fingerprint(fp.len)? != fp {
+                                return Ok((f, true));
+                            }
+                            f.seek_to(read_to)?;
+                            Ok((f, false))
                         })
                         .await;
                     match opened {
-                        Some(Ok(f)) if f.id == id => {
+                        Some(Ok((_, true))) => {
+                            ctx.metrics.files.inode_reuses.inc();
+                            info!(file = %path.display(), "host file holds other content since it was closed (reused inode or rewritten): done with it, the scan reads it from its start");
+                            return Reopen::Gone;
+                        }
+                        Some(Ok((f, false))) if f.id == id => {
                             st.file = Some((f, permit));
                             return Reopen::Open;
                         }

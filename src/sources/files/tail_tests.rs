@@ -285,3 +285,37 @@ async fn a_file_rotated_away_is_read_until_its_writer_stops() {
     let rename = super::super::metrics::KindLabels { kind: "rename" };
     assert_eq!(h.metrics.files.rotations.get_or_create(&rename).get(), 1);
 }
+
+fn fast_close() -> FileSettings {
+    FileSettings {
+        poll_interval: HumanDuration(Duration::from_millis(50)),
+        flush_partial_after: HumanDuration(Duration::from_millis(100)),
+        close_inactive: HumanDuration(Duration::from_millis(200)),
+        ..FileSettings::default()
+    }
+}
+
+#[tokio::test]
+async fn a_closed_file_whose_inode_holds_other_content_is_not_resumed_at_the_old_offset() {
+    let mut h = Harness::start_with("old line\n", None, fast_close());
+    assert_eq!(h.take(1).await.0, ["old line"]);
+    // Closed when idle, then the same inode gets other content (as a new file on a reused
+    // inode would): its bytes after the old offset must not be read as lines.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(h.metrics.files.open.get(), 0, "closed while idle");
+    fs::write(h.path(), "NEW CONTENT, other file\nsecond\n").expect("rewrite");
+    let end = tokio::time::timeout(Duration::from_secs(10), &mut h.task)
+        .await
+        .expect("ends")
+        .expect("join");
+    assert_eq!(
+        end,
+        TailEnd::Finished,
+        "done with it: the scan takes it from 0"
+    );
+    // Only the end-of-stream marker follows: no line of the other content.
+    while let Ok(d) = h.rx.try_recv() {
+        assert!(d.batch.lines.is_empty(), "lines of the other content");
+    }
+    assert_eq!(h.metrics.files.inode_reuses.get(), 1);
+}
