@@ -273,7 +273,7 @@ impl FileSource {
         let full: Vec<_> = run
             .readers
             .values()
-            .filter(|r| rotated_name_of(&f.path, &r.shared.path()))
+            .filter(|r| identity::rotated_name_of(&f.path, &r.shared.path()))
             .filter_map(|r| *tail_lock(&r.shared.fingerprint))
             .filter(|fp| fp.len >= want && want > 0)
             .collect();
@@ -341,17 +341,6 @@ impl FileSource {
         );
         debug!(file = %f.path.display(), "following host file");
     }
-}
-
-/// Whether `candidate` is named like a rotated copy of `original`: same directory, its name
-/// the original's plus a suffix.
-fn rotated_name_of(candidate: &std::path::Path, original: &std::path::Path) -> bool {
-    let (Some(name), Some(orig)) = (candidate.file_name(), original.file_name()) else {
-        return false;
-    };
-    candidate.parent() == original.parent()
-        && name.len() > orig.len()
-        && name.as_encoded_bytes().starts_with(orig.as_encoded_bytes())
 }
 
 fn tail_lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {

@@ -126,14 +126,26 @@ async fn more_files_than_descriptors_are_all_read() {
 #[test]
 fn rotated_names() {
     let orig = Path::new("/var/log/app.log");
-    assert!(rotated_name_of(Path::new("/var/log/app.log.1"), orig));
-    assert!(rotated_name_of(
+    assert!(identity::rotated_name_of(
+        Path::new("/var/log/app.log.1"),
+        orig
+    ));
+    assert!(identity::rotated_name_of(
         Path::new("/var/log/app.log-20261201"),
         orig
     ));
-    assert!(!rotated_name_of(Path::new("/var/log/app.log"), orig));
-    assert!(!rotated_name_of(Path::new("/var/log/other.log"), orig));
-    assert!(!rotated_name_of(Path::new("/var/log/old/app.log.1"), orig));
+    assert!(!identity::rotated_name_of(
+        Path::new("/var/log/app.log"),
+        orig
+    ));
+    assert!(!identity::rotated_name_of(
+        Path::new("/var/log/other.log"),
+        orig
+    ));
+    assert!(!identity::rotated_name_of(
+        Path::new("/var/log/old/app.log.1"),
+        orig
+    ));
 }
 
 /// copytruncate with a glob that matches the copy too (`app.log*`): the copy is not read as a

@@ -338,11 +338,12 @@ impl Tail {
         true
     }
 
-    /// Upgrades a short fingerprint once the file holds `fingerprint_bytes` (a file found
-    /// empty or small is then told apart from a later file on the same inode).
-    fn upgrade_fingerprint(&self, st: &mut Open) {
-        let want = self.ctx.settings.fingerprint_bytes.0;
-        if st.fingerprint.len >= want || st.splitter.read_offset() < want {
+    /// Upgrades a short fingerprint to cover what was read, up to `fingerprint_bytes` (`read`:
+    /// the offset read to): a file found empty or small is then told apart from a later file
+    /// on the same inode, and its copytruncate copy is recognised by what we read of it.
+    fn upgrade_fingerprint(&self, st: &mut Open, read: u64) {
+        let want = self.ctx.settings.fingerprint_bytes.0.min(read);
+        if st.fingerprint.len >= want {
             return;
         }
         let Some((f, _)) = &st.file else { return };
@@ -350,6 +351,7 @@ impl Tail {
             self.ctx.metrics.files.error("fingerprint");
             return;
         };
+        // Shorter: truncated since the read; the truncation is seen at the end of the file.
         if fp.len < want {
             return;
         }
@@ -400,13 +402,15 @@ impl Tail {
                 Ok(n) if n > 0 => {
                     ctx.metrics.files.bytes_read.inc_by(n as u64);
                     st.last_data = Instant::now();
+                    // Before the batch is built: it must carry the fingerprint its
+                    // acknowledgement is checked against (the bytes are on disk already).
+                    self.upgrade_fingerprint(st, st.splitter.read_offset() + n as u64);
                     if !self
                         .deliver(st, Some(chunk_of(&mut scratch)), Flush::None)
                         .await
                     {
                         return TailEnd::Cancelled;
                     }
-                    self.upgrade_fingerprint(st);
                     continue;
                 }
                 Ok(_) => {}

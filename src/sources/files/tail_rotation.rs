@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 use super::{CHUNK, Flush, Open, Tail, TailEnd, lock};
 use crate::checkpoint::{FileId, FilePosition, Fingerprint};
@@ -60,12 +60,22 @@ impl Tail {
         let path = self.shared.path();
         let from = st.splitter.read_offset();
         let (id, fp, fp_bytes) = (self.id, st.fingerprint, ctx.settings.fingerprint_bytes.0);
+        // The fingerprint of the content we read (kept up to date by `upgrade_fingerprint`):
+        // only one covering what we read (up to `fingerprint_bytes`) tells the copy apart. An
+        // empty one would take any file for it.
+        let trusted = fp.len > 0 && fp.len >= fp_bytes.min(from);
+        if !trusted && from > 0 {
+            ctx.metrics.files.error("fingerprint");
+            warn!(file = %path.display(), offset = from, "host file truncated, but its first bytes are not known: the copy is not looked for");
+        }
         let p = path.clone();
         let found = self
             .blocking(move || {
-                // Any size: a copy shorter than what we read (we read lines written between the
-                // copy and the truncation) has nothing for us but must be marked read too.
-                let (copy, file) = identity::find_copy(&p, id, fp, 0)?;
+                if !trusted {
+                    return None;
+                }
+                // At least as long as what we read: the copy holds it.
+                let (copy, file) = identity::find_copy(&p, id, fp, from)?;
                 let meta = file.metadata().ok()?;
                 let copy_id = FileId {
                     dev: std::os::unix::fs::MetadataExt::dev(&meta),

@@ -319,3 +319,63 @@ async fn a_closed_file_whose_inode_holds_other_content_is_not_resumed_at_the_old
     }
     assert_eq!(h.metrics.files.inode_reuses.get(), 1);
 }
+
+#[tokio::test]
+async fn after_a_copytruncate_another_file_is_never_taken_for_the_copy() {
+    let mut h = Harness::start("line 1, longer than what follows\n", None);
+    assert_eq!(h.take(1).await.0, ["line 1, longer than what follows"]);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let path = h.path();
+    let truncate = |path: &Path| {
+        OpenOptions::new()
+            .write(true)
+            .open(path)
+            .expect("open")
+            .set_len(0)
+            .expect("truncate");
+    };
+    fs::copy(&path, h.logs.join("app.log.1")).expect("copy");
+    truncate(&path);
+    // Seen empty first (the poll, 300 ms): what the reader fingerprints then is nothing.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    append(&path, "x is longer\n");
+    assert_eq!(h.take(1).await.0, ["x is longer"]);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Another file, the most recently modified, then a truncation without a copy: its lines
+    // must not be emitted as app.log's.
+    fs::write(
+        h.logs.join("other.log"),
+        "xx other 1\nxx other 2\nxx other 3\n",
+    )
+    .expect("other");
+    truncate(&path);
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    append(&path, "y\n");
+    assert_eq!(h.take(1).await.0, ["y"]);
+    h.quiet(Duration::from_millis(400)).await;
+    h.cancel.cancel();
+    let _ = h.task.await;
+}
+
+#[tokio::test]
+async fn the_acknowledged_position_follows_a_fingerprint_upgrade() {
+    let settings = FileSettings {
+        fingerprint_bytes: crate::config::ByteSize(16),
+        ..settings()
+    };
+    let mut h = Harness::start_with("short\n", None, settings);
+    assert_eq!(h.take(1).await, (vec!["short".to_string()], 6));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // The file now passes `fingerprint_bytes`: the reader's fingerprint grows; the last
+    // batch's acknowledgement must still move the stored position (else a restart re-sends).
+    append(&h.path(), "a line long enough to pass sixteen\n");
+    let (_, offset) = h.take(1).await;
+    assert_eq!(offset, 41);
+    let id = crate::sources::follow::id_of_path(&h.path())
+        .expect("stat")
+        .expect("file");
+    let stored = h.store.file_position(&id.key()).expect("position");
+    assert_eq!((stored.offset, stored.fingerprint.len), (41, 16));
+    h.cancel.cancel();
+    let _ = h.task.await;
+}
