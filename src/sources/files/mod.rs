@@ -182,7 +182,7 @@ impl FileSource {
             watcher.watch(&found.dirs, &self.ctx.metrics.files);
             // A scan that could not list some directory does not know what is gone.
             let complete = found.errors.is_empty();
-            self.take(&mut run, found.files, complete, &cancel);
+            self.take(&mut run, found.files, &found.dirs, complete, &cancel);
         }
         // Every reader stops (their tokens are children of `cancel`) and is awaited.
         for r in run.readers.values() {
@@ -212,6 +212,7 @@ impl FileSource {
         &self,
         run: &mut Running,
         files: Vec<Found>,
+        listed: &[PathBuf],
         complete: bool,
         cancel: &CancellationToken,
     ) {
@@ -249,8 +250,14 @@ impl FileSource {
             self.ctx.metrics.files.watched.set(run.readers.len() as i64);
             return;
         }
+        // Only where the directory of the stored path was listed: a directory briefly
+        // missing (remount, redeploy) must not make its files be read again from 0.
+        let listed: HashSet<&std::path::Path> = listed.iter().map(PathBuf::as_path).collect();
         for (key, p) in self.ctx.checkpoints.file_positions() {
-            if !seen.contains(&p.id) && !run.readers.contains_key(&p.id) {
+            let dir_listed = std::path::Path::new(&p.path)
+                .parent()
+                .is_some_and(|d| listed.contains(d));
+            if dir_listed && !seen.contains(&p.id) && !run.readers.contains_key(&p.id) {
                 if first {
                     info!(file = %p.path, "stored position of a host file no longer found; forgotten");
                 }
