@@ -239,7 +239,11 @@ impl FileSource {
                 }
                 continue;
             }
-            if self.is_copy_of_followed(run, &f) {
+            // A copytruncate copy whose content a reader delivered and that still waits for
+            // its acknowledgements: not read again meanwhile.
+            if self.ctx.checkpoints.is_alias_target(&f.id.key())
+                || self.is_copy_of_followed(run, &f)
+            {
                 continue;
             }
             self.spawn(run, f, preexisting, cancel);

@@ -117,26 +117,38 @@ impl Tail {
                 }
             }
             // The copy was read through us: a rescan that finds it must not read it again.
+            // Its position is what was acknowledged of the original so far; acknowledgements
+            // of the batches still in flight move it on (the alias), so a restart before they
+            // are in resumes in the copy, and the scan leaves the copy alone meanwhile.
+            let end = at.min(copy_size);
+            let acked = ctx
+                .checkpoints
+                .file_position(&st.key)
+                .filter(|p| p.fingerprint == fp)
+                .map_or(0, |p| p.offset.min(end));
+            let copy_key = copy_id.key();
             ctx.checkpoints.init_file(
-                &copy_id.key(),
+                &copy_key,
                 FilePosition {
                     path: copy.display().to_string(),
                     id: copy_id,
                     fingerprint: copy_fp,
-                    offset: at.min(copy_size),
+                    offset: acked,
                 },
             );
+            if acked < end {
+                ctx.checkpoints.alias_file(&st.key, fp, &copy_key, end);
+            }
         }
         // The old content's last line, even without newline, is complete now.
         if !self.deliver(st, None, Flush::All).await {
             return false;
         }
         // The position restarts at 0 under the new fingerprint at once; acknowledgements of
-        // the old content still in flight are then ignored (other fingerprint). Waiting for
-        // them first would stop reading for as long as the sinks take (acknowledgements come
-        // about once a second): a second copytruncate meanwhile goes unnoticed and what was
-        // written between the two is lost. A crash before they arrive loses them either way
-        // (the stored old fingerprint no longer matches the file, nothing reads the copy).
+        // the old content still in flight go to the copy (above). Waiting for them first
+        // would stop reading for as long as the sinks take (acknowledgements come about once
+        // a second): a second copytruncate meanwhile goes unnoticed and what was written
+        // between the two is lost.
         let Some((f, _)) = &mut st.file else {
             return true;
         };

@@ -379,3 +379,52 @@ async fn the_acknowledged_position_follows_a_fingerprint_upgrade() {
     h.cancel.cancel();
     let _ = h.task.await;
 }
+
+#[tokio::test]
+async fn after_a_copytruncate_the_copy_keeps_what_is_not_acknowledged_yet() {
+    let mut h = Harness::start("line 1\nline 2\nline 3\n", None);
+    assert_eq!(h.take(3).await.1, 21);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let path = h.path();
+    append(&path, "line 4\nline 5\n");
+    let copy = h.logs.join("app.log.1");
+    fs::copy(&path, &copy).expect("copy");
+    OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .expect("open")
+        .set_len(0)
+        .expect("truncate");
+    append(&path, "line 6\n");
+    // Received, not acknowledged yet (a SIGKILL now must leave lines 4 and 5 to be read).
+    let mut pending = Vec::new();
+    let mut got = Vec::new();
+    while got.len() < 3 {
+        let d = tokio::time::timeout(Duration::from_secs(10), h.rx.recv())
+            .await
+            .expect("a batch")
+            .expect("delivery");
+        got.extend(d.batch.lines.iter().map(|l| l.message.clone()));
+        pending.push(d.batch.position.clone());
+    }
+    assert_eq!(got, ["line 4", "line 5", "line 6"].map(bytes::Bytes::from));
+    let copy_key = crate::sources::follow::id_of_path(&copy)
+        .expect("stat")
+        .expect("copy")
+        .key();
+    let at = |h: &Harness| h.store.file_position(&copy_key).expect("copy position");
+    assert_eq!(
+        at(&h).offset,
+        21,
+        "the copy resumes after what was acknowledged"
+    );
+    // The late acknowledgements of the old content move the copy's position on.
+    for p in pending {
+        if let AckPosition::File(p) = p {
+            h.store.ack_file(&p.id.key(), p);
+        }
+    }
+    assert_eq!(at(&h).offset, 35);
+    h.cancel.cancel();
+    let _ = h.task.await;
+}
