@@ -136,7 +136,7 @@ impl Tail {
             };
         };
         let end = self.follow(&mut st).await;
-        ctx.metrics.files.lag_bytes.remove(&st.lag);
+        ctx.metrics.files.release_lag(&st.lag, self.id);
         end
     }
 
@@ -431,11 +431,14 @@ impl Tail {
                 (f.path_state(), f.size())
             });
             let Some((state, size)) = state else { continue };
-            if let Ok(size) = size {
-                self.set_lag(st, size);
-            }
             match state {
-                Ok(PathState::Same) => away_since = None,
+                Ok(PathState::Same) => {
+                    away_since = None;
+                    // Only while the path names this file (not once another took its place).
+                    if let Ok(size) = size {
+                        self.set_lag(st, size);
+                    }
+                }
                 Ok(PathState::Truncated { size }) => {
                     if !self.truncated(st, size).await {
                         return TailEnd::Cancelled;
@@ -502,18 +505,20 @@ impl Tail {
     }
 
     /// `size` minus the acknowledged offset, as the file's lag.
-    fn set_lag(&self, st: &Open, size: u64) {
+    /// The series is keyed by the file's current path (moved when it was renamed).
+    fn set_lag(&self, st: &mut Open, size: u64) {
         let acked = self
             .ctx
             .checkpoints
             .file_position(&st.key)
             .map_or(0, |p| p.offset);
-        self.ctx
-            .metrics
-            .files
-            .lag_bytes
-            .get_or_create(&st.lag)
-            .set(size.saturating_sub(acked) as i64);
+        let m = &self.ctx.metrics.files;
+        let path = self.shared.path().display().to_string();
+        if st.lag.path != path {
+            m.release_lag(&st.lag, self.id);
+            st.lag = PathLabels { path };
+        }
+        m.set_lag(&st.lag, self.id, size.saturating_sub(acked) as i64);
     }
 
     /// Waits for an inotify wake-up or `d`; false when cancelled. After a wake-up it waits

@@ -428,3 +428,33 @@ async fn after_a_copytruncate_the_copy_keeps_what_is_not_acknowledged_yet() {
     h.cancel.cancel();
     let _ = h.task.await;
 }
+
+#[tokio::test]
+async fn the_lag_series_moves_with_a_rename_and_leaves_another_files_series() {
+    use super::super::metrics::PathLabels;
+    let mut h = Harness::start("a\n", None);
+    assert_eq!(h.take(1).await.0, ["a"]);
+    let label = |p: &Path| PathLabels {
+        path: p.display().to_string(),
+    };
+    let lag = |h: &Harness, p: &Path| h.metrics.files.lag_bytes.get(&label(p)).map(|g| g.get());
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(lag(&h, &h.path()), Some(0));
+    // Renamed within the globs, a new file at the path whose reader reports its own lag.
+    let rotated = h.logs.join("app.log.1");
+    fs::rename(h.path(), &rotated).expect("rename");
+    append(&h.path(), "");
+    let other = crate::checkpoint::FileId { dev: 0, ino: 1 };
+    h.metrics.files.set_lag(&label(&h.path()), other, 7);
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    assert_eq!(lag(&h, &rotated), Some(0), "moved to the new name");
+    assert_eq!(
+        lag(&h, &h.path()),
+        Some(7),
+        "the other file's series is left alone"
+    );
+    h.cancel.cancel();
+    let _ = (&mut h.task).await;
+    assert_eq!(lag(&h, &rotated), None, "removed when the reader ends");
+    assert_eq!(lag(&h, &h.path()), Some(7));
+}
