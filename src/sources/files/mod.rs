@@ -182,7 +182,19 @@ impl FileSource {
             watcher.watch(&found.dirs, &self.ctx.metrics.files);
             // A scan that could not list some directory does not know what is gone.
             let complete = found.errors.is_empty();
-            self.take(&mut run, found.files, &found.dirs, complete, &cancel);
+            // Opens and reads on a blocking thread, not in this loop.
+            let copies = tokio::select! {
+                _ = cancel.cancelled() => break,
+                c = self.copies_of_followed(&run, &found.files) => c,
+            };
+            self.take(
+                &mut run,
+                found.files,
+                &found.dirs,
+                &copies,
+                complete,
+                &cancel,
+            );
         }
         // Every reader stops (their tokens are children of `cancel`) and is awaited.
         for r in run.readers.values() {
@@ -213,6 +225,7 @@ impl FileSource {
         run: &mut Running,
         files: Vec<Found>,
         listed: &[PathBuf],
+        copies: &HashSet<FileId>,
         complete: bool,
         cancel: &CancellationToken,
     ) {
@@ -241,9 +254,7 @@ impl FileSource {
             }
             // A copytruncate copy whose content a reader delivered and that still waits for
             // its acknowledgements: not read again meanwhile.
-            if self.ctx.checkpoints.is_alias_target(&f.id.key())
-                || self.is_copy_of_followed(run, &f)
-            {
+            if self.ctx.checkpoints.is_alias_target(&f.id.key()) || copies.contains(&f.id) {
                 continue;
             }
             self.spawn(run, f, preexisting, cancel);
@@ -271,37 +282,50 @@ impl FileSource {
         self.ctx.metrics.files.watched.set(run.readers.len() as i64);
     }
 
-    /// A new file without a stored position whose first `fingerprint_bytes` equal a followed
-    /// file's is a copy of it (logrotate's copytruncate): its content is read through the
-    /// original, which marks the copy read once it sees the truncation.
-    fn is_copy_of_followed(&self, run: &Running, f: &Found) -> bool {
+    /// The new files without a stored position whose first `fingerprint_bytes` equal a
+    /// followed file's: copies of it (logrotate's copytruncate), whose content is read through
+    /// the original, which marks the copy read once it sees the truncation. The files are
+    /// opened and read on a blocking thread.
+    async fn copies_of_followed(&self, run: &Running, files: &[Found]) -> HashSet<FileId> {
         let want = self.ctx.config.file_settings.fingerprint_bytes.0;
-        if self.ctx.checkpoints.file_position(&f.id.key()).is_some() {
-            return false;
+        let mut checks = Vec::new();
+        for f in files {
+            if run.readers.contains_key(&f.id)
+                || self.ctx.checkpoints.file_position(&f.id.key()).is_some()
+            {
+                continue;
+            }
+            // Only a followed file's rotated names count (`app.log` → `app.log.1`,
+            // `app.log-20261201`): two unrelated files may well begin with the same kilobyte.
+            let full: Vec<_> = run
+                .readers
+                .values()
+                .filter(|r| identity::rotated_name_of(&f.path, &r.shared.path()))
+                .filter_map(|r| *tail_lock(&r.shared.fingerprint))
+                .filter(|fp| fp.len >= want && want > 0)
+                .collect();
+            if !full.is_empty() {
+                checks.push((f.id, f.path.clone(), full));
+            }
         }
-        // Only a followed file's rotated names count (`app.log` → `app.log.1`,
-        // `app.log-20261201`): two unrelated files may well begin with the same kilobyte.
-        let full: Vec<_> = run
-            .readers
-            .values()
-            .filter(|r| identity::rotated_name_of(&f.path, &r.shared.path()))
-            .filter_map(|r| *tail_lock(&r.shared.fingerprint))
-            .filter(|fp| fp.len >= want && want > 0)
-            .collect();
-        if full.is_empty() {
-            return false;
+        if checks.is_empty() {
+            return HashSet::new();
         }
-        let Ok(file) = std::fs::File::open(&f.path) else {
-            return false;
-        };
-        let Ok(fp) = crate::sources::follow::fingerprint_of(&file, want) else {
-            return false;
-        };
-        let copy = full.contains(&fp);
-        if copy {
-            debug!(file = %f.path.display(), "same first bytes as a followed file (a copytruncate copy): not read");
-        }
-        copy
+        tokio::task::spawn_blocking(move || {
+            checks
+                .into_iter()
+                .filter_map(|(id, path, full)| {
+                    let file = std::fs::File::open(&path).ok()?;
+                    let fp = crate::sources::follow::fingerprint_of(&file, want).ok()?;
+                    full.contains(&fp).then(|| {
+                        debug!(file = %path.display(), "same first bytes as a followed file (a copytruncate copy): not read");
+                        id
+                    })
+                })
+                .collect()
+        })
+        .await
+        .unwrap_or_default()
     }
 
     fn spawn(&self, run: &mut Running, f: Found, preexisting: bool, cancel: &CancellationToken) {

@@ -424,7 +424,9 @@ impl Tail {
                 }
             }
             // At the end of what the file has now. The path asked about is where the file is
-            // now (a rescan or a rename within the globs may have moved it).
+            // now (a rescan or a rename within the globs may have moved it). One stat of the
+            // path and one fstat, at most once per wake-up: kept on the runtime (a blocking
+            // task each would cost more than the stats themselves on a local disk).
             let path = self.shared.path();
             let state = st.file.as_mut().map(|(f, _)| {
                 f.path = path;
@@ -446,7 +448,7 @@ impl Tail {
                     continue;
                 }
                 Ok(PathState::Replaced(_)) | Ok(PathState::Gone) => {
-                    if self.renamed_within_globs() {
+                    if self.renamed_within_globs().await {
                         ctx.metrics.files.rotation("rename");
                         away_since = None;
                         continue;

@@ -17,11 +17,18 @@ use crate::sources::follow::Followed;
 impl Tail {
     /// The path no longer names the file: if it was renamed to a name the same group takes,
     /// it is followed there.
-    pub(super) fn renamed_within_globs(&self) -> bool {
+    /// The directory is listed on a blocking thread.
+    pub(super) async fn renamed_within_globs(&self) -> bool {
         let path = self.shared.path();
         let matcher = Arc::clone(&self.ctx.matcher);
-        let group = self.group;
-        match identity::find_renamed(&path, self.id, |p| matcher.group_of(p) == Some(group)) {
+        let (group, id, p) = (self.group, self.id, path.clone());
+        let found = self
+            .blocking(move || {
+                identity::find_renamed(&p, id, |p| matcher.group_of(p) == Some(group))
+            })
+            .await
+            .flatten();
+        match found {
             Some(new) => {
                 debug!(from = %path.display(), to = %new.display(), "host file renamed within the globs; still followed");
                 self.ctx
@@ -185,7 +192,7 @@ impl Tail {
                 // Acknowledgements still arrive for what was read before the close.
                 Closed::Unchanged => self.set_lag(st, read_to),
                 Closed::Moved => {
-                    if self.renamed_within_globs() {
+                    if self.renamed_within_globs().await {
                         continue;
                     }
                     // Replaced or removed while closed: what it got after it was closed, if
