@@ -57,6 +57,8 @@ pub struct Found {
 pub struct Scan {
     pub files: Vec<Found>,
     pub dirs: Vec<PathBuf>,
+    /// The identity of each directory listed (a watch is renewed when it changes).
+    pub dir_ids: std::collections::HashMap<PathBuf, FileId>,
     pub errors: Vec<(PathBuf, io::Error)>,
 }
 
@@ -191,6 +193,7 @@ impl Matcher {
                     }
                 };
                 scan.dirs.push(dir.clone());
+                scan.dir_ids.insert(dir.clone(), dir_id);
                 for entry in entries {
                     // A listing cut short does not know what is gone: an error for the scan.
                     let entry = match entry {

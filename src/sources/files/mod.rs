@@ -179,7 +179,7 @@ impl FileSource {
                     warn!(dir = %dir.display(), error = %e, "cannot list a directory of sources.files globs");
                 }
             }
-            watcher.watch(&found.dirs, &self.ctx.metrics.files);
+            watcher.watch(&found.dirs, &found.dir_ids, &self.ctx.metrics.files);
             // A scan that could not list some directory does not know what is gone.
             let complete = found.errors.is_empty();
             // Opens and reads on a blocking thread, not in this loop.
