@@ -81,8 +81,11 @@ impl Tail {
                 if !trusted {
                     return None;
                 }
-                // At least as long as what we read: the copy holds it.
-                let (copy, file) = identity::find_copy(&p, id, fp, from)?;
+                // Any size: a copy shorter than what we read (we read lines written between
+                // the copy and the truncation) has nothing for us but must be marked read too
+                // (else the scan reads it as a new file). The rotated name and a fingerprint
+                // covering what we read are what tell it apart.
+                let (copy, file) = identity::find_copy(&p, id, fp, 0)?;
                 let meta = file.metadata().ok()?;
                 let copy_id = FileId {
                     dev: std::os::unix::fs::MetadataExt::dev(&meta),
