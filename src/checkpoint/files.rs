@@ -36,7 +36,7 @@ impl FileId {
 
 /// CRC-32 of a file's first `len` bytes, taken once the file holds at least that many (or, for
 /// a shorter file, of all it has: `len` is then its size when it was taken).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Fingerprint {
     pub len: u64,
     pub crc32: u32,
@@ -128,7 +128,54 @@ pub(super) fn load_file_positions(
     Ok(out)
 }
 
+/// Where acknowledgements of a host file's content before a copytruncate go: the copy's key,
+/// and the copy's size (once acknowledged that far, the alias is done).
+pub(super) type FileAliases = HashMap<(String, Fingerprint), (String, u64)>;
+
 impl CheckpointStore {
+    /// copytruncate: the content of `key` under `fingerprint` is in the copy `copy_key` now
+    /// (`copy_size` bytes, the same offsets). Acknowledgements still in flight for it move the
+    /// copy's position on (a restart then resumes in the copy), and the scan leaves the copy
+    /// to the reader that read it until they are all in.
+    pub fn alias_file(&self, key: &str, fingerprint: Fingerprint, copy_key: &str, copy_size: u64) {
+        lock(&self.file_aliases).insert(
+            (key.to_string(), fingerprint),
+            (copy_key.to_string(), copy_size),
+        );
+    }
+
+    /// Whether `key` is a copy still waiting for acknowledgements of what was read from it.
+    pub fn is_alias_target(&self, key: &str) -> bool {
+        lock(&self.file_aliases).values().any(|(k, _)| k == key)
+    }
+
+    /// An acknowledgement `ack_file` found no matching entry for: applied to the copy it is
+    /// an alias of, if any. Called with the positions locked (`files`).
+    pub(super) fn ack_aliased(
+        &self,
+        files: &mut HashMap<String, FileEntry>,
+        key: &str,
+        position: &FilePosition,
+    ) {
+        let mut aliases = lock(&self.file_aliases);
+        let alias = (key.to_string(), position.fingerprint);
+        let Some((copy_key, end)) = aliases.get(&alias).cloned() else {
+            return;
+        };
+        let Some(entry) = files.get_mut(&copy_key) else {
+            aliases.remove(&alias);
+            return;
+        };
+        let offset = position.offset.min(end);
+        if offset > entry.position.offset {
+            entry.position.offset = offset;
+            entry.dirty_since.get_or_insert_with(Instant::now);
+        }
+        if offset >= end {
+            aliases.remove(&alias);
+        }
+    }
+
     /// Writes every changed host-file position (see [`CheckpointStore::persist`]).
     pub(super) fn persist_file_positions(&self) -> bool {
         let mut all_written = true;

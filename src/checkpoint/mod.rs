@@ -79,6 +79,8 @@ pub struct CheckpointStore {
     marker: Mutex<(AgentMarker, bool)>,
     /// Positions of host log files by key (see [`files`]).
     file_positions: Mutex<HashMap<String, FileEntry>>,
+    /// Host-file content moved to a copytruncate copy (see [`CheckpointStore::alias_file`]).
+    file_aliases: Mutex<files::FileAliases>,
     /// `<state_dir>/files`.
     files_dir: PathBuf,
     /// The file source has scanned once in this process (see [`CheckpointStore::first_file_scan`]).
@@ -197,6 +199,7 @@ impl CheckpointStore {
             previous_start_ns,
             marker: Mutex::new((written, false)),
             file_positions: Mutex::new(file_positions),
+            file_aliases: Mutex::new(HashMap::new()),
             set_aside: Mutex::new(set_aside),
         })
     }
@@ -297,6 +300,8 @@ impl CheckpointStore {
         {
             entry.position = position;
             entry.dirty_since.get_or_insert_with(Instant::now);
+        } else {
+            self.ack_aliased(&mut files, key, &position);
         }
     }
 

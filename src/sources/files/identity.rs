@@ -109,9 +109,20 @@ fn siblings(path: &Path) -> Vec<(PathBuf, fs::Metadata)> {
     out
 }
 
+/// Whether `candidate` is named like a rotated copy of `original`: same directory, its name
+/// the original's plus a suffix (`app.log.1`, `app.log-20261201`).
+pub fn rotated_name_of(candidate: &Path, original: &Path) -> bool {
+    let (Some(name), Some(orig)) = (candidate.file_name(), original.file_name()) else {
+        return false;
+    };
+    candidate.parent() == original.parent()
+        && name.len() > orig.len()
+        && name.as_encoded_bytes().starts_with(orig.as_encoded_bytes())
+}
+
 /// The copy logrotate's `copytruncate` made of the file we read before it was truncated: a
-/// regular file in the same directory, not `ours`, at least `min_size` long, whose first
-/// `fingerprint.len` bytes match ours.
+/// regular file named like a rotated copy of `path`, not `ours`, at least `min_size` long,
+/// whose first `fingerprint.len` bytes match ours (the caller makes sure that is enough).
 pub fn find_copy(
     path: &Path,
     ours: FileId,
@@ -119,7 +130,11 @@ pub fn find_copy(
     min_size: u64,
 ) -> Option<(PathBuf, File)> {
     siblings(path).into_iter().find_map(|(p, m)| {
-        if id_of(&m) == ours || m.len() < min_size || m.len() < fingerprint.len {
+        if id_of(&m) == ours
+            || !rotated_name_of(&p, path)
+            || m.len() < min_size
+            || m.len() < fingerprint.len
+        {
             return None;
         }
         let f = File::open(&p).ok()?;

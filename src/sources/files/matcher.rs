@@ -57,6 +57,8 @@ pub struct Found {
 pub struct Scan {
     pub files: Vec<Found>,
     pub dirs: Vec<PathBuf>,
+    /// The identity of each directory listed (a watch is renewed when it changes).
+    pub dir_ids: std::collections::HashMap<PathBuf, FileId>,
     pub errors: Vec<(PathBuf, io::Error)>,
 }
 
@@ -164,8 +166,15 @@ impl Matcher {
             // (dir, levels below the root it is at)
             let mut stack = vec![(root.dir.clone(), 0usize)];
             while let Some((dir, level)) = stack.pop() {
-                let Ok(meta) = fs::metadata(&dir) else {
-                    continue; // not there (yet): the rescan looks again
+                let meta = match fs::metadata(&dir) {
+                    Ok(m) => m,
+                    // Not there (yet): the rescan looks again. Its files' positions are kept
+                    // (only a listed directory tells which of its files are gone).
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                    Err(e) => {
+                        scan.errors.push((dir, e));
+                        continue;
+                    }
                 };
                 let dir_id = FileId {
                     dev: meta.dev(),
@@ -184,7 +193,16 @@ impl Matcher {
                     }
                 };
                 scan.dirs.push(dir.clone());
-                for entry in entries.flatten() {
+                scan.dir_ids.insert(dir.clone(), dir_id);
+                for entry in entries {
+                    // A listing cut short does not know what is gone: an error for the scan.
+                    let entry = match entry {
+                        Ok(e) => e,
+                        Err(e) => {
+                            scan.errors.push((dir.clone(), e));
+                            break;
+                        }
+                    };
                     let path = entry.path();
                     let Ok(kind) = entry.file_type() else {
                         continue;
@@ -192,8 +210,13 @@ impl Matcher {
                     if kind.is_symlink() && !self.follow_symlinks {
                         continue;
                     }
-                    let Ok(meta) = fs::metadata(&path) else {
-                        continue; // dangling link, or gone
+                    let meta = match fs::metadata(&path) {
+                        Ok(m) => m,
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue, // dangling link, or gone
+                        Err(e) => {
+                            scan.errors.push((path, e));
+                            continue;
+                        }
                     };
                     if meta.is_dir() {
                         if root.depth.is_none_or(|d| level + 1 < d) {

@@ -9,6 +9,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
+use crate::checkpoint::FileId;
 use crate::observability::metrics::ReasonLabels;
 
 /// Reasons of `log_capturer_file_source_errors_total` (all start at 0).
@@ -51,8 +52,11 @@ pub struct FileSourceMetrics {
     pub open: Gauge,
     pub bytes_read: Counter,
     pub lines: Counter,
-    /// Size minus acknowledged offset, per path.
+    /// Size minus acknowledged offset, per path (set through [`FileSourceMetrics::set_lag`]).
     pub lag_bytes: Family<PathLabels, Gauge>,
+    /// Which file (identity) each `lag_bytes` series is of now: after rename + create two
+    /// readers have had the same path; the one finishing must not remove the other's series.
+    lag_owners: std::sync::Mutex<std::collections::HashMap<String, FileId>>,
     pub rotations: Family<KindLabels, Counter>,
     pub truncations: Counter,
     pub errors: Family<ReasonLabels, Counter>,
@@ -65,6 +69,29 @@ pub struct FileSourceMetrics {
 }
 
 impl FileSourceMetrics {
+    /// The lag of the file `owner` at `labels`' path (the series is its own from now on).
+    pub fn set_lag(&self, labels: &PathLabels, owner: FileId, lag: i64) {
+        self.owners().insert(labels.path.clone(), owner);
+        self.lag_bytes.get_or_create(labels).set(lag);
+    }
+
+    /// `owner` no longer reports its lag at `labels`' path: the series goes, unless another
+    /// file has taken the path since.
+    pub fn release_lag(&self, labels: &PathLabels, owner: FileId) {
+        let mut owners = self.owners();
+        if owners.get(&labels.path) == Some(&owner) {
+            owners.remove(&labels.path);
+            self.lag_bytes.remove(labels);
+        }
+    }
+
+    fn owners(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, FileId>> {
+        match self.lag_owners.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        }
+    }
+
     pub fn register(&self, registry: &mut Registry) {
         for &reason in FILE_SOURCE_ERROR_REASONS {
             let _ = self.errors.get_or_create(&ReasonLabels { reason });

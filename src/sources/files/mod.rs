@@ -181,10 +181,22 @@ impl FileSource {
                     warn!(dir = %dir.display(), error = %e, "cannot list a directory of sources.files globs");
                 }
             }
-            watcher.watch(&found.dirs, &self.ctx.metrics.files);
+            watcher.watch(&found.dirs, &found.dir_ids, &self.ctx.metrics.files);
             // A scan that could not list some directory does not know what is gone.
             let complete = found.errors.is_empty();
-            self.take(&mut run, found.files, complete, &cancel);
+            // Opens and reads on a blocking thread, not in this loop.
+            let copies = tokio::select! {
+                _ = cancel.cancelled() => break,
+                c = self.copies_of_followed(&run, &found.files) => c,
+            };
+            self.take(
+                &mut run,
+                found.files,
+                &found.dirs,
+                &copies,
+                complete,
+                &cancel,
+            );
         }
         // Every reader stops (their tokens are children of `cancel`) and is awaited.
         for r in run.readers.values() {
@@ -214,6 +226,8 @@ impl FileSource {
         &self,
         run: &mut Running,
         files: Vec<Found>,
+        listed: &[PathBuf],
+        copies: &HashSet<FileId>,
         complete: bool,
         cancel: &CancellationToken,
     ) {
@@ -240,7 +254,9 @@ impl FileSource {
                 }
                 continue;
             }
-            if self.is_copy_of_followed(run, &f) {
+            // A copytruncate copy whose content a reader delivered and that still waits for
+            // its acknowledgements: not read again meanwhile.
+            if self.ctx.checkpoints.is_alias_target(&f.id.key()) || copies.contains(&f.id) {
                 continue;
             }
             self.spawn(run, f, preexisting, cancel);
@@ -251,8 +267,14 @@ impl FileSource {
             self.ctx.metrics.files.watched.set(run.readers.len() as i64);
             return;
         }
+        // Only where the directory of the stored path was listed: a directory briefly
+        // missing (remount, redeploy) must not make its files be read again from 0.
+        let listed: HashSet<&std::path::Path> = listed.iter().map(PathBuf::as_path).collect();
         for (key, p) in self.ctx.checkpoints.file_positions() {
-            if !seen.contains(&p.id) && !run.readers.contains_key(&p.id) {
+            let dir_listed = std::path::Path::new(&p.path)
+                .parent()
+                .is_some_and(|d| listed.contains(d));
+            if dir_listed && !seen.contains(&p.id) && !run.readers.contains_key(&p.id) {
                 if first {
                     info!(file = %p.path, "stored position of a host file no longer found; forgotten");
                 }
@@ -262,37 +284,50 @@ impl FileSource {
         self.ctx.metrics.files.watched.set(run.readers.len() as i64);
     }
 
-    /// A new file without a stored position whose first `fingerprint_bytes` equal a followed
-    /// file's is a copy of it (logrotate's copytruncate): its content is read through the
-    /// original, which marks the copy read once it sees the truncation.
-    fn is_copy_of_followed(&self, run: &Running, f: &Found) -> bool {
+    /// The new files without a stored position whose first `fingerprint_bytes` equal a
+    /// followed file's: copies of it (logrotate's copytruncate), whose content is read through
+    /// the original, which marks the copy read once it sees the truncation. The files are
+    /// opened and read on a blocking thread.
+    async fn copies_of_followed(&self, run: &Running, files: &[Found]) -> HashSet<FileId> {
         let want = self.ctx.config.file_settings.fingerprint_bytes.0;
-        if self.ctx.checkpoints.file_position(&f.id.key()).is_some() {
-            return false;
+        let mut checks = Vec::new();
+        for f in files {
+            if run.readers.contains_key(&f.id)
+                || self.ctx.checkpoints.file_position(&f.id.key()).is_some()
+            {
+                continue;
+            }
+            // Only a followed file's rotated names count (`app.log` → `app.log.1`,
+            // `app.log-20261201`): two unrelated files may well begin with the same kilobyte.
+            let full: Vec<_> = run
+                .readers
+                .values()
+                .filter(|r| identity::rotated_name_of(&f.path, &r.shared.path()))
+                .filter_map(|r| *tail_lock(&r.shared.fingerprint))
+                .filter(|fp| fp.len >= want && want > 0)
+                .collect();
+            if !full.is_empty() {
+                checks.push((f.id, f.path.clone(), full));
+            }
         }
-        // Only a followed file's rotated names count (`app.log` → `app.log.1`,
-        // `app.log-20261201`): two unrelated files may well begin with the same kilobyte.
-        let full: Vec<_> = run
-            .readers
-            .values()
-            .filter(|r| rotated_name_of(&f.path, &r.shared.path()))
-            .filter_map(|r| *tail_lock(&r.shared.fingerprint))
-            .filter(|fp| fp.len >= want && want > 0)
-            .collect();
-        if full.is_empty() {
-            return false;
+        if checks.is_empty() {
+            return HashSet::new();
         }
-        let Ok(file) = std::fs::File::open(&f.path) else {
-            return false;
-        };
-        let Ok(fp) = crate::sources::follow::fingerprint_of(&file, want) else {
-            return false;
-        };
-        let copy = full.contains(&fp);
-        if copy {
-            debug!(file = %f.path.display(), "same first bytes as a followed file (a copytruncate copy): not read");
-        }
-        copy
+        tokio::task::spawn_blocking(move || {
+            checks
+                .into_iter()
+                .filter_map(|(id, path, full)| {
+                    let file = std::fs::File::open(&path).ok()?;
+                    let fp = crate::sources::follow::fingerprint_of(&file, want).ok()?;
+                    full.contains(&fp).then(|| {
+                        debug!(file = %path.display(), "same first bytes as a followed file (a copytruncate copy): not read");
+                        id
+                    })
+                })
+                .collect()
+        })
+        .await
+        .unwrap_or_default()
     }
 
     fn spawn(&self, run: &mut Running, f: Found, preexisting: bool, cancel: &CancellationToken) {
@@ -343,17 +378,6 @@ impl FileSource {
         );
         debug!(file = %f.path.display(), "following host file");
     }
-}
-
-/// Whether `candidate` is named like a rotated copy of `original`: same directory, its name
-/// the original's plus a suffix.
-fn rotated_name_of(candidate: &std::path::Path, original: &std::path::Path) -> bool {
-    let (Some(name), Some(orig)) = (candidate.file_name(), original.file_name()) else {
-        return false;
-    };
-    candidate.parent() == original.parent()
-        && name.len() > orig.len()
-        && name.as_encoded_bytes().starts_with(orig.as_encoded_bytes())
 }
 
 fn tail_lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {

@@ -126,14 +126,26 @@ async fn more_files_than_descriptors_are_all_read() {
 #[test]
 fn rotated_names() {
     let orig = Path::new("/var/log/app.log");
-    assert!(rotated_name_of(Path::new("/var/log/app.log.1"), orig));
-    assert!(rotated_name_of(
+    assert!(identity::rotated_name_of(
+        Path::new("/var/log/app.log.1"),
+        orig
+    ));
+    assert!(identity::rotated_name_of(
         Path::new("/var/log/app.log-20261201"),
         orig
     ));
-    assert!(!rotated_name_of(Path::new("/var/log/app.log"), orig));
-    assert!(!rotated_name_of(Path::new("/var/log/other.log"), orig));
-    assert!(!rotated_name_of(Path::new("/var/log/old/app.log.1"), orig));
+    assert!(!identity::rotated_name_of(
+        Path::new("/var/log/app.log"),
+        orig
+    ));
+    assert!(!identity::rotated_name_of(
+        Path::new("/var/log/other.log"),
+        orig
+    ));
+    assert!(!identity::rotated_name_of(
+        Path::new("/var/log/old/app.log.1"),
+        orig
+    ));
 }
 
 /// copytruncate with a glob that matches the copy too (`app.log*`): the copy is not read as a
@@ -258,4 +270,63 @@ async fn initial_position_end_applies_to_the_first_scan_of_a_first_run_only() {
     assert_eq!(got, ["c 1", "new 2"]);
     again.cancel.cancel();
     again.task.await.expect("join");
+}
+
+/// A log directory briefly missing (remount, redeploy): the stored positions of its files
+/// are kept, and they resume where they were when it is back (not read again from 0).
+#[tokio::test]
+async fn a_missing_directory_does_not_forget_its_files_positions() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let logs = dir.path().join("logs");
+    std::fs::create_dir_all(&logs).expect("mkdir");
+    let path = logs.join("app.log");
+    append(&path, "one\ntwo\n");
+    let id = crate::sources::follow::id_of_path(&path)
+        .expect("stat")
+        .expect("file");
+    let metrics = Arc::new(Metrics::new());
+    let state = dir.path().join("state");
+    let store = Arc::new(CheckpointStore::open(&state, Arc::clone(&metrics)).expect("store"));
+    let fingerprint =
+        crate::sources::follow::fingerprint_of(&std::fs::File::open(&path).expect("open"), 1024)
+            .expect("fp");
+    store.init_file(
+        &id.key(),
+        crate::checkpoint::FilePosition {
+            path: path.display().to_string(),
+            id,
+            fingerprint,
+            offset: 4,
+        },
+    );
+    let away = dir.path().join("logs.away");
+    std::fs::rename(&logs, &away).expect("rename away");
+    let Running {
+        mut rx,
+        store,
+        cancel,
+        task,
+        ..
+    } = run_source_on(
+        store,
+        metrics,
+        &format!(
+            "files:\n  - include: [\"{}/*.log\"]\nfile_settings:\n  poll_interval: 20ms\n  rescan_interval: 100ms\n",
+            logs.display()
+        ),
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        store.file_position(&id.key()).is_some(),
+        "kept while its directory is missing"
+    );
+    std::fs::rename(&away, &logs).expect("rename back");
+    let d = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+        .await
+        .expect("a batch")
+        .expect("delivery");
+    let lines: Vec<_> = d.batch.lines.iter().map(|l| l.message.clone()).collect();
+    assert_eq!(lines, [bytes::Bytes::from("two")]);
+    cancel.cancel();
+    let _ = task.await;
 }

@@ -136,7 +136,7 @@ impl Tail {
             };
         };
         let end = self.follow(&mut st).await;
-        ctx.metrics.files.lag_bytes.remove(&st.lag);
+        ctx.metrics.files.release_lag(&st.lag, self.id);
         end
     }
 
@@ -338,11 +338,12 @@ impl Tail {
         true
     }
 
-    /// Upgrades a short fingerprint once the file holds `fingerprint_bytes` (a file found
-    /// empty or small is then told apart from a later file on the same inode).
-    fn upgrade_fingerprint(&self, st: &mut Open) {
-        let want = self.ctx.settings.fingerprint_bytes.0;
-        if st.fingerprint.len >= want || st.splitter.read_offset() < want {
+    /// Upgrades a short fingerprint to cover what was read, up to `fingerprint_bytes` (`read`:
+    /// the offset read to): a file found empty or small is then told apart from a later file
+    /// on the same inode, and its copytruncate copy is recognised by what we read of it.
+    fn upgrade_fingerprint(&self, st: &mut Open, read: u64) {
+        let want = self.ctx.settings.fingerprint_bytes.0.min(read);
+        if st.fingerprint.len >= want {
             return;
         }
         let Some((f, _)) = &st.file else { return };
@@ -350,6 +351,7 @@ impl Tail {
             self.ctx.metrics.files.error("fingerprint");
             return;
         };
+        // Shorter: truncated since the read; the truncation is seen at the end of the file.
         if fp.len < want {
             return;
         }
@@ -400,13 +402,15 @@ impl Tail {
                 Ok(n) if n > 0 => {
                     ctx.metrics.files.bytes_read.inc_by(n as u64);
                     st.last_data = Instant::now();
+                    // Before the batch is built: it must carry the fingerprint its
+                    // acknowledgement is checked against (the bytes are on disk already).
+                    self.upgrade_fingerprint(st, st.splitter.read_offset() + n as u64);
                     if !self
                         .deliver(st, Some(chunk_of(&mut scratch)), Flush::None)
                         .await
                     {
                         return TailEnd::Cancelled;
                     }
-                    self.upgrade_fingerprint(st);
                     continue;
                 }
                 Ok(_) => {}
@@ -420,18 +424,23 @@ impl Tail {
                 }
             }
             // At the end of what the file has now. The path asked about is where the file is
-            // now (a rescan or a rename within the globs may have moved it).
+            // now (a rescan or a rename within the globs may have moved it). One stat of the
+            // path and one fstat, at most once per wake-up: kept on the runtime (a blocking
+            // task each would cost more than the stats themselves on a local disk).
             let path = self.shared.path();
             let state = st.file.as_mut().map(|(f, _)| {
                 f.path = path;
                 (f.path_state(), f.size())
             });
             let Some((state, size)) = state else { continue };
-            if let Ok(size) = size {
-                self.set_lag(st, size);
-            }
             match state {
-                Ok(PathState::Same) => away_since = None,
+                Ok(PathState::Same) => {
+                    away_since = None;
+                    // Only while the path names this file (not once another took its place).
+                    if let Ok(size) = size {
+                        self.set_lag(st, size);
+                    }
+                }
                 Ok(PathState::Truncated { size }) => {
                     if !self.truncated(st, size).await {
                         return TailEnd::Cancelled;
@@ -439,7 +448,7 @@ impl Tail {
                     continue;
                 }
                 Ok(PathState::Replaced(_)) | Ok(PathState::Gone) => {
-                    if self.renamed_within_globs() {
+                    if self.renamed_within_globs().await {
                         ctx.metrics.files.rotation("rename");
                         away_since = None;
                         continue;
@@ -498,18 +507,20 @@ impl Tail {
     }
 
     /// `size` minus the acknowledged offset, as the file's lag.
-    fn set_lag(&self, st: &Open, size: u64) {
+    /// The series is keyed by the file's current path (moved when it was renamed).
+    fn set_lag(&self, st: &mut Open, size: u64) {
         let acked = self
             .ctx
             .checkpoints
             .file_position(&st.key)
             .map_or(0, |p| p.offset);
-        self.ctx
-            .metrics
-            .files
-            .lag_bytes
-            .get_or_create(&st.lag)
-            .set(size.saturating_sub(acked) as i64);
+        let m = &self.ctx.metrics.files;
+        let path = self.shared.path().display().to_string();
+        if st.lag.path != path {
+            m.release_lag(&st.lag, self.id);
+            st.lag = PathLabels { path };
+        }
+        m.set_lag(&st.lag, self.id, size.saturating_sub(acked) as i64);
     }
 
     /// Waits for an inotify wake-up or `d`; false when cancelled. After a wake-up it waits

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 use super::{CHUNK, Flush, Open, Tail, TailEnd, lock};
 use crate::checkpoint::{FileId, FilePosition, Fingerprint};
@@ -17,11 +17,18 @@ use crate::sources::follow::Followed;
 impl Tail {
     /// The path no longer names the file: if it was renamed to a name the same group takes,
     /// it is followed there.
-    pub(super) fn renamed_within_globs(&self) -> bool {
+    /// The directory is listed on a blocking thread.
+    pub(super) async fn renamed_within_globs(&self) -> bool {
         let path = self.shared.path();
         let matcher = Arc::clone(&self.ctx.matcher);
-        let group = self.group;
-        match identity::find_renamed(&path, self.id, |p| matcher.group_of(p) == Some(group)) {
+        let (group, id, p) = (self.group, self.id, path.clone());
+        let found = self
+            .blocking(move || {
+                identity::find_renamed(&p, id, |p| matcher.group_of(p) == Some(group))
+            })
+            .await
+            .flatten();
+        match found {
             Some(new) => {
                 debug!(from = %path.display(), to = %new.display(), "host file renamed within the globs; still followed");
                 self.ctx
@@ -60,11 +67,24 @@ impl Tail {
         let path = self.shared.path();
         let from = st.splitter.read_offset();
         let (id, fp, fp_bytes) = (self.id, st.fingerprint, ctx.settings.fingerprint_bytes.0);
+        // The fingerprint of the content we read (kept up to date by `upgrade_fingerprint`):
+        // only one covering what we read (up to `fingerprint_bytes`) tells the copy apart. An
+        // empty one would take any file for it.
+        let trusted = fp.len > 0 && fp.len >= fp_bytes.min(from);
+        if !trusted && from > 0 {
+            ctx.metrics.files.error("fingerprint");
+            warn!(file = %path.display(), offset = from, "host file truncated, but its first bytes are not known: the copy is not looked for");
+        }
         let p = path.clone();
         let found = self
             .blocking(move || {
-                // Any size: a copy shorter than what we read (we read lines written between the
-                // copy and the truncation) has nothing for us but must be marked read too.
+                if !trusted {
+                    return None;
+                }
+                // Any size: a copy shorter than what we read (we read lines written between
+                // the copy and the truncation) has nothing for us but must be marked read too
+                // (else the scan reads it as a new file). The rotated name and a fingerprint
+                // covering what we read are what tell it apart.
                 let (copy, file) = identity::find_copy(&p, id, fp, 0)?;
                 let meta = file.metadata().ok()?;
                 let copy_id = FileId {
@@ -107,26 +127,38 @@ impl Tail {
                 }
             }
             // The copy was read through us: a rescan that finds it must not read it again.
+            // Its position is what was acknowledged of the original so far; acknowledgements
+            // of the batches still in flight move it on (the alias), so a restart before they
+            // are in resumes in the copy, and the scan leaves the copy alone meanwhile.
+            let end = at.min(copy_size);
+            let acked = ctx
+                .checkpoints
+                .file_position(&st.key)
+                .filter(|p| p.fingerprint == fp)
+                .map_or(0, |p| p.offset.min(end));
+            let copy_key = copy_id.key();
             ctx.checkpoints.init_file(
-                &copy_id.key(),
+                &copy_key,
                 FilePosition {
                     path: copy.display().to_string(),
                     id: copy_id,
                     fingerprint: copy_fp,
-                    offset: at.min(copy_size),
+                    offset: acked,
                 },
             );
+            if acked < end {
+                ctx.checkpoints.alias_file(&st.key, fp, &copy_key, end);
+            }
         }
         // The old content's last line, even without newline, is complete now.
         if !self.deliver(st, None, Flush::All).await {
             return false;
         }
         // The position restarts at 0 under the new fingerprint at once; acknowledgements of
-        // the old content still in flight are then ignored (other fingerprint). Waiting for
-        // them first would stop reading for as long as the sinks take (acknowledgements come
-        // about once a second): a second copytruncate meanwhile goes unnoticed and what was
-        // written between the two is lost. A crash before they arrive loses them either way
-        // (the stored old fingerprint no longer matches the file, nothing reads the copy).
+        // the old content still in flight go to the copy (above). Waiting for them first
+        // would stop reading for as long as the sinks take (acknowledgements come about once
+        // a second): a second copytruncate meanwhile goes unnoticed and what was written
+        // between the two is lost.
         let Some((f, _)) = &mut st.file else {
             return true;
         };
@@ -163,7 +195,7 @@ impl Tail {
                 // Acknowledgements still arrive for what was read before the close.
                 Closed::Unchanged => self.set_lag(st, read_to),
                 Closed::Moved => {
-                    if self.renamed_within_globs() {
+                    if self.renamed_within_globs().await {
                         continue;
                     }
                     // Replaced or removed while closed: what it got after it was closed, if
@@ -177,18 +209,30 @@ impl Tail {
                         return Reopen::Cancelled;
                     };
                     let p = path.clone();
-                    // Opened at 0 and moved to the position only when it is still the file.
+                    let fp = st.fingerprint;
+                    // Opened at 0 and moved to the position only when it is still the file:
+                    // same identity AND same first bytes (an inode freed while the file was
+                    // closed may hold a new file now; its bytes past our offset are not ours).
                     let opened = self
                         .blocking(move || {
                             let mut f = Followed::open(&p, 0)?;
-                            if f.id == id {
-                                f.seek_to(read_to)?;
+                            if f.id != id {
+                                return Ok::<_, std::io::Error>((f, false));
                             }
-                            Ok::<_, std::io::Error>(f)
+                            if f.fingerprint(fp.len)? != fp {
+                                return Ok((f, true));
+                            }
+                            f.seek_to(read_to)?;
+                            Ok((f, false))
                         })
                         .await;
                     match opened {
-                        Some(Ok(f)) if f.id == id => {
+                        Some(Ok((_, true))) => {
+                            ctx.metrics.files.inode_reuses.inc();
+                            info!(file = %path.display(), "host file holds other content since it was closed (reused inode or rewritten): done with it, the scan reads it from its start");
+                            return Reopen::Gone;
+                        }
+                        Some(Ok((f, false))) if f.id == id => {
                             st.file = Some((f, permit));
                             return Reopen::Open;
                         }

@@ -285,3 +285,176 @@ async fn a_file_rotated_away_is_read_until_its_writer_stops() {
     let rename = super::super::metrics::KindLabels { kind: "rename" };
     assert_eq!(h.metrics.files.rotations.get_or_create(&rename).get(), 1);
 }
+
+fn fast_close() -> FileSettings {
+    FileSettings {
+        poll_interval: HumanDuration(Duration::from_millis(50)),
+        flush_partial_after: HumanDuration(Duration::from_millis(100)),
+        close_inactive: HumanDuration(Duration::from_millis(200)),
+        ..FileSettings::default()
+    }
+}
+
+#[tokio::test]
+async fn a_closed_file_whose_inode_holds_other_content_is_not_resumed_at_the_old_offset() {
+    let mut h = Harness::start_with("old line\n", None, fast_close());
+    assert_eq!(h.take(1).await.0, ["old line"]);
+    // Closed when idle, then the same inode gets other content (as a new file on a reused
+    // inode would): its bytes after the old offset must not be read as lines.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(h.metrics.files.open.get(), 0, "closed while idle");
+    fs::write(h.path(), "NEW CONTENT, other file\nsecond\n").expect("rewrite");
+    let end = tokio::time::timeout(Duration::from_secs(10), &mut h.task)
+        .await
+        .expect("ends")
+        .expect("join");
+    assert_eq!(
+        end,
+        TailEnd::Finished,
+        "done with it: the scan takes it from 0"
+    );
+    // Only the end-of-stream marker follows: no line of the other content.
+    while let Ok(d) = h.rx.try_recv() {
+        assert!(d.batch.lines.is_empty(), "lines of the other content");
+    }
+    assert_eq!(h.metrics.files.inode_reuses.get(), 1);
+}
+
+#[tokio::test]
+async fn after_a_copytruncate_another_file_is_never_taken_for_the_copy() {
+    let mut h = Harness::start("line 1, longer than what follows\n", None);
+    assert_eq!(h.take(1).await.0, ["line 1, longer than what follows"]);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let path = h.path();
+    let truncate = |path: &Path| {
+        OpenOptions::new()
+            .write(true)
+            .open(path)
+            .expect("open")
+            .set_len(0)
+            .expect("truncate");
+    };
+    fs::copy(&path, h.logs.join("app.log.1")).expect("copy");
+    truncate(&path);
+    // Seen empty first (the poll, 300 ms): what the reader fingerprints then is nothing.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    append(&path, "x is longer\n");
+    assert_eq!(h.take(1).await.0, ["x is longer"]);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Another file, the most recently modified, then a truncation without a copy: its lines
+    // must not be emitted as app.log's.
+    fs::write(
+        h.logs.join("other.log"),
+        "xx other 1\nxx other 2\nxx other 3\n",
+    )
+    .expect("other");
+    truncate(&path);
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    append(&path, "y\n");
+    assert_eq!(h.take(1).await.0, ["y"]);
+    h.quiet(Duration::from_millis(400)).await;
+    h.cancel.cancel();
+    let _ = h.task.await;
+}
+
+#[tokio::test]
+async fn the_acknowledged_position_follows_a_fingerprint_upgrade() {
+    let settings = FileSettings {
+        fingerprint_bytes: crate::config::ByteSize(16),
+        ..settings()
+    };
+    let mut h = Harness::start_with("short\n", None, settings);
+    assert_eq!(h.take(1).await, (vec!["short".to_string()], 6));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // The file now passes `fingerprint_bytes`: the reader's fingerprint grows; the last
+    // batch's acknowledgement must still move the stored position (else a restart re-sends).
+    append(&h.path(), "a line long enough to pass sixteen\n");
+    let (_, offset) = h.take(1).await;
+    assert_eq!(offset, 41);
+    let id = crate::sources::follow::id_of_path(&h.path())
+        .expect("stat")
+        .expect("file");
+    let stored = h.store.file_position(&id.key()).expect("position");
+    assert_eq!((stored.offset, stored.fingerprint.len), (41, 16));
+    h.cancel.cancel();
+    let _ = h.task.await;
+}
+
+#[tokio::test]
+async fn after_a_copytruncate_the_copy_keeps_what_is_not_acknowledged_yet() {
+    let mut h = Harness::start("line 1\nline 2\nline 3\n", None);
+    assert_eq!(h.take(3).await.1, 21);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let path = h.path();
+    append(&path, "line 4\nline 5\n");
+    let copy = h.logs.join("app.log.1");
+    fs::copy(&path, &copy).expect("copy");
+    OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .expect("open")
+        .set_len(0)
+        .expect("truncate");
+    append(&path, "line 6\n");
+    // Received, not acknowledged yet (a SIGKILL now must leave lines 4 and 5 to be read).
+    let mut pending = Vec::new();
+    let mut got = Vec::new();
+    while got.len() < 3 {
+        let d = tokio::time::timeout(Duration::from_secs(10), h.rx.recv())
+            .await
+            .expect("a batch")
+            .expect("delivery");
+        got.extend(d.batch.lines.iter().map(|l| l.message.clone()));
+        pending.push(d.batch.position.clone());
+    }
+    assert_eq!(got, ["line 4", "line 5", "line 6"].map(bytes::Bytes::from));
+    let copy_key = crate::sources::follow::id_of_path(&copy)
+        .expect("stat")
+        .expect("copy")
+        .key();
+    let at = |h: &Harness| h.store.file_position(&copy_key).expect("copy position");
+    assert_eq!(
+        at(&h).offset,
+        21,
+        "the copy resumes after what was acknowledged"
+    );
+    // The late acknowledgements of the old content move the copy's position on.
+    for p in pending {
+        if let AckPosition::File(p) = p {
+            h.store.ack_file(&p.id.key(), p);
+        }
+    }
+    assert_eq!(at(&h).offset, 35);
+    h.cancel.cancel();
+    let _ = h.task.await;
+}
+
+#[tokio::test]
+async fn the_lag_series_moves_with_a_rename_and_leaves_another_files_series() {
+    use super::super::metrics::PathLabels;
+    let mut h = Harness::start("a\n", None);
+    assert_eq!(h.take(1).await.0, ["a"]);
+    let label = |p: &Path| PathLabels {
+        path: p.display().to_string(),
+    };
+    let lag = |h: &Harness, p: &Path| h.metrics.files.lag_bytes.get(&label(p)).map(|g| g.get());
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(lag(&h, &h.path()), Some(0));
+    // Renamed within the globs, a new file at the path whose reader reports its own lag.
+    let rotated = h.logs.join("app.log.1");
+    fs::rename(h.path(), &rotated).expect("rename");
+    append(&h.path(), "");
+    let other = crate::checkpoint::FileId { dev: 0, ino: 1 };
+    h.metrics.files.set_lag(&label(&h.path()), other, 7);
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    assert_eq!(lag(&h, &rotated), Some(0), "moved to the new name");
+    assert_eq!(
+        lag(&h, &h.path()),
+        Some(7),
+        "the other file's series is left alone"
+    );
+    h.cancel.cancel();
+    let _ = (&mut h.task).await;
+    assert_eq!(lag(&h, &rotated), None, "removed when the reader ends");
+    assert_eq!(lag(&h, &h.path()), Some(7));
+}

@@ -8,13 +8,14 @@
 //! the periodic rescan and per-file polling are what find files and data.
 
 use notify::{EventKind, RecursiveMode, Watcher as _};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use tokio::sync::Notify;
 use tracing::warn;
 
 use super::metrics::FileSourceMetrics;
+use crate::checkpoint::FileId;
 
 /// What the callback gathered since the last [`DirWatcher::take`].
 #[derive(Default)]
@@ -29,7 +30,9 @@ pub struct Changes {
 
 pub struct DirWatcher {
     watcher: Option<notify::RecommendedWatcher>,
-    watched: HashSet<PathBuf>,
+    /// Each watched directory with its identity when its watch was added: a directory
+    /// deleted and created again is another one, whose watch must be added anew.
+    watched: HashMap<PathBuf, Option<FileId>>,
     shared: Arc<(Mutex<Changes>, Notify)>,
     warned: bool,
 }
@@ -73,7 +76,7 @@ impl DirWatcher {
         });
         let mut w = DirWatcher {
             watcher: None,
-            watched: HashSet::new(),
+            watched: HashMap::new(),
             shared,
             warned: false,
         };
@@ -92,8 +95,14 @@ impl DirWatcher {
         }
     }
 
-    /// Watches exactly `dirs` (adds new ones, drops those no longer walked).
-    pub fn watch(&mut self, dirs: &[PathBuf], metrics: &FileSourceMetrics) {
+    /// Watches exactly `dirs` (adds new ones, drops those no longer walked, renews those
+    /// whose identity in `ids` changed: deleted and created again, the old watch is dead).
+    pub fn watch(
+        &mut self,
+        dirs: &[PathBuf],
+        ids: &HashMap<PathBuf, FileId>,
+        metrics: &FileSourceMetrics,
+    ) {
         let Some(watcher) = &mut self.watcher else {
             return;
         };
@@ -101,8 +110,8 @@ impl DirWatcher {
         let stale: Vec<PathBuf> = self
             .watched
             .iter()
-            .filter(|d| !wanted.contains(d.as_path()))
-            .cloned()
+            .filter(|(d, id)| !wanted.contains(d.as_path()) || ids.get(*d).copied() != **id)
+            .map(|(d, _)| d.clone())
             .collect();
         for d in stale {
             let _ = watcher.unwatch(&d);
@@ -110,12 +119,12 @@ impl DirWatcher {
         }
         let mut failure = None;
         for d in dirs {
-            if self.watched.contains(d) {
+            if self.watched.contains_key(d) {
                 continue;
             }
             match watcher.watch(d, RecursiveMode::NonRecursive) {
                 Ok(()) => {
-                    self.watched.insert(d.clone());
+                    self.watched.insert(d.clone(), ids.get(d).copied());
                 }
                 Err(e) => failure = Some(format!("cannot watch {}: {e}", d.display())),
             }
@@ -146,7 +155,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let metrics = FileSourceMetrics::default();
         let mut w = DirWatcher::new(&metrics);
-        w.watch(&[dir.path().to_path_buf()], &metrics);
+        w.watch(&[dir.path().to_path_buf()], &HashMap::new(), &metrics);
         assert_eq!(
             metrics.inotify_fallbacks.get(),
             0,
@@ -171,7 +180,34 @@ mod tests {
         }
         assert!(modified);
         // A directory that does not exist cannot be watched: counted, the rescan remains.
-        w.watch(&[dir.path().join("missing")], &metrics);
+        w.watch(&[dir.path().join("missing")], &HashMap::new(), &metrics);
         assert_eq!(metrics.inotify_fallbacks.get(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_directory_deleted_and_created_again_is_watched_anew() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let dir = root.path().join("logs");
+        let ids = |d: &Path| {
+            let id = crate::sources::follow::id_of_path(d)
+                .expect("stat")
+                .expect("dir");
+            HashMap::from([(d.to_path_buf(), id)])
+        };
+        std::fs::create_dir(&dir).expect("mkdir");
+        let metrics = FileSourceMetrics::default();
+        let mut w = DirWatcher::new(&metrics);
+        w.watch(std::slice::from_ref(&dir), &ids(&dir), &metrics);
+        // Another directory at the path (a placeholder keeps the old inode from being reused).
+        std::fs::rename(&dir, root.path().join("old")).expect("rename");
+        std::fs::create_dir(&dir).expect("mkdir again");
+        w.watch(std::slice::from_ref(&dir), &ids(&dir), &metrics);
+        let _ = tokio::time::timeout(Duration::from_millis(200), w.changed()).await;
+        let _ = w.take();
+        std::fs::File::create(dir.join("a.log")).expect("create");
+        tokio::time::timeout(Duration::from_secs(5), w.changed())
+            .await
+            .expect("a creation in the new directory is seen");
+        assert!(w.take().structure);
     }
 }
