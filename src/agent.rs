@@ -228,31 +228,28 @@ async fn run_generations(
     // config to go back to if it cannot start.
     let mut reloading: Option<(Vec<ReloadRequest>, Config)> = None;
     loop {
-        let loki = match &config.sinks.loki {
-            Some(loki) => match prepare_loki(&config, loki, &process.metrics).await {
-                Ok(prepared) => Some(prepared),
-                Err(e) => match reloading.take() {
-                    Some((batch, previous)) => {
-                        let message = format!(
-                            "{}: the new config could not be started: {e}; running the previous config again",
-                            process.source.name
-                        );
-                        error!(%message, "config reload failed");
-                        record_reload(&process.metrics, "failed");
-                        answer(
-                            batch,
-                            Err(ReloadError {
-                                status: 500,
-                                message,
-                            }),
-                        );
-                        config = previous;
-                        continue;
-                    }
-                    None => return Err(e),
-                },
+        let prepared = match prepare_sinks(&config, &process.metrics).await {
+            Ok(prepared) => prepared,
+            Err(e) => match reloading.take() {
+                Some((batch, previous)) => {
+                    let message = format!(
+                        "{}: the new config could not be started: {e}; running the previous config again",
+                        process.source.name
+                    );
+                    error!(%message, "config reload failed");
+                    record_reload(&process.metrics, "failed");
+                    answer(
+                        batch,
+                        Err(ReloadError {
+                            status: 500,
+                            message,
+                        }),
+                    );
+                    config = previous;
+                    continue;
+                }
+                None => return Err(e),
             },
-            None => None,
         };
         if let Some((batch, _)) = reloading.take() {
             record_reload(&process.metrics, "applied");
@@ -265,7 +262,7 @@ async fn run_generations(
         let stop = process.shutdown.child_token();
         let generation = run_pipeline(
             config.clone(),
-            loki,
+            prepared,
             process,
             stop.clone(),
             catch_up_from_ns,
@@ -460,7 +457,7 @@ fn answer(batch: Vec<ReloadRequest>, result: ReloadResult) {
 /// shutdown) is cancelled, then drains as the module doc says.
 async fn run_pipeline(
     config: Config,
-    loki: Option<PreparedLoki>,
+    prepared: PreparedSinks,
     process: &Process,
     stop: CancellationToken,
     catch_up_from_ns: Option<i64>,
@@ -511,7 +508,7 @@ async fn run_pipeline(
     let abandon = CancellationToken::new();
     let sinks = start_sinks(
         config,
-        loki,
+        prepared,
         metrics,
         checkpoints,
         &process.status,
@@ -695,13 +692,13 @@ async fn run_pipeline(
         // stopped and are not waited for.
         abandon.cancel();
         for (name, supervisor, worker_abort) in &mut workers {
-            if *name == "loki"
+            if matches!(*name, "loki" | "kafka")
                 && !supervisor.is_finished()
                 && tokio::time::timeout(ABANDON_GRACE, &mut *supervisor)
                     .await
                     .is_err()
             {
-                warn!(grace = ?ABANDON_GRACE, "the Loki worker did not stop in time; aborting it");
+                warn!(grace = ?ABANDON_GRACE, sink = *name, "the sink worker did not stop in time; aborting it");
                 worker_abort.abort();
                 // Its supervisor sees the cancelled worker and ends; a worker blocked outside
                 // an await point (none is, by design) would still be left behind.
@@ -873,6 +870,81 @@ struct PreparedLoki {
     dead_letters: SharedStore,
 }
 
+/// The network sinks' clients and stores, opened before a generation starts (a reload that
+/// cannot open them keeps the previous config).
+#[derive(Default)]
+struct PreparedSinks {
+    loki: Option<PreparedLoki>,
+    #[cfg(feature = "kafka")]
+    kafka: Option<PreparedKafka>,
+}
+
+async fn prepare_sinks(config: &Config, metrics: &Arc<Metrics>) -> Result<PreparedSinks, String> {
+    let mut prepared = PreparedSinks::default();
+    if let Some(loki) = &config.sinks.loki {
+        prepared.loki = Some(prepare_loki(config, loki, metrics).await?);
+    }
+    #[cfg(feature = "kafka")]
+    if let Some(kafka) = &config.sinks.kafka {
+        prepared.kafka = Some(prepare_kafka(config, kafka, metrics).await?);
+    }
+    Ok(prepared)
+}
+
+#[cfg(feature = "kafka")]
+struct PreparedKafka {
+    config: crate::config::KafkaSinkConfig,
+    encoder: crate::sinks::kafka::MessageEncoder,
+    client: rdkafka::ClientConfig,
+    buffer: SharedStore,
+    dead_letters: SharedStore,
+}
+
+#[cfg(feature = "kafka")]
+async fn prepare_kafka(
+    config: &Config,
+    kafka: &crate::config::KafkaSinkConfig,
+    metrics: &Arc<Metrics>,
+) -> Result<PreparedKafka, String> {
+    use crate::sinks::kafka;
+    for (property, why) in kafka.weakening_properties() {
+        warn!(%property, "sinks.kafka.properties: {why}");
+    }
+    if kafka.tls.insecure_skip_verify {
+        warn!(
+            "sinks.kafka.tls.insecure_skip_verify is set: the brokers' certificates are NOT verified"
+        );
+    }
+    let client =
+        kafka::client_config::client_config(kafka).map_err(|e| format!("sinks.kafka: {e}"))?;
+    let encoder = kafka::MessageEncoder::new(kafka).map_err(|e| format!("sinks.kafka: {e}"))?;
+    let state = config.checkpoint.state_dir.clone();
+    let (buffer, dead_letters) = {
+        let kafka_config = kafka.clone();
+        let metrics = Arc::clone(metrics);
+        tokio::task::spawn_blocking(move || {
+            open_sink_stores(
+                kafka::SINK,
+                (
+                    kafka::buffer_dir(&state),
+                    kafka::buffer_options(&kafka_config),
+                ),
+                (kafka::dlq_dir(&state), kafka::dlq_options(&kafka_config)),
+                &metrics,
+            )
+        })
+        .await
+        .map_err(|e| e.to_string())??
+    };
+    Ok(PreparedKafka {
+        config: kafka.clone(),
+        encoder,
+        client,
+        buffer,
+        dead_letters,
+    })
+}
+
 async fn prepare_loki(
     config: &Config,
     loki: &LokiSinkConfig,
@@ -901,7 +973,7 @@ async fn prepare_loki(
 /// Starts one worker per configured sink. Each worker ends when its input closes.
 fn start_sinks(
     config: &Config,
-    loki: Option<PreparedLoki>,
+    prepared: PreparedSinks,
     metrics: &Arc<Metrics>,
     checkpoints: &Arc<CheckpointStore>,
     status: &StatusBoard,
@@ -922,13 +994,21 @@ fn start_sinks(
     if config.sinks.discard.is_some() {
         local.push(Box::new(NullSink));
     }
-    let count = local.len() + usize::from(loki.is_some());
-    let ledger = Arc::new(AckLedger::new(count, Arc::clone(checkpoints)));
+    let PreparedSinks {
+        loki,
+        #[cfg(feature = "kafka")]
+        kafka,
+    } = prepared;
     let mut names: Vec<&'static str> = local.iter().map(|s| s.name()).collect();
     if loki.is_some() {
         names.push("loki");
     }
-    for gone in ["stdout", "file", "null", "loki"] {
+    #[cfg(feature = "kafka")]
+    if kafka.is_some() {
+        names.push(crate::sinks::kafka::SINK);
+    }
+    let ledger = Arc::new(AckLedger::new(names.len(), Arc::clone(checkpoints)));
+    for gone in ["stdout", "file", "null", "loki", "kafka"] {
         if !names.contains(&gone) {
             metrics.forget_sink_gauges(gone);
         }
@@ -986,6 +1066,31 @@ fn start_sinks(
         ));
         inputs.push(tx);
     }
+    #[cfg(feature = "kafka")]
+    if let Some(kafka) = kafka {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let worker = crate::sinks::kafka::KafkaWorker {
+            input: rx,
+            ledger: Arc::clone(&ledger),
+            metrics: Arc::clone(metrics),
+            encoder: kafka.encoder,
+            client: kafka.client,
+            buffer: kafka.buffer,
+            dead_letters: kafka.dead_letters,
+            config: kafka.config,
+            shutdown: shutdown.clone(),
+            abandon: abandon.clone(),
+            status: status.sink(crate::sinks::kafka::SINK, true),
+        };
+        workers.push((
+            crate::sinks::kafka::SINK,
+            tokio::spawn(async move {
+                worker.run().await;
+                Ok(())
+            }),
+        ));
+        inputs.push(tx);
+    }
     RunningSinks {
         inputs,
         workers,
@@ -998,13 +1103,28 @@ fn open_loki_stores(
     config: &LokiSinkConfig,
     metrics: &Metrics,
 ) -> Result<(SharedStore, SharedStore), String> {
-    let open = |dir: std::path::PathBuf, options| {
+    open_sink_stores(
+        "loki",
+        (loki::buffer_dir(state_dir), loki::buffer_options(config)),
+        (loki::dlq_dir(state_dir), loki::dlq_options(config)),
+        metrics,
+    )
+}
+
+/// Opens a network sink's buffer and dead-letter stores, counting what was found torn.
+fn open_sink_stores(
+    sink: &'static str,
+    buffer: (std::path::PathBuf, crate::buffer::StoreOptions),
+    dlq: (std::path::PathBuf, crate::buffer::StoreOptions),
+    metrics: &Metrics,
+) -> Result<(SharedStore, SharedStore), String> {
+    let open = |(dir, options): (std::path::PathBuf, crate::buffer::StoreOptions)| {
         let (store, report) = SharedStore::open(&dir, options)
             .map_err(|e| format!("cannot open {}: {e}", dir.display()))?;
         for problem in &report.problems {
             metrics
                 .buffer_corrupt
-                .get_or_create(&SinkLabels { sink: "loki" })
+                .get_or_create(&SinkLabels { sink })
                 .inc();
             warn!(store = %dir.display(), %problem, "skipped torn or corrupt data");
         }
@@ -1013,9 +1133,7 @@ fn open_loki_stores(
         }
         Ok::<_, String>(store)
     };
-    let buffer = open(loki::buffer_dir(state_dir), loki::buffer_options(config))?;
-    let dlq = open(loki::dlq_dir(state_dir), loki::dlq_options(config))?;
-    Ok((buffer, dlq))
+    Ok((open(buffer)?, open(dlq)?))
 }
 
 async fn persist_periodically(

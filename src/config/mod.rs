@@ -2,6 +2,7 @@
 //! (unknown keys are errors) and semantic validation that reports the key path and the reason.
 
 mod docker_tls;
+mod kafka;
 mod log_level;
 mod loki;
 mod overrides;
@@ -108,6 +109,7 @@ pub struct SinksConfig {
     pub stdout: Option<StdoutSinkConfig>,
     pub file: Option<FileSinkConfig>,
     pub loki: Option<LokiSinkConfig>,
+    pub kafka: Option<KafkaSinkConfig>,
     /// The null sink: counts and discards (benchmarks: capture cost without output cost).
     /// `discard:` because a bare `null:` key is YAML's null; `"null":` (quoted) also works.
     #[serde(alias = "null")]
@@ -209,6 +211,10 @@ fn parse_mode(text: &str) -> Result<u32, String> {
     Ok(bits)
 }
 
+pub use kafka::{
+    KafkaAcks, KafkaBatchConfig, KafkaCompression, KafkaEncoding, KafkaSasl, KafkaSinkConfig,
+    KafkaTls, SaslMechanism,
+};
 pub use loki::{
     BasicAuth, BufferConfig, FsyncMode, LineOverflow, LokiBatchConfig, LokiEncoding,
     LokiSinkConfig, RetryConfig, TlsConfig,
@@ -265,6 +271,7 @@ impl Default for Config {
                 stdout: Some(StdoutSinkConfig {}),
                 file: None,
                 loki: None,
+                kafka: None,
                 discard: None,
             },
             checkpoint: CheckpointConfig::default(),
@@ -538,14 +545,28 @@ impl Config {
             return Err("pipeline.shutdown_timeout: must be at least 1s".to_string());
         }
         let s = &self.sinks;
-        if s.stdout.is_none() && s.file.is_none() && s.loki.is_none() && s.discard.is_none() {
+        if s.stdout.is_none()
+            && s.file.is_none()
+            && s.loki.is_none()
+            && s.kafka.is_none()
+            && s.discard.is_none()
+        {
             return Err(
-                "sinks: at least one sink (stdout, file, loki, discard) must be configured"
+                "sinks: at least one sink (stdout, file, loki, kafka, discard) must be configured"
                     .to_string(),
             );
         }
         if let Some(loki) = &self.sinks.loki {
             loki.validate()?;
+        }
+        if let Some(kafka) = &self.sinks.kafka {
+            if !cfg!(feature = "kafka") {
+                return Err(
+                    "sinks.kafka: this build has no Kafka sink (build with the `kafka` feature)"
+                        .to_string(),
+                );
+            }
+            kafka.validate()?;
         }
         if let Some(file) = &self.sinks.file {
             file.validate()?;

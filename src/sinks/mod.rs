@@ -12,6 +12,8 @@
 //! with it the agent.
 
 mod file;
+#[cfg(feature = "kafka")]
+pub mod kafka;
 pub mod loki;
 pub mod ndjson;
 mod null;

@@ -13,33 +13,22 @@ pub use worker::LokiWorker;
 
 use std::path::{Path, PathBuf};
 
-use crate::buffer::{FsyncPolicy, StoreOptions};
-use crate::config::{FsyncMode, LokiSinkConfig};
+use crate::buffer::StoreOptions;
+use crate::config::LokiSinkConfig;
 
 /// `<state_dir>/buffer/loki` and `<state_dir>/dlq/loki`.
 pub fn buffer_dir(state_dir: &Path) -> PathBuf {
-    state_dir.join("buffer").join("loki")
+    crate::buffer::buffer_dir(state_dir, "loki")
 }
 
 pub fn dlq_dir(state_dir: &Path) -> PathBuf {
-    state_dir.join("dlq").join("loki")
+    crate::buffer::dlq_dir(state_dir, "loki")
 }
 
 pub fn buffer_options(config: &LokiSinkConfig) -> StoreOptions {
-    StoreOptions {
-        max_bytes: config.buffer.max_bytes.0,
-        segment_bytes: config.buffer.segment_bytes.0,
-        fsync: match config.buffer.fsync {
-            FsyncMode::Always => FsyncPolicy::Always,
-            FsyncMode::Never => FsyncPolicy::Never,
-        },
-    }
+    crate::buffer::buffer_options(&config.buffer)
 }
 
-/// Dead letters are rare and precious: always fsynced, capped like the buffer.
 pub fn dlq_options(config: &LokiSinkConfig) -> StoreOptions {
-    StoreOptions {
-        fsync: FsyncPolicy::Always,
-        ..buffer_options(config)
-    }
+    crate::buffer::dlq_options(&config.buffer)
 }

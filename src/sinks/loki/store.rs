@@ -7,11 +7,9 @@
 //! tenant, which is what records written before tenants existed were sent with.
 
 use serde::{Deserialize, Serialize};
-use std::path::Path;
-use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::encode::EncodedBatch;
-use crate::buffer::{AppendError, OpenReport, RecordId, SegmentStore, StoreOptions};
+pub use crate::buffer::SharedStore;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct RecordHeader {
@@ -75,47 +73,6 @@ impl RecordHeader {
             entries: self.entries,
             tenant: self.tenant.clone(),
         }
-    }
-}
-
-/// A segment store shared between the async worker and blocking threads.
-#[derive(Clone)]
-pub struct SharedStore(Arc<Mutex<SegmentStore>>);
-
-impl SharedStore {
-    pub fn open(dir: &Path, options: StoreOptions) -> std::io::Result<(SharedStore, OpenReport)> {
-        let (store, report) = SegmentStore::open(dir, options)?;
-        Ok((SharedStore(Arc::new(Mutex::new(store))), report))
-    }
-
-    pub fn lock(&self) -> MutexGuard<'_, SegmentStore> {
-        match self.0.lock() {
-            Ok(g) => g,
-            Err(poisoned) => poisoned.into_inner(),
-        }
-    }
-
-    /// Runs a blocking operation on the store off the async runtime.
-    pub async fn with<T: Send + 'static>(
-        &self,
-        op: impl FnOnce(&mut SegmentStore) -> T + Send + 'static,
-    ) -> Result<T, String> {
-        let me = self.clone();
-        tokio::task::spawn_blocking(move || op(&mut me.lock()))
-            .await
-            .map_err(|e| e.to_string())
-    }
-
-    pub async fn append(&self, record: Vec<u8>) -> Result<RecordId, AppendError> {
-        match self.with(move |s| s.append(&record)).await {
-            Ok(r) => r,
-            Err(e) => Err(AppendError::Io(std::io::Error::other(e))),
-        }
-    }
-
-    pub fn pending(&self) -> (u64, u64) {
-        let s = self.lock();
-        (s.pending_records(), s.pending_bytes())
     }
 }
 
