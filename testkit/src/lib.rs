@@ -4,6 +4,8 @@
 
 pub mod agent;
 pub mod docker;
+#[cfg(feature = "kafka")]
+pub mod kafka;
 #[cfg(feature = "loki")]
 pub mod loki;
 pub mod verify;
