@@ -289,8 +289,7 @@ impl KafkaSinkConfig {
         if self.batch.linger.0 > Duration::from_secs(900) {
             return Err(format!("{k}.batch.linger: must be at most 900s"));
         }
-        if self.timeout.0 < Duration::from_millis(1) || self.timeout.0 > Duration::from_secs(900)
-        {
+        if self.timeout.0 < Duration::from_millis(1) || self.timeout.0 > Duration::from_secs(900) {
             return Err(format!("{k}.timeout: must be between 1ms and 900s"));
         }
         if self.buffer.max_bytes.0 < self.buffer.segment_bytes.0 {

@@ -203,7 +203,10 @@ mod tests {
             check_template(k, ok, true, &sources()).expect(ok);
         }
         let e = check_template(k, "{team}", true, &sources()).expect_err("unknown");
-        assert!(e.contains("sinks.kafka.topic: unknown placeholder {team}"), "{e}");
+        assert!(
+            e.contains("sinks.kafka.topic: unknown placeholder {team}"),
+            "{e}"
+        );
         let labels = ["te*".to_string()];
         let with_labels = FieldSources {
             container_labels: &labels,

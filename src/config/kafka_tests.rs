@@ -33,14 +33,32 @@ fn errors_name_the_key_path() {
     let cases: &[(&str, &str)] = &[
         ("    topic: \"\"\n", "sinks.kafka.topic"),
         ("    topic: \"logs/{stream}\"\n", "sinks.kafka.topic"),
-        ("    topic: \"{nope}\"\n", "sinks.kafka.topic: unknown placeholder {nope}"),
-        ("    key: \"{nope}\"\n", "sinks.kafka.key: unknown placeholder {nope}"),
+        (
+            "    topic: \"{nope}\"\n",
+            "sinks.kafka.topic: unknown placeholder {nope}",
+        ),
+        (
+            "    key: \"{nope}\"\n",
+            "sinks.kafka.key: unknown placeholder {nope}",
+        ),
         ("    key: \"{container_id\"\n", "sinks.kafka.key"),
         ("    acks: leader\n", "sinks.kafka.acks"),
-        ("    message_max_bytes: 100\n", "sinks.kafka.message_max_bytes"),
-        ("    message_max_bytes: 1GiB\n", "sinks.kafka.message_max_bytes"),
-        ("    batch: {max_messages: 0}\n", "sinks.kafka.batch.max_messages"),
-        ("    batch: {max_bytes: 10}\n", "sinks.kafka.batch.max_bytes"),
+        (
+            "    message_max_bytes: 100\n",
+            "sinks.kafka.message_max_bytes",
+        ),
+        (
+            "    message_max_bytes: 1GiB\n",
+            "sinks.kafka.message_max_bytes",
+        ),
+        (
+            "    batch: {max_messages: 0}\n",
+            "sinks.kafka.batch.max_messages",
+        ),
+        (
+            "    batch: {max_bytes: 10}\n",
+            "sinks.kafka.batch.max_bytes",
+        ),
         ("    batch: {linger: 1h}\n", "sinks.kafka.batch.linger"),
         ("    timeout: 0s\n", "sinks.kafka.timeout"),
         ("    retry: {initial: 0s}\n", "sinks.kafka.retry.initial"),
@@ -87,13 +105,23 @@ fn placeholders_follow_what_the_config_provides() {
         "    topic: \"logs.{compose_project}.{container_name}-{stream}\"\n    key: \"{host}/{file}/{level}\"\n",
     ));
     let labels = "processing:\n  container_labels: [\"team\"]\n";
-    ok(&format!("{}{labels}", kafka("    topic: \"logs-{team}\"\n")));
-    let files = "sources:\n  files:\n    - include: [/var/log/*.log]\n      fields: {job: syslog}\n";
+    ok(&format!(
+        "{}{labels}",
+        kafka("    topic: \"logs-{team}\"\n")
+    ));
+    let files =
+        "sources:\n  files:\n    - include: [/var/log/*.log]\n      fields: {job: syslog}\n";
     ok(&format!("{}{files}", kafka("    topic: \"logs-{job}\"\n")));
     let pipeline = "processing:\n  pipelines:\n    - name: p\n      stages:\n        - json: {}\n";
-    ok(&format!("{}{pipeline}", kafka("    topic: \"logs-{app}\"\n")));
+    ok(&format!(
+        "{}{pipeline}",
+        kafka("    topic: \"logs-{app}\"\n")
+    ));
     let e = err(&kafka("    topic: \"logs-{app}\"\n"));
-    assert!(e.contains("sinks.kafka.topic: unknown placeholder {app}"), "{e}");
+    assert!(
+        e.contains("sinks.kafka.topic: unknown placeholder {app}"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -135,7 +163,10 @@ fn secrets_stay_hidden() {
     let debug = format!("{:?}", c.sinks.kafka);
     let effective = serde_json::to_string(&c.sinks).expect("serialize");
     for shown in [debug, effective] {
-        assert!(!shown.contains("hunter2") && !shown.contains("s3cr3t"), "{shown}");
+        assert!(
+            !shown.contains("hunter2") && !shown.contains("s3cr3t"),
+            "{shown}"
+        );
         assert!(shown.contains("agent"), "{shown}");
     }
 }
