@@ -126,11 +126,9 @@ impl Rig {
         let metrics = Arc::new(Metrics::new());
         let checkpoints =
             Arc::new(CheckpointStore::open(state, Arc::clone(&metrics)).expect("checkpoints"));
-        let (buffer, _) = SharedStore::open(
-            &kafka::buffer_dir(state),
-            kafka::buffer_options(&config),
-        )
-        .expect("buffer store");
+        let (buffer, _) =
+            SharedStore::open(&kafka::buffer_dir(state), kafka::buffer_options(&config))
+                .expect("buffer store");
         let (dead_letters, _) =
             SharedStore::open(&kafka::dlq_dir(state), kafka::dlq_options(&config))
                 .expect("dlq store");
@@ -226,10 +224,13 @@ impl Rig {
         delivery.seq = self.seq;
         self.checkpoints.init(container, Cursor::at(0));
         self.ledger.register(container, self.seq, cursor(last));
-        self.sent.entry(container.to_string()).or_default().push(Sent {
-            seq: self.seq,
-            last,
-        });
+        self.sent
+            .entry(container.to_string())
+            .or_default()
+            .push(Sent {
+                seq: self.seq,
+                last,
+            });
         self.next_line.insert(container.to_string(), last + 1);
         let tx = self.tx.as_ref().expect("input open");
         tx.send(Arc::new(delivery)).expect("worker input");
@@ -468,7 +469,10 @@ pub fn check_exactly_once(
                 *seen.entry(l.as_str()).or_default() += 1;
             }
             let dups = seen.values().filter(|&&n| n > 1).count();
-            let missing = want.iter().filter(|l| !seen.contains_key(l.as_str())).count();
+            let missing = want
+                .iter()
+                .filter(|l| !seen.contains_key(l.as_str()))
+                .count();
             let first = lines
                 .iter()
                 .zip(want)
