@@ -10,7 +10,9 @@
 #[path = "support/kafka_worker.rs"]
 mod kafka_worker;
 
-use kafka_worker::{Acks, Rig, TOPIC, check_exactly_once, config, consume, expected, serial};
+use kafka_worker::{
+    Acks, Rig, TOPIC, check_exactly_once, config, consume, expected, outage_config, serial,
+};
 use log_capturer::config::{ByteSize, KafkaEncoding};
 use log_capturer_testkit::kafka::KafkaMock;
 use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
@@ -59,16 +61,24 @@ fn live_every_line_once_in_order_and_acknowledged() {
         assert_eq!(rig.dead_letters.pending().0, 0, "nothing dead-lettered");
         rig.stop(LONG).await;
         let kafka = [("sink", "kafka")];
-        assert_eq!(
-            rig.metric("log_capturer_sink_lines_total", &kafka),
-            15_000.0,
-            "lines acknowledged by the sink"
-        );
-        assert_eq!(
-            rig.metric("log_capturer_sink_errors_total", &kafka),
-            0.0,
-            "no errors"
-        );
+        for (name, want) in [
+            ("log_capturer_sink_lines_total", 15_000.0),
+            ("log_capturer_kafka_messages_produced_total", 15_000.0),
+            ("log_capturer_kafka_messages_acknowledged_total", 15_000.0),
+            ("log_capturer_sink_batches_total", 150.0),
+            ("log_capturer_kafka_messages_retried_total", 0.0),
+            ("log_capturer_kafka_messages_possible_duplicates_total", 0.0),
+            ("log_capturer_kafka_messages_failed_total", 0.0),
+            ("log_capturer_kafka_messages_in_flight", 0.0),
+            ("log_capturer_dead_letters_total", 0.0),
+        ] {
+            let labels: &[(&str, &str)] = if name.contains("_kafka_") {
+                &[]
+            } else {
+                &kafka
+            };
+            assert_eq!(rig.metric(name, labels), want, "{name}");
+        }
     });
 }
 
@@ -97,9 +107,19 @@ fn retriable_produce_errors_still_exactly_once() {
         let got = consume(&mock, total(&sent), LONG).await;
         check_exactly_once(&got, &expected(&sent)).unwrap();
         rig.stop(LONG).await;
+        rig.print_metrics("retriable_produce_errors");
         rig.audit_acks().unwrap();
         assert_eq!(rig.dead_letters.pending().0, 0, "nothing dead-lettered");
         assert_eq!(rig.buffer.pending().0, 0, "nothing left in the buffer");
+        // librdkafka retried them itself: the worker saw no failure and spilled nothing.
+        assert_eq!(
+            rig.metric("log_capturer_kafka_messages_failed_total", &[]),
+            0.0
+        );
+        assert_eq!(
+            rig.metric("log_capturer_kafka_messages_acknowledged_total", &[]),
+            total(&sent) as f64
+        );
     });
 }
 
@@ -110,11 +130,15 @@ fn leader_change_mid_stream() {
         let mock = KafkaMock::start(3);
         mock.with(|c| c.create_topic(TOPIC, 3, 3)).expect("topic");
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut rig = Rig::start(dir.path(), config(&mock), Acks::Audit);
+        // Slow brokers and small requests: the producer is mid-stream when the leaders move.
+        mock.with(|c| c.broker_round_trip_time(-1, Duration::from_millis(20)))
+            .expect("rtt");
+        let mut cfg = config(&mock);
+        cfg.batch.max_messages = 100;
+        let mut rig = Rig::start(dir.path(), cfg, Acks::Audit);
         for leader in [2, 3, 1] {
             rig.send_many(&CONTAINERS, 1_000, 50).await;
-            // Let some of it through before the move, so the move happens mid-stream.
-            tokio::time::sleep(Duration::from_millis(200)).await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
             mock.with(move |c| (0..3).try_for_each(|p| c.partition_leader(TOPIC, p, Some(leader))))
                 .expect("partition leader");
         }
@@ -123,8 +147,18 @@ fn leader_change_mid_stream() {
         let got = consume(&mock, total(&sent), LONG).await;
         check_exactly_once(&got, &expected(&sent)).unwrap();
         rig.stop(LONG).await;
+        rig.print_metrics("leader_change");
         rig.audit_acks().unwrap();
         assert_eq!(rig.dead_letters.pending().0, 0, "nothing dead-lettered");
+        // The producer followed the leaders itself: no failure reached the worker, no spill.
+        assert_eq!(
+            rig.metric("log_capturer_kafka_messages_failed_total", &[]),
+            0.0
+        );
+        assert_eq!(
+            rig.metric("log_capturer_kafka_messages_acknowledged_total", &[]),
+            total(&sent) as f64
+        );
     });
 }
 
@@ -137,7 +171,7 @@ fn outage_spills_acknowledges_and_replays() {
         let mock = KafkaMock::start(1);
         mock.create_topic(TOPIC, 3);
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut rig = Rig::start(dir.path(), config(&mock), Acks::Live);
+        let mut rig = Rig::start(dir.path(), outage_config(&mock), Acks::Live);
         rig.send_many(&CONTAINERS, 500, 100).await;
         rig.wait(LONG, "the lines before the outage", Rig::all_acked)
             .await;
@@ -166,13 +200,14 @@ fn outage_spills_acknowledges_and_replays() {
         mock.up(-1);
         // Lines after the outage queue behind the buffer.
         rig.send_many(&CONTAINERS, 500, 100).await;
-        let sent = rig.sent_lines();
-        let got = consume(&mock, total(&sent), LONG).await;
-        check_exactly_once(&got, &expected(&sent)).unwrap();
+        // librdkafka reconnects with a back-off of up to 10 s (`reconnect.backoff.max.ms`).
         rig.wait(LONG, "the buffer empty", |r| r.buffer.pending().0 == 0)
             .await;
         rig.wait(LONG, "every line acknowledged", Rig::all_acked)
             .await;
+        let sent = rig.sent_lines();
+        let got = consume(&mock, total(&sent), LONG).await;
+        check_exactly_once(&got, &expected(&sent)).unwrap();
         rig.stop(LONG).await;
         assert_eq!(rig.dead_letters.pending().0, 0, "nothing dead-lettered");
     });
@@ -187,7 +222,7 @@ fn restart_across_an_outage_replays_the_buffer() {
         let mock = KafkaMock::start(1);
         mock.create_topic(TOPIC, 3);
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut a = Rig::start(dir.path(), config(&mock), Acks::Audit);
+        let mut a = Rig::start(dir.path(), outage_config(&mock), Acks::Audit);
         a.send_many(&CONTAINERS, 500, 100).await;
         let before = consume(&mock, 1_500, LONG).await;
         assert_eq!(before.len(), 1_500, "the lines before the outage");
@@ -206,7 +241,7 @@ fn restart_across_an_outage_replays_the_buffer() {
         drop(a);
 
         mock.up(-1);
-        let mut b = Rig::start(dir.path(), config(&mock), Acks::Audit);
+        let mut b = Rig::start(dir.path(), outage_config(&mock), Acks::Audit);
         // B's own lines continue each container after A's.
         for _ in 0..5 {
             for c in CONTAINERS {
@@ -219,10 +254,10 @@ fn restart_across_an_outage_replays_the_buffer() {
         for n in sent.values_mut() {
             *n += 500;
         }
-        let got = consume(&mock, total(&sent), LONG).await;
-        check_exactly_once(&got, &expected(&sent)).unwrap();
         b.wait(LONG, "the buffer replayed", |r| r.buffer.pending().0 == 0)
             .await;
+        let got = consume(&mock, total(&sent), LONG).await;
+        check_exactly_once(&got, &expected(&sent)).unwrap();
         b.stop(LONG).await;
         b.audit_acks().expect("worker B's acknowledgements");
     });
@@ -324,7 +359,7 @@ fn shutdown_without_room_acknowledges_only_what_is_kept() {
         let mock = KafkaMock::start(1);
         mock.create_topic(TOPIC, 3);
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut cfg = config(&mock);
+        let mut cfg = outage_config(&mock);
         cfg.buffer.segment_bytes = ByteSize(4096);
         cfg.buffer.max_bytes = ByteSize(8192);
         let mut rig = Rig::start(dir.path(), cfg, Acks::Live);
@@ -410,7 +445,7 @@ fn producer_threads_are_joined_at_exit() {
     let dir = tempfile::tempdir().expect("tempdir");
     for outage in [false, true] {
         let during = runtime.block_on(async {
-            let mut rig = Rig::start(dir.path(), config(&mock), Acks::Live);
+            let mut rig = Rig::start(dir.path(), outage_config(&mock), Acks::Live);
             rig.send_many(&CONTAINERS, 200, 100).await;
             rig.wait(LONG, "delivered", Rig::all_acked).await;
             let during = kafka_worker::threads();

@@ -50,8 +50,10 @@ pub fn threads() -> usize {
     std::fs::read_dir("/proc/self/task").map_or(0, |d| d.count())
 }
 
-/// A sink config for `mock`: raw values (the line itself), fast retries, spill after 1 s,
-/// no fsync (tests, not crashes).
+/// A sink config for `mock`: raw values (the line itself), fast retries, no fsync (tests, not
+/// crashes). `buffer.spill_after` stays at its default (10 s): on a loaded machine a debug
+/// build's first acknowledgement can take over a second, and a test of the live path must not
+/// spill by accident; the outage tests set it to 1 s ([`outage_config`]).
 pub fn config(mock: &KafkaMock) -> KafkaSinkConfig {
     let mut c = KafkaSinkConfig {
         brokers: mock.brokers(),
@@ -61,8 +63,14 @@ pub fn config(mock: &KafkaMock) -> KafkaSinkConfig {
     };
     c.retry.initial = HumanDuration(Duration::from_millis(50));
     c.retry.max = HumanDuration(Duration::from_millis(500));
-    c.buffer.spill_after = HumanDuration(Duration::from_secs(1));
     c.buffer.fsync = log_capturer::config::FsyncMode::Never;
+    c
+}
+
+/// [`config`] with `buffer.spill_after` 1 s, for the outage tests.
+pub fn outage_config(mock: &KafkaMock) -> KafkaSinkConfig {
+    let mut c = config(mock);
+    c.buffer.spill_after = HumanDuration(Duration::from_secs(1));
     c
 }
 
@@ -369,6 +377,17 @@ impl Rig {
         store_records(&self.buffer)
     }
 
+    /// Prints the sink's counters that are not 0 (run with `--nocapture` to see them).
+    pub fn print_metrics(&self, test: &str) {
+        let text = self.metrics.render();
+        let shown: Vec<&str> = text
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter(|l| l.contains("kafka") && !l.contains("_bucket") && !l.ends_with(" 0"))
+            .collect();
+        eprintln!("{test}: {}", shown.join("; "));
+    }
+
     /// The sum of the samples of metric `name` (as exported, e.g.
     /// `log_capturer_sink_lines_total`) whose labels include every `labels` pair.
     pub fn metric(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
@@ -421,12 +440,12 @@ pub fn metric(exposition: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
     sum
 }
 
-/// Reads the topic back (on a blocking thread): stops after `want` messages, or 5 s without
-/// a new one, or `deadline`.
+/// Reads the topic back (on a blocking thread): stops after `want` messages, or 10 s without
+/// a new one (librdkafka's reconnect back-off after an outage reaches 10 s), or `deadline`.
 pub async fn consume(mock: &KafkaMock, want: usize, deadline: Duration) -> Vec<Consumed> {
     let bootstrap = mock.bootstrap_servers().to_string();
     tokio::task::spawn_blocking(move || {
-        consume_all(&bootstrap, TOPIC, want, Duration::from_secs(5), deadline)
+        consume_all(&bootstrap, TOPIC, want, Duration::from_secs(10), deadline)
     })
     .await
     .expect("consumer thread")
