@@ -209,6 +209,7 @@ fn outage_spills_acknowledges_and_replays() {
         let got = consume(&mock, total(&sent), LONG).await;
         check_exactly_once(&got, &expected(&sent)).unwrap();
         rig.stop(LONG).await;
+        rig.print_metrics("outage");
         assert_eq!(rig.dead_letters.pending().0, 0, "nothing dead-lettered");
     });
 }
@@ -259,6 +260,7 @@ fn restart_across_an_outage_replays_the_buffer() {
         let got = consume(&mock, total(&sent), LONG).await;
         check_exactly_once(&got, &expected(&sent)).unwrap();
         b.stop(LONG).await;
+        b.print_metrics("restart, worker B");
         b.audit_acks().expect("worker B's acknowledgements");
     });
 }
@@ -350,6 +352,74 @@ fn broker_refusals_are_dead_letters_and_delivery_goes_on() {
     });
 }
 
+/// (6c) A refusal while a stream is in flight: the broker refuses a whole produce request,
+/// so every message of it is a dead letter (librdkafka fails the request's batch as one). Each
+/// line is then delivered once or dead-lettered once — never both, never lost — and what is
+/// delivered stays in order.
+#[test]
+fn refusal_mid_stream_each_line_delivered_or_dead_lettered_once() {
+    serially(async {
+        let mock = KafkaMock::start(1);
+        mock.create_topic(TOPIC, 3);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut cfg = config(&mock);
+        cfg.batch.max_messages = 200;
+        let mut rig = Rig::start(dir.path(), cfg, Acks::Audit);
+        rig.send_many(&CONTAINERS, 500, 50).await;
+        mock.with(|c| {
+            c.request_errors(
+                RDKafkaApiKey::Produce,
+                &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_INVALID_RECORD],
+            )
+        });
+        rig.send_many(&CONTAINERS, 1_500, 50).await;
+        let sent = rig.sent_lines();
+        let got = consume(&mock, total(&sent), LONG).await;
+        rig.stop(LONG).await;
+        rig.audit_acks().unwrap();
+        let dead: Vec<String> = rig
+            .dead_letter_records()
+            .iter()
+            .flat_map(|(_, m)| m.iter().map(|m| kafka_worker::text(&m.value)))
+            .collect();
+        eprintln!(
+            "refusal mid-stream: {} delivered, {} dead letters",
+            got.len(),
+            dead.len()
+        );
+        assert!(!dead.is_empty(), "the refused request's messages");
+        let mut seen: std::collections::HashMap<String, usize> = Default::default();
+        for l in got.iter().map(|c| kafka_worker::text(&c.value)).chain(dead) {
+            *seen.entry(l).or_default() += 1;
+        }
+        for (c, &n) in &sent {
+            for i in 1..=n {
+                let l = kafka_worker::line(c, i);
+                assert_eq!(
+                    seen.get(&l),
+                    Some(&1),
+                    "{l}: delivered or dead-lettered once"
+                );
+            }
+        }
+        assert_eq!(seen.len(), total(&sent), "nothing else");
+        // Delivered lines keep their order within the key.
+        let mut expect = BTreeMap::new();
+        for c in CONTAINERS {
+            let lines: Vec<String> = got
+                .iter()
+                .filter(|m| m.key.as_deref() == Some(c.as_bytes()))
+                .map(|m| kafka_worker::text(&m.value))
+                .collect();
+            let mut sorted = lines.clone();
+            sorted.sort();
+            assert_eq!(lines, sorted, "{c}: delivered in order");
+            expect.insert(c.to_string(), sorted);
+        }
+        check_exactly_once(&got, &expect).unwrap();
+    });
+}
+
 /// (7) Shutdown with every broker down and no room in the buffer: nothing is acknowledged that
 /// was not delivered or stored; at `abandon` the worker exits promptly and acknowledges
 /// nothing more.
@@ -384,6 +454,11 @@ fn shutdown_without_room_acknowledges_only_what_is_kept() {
             assert_eq!(rig.acked_lines(c), acked[c], "{c}: acknowledged after exit");
         }
         let sent = rig.sent_lines();
+        eprintln!(
+            "shutdown without room: acknowledged {acked:?} of {sent:?}, buffer {:?}",
+            rig.buffer.pending()
+        );
+        rig.print_metrics("shutdown without room");
         assert!(
             total(&acked) < total(&sent),
             "without room, not everything can be acknowledged ({acked:?} of {sent:?})"
