@@ -370,25 +370,32 @@ impl KafkaWorker {
     fn on_event(&self, m: &mut Machine, ev: Event) {
         match ev {
             Event::Report(r) => self.on_report(m, r),
-            Event::Fatal(reason) => {
-                if m.recreate {
-                    return;
-                }
-                self.sink_failure("fatal");
-                self.status
-                    .failed(PRODUCER_FAILURE, &format!("fatal producer error: {reason}"));
-                error!(sink = SINK, %reason, outstanding = m.slots.len(),
-                    "fatal Kafka producer error; recreating the producer and producing again what was outstanding (possible duplicates are counted)");
-                m.recreate = true;
-                m.failing = true;
-                if let Some(p) = &m.producer {
-                    p.purge_all();
-                }
-                m.purge_at = Instant::now() + PURGE_EVERY;
-                if m.mode == Mode::Live {
-                    m.mode = Mode::Quiesce;
+            Event::Error => {
+                if let Some(reason) = m.producer.as_ref().and_then(KafkaProducer::fatal_error) {
+                    self.fatal(m, &reason);
                 }
             }
+        }
+    }
+
+    /// The producer is in a fatal state: take everything back, recreate it, produce again.
+    fn fatal(&self, m: &mut Machine, reason: &str) {
+        if m.recreate {
+            return;
+        }
+        self.sink_failure("fatal");
+        self.status
+            .failed(PRODUCER_FAILURE, &format!("fatal producer error: {reason}"));
+        error!(sink = SINK, %reason, outstanding = m.slots.len(),
+            "fatal Kafka producer error; recreating the producer and producing again what was outstanding (possible duplicates are counted)");
+        m.recreate = true;
+        m.failing = true;
+        if let Some(p) = &m.producer {
+            p.purge_all();
+        }
+        m.purge_at = Instant::now() + PURGE_EVERY;
+        if m.mode == Mode::Live {
+            m.mode = Mode::Quiesce;
         }
     }
 
@@ -431,7 +438,10 @@ impl KafkaWorker {
         if f.possibly_persisted && again {
             self.metrics.kafka.possible_duplicates.inc();
         }
-        if f.is_purge() || f.code == rdkafka::error::RDKafkaErrorCode::Fatal {
+        if f.code == rdkafka::error::RDKafkaErrorCode::Fatal {
+            self.failed("fatal", 1);
+            self.fatal(m, &f.text);
+        } else if f.is_purge() {
             self.failed("purged", 1);
         } else if permanent {
             self.failed("rejected", 1);
@@ -646,7 +656,7 @@ impl KafkaWorker {
     }
 
     fn produce_waiting(&self, m: &mut Machine) {
-        let Some(p) = &m.producer else {
+        let Some(p) = m.producer.as_ref().filter(|_| !m.recreate) else {
             return;
         };
         if m.queue_full || (m.draining && Instant::now() >= m.grace_until) {
@@ -706,7 +716,7 @@ impl KafkaWorker {
         let (Some(p), Some(rp)) = (&m.producer, &mut m.replay) else {
             return;
         };
-        if m.queue_full {
+        if m.queue_full || m.recreate {
             return;
         }
         let now = std::time::Instant::now();
