@@ -422,6 +422,12 @@ async fn evaluate(running: &Config, process: &Process) -> Verdict {
             {
                 return fail("failed", 500, format!("{name}: sinks.loki: {e}"));
             }
+            #[cfg(feature = "kafka")]
+            if let Some(kafka) = &new.sinks.kafka
+                && let Err(e) = crate::sinks::kafka::client_config::client_config(kafka)
+            {
+                return fail("failed", 500, format!("{name}: {e}"));
+            }
             if let Err(e) = Endpoint::resolve_with(&new.docker) {
                 return fail("failed", 500, format!("{name}: docker.host: {e}"));
             }
@@ -915,8 +921,7 @@ async fn prepare_kafka(
             "sinks.kafka.tls.insecure_skip_verify is set: the brokers' certificates are NOT verified"
         );
     }
-    let client =
-        kafka::client_config::client_config(kafka).map_err(|e| format!("sinks.kafka: {e}"))?;
+    let client = kafka::client_config::client_config(kafka)?;
     let encoder = kafka::MessageEncoder::new(kafka).map_err(|e| format!("sinks.kafka: {e}"))?;
     let state = config.checkpoint.state_dir.clone();
     let (buffer, dead_letters) = {

@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use super::kafka_template::{FieldSources, check_template};
 use super::{BufferConfig, ByteSize, HumanDuration, RetryConfig, Secret};
 
 /// What a Kafka message's value is.
@@ -177,18 +178,89 @@ impl Default for KafkaSinkConfig {
     }
 }
 
+/// Smallest and largest `message_max_bytes` (librdkafka's own `message.max.bytes` is at most
+/// 1e9, and it must hold the value plus the key, topic and framing).
+pub const MIN_MESSAGE_BYTES: u64 = 1024;
+pub const MAX_MESSAGE_BYTES: u64 = 512 * 1024 * 1024;
+
+/// `properties` that would break acknowledgement outright, refused with why.
+const REFUSED: &[(&str, &str)] = &[
+    (
+        "delivery.report.only.error",
+        "true leaves successful deliveries without a report, so no line would ever be \
+         acknowledged",
+    ),
+    (
+        "transactional.id",
+        "the sink does not produce in transactions (it relies on the idempotent producer)",
+    ),
+    (
+        "dr_cb",
+        "the delivery report callback is the sink's own (it acknowledges lines)",
+    ),
+    (
+        "dr_msg_cb",
+        "the delivery report callback is the sink's own (it acknowledges lines)",
+    ),
+];
+
 impl KafkaSinkConfig {
     /// `properties` that weaken what the sink promises, with why (warned at start).
-    /// Issue 14 (helper: config): fill in (`acks=0`/`1`, `enable.idempotence=false`,
-    /// `message.timeout.ms`, `retries`, `max.in.flight…` above 5, `enable.gapless.guarantee`…).
     pub fn weakening_properties(&self) -> Vec<(String, &'static str)> {
-        Vec::new()
+        let mut out = Vec::new();
+        for (name, value) in &self.properties {
+            let v = value.expose().trim().to_ascii_lowercase();
+            let number = v.parse::<i64>().ok();
+            let why = match name.as_str() {
+                "acks" | "request.required.acks" if v != "all" && v != "-1" => {
+                    "acks other than all: a line the leader acknowledged is lost if the leader \
+                     dies before replicating it"
+                }
+                "enable.idempotence" if v == "false" => {
+                    "without the idempotent producer a retry can duplicate or reorder messages \
+                     within a partition"
+                }
+                "message.timeout.ms" | "delivery.timeout.ms" => {
+                    "the sink produces without a time-out (0) and decides itself when to spill \
+                     to the buffer; a time-out fails messages that librdkafka would still retry"
+                }
+                "retries" | "message.send.max.retries" => {
+                    "a retry limit fails messages during a long outage instead of retrying them \
+                     until the sink spills them to the buffer"
+                }
+                "max.in.flight.requests.per.connection" | "max.in.flight"
+                    if number.is_some_and(|n| n > 5) =>
+                {
+                    "more than 5 requests in flight can reorder messages after a retry"
+                }
+                "enable.gapless.guarantee" if v == "true" => {
+                    "a gap becomes a fatal producer error that stops delivery until a restart"
+                }
+                "queue.buffering.max.messages" if number.is_some_and(|n| n < 10_000) => {
+                    "a small producer queue makes produce calls fail with QueueFull and slows \
+                     the sink down"
+                }
+                "queue.buffering.max.kbytes" if number.is_some_and(|n| n < 16 * 1024) => {
+                    "a small producer queue makes produce calls fail with QueueFull and slows \
+                     the sink down"
+                }
+                "enable.ssl.certificate.verification" if v == "false" => {
+                    "the brokers' certificates are NOT verified"
+                }
+                _ => continue,
+            };
+            out.push((name.clone(), why));
+        }
+        out
     }
 
     pub fn validate(&self) -> Result<(), String> {
         let k = "sinks.kafka";
         if self.brokers.is_empty() {
             return Err(format!("{k}.brokers: at least one host:port"));
+        }
+        for (i, broker) in self.brokers.iter().enumerate() {
+            check_broker(broker).map_err(|e| format!("{k}.brokers[{i}]: {broker:?} {e}"))?;
         }
         if self.topic.is_empty() {
             return Err(format!("{k}.topic: must not be empty"));
@@ -197,6 +269,28 @@ impl KafkaSinkConfig {
             return Err(format!(
                 "{k}.acks: leader needs idempotent: false (the idempotent producer needs acks: all)"
             ));
+        }
+        let m = self.message_max_bytes.0;
+        if !(MIN_MESSAGE_BYTES..=MAX_MESSAGE_BYTES).contains(&m) {
+            return Err(format!(
+                "{k}.message_max_bytes: must be between 1KiB and 512MiB (is {m} bytes)"
+            ));
+        }
+        if !(1..=1_000_000).contains(&self.batch.max_messages) {
+            return Err(format!(
+                "{k}.batch.max_messages: must be between 1 and 1000000"
+            ));
+        }
+        if !(1024..=i32::MAX as u64).contains(&self.batch.max_bytes.0) {
+            return Err(format!(
+                "{k}.batch.max_bytes: must be between 1KiB and 2GiB - 1"
+            ));
+        }
+        if self.batch.linger.0 > Duration::from_secs(900) {
+            return Err(format!("{k}.batch.linger: must be at most 900s"));
+        }
+        if self.timeout.0 < Duration::from_millis(1) || self.timeout.0 > Duration::from_secs(900) {
+            return Err(format!("{k}.timeout: must be between 1ms and 900s"));
         }
         if self.buffer.max_bytes.0 < self.buffer.segment_bytes.0 {
             return Err(format!(
@@ -209,6 +303,58 @@ impl KafkaSinkConfig {
         if self.tls.cert_file.is_some() != self.tls.key_file.is_some() {
             return Err(format!("{k}.tls: cert_file and key_file go together"));
         }
+        let tls_set = self.tls.ca_file.is_some()
+            || self.tls.cert_file.is_some()
+            || self.tls.insecure_skip_verify;
+        if tls_set && !self.tls.enabled {
+            return Err(format!(
+                "{k}.tls: ca_file, cert_file, key_file and insecure_skip_verify need enabled: true"
+            ));
+        }
+        if let Some(sasl) = &self.sasl {
+            if sasl.username.is_empty() {
+                return Err(format!("{k}.sasl.username: must not be empty"));
+            }
+            if sasl.password.is_empty() {
+                return Err(format!("{k}.sasl.password: must not be empty"));
+            }
+        }
+        for (name, value) in &self.properties {
+            if name.is_empty() || name.contains(char::is_whitespace) {
+                return Err(format!("{k}.properties: {name:?} is not a property name"));
+            }
+            if let Some((_, why)) = REFUSED.iter().find(|(n, _)| n == name) {
+                let v = value.expose().trim();
+                // delivery.report.only.error=false is the default and harmless.
+                if name != "delivery.report.only.error" || v.eq_ignore_ascii_case("true") {
+                    return Err(format!("{k}.properties.{name}: refused: {why}"));
+                }
+            }
+        }
         Ok(())
+    }
+
+    /// Checks the `topic` and `key` templates against where fields may come from (done by
+    /// `Config::validate`, which knows the processing and sources sections).
+    pub fn check_templates(&self, sources: &FieldSources<'_>) -> Result<(), String> {
+        check_template("sinks.kafka.topic", &self.topic, true, sources)?;
+        check_template("sinks.kafka.key", &self.key, false, sources)
+    }
+}
+
+/// `host:port` (`[v6]:port` for an IPv6 address), port 1..=65535.
+fn check_broker(broker: &str) -> Result<(), String> {
+    let Some((host, port)) = broker.rsplit_once(':') else {
+        return Err("is not host:port".to_string());
+    };
+    let host_ok = !host.is_empty()
+        && !host.contains(|c: char| c.is_whitespace() || c == ',' || c == '/')
+        && (!host.contains(':') || (host.starts_with('[') && host.ends_with(']')));
+    if !host_ok {
+        return Err("is not host:port (an IPv6 address goes in brackets)".to_string());
+    }
+    match port.parse::<u16>() {
+        Ok(p) if p > 0 => Ok(()),
+        _ => Err("has no port 1..65535".to_string()),
     }
 }

@@ -3,6 +3,9 @@
 
 mod docker_tls;
 mod kafka;
+pub mod kafka_template;
+#[cfg(test)]
+mod kafka_tests;
 mod log_level;
 mod loki;
 mod overrides;
@@ -567,6 +570,14 @@ impl Config {
                 );
             }
             kafka.validate()?;
+            let group_fields: Vec<&str> = (self.sources.files.iter())
+                .flat_map(|g| g.fields.keys().map(String::as_str))
+                .collect();
+            kafka.check_templates(&kafka_template::FieldSources {
+                container_labels: &self.processing.container_labels,
+                group_fields: &group_fields,
+                pipelines: !self.processing.pipelines.is_empty(),
+            })?;
         }
         if let Some(file) = &self.sinks.file {
             file.validate()?;
