@@ -14,6 +14,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use log_capturer::buffer::SharedStore;
+use log_capturer::config::KafkaSinkConfig;
+use log_capturer::sinks::kafka::{self, store::decode_record};
 use log_capturer_testkit::kafka::{Consumed, KafkaMock, consume_all};
 use log_capturer_testkit::{open_fds, sum_prefix};
 use support::agent::{Agent, AgentOptions};
@@ -105,6 +108,8 @@ fn complete(consumed: &[Consumed], names: &[String], n: u64) -> bool {
 }
 
 /// Reads the topic (from the beginning) until `done` holds or `within` passed; the last read.
+/// One read ends 2 s after the last message or after 8 s (while containers print, messages
+/// never stop coming).
 fn consume_until(
     mock: &KafkaMock,
     within: Duration,
@@ -116,8 +121,8 @@ fn consume_until(
             mock.bootstrap_servers(),
             TOPIC,
             usize::MAX,
-            Duration::from_secs(3),
-            Duration::from_secs(60),
+            Duration::from_secs(2),
+            Duration::from_secs(8),
         )
         .unwrap_or_default();
         if done(&got) || start.elapsed() > within {
@@ -254,6 +259,7 @@ fn outage_with_sigkill_delivers_every_line_with_only_the_crash_window_duplicated
     );
     std::thread::sleep(Duration::from_secs(10).saturating_sub(started.elapsed()));
     let fds_before = open_fds(agent.pid());
+    let live_at = started.elapsed().as_secs_f64();
 
     mock.down(-1);
     let down = Instant::now();
@@ -268,6 +274,7 @@ fn outage_with_sigkill_delivers_every_line_with_only_the_crash_window_duplicated
         "nothing spilled to the buffer during the outage; log:\n{}",
         agent.log()
     );
+    let spilled_after = down.elapsed().as_secs_f64();
     agent.kill();
     let at_kill: BTreeMap<&String, u64> = names.iter().map(|n| (n, printed(n))).collect();
     agent.restart();
@@ -282,6 +289,7 @@ fn outage_with_sigkill_delivers_every_line_with_only_the_crash_window_duplicated
     let got = consume_until(&mock, Duration::from_secs(150), |got| {
         complete(got, &names, N)
     });
+    let complete_after_up = down.elapsed().as_secs_f64() - 30.0;
     let drained = wait_until(Duration::from_secs(60), || {
         agent.try_metric(BUFFER_BYTES) == Some(0.0)
     });
@@ -315,6 +323,9 @@ fn outage_with_sigkill_delivers_every_line_with_only_the_crash_window_duplicated
         "kafka outage+SIGKILL: {} containers x {N} lines, {} messages, {total_dups} duplicates; buffer peak {buffer_peak} B ({buffered_at_up} B when the brokers came back); FDs {fds_before} before the outage, {fds_in_outage} (restarted agent) in it, {fds_after} after",
         names.len(),
         got.len()
+    );
+    println!(
+        "kafka outage+SIGKILL: timeline: brokers down {live_at:.1} s after the containers started, spilled {spilled_after:.1} s into the outage (then SIGKILL + restart), up at 30 s, every line in Kafka {complete_after_up:.1} s later"
     );
     // Same containers, same sink: the restarted agent, delivering again, holds about what the
     // first one held before the outage (librdkafka's broker connections may differ by a few).
@@ -428,6 +439,22 @@ fn too_large_record_becomes_a_dead_letter_and_delivery_goes_on() {
     );
     assert_eq!(dead(&agent), 1.0, "dead letters of sink kafka");
     stop(&mut agent);
+    // The dead letter as stored: one record, the big line alone, with why.
+    let (store, _) = SharedStore::open(
+        &kafka::dlq_dir(&dir.path().join("state")),
+        kafka::dlq_options(&KafkaSinkConfig::default()),
+    )
+    .expect("open the kafka dead-letter store");
+    let records = store.lock().records().expect("dead letters");
+    assert_eq!(records.len(), 1, "one dead letter");
+    let (header, stored) = decode_record(&records[0].1).expect("a kafka store record");
+    drop(store);
+    assert_eq!(stored.len(), 1, "the big message alone: {header:?}");
+    let value: serde_json::Value = serde_json::from_slice(&stored[0].value).expect("NDJSON");
+    assert_eq!(value["message"].as_str().map(str::len), Some(10240));
+    let reason = header.reason.unwrap_or_default();
+    assert!(reason.contains("message_max_bytes"), "reason {reason:?}");
+
     let out = Command::new(env!("CARGO_BIN_EXE_log-capturer"))
         .args(["dlq", "list", "--sink", "kafka", "-c"])
         .arg(agent.config_path())
@@ -444,7 +471,7 @@ fn too_large_record_becomes_a_dead_letter_and_delivery_goes_on() {
         "the dead letter and why: {text}"
     );
     println!(
-        "kafka too large: 10 small lines delivered in order, 1 dead letter; dlq list:\n{text}"
+        "kafka too large: 10 small lines delivered in order, 1 dead letter ({reason}); dlq list:\n{text}"
     );
     remove(containers);
 }
