@@ -260,13 +260,13 @@ impl KafkaWorker {
                     Err(_) => break,
                 }
             }
+            self.ensure_producer(&mut m, &tx);
             if (self.shutdown.is_cancelled() || !input_open) && !m.draining {
                 self.start_draining(&mut m);
             }
             if m.abandoning {
                 break;
             }
-            self.ensure_producer(&mut m, &tx);
             self.advance(&mut m);
             if self.disk_step(&mut m).await {
                 continue;
@@ -623,10 +623,11 @@ impl KafkaWorker {
                 } else if now >= m.replay_at {
                     self.produce_replay(m);
                 }
+                // Buffer empty: live again, unless waiting messages can still go to the buffer
+                // (always their way when draining).
                 if self.buffered() == 0
                     && m.replay.is_none()
-                    && (m.waiting.is_empty() || !self.can_append(m, now))
-                    && !(m.draining && !m.waiting.is_empty())
+                    && (m.waiting.is_empty() || (!m.draining && !self.can_append(m, now)))
                 {
                     if !m.waiting.is_empty() || m.failing {
                         info!(sink = SINK, "on-disk buffer empty: producing live again");
@@ -780,6 +781,7 @@ impl KafkaWorker {
                 match &m.replay {
                     None if !m.draining => at_least(m.replay_at.max(m.disk_at)),
                     Some(rp) if rp.complete() => at_least(m.disk_at),
+                    Some(rp) if rp.failed && rp.outstanding == 0 => at_least(m.disk_at),
                     Some(rp) if m.draining && rp.outstanding > 0 => at_least(m.purge_at),
                     Some(rp) if rp.next_to_produce().is_some() => at_least(m.replay_at),
                     _ => {}

@@ -275,3 +275,157 @@ async fn too_large_line_is_a_dead_letter_and_delivery_goes_on() {
     );
     h.stop(task).await;
 }
+
+impl Harness {
+    async fn wait_buffer(&self, records: impl Fn(u64) -> bool, within: Duration) -> bool {
+        let until = std::time::Instant::now() + within;
+        while std::time::Instant::now() < until {
+            if records(self.buffer.pending().0) {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        false
+    }
+}
+
+/// Brokers down: after `spill_after` without a delivery, what was outstanding goes to the
+/// buffer (and is acknowledged), new lines queue behind it; brokers back: the buffer is
+/// replayed and every line reaches the topic once, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outage_spills_to_the_buffer_and_replays_in_order() {
+    let mock = mock();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut h = harness(dir.path(), config(&mock, |_| {}));
+    let task = h.start();
+    let d = h.delivery(1, 1, 100, None).await;
+    h.send(d);
+    assert!(h.wait_acked(100, Duration::from_secs(20)).await, "live");
+    mock.down(-1);
+    for seq in 2..=4u64 {
+        let d = h.delivery(seq, (seq as i64 - 1) * 100 + 1, 100, None).await;
+        h.send(d);
+    }
+    assert!(
+        h.wait_acked(400, Duration::from_secs(20)).await,
+        "spilled lines acknowledged; acked up to {}",
+        h.acked()
+    );
+    assert!(
+        h.buffer.pending().0 > 0,
+        "the buffer holds the spilled lines"
+    );
+    assert!(h.counter("log_capturer_kafka_messages_failed_total{reason=\"timeout\"}") >= 1);
+    // While the buffer holds records, new lines go behind them.
+    let d = h.delivery(5, 401, 100, None).await;
+    h.send(d);
+    assert!(
+        h.wait_acked(500, Duration::from_secs(20)).await,
+        "queued behind"
+    );
+    mock.up(-1);
+    assert!(
+        h.wait_buffer(|n| n == 0, Duration::from_secs(30)).await,
+        "buffer replayed"
+    );
+    let got = read_back(&mock, 500).await;
+    assert_eq!(got, (1..=500).collect::<Vec<i64>>(), "once each, in order");
+    assert!(h.counter("log_capturer_kafka_messages_retried_total") >= 400);
+    h.stop(task).await;
+}
+
+/// A worker started on the stores an earlier one spilled into replays them first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_replays_what_an_earlier_worker_buffered() {
+    let mock = mock();
+    let dir = tempfile::tempdir().expect("tempdir");
+    mock.down(-1);
+    {
+        let mut h = harness(dir.path(), config(&mock, |_| {}));
+        let task = h.start();
+        for seq in 1..=3u64 {
+            let d = h.delivery(seq, (seq as i64 - 1) * 100 + 1, 100, None).await;
+            h.send(d);
+        }
+        assert!(
+            h.wait_acked(300, Duration::from_secs(20)).await,
+            "spilled; acked up to {}",
+            h.acked()
+        );
+        h.stop(task).await;
+        assert!(h.buffer.pending().0 > 0);
+    }
+    mock.up(-1);
+    let mut h = harness(dir.path(), config(&mock, |_| {}));
+    let task = h.start();
+    assert!(
+        h.wait_buffer(|n| n == 0, Duration::from_secs(30)).await,
+        "replayed after the restart"
+    );
+    let d = h.delivery(4, 301, 100, None).await;
+    h.send(d);
+    assert!(
+        h.wait_acked(400, Duration::from_secs(20)).await,
+        "live again"
+    );
+    let got = read_back(&mock, 400).await;
+    assert_eq!(got, (1..=400).collect::<Vec<i64>>());
+    h.stop(task).await;
+}
+
+/// Shutdown with brokers down: after the grace, what is in memory goes to the buffer and is
+/// acknowledged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_with_brokers_down_spills_after_the_grace() {
+    let mock = mock();
+    let dir = tempfile::tempdir().expect("tempdir");
+    // spill_after longer than the test: only the drain can spill.
+    let mut h = harness(
+        dir.path(),
+        config(&mock, |c| {
+            c.buffer.spill_after = HumanDuration(Duration::from_secs(600))
+        }),
+    );
+    mock.down(-1);
+    let task = h.start();
+    let d = h.delivery(1, 1, 50, None).await;
+    h.send(d);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    h.stop(task).await;
+    assert_eq!(h.acked(), 50, "drained into the buffer");
+    assert_eq!(h.ledger.unacknowledged(), 0);
+    let records = h.buffer.lock().records().expect("records");
+    let n: usize = records
+        .iter()
+        .map(|(_, b)| {
+            super::super::store::decode_record(b)
+                .expect("decode")
+                .1
+                .len()
+        })
+        .sum();
+    assert_eq!(n, 50);
+}
+
+/// At `abandon` the worker stops where it is: nothing acknowledged or buffered afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abandon_acknowledges_and_buffers_nothing_more() {
+    let mock = mock();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut h = harness(dir.path(), config(&mock, |_| {}));
+    mock.down(-1);
+    let d = h.delivery(1, 1, 50, None).await;
+    h.send(d);
+    // Healthy at the shutdown: the drain grants the 2 s grace, abandoned within it.
+    h.shutdown.cancel();
+    let task = h.start();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    h.abandon.cancel();
+    h.tx = None;
+    tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .expect("the worker ends once abandoned")
+        .expect("worker");
+    assert_eq!(h.ledger.unacknowledged(), 1, "nothing acknowledged");
+    assert_eq!(h.buffer.pending().0, 0, "nothing buffered");
+}

@@ -146,13 +146,15 @@ impl KafkaWorker {
             return true;
         }
         if m.mode == Mode::Buffered && now >= m.disk_at {
-            if let Some(rp) = &mut m.replay {
-                if rp.failed && rp.outstanding == 0 && !m.draining {
-                    // Produce it again (what was delivered is not) after a back-off.
-                    rp.failed = false;
-                    m.replay_at = now + m.replay_backoff.next_delay();
-                    return false;
-                }
+            if let Some(rp) = &mut m.replay
+                && rp.failed
+                && rp.outstanding == 0
+                && !m.draining
+            {
+                // Produce it again (what was delivered is not) after a back-off.
+                rp.failed = false;
+                m.replay_at = now + m.replay_backoff.next_delay();
+                return false;
             }
             match &m.replay {
                 Some(rp) if rp.complete() => {
