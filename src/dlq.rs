@@ -1,6 +1,8 @@
-//! `log-capturer dlq list | show | replay | purge`: the Loki sink's dead letters (batches Loki
-//! rejected with 400 or 413, kept with its answer). These commands take the state directory's
-//! lock, so they run while the agent is stopped.
+//! `log-capturer dlq list | show | replay | purge`: the dead letters of a network sink — the
+//! Loki sink's (batches Loki rejected with 400 or 413, kept with its answer) or the Kafka
+//! sink's (messages the broker refused or larger than `message_max_bytes`, see
+//! [`kafka`]). `--sink` chooses; without it, the only network sink configured. These commands
+//! take the state directory's lock, so they run while the agent is stopped.
 
 use std::io::Read;
 
@@ -11,6 +13,76 @@ use crate::sinks::loki::proto::PushRequest;
 use crate::sinks::loki::store::{RecordHeader, SharedStore, decode_record, encode_record};
 use crate::sinks::loki::{self, LokiClient, SendError};
 use crate::state_lock::StateLock;
+
+#[cfg(feature = "kafka")]
+#[path = "dlq_kafka.rs"]
+pub mod kafka;
+
+/// Whose dead letters (`--sink`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DlqSink {
+    Loki,
+    Kafka,
+}
+
+/// The sink a command is about: `wanted`, or the only network sink of the config.
+pub fn which(config: &Config, wanted: Option<DlqSink>) -> Result<DlqSink, String> {
+    let (loki, kafka) = (config.sinks.loki.is_some(), config.sinks.kafka.is_some());
+    match wanted {
+        Some(DlqSink::Kafka) if !kafka => {
+            Err("the config has no sinks.kafka: there are no Kafka dead letters to manage".into())
+        }
+        Some(sink) => Ok(sink),
+        None if loki && kafka => Err(
+            "the config has two network sinks, sinks.loki and sinks.kafka: choose whose dead \
+             letters with --sink loki or --sink kafka"
+                .into(),
+        ),
+        None if kafka => Ok(DlqSink::Kafka),
+        None => Ok(DlqSink::Loki),
+    }
+}
+
+#[cfg(feature = "kafka")]
+macro_rules! dispatch {
+    ($config:expr, $sink:expr, $loki:expr, $kafka:expr) => {
+        match which($config, $sink)? {
+            DlqSink::Loki => $loki,
+            DlqSink::Kafka => $kafka,
+        }
+    };
+}
+
+#[cfg(not(feature = "kafka"))]
+macro_rules! dispatch {
+    ($config:expr, $sink:expr, $loki:expr, $kafka:expr) => {
+        match which($config, $sink)? {
+            DlqSink::Loki => $loki,
+            DlqSink::Kafka => Err("this build has no Kafka sink".to_string()),
+        }
+    };
+}
+
+pub fn list(config: &Config, sink: Option<DlqSink>) -> Result<(), String> {
+    dispatch!(config, sink, list_loki(config), kafka::list(config))
+}
+
+pub fn show(config: &Config, sink: Option<DlqSink>, id: &str) -> Result<(), String> {
+    dispatch!(config, sink, show_loki(config, id), kafka::show(config, id))
+}
+
+pub fn purge(config: &Config, sink: Option<DlqSink>) -> Result<(), String> {
+    dispatch!(config, sink, purge_loki(config), kafka::purge(config))
+}
+
+pub async fn replay(config: &Config, sink: Option<DlqSink>) -> Result<(), String> {
+    dispatch!(
+        config,
+        sink,
+        replay_loki(config).await,
+        kafka::replay(config)
+    )
+}
 
 fn open(config: &Config) -> Result<(SharedStore, StateLock), String> {
     let loki = config
@@ -28,7 +100,7 @@ fn open(config: &Config) -> Result<(SharedStore, StateLock), String> {
     Ok((store, lock))
 }
 
-pub fn list(config: &Config) -> Result<(), String> {
+fn list_loki(config: &Config) -> Result<(), String> {
     let (store, _lock) = open(config)?;
     let records = store.lock().records().map_err(|e| e.to_string())?;
     if records.is_empty() {
@@ -55,7 +127,7 @@ pub fn list(config: &Config) -> Result<(), String> {
     Ok(())
 }
 
-pub fn show(config: &Config, id: &str) -> Result<(), String> {
+fn show_loki(config: &Config, id: &str) -> Result<(), String> {
     let wanted: RecordId = id.parse().map_err(|e| format!("{e}"))?;
     let (store, _lock) = open(config)?;
     let records = store.lock().records().map_err(|e| e.to_string())?;
@@ -128,7 +200,7 @@ pub fn decode_entries(
         .collect())
 }
 
-pub fn purge(config: &Config) -> Result<(), String> {
+fn purge_loki(config: &Config) -> Result<(), String> {
     let (store, _lock) = open(config)?;
     let n = store.lock().pending_records();
     store.lock().purge().map_err(|e| e.to_string())?;
@@ -138,7 +210,7 @@ pub fn purge(config: &Config) -> Result<(), String> {
 
 /// Sends every dead letter to Loki again. Accepted ones are removed; ones rejected again stay,
 /// with the new reason; a connection problem stops the replay (nothing is lost).
-pub async fn replay(config: &Config) -> Result<(), String> {
+async fn replay_loki(config: &Config) -> Result<(), String> {
     let (store, _lock) = open(config)?;
     let loki_config = config.sinks.loki.as_ref().ok_or("no sinks.loki")?;
     let client = LokiClient::new(loki_config)?;

@@ -106,7 +106,8 @@ enum Command {
         #[arg(short, long, value_name = "FILE")]
         config: Option<PathBuf>,
     },
-    /// Manage the Loki sink's dead letters (batches Loki rejected). Run with the agent stopped.
+    /// Manage the dead letters of the Loki or Kafka sink (what Loki or the brokers refused). Run
+    /// with the agent stopped.
     #[command(after_help = OVERRIDES_HELP)]
     Dlq {
         /// Config file of the agent whose dead letters these are (before or after the action:
@@ -117,6 +118,9 @@ enum Command {
         /// LOG_CAPTURER_STATE_DIR.
         #[arg(long, value_name = "DIR", global = true)]
         state_dir: Option<PathBuf>,
+        /// Whose dead letters: loki or kafka (default: the only network sink the config has).
+        #[arg(long, value_enum, value_name = "SINK", global = true)]
+        sink: Option<DlqSinkArg>,
         #[command(subcommand)]
         action: DlqAction,
     },
@@ -134,9 +138,24 @@ enum ProcessFormat {
     Ndjson,
 }
 
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum DlqSinkArg {
+    Loki,
+    Kafka,
+}
+
+impl From<DlqSinkArg> for log_capturer::dlq::DlqSink {
+    fn from(s: DlqSinkArg) -> Self {
+        match s {
+            DlqSinkArg::Loki => log_capturer::dlq::DlqSink::Loki,
+            DlqSinkArg::Kafka => log_capturer::dlq::DlqSink::Kafka,
+        }
+    }
+}
+
 #[derive(Subcommand)]
 enum DlqAction {
-    /// One line per dead letter: id, when, entries, Loki's reason.
+    /// One line per dead letter: id, when, entries (messages), the reason.
     List,
     /// The entries of one dead letter.
     Show {
@@ -187,8 +206,10 @@ fn main() -> ExitCode {
         Command::Dlq {
             config,
             state_dir,
+            sink,
             action,
         } => {
+            let sink = sink.map(log_capturer::dlq::DlqSink::from);
             let Some(path) = config else {
                 // A usage error like clap's own (exit code 2), with `dlq`'s usage line.
                 let mut cli = Cli::command();
@@ -205,14 +226,14 @@ fn main() -> ExitCode {
                 Err(code) => return code,
             };
             let result = match action {
-                DlqAction::List => log_capturer::dlq::list(&config),
-                DlqAction::Show { id } => log_capturer::dlq::show(&config, &id),
-                DlqAction::Purge => log_capturer::dlq::purge(&config),
+                DlqAction::List => log_capturer::dlq::list(&config, sink),
+                DlqAction::Show { id } => log_capturer::dlq::show(&config, sink, &id),
+                DlqAction::Purge => log_capturer::dlq::purge(&config, sink),
                 DlqAction::Replay => tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()
                     .map_err(|e| e.to_string())
-                    .and_then(|rt| rt.block_on(log_capturer::dlq::replay(&config))),
+                    .and_then(|rt| rt.block_on(log_capturer::dlq::replay(&config, sink))),
             };
             match result {
                 Ok(()) => ExitCode::SUCCESS,

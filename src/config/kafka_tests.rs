@@ -170,3 +170,39 @@ fn secrets_stay_hidden() {
         assert!(shown.contains("agent"), "{shown}");
     }
 }
+
+/// The commented-out Kafka sink of examples/config.yaml, uncommented, is valid and documents
+/// every key of `sinks.kafka` (and of its nested sections).
+#[test]
+fn the_examples_kafka_section_is_valid_and_documents_every_key() {
+    let text = include_str!("../../examples/config.yaml");
+    let start = text.find("  # kafka:\n").expect("kafka sink section");
+    let section: String = text[start..]
+        .lines()
+        .take_while(|l| l.starts_with("  #"))
+        .map(|l| format!("{}\n", l.replacen("# ", "", 1)))
+        .collect();
+    let c = ok(&format!("sinks:\n{section}"));
+    let k = c.sinks.kafka.expect("kafka");
+    assert_eq!(
+        k,
+        super::KafkaSinkConfig::default(),
+        "the example shows the defaults"
+    );
+    let documented = |key: &str| text[start..].contains(&format!("{key}:"));
+    let value = serde_json::to_value(super::KafkaSinkConfig::default()).expect("json");
+    let mut keys = vec![];
+    for (name, v) in value.as_object().expect("object") {
+        keys.push(name.clone());
+        if let Some(nested) = v.as_object() {
+            keys.extend(nested.keys().cloned());
+        }
+    }
+    keys.extend(["sasl", "mechanism", "username", "password"].map(String::from));
+    for key in keys {
+        assert!(
+            documented(&key),
+            "examples/config.yaml does not document sinks.kafka {key}"
+        );
+    }
+}
