@@ -1359,6 +1359,40 @@ mod tests {
         }
     }
 
+    /// A reload whose Kafka client librdkafka refuses (an unknown property) fails before
+    /// anything stops, naming the key path, without the property's value.
+    #[cfg(feature = "kafka")]
+    #[tokio::test]
+    async fn reload_with_a_bad_kafka_property_fails_with_its_key() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = process(
+            dir.path(),
+            ConfigSource {
+                name: "c.yaml".to_string(),
+                load: Box::new(|| {
+                    Config::parse(
+                        "sinks:\n  kafka:\n    properties: {no.such.property: s3cr3t}\n",
+                        "c.yaml",
+                    )
+                    .map_err(|e| e.to_string())
+                }),
+                fixed: false,
+            },
+        );
+        match evaluate(&Config::embedded_default(), &p).await {
+            Verdict::Done(Err(e), None) => {
+                assert_eq!(e.status, 500);
+                assert!(
+                    e.message
+                        .contains("sinks.kafka.properties.no.such.property: "),
+                    "{e:?}"
+                );
+                assert!(!e.message.contains("s3cr3t"), "{e:?}");
+            }
+            _ => panic!("expected a failed reload"),
+        }
+    }
+
     /// A worker that ends because shutdown closed its input is the normal end: no problem.
     #[tokio::test]
     async fn worker_ending_at_shutdown_is_no_problem() {

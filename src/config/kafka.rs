@@ -221,8 +221,8 @@ impl KafkaSinkConfig {
                      within a partition"
                 }
                 "message.timeout.ms" | "delivery.timeout.ms" => {
-                    "the sink produces without a time-out (0) and decides itself when to spill \
-                     to the buffer; a time-out fails messages that librdkafka would still retry"
+                    "ignored: the sink produces without a time-out (0) and decides itself when \
+                     to spill to the on-disk buffer"
                 }
                 "retries" | "message.send.max.retries" => {
                     "a retry limit fails messages during a long outage instead of retrying them \
@@ -236,13 +236,9 @@ impl KafkaSinkConfig {
                 "enable.gapless.guarantee" if v == "true" => {
                     "a gap becomes a fatal producer error that stops delivery until a restart"
                 }
-                "queue.buffering.max.messages" if number.is_some_and(|n| n < 10_000) => {
-                    "a small producer queue makes produce calls fail with QueueFull and slows \
-                     the sink down"
-                }
-                "queue.buffering.max.kbytes" if number.is_some_and(|n| n < 16 * 1024) => {
-                    "a small producer queue makes produce calls fail with QueueFull and slows \
-                     the sink down"
+                "queue.buffering.max.messages" | "queue.buffering.max.kbytes" => {
+                    "ignored: the pipeline's byte budget (pipeline.queue_bytes) bounds what \
+                     the producer holds"
                 }
                 "enable.ssl.certificate.verification" if v == "false" => {
                     "the brokers' certificates are NOT verified"

@@ -150,12 +150,14 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let ca = dir.path().join("ca.pem");
         std::fs::write(&ca, "not read until connecting").expect("write");
-        let mut config = KafkaSinkConfig::default();
-        config.sasl = Some(KafkaSasl {
-            mechanism: SaslMechanism::ScramSha512,
-            username: "agent".into(),
-            password: Secret::new("hunter2"),
-        });
+        let mut config = KafkaSinkConfig {
+            sasl: Some(KafkaSasl {
+                mechanism: SaslMechanism::ScramSha512,
+                username: "agent".into(),
+                password: Secret::new("hunter2"),
+            }),
+            ..KafkaSinkConfig::default()
+        };
         let c = properties(&config).expect("sasl");
         assert_eq!(
             get(&c, "security.protocol").as_deref(),
