@@ -135,6 +135,8 @@ struct Machine {
     last_progress: Instant,
     /// Kafka failed (spill or error) and has not delivered since.
     failing: bool,
+    /// Acknowledged messages not yet counted in the metrics.
+    acked: u64,
     purge_at: Instant,
     append_at: Instant,
     append_backoff: Backoff,
@@ -224,6 +226,7 @@ impl KafkaWorker {
             queue_full: false,
             last_progress: now,
             failing: false,
+            acked: 0,
             purge_at: now,
             append_at: now,
             append_backoff: Backoff::new(retry.0, retry.1),
@@ -263,6 +266,7 @@ impl KafkaWorker {
                 }
             }
             self.ensure_producer(&mut m, &tx);
+            self.flush_counts(&mut m);
             if (self.shutdown.is_cancelled() || !input_open) && !m.draining {
                 self.start_draining(&mut m);
             }

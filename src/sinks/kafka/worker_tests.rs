@@ -40,6 +40,12 @@ fn config(mock: &KafkaMock, tweak: impl FnOnce(&mut KafkaSinkConfig)) -> KafkaSi
     c
 }
 
+/// No spill on a slow start (connecting, the idempotent producer's id) for tests of the
+/// live path.
+fn no_spill(c: &mut KafkaSinkConfig) {
+    c.buffer.spill_after = HumanDuration(Duration::from_secs(600));
+}
+
 /// A worker on the stores (and checkpoints) in `dir`.
 fn harness(dir: &Path, config: KafkaSinkConfig) -> Harness {
     let metrics = Arc::new(Metrics::new());
@@ -211,13 +217,7 @@ fn mock() -> KafkaMock {
 async fn live_path_delivers_each_line_once_and_acknowledges() {
     let mock = mock();
     let dir = tempfile::tempdir().expect("tempdir");
-    // No spill on a slow start (connecting, the idempotent producer's id): live only.
-    let mut h = harness(
-        dir.path(),
-        config(&mock, |c| {
-            c.buffer.spill_after = HumanDuration(Duration::from_secs(60))
-        }),
-    );
+    let mut h = harness(dir.path(), config(&mock, no_spill));
     let task = h.start();
     for seq in 0..20u64 {
         let d = h.delivery(seq + 1, seq as i64 * 50 + 1, 50, None).await;
@@ -252,7 +252,8 @@ async fn too_large_line_is_a_dead_letter_and_delivery_goes_on() {
     let mut h = harness(
         dir.path(),
         config(&mock, |c| {
-            c.message_max_bytes = crate::config::ByteSize(1000)
+            no_spill(c);
+            c.message_max_bytes = crate::config::ByteSize(1000);
         }),
     );
     let task = h.start();
@@ -453,7 +454,7 @@ async fn broker_refusal_is_a_dead_letter_and_delivery_goes_on() {
     use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
     let mock = mock();
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut h = harness(dir.path(), config(&mock, |_| {}));
+    let mut h = harness(dir.path(), config(&mock, no_spill));
     inject(
         &mock,
         RDKafkaApiKey::Produce,
@@ -496,7 +497,7 @@ async fn fatal_error_recreates_the_producer() {
     use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
     let mock = mock();
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut h = harness(dir.path(), config(&mock, |_| {}));
+    let mut h = harness(dir.path(), config(&mock, no_spill));
     inject(
         &mock,
         RDKafkaApiKey::InitProducerId,

@@ -62,7 +62,7 @@ impl KafkaWorker {
             }
         }
         self.metrics.kafka.produced.inc_by(produced);
-        self.metrics.kafka.retried.inc_by(retried);
+        self.count_retried(retried);
     }
 
     pub(super) fn produce_replay(&self, m: &mut Machine) {
@@ -107,7 +107,7 @@ impl KafkaWorker {
             }
         }
         self.metrics.kafka.produced.inc_by(produced);
-        self.metrics.kafka.retried.inc_by(produced);
+        self.count_retried(produced);
     }
 
     /// When the loop has something to do next (besides events and input).
@@ -152,5 +152,16 @@ impl KafkaWorker {
             }
         }
         at
+    }
+
+    /// Messages produced again (from the buffer, or after a failure).
+    fn count_retried(&self, n: u64) {
+        if n > 0 {
+            self.metrics.kafka.retried.inc_by(n);
+            self.metrics
+                .sink_retries
+                .get_or_create(&Self::labels())
+                .inc_by(n);
+        }
     }
 }

@@ -111,11 +111,11 @@ impl KafkaWorker {
         let kafka = &self.metrics.kafka;
         match r.result {
             Ok(()) => {
-                kafka.acknowledged.inc();
+                // Counted per batch of reports (`flush_counts`): no label lookup per message.
+                m.acked += 1;
                 kafka
                     .delivery_seconds
                     .observe(slot.sent_at.elapsed().as_secs_f64());
-                self.metrics.sink_lines.get_or_create(&Self::labels()).inc();
                 m.last_progress = Instant::now();
                 if m.failing {
                     m.failing = false;
@@ -196,6 +196,18 @@ impl KafkaWorker {
                     rp.reported(index, Some(reason));
                 }
             }
+        }
+    }
+
+    /// Adds the messages acknowledged since the last call to the counters.
+    pub(super) fn flush_counts(&self, m: &mut Machine) {
+        if m.acked > 0 {
+            self.metrics.kafka.acknowledged.inc_by(m.acked);
+            self.metrics
+                .sink_lines
+                .get_or_create(&Self::labels())
+                .inc_by(m.acked);
+            m.acked = 0;
         }
     }
 }
