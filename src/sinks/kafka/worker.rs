@@ -31,8 +31,9 @@
 //!   that could still deliver it, a duplicate) is purged, again every [`PURGE_EVERY`] while
 //!   anything is outstanding. The purged messages, sorted back into capture order (delivery,
 //!   line), go before those waiting; then → Buffered. A fatal producer error also quiesces
-//!   (purging everything), then the producer is recreated (after a back-off) and what came
-//!   back is produced again (possibly-persisted ones counted as possible duplicates).
+//!   (the queue purged; in-flight requests get the request time-out to report, then are
+//!   purged too), then the producer is recreated (after a back-off) and what came back is
+//!   produced again (possibly-persisted ones counted as possible duplicates).
 //! - **Buffered** (the buffer holds records, also at start-up): waiting messages are appended
 //!   behind the buffer (the ordering rule; buffer full or failing: they wait in memory and
 //!   capture pauses through the queue budget); the oldest record is replayed: produced, all
@@ -128,6 +129,8 @@ struct Machine {
     producer: Option<KafkaProducer>,
     /// A fatal error: the producer is closed and created again once nothing is outstanding.
     recreate: bool,
+    /// After a fatal error, in-flight requests get until then to report before being purged.
+    fatal_until: Instant,
     producer_at: Instant,
     producer_backoff: Backoff,
     queue_full: bool,
@@ -221,6 +224,7 @@ impl KafkaWorker {
             replay: None,
             producer: None,
             recreate: false,
+            fatal_until: now,
             producer_at: now,
             producer_backoff: Backoff::new(retry.0, retry.1),
             queue_full: false,
@@ -402,7 +406,7 @@ impl KafkaWorker {
                 if !m.slots.is_empty() {
                     if now >= m.purge_at {
                         if let Some(p) = &m.producer {
-                            if m.recreate {
+                            if m.recreate && now >= m.fatal_until {
                                 p.purge_all();
                             } else {
                                 p.purge_queue();

@@ -516,3 +516,6 @@ async fn fatal_error_recreates_the_producer() {
     assert!(h.counter("log_capturer_sink_failures_total{sink=\"kafka\",reason=\"fatal\"}") >= 1);
     h.stop(task).await;
 }
+
+#[path = "worker_fault_tests.rs"]
+mod faults;

@@ -17,6 +17,7 @@ impl KafkaWorker {
         }
         let now = std::time::Instant::now();
         let (mut produced, mut retried) = (0u64, 0u64);
+        let mut fatal = None;
         while (produced as usize) < PRODUCE_BURST {
             let Some(item) = m.waiting.front() else {
                 break;
@@ -47,6 +48,11 @@ impl KafkaWorker {
                     m.queue_full = true;
                     break;
                 }
+                Err(Refused::Fatal(e)) => {
+                    // The message stays first in line; the producer is recreated.
+                    fatal = Some(e);
+                    break;
+                }
                 Err(Refused::Permanent(e)) => {
                     let Some(item) = m.waiting.pop_front() else {
                         break;
@@ -63,6 +69,10 @@ impl KafkaWorker {
         }
         self.metrics.kafka.produced.inc_by(produced);
         self.count_retried(retried);
+        if let Some(e) = fatal {
+            let reason = m.producer.as_ref().and_then(|p| p.fatal_error());
+            self.fatal(m, &reason.unwrap_or(e));
+        }
     }
 
     pub(super) fn produce_replay(&self, m: &mut Machine) {
@@ -74,6 +84,7 @@ impl KafkaWorker {
         }
         let now = std::time::Instant::now();
         let mut produced = 0u64;
+        let mut fatal = None;
         while let Some(index) = rp.next_to_produce() {
             let Some(msg) = rp.msgs.get(index) else {
                 break;
@@ -98,6 +109,11 @@ impl KafkaWorker {
                     m.queue_full = true;
                     break;
                 }
+                Err(Refused::Fatal(e)) => {
+                    // Not produced: the record's message stays to be produced.
+                    fatal = Some(e);
+                    break;
+                }
                 Err(Refused::Permanent(e)) => {
                     self.failed("rejected", 1);
                     self.sink_failure("rejected");
@@ -108,6 +124,10 @@ impl KafkaWorker {
         }
         self.metrics.kafka.produced.inc_by(produced);
         self.count_retried(produced);
+        if let Some(e) = fatal {
+            let reason = m.producer.as_ref().and_then(|p| p.fatal_error());
+            self.fatal(m, &reason.unwrap_or(e));
+        }
     }
 
     /// When the loop has something to do next (besides events and input).

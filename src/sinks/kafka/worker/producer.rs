@@ -134,6 +134,9 @@ impl ProducerContext for Context {
 pub(super) enum Refused {
     /// librdkafka's queue is full: wait for delivery reports, then again.
     QueueFull,
+    /// The producer is in a fatal state (or not usable): nothing can be produced until it is
+    /// recreated; the message is not at fault and waits.
+    Fatal(String),
     /// It can never be produced (e.g. an invalid topic name): a dead letter.
     Permanent(String),
 }
@@ -163,9 +166,10 @@ impl KafkaProducer {
         let config = worker_config(client);
         let producer = ThreadedProducer::from_config_and_context(&config, Context { tx, metrics })
             .map_err(|e| e.to_string())?;
-        Ok(KafkaProducer {
-            inner: Arc::new(producer),
-        })
+        let inner = Arc::new(producer);
+        #[cfg(test)]
+        test_hook::register(&config, &inner);
+        Ok(KafkaProducer { inner })
     }
 
     pub fn send(&self, token: u64, m: &Message) -> Result<(), Refused> {
@@ -178,6 +182,10 @@ impl KafkaProducer {
             Ok(()) => Ok(()),
             Err((e, _)) => match e.rdkafka_error_code() {
                 Some(RDKafkaErrorCode::QueueFull) => Err(Refused::QueueFull),
+                // After a fatal error librdkafka refuses every new message with `Fatal`.
+                Some(RDKafkaErrorCode::Fatal | RDKafkaErrorCode::State) => {
+                    Err(Refused::Fatal(e.to_string()))
+                }
                 _ => Err(Refused::Permanent(e.to_string())),
             },
         }
@@ -214,5 +222,49 @@ impl KafkaProducer {
             drop(inner);
         })
         .await;
+    }
+}
+
+/// Tests reach a worker's producer by its `client.id` to raise a fatal error in it.
+#[cfg(test)]
+pub(super) mod test_hook {
+    use super::{Context, ThreadedProducer};
+    use rdkafka::ClientConfig;
+    use rdkafka::producer::Producer as _;
+    use std::sync::{Arc, Mutex, Weak};
+
+    type Entry = (String, Weak<ThreadedProducer<Context>>);
+    static PRODUCERS: Mutex<Vec<Entry>> = Mutex::new(Vec::new());
+
+    pub fn register(config: &ClientConfig, p: &Arc<ThreadedProducer<Context>>) {
+        if let Some(id) = config.get("client.id") {
+            let mut all = PRODUCERS.lock().expect("registry");
+            all.retain(|(_, w)| w.strong_count() > 0);
+            all.push((id.to_string(), Arc::downgrade(p)));
+        }
+    }
+
+    /// Raises a fatal error (as the idempotent producer would) in the live producer of
+    /// `client_id`; false if there is none.
+    pub fn fatal_error(client_id: &str) -> bool {
+        let all = PRODUCERS.lock().expect("registry");
+        let Some(p) = all
+            .iter()
+            .rev()
+            .filter(|(id, _)| id == client_id)
+            .find_map(|(_, w)| w.upgrade())
+        else {
+            return false;
+        };
+        let reason = c"test: fatal error";
+        // SAFETY: the handle is alive (we hold the producer); the reason is a C string.
+        unsafe {
+            rdkafka::bindings::rd_kafka_test_fatal_error(
+                p.client().native_ptr(),
+                rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_OUT_OF_ORDER_SEQUENCE_NUMBER,
+                reason.as_ptr(),
+            )
+        };
+        true
     }
 }

@@ -91,13 +91,18 @@ impl KafkaWorker {
         self.status
             .failed(PRODUCER_FAILURE, &format!("fatal producer error: {reason}"));
         error!(sink = SINK, %reason, outstanding = m.slots.len(),
-            "fatal Kafka producer error; recreating the producer and producing again what was outstanding (possible duplicates are counted)");
+            "fatal Kafka producer error; recreating the producer and producing again what was not delivered (possible duplicates are counted)");
         m.recreate = true;
         m.failing = true;
+        // As librdkafka does on a fatal error: only the queue is taken back; what is in flight
+        // gets its real outcome (purging it could duplicate what the broker wrote). Requests
+        // that never answer are purged after the request time-out (`advance`).
         if let Some(p) = &m.producer {
-            p.purge_all();
+            p.purge_queue();
         }
-        m.purge_at = Instant::now() + PURGE_EVERY;
+        let now = Instant::now();
+        m.purge_at = now + PURGE_EVERY;
+        m.fatal_until = now + self.config.timeout.0 + PURGE_EVERY;
         if m.mode == Mode::Live {
             m.mode = Mode::Quiesce;
         }
