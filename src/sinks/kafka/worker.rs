@@ -134,8 +134,6 @@ struct Machine {
     producer_at: Instant,
     producer_backoff: Backoff,
     queue_full: bool,
-    /// The last delivery report Ok, or when something became outstanding after none was.
-    last_progress: Instant,
     /// Kafka failed (spill or error) and has not delivered since.
     failing: bool,
     /// Acknowledged messages not yet counted in the metrics.
@@ -228,7 +226,6 @@ impl KafkaWorker {
             producer_at: now,
             producer_backoff: Backoff::new(retry.0, retry.1),
             queue_full: false,
-            last_progress: now,
             failing: false,
             acked: 0,
             purge_at: now,
@@ -387,12 +384,16 @@ impl KafkaWorker {
         match m.mode {
             Mode::Live => {
                 let spill_after = self.config.buffer.spill_after.0;
-                if !m.slots.is_empty() && now >= m.last_progress + spill_after {
-                    self.failed("timeout", 1);
+                // The oldest outstanding message, not the last report: one stuck partition
+                // spills while the others still deliver.
+                if let Some(oldest) = m.slots.oldest_sent()
+                    && now.into_std() >= oldest + spill_after
+                {
+                    self.failed("timeout", m.slots.len() as u64);
                     self.sink_failure("timeout");
                     m.failing = true;
                     let text = format!(
-                        "no delivery acknowledged for {spill_after:?} with {} messages outstanding",
+                        "a message not acknowledged for {spill_after:?} ({} messages outstanding)",
                         m.slots.len()
                     );
                     self.status.failed(SEND_FAILURE, &text);
@@ -437,7 +438,6 @@ impl KafkaWorker {
                     m.chunk_one = false;
                 } else {
                     m.mode = Mode::Live;
-                    m.last_progress = now;
                 }
                 m.spill = false;
             }
@@ -467,7 +467,6 @@ impl KafkaWorker {
                         info!(sink = SINK, "on-disk buffer empty: producing live again");
                     }
                     m.mode = Mode::Live;
-                    m.last_progress = now;
                     self.produce_waiting(m);
                 }
             }

@@ -48,3 +48,173 @@ async fn fatal_error_during_a_backlog_loses_and_duplicates_nothing() {
     assert_eq!(got, (1..=last).collect::<Vec<i64>>());
     h.stop(task).await;
 }
+
+/// CRC-32 (IEEE), librdkafka's default partitioner's hash (`consistent_random`).
+fn crc32(data: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &b in data {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 {
+                (crc >> 1) ^ 0xEDB8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}
+
+/// A container id whose key lands in `partition` of `partitions`.
+fn container_for(partition: u32, partitions: u32) -> String {
+    (0..)
+        .map(|i| format!("ctr{i}"))
+        .find(|id| crc32(id.as_bytes()) % partitions == partition)
+        .expect("some id")
+}
+
+impl Harness {
+    /// Delivery `seq` of `container`: lines stamped `first..first+n`.
+    async fn delivery_of(&self, container: &str, seq: u64, first: i64, n: usize) -> Arc<Delivery> {
+        let meta = Arc::new(ContainerMeta::new(
+            container.into(),
+            "web".into(),
+            "img".into(),
+            None,
+            None,
+        ));
+        let lines: Vec<LogLine> = (first..first + n as i64)
+            .map(|ts| LogLine {
+                ts_ns: ts,
+                stream: StreamKind::Stdout,
+                message: Bytes::from(format!("line {ts}")),
+                truncated: false,
+                extra: None,
+            })
+            .collect();
+        let cursor = Cursor::legacy(first + n as i64 - 1, 1);
+        let permit = self.budget.acquire(1, 1).await.expect("permit");
+        let mut d = Delivery::new(
+            Batch {
+                container: meta,
+                lines,
+                position: cursor.into(),
+            },
+            permit,
+        );
+        d.seq = seq;
+        if self.checkpoints.get(container).is_none() {
+            self.checkpoints.init(container, Cursor::at(0));
+        }
+        self.ledger.register(container, seq, cursor);
+        Arc::new(d)
+    }
+
+    fn acked_of(&self, container: &str) -> i64 {
+        self.checkpoints
+            .get(container)
+            .map_or(0, |c| c.streams.stdout.timestamp_ns)
+    }
+}
+
+/// Ten lines for each of two containers.
+async fn round(h: &Harness, (a, b): (&str, &str), seq: &mut u64, (ta, tb): (&mut i64, &mut i64)) {
+    *seq += 1;
+    let d = h.delivery_of(a, *seq, *ta + 1, 10).await;
+    h.send(d);
+    let d = h.delivery_of(b, *seq, *tb + 1, 10).await;
+    h.send(d);
+    *ta += 10;
+    *tb += 10;
+}
+
+/// One partition's leader stops (the other broker still answers): the stuck partition's
+/// messages spill to the buffer after `spill_after` even though the other partition keeps
+/// acknowledging, and once the broker is back every line is in the topic once, in order per
+/// partition.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_stuck_partition_spills_while_the_other_delivers() {
+    let mock = KafkaMock::start(2);
+    mock.with(|c| {
+        c.create_topic(TOPIC, 2, 1).expect("topic");
+        c.partition_leader(TOPIC, 0, Some(1)).expect("leader 0");
+        c.partition_leader(TOPIC, 1, Some(2)).expect("leader 1");
+    });
+    let (a, b) = (container_for(0, 2), container_for(1, 2));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut h = harness(
+        dir.path(),
+        config(&mock, |c| {
+            c.buffer.spill_after = HumanDuration(Duration::from_secs(3));
+        }),
+    );
+    let task = h.start();
+    // a: stamps 1.., b: 1_000_001..
+    let (mut ta, mut tb, mut seq) = (0i64, 1_000_000i64, 0u64);
+    round(&h, (&a, &b), &mut seq, (&mut ta, &mut tb)).await;
+    let until = std::time::Instant::now() + Duration::from_secs(20);
+    while (h.acked_of(&a), h.acked_of(&b)) != (ta, tb) && std::time::Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!((h.acked_of(&a), h.acked_of(&b)), (ta, tb), "warm");
+    mock.down(2);
+    let stuck_from = tb;
+    // Keep both partitions busy for 12 s (spill_after is 3 s): the other partition's reports
+    // must not hold the stuck one's spill back.
+    let mut a_moved = false;
+    for _ in 0..60 {
+        round(&h, (&a, &b), &mut seq, (&mut ta, &mut tb)).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        a_moved |= h.acked_of(&a) > 20 && h.buffer.pending().0 == 0;
+    }
+    assert!(a_moved, "the other partition delivered while one was stuck");
+    assert!(
+        h.acked_of(&b) > stuck_from + 200,
+        "the stuck partition's lines reached the buffer while the other delivered: acked {} of {tb}",
+        h.acked_of(&b),
+    );
+    assert!(h.buffer.pending().0 > 0, "spilled");
+    assert!(h.counter("log_capturer_kafka_messages_failed_total{reason=\"timeout\"}") >= 1);
+    mock.up(2);
+    let until = std::time::Instant::now() + Duration::from_secs(40);
+    while (h.acked_of(&a), h.acked_of(&b), h.buffer.pending().0) != (ta, tb, 0)
+        && std::time::Instant::now() < until
+    {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        (h.acked_of(&a), h.acked_of(&b), h.buffer.pending().0),
+        (ta, tb, 0)
+    );
+    let want = (ta + tb - 1_000_000) as usize;
+    let bootstrap = mock.bootstrap_servers().to_string();
+    let got = tokio::task::spawn_blocking(move || {
+        consume_all(
+            &bootstrap,
+            TOPIC,
+            want + 1,
+            Duration::from_secs(2),
+            Duration::from_secs(20),
+        )
+    })
+    .await
+    .expect("consumer thread")
+    .expect("consume");
+    let stamps = |p: i32| -> Vec<i64> {
+        got.iter()
+            .filter(|c| c.partition == p)
+            .map(|c| {
+                let v = String::from_utf8_lossy(&c.value);
+                v.trim_start_matches("line ").parse().unwrap_or(-1)
+            })
+            .collect()
+    };
+    assert_eq!(stamps(0), (1..=ta).collect::<Vec<i64>>(), "partition 0");
+    assert_eq!(
+        stamps(1),
+        (1_000_001..=tb).collect::<Vec<i64>>(),
+        "partition 1"
+    );
+    assert_eq!(h.dead_letters.pending().0, 0);
+    h.stop(task).await;
+}

@@ -27,9 +27,6 @@ impl KafkaWorker {
                     let Some(item) = m.waiting.pop_front() else {
                         break;
                     };
-                    if m.slots.is_empty() {
-                        m.last_progress = Instant::now();
-                    }
                     if item.maybe_sent {
                         retried += 1;
                     }
@@ -91,9 +88,6 @@ impl KafkaWorker {
             };
             match p.send(m.slots.next_token(), msg) {
                 Ok(()) => {
-                    if m.slots.is_empty() {
-                        m.last_progress = Instant::now();
-                    }
                     rp.produced(index);
                     produced += 1;
                     m.slots.insert(Slot {
@@ -145,8 +139,8 @@ impl KafkaWorker {
         }
         match m.mode {
             Mode::Live => {
-                if !m.slots.is_empty() {
-                    at_least(m.last_progress + self.config.buffer.spill_after.0);
+                if let Some(oldest) = m.slots.oldest_sent() {
+                    at_least(Instant::from_std(oldest) + self.config.buffer.spill_after.0);
                 }
                 if m.draining && (!m.slots.is_empty() || !m.waiting.is_empty()) {
                     at_least(m.grace_until);

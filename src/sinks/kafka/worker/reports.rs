@@ -121,7 +121,6 @@ impl KafkaWorker {
                 kafka
                     .delivery_seconds
                     .observe(slot.sent_at.elapsed().as_secs_f64());
-                m.last_progress = Instant::now();
                 if m.failing {
                     m.failing = false;
                     self.status.recovered(SEND_FAILURE);

@@ -1,7 +1,7 @@
 //! The worker's bookkeeping: deliveries and how many of their lines are not done yet, messages
 //! waiting to be produced or buffered, and the slots of messages librdkafka holds.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -78,48 +78,47 @@ pub(super) struct Slot {
 }
 
 /// Messages librdkafka holds, by token (tokens grow by one per produce; reports come back in
-/// any order across partitions).
+/// any order across partitions). Ordered, so the oldest outstanding message is the first, and
+/// bounded by what is outstanding (one stuck partition does not keep the rest around).
 #[derive(Default)]
 pub(super) struct Slots {
-    base: u64,
-    slots: VecDeque<Option<Slot>>,
-    count: usize,
+    next: u64,
+    slots: BTreeMap<u64, Slot>,
     live: usize,
 }
 
 impl Slots {
     /// The token the next `insert` will get.
     pub fn next_token(&self) -> u64 {
-        self.base + self.slots.len() as u64
+        self.next
     }
 
     pub fn insert(&mut self, slot: Slot) -> u64 {
-        let token = self.next_token();
+        let token = self.next;
+        self.next += 1;
         if matches!(slot.owner, Owner::Live { .. }) {
             self.live += 1;
         }
-        self.slots.push_back(Some(slot));
-        self.count += 1;
+        self.slots.insert(token, slot);
         token
     }
 
     pub fn take(&mut self, token: u64) -> Option<Slot> {
-        let i = usize::try_from(token.checked_sub(self.base)?).ok()?;
-        let slot = self.slots.get_mut(i)?.take()?;
-        self.count -= 1;
+        let slot = self.slots.remove(&token)?;
         if matches!(slot.owner, Owner::Live { .. }) {
             self.live -= 1;
-        }
-        while matches!(self.slots.front(), Some(None)) {
-            self.slots.pop_front();
-            self.base += 1;
         }
         Some(slot)
     }
 
+    /// When the oldest outstanding message was produced.
+    pub fn oldest_sent(&self) -> Option<Instant> {
+        self.slots.first_key_value().map(|(_, s)| s.sent_at)
+    }
+
     /// Messages produced and not reported yet.
     pub fn len(&self) -> usize {
-        self.count
+        self.slots.len()
     }
 
     /// Of which live ones (not from a replay).
@@ -128,7 +127,7 @@ impl Slots {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.count == 0
+        self.slots.is_empty()
     }
 }
 
@@ -160,5 +159,20 @@ mod tests {
         assert!(s.is_empty());
         assert_eq!(s.next_token(), 3);
         assert!(s.take(99).is_none());
+    }
+
+    #[test]
+    fn one_stuck_slot_keeps_only_itself_and_is_the_oldest() {
+        let mut s = Slots::default();
+        let stuck = s.insert(slot(Owner::Live { dix: 0, line: 0 }));
+        let first = s.oldest_sent();
+        for _ in 0..10_000 {
+            let t = s.insert(slot(Owner::Replay { index: 0 }));
+            assert!(s.take(t).is_some());
+        }
+        assert_eq!(s.slots.len(), 1, "only the stuck slot is kept");
+        assert_eq!(s.oldest_sent(), first);
+        assert!(s.take(stuck).is_some());
+        assert_eq!(s.oldest_sent(), None);
     }
 }
