@@ -454,6 +454,13 @@ impl KafkaWorker {
                             m.replay = None;
                         }
                     }
+                    if m.replay.is_none() && m.buffer_full && !m.waiting.is_empty() {
+                        // Nothing frees buffer space while draining: the waiting lines stay
+                        // unacknowledged (read again after the restart), as in the Loki worker.
+                        self.abandon_rest(m, "the on-disk buffer is full");
+                        m.abandoning = true;
+                        return;
+                    }
                 } else if now >= m.replay_at {
                     self.produce_replay(m);
                 }

@@ -218,3 +218,50 @@ async fn one_stuck_partition_spills_while_the_other_delivers() {
     assert_eq!(h.dead_letters.pending().0, 0);
     h.stop(task).await;
 }
+
+/// Shutdown with the brokers down and the buffer full: the drain stops at once (the lines
+/// that do not fit stay unacknowledged, read again after the restart) instead of waiting for
+/// `abandon`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_with_the_buffer_full_ends_without_abandon() {
+    let mock = mock();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut h = harness(
+        dir.path(),
+        config(&mock, |c| {
+            c.buffer.max_bytes = crate::config::ByteSize(8 * 1024);
+            c.buffer.segment_bytes = crate::config::ByteSize(4 * 1024);
+        }),
+    );
+    mock.down(-1);
+    let task = h.start();
+    let mut last = 0;
+    let mut seq = 0;
+    let until = std::time::Instant::now() + Duration::from_secs(30);
+    while h.counter("log_capturer_buffer_full_total{sink=\"kafka\"}") == 0
+        && std::time::Instant::now() < until
+    {
+        seq += 1;
+        last = send_many(&h, seq, 1, 100, last).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert!(
+        h.counter("log_capturer_buffer_full_total{sink=\"kafka\"}") > 0,
+        "{}",
+        h.metrics.render()
+    );
+    let held = h.buffer.pending().0;
+    send_many(&h, seq + 1, 1, 100, last).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    h.shutdown.cancel();
+    h.tx = None;
+    tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .expect("the worker ends without abandon")
+        .expect("worker");
+    assert!(
+        h.ledger.unacknowledged() > 0,
+        "what did not fit is not acknowledged"
+    );
+    assert_eq!(h.buffer.pending().0, held, "the buffer holds what it held");
+}
