@@ -41,7 +41,9 @@
 //!   consumed is not produced again). Buffer empty and no replay → Live.
 //! - **Draining** (shutdown token or input closed; a flag over the modes): Live gets
 //!   [`SHUTDOWN_GRACE`] if Kafka was healthy, then quiesces; nothing is replayed; waiting
-//!   messages go to the buffer. A failed append stops the drain: those lines and everything
+//!   messages go to the buffer. What is still in flight [`IN_FLIGHT_GRACE`] after the grace
+//!   (a broker that stopped answering) is purged too and buffered (possible duplicates,
+//!   counted). A failed append, or the buffer full, stops the drain: those lines and everything
 //!   after stay unacknowledged (read again after the restart; none of them also in the buffer).
 
 mod produce;
@@ -72,6 +74,9 @@ use stores::{DeadLetter, Replay};
 const SINK: &str = super::SINK;
 /// At shutdown, what is in memory gets this long to be delivered (when Kafka was healthy).
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+/// Draining: what is in flight after the grace gets this much longer to be reported, then it
+/// is purged too (a broker that stopped answering must not hold the drain until abandon).
+const IN_FLIGHT_GRACE: Duration = Duration::from_secs(1);
 /// While quiescing, librdkafka's queue is purged again this often (messages coming back from
 /// failed requests land in it).
 const PURGE_EVERY: Duration = Duration::from_millis(200);
@@ -407,7 +412,7 @@ impl KafkaWorker {
                 if !m.slots.is_empty() {
                     if now >= m.purge_at {
                         if let Some(p) = &m.producer {
-                            if m.recreate && now >= m.fatal_until {
+                            if (m.recreate && now >= m.fatal_until) || self.in_flight_over(m, now) {
                                 p.purge_all();
                             } else {
                                 p.purge_queue();
@@ -446,7 +451,11 @@ impl KafkaWorker {
                     if let Some(rp) = &m.replay {
                         if rp.outstanding > 0 && now >= m.purge_at {
                             if let Some(p) = &m.producer {
-                                p.purge_queue();
+                                if self.in_flight_over(m, now) {
+                                    p.purge_all();
+                                } else {
+                                    p.purge_queue();
+                                }
                             }
                             m.purge_at = now + PURGE_EVERY;
                         } else if rp.outstanding == 0 && !rp.complete() {
@@ -478,6 +487,12 @@ impl KafkaWorker {
                 }
             }
         }
+    }
+
+    /// Draining, and what is in flight had its time: purge it too (it comes back possibly
+    /// persisted, counted as a possible duplicate, and goes to the buffer).
+    fn in_flight_over(&self, m: &Machine, now: Instant) -> bool {
+        m.draining && now >= m.grace_until + IN_FLIGHT_GRACE
     }
 
     /// Waiting messages may be appended to the buffer now.

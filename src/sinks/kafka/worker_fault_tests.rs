@@ -265,3 +265,46 @@ async fn shutdown_with_the_buffer_full_ends_without_abandon() {
     );
     assert_eq!(h.buffer.pending().0, held, "the buffer holds what it held");
 }
+
+/// Shutdown while the broker holds produce requests without answering: after the grace what
+/// is in flight is purged (possibly persisted: counted) and buffered, so the drain ends long
+/// before `abandon` and every line is acknowledged via the buffer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_with_a_silent_broker_buffers_what_is_in_flight() {
+    let mock = mock();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut h = harness(
+        dir.path(),
+        config(&mock, |c| {
+            no_spill(c);
+            c.timeout = HumanDuration(Duration::from_secs(120));
+        }),
+    );
+    let task = h.start();
+    let last = send_many(&h, 1, 1, 50, 0).await;
+    assert!(h.wait_acked(last, Duration::from_secs(20)).await, "warm");
+    mock.with(|c| c.broker_round_trip_time(1, Duration::from_secs(60)))
+        .expect("rtt");
+    let last = send_many(&h, 2, 1, 50, last).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    h.shutdown.cancel();
+    h.tx = None;
+    tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .expect("the worker ends without abandon")
+        .expect("worker");
+    assert_eq!(h.acked(), last, "acknowledged via the buffer");
+    assert_eq!(h.ledger.unacknowledged(), 0);
+    let records = h.buffer.lock().records().expect("records");
+    let n: usize = records
+        .iter()
+        .map(|(_, b)| {
+            crate::sinks::kafka::store::decode_record(b)
+                .expect("decode")
+                .1
+                .len()
+        })
+        .sum();
+    assert_eq!(n, 50, "the in-flight lines are in the buffer");
+    assert!(h.counter("log_capturer_kafka_messages_possible_duplicates_total") >= 1);
+}

@@ -202,13 +202,18 @@ impl KafkaProducer {
     /// Takes back what librdkafka has not sent yet (never what is in flight: a request on the
     /// wire may still be written, and producing it again would duplicate it). Each comes back
     /// as a delivery report with `PurgeQueue`.
+    /// Non-blocking: the worker's loop runs on the async runtime (the broker threads' queues
+    /// are purged in the background; their reports come as usual).
     pub fn purge_queue(&self) {
-        self.inner.purge(PurgeConfig::default().queue());
+        self.inner
+            .purge(PurgeConfig::default().queue().non_blocking());
     }
 
-    /// Takes back everything (a fatal error: the producer is dropped anyway).
+    /// Takes back everything, what is in flight too (it may already be written: possible
+    /// duplicates). For a fatal error or a drain whose broker stopped answering.
     pub fn purge_all(&self) {
-        self.inner.purge(PurgeConfig::default().queue().inflight());
+        self.inner
+            .purge(PurgeConfig::default().queue().inflight().non_blocking());
     }
 
     /// Purges and destroys the producer on a blocking thread (destroying it waits for its
