@@ -13,7 +13,8 @@
 //!   → dead letters, and delivery goes on. A failed dead-letter append is retried with
 //!   back-off; the message is not produced again.
 //! - **Shutdown** as the Loki worker: a short grace for what is in memory, the rest to the
-//!   buffer; at `abandon`, nothing more is acknowledged, buffered or dead-lettered.
+//!   buffer; at `abandon`, nothing more is buffered or dead-lettered (an append already under
+//!   way that completes is acknowledged: the lines are kept).
 //!
 //! # Modes
 //!
@@ -475,9 +476,10 @@ impl KafkaWorker {
                 }
                 // Buffer empty: live again, unless waiting messages can still go to the buffer
                 // (always their way when draining).
-                if self.buffered() == 0
-                    && m.replay.is_none()
+                // (The store's lock last: not taken on every turn.)
+                if m.replay.is_none()
                     && (m.waiting.is_empty() || (!m.draining && !self.can_append(m, now)))
+                    && self.buffered() == 0
                 {
                     if !m.waiting.is_empty() || m.failing {
                         info!(sink = SINK, "on-disk buffer empty: producing live again");

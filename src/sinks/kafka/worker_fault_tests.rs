@@ -308,3 +308,49 @@ async fn shutdown_with_a_silent_broker_buffers_what_is_in_flight() {
     assert_eq!(n, 50, "the in-flight lines are in the buffer");
     assert!(h.counter("log_capturer_kafka_messages_possible_duplicates_total") >= 1);
 }
+
+/// `abandon` while the drain's buffer append waits for the store: the append completes, and
+/// its lines are acknowledged (not read again on top of the buffered copy).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_append_completing_after_abandon_is_acknowledged() {
+    let mock = mock();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut h = harness(dir.path(), config(&mock, no_spill));
+    mock.down(-1);
+    let task = h.start();
+    let last = send_many(&h, 1, 1, 50, 0).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (locked_tx, locked_rx) = std::sync::mpsc::channel();
+    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+    let buffer = h.buffer.clone();
+    let holder = std::thread::spawn(move || {
+        let _guard = buffer.lock();
+        let _ = locked_tx.send(());
+        let _ = release_rx.recv();
+    });
+    locked_rx.recv().expect("locked");
+    h.shutdown.cancel();
+    h.tx = None;
+    // The grace (2 s), the purge, then the append waits for the lock.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    h.abandon.cancel();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    drop(release_tx);
+    holder.join().expect("holder");
+    tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .expect("the worker ends")
+        .expect("worker");
+    let records = h.buffer.lock().records().expect("records");
+    let n: usize = records
+        .iter()
+        .map(|(_, b)| {
+            crate::sinks::kafka::store::decode_record(b)
+                .expect("decode")
+                .1
+                .len()
+        })
+        .sum();
+    assert_eq!(n, 50, "the append completed");
+    assert_eq!(h.acked(), last, "and its lines are acknowledged");
+}

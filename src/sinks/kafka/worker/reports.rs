@@ -59,6 +59,14 @@ impl KafkaWorker {
         if self.abandon.is_cancelled() || m.abandoning {
             return;
         }
+        self.lines_kept(m, dix, n);
+    }
+
+    /// `n` lines of delivery `dix` were durably appended (buffer or dead letters): acknowledged
+    /// even after `abandon` (the append completed; not acknowledging it would read them again
+    /// on top of the stored copy). The agent waits a moment for the worker before its last
+    /// checkpoint write.
+    pub(super) fn lines_kept(&self, m: &mut Machine, dix: u64, n: usize) {
         if let Some(d) = m.deliveries.done(dix, n) {
             self.ledger.complete(&d.batch.container.id, d.seq);
             self.status.finished(d.charged_bytes());

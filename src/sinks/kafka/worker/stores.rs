@@ -202,7 +202,7 @@ impl KafkaWorker {
                 self.kept_dead_letter(id, dl.label, dl.items.len(), &dl.reason);
                 self.disk_ok(m);
                 for item in &dl.items {
-                    self.lines_done(m, item.dix, 1);
+                    self.lines_kept(m, item.dix, 1);
                 }
             }
             Err(e) => {
@@ -256,14 +256,14 @@ impl KafkaWorker {
                         Some((dix, k)) if *dix == item.dix => *k += 1,
                         _ => {
                             if let Some((dix, k)) = run.take() {
-                                self.lines_done(m, dix, k);
+                                self.lines_kept(m, dix, k);
                             }
                             run = Some((item.dix, 1));
                         }
                     }
                 }
                 if let Some((dix, k)) = run {
-                    self.lines_done(m, dix, k);
+                    self.lines_kept(m, dix, k);
                 }
             }
             Err(AppendError::Full { used, max }) => {
