@@ -272,7 +272,7 @@ impl KafkaWorker {
                     Err(_) => break,
                 }
             }
-            self.ensure_producer(&mut m, &tx);
+            self.ensure_producer(&mut m, &tx).await;
             self.flush_counts(&mut m);
             if (self.shutdown.is_cancelled() || !input_open) && !m.draining {
                 self.start_draining(&mut m);
@@ -351,11 +351,11 @@ impl KafkaWorker {
         m.purge_at = Instant::now() + PURGE_EVERY;
     }
 
-    fn ensure_producer(&self, m: &mut Machine, tx: &mpsc::UnboundedSender<Event>) {
+    async fn ensure_producer(&self, m: &mut Machine, tx: &mpsc::UnboundedSender<Event>) {
         if m.producer.is_some() || m.recreate || Instant::now() < m.producer_at {
             return;
         }
-        match KafkaProducer::create(&self.client, tx.clone(), self.metrics.kafka.clone()) {
+        match KafkaProducer::create(&self.client, tx.clone(), self.metrics.kafka.clone()).await {
             Ok(p) => {
                 m.producer = Some(p);
                 m.producer_backoff.reset();

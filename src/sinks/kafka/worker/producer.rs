@@ -141,8 +141,22 @@ pub(super) enum Refused {
     Permanent(String),
 }
 
+/// The worker's producer. Creating and destroying a librdkafka client can block (it starts,
+/// then joins, its threads): both happen on a blocking thread, never on the async runtime.
 pub(super) struct KafkaProducer {
-    inner: Arc<ThreadedProducer<Context>>,
+    /// None only once closed or dropped.
+    inner: Option<Arc<ThreadedProducer<Context>>>,
+}
+
+impl Drop for KafkaProducer {
+    fn drop(&mut self) {
+        if let Some(inner) = self.inner.take() {
+            match tokio::runtime::Handle::try_current() {
+                Ok(rt) => drop(rt.spawn_blocking(move || drop(inner))),
+                Err(_) => drop(inner),
+            }
+        }
+    }
 }
 
 /// The properties the worker sets on top of the sink's client config.
@@ -158,18 +172,28 @@ pub(super) fn worker_config(client: &ClientConfig) -> ClientConfig {
 }
 
 impl KafkaProducer {
-    pub fn create(
+    pub async fn create(
         client: &ClientConfig,
         tx: mpsc::UnboundedSender<Event>,
         metrics: KafkaMetrics,
     ) -> Result<KafkaProducer, String> {
         let config = worker_config(client);
-        let producer = ThreadedProducer::from_config_and_context(&config, Context { tx, metrics })
-            .map_err(|e| e.to_string())?;
-        let inner = Arc::new(producer);
-        #[cfg(test)]
-        test_hook::register(&config, &inner);
-        Ok(KafkaProducer { inner })
+        let inner = tokio::task::spawn_blocking(move || {
+            let producer =
+                ThreadedProducer::from_config_and_context(&config, Context { tx, metrics })
+                    .map_err(|e| e.to_string())?;
+            let inner = Arc::new(producer);
+            #[cfg(test)]
+            test_hook::register(&config, &inner);
+            Ok::<_, String>(inner)
+        })
+        .await
+        .map_err(|e| format!("producer creation thread: {e}"))??;
+        Ok(KafkaProducer { inner: Some(inner) })
+    }
+
+    fn inner(&self) -> Option<&ThreadedProducer<Context>> {
+        self.inner.as_deref()
     }
 
     pub fn send(&self, token: u64, m: &Message) -> Result<(), Refused> {
@@ -178,7 +202,10 @@ impl KafkaProducer {
         if let Some(key) = &m.key {
             record = record.key(&key[..]);
         }
-        match self.inner.send(record) {
+        let Some(inner) = self.inner() else {
+            return Err(Refused::Fatal("the producer is closed".into()));
+        };
+        match inner.send(record) {
             Ok(()) => Ok(()),
             Err((e, _)) => match e.rdkafka_error_code() {
                 Some(RDKafkaErrorCode::QueueFull) => Err(Refused::QueueFull),
@@ -193,7 +220,7 @@ impl KafkaProducer {
 
     /// The producer's fatal error, if it has one.
     pub fn fatal_error(&self) -> Option<String> {
-        self.inner
+        self.inner()?
             .client()
             .fatal_error()
             .map(|(code, text)| format!("{code:?}: {text}"))
@@ -205,21 +232,25 @@ impl KafkaProducer {
     /// Non-blocking: the worker's loop runs on the async runtime (the broker threads' queues
     /// are purged in the background; their reports come as usual).
     pub fn purge_queue(&self) {
-        self.inner
-            .purge(PurgeConfig::default().queue().non_blocking());
+        if let Some(p) = self.inner() {
+            p.purge(PurgeConfig::default().queue().non_blocking());
+        }
     }
 
     /// Takes back everything, what is in flight too (it may already be written: possible
     /// duplicates). For a fatal error or a drain whose broker stopped answering.
     pub fn purge_all(&self) {
-        self.inner
-            .purge(PurgeConfig::default().queue().inflight().non_blocking());
+        if let Some(p) = self.inner() {
+            p.purge(PurgeConfig::default().queue().inflight().non_blocking());
+        }
     }
 
     /// Purges and destroys the producer on a blocking thread (destroying it waits for its
     /// threads), and waits for that.
-    pub async fn close(self) {
-        let inner = self.inner;
+    pub async fn close(mut self) {
+        let Some(inner) = self.inner.take() else {
+            return;
+        };
         let _ = tokio::task::spawn_blocking(move || {
             inner.purge(PurgeConfig::default().queue().inflight());
             // Gives the purge reports a moment to go out; nobody reads them any more.
