@@ -352,7 +352,10 @@ impl KafkaWorker {
 
     fn start_draining(&self, m: &mut Machine) {
         m.draining = true;
-        let healthy = m.mode == Mode::Live && !m.failing && m.producer.is_some();
+        // Buffered: the replay window gets the grace too (what it finishes is not produced again
+        // after the restart).
+        let healthy =
+            matches!(m.mode, Mode::Live | Mode::Buffered) && !m.failing && m.producer.is_some();
         m.grace_until = Instant::now()
             + if healthy {
                 SHUTDOWN_GRACE

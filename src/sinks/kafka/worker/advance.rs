@@ -95,7 +95,9 @@ impl KafkaWorker {
             Mode::Buffered => {
                 if m.draining {
                     self.release_isolated(m);
-                    if m.replay.outstanding() > 0 {
+                    if now < m.grace_until && !m.replay.failed {
+                        self.produce_replay(m);
+                    } else if m.replay.outstanding() > 0 {
                         if now >= m.purge_at {
                             if let Some(p) = &m.producer {
                                 p.purge_queue();

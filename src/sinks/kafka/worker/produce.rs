@@ -277,7 +277,7 @@ impl KafkaWorker {
                 }
                 if m.draining {
                     if rp.outstanding() > 0 {
-                        at_least(m.purge_at);
+                        at_least(m.purge_at.max(m.grace_until));
                     }
                 } else {
                     if rp.has_room() && self.buffered() > rp.len() as u64 {
