@@ -65,8 +65,8 @@ impl Deliveries {
 pub(super) enum Owner {
     /// A line of a delivery (produced live).
     Live { dix: u64, line: u32 },
-    /// Message `index` of the buffer record being replayed.
-    Replay { index: u32 },
+    /// Message `index` of record `rec` of the replay window.
+    Replay { rec: u64, index: u32 },
 }
 
 pub(super) struct Slot {
@@ -75,6 +75,21 @@ pub(super) struct Slot {
     pub msg: Option<Message>,
     pub sent_at: Instant,
     pub maybe_sent: bool,
+    /// Produced alone (after its request was refused): a refusal now is for good.
+    pub alone: bool,
+}
+
+/// A message refused with its whole produce request, to be produced again alone.
+pub(super) struct Isolated {
+    pub owner: Owner,
+    /// A live message's bytes (a replayed one is in the record).
+    pub msg: Option<Message>,
+    pub maybe_sent: bool,
+    /// Its token and partition when refused (order against what its partition delivered).
+    pub token: u64,
+    pub partition: i32,
+    /// The broker's refusal.
+    pub reason: String,
 }
 
 /// Messages librdkafka holds, by token (tokens grow by one per produce; reports come back in
@@ -85,6 +100,7 @@ pub(super) struct Slots {
     next: u64,
     slots: BTreeMap<u64, Slot>,
     live: usize,
+    alone: usize,
 }
 
 impl Slots {
@@ -99,6 +115,9 @@ impl Slots {
         if matches!(slot.owner, Owner::Live { .. }) {
             self.live += 1;
         }
+        if slot.alone {
+            self.alone += 1;
+        }
         self.slots.insert(token, slot);
         token
     }
@@ -107,6 +126,9 @@ impl Slots {
         let slot = self.slots.remove(&token)?;
         if matches!(slot.owner, Owner::Live { .. }) {
             self.live -= 1;
+        }
+        if slot.alone {
+            self.alone -= 1;
         }
         Some(slot)
     }
@@ -126,6 +148,11 @@ impl Slots {
         self.live
     }
 
+    /// Of which produced alone.
+    pub fn alone(&self) -> usize {
+        self.alone
+    }
+
     pub fn is_empty(&self) -> bool {
         self.slots.is_empty()
     }
@@ -141,6 +168,7 @@ mod tests {
             msg: None,
             sent_at: Instant::now(),
             maybe_sent: false,
+            alone: false,
         }
     }
 
@@ -148,7 +176,7 @@ mod tests {
     fn slots_come_back_in_any_order_once() {
         let mut s = Slots::default();
         let a = s.insert(slot(Owner::Live { dix: 0, line: 0 }));
-        let b = s.insert(slot(Owner::Replay { index: 0 }));
+        let b = s.insert(slot(Owner::Replay { rec: 0, index: 0 }));
         let c = s.insert(slot(Owner::Live { dix: 0, line: 1 }));
         assert_eq!((s.len(), s.live()), (3, 2));
         assert!(s.take(b).is_some());
@@ -167,7 +195,7 @@ mod tests {
         let stuck = s.insert(slot(Owner::Live { dix: 0, line: 0 }));
         let first = s.oldest_sent();
         for _ in 0..10_000 {
-            let t = s.insert(slot(Owner::Replay { index: 0 }));
+            let t = s.insert(slot(Owner::Replay { rec: 0, index: 0 }));
             assert!(s.take(t).is_some());
         }
         assert_eq!(s.slots.len(), 1, "only the stuck slot is kept");
