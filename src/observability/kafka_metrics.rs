@@ -16,11 +16,15 @@ use super::metrics::ReasonLabels;
 /// - `too_large`: value over `message_max_bytes` (never produced; a dead letter);
 /// - `rejected`: the broker refused it for good (a dead letter);
 /// - `purged`: taken back from librdkafka's queue to be spilled or produced again;
-/// - `timeout`: no delivery report succeeded for `buffer.spill_after` (→ spill);
+/// - `timeout`: a message had no delivery report for `buffer.spill_after` (→ spill); the
+///   messages counted are those outstanding at the spill (the spill events are
+///   `log_capturer_sink_failures_total{reason="timeout"}`);
 /// - `error`: another delivery error (the message is spilled and produced again);
 /// - `fatal`: the producer hit a fatal error (it is recreated);
 /// - `dead_letter`: the dead-letter store could not take a message (retried);
-/// - `producer`: the producer could not be created (retried).
+/// - `producer`: the producer could not be created (retried; a sink failure, no message), or
+///   it refused a message because it is in a fatal state (the message waits for the
+///   recreated producer).
 pub const KAFKA_SINK_FAILURE_REASONS: &[&str] = &[
     "too_large",
     "rejected",

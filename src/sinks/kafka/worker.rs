@@ -308,6 +308,8 @@ impl KafkaWorker {
             }
             self.ensure_producer(&mut m, &tx).await;
             self.flush_counts(&mut m);
+            // After the reports (the select below only runs when nothing else is due).
+            self.metrics.kafka.in_flight.set(m.slots.len() as i64);
             if (self.shutdown.is_cancelled() || !input_open) && !m.draining {
                 self.start_draining(&mut m);
             }

@@ -354,3 +354,40 @@ async fn an_append_completing_after_abandon_is_acknowledged() {
     assert_eq!(n, 50, "the append completed");
     assert_eq!(h.acked(), last, "and its lines are acknowledged");
 }
+
+/// The topic is unknown to the cluster's metadata for a while (a metadata gap): librdkafka
+/// fails the messages (`UnknownTopic`) after `topic.metadata.propagation.max.ms`; they are
+/// retried (spilled, produced again), not dead-lettered; every line once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_topic_for_a_while_is_retried_not_dead_lettered() {
+    use rdkafka::types::RDKafkaRespErr;
+    let mock = mock();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut h = harness(dir.path(), config(&mock, |_| {}));
+    if let Some(w) = h.worker.as_mut() {
+        w.client.set("topic.metadata.propagation.max.ms", "10");
+        w.client.set("allow.auto.create.topics", "false");
+        w.client.set("topic.metadata.refresh.interval.ms", "200");
+    }
+    mock.with(|c| {
+        c.topic_error(
+            TOPIC,
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART,
+        )
+    })
+    .expect("topic error");
+    let task = h.start();
+    let last = send_many(&h, 1, 1, 5, 0).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    mock.with(|c| c.topic_error(TOPIC, RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR))
+        .expect("topic error");
+    assert!(
+        h.wait_acked(last, Duration::from_secs(30)).await,
+        "acked up to {}: {}",
+        h.acked(),
+        h.metrics.render()
+    );
+    assert_eq!(h.dead_letters.pending().0, 0, "no dead letters");
+    assert_eq!(read_back(&mock, 5).await, (1..=5).collect::<Vec<i64>>());
+    h.stop(task).await;
+}

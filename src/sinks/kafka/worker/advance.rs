@@ -78,6 +78,9 @@ impl KafkaWorker {
                 let mut back = std::mem::take(&mut m.spilled);
                 back.sort_unstable_by_key(|i| (i.dix, i.line));
                 let n = back.len();
+                // Produced again live (after a fatal error) unless spilled: counted as retried
+                // here; possibly-sent ones are counted when produced (`produce_waiting`).
+                let again = back.iter().filter(|i| !i.maybe_sent).count() as u64;
                 back.extend(m.waiting.drain(..));
                 m.waiting = back.into();
                 if m.spill || self.buffered() > 0 {
@@ -92,6 +95,7 @@ impl KafkaWorker {
                     m.chunk_one = false;
                 } else {
                     m.mode = Mode::Live;
+                    self.count_retried(again);
                 }
                 m.spill = false;
             }

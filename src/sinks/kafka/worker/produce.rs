@@ -6,7 +6,7 @@ use tokio::time::Instant;
 use super::producer::Refused;
 use super::state::{Owner, Slot};
 use super::stores::DeadLetter;
-use super::{KafkaWorker, Machine, Mode, PRODUCE_BURST, QUEUE_FULL_WAIT};
+use super::{KafkaWorker, Machine, Mode, PRODUCE_BURST, QUEUE_FULL_WAIT, SEND_FAILURE, SINK};
 
 impl Machine {
     /// Messages refused with their request wait to be produced alone, or one is: nothing
@@ -62,12 +62,14 @@ impl KafkaWorker {
         } else {
             match p.send(m.slots.next_token(), msg) {
                 Ok(()) => Ok(()),
-                Err(Refused::QueueFull) => {
+                Err(Refused::QueueFull | Refused::Retry(_)) => {
+                    // (Retry: waits as for a full queue, then again.)
                     m.queue_full = true;
                     return;
                 }
                 Err(Refused::Fatal(e)) => {
                     // It stays first in line for the new producer.
+                    self.failed("producer", 1);
                     let reason = p.fatal_error().unwrap_or(e);
                     self.fatal(m, &reason);
                     return;
@@ -139,6 +141,7 @@ impl KafkaWorker {
         let now = std::time::Instant::now();
         let (mut produced, mut retried) = (0u64, 0u64);
         let mut fatal = None;
+        let mut retry = None;
         while (produced as usize) < PRODUCE_BURST {
             let Some(item) = m.waiting.front() else {
                 break;
@@ -172,6 +175,12 @@ impl KafkaWorker {
                     fatal = Some(e);
                     break;
                 }
+                Err(Refused::Retry(e)) => {
+                    // It stays first in line; it goes to the buffer and is produced again
+                    // from there.
+                    retry = Some(e);
+                    break;
+                }
                 Err(Refused::Permanent(e)) => {
                     let Some(item) = m.waiting.pop_front() else {
                         break;
@@ -188,7 +197,19 @@ impl KafkaWorker {
         }
         self.metrics.kafka.produced.inc_by(produced);
         self.count_retried(retried);
+        if let Some(e) = retry
+            && m.mode == Mode::Live
+        {
+            self.failed("error", 1);
+            self.sink_failure("error");
+            m.failing = true;
+            self.status
+                .failed(SEND_FAILURE, &format!("cannot produce: {e}"));
+            tracing::warn!(sink = SINK, error = %e, "Kafka refused a message for now; spilling to the on-disk buffer and producing again from there");
+            self.start_quiesce(m);
+        }
         if let Some(e) = fatal {
+            self.failed("producer", 1);
             let reason = m.producer.as_ref().and_then(|p| p.fatal_error());
             self.fatal(m, &reason.unwrap_or(e));
         }
@@ -208,6 +229,7 @@ impl KafkaWorker {
         let now = std::time::Instant::now();
         let mut produced = 0u64;
         let mut fatal = None;
+        let mut retry = false;
         let mut rejected = Vec::new();
         'records: for (rec, rp) in m.replay.iter_mut() {
             while let Some(index) = rp.next_to_produce() {
@@ -238,6 +260,12 @@ impl KafkaWorker {
                         fatal = Some(e);
                         break 'records;
                     }
+                    Err(Refused::Retry(e)) => {
+                        // Not produced: the replay backs off, then produces it again.
+                        tracing::warn!(sink = SINK, error = %e, "Kafka refused a replayed message for now; retrying after a back-off");
+                        retry = true;
+                        break 'records;
+                    }
                     Err(Refused::Permanent(e)) => {
                         rp.produced(index);
                         rejected.push((rec, index as u32, format!("producer: {e}")));
@@ -251,8 +279,12 @@ impl KafkaWorker {
             m.replay.reported(rec, index, Some(Some(reason)));
         }
         self.metrics.kafka.produced.inc_by(produced);
+        if retry {
+            m.replay.failed = true;
+        }
         self.count_retried(produced);
         if let Some(e) = fatal {
+            self.failed("producer", 1);
             let reason = m.producer.as_ref().and_then(|p| p.fatal_error());
             self.fatal(m, &reason.unwrap_or(e));
         }
@@ -302,7 +334,13 @@ impl KafkaWorker {
                     if rp.has_room() && self.buffered() > rp.len() as u64 {
                         at_least(m.replay_at.max(m.disk_at));
                     }
-                    if rp.to_produce() && !m.isolating() && !m.queue_full {
+                    // Not without a usable producer (its own wake-up comes): no 1 ms spin.
+                    if rp.to_produce()
+                        && !m.isolating()
+                        && !m.queue_full
+                        && m.producer.is_some()
+                        && !m.recreate
+                    {
                         at_least(m.replay_at);
                     }
                 }
@@ -312,7 +350,7 @@ impl KafkaWorker {
     }
 
     /// Messages produced again (from the buffer, or after a failure).
-    fn count_retried(&self, n: u64) {
+    pub(super) fn count_retried(&self, n: u64) {
         if n > 0 {
             self.metrics.kafka.retried.inc_by(n);
             self.metrics

@@ -2,7 +2,8 @@
 //! context turns delivery reports, fatal errors and statistics into [`Event`]s on a channel the
 //! worker reads. Each message carries a token (the worker's slot number) as its opaque.
 
-use std::sync::Arc;
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rdkafka::ClientConfig;
@@ -51,10 +52,13 @@ impl Failure {
     }
 
     /// A refusal that no retry can change: the message becomes a dead letter. The broker's:
-    /// the message (or its batch) is too large or malformed, the topic is invalid, unknown or
-    /// not ours to write; librdkafka's own: too large for `message.max.bytes`, bad message,
-    /// unknown topic or partition, bad argument. Everything else (connection, leader, time-out,
-    /// throttling, out-of-order/epoch errors the idempotent producer handles) is retried.
+    /// the message (or its batch) is too large or malformed, the topic is invalid or not ours
+    /// to write; librdkafka's own: too large for `message.max.bytes`, bad message, unknown
+    /// partition, bad argument. Everything else (connection, leader, time-out, throttling,
+    /// out-of-order/epoch errors the idempotent producer handles) is retried — an unknown
+    /// topic too (`UnknownTopicOrPartition`, `UnknownTopic`): during a metadata gap or while a
+    /// topic is being created it is transient, and dead-lettering it would send a whole
+    /// topic's traffic to the dead letters; it is spilled and produced again instead.
     pub fn is_permanent(&self) -> bool {
         use RDKafkaErrorCode as E;
         matches!(
@@ -66,10 +70,8 @@ impl Failure {
                 | E::MessageBatchTooLarge
                 | E::InvalidTopic
                 | E::TopicAuthorizationFailed
-                | E::UnknownTopicOrPartition
                 | E::UnsupportedForMessageFormat
                 | E::BadMessage
-                | E::UnknownTopic
                 | E::UnknownPartition
                 | E::InvalidArgument
         )
@@ -79,24 +81,39 @@ impl Failure {
 pub(super) struct Context {
     tx: mpsc::UnboundedSender<Event>,
     metrics: KafkaMetrics,
+    /// Brokers with an RTT series: a broker that left the cluster has its series removed.
+    rtt_brokers: Mutex<BTreeSet<String>>,
 }
 
 impl ClientContext for Context {
     fn stats(&self, statistics: Statistics) {
+        let mut seen = BTreeSet::new();
         for broker in statistics.brokers.values() {
             // Bootstrap entries (-1) are not brokers of the cluster.
             if broker.nodeid < 0 {
                 continue;
             }
             if let Some(rtt) = &broker.rtt {
+                let broker = broker.nodeid.to_string();
                 self.metrics
                     .broker_rtt_seconds
                     .get_or_create(&BrokerLabels {
-                        broker: broker.nodeid.to_string(),
+                        broker: broker.clone(),
                     })
                     .set(rtt.avg as f64 / 1e6);
+                seen.insert(broker);
             }
         }
+        let mut known = match self.rtt_brokers.lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        for gone in known.difference(&seen) {
+            self.metrics.broker_rtt_seconds.remove(&BrokerLabels {
+                broker: gone.clone(),
+            });
+        }
+        *known = seen;
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
@@ -144,6 +161,9 @@ pub(super) enum Refused {
     /// The producer is in a fatal state (or not usable): nothing can be produced until it is
     /// recreated; the message is not at fault and waits.
     Fatal(String),
+    /// The topic is unknown for now (metadata gap, topic being created): not the message's
+    /// fault; produced again later (spilled, or the replay backs off).
+    Retry(String),
     /// It can never be produced (e.g. an invalid topic name): a dead letter.
     Permanent(String),
 }
@@ -186,9 +206,15 @@ impl KafkaProducer {
     ) -> Result<KafkaProducer, String> {
         let config = worker_config(client);
         let inner = tokio::task::spawn_blocking(move || {
-            let producer =
-                ThreadedProducer::from_config_and_context(&config, Context { tx, metrics })
-                    .map_err(|e| e.to_string())?;
+            let producer = ThreadedProducer::from_config_and_context(
+                &config,
+                Context {
+                    tx,
+                    metrics,
+                    rtt_brokers: Mutex::new(BTreeSet::new()),
+                },
+            )
+            .map_err(|e| e.to_string())?;
             let inner = Arc::new(producer);
             #[cfg(test)]
             test_hook::register(&config, &inner);
@@ -220,6 +246,9 @@ impl KafkaProducer {
                 Some(RDKafkaErrorCode::Fatal | RDKafkaErrorCode::State) => {
                     Err(Refused::Fatal(e.to_string()))
                 }
+                Some(
+                    RDKafkaErrorCode::UnknownTopic | RDKafkaErrorCode::UnknownTopicOrPartition,
+                ) => Err(Refused::Retry(e.to_string())),
                 _ => Err(Refused::Permanent(e.to_string())),
             },
         }
