@@ -20,7 +20,8 @@ use std::time::{Duration, Instant};
 
 use crate::agent::{Agent, AgentConfig};
 use crate::runlog::RunLog;
-use crate::{Row, dir_ready, fake_engine, median};
+use crate::{Row, dir_ready, fake_engine, kafka_producer, median};
+use log_capturer::config::KafkaCompression;
 use log_capturer_testkit::kafka::{KafkaMock, consume_all};
 use log_capturer_testkit::{cpu_seconds, status_field, sum_prefix};
 
@@ -49,7 +50,20 @@ pub fn scenario(
              {BROKERS} mock brokers, {PARTITIONS} partitions)"
         );
         let (mut rate, mut cpu, mut own, mut rss) = (vec![], vec![], vec![], vec![]);
+        let (mut base_rate, mut base_cpu) = (vec![], vec![]);
         for run in 0..runs {
+            let base = baseline(per, compression)?;
+            log.record(
+                "kafka",
+                &format!("librdkafka producer alone → mock ({compression})"),
+                run,
+                &format!(
+                    "{:.0} messages/s, runner (producer + mock brokers) {:.3} CPU-s per M",
+                    base.rate, base.cpu
+                ),
+            );
+            base_rate.push(base.rate);
+            base_cpu.push(base.cpu);
             let dir = dir_ready(&out.join(format!("kafka-{compression}-{run}")))?;
             let r = one_run(binary, &dir, &body, per, compression)?;
             log.record(
@@ -94,9 +108,32 @@ pub fn scenario(
             None,
         ));
         rows.push(row("peak RSS", "MiB", median(rss), None));
+        rows.push(row(
+            "ceiling: librdkafka producer alone in the runner → mock",
+            "msgs/s",
+            median(base_rate),
+            None,
+        ));
+        rows.push(row(
+            "ceiling: producer + mock brokers CPU per million messages",
+            "s",
+            median(base_cpu),
+            None,
+        ));
         eprintln!("bench: kafka {compression} done");
     }
     Ok(rows)
+}
+
+/// librdkafka's producer alone against a fresh mock cluster (see `kafka_producer`).
+fn baseline(per: usize, compression: &str) -> Result<kafka_producer::Baseline, String> {
+    let codec = match compression {
+        "lz4" => KafkaCompression::Lz4,
+        _ => KafkaCompression::Zstd,
+    };
+    let mock = KafkaMock::start(BROKERS);
+    mock.create_topic(TOPIC, PARTITIONS);
+    kafka_producer::run(&mock, TOPIC, CONTAINERS, per, codec)
 }
 
 struct RunResult {

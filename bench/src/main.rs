@@ -20,6 +20,7 @@ mod daemon_cpu;
 mod fake_engine;
 mod files;
 mod kafka;
+mod kafka_producer;
 mod processing;
 mod runlog;
 
