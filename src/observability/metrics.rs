@@ -179,6 +179,8 @@ pub struct Metrics {
     pub files: crate::sources::files::metrics::FileSourceMetrics,
     /// The json-file capture mode (see `capture::json_file::metrics`).
     pub json_file: crate::capture::json_file::metrics::JsonFileMetrics,
+    /// The Kafka sink's own families (see `kafka_metrics`).
+    pub kafka: super::kafka_metrics::KafkaMetrics,
     pub registry: Registry,
 }
 
@@ -527,6 +529,8 @@ impl Metrics {
         files.register(r);
         let json_file = crate::capture::json_file::metrics::JsonFileMetrics::default();
         json_file.register(r);
+        let kafka = super::kafka_metrics::KafkaMetrics::default();
+        kafka.register(r);
         let metrics = Metrics {
             docker_unreachable,
             container_lag_seconds,
@@ -583,6 +587,7 @@ impl Metrics {
             processing,
             files,
             json_file,
+            kafka,
             registry,
         };
         metrics.config_loaded();
@@ -596,7 +601,8 @@ impl Metrics {
     }
 
     /// Creates a sink's series at 0 (every failure reason of its kind), so they exist before
-    /// the first failure. Called when the sink's worker starts.
+    /// the first failure. Called when the sink's worker starts. `loki`: a network sink with
+    /// a buffer and dead letters (Loki, Kafka).
     pub fn init_sink(&self, sink: &'static str, loki: bool) {
         let labels = SinkLabels { sink };
         let _ = self.sink_lines.get_or_create(&labels);
@@ -605,7 +611,9 @@ impl Metrics {
         let _ = self.sink_retries.get_or_create(&labels);
         let _ = self.sink_worker_failures.get_or_create(&labels);
         let with = |reason| SinkReasonLabels { sink, reason };
-        let failures = if loki {
+        let failures = if sink == "kafka" {
+            super::kafka_metrics::KAFKA_SINK_FAILURE_REASONS
+        } else if loki {
             LOKI_SINK_FAILURE_REASONS
         } else {
             LOCAL_SINK_FAILURE_REASONS
@@ -624,14 +632,22 @@ impl Metrics {
         if loki {
             let _ = self.buffer_full.get_or_create(&labels);
             let _ = self.buffer_corrupt.get_or_create(&labels);
-            for &reason in DEAD_LETTER_REASONS {
+            let dead_letter_reasons = if sink == "kafka" {
+                self.kafka.init();
+                super::kafka_metrics::KAFKA_DEAD_LETTER_REASONS
+            } else {
+                DEAD_LETTER_REASONS
+            };
+            for &reason in dead_letter_reasons {
                 let _ = self.dead_letters.get_or_create(&with(reason));
             }
             for &reason in BUFFER_ERROR_REASONS {
                 let _ = self.buffer_errors.get_or_create(&with(reason));
             }
-            for &reason in LINES_MODIFIED_REASONS {
-                let _ = self.sink_lines_modified.get_or_create(&with(reason));
+            if sink != "kafka" {
+                for &reason in LINES_MODIFIED_REASONS {
+                    let _ = self.sink_lines_modified.get_or_create(&with(reason));
+                }
             }
         }
     }

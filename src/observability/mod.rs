@@ -2,6 +2,7 @@
 
 pub mod exposition;
 pub mod http;
+pub mod kafka_metrics;
 pub mod metrics;
 pub mod process;
 pub mod resources;
