@@ -7,13 +7,13 @@
 //! acknowledged every line (`log_capturer_kafka_messages_acknowledged_total`, which the worker
 //! counts from delivery reports), start-up included, as in `firehose`. Then the runner checks
 //! that the count stays exactly at the line count, stops the agent, reads the topic back with a
-//! consumer (`consume_all`) and checks that every container's lines are there exactly once and
-//! in order (its key, increasing item numbers). CPU is the agent's user + sys per million
+//! consumer (`consume_all`) and checks every container's lines in what the mock kept (its key,
+//! consecutive item numbers up to its last line). CPU is the agent's user + sys per million
 //! lines; the runner's own CPU (the mock brokers, the fake engine, the metric polls) is shown
 //! beside it, since it shares the machine's two cores with the agent.
 //!
-//! The mock cluster keeps every message in memory: a fresh cluster per run, and runs sized so
-//! that the messages and the read-back copy stay well under 2 GB.
+//! A fresh mock cluster per run. It keeps only the last 5 MiB of each partition (see `verify`),
+//! so its memory stays small whatever the run's size.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -72,7 +72,7 @@ pub fn scenario(
                 run,
                 &format!(
                     "{:.0} lines/s, agent {:.3} CPU-s per M lines, runner (mock brokers + fake \
-                     engine) {:.3} CPU-s per M lines, peak RSS {:.0} MiB, read back {} in order",
+                     engine) {:.3} CPU-s per M lines, peak RSS {:.0} MiB, kept tail read back: {} lines, in order, none missing or twice",
                     r.rate, r.cpu, r.own_cpu, r.rss, r.read_back
                 ),
             );
@@ -221,8 +221,11 @@ fn wait_acked(agent: &Agent, total: usize, dir: &Path) -> Result<Duration, Strin
     }
 }
 
-/// Reads the topic back: every container's `per` lines exactly once, in order within its key.
-/// Returns the number of messages read.
+/// Reads the topic back. The mock brokers keep only the last 5 MiB (or 100 000 batches) of
+/// each partition (librdkafka's `rdkafka_mock.c`, not configurable), so what can be checked is
+/// the kept tail: for every container, its lines there are consecutive (nothing lost, nothing
+/// twice) and end with its last line, and no container is missing. That nothing was lost
+/// before the tail is the acknowledged count's to show. Returns the number of messages read.
 fn verify(mock: &KafkaMock, per: usize) -> Result<usize, String> {
     let total = per * CONTAINERS;
     // One more than sent: a duplicate would be read, not cut off at `total`.
@@ -230,18 +233,17 @@ fn verify(mock: &KafkaMock, per: usize) -> Result<usize, String> {
         mock.bootstrap_servers(),
         TOPIC,
         total + 1,
-        Duration::from_secs(3),
+        Duration::from_secs(5),
         Duration::from_secs(120 + total as u64 / 10_000),
     )?;
-    if got.len() != total {
+    if got.len() > total {
         return Err(format!(
-            "kafka: read {} messages back from {TOPIC}, {total} lines were sent",
+            "kafka: read {} messages back from {TOPIC}, only {total} lines were sent",
             got.len()
         ));
     }
-    // Key → (lines, last item number).
-    let mut by_key: std::collections::HashMap<Vec<u8>, (usize, Option<usize>)> =
-        std::collections::HashMap::new();
+    // Key → last item number.
+    let mut last: std::collections::HashMap<Vec<u8>, usize> = std::collections::HashMap::new();
     for m in &got {
         let key = m.key.as_deref().unwrap_or_default();
         let item = item_number(&m.value).ok_or_else(|| {
@@ -250,25 +252,25 @@ fn verify(mock: &KafkaMock, per: usize) -> Result<usize, String> {
                 String::from_utf8_lossy(&m.value)
             )
         })?;
-        if !by_key.contains_key(key) {
-            by_key.insert(key.to_vec(), (0, None));
+        match last.get_mut(key) {
+            Some(prev) if item != *prev + 1 => {
+                return Err(format!(
+                    "kafka: partition {} offset {}: item {item} after item {prev} of the same key",
+                    m.partition, m.offset
+                ));
+            }
+            Some(prev) => *prev = item,
+            None => {
+                last.insert(key.to_vec(), item);
+            }
         }
-        let Some(e) = by_key.get_mut(key) else {
-            continue;
-        };
-        if e.1.is_some_and(|last| item <= last) {
-            return Err(format!(
-                "kafka: partition {} offset {}: item {item} after {:?} for the same key",
-                m.partition, m.offset, e.1
-            ));
-        }
-        *e = (e.0 + 1, Some(item));
     }
-    if by_key.len() != CONTAINERS || by_key.values().any(|(n, _)| *n != per) {
+    if last.len() != CONTAINERS || last.values().any(|&l| l != per - 1) {
         return Err(format!(
-            "kafka: {} keys with {:?} lines, {CONTAINERS} containers of {per} lines were sent",
-            by_key.len(),
-            by_key.values().map(|(n, _)| *n).collect::<Vec<_>>()
+            "kafka: {} keys read back, last items {:?}; {CONTAINERS} containers of {per} lines \
+             were sent",
+            last.len(),
+            last.values().collect::<Vec<_>>()
         ));
     }
     Ok(got.len())
