@@ -72,7 +72,7 @@ pub fn scenario(
                 run,
                 &format!(
                     "{:.0} lines/s, agent {:.3} CPU-s per M lines, runner (mock brokers + fake \
-                     engine) {:.3} CPU-s per M lines, peak RSS {:.0} MiB, kept tail read back: {} lines, in order, none missing or twice",
+                     engine) {:.3} CPU-s per M lines, peak RSS {:.0} MiB, kept tail read back: {} lines, in order, none missing or twice, every key up to its last line",
                     r.rate, r.cpu, r.own_cpu, r.rss, r.read_back
                 ),
             );
@@ -224,7 +224,7 @@ fn wait_acked(agent: &Agent, total: usize, dir: &Path) -> Result<Duration, Strin
 /// Reads the topic back. The mock brokers keep only the last 5 MiB (or 100 000 batches) of
 /// each partition (librdkafka's `rdkafka_mock.c`, not configurable), so what can be checked is
 /// the kept tail: for every container, its lines there are consecutive (nothing lost, nothing
-/// twice) and end with its last line, and no container is missing. That nothing was lost
+/// twice) and end with its last line. That nothing was lost
 /// before the tail is the acknowledged count's to show. Returns the number of messages read.
 fn verify(mock: &KafkaMock, per: usize) -> Result<usize, String> {
     let total = per * CONTAINERS;
@@ -265,12 +265,15 @@ fn verify(mock: &KafkaMock, per: usize) -> Result<usize, String> {
             }
         }
     }
-    if last.len() != CONTAINERS || last.values().any(|&l| l != per - 1) {
+    // A container whose lines all lie before the kept tail of its partition (it finished
+    // early, others went on) is not read back at all.
+    if last.is_empty() || last.len() > CONTAINERS || last.values().any(|&l| l != per - 1) {
         return Err(format!(
             "kafka: {} keys read back, last items {:?}; {CONTAINERS} containers of {per} lines \
-             were sent",
+             were sent (each key's last item must be {})",
             last.len(),
-            last.values().collect::<Vec<_>>()
+            last.values().collect::<Vec<_>>(),
+            per - 1
         ));
     }
     Ok(got.len())
