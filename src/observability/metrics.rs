@@ -822,6 +822,36 @@ mod tests {
         for reason in used {
             assert!(known.contains(&reason), "Loki reason {reason:?} not listed");
         }
+        let kafka: String = [
+            "src/sinks/kafka/worker.rs",
+            "src/sinks/kafka/worker/reports.rs",
+            "src/sinks/kafka/worker/produce.rs",
+            "src/sinks/kafka/worker/stores.rs",
+        ]
+        .iter()
+        .map(|p| source(p))
+        .collect();
+        let kafka_known: Vec<&str> = [
+            super::super::kafka_metrics::KAFKA_SINK_FAILURE_REASONS,
+            super::super::kafka_metrics::KAFKA_DEAD_LETTER_REASONS,
+            BUFFER_ERROR_REASONS,
+        ]
+        .concat();
+        let used: Vec<&str> = literals_after(&kafka, "self.failed(")
+            .into_iter()
+            .chain(literals_after(&kafka, "self.sink_failure("))
+            .chain(literals_after(&kafka, "Self::reason("))
+            .chain(literals_after(&kafka, "label: "))
+            .chain(literals_after(&kafka, "buffer_error(m, "))
+            .chain(literals_after(&kafka, "kept_dead_letter(id, "))
+            .collect();
+        assert!(used.len() >= 12, "too few found: {used:?}");
+        for reason in used {
+            assert!(
+                kafka_known.contains(&reason),
+                "Kafka reason {reason:?} not listed"
+            );
+        }
         let writer = source("src/pipeline/writer.rs");
         for reason in literals_after(&writer, "reason: ") {
             assert!(
@@ -833,7 +863,34 @@ mod tests {
         let metrics = Metrics::new();
         metrics.init_sink("loki", true);
         metrics.init_sink("file", false);
+        metrics.init_sink("kafka", true);
         let text = metrics.render();
+        for reason in super::super::kafka_metrics::KAFKA_SINK_FAILURE_REASONS {
+            for key in [
+                format!(
+                    "log_capturer_sink_failures_total{{sink=\"kafka\",reason=\"{reason}\"}} 0\n"
+                ),
+                format!("log_capturer_kafka_messages_failed_total{{reason=\"{reason}\"}} 0\n"),
+            ] {
+                assert!(text.contains(&key), "{key} not in:\n{text}");
+            }
+        }
+        for reason in super::super::kafka_metrics::KAFKA_DEAD_LETTER_REASONS {
+            let key = format!(
+                "log_capturer_dead_letters_total{{sink=\"kafka\",reason=\"{reason}\"}} 0\n"
+            );
+            assert!(text.contains(&key), "{key} not in:\n{text}");
+        }
+        for family in [
+            "log_capturer_kafka_messages_produced_total 0\n",
+            "log_capturer_kafka_messages_acknowledged_total 0\n",
+            "log_capturer_kafka_messages_retried_total 0\n",
+            "log_capturer_kafka_messages_in_flight 0\n",
+            "log_capturer_kafka_delivery_seconds_count 0\n",
+            "log_capturer_buffer_full_total{sink=\"kafka\"} 0\n",
+        ] {
+            assert!(text.contains(family), "{family} not in:\n{text}");
+        }
         for reason in STREAM_ERROR_REASONS {
             let key =
                 format!("log_capturer_container_stream_errors_total{{reason=\"{reason}\"}} 0\n");

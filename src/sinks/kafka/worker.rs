@@ -43,7 +43,9 @@
 //!   messages go to the buffer. A failed append stops the drain: those lines and everything
 //!   after stay unacknowledged (read again after the restart; none of them also in the buffer).
 
+mod produce;
 mod producer;
+mod reports;
 mod state;
 mod stores;
 
@@ -62,8 +64,8 @@ use crate::config::KafkaSinkConfig;
 use crate::observability::metrics::{Metrics, SinkLabels, SinkReasonLabels};
 use crate::observability::status::SinkStatus;
 use crate::pipeline::{AckLedger, Delivery};
-use producer::{Event, Failure, KafkaProducer, Refused, Report};
-use state::{Deliveries, Item, Owner, Slot, Slots};
+use producer::{Event, KafkaProducer};
+use state::{Deliveries, Item, Slots};
 use stores::{DeadLetter, Replay};
 
 const SINK: &str = super::SINK;
@@ -133,6 +135,8 @@ struct Machine {
     last_progress: Instant,
     /// Kafka failed (spill or error) and has not delivered since.
     failing: bool,
+    /// Acknowledged messages not yet counted in the metrics.
+    acked: u64,
     purge_at: Instant,
     append_at: Instant,
     append_backoff: Backoff,
@@ -222,6 +226,7 @@ impl KafkaWorker {
             queue_full: false,
             last_progress: now,
             failing: false,
+            acked: 0,
             purge_at: now,
             append_at: now,
             append_backoff: Backoff::new(retry.0, retry.1),
@@ -261,6 +266,7 @@ impl KafkaWorker {
                 }
             }
             self.ensure_producer(&mut m, &tx);
+            self.flush_counts(&mut m);
             if (self.shutdown.is_cancelled() || !input_open) && !m.draining {
                 self.start_draining(&mut m);
             }
@@ -306,182 +312,6 @@ impl KafkaWorker {
                 records,
                 "records left in the on-disk buffer; they are produced after the next start"
             );
-        }
-    }
-
-    /// A delivery from the input: its lines' messages wait to be produced (or buffered);
-    /// those over `message_max_bytes` become dead letters at once.
-    fn take(&self, m: &mut Machine, d: Arc<Delivery>) {
-        if d.end_of_stream || d.batch.lines.is_empty() {
-            return;
-        }
-        self.status.received(d.charged_bytes());
-        let mut msgs = Vec::with_capacity(d.batch.lines.len());
-        self.encoder.encode(&d.batch, &mut msgs);
-        let dix = m.deliveries.add(Arc::clone(&d), msgs.len());
-        if msgs.is_empty() {
-            self.lines_done(m, dix, 0);
-            return;
-        }
-        let max = self.config.message_max_bytes.0;
-        for (line, msg) in msgs.into_iter().enumerate() {
-            let item = Item {
-                dix,
-                line: line as u32,
-                msg,
-                maybe_sent: false,
-            };
-            if item.msg.value.len() as u64 > max {
-                self.failed("too_large", 1);
-                self.sink_failure("too_large");
-                let reason = format!(
-                    "message of {} bytes is over message_max_bytes ({max})",
-                    item.msg.value.len()
-                );
-                m.dead.push_back(DeadLetter {
-                    items: vec![item],
-                    reason,
-                    label: "too_large",
-                });
-            } else {
-                m.waiting.push_back(item);
-            }
-        }
-    }
-
-    /// `n` lines of delivery `dix` are done; completes it in the ledger once all are. Nothing
-    /// is acknowledged once abandoned.
-    fn lines_done(&self, m: &mut Machine, dix: u64, n: usize) {
-        if self.abandon.is_cancelled() || m.abandoning {
-            return;
-        }
-        if let Some(d) = m.deliveries.done(dix, n) {
-            self.ledger.complete(&d.batch.container.id, d.seq);
-            self.status.finished(d.charged_bytes());
-            let labels = Self::labels();
-            self.metrics.sink_batches.get_or_create(&labels).inc();
-            self.metrics
-                .sink_latency
-                .get_or_create(&labels)
-                .observe(d.enqueued.elapsed().as_secs_f64());
-        }
-    }
-
-    fn on_event(&self, m: &mut Machine, ev: Event) {
-        match ev {
-            Event::Report(r) => self.on_report(m, r),
-            Event::Fatal(reason) => {
-                if m.recreate {
-                    return;
-                }
-                self.sink_failure("fatal");
-                self.status
-                    .failed(PRODUCER_FAILURE, &format!("fatal producer error: {reason}"));
-                error!(sink = SINK, %reason, outstanding = m.slots.len(),
-                    "fatal Kafka producer error; recreating the producer and producing again what was outstanding (possible duplicates are counted)");
-                m.recreate = true;
-                m.failing = true;
-                if let Some(p) = &m.producer {
-                    p.purge_all();
-                }
-                m.purge_at = Instant::now() + PURGE_EVERY;
-                if m.mode == Mode::Live {
-                    m.mode = Mode::Quiesce;
-                }
-            }
-        }
-    }
-
-    fn on_report(&self, m: &mut Machine, r: Report) {
-        m.queue_full = false;
-        let Some(slot) = m.slots.take(r.token) else {
-            return;
-        };
-        let kafka = &self.metrics.kafka;
-        match r.result {
-            Ok(()) => {
-                kafka.acknowledged.inc();
-                kafka
-                    .delivery_seconds
-                    .observe(slot.sent_at.elapsed().as_secs_f64());
-                self.metrics.sink_lines.get_or_create(&Self::labels()).inc();
-                m.last_progress = Instant::now();
-                if m.failing {
-                    m.failing = false;
-                    self.status.recovered(SEND_FAILURE);
-                    self.status.recovered(PRODUCER_FAILURE);
-                    info!(sink = SINK, "Kafka acknowledges messages again");
-                }
-                match slot.owner {
-                    Owner::Live { dix, .. } => self.lines_done(m, dix, 1),
-                    Owner::Replay { index } => {
-                        if let Some(rp) = &mut m.replay {
-                            rp.reported(index, None);
-                        }
-                    }
-                }
-            }
-            Err(f) => self.on_failure(m, slot, f),
-        }
-    }
-
-    fn on_failure(&self, m: &mut Machine, slot: Slot, f: Failure) {
-        let permanent = f.is_permanent();
-        let again = !permanent;
-        if f.possibly_persisted && again {
-            self.metrics.kafka.possible_duplicates.inc();
-        }
-        if f.is_purge() || f.code == rdkafka::error::RDKafkaErrorCode::Fatal {
-            self.failed("purged", 1);
-        } else if permanent {
-            self.failed("rejected", 1);
-            self.sink_failure("rejected");
-        } else {
-            self.failed("error", 1);
-            self.sink_failure("error");
-            if !m.failing || m.mode == Mode::Live {
-                warn!(sink = SINK, error = %f.text, "Kafka delivery failed; spilling to the on-disk buffer and producing again from there");
-            }
-            m.failing = true;
-            self.status
-                .failed(SEND_FAILURE, &format!("delivery failed: {}", f.text));
-            if m.mode == Mode::Live {
-                self.start_quiesce(m);
-            }
-        }
-        match (slot.owner, slot.msg) {
-            (Owner::Live { dix, line }, Some(msg)) => {
-                let item = Item {
-                    dix,
-                    line,
-                    msg,
-                    maybe_sent: slot.maybe_sent || f.possibly_persisted,
-                };
-                if permanent {
-                    m.dead.push_back(DeadLetter {
-                        items: vec![item],
-                        reason: format!("broker: {}", f.text),
-                        label: "rejected",
-                    });
-                } else {
-                    m.spilled.push(item);
-                }
-            }
-            (Owner::Live { dix, .. }, None) => {
-                // Not reachable: live slots keep their message. Leave the line unacknowledged
-                // rather than claim it.
-                error!(
-                    sink = SINK,
-                    dix,
-                    "a live message without its bytes came back; its delivery stays unacknowledged"
-                );
-            }
-            (Owner::Replay { index }, _) => {
-                if let Some(rp) = &mut m.replay {
-                    let reason = permanent.then(|| format!("broker: {}", f.text));
-                    rp.reported(index, Some(reason));
-                }
-            }
         }
     }
 
@@ -643,152 +473,6 @@ impl KafkaWorker {
     /// Waiting messages may be appended to the buffer now.
     fn can_append(&self, m: &Machine, now: Instant) -> bool {
         !m.buffer_full && now >= m.append_at
-    }
-
-    fn produce_waiting(&self, m: &mut Machine) {
-        let Some(p) = &m.producer else {
-            return;
-        };
-        if m.queue_full || (m.draining && Instant::now() >= m.grace_until) {
-            return;
-        }
-        let now = std::time::Instant::now();
-        let (mut produced, mut retried) = (0u64, 0u64);
-        while (produced as usize) < PRODUCE_BURST {
-            let Some(item) = m.waiting.front() else {
-                break;
-            };
-            match p.send(m.slots.next_token(), &item.msg) {
-                Ok(()) => {
-                    let Some(item) = m.waiting.pop_front() else {
-                        break;
-                    };
-                    if m.slots.is_empty() {
-                        m.last_progress = Instant::now();
-                    }
-                    if item.maybe_sent {
-                        retried += 1;
-                    }
-                    produced += 1;
-                    m.slots.insert(Slot {
-                        owner: Owner::Live {
-                            dix: item.dix,
-                            line: item.line,
-                        },
-                        msg: Some(item.msg),
-                        sent_at: now,
-                        maybe_sent: item.maybe_sent,
-                    });
-                }
-                Err(Refused::QueueFull) => {
-                    m.queue_full = true;
-                    break;
-                }
-                Err(Refused::Permanent(e)) => {
-                    let Some(item) = m.waiting.pop_front() else {
-                        break;
-                    };
-                    self.failed("rejected", 1);
-                    self.sink_failure("rejected");
-                    m.dead.push_back(DeadLetter {
-                        items: vec![item],
-                        reason: format!("producer: {e}"),
-                        label: "rejected",
-                    });
-                }
-            }
-        }
-        self.metrics.kafka.produced.inc_by(produced);
-        self.metrics.kafka.retried.inc_by(retried);
-    }
-
-    fn produce_replay(&self, m: &mut Machine) {
-        let (Some(p), Some(rp)) = (&m.producer, &mut m.replay) else {
-            return;
-        };
-        if m.queue_full {
-            return;
-        }
-        let now = std::time::Instant::now();
-        let mut produced = 0u64;
-        while let Some(index) = rp.next_to_produce() {
-            let Some(msg) = rp.msgs.get(index) else {
-                break;
-            };
-            match p.send(m.slots.next_token(), msg) {
-                Ok(()) => {
-                    if m.slots.is_empty() {
-                        m.last_progress = Instant::now();
-                    }
-                    rp.produced(index);
-                    produced += 1;
-                    m.slots.insert(Slot {
-                        owner: Owner::Replay {
-                            index: index as u32,
-                        },
-                        msg: None,
-                        sent_at: now,
-                        maybe_sent: false,
-                    });
-                }
-                Err(Refused::QueueFull) => {
-                    m.queue_full = true;
-                    break;
-                }
-                Err(Refused::Permanent(e)) => {
-                    self.failed("rejected", 1);
-                    self.sink_failure("rejected");
-                    rp.produced(index);
-                    rp.reported(index as u32, Some(Some(format!("producer: {e}"))));
-                }
-            }
-        }
-        self.metrics.kafka.produced.inc_by(produced);
-        self.metrics.kafka.retried.inc_by(produced);
-    }
-
-    /// When the loop has something to do next (besides events and input).
-    fn next_wake(&self, m: &Machine) -> Option<Instant> {
-        let mut at: Option<Instant> = None;
-        let mut at_least = |t: Instant| at = Some(at.map_or(t, |a| a.min(t)));
-        if m.producer.is_none() && !m.recreate {
-            at_least(m.producer_at);
-        }
-        if m.queue_full {
-            at_least(Instant::now() + QUEUE_FULL_WAIT);
-        }
-        if !m.dead.is_empty() {
-            at_least(m.disk_at);
-        }
-        match m.mode {
-            Mode::Live => {
-                if !m.slots.is_empty() {
-                    at_least(m.last_progress + self.config.buffer.spill_after.0);
-                }
-                if m.draining && (!m.slots.is_empty() || !m.waiting.is_empty()) {
-                    at_least(m.grace_until);
-                }
-            }
-            Mode::Quiesce => {
-                if !m.slots.is_empty() {
-                    at_least(m.purge_at);
-                }
-            }
-            Mode::Buffered => {
-                if !m.waiting.is_empty() && !m.buffer_full {
-                    at_least(m.append_at);
-                }
-                match &m.replay {
-                    None if !m.draining => at_least(m.replay_at.max(m.disk_at)),
-                    Some(rp) if rp.complete() => at_least(m.disk_at),
-                    Some(rp) if rp.failed && rp.outstanding == 0 => at_least(m.disk_at),
-                    Some(rp) if m.draining && rp.outstanding > 0 => at_least(m.purge_at),
-                    Some(rp) if rp.next_to_produce().is_some() => at_least(m.replay_at),
-                    _ => {}
-                }
-            }
-        }
-        at
     }
 
     /// Shutdown: what is left is not acknowledged (capture reads it again after the restart).

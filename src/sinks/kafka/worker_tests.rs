@@ -40,6 +40,12 @@ fn config(mock: &KafkaMock, tweak: impl FnOnce(&mut KafkaSinkConfig)) -> KafkaSi
     c
 }
 
+/// No spill on a slow start (connecting, the idempotent producer's id) for tests of the
+/// live path.
+fn no_spill(c: &mut KafkaSinkConfig) {
+    c.buffer.spill_after = HumanDuration(Duration::from_secs(600));
+}
+
 /// A worker on the stores (and checkpoints) in `dir`.
 fn harness(dir: &Path, config: KafkaSinkConfig) -> Harness {
     let metrics = Arc::new(Metrics::new());
@@ -175,15 +181,17 @@ impl Harness {
     }
 }
 
-/// The topic read back: line timestamps in partition order (one key: one partition).
+/// The topic read back: line timestamps in partition order (one key: one partition). Reads
+/// until nothing new comes for a while (one more than `want`), so duplicates show.
 async fn read_back(mock: &KafkaMock, want: usize) -> Vec<i64> {
+    let want = want + 1;
     let bootstrap = mock.bootstrap_servers().to_string();
     let got = tokio::task::spawn_blocking(move || {
         consume_all(
             &bootstrap,
             TOPIC,
             want,
-            Duration::from_secs(3),
+            Duration::from_secs(2),
             Duration::from_secs(20),
         )
     })
@@ -209,7 +217,7 @@ fn mock() -> KafkaMock {
 async fn live_path_delivers_each_line_once_and_acknowledges() {
     let mock = mock();
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut h = harness(dir.path(), config(&mock, |_| {}));
+    let mut h = harness(dir.path(), config(&mock, no_spill));
     let task = h.start();
     for seq in 0..20u64 {
         let d = h.delivery(seq + 1, seq as i64 * 50 + 1, 50, None).await;
@@ -244,7 +252,8 @@ async fn too_large_line_is_a_dead_letter_and_delivery_goes_on() {
     let mut h = harness(
         dir.path(),
         config(&mock, |c| {
-            c.message_max_bytes = crate::config::ByteSize(1000)
+            no_spill(c);
+            c.message_max_bytes = crate::config::ByteSize(1000);
         }),
     );
     let task = h.start();
@@ -428,4 +437,82 @@ async fn abandon_acknowledges_and_buffers_nothing_more() {
         .expect("worker");
     assert_eq!(h.ledger.unacknowledged(), 1, "nothing acknowledged");
     assert_eq!(h.buffer.pending().0, 0, "nothing buffered");
+}
+
+fn inject(
+    mock: &KafkaMock,
+    api: rdkafka::types::RDKafkaApiKey,
+    errors: Vec<rdkafka::types::RDKafkaRespErr>,
+) {
+    mock.with(move |c| c.request_errors(api, &errors));
+}
+
+/// A produce request the broker refuses for good (invalid record): its lines are dead
+/// letters with the broker's error, acknowledged once durable; later lines are delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broker_refusal_is_a_dead_letter_and_delivery_goes_on() {
+    use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+    let mock = mock();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut h = harness(dir.path(), config(&mock, no_spill));
+    inject(
+        &mock,
+        RDKafkaApiKey::Produce,
+        vec![RDKafkaRespErr::RD_KAFKA_RESP_ERR_INVALID_RECORD],
+    );
+    let task = h.start();
+    let d = h.delivery(1, 1, 5, None).await;
+    h.send(d);
+    assert!(
+        h.wait_acked(5, Duration::from_secs(20)).await,
+        "refused lines acknowledged"
+    );
+    let records = h.dead_letters.lock().records().expect("dlq records");
+    let mut refused = 0;
+    for (_, bytes) in &records {
+        let (header, msgs) = super::super::store::decode_record(bytes).expect("decode");
+        let reason = header.reason.unwrap_or_default();
+        assert!(reason.contains("InvalidRecord"), "{reason}");
+        refused += msgs.len();
+    }
+    assert_eq!(refused, 5);
+    assert_eq!(
+        h.counter("log_capturer_dead_letters_total{sink=\"kafka\",reason=\"rejected\"}"),
+        5
+    );
+    let d = h.delivery(2, 6, 5, None).await;
+    h.send(d);
+    assert!(
+        h.wait_acked(10, Duration::from_secs(20)).await,
+        "later lines delivered"
+    );
+    assert_eq!(read_back(&mock, 5).await, (6..=10).collect::<Vec<i64>>());
+    h.stop(task).await;
+}
+
+/// A fatal producer error (the idempotent producer's id refused): the producer is recreated
+/// and every line is delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fatal_error_recreates_the_producer() {
+    use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+    let mock = mock();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut h = harness(dir.path(), config(&mock, no_spill));
+    inject(
+        &mock,
+        RDKafkaApiKey::InitProducerId,
+        vec![RDKafkaRespErr::RD_KAFKA_RESP_ERR_CLUSTER_AUTHORIZATION_FAILED],
+    );
+    let task = h.start();
+    let d = h.delivery(1, 1, 100, None).await;
+    h.send(d);
+    assert!(
+        h.wait_acked(100, Duration::from_secs(25)).await,
+        "acked up to {}: {}",
+        h.acked(),
+        h.metrics.render()
+    );
+    assert_eq!(read_back(&mock, 100).await, (1..=100).collect::<Vec<i64>>());
+    assert!(h.counter("log_capturer_sink_failures_total{sink=\"kafka\",reason=\"fatal\"}") >= 1);
+    h.stop(task).await;
 }

@@ -22,9 +22,9 @@ use crate::observability::kafka_metrics::{BrokerLabels, KafkaMetrics};
 /// What the producer's thread tells the worker.
 pub(super) enum Event {
     Report(Report),
-    /// The producer hit a fatal error (e.g. the idempotent producer's sequence broke): it must
-    /// be recreated.
-    Fatal(String),
+    /// librdkafka reported an error: the worker checks whether the producer is in a fatal
+    /// state (e.g. the idempotent producer's id or sequence broke) and must be recreated.
+    Error,
 }
 
 pub(super) struct Report {
@@ -98,11 +98,10 @@ impl ClientContext for Context {
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
-        if error.rdkafka_error_code() == Some(RDKafkaErrorCode::Fatal) {
-            let _ = self.tx.send(Event::Fatal(reason.to_string()));
-        } else {
-            warn!(sink = "kafka", error = %error, "librdkafka: {reason}");
-        }
+        // A fatal error comes as an error event with its underlying code (e.g.
+        // ClusterAuthorizationFailed); the worker asks the producer whether it is fatal.
+        warn!(sink = "kafka", error = %error, "librdkafka: {reason}");
+        let _ = self.tx.send(Event::Error);
     }
 }
 
@@ -182,6 +181,14 @@ impl KafkaProducer {
                 _ => Err(Refused::Permanent(e.to_string())),
             },
         }
+    }
+
+    /// The producer's fatal error, if it has one.
+    pub fn fatal_error(&self) -> Option<String> {
+        self.inner
+            .client()
+            .fatal_error()
+            .map(|(code, text)| format!("{code:?}: {text}"))
     }
 
     /// Takes back what librdkafka has not sent yet (never what is in flight: a request on the

@@ -1,0 +1,213 @@
+//! Input and delivery reports: a delivery's lines become messages (or dead letters at once);
+//! a report completes a line, sends it back to be spilled or produced again, or makes it a
+//! dead letter; a fatal producer error starts the producer's recreation.
+
+use std::sync::Arc;
+use tokio::time::Instant;
+use tracing::{error, info, warn};
+
+use super::producer::{Event, Failure, KafkaProducer, Report};
+use super::state::{Item, Owner, Slot};
+use super::stores::DeadLetter;
+use super::{KafkaWorker, Machine, Mode, PRODUCER_FAILURE, PURGE_EVERY, SEND_FAILURE, SINK};
+use crate::pipeline::Delivery;
+
+impl KafkaWorker {
+    /// A delivery from the input: its lines' messages wait to be produced (or buffered);
+    /// those over `message_max_bytes` become dead letters at once.
+    pub(super) fn take(&self, m: &mut Machine, d: Arc<Delivery>) {
+        if d.end_of_stream || d.batch.lines.is_empty() {
+            return;
+        }
+        self.status.received(d.charged_bytes());
+        let mut msgs = Vec::with_capacity(d.batch.lines.len());
+        self.encoder.encode(&d.batch, &mut msgs);
+        let dix = m.deliveries.add(Arc::clone(&d), msgs.len());
+        if msgs.is_empty() {
+            self.lines_done(m, dix, 0);
+            return;
+        }
+        let max = self.config.message_max_bytes.0;
+        for (line, msg) in msgs.into_iter().enumerate() {
+            let item = Item {
+                dix,
+                line: line as u32,
+                msg,
+                maybe_sent: false,
+            };
+            if item.msg.value.len() as u64 > max {
+                self.failed("too_large", 1);
+                self.sink_failure("too_large");
+                let reason = format!(
+                    "message of {} bytes is over message_max_bytes ({max})",
+                    item.msg.value.len()
+                );
+                m.dead.push_back(DeadLetter {
+                    items: vec![item],
+                    reason,
+                    label: "too_large",
+                });
+            } else {
+                m.waiting.push_back(item);
+            }
+        }
+    }
+
+    /// `n` lines of delivery `dix` are done; completes it in the ledger once all are. Nothing
+    /// is acknowledged once abandoned.
+    pub(super) fn lines_done(&self, m: &mut Machine, dix: u64, n: usize) {
+        if self.abandon.is_cancelled() || m.abandoning {
+            return;
+        }
+        if let Some(d) = m.deliveries.done(dix, n) {
+            self.ledger.complete(&d.batch.container.id, d.seq);
+            self.status.finished(d.charged_bytes());
+            let labels = Self::labels();
+            self.metrics.sink_batches.get_or_create(&labels).inc();
+            self.metrics
+                .sink_latency
+                .get_or_create(&labels)
+                .observe(d.enqueued.elapsed().as_secs_f64());
+        }
+    }
+
+    pub(super) fn on_event(&self, m: &mut Machine, ev: Event) {
+        match ev {
+            Event::Report(r) => self.on_report(m, r),
+            Event::Error => {
+                if let Some(reason) = m.producer.as_ref().and_then(KafkaProducer::fatal_error) {
+                    self.fatal(m, &reason);
+                }
+            }
+        }
+    }
+
+    /// The producer is in a fatal state: take everything back, recreate it, produce again.
+    pub(super) fn fatal(&self, m: &mut Machine, reason: &str) {
+        if m.recreate {
+            return;
+        }
+        self.sink_failure("fatal");
+        self.status
+            .failed(PRODUCER_FAILURE, &format!("fatal producer error: {reason}"));
+        error!(sink = SINK, %reason, outstanding = m.slots.len(),
+            "fatal Kafka producer error; recreating the producer and producing again what was outstanding (possible duplicates are counted)");
+        m.recreate = true;
+        m.failing = true;
+        if let Some(p) = &m.producer {
+            p.purge_all();
+        }
+        m.purge_at = Instant::now() + PURGE_EVERY;
+        if m.mode == Mode::Live {
+            m.mode = Mode::Quiesce;
+        }
+    }
+
+    pub(super) fn on_report(&self, m: &mut Machine, r: Report) {
+        m.queue_full = false;
+        let Some(slot) = m.slots.take(r.token) else {
+            return;
+        };
+        let kafka = &self.metrics.kafka;
+        match r.result {
+            Ok(()) => {
+                // Counted per batch of reports (`flush_counts`): no label lookup per message.
+                m.acked += 1;
+                kafka
+                    .delivery_seconds
+                    .observe(slot.sent_at.elapsed().as_secs_f64());
+                m.last_progress = Instant::now();
+                if m.failing {
+                    m.failing = false;
+                    self.status.recovered(SEND_FAILURE);
+                    self.status.recovered(PRODUCER_FAILURE);
+                    info!(sink = SINK, "Kafka acknowledges messages again");
+                }
+                match slot.owner {
+                    Owner::Live { dix, .. } => self.lines_done(m, dix, 1),
+                    Owner::Replay { index } => {
+                        if let Some(rp) = &mut m.replay {
+                            rp.reported(index, None);
+                        }
+                    }
+                }
+            }
+            Err(f) => self.on_failure(m, slot, f),
+        }
+    }
+
+    pub(super) fn on_failure(&self, m: &mut Machine, slot: Slot, f: Failure) {
+        let permanent = f.is_permanent();
+        let again = !permanent;
+        if f.possibly_persisted && again {
+            self.metrics.kafka.possible_duplicates.inc();
+        }
+        if f.code == rdkafka::error::RDKafkaErrorCode::Fatal {
+            self.failed("fatal", 1);
+            self.fatal(m, &f.text);
+        } else if f.is_purge() {
+            self.failed("purged", 1);
+        } else if permanent {
+            self.failed("rejected", 1);
+            self.sink_failure("rejected");
+        } else {
+            self.failed("error", 1);
+            self.sink_failure("error");
+            if !m.failing || m.mode == Mode::Live {
+                warn!(sink = SINK, error = %f.text, "Kafka delivery failed; spilling to the on-disk buffer and producing again from there");
+            }
+            m.failing = true;
+            self.status
+                .failed(SEND_FAILURE, &format!("delivery failed: {}", f.text));
+            if m.mode == Mode::Live {
+                self.start_quiesce(m);
+            }
+        }
+        match (slot.owner, slot.msg) {
+            (Owner::Live { dix, line }, Some(msg)) => {
+                let item = Item {
+                    dix,
+                    line,
+                    msg,
+                    maybe_sent: slot.maybe_sent || f.possibly_persisted,
+                };
+                if permanent {
+                    m.dead.push_back(DeadLetter {
+                        items: vec![item],
+                        reason: format!("broker: {}", f.text),
+                        label: "rejected",
+                    });
+                } else {
+                    m.spilled.push(item);
+                }
+            }
+            (Owner::Live { dix, .. }, None) => {
+                // Not reachable: live slots keep their message. Leave the line unacknowledged
+                // rather than claim it.
+                error!(
+                    sink = SINK,
+                    dix,
+                    "a live message without its bytes came back; its delivery stays unacknowledged"
+                );
+            }
+            (Owner::Replay { index }, _) => {
+                if let Some(rp) = &mut m.replay {
+                    let reason = permanent.then(|| format!("broker: {}", f.text));
+                    rp.reported(index, Some(reason));
+                }
+            }
+        }
+    }
+
+    /// Adds the messages acknowledged since the last call to the counters.
+    pub(super) fn flush_counts(&self, m: &mut Machine) {
+        if m.acked > 0 {
+            self.metrics.kafka.acknowledged.inc_by(m.acked);
+            self.metrics
+                .sink_lines
+                .get_or_create(&Self::labels())
+                .inc_by(m.acked);
+            m.acked = 0;
+        }
+    }
+}
