@@ -68,7 +68,8 @@ pub fn run(
                 i % 1_000_000_000,
                 i % 97
             ));
-            while value.len() < 240 {
+            // 303 B in all, as the agent's NDJSON record of a 100 B line from the fake engine.
+            while value.len() < 301 {
                 value.push('x');
             }
             value.push_str("\"}");
