@@ -495,6 +495,86 @@ impl SegmentStore {
         Ok(())
     }
 
+    /// Consumes the `count` oldest records at once, the last of them `last` (`len` its
+    /// payload's length): one persisted position for all. They must all be in the segment
+    /// being read (`InvalidInput` otherwise, and nothing is consumed); the caller read them
+    /// with `peek`/`peek_next`, so it knows `count`. On error nothing is consumed.
+    pub fn consume_through(&mut self, last: RecordId, len: usize, count: u64) -> io::Result<()> {
+        let front_records = self.segments.front().map_or(0, |s| s.records);
+        if count == 0
+            || count > front_records
+            || last.segment != self.read.segment
+            || last.offset < self.read.offset
+        {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "cannot consume {count} records through {last} of {}: the oldest unconsumed is {} ({front_records} in its segment)",
+                    self.dir.display(),
+                    self.read
+                ),
+            ));
+        }
+        let next = RecordId {
+            segment: last.segment,
+            offset: last.offset + HEADER_LEN + len as u64,
+        };
+        write_position(&self.dir, next)?;
+        self.read = next;
+        self.pending_records -= count;
+        if let Some(front) = self.segments.front_mut() {
+            front.records -= count;
+        }
+        self.head = None;
+        self.drop_consumed_segments();
+        self.retry_orphans();
+        Ok(())
+    }
+
+    /// The record after `after` (one `peek` or `peek_next` returned, `len` its payload's
+    /// length), without consuming anything: a reader may work ahead of `consume` (which still
+    /// goes oldest first). `None` past the last record. Re-validates the CRC as `peek` does
+    /// (`InvalidData`: read no further ahead; `peek` reports it once it is the oldest).
+    pub fn peek_next(
+        &mut self,
+        after: RecordId,
+        len: usize,
+    ) -> io::Result<Option<(RecordId, Vec<u8>)>> {
+        let mut id = RecordId {
+            segment: after.segment,
+            offset: after.offset + HEADER_LEN + len as u64,
+        };
+        let limit = loop {
+            let Some(i) = self.segments.iter().position(|s| s.number == id.segment) else {
+                return Ok(None);
+            };
+            if id.offset < self.segments[i].valid_len {
+                break self.segments[i].valid_len;
+            }
+            match self.segments.get(i + 1) {
+                Some(next) => {
+                    id = RecordId {
+                        segment: next.number,
+                        offset: 0,
+                    }
+                }
+                None => return Ok(None),
+            }
+        };
+        let path = self.segment_path(id.segment);
+        let file = match &mut self.reader {
+            Some((number, file)) if *number == id.segment => file,
+            slot => {
+                let file = File::open(&path).map_err(|e| with_path(e, &path))?;
+                &mut slot.insert((id.segment, file)).1
+            }
+        };
+        file.seek(SeekFrom::Start(id.offset))
+            .map_err(|e| with_path(e, &path))?;
+        let payload = read_record(file, id.offset, limit, &path)?;
+        Ok(Some((id, payload)))
+    }
+
     /// After `peek` failed with `InvalidData` (data that went bad after `open`): skips the
     /// rest of the segment being read, as `open` does for an earlier segment (a corrupt frame's
     /// length cannot be trusted, so neither can anything after it). Persists the new position
@@ -1019,6 +1099,42 @@ mod tests {
     /// Found by the `segment_store` fuzz target: a position naming segment u64::MAX made the
     /// next append overflow the segment counter (a panic in debug builds; wrapped to 0 in
     /// release, sorting new records before the read position).
+    #[test]
+    fn peek_next_reads_ahead_across_segments_without_consuming() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut store, _) = open(dir.path(), &options(1 << 20, 64));
+        for i in 0..5 {
+            store.append(&payload(i)).unwrap();
+        }
+        let (mut id, mut bytes) = store.peek().unwrap().unwrap();
+        let mut ahead = vec![(id, bytes.clone())];
+        while let Some((next, b)) = store.peek_next(id, bytes.len()).unwrap() {
+            ahead.push((next, b.clone()));
+            (id, bytes) = (next, b);
+        }
+        let got: Vec<Vec<u8>> = ahead.iter().map(|(_, b)| b.clone()).collect();
+        assert_eq!(got, (0..5).map(payload).collect::<Vec<_>>());
+        assert!(ahead.iter().any(|(id, _)| id.segment != ahead[0].0.segment));
+        assert_eq!(store.pending_records(), 5, "nothing consumed");
+        // Through the second record (both in the first segment) at once; not across segments.
+        let (second, _) = &ahead[1];
+        assert_eq!(second.segment, ahead[0].0.segment);
+        let (third, _) = &ahead[2];
+        assert!(
+            store.consume_through(*third, 20, 3).is_err(),
+            "across segments"
+        );
+        store.consume_through(*second, 20, 2).unwrap();
+        assert_eq!(store.pending_records(), 3);
+        for (id, _) in &ahead[2..] {
+            store.consume(*id).unwrap();
+        }
+        assert_eq!(store.pending_records(), 0);
+        drop(store);
+        let (store, _) = open(dir.path(), &options(1 << 20, 64));
+        assert_eq!(store.pending_records(), 0, "the position persisted");
+    }
+
     #[test]
     fn implausible_segment_numbers_are_not_trusted() {
         let dir = tempfile::tempdir().unwrap();

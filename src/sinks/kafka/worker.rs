@@ -12,6 +12,18 @@
 //!   refused by the broker as too large or invalid, see [`producer::Failure::is_permanent`])
 //!   → dead letters, and delivery goes on. A failed dead-letter append is retried with
 //!   back-off; the message is not produced again.
+//! - **Refused requests.** librdkafka fails every message of a request the broker refused,
+//!   so a refused message is first produced again *alone*: from its report on, nothing new is
+//!   produced (live or replayed); once nothing is in flight, the refused messages are produced
+//!   one at a time, in the order their reports came (for one partition: the order they were
+//!   produced), each waiting for its report. One refused again alone is a dead letter for good
+//!   (no loop); a retriable failure sends it back the usual way (spill, or its replayed
+//!   record). **Order per key (partition) is kept**: a message produced after a refusal was
+//!   reported never overtakes the refused one; a later message of its partition already in
+//!   flight when the refusal came (a later request) may be delivered first, and then the
+//!   refused message is a dead letter instead of being produced again behind it. So a refused
+//!   request costs no dead letter when nothing of its partitions was in flight behind it, and
+//!   at most its own messages otherwise.
 //! - **Shutdown** as the Loki worker: a short grace for what is in memory, the rest to the
 //!   buffer; at `abandon`, nothing more is acknowledged, buffered or dead-lettered.
 //!
@@ -34,17 +46,28 @@
 //!   (purging everything), then the producer is recreated (after a back-off) and what came
 //!   back is produced again (possibly-persisted ones counted as possible duplicates).
 //! - **Buffered** (the buffer holds records, also at start-up): waiting messages are appended
-//!   behind the buffer (the ordering rule; buffer full or failing: they wait in memory and
-//!   capture pauses through the queue budget); the oldest record is replayed: produced, all
-//!   reports waited for, refused ones dead-lettered, then consumed (a record delivered but not
-//!   consumed is not produced again). Buffer empty and no replay → Live.
+//!   behind the buffer (the ordering rule; a partial record at most every
+//!   [`stores::APPEND_LINGER`], so a trickle of deliveries makes few big records; buffer full
+//!   or failing: they wait in memory and capture pauses through the queue budget). The oldest
+//!   records are replayed through a window ([`replay`], bounded by messages and bytes): read
+//!   ahead, produced in store order (so per key in capture order), and consumed strictly in
+//!   store order as each is wholly done (delivered, or refused for good and dead-lettered);
+//!   a record delivered but not consumed is not produced again. A message coming back to be
+//!   produced again stops all replay producing until nothing of the window is in flight, then
+//!   (after a back-off) production resumes from the oldest message not done. Buffer empty
+//!   and window empty → Live.
 //! - **Draining** (shutdown token or input closed; a flag over the modes): Live gets
-//!   [`SHUTDOWN_GRACE`] if Kafka was healthy, then quiesces; nothing is replayed; waiting
-//!   messages go to the buffer. A failed append stops the drain: those lines and everything
-//!   after stay unacknowledged (read again after the restart; none of them also in the buffer).
+//!   [`SHUTDOWN_GRACE`] if Kafka was healthy, then quiesces; nothing more is replayed (what is
+//!   in flight is waited for, librdkafka's queue purged; records of the window not wholly done
+//!   stay in the buffer, and are produced again whole after the restart: the crash window);
+//!   waiting messages go to the buffer. A failed append stops the drain: those lines and
+//!   everything after stay unacknowledged (read again after the restart; none of them also in
+//!   the buffer).
 
+mod advance;
 mod produce;
 mod producer;
+mod replay;
 mod reports;
 mod state;
 mod stores;
@@ -55,7 +78,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info, warn};
+use tracing::{error, info};
 
 use super::encode::MessageEncoder;
 use crate::backoff::Backoff;
@@ -65,8 +88,9 @@ use crate::observability::metrics::{Metrics, SinkLabels, SinkReasonLabels};
 use crate::observability::status::SinkStatus;
 use crate::pipeline::{AckLedger, Delivery};
 use producer::{Event, KafkaProducer};
-use state::{Deliveries, Item, Slots};
-use stores::{DeadLetter, Replay};
+use replay::Replays;
+use state::{Deliveries, Isolated, Item, Slots};
+use stores::DeadLetter;
 
 const SINK: &str = super::SINK;
 /// At shutdown, what is in memory gets this long to be delivered (when Kafka was healthy).
@@ -123,8 +147,13 @@ struct Machine {
     spilled: Vec<Item>,
     /// Quiesce ends in Buffered (a spill), not back in Live.
     spill: bool,
+    /// Refused with their whole request: to be produced again alone, in this order.
+    isolate: VecDeque<Isolated>,
+    /// While isolating: per (topic, partition), the highest token delivered (not alone). An
+    /// isolated message with a lower token would land behind it: a dead letter instead.
+    delivered: std::collections::HashMap<(Arc<str>, i32), u64>,
     dead: VecDeque<DeadLetter>,
-    replay: Option<Replay>,
+    replay: Replays,
     producer: Option<KafkaProducer>,
     /// A fatal error: the producer is closed and created again once nothing is outstanding.
     recreate: bool,
@@ -139,6 +168,8 @@ struct Machine {
     acked: u64,
     purge_at: Instant,
     append_at: Instant,
+    /// `append_at` is the end of [`stores::APPEND_LINGER`] (not of a back-off).
+    append_lingering: bool,
     append_backoff: Backoff,
     buffer_full: bool,
     /// The buffer refused a many-message record as too large: append one message at a time.
@@ -157,8 +188,9 @@ impl Machine {
         self.waiting.is_empty()
             && self.slots.is_empty()
             && self.spilled.is_empty()
+            && self.isolate.is_empty()
             && self.dead.is_empty()
-            && self.replay.is_none()
+            && self.replay.is_empty()
             && self.mode != Mode::Quiesce
     }
 }
@@ -217,8 +249,10 @@ impl KafkaWorker {
             slots: Slots::default(),
             spilled: Vec::new(),
             spill: false,
+            isolate: VecDeque::new(),
+            delivered: Default::default(),
             dead: VecDeque::new(),
-            replay: None,
+            replay: Replays::default(),
             producer: None,
             recreate: false,
             producer_at: now,
@@ -229,6 +263,7 @@ impl KafkaWorker {
             acked: 0,
             purge_at: now,
             append_at: now,
+            append_lingering: false,
             append_backoff: Backoff::new(retry.0, retry.1),
             buffer_full: false,
             chunk_one: false,
@@ -317,7 +352,10 @@ impl KafkaWorker {
 
     fn start_draining(&self, m: &mut Machine) {
         m.draining = true;
-        let healthy = m.mode == Mode::Live && !m.failing && m.producer.is_some();
+        // Buffered: the replay window gets the grace too (what it finishes is not produced again
+        // after the restart).
+        let healthy =
+            matches!(m.mode, Mode::Live | Mode::Buffered) && !m.failing && m.producer.is_some();
         m.grace_until = Instant::now()
             + if healthy {
                 SHUTDOWN_GRACE
@@ -332,16 +370,6 @@ impl KafkaWorker {
             healthy,
             "shutting down: draining"
         );
-    }
-
-    /// Stops producing live: purges librdkafka's queue; what comes back goes to the buffer.
-    fn start_quiesce(&self, m: &mut Machine) {
-        m.mode = Mode::Quiesce;
-        m.spill = true;
-        if let Some(p) = &m.producer {
-            p.purge_queue();
-        }
-        m.purge_at = Instant::now() + PURGE_EVERY;
     }
 
     fn ensure_producer(&self, m: &mut Machine, tx: &mpsc::UnboundedSender<Event>) {
@@ -366,118 +394,9 @@ impl KafkaWorker {
         }
     }
 
-    /// The synchronous part of a turn: produce, watch for the spill, end a quiesce.
-    fn advance(&self, m: &mut Machine) {
-        let now = Instant::now();
-        if m.draining
-            && m.mode == Mode::Live
-            && now >= m.grace_until
-            && (!m.waiting.is_empty() || !m.slots.is_empty())
-        {
-            info!(
-                sink = SINK,
-                "shutdown grace over: what is left goes to the on-disk buffer"
-            );
-            self.start_quiesce(m);
-        }
-        match m.mode {
-            Mode::Live => {
-                let spill_after = self.config.buffer.spill_after.0;
-                if !m.slots.is_empty() && now >= m.last_progress + spill_after {
-                    self.failed("timeout", 1);
-                    self.sink_failure("timeout");
-                    m.failing = true;
-                    let text = format!(
-                        "no delivery acknowledged for {spill_after:?} with {} messages outstanding",
-                        m.slots.len()
-                    );
-                    self.status.failed(SEND_FAILURE, &text);
-                    warn!(sink = SINK, "{text}; spilling to the on-disk buffer");
-                    self.start_quiesce(m);
-                    return;
-                }
-                self.produce_waiting(m);
-            }
-            Mode::Quiesce => {
-                if !m.slots.is_empty() {
-                    if now >= m.purge_at {
-                        if let Some(p) = &m.producer {
-                            if m.recreate {
-                                p.purge_all();
-                            } else {
-                                p.purge_queue();
-                            }
-                        }
-                        m.purge_at = now + PURGE_EVERY;
-                    }
-                    return;
-                }
-                if m.recreate {
-                    // The async step closes the producer first.
-                    return;
-                }
-                let mut back = std::mem::take(&mut m.spilled);
-                back.sort_unstable_by_key(|i| (i.dix, i.line));
-                let n = back.len();
-                back.extend(m.waiting.drain(..));
-                m.waiting = back.into();
-                if m.spill || self.buffered() > 0 {
-                    info!(
-                        sink = SINK,
-                        taken_back = n,
-                        waiting = m.waiting.len(),
-                        "producing stopped; messages go to the on-disk buffer"
-                    );
-                    m.mode = Mode::Buffered;
-                    m.buffer_full = false;
-                    m.chunk_one = false;
-                } else {
-                    m.mode = Mode::Live;
-                    m.last_progress = now;
-                }
-                m.spill = false;
-            }
-            Mode::Buffered => {
-                if m.draining {
-                    if let Some(rp) = &m.replay {
-                        if rp.outstanding > 0 && now >= m.purge_at {
-                            if let Some(p) = &m.producer {
-                                p.purge_queue();
-                            }
-                            m.purge_at = now + PURGE_EVERY;
-                        } else if rp.outstanding == 0 && !rp.complete() {
-                            // Not replayed now; the record stays for the next start.
-                            m.replay = None;
-                        }
-                    }
-                } else if now >= m.replay_at {
-                    self.produce_replay(m);
-                }
-                // Buffer empty: live again, unless waiting messages can still go to the buffer
-                // (always their way when draining).
-                if self.buffered() == 0
-                    && m.replay.is_none()
-                    && (m.waiting.is_empty() || (!m.draining && !self.can_append(m, now)))
-                {
-                    if !m.waiting.is_empty() || m.failing {
-                        info!(sink = SINK, "on-disk buffer empty: producing live again");
-                    }
-                    m.mode = Mode::Live;
-                    m.last_progress = now;
-                    self.produce_waiting(m);
-                }
-            }
-        }
-    }
-
-    /// Waiting messages may be appended to the buffer now.
-    fn can_append(&self, m: &Machine, now: Instant) -> bool {
-        !m.buffer_full && now >= m.append_at
-    }
-
     /// Shutdown: what is left is not acknowledged (capture reads it again after the restart).
     fn abandon_rest(&self, m: &Machine, why: &str) {
-        let lines = m.waiting.len() + m.slots.live() + m.spilled.len();
+        let lines = m.waiting.len() + m.slots.live() + m.spilled.len() + m.isolate.len();
         if lines > 0 || m.deliveries.len() > 0 {
             error!(
                 sink = SINK,

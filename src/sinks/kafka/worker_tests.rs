@@ -439,55 +439,17 @@ async fn abandon_acknowledges_and_buffers_nothing_more() {
     assert_eq!(h.buffer.pending().0, 0, "nothing buffered");
 }
 
+#[path = "worker_refusal_tests.rs"]
+mod refusal;
+#[path = "worker_replay_tests.rs"]
+mod replay;
+
 fn inject(
     mock: &KafkaMock,
     api: rdkafka::types::RDKafkaApiKey,
     errors: Vec<rdkafka::types::RDKafkaRespErr>,
 ) {
     mock.with(move |c| c.request_errors(api, &errors));
-}
-
-/// A produce request the broker refuses for good (invalid record): its lines are dead
-/// letters with the broker's error, acknowledged once durable; later lines are delivered.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn broker_refusal_is_a_dead_letter_and_delivery_goes_on() {
-    use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
-    let mock = mock();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut h = harness(dir.path(), config(&mock, no_spill));
-    inject(
-        &mock,
-        RDKafkaApiKey::Produce,
-        vec![RDKafkaRespErr::RD_KAFKA_RESP_ERR_INVALID_RECORD],
-    );
-    let task = h.start();
-    let d = h.delivery(1, 1, 5, None).await;
-    h.send(d);
-    assert!(
-        h.wait_acked(5, Duration::from_secs(20)).await,
-        "refused lines acknowledged"
-    );
-    let records = h.dead_letters.lock().records().expect("dlq records");
-    let mut refused = 0;
-    for (_, bytes) in &records {
-        let (header, msgs) = super::super::store::decode_record(bytes).expect("decode");
-        let reason = header.reason.unwrap_or_default();
-        assert!(reason.contains("InvalidRecord"), "{reason}");
-        refused += msgs.len();
-    }
-    assert_eq!(refused, 5);
-    assert_eq!(
-        h.counter("log_capturer_dead_letters_total{sink=\"kafka\",reason=\"rejected\"}"),
-        5
-    );
-    let d = h.delivery(2, 6, 5, None).await;
-    h.send(d);
-    assert!(
-        h.wait_acked(10, Duration::from_secs(20)).await,
-        "later lines delivered"
-    );
-    assert_eq!(read_back(&mock, 5).await, (6..=10).collect::<Vec<i64>>());
-    h.stop(task).await;
 }
 
 /// A fatal producer error (the idempotent producer's id refused): the producer is recreated

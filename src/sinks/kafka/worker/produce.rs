@@ -1,5 +1,6 @@
 //! Producing: waiting messages (live) and the replayed record's, and when the loop wakes.
 
+use std::sync::Arc;
 use tokio::time::Instant;
 
 use super::producer::Refused;
@@ -7,12 +8,127 @@ use super::state::{Owner, Slot};
 use super::stores::DeadLetter;
 use super::{KafkaWorker, Machine, Mode, PRODUCE_BURST, QUEUE_FULL_WAIT};
 
+impl Machine {
+    /// Messages refused with their request wait to be produced alone, or one is: nothing
+    /// else is produced meanwhile (so nothing produced later overtakes them).
+    pub(super) fn isolating(&self) -> bool {
+        !self.isolate.is_empty() || self.slots.alone() > 0
+    }
+}
+
 impl KafkaWorker {
+    /// Produces the oldest message refused with its request again, alone: once nothing else
+    /// is in flight, and one at a time (librdkafka cannot batch it with anything). Refused
+    /// again, it is a dead letter for good; so is one a later message of its partition was
+    /// delivered before (produced again it would land behind that: out of order).
+    pub(super) fn produce_isolated(&self, m: &mut Machine) {
+        if !m.isolating() {
+            if !m.delivered.is_empty() {
+                m.delivered.clear();
+            }
+            return;
+        }
+        if m.isolate.is_empty() || !m.slots.is_empty() || m.queue_full || m.recreate {
+            return;
+        }
+        let Some(p) = &m.producer else {
+            return;
+        };
+        let Some(iso) = m.isolate.front() else {
+            return;
+        };
+        let msg = match (iso.owner, &iso.msg) {
+            (Owner::Live { .. }, Some(msg)) => Some(msg),
+            (Owner::Replay { rec, index }, _) => {
+                m.replay.get(rec).and_then(|rp| rp.msgs.get(index as usize))
+            }
+            (Owner::Live { .. }, None) => None,
+        };
+        let Some(msg) = msg else {
+            // Not reachable (live ones keep their bytes; the record stays while any of its
+            // messages is outstanding): leave it unacknowledged.
+            m.isolate.pop_front();
+            return;
+        };
+        let overtaken = m
+            .delivered
+            .get(&(Arc::clone(&msg.topic), iso.partition))
+            .is_some_and(|&t| t > iso.token);
+        let sent = if overtaken {
+            Err(format!(
+                "broker: {} (refused with its produce request; later messages of its partition were delivered meanwhile, so it is not produced again out of order)",
+                iso.reason
+            ))
+        } else {
+            match p.send(m.slots.next_token(), msg) {
+                Ok(()) => Ok(()),
+                Err(Refused::QueueFull) => {
+                    m.queue_full = true;
+                    return;
+                }
+                Err(Refused::Permanent(e)) => Err(format!("producer: {e}")),
+            }
+        };
+        let Some(iso) = m.isolate.pop_front() else {
+            return;
+        };
+        match sent {
+            Ok(()) => {
+                m.last_progress = Instant::now();
+                self.metrics.kafka.produced.inc();
+                self.count_retried(1);
+                m.slots.insert(Slot {
+                    owner: iso.owner,
+                    msg: iso.msg,
+                    sent_at: std::time::Instant::now(),
+                    maybe_sent: iso.maybe_sent,
+                    alone: true,
+                });
+            }
+            Err(reason) => {
+                self.sink_failure("rejected");
+                match (iso.owner, iso.msg) {
+                    (Owner::Live { dix, line }, Some(msg)) => m.dead.push_back(DeadLetter {
+                        items: vec![super::Item {
+                            dix,
+                            line,
+                            msg,
+                            maybe_sent: iso.maybe_sent,
+                        }],
+                        reason,
+                        label: "rejected",
+                    }),
+                    (Owner::Replay { rec, index }, _) => {
+                        m.replay.reported(rec, index, Some(Some(reason)))
+                    }
+                    (Owner::Live { .. }, None) => {}
+                }
+            }
+        }
+    }
+
+    /// Messages waiting to be produced alone go back: live ones to `spilled` (the buffer),
+    /// replayed ones to be produced again with their record (a quiesce, a drain).
+    pub(super) fn release_isolated(&self, m: &mut Machine) {
+        for iso in std::mem::take(&mut m.isolate) {
+            match (iso.owner, iso.msg) {
+                (Owner::Live { dix, line }, Some(msg)) => m.spilled.push(super::Item {
+                    dix,
+                    line,
+                    msg,
+                    maybe_sent: iso.maybe_sent,
+                }),
+                (Owner::Replay { rec, index }, _) => m.replay.reported(rec, index, Some(None)),
+                (Owner::Live { .. }, None) => {}
+            }
+        }
+    }
+
     pub(super) fn produce_waiting(&self, m: &mut Machine) {
         let Some(p) = m.producer.as_ref().filter(|_| !m.recreate) else {
             return;
         };
-        if m.queue_full || (m.draining && Instant::now() >= m.grace_until) {
+        if m.queue_full || m.isolating() || (m.draining && Instant::now() >= m.grace_until) {
             return;
         }
         let now = std::time::Instant::now();
@@ -41,6 +157,7 @@ impl KafkaWorker {
                         msg: Some(item.msg),
                         sent_at: now,
                         maybe_sent: item.maybe_sent,
+                        alone: false,
                     });
                 }
                 Err(Refused::QueueFull) => {
@@ -65,46 +182,58 @@ impl KafkaWorker {
         self.count_retried(retried);
     }
 
+    /// Produces what the replay window holds, record by record in store order.
     pub(super) fn produce_replay(&self, m: &mut Machine) {
-        let (Some(p), Some(rp)) = (&m.producer, &mut m.replay) else {
+        let Some(p) = &m.producer else {
             return;
         };
-        if m.queue_full || m.recreate {
+        if m.queue_full || m.recreate || m.replay.failed || !m.isolate.is_empty() {
+            return;
+        }
+        if m.slots.alone() > 0 {
             return;
         }
         let now = std::time::Instant::now();
         let mut produced = 0u64;
-        while let Some(index) = rp.next_to_produce() {
-            let Some(msg) = rp.msgs.get(index) else {
-                break;
-            };
-            match p.send(m.slots.next_token(), msg) {
-                Ok(()) => {
-                    if m.slots.is_empty() {
-                        m.last_progress = Instant::now();
-                    }
-                    rp.produced(index);
-                    produced += 1;
-                    m.slots.insert(Slot {
-                        owner: Owner::Replay {
-                            index: index as u32,
-                        },
-                        msg: None,
-                        sent_at: now,
-                        maybe_sent: false,
-                    });
-                }
-                Err(Refused::QueueFull) => {
-                    m.queue_full = true;
+        let mut rejected = Vec::new();
+        'records: for (rec, rp) in m.replay.iter_mut() {
+            while let Some(index) = rp.next_to_produce() {
+                let Some(msg) = rp.msgs.get(index) else {
                     break;
-                }
-                Err(Refused::Permanent(e)) => {
-                    self.failed("rejected", 1);
-                    self.sink_failure("rejected");
-                    rp.produced(index);
-                    rp.reported(index as u32, Some(Some(format!("producer: {e}"))));
+                };
+                match p.send(m.slots.next_token(), msg) {
+                    Ok(()) => {
+                        if m.slots.is_empty() {
+                            m.last_progress = Instant::now();
+                        }
+                        rp.produced(index);
+                        produced += 1;
+                        m.slots.insert(Slot {
+                            owner: Owner::Replay {
+                                rec,
+                                index: index as u32,
+                            },
+                            msg: None,
+                            sent_at: now,
+                            maybe_sent: false,
+                            alone: false,
+                        });
+                    }
+                    Err(Refused::QueueFull) => {
+                        m.queue_full = true;
+                        break 'records;
+                    }
+                    Err(Refused::Permanent(e)) => {
+                        rp.produced(index);
+                        rejected.push((rec, index as u32, format!("producer: {e}")));
+                    }
                 }
             }
+        }
+        for (rec, index, reason) in rejected {
+            self.failed("rejected", 1);
+            self.sink_failure("rejected");
+            m.replay.reported(rec, index, Some(Some(reason)));
         }
         self.metrics.kafka.produced.inc_by(produced);
         self.count_retried(produced);
@@ -141,13 +270,22 @@ impl KafkaWorker {
                 if !m.waiting.is_empty() && !m.buffer_full {
                     at_least(m.append_at);
                 }
-                match &m.replay {
-                    None if !m.draining => at_least(m.replay_at.max(m.disk_at)),
-                    Some(rp) if rp.complete() => at_least(m.disk_at),
-                    Some(rp) if rp.failed && rp.outstanding == 0 => at_least(m.disk_at),
-                    Some(rp) if m.draining && rp.outstanding > 0 => at_least(m.purge_at),
-                    Some(rp) if rp.next_to_produce().is_some() => at_least(m.replay_at),
-                    _ => {}
+                let rp = &m.replay;
+                if rp.front().is_some_and(|r| r.complete()) || (rp.failed && rp.outstanding() == 0)
+                {
+                    at_least(m.disk_at);
+                }
+                if m.draining {
+                    if rp.outstanding() > 0 {
+                        at_least(m.purge_at.max(m.grace_until));
+                    }
+                } else {
+                    if rp.has_room() && self.buffered() > rp.len() as u64 {
+                        at_least(m.replay_at.max(m.disk_at));
+                    }
+                    if rp.to_produce() && !m.isolating() && !m.queue_full {
+                        at_least(m.replay_at);
+                    }
                 }
             }
         }

@@ -29,6 +29,8 @@ pub(super) enum Event {
 
 pub(super) struct Report {
     pub token: u64,
+    /// The partition it went to (-1: none assigned).
+    pub partition: i32,
     pub result: Result<(), Failure>,
 }
 
@@ -109,6 +111,10 @@ impl ProducerContext for Context {
     type DeliveryOpaque = usize;
 
     fn delivery(&self, result: &DeliveryResult<'_>, token: usize) {
+        use rdkafka::Message as _;
+        let partition = match result {
+            Ok(m) | Err((_, m)) => m.partition(),
+        };
         let result = match result {
             Ok(_) => Ok(()),
             Err((e, m)) => {
@@ -125,6 +131,7 @@ impl ProducerContext for Context {
         };
         let _ = self.tx.send(Event::Report(Report {
             token: token as u64,
+            partition,
             result,
         }));
     }

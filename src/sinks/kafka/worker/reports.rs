@@ -7,7 +7,7 @@ use tokio::time::Instant;
 use tracing::{error, info, warn};
 
 use super::producer::{Event, Failure, KafkaProducer, Report};
-use super::state::{Item, Owner, Slot};
+use super::state::{Isolated, Item, Owner, Slot};
 use super::stores::DeadLetter;
 use super::{KafkaWorker, Machine, Mode, PRODUCER_FAILURE, PURGE_EVERY, SEND_FAILURE, SINK};
 use crate::pipeline::Delivery;
@@ -111,6 +111,9 @@ impl KafkaWorker {
         let kafka = &self.metrics.kafka;
         match r.result {
             Ok(()) => {
+                if m.isolating() && !slot.alone {
+                    self.note_delivered(m, &slot, r.token, r.partition);
+                }
                 // Counted per batch of reports (`flush_counts`): no label lookup per message.
                 m.acked += 1;
                 kafka
@@ -125,18 +128,38 @@ impl KafkaWorker {
                 }
                 match slot.owner {
                     Owner::Live { dix, .. } => self.lines_done(m, dix, 1),
-                    Owner::Replay { index } => {
-                        if let Some(rp) = &mut m.replay {
-                            rp.reported(index, None);
-                        }
-                    }
+                    Owner::Replay { rec, index } => m.replay.reported(rec, index, None),
                 }
             }
-            Err(f) => self.on_failure(m, slot, f),
+            Err(f) => self.on_failure(m, slot, f, r.token, r.partition),
         }
     }
 
-    pub(super) fn on_failure(&self, m: &mut Machine, slot: Slot, f: Failure) {
+    /// Isolating: `token` of `partition` was delivered (see `Machine::delivered`).
+    fn note_delivered(&self, m: &mut Machine, slot: &Slot, token: u64, partition: i32) {
+        let topic = match (&slot.msg, slot.owner) {
+            (Some(msg), _) => Some(Arc::clone(&msg.topic)),
+            (None, Owner::Replay { rec, index }) => m
+                .replay
+                .get(rec)
+                .and_then(|rp| rp.msgs.get(index as usize))
+                .map(|msg| Arc::clone(&msg.topic)),
+            (None, Owner::Live { .. }) => None,
+        };
+        if let Some(topic) = topic {
+            let max = m.delivered.entry((topic, partition)).or_insert(token);
+            *max = (*max).max(token);
+        }
+    }
+
+    pub(super) fn on_failure(
+        &self,
+        m: &mut Machine,
+        slot: Slot,
+        f: Failure,
+        token: u64,
+        partition: i32,
+    ) {
         let permanent = f.is_permanent();
         let again = !permanent;
         if f.possibly_persisted && again {
@@ -147,6 +170,22 @@ impl KafkaWorker {
             self.fatal(m, &f.text);
         } else if f.is_purge() {
             self.failed("purged", 1);
+        } else if permanent && !slot.alone {
+            // librdkafka fails every message of a refused request: the culprit is found by
+            // producing each again alone (`produce_isolated`).
+            self.failed("rejected", 1);
+            if m.isolate.is_empty() {
+                warn!(sink = SINK, error = %f.text, "Kafka refused a produce request; producing its messages again one at a time (one refused alone is a dead letter)");
+            }
+            m.isolate.push_back(Isolated {
+                owner: slot.owner,
+                msg: slot.msg,
+                maybe_sent: slot.maybe_sent || f.possibly_persisted,
+                token,
+                partition,
+                reason: f.text,
+            });
+            return;
         } else if permanent {
             self.failed("rejected", 1);
             self.sink_failure("rejected");
@@ -190,11 +229,9 @@ impl KafkaWorker {
                     "a live message without its bytes came back; its delivery stays unacknowledged"
                 );
             }
-            (Owner::Replay { index }, _) => {
-                if let Some(rp) = &mut m.replay {
-                    let reason = permanent.then(|| format!("broker: {}", f.text));
-                    rp.reported(index, Some(reason));
-                }
+            (Owner::Replay { rec, index }, _) => {
+                let reason = permanent.then(|| format!("broker: {}", f.text));
+                m.replay.reported(rec, index, Some(reason));
             }
         }
     }

@@ -65,8 +65,8 @@ impl Deliveries {
 pub(super) enum Owner {
     /// A line of a delivery (produced live).
     Live { dix: u64, line: u32 },
-    /// Message `index` of the buffer record being replayed.
-    Replay { index: u32 },
+    /// Message `index` of record `rec` of the replay window.
+    Replay { rec: u64, index: u32 },
 }
 
 pub(super) struct Slot {
@@ -75,6 +75,21 @@ pub(super) struct Slot {
     pub msg: Option<Message>,
     pub sent_at: Instant,
     pub maybe_sent: bool,
+    /// Produced alone (after its request was refused): a refusal now is for good.
+    pub alone: bool,
+}
+
+/// A message refused with its whole produce request, to be produced again alone.
+pub(super) struct Isolated {
+    pub owner: Owner,
+    /// A live message's bytes (a replayed one is in the record).
+    pub msg: Option<Message>,
+    pub maybe_sent: bool,
+    /// Its token and partition when refused (order against what its partition delivered).
+    pub token: u64,
+    pub partition: i32,
+    /// The broker's refusal.
+    pub reason: String,
 }
 
 /// Messages librdkafka holds, by token (tokens grow by one per produce; reports come back in
@@ -85,6 +100,7 @@ pub(super) struct Slots {
     slots: VecDeque<Option<Slot>>,
     count: usize,
     live: usize,
+    alone: usize,
 }
 
 impl Slots {
@@ -98,6 +114,9 @@ impl Slots {
         if matches!(slot.owner, Owner::Live { .. }) {
             self.live += 1;
         }
+        if slot.alone {
+            self.alone += 1;
+        }
         self.slots.push_back(Some(slot));
         self.count += 1;
         token
@@ -109,6 +128,9 @@ impl Slots {
         self.count -= 1;
         if matches!(slot.owner, Owner::Live { .. }) {
             self.live -= 1;
+        }
+        if slot.alone {
+            self.alone -= 1;
         }
         while matches!(self.slots.front(), Some(None)) {
             self.slots.pop_front();
@@ -127,6 +149,11 @@ impl Slots {
         self.live
     }
 
+    /// Of which produced alone.
+    pub fn alone(&self) -> usize {
+        self.alone
+    }
+
     pub fn is_empty(&self) -> bool {
         self.count == 0
     }
@@ -142,6 +169,7 @@ mod tests {
             msg: None,
             sent_at: Instant::now(),
             maybe_sent: false,
+            alone: false,
         }
     }
 
@@ -149,7 +177,7 @@ mod tests {
     fn slots_come_back_in_any_order_once() {
         let mut s = Slots::default();
         let a = s.insert(slot(Owner::Live { dix: 0, line: 0 }));
-        let b = s.insert(slot(Owner::Replay { index: 0 }));
+        let b = s.insert(slot(Owner::Replay { rec: 0, index: 0 }));
         let c = s.insert(slot(Owner::Live { dix: 0, line: 1 }));
         assert_eq!((s.len(), s.live()), (3, 2));
         assert!(s.take(b).is_some());

@@ -1,20 +1,25 @@
-//! The worker's disk side: dead letters, appends behind the on-disk buffer, and the replay of
-//! its oldest record. One store operation per call (run on a blocking thread by
+//! The worker's disk side: dead letters, appends behind the on-disk buffer, and reading and
+//! consuming the records of the replay window ([`super::replay`]). One store operation per call (run on a blocking thread by
 //! [`SharedStore`](crate::buffer::SharedStore)), so the loop looks at reports and input in
 //! between.
 
+use std::time::Duration;
 use tokio::time::Instant;
 use tracing::{error, warn};
 
 use super::super::encode::Message;
 use super::super::store::{decode_record, encode_record};
+use super::replay::Replay;
 use super::{DEAD_LETTER_FAILURE, KafkaWorker, Machine, Mode, SINK};
 use crate::buffer::{AppendError, RecordId};
 
-/// Messages per buffer record (and bytes of values): one record is produced, and waited for,
-/// as a whole when replayed.
-const RECORD_MESSAGES: usize = 10_000;
+/// Messages per buffer record (and bytes of values): one record is consumed as a whole when
+/// replayed.
+pub(super) const RECORD_MESSAGES: usize = 10_000;
 const RECORD_BYTES: usize = 1 << 20;
+/// A partial record (everything waiting) is appended at most this often, so that a trickle of
+/// small deliveries during an outage makes fewer, bigger records.
+pub(super) const APPEND_LINGER: Duration = Duration::from_millis(250);
 
 /// Lines refused for good, to be kept in the dead-letter store.
 pub(super) struct DeadLetter {
@@ -22,93 +27,6 @@ pub(super) struct DeadLetter {
     pub reason: String,
     /// `log_capturer_dead_letters_total` reason.
     pub label: &'static str,
-}
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Step {
-    ToProduce,
-    Outstanding,
-    Done,
-}
-
-/// The buffer record being replayed.
-pub(super) struct Replay {
-    pub id: RecordId,
-    pub msgs: Vec<Message>,
-    steps: Vec<Step>,
-    /// The first message that may be `ToProduce` (all before it are not).
-    next: usize,
-    pub outstanding: usize,
-    /// Messages not done (delivered or refused for good).
-    left: usize,
-    /// Refused for good: (index, reason), dead-lettered before the record is consumed.
-    pub rejected: Vec<(usize, String)>,
-    /// A message came back to be produced again (purged or failed).
-    pub failed: bool,
-}
-
-impl Replay {
-    pub fn new(id: RecordId, msgs: Vec<Message>) -> Self {
-        let n = msgs.len();
-        Replay {
-            id,
-            msgs,
-            steps: vec![Step::ToProduce; n],
-            next: 0,
-            outstanding: 0,
-            left: n,
-            rejected: Vec::new(),
-            failed: false,
-        }
-    }
-
-    pub fn next_to_produce(&self) -> Option<usize> {
-        (self.next < self.steps.len() && !self.failed).then_some(self.next)
-    }
-
-    pub fn produced(&mut self, index: usize) {
-        if let Some(s) = self.steps.get_mut(index) {
-            *s = Step::Outstanding;
-            self.outstanding += 1;
-        }
-        while self.next < self.steps.len() && self.steps[self.next] != Step::ToProduce {
-            self.next += 1;
-        }
-    }
-
-    /// A report: `None` delivered; `Some(None)` to be produced again; `Some(Some(reason))`
-    /// refused for good.
-    pub fn reported(&mut self, index: u32, outcome: Option<Option<String>>) {
-        let index = index as usize;
-        let Some(step) = self.steps.get_mut(index) else {
-            return;
-        };
-        if *step != Step::Outstanding {
-            return;
-        }
-        self.outstanding -= 1;
-        match outcome {
-            None => {
-                *step = Step::Done;
-                self.left -= 1;
-            }
-            Some(Some(reason)) => {
-                *step = Step::Done;
-                self.left -= 1;
-                self.rejected.push((index, reason));
-            }
-            Some(None) => {
-                *step = Step::ToProduce;
-                self.failed = true;
-                self.next = self.next.min(index);
-            }
-        }
-    }
-
-    /// Every message delivered or refused: dead letters, then the consume, are left.
-    pub fn complete(&self) -> bool {
-        self.left == 0
-    }
 }
 
 impl KafkaWorker {
@@ -146,26 +64,23 @@ impl KafkaWorker {
             return true;
         }
         if m.mode == Mode::Buffered && now >= m.disk_at {
-            if let Some(rp) = &mut m.replay
-                && rp.failed
-                && rp.outstanding == 0
-                && !m.draining
-            {
-                // Produce it again (what was delivered is not) after a back-off.
-                rp.failed = false;
+            if m.replay.failed && m.replay.outstanding() == 0 && !m.draining {
+                // Produce again what came back (what was delivered is not) after a back-off.
+                m.replay.failed = false;
                 m.replay_at = now + m.replay_backoff.next_delay();
                 return false;
             }
-            match &m.replay {
-                Some(rp) if rp.complete() => {
-                    self.finish_replay(m).await;
-                    return true;
-                }
-                None if !m.draining && now >= m.replay_at && self.buffered() > 0 => {
-                    self.start_replay(m).await;
-                    return true;
-                }
-                _ => {}
+            if m.replay.front().is_some_and(Replay::complete) {
+                self.finish_replay(m).await;
+                return true;
+            }
+            if !m.draining
+                && now >= m.replay_at
+                && m.replay.has_room()
+                && self.buffered() > m.replay.len() as u64
+            {
+                self.read_replay(m).await;
+                return true;
             }
         }
         false
@@ -249,7 +164,13 @@ impl KafkaWorker {
         match result {
             Ok(_) => {
                 m.append_backoff.reset();
-                m.append_at = Instant::now();
+                m.append_lingering = n == m.waiting.len();
+                m.append_at = Instant::now()
+                    + if m.append_lingering {
+                        APPEND_LINGER
+                    } else {
+                        Duration::ZERO
+                    };
                 let mut run: Option<(u64, usize)> = None;
                 for item in m.waiting.drain(..n).collect::<Vec<_>>() {
                     match &mut run {
@@ -269,6 +190,7 @@ impl KafkaWorker {
             Err(AppendError::Full { used, max }) => {
                 m.buffer_full = true;
                 if self.buffered() == 0 {
+                    m.append_lingering = false;
                     m.append_at = Instant::now() + m.append_backoff.next_delay();
                 }
                 self.metrics
@@ -304,6 +226,7 @@ impl KafkaWorker {
                 self.stop_draining(m, "a message is larger than the on-disk buffer");
             }
             Err(AppendError::Io(e)) => {
+                m.append_lingering = false;
                 m.append_at = Instant::now() + m.append_backoff.next_delay();
                 self.metrics
                     .buffer_errors
@@ -315,11 +238,36 @@ impl KafkaWorker {
         }
     }
 
-    async fn start_replay(&self, m: &mut Machine) {
-        let (id, bytes) = match self.buffer.with(|s| s.peek()).await {
+    /// Reads the next record into the replay window: the store's head when the window is
+    /// empty, else the record after the window's last.
+    async fn read_replay(&self, m: &mut Machine) {
+        let read = match m.replay.last() {
+            None => self.buffer.with(|s| s.peek()).await,
+            Some((after, len)) => {
+                match self.buffer.with(move |s| read_ahead(s, after, len)).await {
+                    Ok((records, _)) if !records.is_empty() => {
+                        // An error after them comes back on the next read.
+                        for (id, bytes) in records {
+                            self.push_replay(m, id, &bytes);
+                        }
+                        return;
+                    }
+                    Ok((_, Some(e))) => Ok(Err(e)),
+                    Ok((_, None)) => Ok(Ok(None)),
+                    Err(e) => Err(e),
+                }
+            }
+        };
+        let (id, bytes) = match read {
             Ok(Ok(Some(x))) => x,
             Ok(Ok(None)) => {
                 self.disk_failed(m);
+                return;
+            }
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::InvalidData && !m.replay.is_empty() => {
+                // Reported (and skipped) once it is the head.
+                warn!(sink = SINK, error = %e, "corrupt on-disk buffer record ahead; replaying up to it");
+                m.replay.blocked = true;
                 return;
             }
             Ok(Err(e)) if e.kind() == std::io::ErrorKind::InvalidData => {
@@ -343,7 +291,11 @@ impl KafkaWorker {
             Ok(Err(e)) => return self.buffer_error(m, "read", &e.to_string()),
             Err(e) => return self.buffer_error(m, "read", &e),
         };
-        let msgs = match decode_record(&bytes) {
+        self.push_replay(m, id, &bytes);
+    }
+
+    fn push_replay(&self, m: &mut Machine, id: RecordId, bytes: &[u8]) {
+        let msgs = match decode_record(bytes) {
             Ok((_, msgs)) => msgs,
             Err(e) => {
                 self.metrics
@@ -354,12 +306,12 @@ impl KafkaWorker {
                 Vec::new()
             }
         };
-        m.replay = Some(Replay::new(id, msgs));
+        m.replay.push(Replay::new(id, bytes.len(), msgs));
     }
 
-    /// Dead-letters what the brokers refused of the replayed record, then consumes it.
+    /// Dead-letters what the brokers refused of the window's oldest record, then consumes it.
     async fn finish_replay(&self, m: &mut Machine) {
-        let Some(rp) = &mut m.replay else {
+        let Some(rp) = m.replay.front_mut() else {
             return;
         };
         if let Some((index, reason)) = rp.rejected.last() {
@@ -378,10 +330,20 @@ impl KafkaWorker {
             }
             return;
         }
-        let id = rp.id;
-        match self.buffer.with(move |s| s.consume(id)).await {
+        // The done records at the front of the window, in the segment being read: consumed
+        // at once (one persisted position).
+        let Some((last, len, count)) = m.replay.done_run() else {
+            return;
+        };
+        match self
+            .buffer
+            .with(move |s| s.consume_through(last, len, count as u64))
+            .await
+        {
             Ok(Ok(())) => {
-                m.replay = None;
+                for _ in 0..count {
+                    m.replay.pop_front();
+                }
                 m.buffer_full = false;
                 m.chunk_one = false;
                 m.replay_backoff.reset();
@@ -406,4 +368,30 @@ impl KafkaWorker {
         };
         error!(sink = SINK, op, error = %e, "{what}");
     }
+}
+
+/// Records read ahead per store operation (and payload bytes).
+const READ_AHEAD_RECORDS: usize = 256;
+const READ_AHEAD_BYTES: usize = 2 << 20;
+
+/// Up to [`READ_AHEAD_RECORDS`] records after `after`, and the error that stopped the
+/// reading, if one did.
+fn read_ahead(
+    s: &mut crate::buffer::SegmentStore,
+    mut after: RecordId,
+    mut len: usize,
+) -> (Vec<(RecordId, Vec<u8>)>, Option<std::io::Error>) {
+    let (mut out, mut bytes) = (Vec::new(), 0);
+    while out.len() < READ_AHEAD_RECORDS && bytes < READ_AHEAD_BYTES {
+        match s.peek_next(after, len) {
+            Ok(Some((id, payload))) => {
+                (after, len) = (id, payload.len());
+                bytes += payload.len();
+                out.push((id, payload));
+            }
+            Ok(None) => break,
+            Err(e) => return (out, Some(e)),
+        }
+    }
+    (out, None)
 }

@@ -1,0 +1,138 @@
+//! The synchronous part of a turn of the worker's loop: produce, watch for the spill, end a
+//! quiesce, drive the replay window, go live again.
+
+use tokio::time::Instant;
+use tracing::{info, warn};
+
+use super::{KafkaWorker, Machine, Mode, PURGE_EVERY, SEND_FAILURE, SINK, stores};
+
+impl KafkaWorker {
+    /// Stops producing live: purges librdkafka's queue; what comes back goes to the buffer.
+    pub(super) fn start_quiesce(&self, m: &mut Machine) {
+        m.mode = Mode::Quiesce;
+        m.spill = true;
+        if let Some(p) = &m.producer {
+            p.purge_queue();
+        }
+        m.purge_at = Instant::now() + PURGE_EVERY;
+    }
+
+    /// The synchronous part of a turn: produce, watch for the spill, end a quiesce.
+    pub(super) fn advance(&self, m: &mut Machine) {
+        let now = Instant::now();
+        if m.draining
+            && m.mode == Mode::Live
+            && now >= m.grace_until
+            && (!m.waiting.is_empty() || !m.slots.is_empty())
+        {
+            info!(
+                sink = SINK,
+                "shutdown grace over: what is left goes to the on-disk buffer"
+            );
+            self.start_quiesce(m);
+        }
+        if m.mode != Mode::Quiesce && !(m.draining && m.mode == Mode::Buffered) {
+            self.produce_isolated(m);
+        }
+        match m.mode {
+            Mode::Live => {
+                let spill_after = self.config.buffer.spill_after.0;
+                if !m.slots.is_empty() && now >= m.last_progress + spill_after {
+                    self.failed("timeout", 1);
+                    self.sink_failure("timeout");
+                    m.failing = true;
+                    let text = format!(
+                        "no delivery acknowledged for {spill_after:?} with {} messages outstanding",
+                        m.slots.len()
+                    );
+                    self.status.failed(SEND_FAILURE, &text);
+                    warn!(sink = SINK, "{text}; spilling to the on-disk buffer");
+                    self.start_quiesce(m);
+                    return;
+                }
+                self.produce_waiting(m);
+            }
+            Mode::Quiesce => {
+                if !m.slots.is_empty() {
+                    if now >= m.purge_at {
+                        if let Some(p) = &m.producer {
+                            if m.recreate {
+                                p.purge_all();
+                            } else {
+                                p.purge_queue();
+                            }
+                        }
+                        m.purge_at = now + PURGE_EVERY;
+                    }
+                    return;
+                }
+                if m.recreate {
+                    // The async step closes the producer first.
+                    return;
+                }
+                self.release_isolated(m);
+                let mut back = std::mem::take(&mut m.spilled);
+                back.sort_unstable_by_key(|i| (i.dix, i.line));
+                let n = back.len();
+                back.extend(m.waiting.drain(..));
+                m.waiting = back.into();
+                if m.spill || self.buffered() > 0 {
+                    info!(
+                        sink = SINK,
+                        taken_back = n,
+                        waiting = m.waiting.len(),
+                        "producing stopped; messages go to the on-disk buffer"
+                    );
+                    m.mode = Mode::Buffered;
+                    m.buffer_full = false;
+                    m.chunk_one = false;
+                } else {
+                    m.mode = Mode::Live;
+                    m.last_progress = now;
+                }
+                m.spill = false;
+            }
+            Mode::Buffered => {
+                if m.draining {
+                    self.release_isolated(m);
+                    if now < m.grace_until && !m.replay.failed {
+                        self.produce_replay(m);
+                    } else if m.replay.outstanding() > 0 {
+                        if now >= m.purge_at {
+                            if let Some(p) = &m.producer {
+                                p.purge_queue();
+                            }
+                            m.purge_at = now + PURGE_EVERY;
+                        }
+                    } else {
+                        // Not replayed now; those records stay for the next start.
+                        m.replay.drop_incomplete();
+                    }
+                } else if now >= m.replay_at {
+                    self.produce_replay(m);
+                }
+                // Buffer empty: live again, unless waiting messages can still go to the buffer
+                // (always their way when draining).
+                if self.buffered() == 0
+                    && m.replay.is_empty()
+                    && (m.waiting.is_empty() || (!m.draining && !self.can_append(m, now)))
+                {
+                    if !m.waiting.is_empty() || m.failing {
+                        info!(sink = SINK, "on-disk buffer empty: producing live again");
+                    }
+                    m.mode = Mode::Live;
+                    m.last_progress = now;
+                    self.produce_waiting(m);
+                }
+            }
+        }
+    }
+
+    /// Waiting messages may be appended to the buffer now.
+    pub(super) fn can_append(&self, m: &Machine, now: Instant) -> bool {
+        !m.buffer_full
+            && (now >= m.append_at
+                || (m.append_lingering
+                    && (m.draining || m.waiting.len() >= stores::RECORD_MESSAGES)))
+    }
+}
