@@ -105,7 +105,8 @@ pub struct KafkaTls {
 pub struct KafkaBatchConfig {
     /// librdkafka `batch.num.messages`: messages per produce request and partition.
     pub max_messages: usize,
-    /// librdkafka `batch.size`: bytes per produce request and partition.
+    /// librdkafka `batch.size`: bytes per produce request and partition, capped at
+    /// `message_max_bytes` (a batch above the topic's `max.message.bytes` is refused whole).
     pub max_bytes: ByteSize,
     /// librdkafka `linger.ms`: how long a partial batch waits for more messages.
     pub linger: HumanDuration,
@@ -358,12 +359,6 @@ impl KafkaSinkConfig {
         if !(1024..=i32::MAX as u64).contains(&self.batch.max_bytes.0) {
             return Err(format!(
                 "{k}.batch.max_bytes: must be between 1KiB and 2GiB - 1"
-            ));
-        }
-        if self.batch.max_bytes.0 > m {
-            return Err(format!(
-                "{k}.batch.max_bytes: must be <= message_max_bytes ({m} bytes): a produce \
-                 request larger than the broker's max.message.bytes is refused whole"
             ));
         }
         if self.batch.linger.0 > Duration::from_secs(900) {

@@ -89,10 +89,6 @@ fn errors_name_the_key_path() {
             "    properties: {delivery.report.only.error: T}\n",
             "sinks.kafka.properties.delivery.report.only.error: refused",
         ),
-        (
-            "    message_max_bytes: 64KiB\n    batch: {max_bytes: 1MiB}\n",
-            "sinks.kafka.batch.max_bytes: must be <= message_max_bytes",
-        ),
         ("    topic: \".\"\n", "sinks.kafka.topic"),
         ("    topic: \"..\"\n", "sinks.kafka.topic"),
         ("    topic: \"__consumer_offsets\"\n", "sinks.kafka.topic"),

@@ -57,13 +57,16 @@ pub fn properties(config: &KafkaSinkConfig) -> Result<ClientConfig, String> {
     c.set("compression.codec", config.compression.as_codec());
     c.set("linger.ms", config.batch.linger.0.as_millis().to_string());
     c.set("batch.num.messages", config.batch.max_messages.to_string());
-    c.set("batch.size", config.batch.max_bytes.0.to_string());
+    // A batch is at most one message's size: with the request limit below it stays under
+    // the topic's max.message.bytes as the value does (a larger batch is refused whole).
+    let batch = config.batch.max_bytes.0.min(config.message_max_bytes.0);
+    c.set("batch.size", batch.to_string());
     c.set(
         "request.timeout.ms",
         config.timeout.0.as_millis().to_string(),
     );
     // A produce request must hold the largest message we produce (value, key, topic,
-    // framing); a batch (`batch.size` <= `message_max_bytes`, checked by `validate`) fits too.
+    // framing); a batch (`batch.size` <= `message_max_bytes`) fits too.
     let request = (config.message_max_bytes.0 + REQUEST_OVERHEAD).min(1_000_000_000);
     c.set("message.max.bytes", request.to_string());
     let protocol = match (config.tls.enabled, config.sasl.is_some()) {
@@ -237,8 +240,7 @@ mod tests {
         let max: u64 = get(&c, "message.max.bytes")
             .and_then(|v| v.parse().ok())
             .expect("message.max.bytes");
-        assert!(max >= config.message_max_bytes.0 + REQUEST_OVERHEAD);
-        assert!(max >= config.batch.max_bytes.0);
+        assert_eq!(max, config.message_max_bytes.0 + REQUEST_OVERHEAD);
     }
 
     #[test]
@@ -349,8 +351,12 @@ mod tests {
                 || e.starts_with("sinks.kafka.tls.key_file: "),
             "{e}"
         );
+    }
 
-        // The worker produces with message.timeout.ms 0: a long linger is fine.
+    /// The worker produces with `message.timeout.ms` 0: a linger above librdkafka's default
+    /// message time-out (300 s) is fine.
+    #[test]
+    fn a_long_linger_is_accepted() {
         let mut config = KafkaSinkConfig::default();
         config.batch.linger = crate::config::HumanDuration(std::time::Duration::from_secs(600));
         client_config(&config).expect("linger 600s");
@@ -409,15 +415,18 @@ mod tests {
             Some("3")
         );
 
+        // A batch larger than a message would be: capped, and the request limit is not
+        // raised to hold it.
         let config = KafkaSinkConfig {
             message_max_bytes: crate::config::ByteSize(64 * 1024),
             batch: crate::config::KafkaBatchConfig {
-                max_bytes: crate::config::ByteSize(64 * 1024),
+                max_bytes: crate::config::ByteSize(4 * 1024 * 1024),
                 ..Default::default()
             },
             ..KafkaSinkConfig::default()
         };
         let c = client_config(&config).expect("small messages");
+        assert_eq!(get(&c, "batch.size"), Some((64 * 1024).to_string()));
         assert_eq!(
             get(&c, "message.max.bytes"),
             Some((64 * 1024 + REQUEST_OVERHEAD).to_string())
