@@ -122,13 +122,15 @@ pub struct KafkaSinkConfig {
     /// renders as `unknown`; characters Kafka does not allow in topic names become `_`.
     pub topic: String,
     /// Message key template, same placeholders; empty: no key (round-robin partitions).
-    /// Default `{container_id}`: one container's lines stay in one partition, in order.
+    /// Default `{container_id}`: one container's lines stay in one partition, in order (a host
+    /// file's `{container_id}` renders as `<host>:<path>`: one key per file of each host).
     pub key: String,
     pub encoding: KafkaEncoding,
     pub compression: KafkaCompression,
     pub acks: KafkaAcks,
     /// librdkafka `enable.idempotence`: no duplicates or reordering from the client's own
-    /// retries.
+    /// retries. Without it the client keeps one request in flight per connection
+    /// (`max.in.flight.requests.per.connection=1`) so retries cannot reorder a key's lines.
     pub idempotent: bool,
     /// A message whose value is larger is never produced: it becomes a dead letter.
     /// Must not exceed the topic's `max.message.bytes` (the broker default is 1 MiB).
