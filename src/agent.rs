@@ -424,7 +424,8 @@ async fn evaluate(running: &Config, process: &Process) -> Verdict {
             }
             #[cfg(feature = "kafka")]
             if let Some(kafka) = &new.sinks.kafka
-                && let Err(e) = crate::sinks::kafka::client_config::client_config(kafka)
+                && let Err(e) =
+                    crate::sinks::kafka::client_config::checked_client_config(kafka).await
             {
                 return fail("failed", 500, format!("{name}: {e}"));
             }
@@ -916,12 +917,10 @@ async fn prepare_kafka(
     for (property, why) in kafka.weakening_properties() {
         warn!(%property, "sinks.kafka.properties: {why}");
     }
-    if kafka.tls.insecure_skip_verify {
-        warn!(
-            "sinks.kafka.tls.insecure_skip_verify is set: the brokers' certificates are NOT verified"
-        );
+    for warning in kafka.security_warnings() {
+        warn!("{warning}");
     }
-    let client = kafka::client_config::client_config(kafka)?;
+    let client = kafka::client_config::checked_client_config(kafka).await?;
     let encoder = kafka::MessageEncoder::new(kafka).map_err(|e| format!("sinks.kafka: {e}"))?;
     let state = config.checkpoint.state_dir.clone();
     let (buffer, dead_letters) = {

@@ -6,7 +6,8 @@
 //! acknowledged is removed; messages refused again are kept as a new record with the new
 //! reason; when the brokers cannot be reached (no report within `sinks.kafka.timeout`) the
 //! replay stops and the record stays (nothing is lost; messages of that record the broker did
-//! acknowledge are sent again by the next replay).
+//! acknowledge are sent again by the next replay). A record that cannot be decoded is skipped
+//! with a warning and kept (counted in the summary line).
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -253,12 +254,23 @@ pub fn replay(config: &Config) -> Result<(), String> {
     let kafka_config = sink(config)?;
     let (producer, give_up) = producer(kafka_config)?;
     let total = store.lock().pending_records();
-    let (mut delivered, mut refused_again) = (0usize, 0usize);
+    let (mut delivered, mut refused_again, mut unreadable) = (0usize, 0usize, 0usize);
     for _ in 0..total {
         let Some((id, bytes)) = store.lock().peek().map_err(|e| e.to_string())? else {
             break;
         };
-        let (_, messages) = decode_record(&bytes)?;
+        let messages = match decode_record(&bytes) {
+            Ok((_, messages)) => messages,
+            Err(e) => {
+                // One unreadable record must not stop the others: it is kept as it is (moved
+                // to the end) for `show`/`purge`, and the replay goes on.
+                eprintln!("warning: dead letter {id} is unreadable ({e}); kept, skipped");
+                unreadable += 1;
+                store.lock().append(&bytes).map_err(|e| e.to_string())?;
+                store.lock().consume(id).map_err(|e| e.to_string())?;
+                continue;
+            }
+        };
         match produce(
             &producer,
             give_up,
@@ -286,6 +298,13 @@ pub fn replay(config: &Config) -> Result<(), String> {
         }
         store.lock().consume(id).map_err(|e| e.to_string())?;
     }
-    println!("replayed {delivered} messages, refused again {refused_again} (kept)");
+    if unreadable > 0 {
+        println!(
+            "replayed {delivered} messages, refused again {refused_again} (kept), skipped \
+             {unreadable} unreadable records (kept)"
+        );
+    } else {
+        println!("replayed {delivered} messages, refused again {refused_again} (kept)");
+    }
     Ok(())
 }

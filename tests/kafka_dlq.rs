@@ -204,6 +204,46 @@ fn kafka_dead_letters_are_listed_shown_replayed_and_purged() {
     assert_eq!(out, "no dead letters\n");
 }
 
+/// An unreadable record does not stop the replay: it is skipped with a warning, counted and
+/// kept; the records around it are delivered.
+#[test]
+fn an_unreadable_dead_letter_is_skipped_and_kept() {
+    let mock = KafkaMock::start(1);
+    mock.create_topic("t", 1);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = config(dir.path(), mock.bootstrap_servers(), false);
+    write_dead_letters(&config, &[("r1", vec![message(Some("a"), "one")])]);
+    {
+        let c = Config::load(&config).expect("config");
+        let k = c.sinks.kafka.as_ref().expect("kafka");
+        let dir = kafka::dlq_dir(&c.checkpoint.state_dir);
+        let (store, _) = SharedStore::open(&dir, kafka::dlq_options(k)).expect("open dlq");
+        store.lock().append(b"not a record").expect("append");
+    }
+    write_dead_letters(&config, &[("r2", vec![message(Some("a"), "two")])]);
+
+    let (ok, out, err) = dlq(&config, &["replay"]);
+    assert!(ok, "{out}{err}");
+    assert!(
+        out.contains("replayed 2 messages, refused again 0 (kept), skipped 1 unreadable"),
+        "{out}"
+    );
+    assert!(err.contains("is unreadable"), "{err}");
+    let got = consume_all(
+        mock.bootstrap_servers(),
+        "t",
+        2,
+        Duration::from_secs(5),
+        Duration::from_secs(60),
+    )
+    .expect("consume");
+    let values: Vec<&[u8]> = got.iter().map(|c| c.value.as_slice()).collect();
+    assert_eq!(values, [b"one".as_slice(), b"two".as_slice()]);
+    let (_, out, _) = dlq(&config, &["list"]);
+    assert_eq!(record_count(&out), 1, "{out}");
+    assert!(out.contains("unreadable record"), "{out}");
+}
+
 /// With both network sinks configured, `--sink` is required; it picks the store.
 #[test]
 fn sink_option_chooses_between_loki_and_kafka() {

@@ -196,6 +196,16 @@ fn outage_with_sigkill_delivers_every_line_with_only_the_crash_window_duplicated
     agent.kill();
     let at_kill: BTreeMap<&String, u64> = names.iter().map(|n| (n, printed(n))).collect();
     agent.restart();
+    // The baseline once the restarted agent has attached every container's stream (and a
+    // moment more): taken before, it would lack their sockets and files.
+    let attached = wait_until(Duration::from_secs(60), || all_attached(&agent, &names));
+    assert!(
+        attached,
+        "the restarted agent did not attach every container: {:?}; log:\n{}",
+        agent.get("/api/v1/containers"),
+        agent.log()
+    );
+    std::thread::sleep(Duration::from_secs(2));
     let fds_in_outage = open_fds(agent.pid());
     let profile_in_outage = fd_profile(agent.pid());
     while down.elapsed() < Duration::from_secs(30) {
@@ -283,6 +293,21 @@ fn outage_with_sigkill_delivers_every_line_with_only_the_crash_window_duplicated
 
 /// Three containers print 2000 lines each; every broker goes down for 8 s (less than
 /// `spill_after`: librdkafka's idempotent retries carry it), then, once delivery went on, a
+/// Whether the status API lists every container of `names` with its stream open.
+fn all_attached(agent: &Agent, names: &[String]) -> bool {
+    let Some((200, body)) = agent.get("/api/v1/containers") else {
+        return false;
+    };
+    let Ok(serde_json::Value::Array(listed)) = serde_json::from_str(&body) else {
+        return false;
+    };
+    names.iter().all(|name| {
+        listed
+            .iter()
+            .any(|c| c["name"] == name.as_str() && c["stream_open_since"].is_string())
+    })
+}
+
 /// SIGTERM and a restart on the same state: every line exactly once, in order, each container
 /// in one partition; and after the outage the agent's descriptors are back near their figure
 /// before it (no socket left behind by the reconnects).

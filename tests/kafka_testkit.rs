@@ -47,3 +47,36 @@ fn mock_cluster_round_trip() {
         assert!(lines.windows(2).all(|w| w[0] < w[1]), "in order per key");
     }
 }
+
+/// `consume_all` reads on past `want` up to the partitions' high watermarks: a duplicate of
+/// the last line is read (an exactly-once check sees it), not left unread.
+#[test]
+fn consume_all_reads_a_trailing_duplicate() {
+    let mock = KafkaMock::start(1);
+    mock.create_topic("dup", 1);
+    let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
+        .set("bootstrap.servers", mock.bootstrap_servers())
+        .create()
+        .expect("producer");
+    let mut values: Vec<String> = (0..50).map(|i| format!("line {i}")).collect();
+    values.push("line 49".to_string());
+    for value in &values {
+        producer
+            .send(BaseRecord::to("dup").key("a").payload(value))
+            .map_err(|(e, _)| e)
+            .expect("send");
+    }
+    producer.flush(Duration::from_secs(10)).expect("flush");
+    let got = consume_all(
+        mock.bootstrap_servers(),
+        "dup",
+        50,
+        Duration::from_secs(5),
+        Duration::from_secs(30),
+    )
+    .expect("consume");
+    let read: Vec<String> = (got.iter())
+        .map(|c| String::from_utf8_lossy(&c.value).into_owned())
+        .collect();
+    assert_eq!(read, values, "the duplicate of the last line is read");
+}

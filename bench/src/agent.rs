@@ -15,6 +15,8 @@ pub struct Agent {
 
 pub struct AgentConfig<'a> {
     pub docker_host: Option<String>,
+    /// `null`, `file`, or a whole entry of `sinks:` in YAML, indented by two spaces and ending
+    /// in a newline (e.g. `  kafka:\n    brokers: […]\n`).
     pub sink: &'a str,
     pub rotation: &'a str,
     pub include_label: Option<&'a str>,
@@ -41,6 +43,7 @@ impl Agent {
                     .map(|f| format!("    fsync: {f}\n"))
                     .unwrap_or_default()
             ),
+            yaml if yaml.contains('\n') => yaml.to_string(),
             _ => "  discard: {}\n".to_string(),
         };
         let include = c

@@ -9,6 +9,8 @@
 //! - files, files-live: the host-file source (`sources.files`) into the null sink (see `files`);
 //! - daemon-cpu: host CPU per container line on the real dockerd, `docker.capture: api` against
 //!   `json_file` and a baseline without agent (see `daemon_cpu`).
+//! - kafka: the firehose into the Kafka sink and librdkafka's mock cluster, lz4 and zstd, to
+//!   broker acknowledgement (see `kafka`).
 //!
 //! Figures are printed as a table and written as CSV and JSON (one row per measurement, with
 //! the commit) for comparison across commits. Nothing is asserted: targets are shown beside.
@@ -17,6 +19,8 @@ mod agent;
 mod daemon_cpu;
 mod fake_engine;
 mod files;
+mod kafka;
+mod kafka_producer;
 mod processing;
 mod runlog;
 
@@ -37,7 +41,7 @@ use log_capturer_testkit::{cpu_seconds, status_field, sum_prefix};
 )]
 struct Args {
     /// Scenarios to run: firehose, processing, daemon, idle, reopen, and (not run by default)
-    /// files, files-live, daemon-cpu.
+    /// files, files-live, daemon-cpu, kafka.
     #[arg(
         long,
         value_delimiter = ',',
@@ -147,10 +151,11 @@ fn run(args: &Args) -> Result<(), String> {
             "daemon-cpu" => {
                 rows.extend(daemon_cpu::scenario(&binary, &out, runs, args.quick, &log)?)
             }
+            "kafka" => rows.extend(kafka::scenario(&binary, &out, runs, args.quick, &log)?),
             other => {
                 return Err(format!(
                     "unknown scenario {other:?} (firehose, processing, daemon, idle, reopen, \
-                     files, files-live, daemon-cpu)"
+                     files, files-live, daemon-cpu, kafka)"
                 ));
             }
         }

@@ -105,7 +105,8 @@ pub struct KafkaTls {
 pub struct KafkaBatchConfig {
     /// librdkafka `batch.num.messages`: messages per produce request and partition.
     pub max_messages: usize,
-    /// librdkafka `batch.size`: bytes per produce request and partition.
+    /// librdkafka `batch.size`: bytes per produce request and partition, capped at
+    /// `message_max_bytes` (a batch above the topic's `max.message.bytes` is refused whole).
     pub max_bytes: ByteSize,
     /// librdkafka `linger.ms`: how long a partial batch waits for more messages.
     pub linger: HumanDuration,
@@ -121,13 +122,15 @@ pub struct KafkaSinkConfig {
     /// renders as `unknown`; characters Kafka does not allow in topic names become `_`.
     pub topic: String,
     /// Message key template, same placeholders; empty: no key (round-robin partitions).
-    /// Default `{container_id}`: one container's lines stay in one partition, in order.
+    /// Default `{container_id}`: one container's lines stay in one partition, in order (a host
+    /// file's `{container_id}` renders as `<host>:<path>`: one key per file of each host).
     pub key: String,
     pub encoding: KafkaEncoding,
     pub compression: KafkaCompression,
     pub acks: KafkaAcks,
     /// librdkafka `enable.idempotence`: no duplicates or reordering from the client's own
-    /// retries.
+    /// retries. Without it the client keeps one request in flight per connection
+    /// (`max.in.flight.requests.per.connection=1`) so retries cannot reorder a key's lines.
     pub idempotent: bool,
     /// A message whose value is larger is never produced: it becomes a dead letter.
     /// Must not exceed the topic's `max.message.bytes` (the broker default is 1 MiB).
@@ -204,19 +207,61 @@ const REFUSED: &[(&str, &str)] = &[
     ),
 ];
 
+/// A boolean property value read as librdkafka reads it (`rdkafka_conf.c`): `true`/`t`/`1`
+/// and `false`/`f`/`0`, letters in any case; None for anything else (librdkafka refuses it).
+pub fn librdkafka_bool(value: &str) -> Option<bool> {
+    let v = value.trim();
+    if v == "1" || v.eq_ignore_ascii_case("true") || v.eq_ignore_ascii_case("t") {
+        Some(true)
+    } else if v == "0" || v.eq_ignore_ascii_case("false") || v.eq_ignore_ascii_case("f") {
+        Some(false)
+    } else {
+        None
+    }
+}
+
+/// An integer property value read as librdkafka reads it (`strtol(.., 0)`: decimal, `0x` hex,
+/// leading-`0` octal).
+fn librdkafka_int(value: &str) -> Option<i64> {
+    let v = value.trim();
+    let (negative, v) = match v.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, v.strip_prefix('+').unwrap_or(v)),
+    };
+    let n = if let Some(hex) = v.strip_prefix("0x").or_else(|| v.strip_prefix("0X")) {
+        i64::from_str_radix(hex, 16).ok()?
+    } else if v.len() > 1 && v.starts_with('0') {
+        i64::from_str_radix(&v[1..], 8).ok()?
+    } else {
+        v.parse().ok()?
+    };
+    Some(if negative { -n } else { n })
+}
+
 impl KafkaSinkConfig {
+    /// Whether the producer is idempotent: `idempotent`, unless `properties` set
+    /// `enable.idempotence` (they win).
+    pub fn effective_idempotence(&self) -> bool {
+        (self.properties.get("enable.idempotence"))
+            .and_then(|v| librdkafka_bool(v.expose()))
+            .unwrap_or(self.idempotent)
+    }
+
     /// `properties` that weaken what the sink promises, with why (warned at start).
     pub fn weakening_properties(&self) -> Vec<(String, &'static str)> {
+        let idempotent = self.effective_idempotence();
         let mut out = Vec::new();
         for (name, value) in &self.properties {
-            let v = value.expose().trim().to_ascii_lowercase();
-            let number = v.parse::<i64>().ok();
+            let raw = value.expose();
+            let v = raw.trim().to_ascii_lowercase();
+            let flag = librdkafka_bool(raw);
+            let number = librdkafka_int(raw);
             let why = match name.as_str() {
-                "acks" | "request.required.acks" if v != "all" && v != "-1" => {
+                "acks" | "request.required.acks" if v != "all" && number != Some(-1) => {
                     "acks other than all: a line the leader acknowledged is lost if the leader \
                      dies before replicating it"
                 }
-                "enable.idempotence" if v == "false" => {
+                "enable.idempotence" if flag == Some(false) => {
                     "without the idempotent producer a retry can duplicate or reorder messages \
                      within a partition"
                 }
@@ -229,23 +274,59 @@ impl KafkaSinkConfig {
                      until the sink spills them to the buffer"
                 }
                 "max.in.flight.requests.per.connection" | "max.in.flight"
+                    if !idempotent && number.is_some_and(|n| n > 1) =>
+                {
+                    "without the idempotent producer more than 1 request in flight lets a \
+                     retry reorder a key's messages"
+                }
+                "max.in.flight.requests.per.connection" | "max.in.flight"
                     if number.is_some_and(|n| n > 5) =>
                 {
                     "more than 5 requests in flight can reorder messages after a retry"
                 }
-                "enable.gapless.guarantee" if v == "true" => {
+                "enable.gapless.guarantee" if flag == Some(true) => {
                     "a gap becomes a fatal producer error that stops delivery until a restart"
                 }
                 "queue.buffering.max.messages" | "queue.buffering.max.kbytes" => {
                     "ignored: the pipeline's byte budget (pipeline.queue_bytes) bounds what \
                      the producer holds"
                 }
-                "enable.ssl.certificate.verification" if v == "false" => {
+                "enable.ssl.certificate.verification" if flag == Some(false) => {
                     "the brokers' certificates are NOT verified"
+                }
+                "ssl.endpoint.identification.algorithm" if v == "none" => {
+                    "the brokers' host names are NOT checked against their certificates"
+                }
+                "security.protocol" => {
+                    "overrides the protocol tls.enabled and sasl choose (it can turn TLS off)"
                 }
                 _ => continue,
             };
             out.push((name.clone(), why));
+        }
+        out
+    }
+
+    /// Other settings that weaken the connection's security, as full messages (warned at
+    /// start).
+    pub fn security_warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.tls.insecure_skip_verify {
+            out.push(
+                "sinks.kafka.tls.insecure_skip_verify is set: the brokers' certificates are NOT \
+                 verified"
+                    .to_string(),
+            );
+        }
+        if let Some(sasl) = &self.sasl
+            && sasl.mechanism == SaslMechanism::Plain
+            && !self.tls.enabled
+        {
+            out.push(
+                "sinks.kafka.sasl.mechanism: PLAIN without tls.enabled sends the password in \
+                 clear text"
+                    .to_string(),
+            );
         }
         out
     }
@@ -320,9 +401,11 @@ impl KafkaSinkConfig {
                 return Err(format!("{k}.properties: {name:?} is not a property name"));
             }
             if let Some((_, why)) = REFUSED.iter().find(|(n, _)| n == name) {
-                let v = value.expose().trim();
-                // delivery.report.only.error=false is the default and harmless.
-                if name != "delivery.report.only.error" || v.eq_ignore_ascii_case("true") {
+                // delivery.report.only.error=false is the default and harmless; any value
+                // librdkafka would not read as false is refused (it refuses what it cannot read).
+                if name != "delivery.report.only.error"
+                    || librdkafka_bool(value.expose()) != Some(false)
+                {
                     return Err(format!("{k}.properties.{name}: refused: {why}"));
                 }
             }

@@ -120,6 +120,20 @@ pub fn check_template(
             TemplatePart::Field(name) => check_field(key, name, sources)?,
         }
     }
+    if topic
+        && let [TemplatePart::Text(t)] = parts.as_slice()
+        && (t == "." || t == "..")
+    {
+        return Err(format!("{key}: {t:?} is not a Kafka topic name"));
+    }
+    if topic
+        && let Some(TemplatePart::Text(t)) = parts.first()
+        && t.starts_with("__")
+    {
+        return Err(format!(
+            "{key}: topics starting with \"__\" are Kafka's internal ones"
+        ));
+    }
     if topic && literal > MAX_TOPIC {
         return Err(format!(
             "{key}: the literal text is longer than a topic name may be ({MAX_TOPIC})"

@@ -81,6 +81,18 @@ fn errors_name_the_key_path() {
             "sinks.kafka.properties.transactional.id: refused",
         ),
         ("    compression: brotli\n", "sinks.kafka.compression"),
+        (
+            "    properties: {delivery.report.only.error: \"1\"}\n",
+            "sinks.kafka.properties.delivery.report.only.error: refused",
+        ),
+        (
+            "    properties: {delivery.report.only.error: T}\n",
+            "sinks.kafka.properties.delivery.report.only.error: refused",
+        ),
+        ("    topic: \".\"\n", "sinks.kafka.topic"),
+        ("    topic: \"..\"\n", "sinks.kafka.topic"),
+        ("    topic: \"__consumer_offsets\"\n", "sinks.kafka.topic"),
+        ("    topic: \"__{container_name}\"\n", "sinks.kafka.topic"),
     ];
     for (body, want) in cases {
         let e = err(&kafka(body));
@@ -95,6 +107,9 @@ fn errors_name_the_key_path() {
     let e = err("sinks:\n  kafka:\n    brokers: []\n");
     assert!(e.contains("sinks.kafka.brokers"), "{e}");
     ok("sinks:\n  kafka:\n    brokers: [\"[::1]:9092\", \"kafka-0.example:19092\"]\n");
+    ok(&kafka(
+        "    topic: \"a__b.{container_name}\"\n    properties: {delivery.report.only.error: \"0\"}\n",
+    ));
 }
 
 /// Topics and keys may use container fields, copied labels, file group fields, and (when a
@@ -153,6 +168,65 @@ fn weakening_properties_are_named() {
     assert!(c.sinks.kafka.expect("k").weakening_properties().is_empty());
 }
 
+/// Booleans are read as librdkafka reads them (`t`/`1`, `f`/`0`, any case), and the
+/// connection's security settings are warned about.
+#[test]
+fn weakening_properties_read_booleans_like_librdkafka() {
+    let names = |body: &str| -> Vec<String> {
+        let c = ok(&kafka(body));
+        let k = c.sinks.kafka.expect("kafka");
+        k.weakening_properties().into_iter().map(|p| p.0).collect()
+    };
+    assert_eq!(
+        names(
+            "    properties:\n      enable.idempotence: \"0\"\n      \
+             enable.ssl.certificate.verification: F\n      enable.gapless.guarantee: \"1\"\n      \
+             security.protocol: plaintext\n      ssl.endpoint.identification.algorithm: none\n",
+        ),
+        [
+            "enable.gapless.guarantee",
+            "enable.idempotence",
+            "enable.ssl.certificate.verification",
+            "security.protocol",
+            "ssl.endpoint.identification.algorithm",
+        ]
+    );
+    assert!(
+        names(
+            "    properties: {enable.idempotence: T, enable.gapless.guarantee: \"0\", acks: \"-1\"}\n"
+        )
+        .is_empty()
+    );
+    // Without the idempotent producer a second request in flight can reorder a key's lines.
+    assert_eq!(
+        names("    properties: {enable.idempotence: f, max.in.flight: \"2\"}\n"),
+        ["enable.idempotence", "max.in.flight"]
+    );
+    assert_eq!(
+        names(
+            "    acks: leader\n    idempotent: false\n    properties: {max.in.flight: \"0x2\"}\n"
+        ),
+        ["max.in.flight"]
+    );
+    assert!(
+        names("    acks: leader\n    idempotent: false\n    properties: {max.in.flight: \"1\"}\n")
+            .is_empty()
+    );
+
+    let c = ok(&kafka(
+        "    sasl: {mechanism: PLAIN, username: u, password: p}\n",
+    ));
+    let w = c.sinks.kafka.expect("kafka").security_warnings();
+    assert!(
+        w.len() == 1 && w[0].starts_with("sinks.kafka.sasl.mechanism: PLAIN"),
+        "{w:?}"
+    );
+    let c = ok(&kafka(
+        "    sasl: {mechanism: PLAIN, username: u, password: p}\n    tls: {enabled: true}\n",
+    ));
+    assert!(c.sinks.kafka.expect("kafka").security_warnings().is_empty());
+}
+
 /// Property values and the SASL password never show in Debug or the effective config.
 #[test]
 fn secrets_stay_hidden() {
@@ -189,7 +263,13 @@ fn the_examples_kafka_section_is_valid_and_documents_every_key() {
         super::KafkaSinkConfig::default(),
         "the example shows the defaults"
     );
-    let documented = |key: &str| text[start..].contains(&format!("{key}:"));
+    // Only the Kafka block: the keys of the sections after it must not count.
+    let block_len: usize = (text[start..].lines())
+        .take_while(|l| l.starts_with("  #"))
+        .map(|l| l.len() + 1)
+        .sum();
+    let block = &text[start..(start + block_len).min(text.len())];
+    let documented = |key: &str| block.contains(&format!("{key}:"));
     let value = serde_json::to_value(super::KafkaSinkConfig::default()).expect("json");
     let mut keys = vec![];
     for (name, v) in value.as_object().expect("object") {

@@ -114,9 +114,10 @@ pub struct Consumed {
     pub value: Vec<u8>,
 }
 
-/// Reads `topic` from the beginning of every partition until `want` messages were read, or
-/// nothing new came for `idle`, or `deadline` passed. Messages in partition order (offsets
-/// ascending within a partition).
+/// Reads `topic` from the beginning of every partition until `want` messages were read and
+/// every partition was read up to its high watermark (so a duplicate after the `want`th
+/// message is read too: exactly-once checks see it), or nothing new came for `idle`, or
+/// `deadline` passed. Messages in partition order (offsets ascending within a partition).
 pub fn consume_all(
     bootstrap: &str,
     topic: &str,
@@ -146,10 +147,32 @@ pub fn consume_all(
             .map_err(|e| e.to_string())?;
     }
     consumer.assign(&list).map_err(|e| format!("assign: {e}"))?;
+    // How many messages the partitions hold (high - low watermark summed), fetched when `want`
+    // is reached and again whenever that many were read.
+    let stored = |consumer: &BaseConsumer| -> Result<usize, String> {
+        let mut total = 0;
+        for p in 0..partitions as i32 {
+            let (low, high) = consumer
+                .fetch_watermarks(topic, p, Duration::from_secs(10))
+                .map_err(|e| format!("watermarks of {topic}/{p}: {e}"))?;
+            total += usize::try_from(high - low).unwrap_or(0);
+        }
+        Ok(total)
+    };
     let mut by_partition: BTreeMap<i32, Vec<Consumed>> = BTreeMap::new();
     let (start, mut last) = (Instant::now(), Instant::now());
     let mut got = 0;
-    while got < want && last.elapsed() < idle && start.elapsed() < deadline {
+    let mut target = want;
+    let mut checked = false;
+    while last.elapsed() < idle && start.elapsed() < deadline {
+        if got >= target {
+            if checked {
+                break;
+            }
+            target = target.max(stored(&consumer)?);
+            checked = true;
+            continue;
+        }
         match consumer.poll(Duration::from_millis(100)) {
             Some(Ok(m)) => {
                 by_partition
@@ -162,6 +185,8 @@ pub fn consume_all(
                         value: m.payload().map(<[u8]>::to_vec).unwrap_or_default(),
                     });
                 got += 1;
+                // More may have come since the watermarks were fetched.
+                checked = false;
                 last = Instant::now();
             }
             Some(Err(e)) => return Err(format!("consume {topic}: {e}")),

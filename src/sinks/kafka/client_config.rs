@@ -9,6 +9,7 @@
 //! start (or before a reload) with the key path than in the worker.
 
 use rdkafka::ClientConfig;
+use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::error::KafkaError;
 use rdkafka::producer::BaseProducer;
 
@@ -19,11 +20,21 @@ use crate::config::{KafkaAcks, KafkaSinkConfig};
 pub const REQUEST_OVERHEAD: u64 = 64 * 1024;
 
 /// The client properties of `config`, checked by making a producer; an error names the key
-/// (`sinks.kafka.tls.ca_file: …`, `sinks.kafka.properties.<name>: …`).
+/// (`sinks.kafka.tls.ca_file: …`, `sinks.kafka.properties.<name>: …`). Blocks for as long
+/// as librdkafka takes to make and drop a client (reads the TLS files): from async code use
+/// [`checked_client_config`].
 pub fn client_config(config: &KafkaSinkConfig) -> Result<ClientConfig, String> {
     let c = properties(config)?;
     check(&c, config)?;
     Ok(c)
+}
+
+/// [`client_config`] on a blocking thread.
+pub async fn checked_client_config(config: &KafkaSinkConfig) -> Result<ClientConfig, String> {
+    let config = config.clone();
+    tokio::task::spawn_blocking(move || client_config(&config))
+        .await
+        .map_err(|e| format!("sinks.kafka: checking the client properties: {e}"))?
 }
 
 /// The properties, without making a producer.
@@ -38,19 +49,25 @@ pub fn properties(config: &KafkaSinkConfig) -> Result<ClientConfig, String> {
         },
     );
     c.set("enable.idempotence", config.idempotent.to_string());
+    if !config.effective_idempotence() {
+        // librdkafka's default (1000000) lets a retried request land after a later one:
+        // a key's lines would be reordered. The idempotent producer keeps order itself.
+        c.set("max.in.flight.requests.per.connection", "1");
+    }
     c.set("compression.codec", config.compression.as_codec());
     c.set("linger.ms", config.batch.linger.0.as_millis().to_string());
     c.set("batch.num.messages", config.batch.max_messages.to_string());
-    c.set("batch.size", config.batch.max_bytes.0.to_string());
+    // A batch is at most one message's size: with the request limit below it stays under
+    // the topic's max.message.bytes as the value does (a larger batch is refused whole).
+    let batch = config.batch.max_bytes.0.min(config.message_max_bytes.0);
+    c.set("batch.size", batch.to_string());
     c.set(
         "request.timeout.ms",
         config.timeout.0.as_millis().to_string(),
     );
     // A produce request must hold the largest message we produce (value, key, topic,
-    // framing) and a whole batch.
-    let request = (config.message_max_bytes.0 + REQUEST_OVERHEAD)
-        .max(config.batch.max_bytes.0)
-        .min(1_000_000_000);
+    // framing); a batch (`batch.size` <= `message_max_bytes`) fits too.
+    let request = (config.message_max_bytes.0 + REQUEST_OVERHEAD).min(1_000_000_000);
     c.set("message.max.bytes", request.to_string());
     let protocol = match (config.tls.enabled, config.sasl.is_some()) {
         (false, false) => "plaintext",
@@ -88,18 +105,100 @@ pub fn properties(config: &KafkaSinkConfig) -> Result<ClientConfig, String> {
     Ok(c)
 }
 
+/// librdkafka properties set from our keys (`sinks.kafka.<key>`), to name the key of an
+/// error that names the property.
+const OUR_PROPERTIES: &[(&str, &str)] = &[
+    ("ssl.ca.location", "tls.ca_file"),
+    ("ssl.certificate.location", "tls.cert_file"),
+    ("ssl.key.location", "tls.key_file"),
+    (
+        "enable.ssl.certificate.verification",
+        "tls.insecure_skip_verify",
+    ),
+    ("security.protocol", "tls.enabled"),
+    ("linger.ms", "batch.linger"),
+    ("queue.buffering.max.ms", "batch.linger"),
+    ("batch.num.messages", "batch.max_messages"),
+    ("batch.size", "batch.max_bytes"),
+    ("message.max.bytes", "message_max_bytes"),
+    ("request.timeout.ms", "timeout"),
+    ("compression.codec", "compression"),
+    ("compression.type", "compression"),
+    ("enable.idempotence", "idempotent"),
+    ("request.required.acks", "acks"),
+    ("acks", "acks"),
+    ("max.in.flight.requests.per.connection", "idempotent"),
+    ("max.in.flight", "idempotent"),
+    ("sasl.mechanisms", "sasl.mechanism"),
+    ("sasl.mechanism", "sasl.mechanism"),
+    ("sasl.username", "sasl.username"),
+    ("sasl.password", "sasl.password"),
+    ("bootstrap.servers", "brokers"),
+];
+
+/// Whether librdkafka's `text` names the property `name` (as a whole word: `linger.ms`
+/// does not name `queue.buffering.max.ms`' parts).
+fn names(text: &str, name: &str) -> bool {
+    let part = |c: char| c.is_ascii_alphanumeric() || c == '.' || c == '_';
+    text.match_indices(name).any(|(i, _)| {
+        let before = text[..i].chars().next_back();
+        let after = text[i + name.len()..].chars().next();
+        !before.is_some_and(part) && !after.is_some_and(|c| part(c) && c != '.')
+    })
+}
+
+/// The key of `config` an error about librdkafka property `property` (or, with None, about
+/// the properties its text names) belongs to: `properties.<name>` when a pass-through
+/// property is the one named, else the key it is set from.
+fn blame(config: &KafkaSinkConfig, property: Option<&str>, text: &str) -> Option<String> {
+    let named = |name: &str| match property {
+        Some(p) => p == name,
+        None => names(text, name),
+    };
+    if let Some(name) = config.properties.keys().find(|n| named(n)) {
+        return Some(format!("properties.{name}"));
+    }
+    (OUR_PROPERTIES.iter())
+        .find(|(name, _)| named(name))
+        .map(|(_, key)| key.to_string())
+}
+
+/// Whether a property's value may be a secret (then it is hidden in errors). Short values of
+/// other properties (`1`, `all`, `true`) would only garble librdkafka's text.
+fn secret_looking(name: &str, value: &str) -> bool {
+    name.contains("password")
+        || name.contains("secret")
+        || name.contains("key")
+        || name.starts_with("ssl.key")
+        || value.chars().count() >= 4
+}
+
 /// Makes (and drops) a producer from `c`: librdkafka refuses unknown properties, bad values
-/// and bad combinations here. The error never shows a property value (they may be secrets).
+/// and bad combinations here. It is made with what the worker changes that matters to these
+/// checks (`message.timeout.ms` 0: else a `batch.linger` above 300 s is refused for a
+/// time-out the user cannot set) and without brokers (it does not connect). The error never
+/// shows a secret-looking value.
 fn check(c: &ClientConfig, config: &KafkaSinkConfig) -> Result<(), String> {
     let redact = |text: &str| {
         let mut text = text.to_string();
-        let secrets = (config.properties.values())
-            .map(|v| v.expose())
+        let secrets = (config.properties.iter())
+            .filter(|(name, v)| secret_looking(name, v.expose()))
+            .map(|(_, v)| v.expose())
             .chain(config.sasl.as_ref().map(|s| s.password.expose()));
         for secret in secrets.filter(|s| !s.is_empty()) {
             text = text.replace(secret, "***");
         }
         text
+    };
+    let mut c = c.clone();
+    c.set("message.timeout.ms", "0");
+    c.remove("bootstrap.servers");
+    c.remove("metadata.broker.list");
+    // "No bootstrap.servers configured" is expected here; errors come back as values.
+    c.set_log_level(RDKafkaLogLevel::Emerg);
+    let fail = |key: Option<String>, description: String| match key {
+        Some(key) => Err(format!("sinks.kafka.{key}: {description}")),
+        None => Err(format!("sinks.kafka: {description}")),
     };
     match c.create::<BaseProducer>() {
         Ok(producer) => {
@@ -108,16 +207,16 @@ fn check(c: &ClientConfig, config: &KafkaSinkConfig) -> Result<(), String> {
         }
         Err(KafkaError::ClientConfig(_, description, key, _)) => {
             let description = redact(&description);
-            if config.properties.contains_key(&key) {
-                Err(format!("sinks.kafka.properties.{key}: {description}"))
-            } else {
-                Err(format!("sinks.kafka: {key}: {description}"))
+            match blame(config, Some(&key), &description) {
+                Some(ours) => fail(Some(ours), description),
+                None => fail(None, format!("{key}: {description}")),
             }
         }
-        Err(KafkaError::ClientCreation(e)) if !config.properties.is_empty() => {
-            Err(format!("sinks.kafka.properties: {}", redact(&e)))
+        Err(KafkaError::ClientCreation(e)) => {
+            let e = redact(&e);
+            fail(blame(config, None, &e), e)
         }
-        Err(e) => Err(format!("sinks.kafka: {}", redact(&e.to_string()))),
+        Err(e) => fail(None, redact(&e.to_string())),
     }
 }
 
@@ -141,8 +240,7 @@ mod tests {
         let max: u64 = get(&c, "message.max.bytes")
             .and_then(|v| v.parse().ok())
             .expect("message.max.bytes");
-        assert!(max >= config.message_max_bytes.0 + REQUEST_OVERHEAD);
-        assert!(max >= config.batch.max_bytes.0);
+        assert_eq!(max, config.message_max_bytes.0 + REQUEST_OVERHEAD);
     }
 
     #[test]
@@ -223,10 +321,115 @@ mod tests {
         );
         assert!(!e.contains("s3cr3t"), "{e}");
 
-        // A combination librdkafka refuses only when making the client.
+        // A combination librdkafka refuses only when making the client: the property its
+        // text names is blamed, and short values are not redacted (the text stays readable).
         let mut config = KafkaSinkConfig::default();
         config.properties.insert("acks".into(), Secret::new("1"));
         let e = client_config(&config).expect_err("idempotence needs acks=all");
-        assert!(e.starts_with("sinks.kafka.properties: "), "{e}");
+        assert!(e.starts_with("sinks.kafka.properties.acks: "), "{e}");
+        assert!(!e.contains("***"), "{e}");
+    }
+
+    /// Errors of making the client name our key when librdkafka names the property it is
+    /// set from, and `properties` only when it names one of them.
+    #[test]
+    fn client_errors_name_our_keys() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (cert, key) = (dir.path().join("c.pem"), dir.path().join("k.pem"));
+        std::fs::write(&cert, "-----BEGIN CERTIFICATE-----\nnot one\n").expect("write");
+        std::fs::write(&key, "-----BEGIN PRIVATE KEY-----\nnot one\n").expect("write");
+        let mut config = KafkaSinkConfig::default();
+        config.tls.enabled = true;
+        config.tls.cert_file = Some(cert);
+        config.tls.key_file = Some(key);
+        config
+            .properties
+            .insert("client.id".into(), Secret::new("web-01"));
+        let e = client_config(&config).expect_err("bad PEM");
+        assert!(
+            e.starts_with("sinks.kafka.tls.cert_file: ")
+                || e.starts_with("sinks.kafka.tls.key_file: "),
+            "{e}"
+        );
+    }
+
+    /// The worker produces with `message.timeout.ms` 0: a linger above librdkafka's default
+    /// message time-out (300 s) is fine.
+    #[test]
+    fn a_long_linger_is_accepted() {
+        let mut config = KafkaSinkConfig::default();
+        config.batch.linger = crate::config::HumanDuration(std::time::Duration::from_secs(600));
+        client_config(&config).expect("linger 600s");
+    }
+
+    /// The check makes no connection to the brokers (it runs at every start and reload).
+    #[test]
+    fn the_check_does_not_connect() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let config = KafkaSinkConfig {
+            brokers: vec![listener.local_addr().expect("addr").to_string()],
+            ..KafkaSinkConfig::default()
+        };
+        client_config(&config).expect("checks");
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        match listener.accept() {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            other => panic!("the check connected: {other:?}"),
+        }
+    }
+
+    /// Without the idempotent producer one request is in flight per connection (a retry
+    /// cannot reorder a key's lines), unless `properties` say otherwise; `message.max.bytes`
+    /// stays at `message_max_bytes` plus the overhead.
+    #[test]
+    fn ordering_and_request_size() {
+        let config = KafkaSinkConfig {
+            acks: KafkaAcks::Leader,
+            idempotent: false,
+            ..KafkaSinkConfig::default()
+        };
+        let c = client_config(&config).expect("not idempotent");
+        assert_eq!(
+            get(&c, "max.in.flight.requests.per.connection").as_deref(),
+            Some("1")
+        );
+        let mut config = KafkaSinkConfig::default();
+        let c = client_config(&config).expect("idempotent");
+        assert_eq!(get(&c, "max.in.flight.requests.per.connection"), None);
+        config
+            .properties
+            .insert("enable.idempotence".into(), Secret::new("f"));
+        let c = properties(&config).expect("idempotence off by property");
+        assert_eq!(
+            get(&c, "max.in.flight.requests.per.connection").as_deref(),
+            Some("1")
+        );
+        config.properties.insert(
+            "max.in.flight.requests.per.connection".into(),
+            Secret::new("3"),
+        );
+        let c = properties(&config).expect("override");
+        assert_eq!(
+            get(&c, "max.in.flight.requests.per.connection").as_deref(),
+            Some("3")
+        );
+
+        // A batch larger than a message would be: capped, and the request limit is not
+        // raised to hold it.
+        let config = KafkaSinkConfig {
+            message_max_bytes: crate::config::ByteSize(64 * 1024),
+            batch: crate::config::KafkaBatchConfig {
+                max_bytes: crate::config::ByteSize(4 * 1024 * 1024),
+                ..Default::default()
+            },
+            ..KafkaSinkConfig::default()
+        };
+        let c = client_config(&config).expect("small messages");
+        assert_eq!(get(&c, "batch.size"), Some((64 * 1024).to_string()));
+        assert_eq!(
+            get(&c, "message.max.bytes"),
+            Some((64 * 1024 + REQUEST_OVERHEAD).to_string())
+        );
     }
 }

@@ -6,7 +6,7 @@
 //! lacks (or has empty) renders as `unknown`; a rendered topic has the characters Kafka
 //! refuses replaced by `_` and is cut to 249 bytes. Container fields (`container_name`,
 //! `container_id`, `image`, `compose_project`, `compose_service`, `host`, `file`) come from
-//! the source; `stream`, `level`, processing fields and copied container labels are looked up
+//! the source (a host file's `container_id` is `<host>:<path>`); `stream`, `level`, processing fields and copied container labels are looked up
 //! per record ([`crate::processing::lookup`]: a processing field overrides a copied label).
 //!
 //! This runs for every line (≥ 500k lines/s), so a record whose topic and key can only depend
@@ -31,6 +31,9 @@ pub struct Message {
     pub key: Option<Arc<[u8]>>,
     pub value: Vec<u8>,
 }
+
+/// Bytes of an NDJSON record besides its message and its source's pre-encoded fields.
+const RECORD_ROOM: usize = 96;
 
 /// Cached (container, stream) entries beyond which the dead ones are dropped.
 const CACHE_PRUNE_AT: usize = 4096;
@@ -92,6 +95,11 @@ fn resolve<'a>(
             .fields()
             .and_then(|f| f.get(name))
             .map(|v| Cow::Borrowed(v.as_str())),
+        // A host file has no container id: `<host>:<path>` keeps the default key
+        // (`{container_id}`) one per file of each host (not one `unknown` for all of them).
+        "container_id" if let SourceKind::File { host } = &meta.kind => {
+            Some(Cow::Owned(format!("{host}:{}", meta.name)))
+        }
         n if CONTAINER_FIELDS.contains(&n) => meta.field(n).map(Cow::Borrowed),
         _ => crate::processing::lookup(line, meta, name),
     };
@@ -201,7 +209,11 @@ impl MessageEncoder {
         match self.encoding {
             KafkaEncoding::Raw => line.message.to_vec(),
             KafkaEncoding::Ndjson => {
-                let mut out = Vec::with_capacity(line.message.len() + 160);
+                // The message, the source's pre-encoded fields, and room for the rest (the
+                // timestamp, stream, host and the JSON punctuation).
+                let capacity =
+                    line.message.len() + batch.container.ndjson_fields().len() + RECORD_ROOM;
+                let mut out = Vec::with_capacity(capacity);
                 crate::sinks::ndjson::encode_line(&mut out, &batch.container, line);
                 if out.last() == Some(&b'\n') {
                     out.pop();

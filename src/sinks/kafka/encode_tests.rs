@@ -139,6 +139,31 @@ fn host_file_records_have_file_and_host() {
     assert_eq!(key(&out[0]), Some("/var/log/syslog"));
 }
 
+/// The default key (`{container_id}`) gives each host file of each host its own key (one
+/// partition and order per file), not one shared `unknown`.
+#[test]
+fn host_files_get_one_default_key_per_host_and_path() {
+    let e = encoder("logs", "{container_id}", KafkaEncoding::Ndjson);
+    let mut keys = Vec::new();
+    for (host, path) in [
+        ("node-1", "/var/log/a.log"),
+        ("node-1", "/var/log/b.log"),
+        ("node-2", "/var/log/a.log"),
+    ] {
+        let m = ContainerMeta::for_file("file-1-2".into(), path.into(), host.into(), vec![]);
+        let out = encode(&e, &batch(m, vec![line(b"a", StreamKind::Stdout)]));
+        keys.push(key(&out[0]).map(str::to_string));
+    }
+    assert_eq!(
+        keys,
+        [
+            Some("node-1:/var/log/a.log".to_string()),
+            Some("node-1:/var/log/b.log".to_string()),
+            Some("node-2:/var/log/a.log".to_string()),
+        ]
+    );
+}
+
 /// Processing fields and the level are per record; they override copied labels.
 #[test]
 fn processing_fields_and_level_are_per_record() {

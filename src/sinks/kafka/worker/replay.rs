@@ -7,7 +7,8 @@ use std::collections::VecDeque;
 use super::super::encode::Message;
 use crate::buffer::RecordId;
 
-/// At most this many messages (and bytes of values) in the window; one record always fits.
+/// No record is read into the window once it holds this many messages (or bytes of values);
+/// one read step may add up to `stores::READ_AHEAD_*` beyond; one record always fits.
 pub(super) const WINDOW_MESSAGES: usize = 50_000;
 pub(super) const WINDOW_BYTES: usize = 8 << 20;
 
