@@ -20,6 +20,12 @@ impl KafkaWorker {
     /// The synchronous part of a turn: produce, watch for the spill, end a quiesce.
     pub(super) fn advance(&self, m: &mut Machine) {
         let now = Instant::now();
+        // "Queue full" is cleared by the next delivery report; with nothing in flight none
+        // will come (a message produced alone refused as `Retry`, its topic unknown for a
+        // while): try again at this turn (the loop wakes `QUEUE_FULL_WAIT` later).
+        if m.queue_full && m.slots.is_empty() {
+            m.queue_full = false;
+        }
         if m.draining
             && m.mode == Mode::Live
             && now >= m.grace_until
