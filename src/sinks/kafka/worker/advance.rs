@@ -29,7 +29,7 @@ impl KafkaWorker {
         if m.draining
             && m.mode == Mode::Live
             && now >= m.grace_until
-            && (!m.waiting.is_empty() || !m.slots.is_empty())
+            && (!m.waiting.is_empty() || !m.slots.is_empty() || !m.isolate.is_empty())
         {
             info!(
                 sink = SINK,
@@ -132,8 +132,23 @@ impl KafkaWorker {
                         m.abandoning = true;
                         return;
                     }
-                } else if now >= m.replay_at {
-                    self.produce_replay(m);
+                } else {
+                    // After a fatal error, what is in flight gets the request time-out to
+                    // report (as in Quiesce), then is purged, so the producer can be recreated
+                    // even when a broker stopped answering.
+                    if m.recreate && !m.slots.is_empty() && now >= m.purge_at {
+                        if let Some(p) = &m.producer {
+                            if now >= m.fatal_until {
+                                p.purge_all();
+                            } else {
+                                p.purge_queue();
+                            }
+                        }
+                        m.purge_at = now + PURGE_EVERY;
+                    }
+                    if now >= m.replay_at {
+                        self.produce_replay(m);
+                    }
                 }
                 // Buffer empty: live again, unless waiting messages can still go to the buffer
                 // (always their way when draining).

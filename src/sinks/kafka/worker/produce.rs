@@ -308,7 +308,9 @@ impl KafkaWorker {
                 if let Some(oldest) = m.slots.oldest_sent() {
                     at_least(Instant::from_std(oldest) + self.config.buffer.spill_after.0);
                 }
-                if m.draining && (!m.slots.is_empty() || !m.waiting.is_empty()) {
+                if m.draining
+                    && (!m.slots.is_empty() || !m.waiting.is_empty() || !m.isolate.is_empty())
+                {
                     at_least(m.grace_until);
                 }
             }
@@ -331,6 +333,9 @@ impl KafkaWorker {
                         at_least(m.purge_at.max(m.grace_until));
                     }
                 } else {
+                    if m.recreate && !m.slots.is_empty() {
+                        at_least(m.purge_at);
+                    }
                     if rp.has_room() && self.buffered() > rp.len() as u64 {
                         at_least(m.replay_at.max(m.disk_at));
                     }
