@@ -172,6 +172,8 @@ struct Machine {
     failing: bool,
     /// Acknowledged messages not yet counted in the metrics.
     acked: u64,
+    /// Read once per batch of delivery reports (for their delivery time), not per report.
+    reports_at: std::time::Instant,
     purge_at: Instant,
     append_at: Instant,
     /// `append_at` is the end of [`stores::APPEND_LINGER`] (not of a back-off).
@@ -267,6 +269,7 @@ impl KafkaWorker {
             queue_full: false,
             failing: false,
             acked: 0,
+            reports_at: std::time::Instant::now(),
             purge_at: now,
             append_at: now,
             append_lingering: false,
@@ -300,6 +303,7 @@ impl KafkaWorker {
                     Err(mpsc::error::TryRecvError::Disconnected) => input_open = false,
                 }
             }
+            m.reports_at = std::time::Instant::now();
             for _ in 0..100_000 {
                 match events.try_recv() {
                     Ok(ev) => self.on_event(&mut m, ev),
@@ -330,6 +334,7 @@ impl KafkaWorker {
                 _ = self.abandon.cancelled() => {}
                 n = events.recv_many(&mut got, 4096) => {
                     if n > 0 {
+                        m.reports_at = std::time::Instant::now();
                         for ev in got.drain(..) {
                             self.on_event(&mut m, ev);
                         }

@@ -129,9 +129,11 @@ impl KafkaWorker {
                 }
                 // Counted per batch of reports (`flush_counts`): no label lookup per message.
                 m.acked += 1;
-                kafka
-                    .delivery_seconds
-                    .observe(slot.sent_at.elapsed().as_secs_f64());
+                kafka.delivery_seconds.observe(
+                    m.reports_at
+                        .saturating_duration_since(slot.sent_at)
+                        .as_secs_f64(),
+                );
                 if m.failing {
                     m.failing = false;
                     self.status.recovered(SEND_FAILURE);

@@ -1,7 +1,7 @@
 //! The worker's bookkeeping: deliveries and how many of their lines are not done yet, messages
 //! waiting to be produced or buffered, and the slots of messages librdkafka holds.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -93,37 +93,64 @@ pub(super) struct Isolated {
 }
 
 /// Messages librdkafka holds, by token (tokens grow by one per produce; reports come back in
-/// any order across partitions). Ordered, so the oldest outstanding message is the first, and
-/// bounded by what is outstanding (one stuck partition does not keep the rest around).
+/// any order across partitions).
+///
+/// This is touched twice per message (≥ 500k/s), so the recent tokens live in a ring indexed
+/// by `token - base`: O(1) insert and take, the oldest outstanding at the front. A report
+/// leaves a hole; holes at the front are dropped. So that one stuck message cannot keep the
+/// ring growing behind it (one stuck partition), the ring is compacted once it is more than
+/// twice as long as what is outstanding: its front slots move to `stragglers` (ordered, and
+/// rare) and the holes go.
 #[derive(Default)]
 pub(super) struct Slots {
-    next: u64,
-    slots: BTreeMap<u64, Slot>,
+    /// Token of `ring[0]`.
+    base: u64,
+    ring: VecDeque<Option<Slot>>,
+    /// Outstanding slots older than `base`, moved out of the ring by a compaction.
+    stragglers: BTreeMap<u64, Slot>,
+    count: usize,
     live: usize,
     alone: usize,
 }
 
+/// The ring is compacted when it is longer than twice what is outstanding plus this.
+const RING_SLACK: usize = 1024;
+
 impl Slots {
     /// The token the next `insert` will get.
     pub fn next_token(&self) -> u64 {
-        self.next
+        self.base + self.ring.len() as u64
     }
 
     pub fn insert(&mut self, slot: Slot) -> u64 {
-        let token = self.next;
-        self.next += 1;
+        let token = self.next_token();
         if matches!(slot.owner, Owner::Live { .. }) {
             self.live += 1;
         }
         if slot.alone {
             self.alone += 1;
         }
-        self.slots.insert(token, slot);
+        self.count += 1;
+        self.ring.push_back(Some(slot));
+        if self.ring.len() > 2 * self.count + RING_SLACK {
+            self.compact();
+        }
         token
     }
 
     pub fn take(&mut self, token: u64) -> Option<Slot> {
-        let slot = self.slots.remove(&token)?;
+        let slot = if token < self.base {
+            self.stragglers.remove(&token)?
+        } else {
+            let i = usize::try_from(token - self.base).ok()?;
+            let slot = self.ring.get_mut(i)?.take()?;
+            while matches!(self.ring.front(), Some(None)) {
+                self.ring.pop_front();
+                self.base += 1;
+            }
+            slot
+        };
+        self.count -= 1;
         if matches!(slot.owner, Owner::Live { .. }) {
             self.live -= 1;
         }
@@ -133,14 +160,37 @@ impl Slots {
         Some(slot)
     }
 
+    /// Moves the ring's front to `stragglers` until at most half of the ring is holes.
+    fn compact(&mut self) {
+        while self.ring.len() > self.count - self.stragglers.len() + RING_SLACK / 2 {
+            let Some(front) = self.ring.pop_front() else {
+                break;
+            };
+            if let Some(slot) = front {
+                self.stragglers.insert(self.base, slot);
+            }
+            self.base += 1;
+        }
+        while matches!(self.ring.front(), Some(None)) {
+            self.ring.pop_front();
+            self.base += 1;
+        }
+    }
+
     /// When the oldest outstanding message was produced.
     pub fn oldest_sent(&self) -> Option<Instant> {
-        self.slots.first_key_value().map(|(_, s)| s.sent_at)
+        match self.stragglers.first_key_value() {
+            Some((_, s)) => Some(s.sent_at),
+            None => self
+                .ring
+                .front()
+                .and_then(|s| s.as_ref().map(|s| s.sent_at)),
+        }
     }
 
     /// Messages produced and not reported yet.
     pub fn len(&self) -> usize {
-        self.slots.len()
+        self.count
     }
 
     /// Of which live ones (not from a replay).
@@ -154,7 +204,14 @@ impl Slots {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.slots.is_empty()
+        self.count == 0
+    }
+
+    /// Entries held (slots and holes): at most about three times what is outstanding, plus
+    /// [`RING_SLACK`] (the ring twice, the stragglers once).
+    #[cfg(test)]
+    fn held(&self) -> usize {
+        self.ring.len() + self.stragglers.len()
     }
 }
 
@@ -190,7 +247,7 @@ mod tests {
     }
 
     #[test]
-    fn one_stuck_slot_keeps_only_itself_and_is_the_oldest() {
+    fn one_stuck_slot_does_not_hold_the_rest_and_is_the_oldest() {
         let mut s = Slots::default();
         let stuck = s.insert(slot(Owner::Live { dix: 0, line: 0 }));
         let first = s.oldest_sent();
@@ -198,9 +255,61 @@ mod tests {
             let t = s.insert(slot(Owner::Replay { rec: 0, index: 0 }));
             assert!(s.take(t).is_some());
         }
-        assert_eq!(s.slots.len(), 1, "only the stuck slot is kept");
+        assert!(s.held() <= 2 + RING_SLACK, "held {}", s.held());
         assert_eq!(s.oldest_sent(), first);
         assert!(s.take(stuck).is_some());
         assert_eq!(s.oldest_sent(), None);
+    }
+
+    /// The ring against an ordered map (what it replaced), over a long run of inserts and
+    /// takes in a scrambled order with some slots held back for a long time.
+    #[test]
+    fn slots_match_an_ordered_map() {
+        let mut s = Slots::default();
+        let mut model: BTreeMap<u64, Instant> = BTreeMap::new();
+        let mut rng = 0x2545_f491_4f6c_dd1du64;
+        let mut next = || {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng
+        };
+        let mut compacted = false;
+        for step in 0..50_000u64 {
+            if model.is_empty() || next() % 100 < 55 {
+                let sl = slot(Owner::Live { dix: step, line: 0 });
+                let at = sl.sent_at;
+                let t = s.insert(sl);
+                model.insert(t, at);
+            } else {
+                // Mostly recent tokens; sometimes an old one (a straggler).
+                let n = model.len();
+                let pick = if next() % 50 == 0 {
+                    model.keys().nth((next() as usize) % n)
+                } else {
+                    model.keys().rev().nth((next() as usize) % n.min(64))
+                };
+                let Some(&k) = pick else {
+                    unreachable!("the model is not empty")
+                };
+                assert!(s.take(k).is_some(), "token {k} is outstanding");
+                assert!(s.take(k).is_none(), "token {k} came back twice");
+                model.remove(&k);
+            }
+            assert_eq!(s.len(), model.len());
+            assert_eq!(s.oldest_sent(), model.values().next().copied());
+            assert!(
+                s.held() <= 3 * s.len() + RING_SLACK + 2,
+                "held {}",
+                s.held()
+            );
+            compacted |= !s.stragglers.is_empty();
+        }
+        assert!(compacted, "the run never compacted the ring");
+        for k in model.keys().copied().collect::<Vec<_>>() {
+            assert!(s.take(k).is_some());
+        }
+        assert!(s.is_empty());
+        assert_eq!(s.held(), 0);
     }
 }
