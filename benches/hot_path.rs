@@ -6,7 +6,7 @@ use bytes::Bytes;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use std::sync::Arc;
 
-use log_capturer::capture::{Assembler, Cursor, Decoder, Message, Replay, compact};
+use log_capturer::capture::{Assembler, Cursor, Decoder, Message, ResumeFilter, compact};
 use log_capturer::docker::timestamp::format_rfc3339_nanos;
 use log_capturer::pipeline::{ContainerMeta, LogLine};
 use log_capturer::sinks::ndjson::encode_line;
@@ -34,7 +34,7 @@ fn stream(line_len: usize) -> Vec<Bytes> {
 fn run(chunks: &[Bytes], meta: &ContainerMeta, out: &mut Vec<u8>) -> usize {
     let mut decoder = Decoder::new(false);
     let mut assembler = Assembler::new(256 * 1024);
-    let mut replay = Replay::new(Cursor::at(0));
+    let mut replay = ResumeFilter::new(Cursor::at(0));
     let mut lines: Vec<LogLine> = Vec::with_capacity(1024);
     let mut n = 0;
     out.clear();

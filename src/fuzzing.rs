@@ -15,7 +15,7 @@ use std::sync::{Arc, OnceLock};
 use bytes::{Bytes, BytesMut};
 
 use crate::buffer::{FsyncPolicy, SegmentStore, StoreOptions};
-use crate::capture::{Assembler, Cursor, DecodeError, Decoder, Message, Replay};
+use crate::capture::{Assembler, Cursor, DecodeError, Decoder, Message, ResumeFilter};
 use crate::checkpoint::CheckpointStore;
 use crate::config::Config;
 use crate::docker::body::BodyDecoder;
@@ -482,7 +482,7 @@ pub fn checkpoint_file(data: &[u8]) {
     };
     let since = cursor.since_ns();
     let _ = cursor.count_at_since();
-    let mut replay = Replay::new(cursor);
+    let mut replay = ResumeFilter::new(cursor);
     let mut lines: Vec<LogLine> = [
         (StreamKind::Stdout, since),
         (StreamKind::Stderr, since),
@@ -575,13 +575,13 @@ pub fn capture_session(data: &[u8]) {
     }
     let k = lines.len() * usize::from(*stop) / 256;
     let start = Cursor::at(lines.iter().map(|l| l.ts_ns).min().unwrap_or(0));
-    let mut first = Replay::new(start);
+    let mut first = ResumeFilter::new(start);
     let mut delivered = lines[..k].to_vec();
     first.filter(&mut delivered);
     assert_eq!(delivered.len(), k, "a first session drops lines");
     let cursor = first.cursor(None);
     let since = cursor.since_ns();
-    let mut second = Replay::new(cursor);
+    let mut second = ResumeFilter::new(cursor);
     let mut reopened: Vec<LogLine> = lines.iter().filter(|l| l.ts_ns >= since).cloned().collect();
     second.filter(&mut reopened);
     let key = |l: &LogLine| (l.ts_ns, l.stream, l.message.clone());

@@ -25,7 +25,7 @@ use crate::docker::timestamp::{SecondCache, parse_rfc3339_nanos_cached};
 use crate::pipeline::{LogLine, StreamKind};
 
 /// The timestamp given to a message that carried none; the session replaces it with a real one
-/// (see `Replay::filter`) and never filters such a line out.
+/// (see `ResumeFilter::filter`) and never filters such a line out.
 pub const UNSTAMPED: i64 = i64::MIN;
 
 /// A line of which some pieces have been read.

@@ -17,7 +17,7 @@
 //! timestamp and how many lines of that stream with exactly that timestamp were delivered —
 //! and the timestamp of the earliest line begun but not delivered yet (its pieces must be
 //! served again). A reopen asks for a `since` at or before every entry not yet delivered (see
-//! [`Cursor::since_ns`]), and [`Replay`] skips, per stream, exactly the lines already
+//! [`Cursor::since_ns`]), and [`ResumeFilter`] skips, per stream, exactly the lines already
 //! delivered. Whatever point of a session a rotation, reconnect or crash falls on, no entry the
 //! agent has not delivered is skipped, and none is delivered twice.
 
@@ -176,7 +176,7 @@ impl Cursor {
 /// Filters a reopened stream so that only lines not yet delivered pass, and keeps the cursor of
 /// what has been delivered since.
 #[derive(Debug)]
-pub struct Replay {
+pub struct ResumeFilter {
     target: Cursor,
     /// Lines seen per stream at the target position's timestamp (stdout/tty, stderr).
     seen: [u64; 2],
@@ -186,9 +186,9 @@ pub struct Replay {
     last_ts_ns: i64,
 }
 
-impl Replay {
+impl ResumeFilter {
     pub fn new(target: Cursor) -> Self {
-        Replay {
+        ResumeFilter {
             target,
             seen: [0, 0],
             legacy_left: target.legacy_count,
@@ -238,7 +238,7 @@ impl Replay {
         lines.retain_mut(|line| self.admit_line(line));
     }
 
-    /// [`Replay::filter`] for one line: whether it is new (then it counts as delivered).
+    /// [`ResumeFilter::filter`] for one line: whether it is new (then it counts as delivered).
     pub fn admit_line(&mut self, line: &mut LogLine) -> bool {
         if line.ts_ns == UNSTAMPED {
             line.ts_ns = self.last_ts_ns;
@@ -287,7 +287,7 @@ mod tests {
         for (s, t) in [(OUT, 10), (ERR, 10), (OUT, 10), (ERR, 9)] {
             c.deliver(s, t);
         }
-        let mut r = Replay::new(c);
+        let mut r = ResumeFilter::new(c);
         let got: Vec<bool> = [
             (OUT, 9),
             (OUT, 10),
@@ -324,7 +324,7 @@ mod tests {
 
     #[test]
     fn legacy_cursor_skips_its_count_over_both_streams_then_counts_per_stream() {
-        let mut r = Replay::new(Cursor::legacy(10, 2));
+        let mut r = ResumeFilter::new(Cursor::legacy(10, 2));
         assert!(!r.admit(OUT, 10));
         assert!(!r.admit(ERR, 10));
         assert!(r.admit(OUT, 10));
@@ -339,7 +339,7 @@ mod tests {
         );
         assert_eq!(c.count_at_since(), 3);
         // Reopened from that cursor: the three are skipped, the next is new.
-        let mut r = Replay::new(c);
+        let mut r = ResumeFilter::new(c);
         assert!(!r.admit(OUT, 10));
         assert!(!r.admit(ERR, 10));
         assert!(!r.admit(OUT, 10));
@@ -354,7 +354,7 @@ mod tests {
         let mut c = Cursor::at(0);
         c.deliver(OUT, 5_000);
         c.deliver(OUT, 5_000);
-        let mut replay = Replay::new(c);
+        let mut replay = ResumeFilter::new(c);
         let mut assembler = super::super::Assembler::new(1024);
         let mut lines = Vec::new();
         assembler.push(OUT, bytes::Bytes::from_static(b"no stamp\n"), &mut lines);
@@ -478,7 +478,7 @@ mod tests {
         let mut committed = Cursor::at(0);
         for &cut in cuts.iter().chain(std::iter::once(&usize::MAX)) {
             let since = committed.since_ns();
-            let mut replay = Replay::new(committed);
+            let mut replay = ResumeFilter::new(committed);
             let mut pending: [Option<(i64, usize, String)>; 2] = [None, None];
             for (pos, (stream, ts, id, piece, last)) in file.iter().enumerate() {
                 if pos >= cut {

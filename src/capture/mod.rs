@@ -12,6 +12,6 @@ mod source;
 mod task;
 
 pub use assembler::Assembler;
-pub use cursor::{Cursor, Position, REORDER_SLACK_NS, Replay, StreamPositions, since_text};
+pub use cursor::{Cursor, Position, REORDER_SLACK_NS, ResumeFilter, StreamPositions, since_text};
 pub use decoder::{DecodeError, Decoder, Message, PIECE_BYTES};
 pub use task::{CaptureContext, CaptureExit, CaptureTask, SharedCursor, compact, read_cursor};

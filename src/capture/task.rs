@@ -13,7 +13,7 @@ use bytes::BytesMut;
 
 use super::assembler::Assembler;
 use super::coalesce::Coalescer;
-use super::cursor::{Cursor, Replay};
+use super::cursor::{Cursor, ResumeFilter};
 use super::decoder::{Decoder, Message};
 use super::pause::PauseTimer;
 use super::rotation::{AtDeadline, RotationGate};
@@ -336,7 +336,7 @@ impl CaptureTask {
         let deadline = tokio::time::sleep_until((opened + rotation_interval).into());
         tokio::pin!(deadline);
         let mut rotation = RotationGate::new(rotation_interval, opened, now_ns());
-        let mut replay = Replay::new(read_cursor(&self.cursor));
+        let mut replay = ResumeFilter::new(read_cursor(&self.cursor));
         let mut assembler = Assembler::new(ctx.max_line_bytes);
         let mut lines: Vec<LogLine> = Vec::new();
         let mut emitted: u64 = 0;

@@ -3,7 +3,7 @@
 //! records of all sessions together are those of one uninterrupted read.
 
 use super::*;
-use crate::capture::{REORDER_SLACK_NS, Replay};
+use crate::capture::{REORDER_SLACK_NS, ResumeFilter};
 use crate::config::{ByteSize, HumanDuration};
 use proptest::prelude::*;
 use std::time::Duration;
@@ -297,8 +297,8 @@ fn stdout_and_stderr_groups_stay_apart() {
 fn hold_moves_each_stream_back_before_the_first_line_of_its_open_group() {
     let mut f = Fixture::start("^S");
     let mut out = Vec::new();
-    let mut replay = Replay::new(Cursor::at(100));
-    let mut feed = |f: &mut Fixture, replay: &mut Replay, stream, ts, t: &str| {
+    let mut replay = ResumeFilter::new(Cursor::at(100));
+    let mut feed = |f: &mut Fixture, replay: &mut ResumeFilter, stream, ts, t: &str| {
         let before = replay.position(stream);
         assert!(replay.admit(stream, ts));
         f.ml.push(line(stream, ts, t), before, &mut out);
@@ -316,7 +316,7 @@ fn hold_moves_each_stream_back_before_the_first_line_of_its_open_group() {
     assert_eq!(cursor.streams.stdout, pos(100, 2));
     assert_eq!(cursor.streams.stderr, pos(100, 0));
     // A reopen from the held cursor admits exactly the open groups' lines again.
-    let mut again = Replay::new(cursor);
+    let mut again = ResumeFilter::new(cursor);
     let read = [
         (OUT, 100),
         (OUT, 100),
@@ -344,7 +344,7 @@ fn a_held_cursor_reopens_at_or_before_the_first_line_of_an_open_group() {
     const T: i64 = 1_000 * REORDER_SLACK_NS;
     let mut f = Fixture::start("^S");
     let mut out = Vec::new();
-    let mut replay = Replay::new(Cursor::at(T));
+    let mut replay = ResumeFilter::new(Cursor::at(T));
     for (stream, ts, t) in [
         (ERR, T, "S err"),
         (OUT, T + 1, "S out"),
@@ -591,7 +591,7 @@ fn read_in_sessions(
         Err(e) => panic!("{}: {}", e.key, e.message),
     };
     let hand_over = |ml: &mut Multiline,
-                     replay: &Replay,
+                     replay: &ResumeFilter,
                      out: &mut Vec<LogLine>,
                      delivered: &mut Delivered|
      -> Cursor {
@@ -605,7 +605,7 @@ fn read_in_sessions(
     };
     for &cut in cuts.iter().chain(std::iter::once(&usize::MAX)) {
         let since = committed.since_ns();
-        let mut replay = Replay::new(committed);
+        let mut replay = ResumeFilter::new(committed);
         let mut ml = fresh.clone();
         let mut now = 0;
         let mut out = Vec::new();
@@ -819,7 +819,7 @@ fn a_settled_batch_keeps_a_held_group_readable() {
     let mut session = |shared: &mut Cursor, reads: &[usize], last: bool| {
         let since = shared.since_ns();
         let served: Vec<LogLine> = file.iter().filter(|l| l.ts_ns >= since).cloned().collect();
-        let mut replay = Replay::new(*shared);
+        let mut replay = ResumeFilter::new(*shared);
         let mut ml = fresh.clone();
         let mut served = served.into_iter();
         for (i, &n) in reads.iter().enumerate() {
