@@ -7,6 +7,7 @@
 //! ```
 
 mod budget;
+pub(crate) mod encoded;
 mod ledger;
 mod record;
 mod router;

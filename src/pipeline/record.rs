@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::budget::BudgetPermit;
+use super::encoded::encode_container_fields;
 
 use crate::capture::Cursor;
 use crate::checkpoint::FilePosition;
@@ -91,7 +92,7 @@ impl ContainerMeta {
             kind: SourceKind::Container,
             ndjson_fields: Box::default(),
         };
-        meta.ndjson_fields = crate::sinks::ndjson::encode_container_fields(&meta).into();
+        meta.ndjson_fields = encode_container_fields(&meta).into();
         meta
     }
 
@@ -117,7 +118,7 @@ impl ContainerMeta {
     pub fn with_label_fields(mut self, mut label_fields: Vec<(String, String)>) -> Self {
         label_fields.sort();
         self.label_fields = label_fields;
-        self.ndjson_fields = crate::sinks::ndjson::encode_container_fields(&self).into();
+        self.ndjson_fields = encode_container_fields(&self).into();
         self
     }
 
@@ -133,7 +134,7 @@ impl ContainerMeta {
         .with_label_fields(self.label_fields.clone());
         if meta.kind != self.kind {
             meta.kind = self.kind.clone();
-            meta.ndjson_fields = crate::sinks::ndjson::encode_container_fields(&meta).into();
+            meta.ndjson_fields = encode_container_fields(&meta).into();
         }
         meta
     }
