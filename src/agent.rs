@@ -152,7 +152,7 @@ pub async fn run(
         status,
         pinned_api,
         shutdown: shutdown.clone(),
-        agent_start_ns: crate::checkpoint::now_ns(),
+        agent_start_ns: crate::clock::now_ns(),
         ledger_slot,
         source: Arc::new(source),
         set_log_level,

@@ -11,10 +11,12 @@ pub mod backoff;
 pub mod buffer;
 pub mod capture;
 pub mod checkpoint;
+pub mod clock;
 pub mod config;
 pub mod discovery;
 pub mod dlq;
 pub mod docker;
+pub mod fsutil;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod observability;

@@ -10,10 +10,10 @@ pub struct StateLock {
 
 impl StateLock {
     pub fn acquire(state_dir: &Path) -> Result<StateLock, String> {
-        crate::checkpoint::create_private_dir(state_dir)
+        crate::fsutil::create_private_dir(state_dir)
             .map_err(|e| state_dir_error(state_dir, state_dir, &e))?;
         let path = state_dir.join("lock");
-        let file = crate::checkpoint::open_private_file(&path, false)
+        let file = crate::fsutil::open_private_file(&path, false)
             .map_err(|e| state_dir_error(state_dir, &path, &e))?;
         match file.try_lock() {
             Ok(()) => Ok(StateLock { _file: file }),

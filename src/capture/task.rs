@@ -19,7 +19,7 @@ use super::pause::PauseTimer;
 use super::rotation::{AtDeadline, RotationGate};
 use super::source::{Source, Taken};
 use crate::backoff::{Backoff, sleep_or_cancel};
-use crate::checkpoint::now_ns;
+use crate::clock::now_ns;
 use crate::docker::{DockerClient, DockerError};
 use crate::observability::metrics::{ContainerLabels, ContainerStreamLabels, Metrics};
 use crate::observability::status::{CaptureState, ContainerStatus, StatusBoard};

@@ -14,9 +14,9 @@ use std::path::Path;
 use std::time::Instant;
 use tracing::error;
 
-use super::{
-    CheckpointStore, FileEntry, create_private_dir, lock, now_ns, remove_unknown, write_atomically,
-};
+use super::{CheckpointError, CheckpointStore, FileEntry, lock, remove_unknown};
+use crate::clock::now_ns;
+use crate::fsutil::{create_private_dir, write_atomically};
 use crate::observability::metrics::Metrics;
 
 /// (device, inode) of an open file or a path.
@@ -62,19 +62,18 @@ struct PositionFile {
 }
 
 /// Reads one position file; the error says why it cannot be used.
-fn read_position(path: &std::path::Path) -> Result<(String, FilePosition), String> {
-    let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
-    let file: PositionFile = serde_json::from_slice(&bytes).map_err(|e| e.to_string())?;
+fn read_position(path: &std::path::Path) -> Result<(String, FilePosition), CheckpointError> {
+    let bytes = std::fs::read(path)?;
+    let file: PositionFile = serde_json::from_slice(&bytes)?;
     let stem = path
         .file_stem()
         .and_then(|s| s.to_str())
         .unwrap_or_default();
     if file.key != stem || file.key != file.position.id.key() {
-        return Err(format!(
-            "content does not match the file name (key {:?}, identity {})",
-            file.key,
-            file.position.id.key()
-        ));
+        return Err(CheckpointError::NotItsPosition {
+            identity: file.position.id.key(),
+            key: file.key,
+        });
     }
     Ok((file.key, file.position))
 }

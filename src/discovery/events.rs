@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use crate::backoff::{Backoff, sleep_or_cancel};
-use crate::checkpoint::now_ns;
+use crate::clock::now_ns;
 use crate::docker::DockerClient;
 use crate::docker::types::Event;
 use crate::observability::metrics::Metrics;

@@ -12,7 +12,7 @@ use tracing::{debug, info};
 use super::Discovery;
 use super::filter::Seen;
 use crate::capture::json_file::{JsonFileMode, JsonFileTarget};
-use crate::checkpoint::now_ns;
+use crate::clock::now_ns;
 use crate::docker::types::ContainerInspect;
 use crate::pipeline::ContainerMeta;
 

@@ -25,7 +25,8 @@ use tracing::{debug, info, warn};
 
 use crate::backoff::Backoff;
 use crate::capture::{CaptureContext, CaptureExit, SharedCursor};
-use crate::checkpoint::{CheckpointStore, now_ns};
+use crate::checkpoint::CheckpointStore;
+use crate::clock::now_ns;
 use crate::config::{FilterConfig, InitialPosition};
 use crate::docker::types::{ContainerInspect, Event};
 use crate::observability::metrics::Metrics;

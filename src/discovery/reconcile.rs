@@ -13,7 +13,7 @@ use super::position::{StartFacts, start_position};
 use super::{Discovery, Tracked, container_meta};
 use crate::capture::CaptureTask;
 use crate::capture::json_file::JsonFileTarget;
-use crate::checkpoint::now_ns;
+use crate::clock::now_ns;
 use crate::docker::timestamp::parse_rfc3339_nanos;
 use crate::docker::types::ContainerSummary;
 use crate::pipeline::ContainerMeta;

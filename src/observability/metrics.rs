@@ -656,7 +656,7 @@ impl Metrics {
     pub fn config_loaded(&self) {
         self.config_last_reload_successful.set(1);
         self.config_last_reload_success_timestamp
-            .set(crate::checkpoint::now_ns() as f64 / 1e9);
+            .set(crate::clock::now_ns() as f64 / 1e9);
     }
 
     /// Drops the gauges of a sink a config reload removed: they describe state (buffered

@@ -32,7 +32,8 @@ use tokio::sync::watch;
 
 use super::metrics::{ContainerLabels, Metrics};
 use crate::capture::{Cursor, SharedCursor, StreamPositions, read_cursor};
-use crate::checkpoint::{CheckpointStore, now_ns};
+use crate::checkpoint::CheckpointStore;
+use crate::clock::now_ns;
 use crate::config::Config;
 use crate::docker::timestamp::format_rfc3339_nanos;
 use crate::pipeline::ContainerMeta;

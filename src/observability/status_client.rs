@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
 use super::status::{ContainerView, SinkView};
-use crate::checkpoint::now_ns;
+use crate::clock::now_ns;
 use crate::docker::timestamp::format_rfc3339_nanos;
 
 pub const EXIT_HEALTHY: u8 = 0;

@@ -33,7 +33,7 @@ use bytes::Bytes;
 
 use super::{Pipelines, ProcessingMetrics, Processor, StageContext};
 use crate::capture::Position;
-use crate::checkpoint::now_ns;
+use crate::clock::now_ns;
 use crate::config::Config;
 use crate::discovery::filter::Candidate;
 use crate::docker::timestamp::parse_rfc3339_nanos;

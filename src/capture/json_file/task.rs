@@ -17,7 +17,7 @@ use crate::backoff::{Backoff, sleep_or_cancel};
 use crate::capture::source::Source;
 use crate::capture::task::SessionEnd;
 use crate::capture::{CaptureExit, CaptureTask, read_cursor};
-use crate::checkpoint::now_ns;
+use crate::clock::now_ns;
 use crate::observability::status::ContainerStatus;
 
 /// The session's end reason when the reader asks for a reopen from the cursor (see

@@ -32,7 +32,7 @@ pub struct StoredHeader {
 pub fn encode_record(reason: Option<String>, messages: &[Message]) -> Vec<u8> {
     let header = StoredHeader {
         messages: messages.len(),
-        written_ns: crate::checkpoint::now_ns(),
+        written_ns: crate::clock::now_ns(),
         reason,
     };
     let head = serde_json::to_vec(&header).unwrap_or_default();

@@ -54,7 +54,7 @@ impl RecordHeader {
             content_type: batch.content_type.to_string(),
             content_encoding: batch.content_encoding.map(str::to_string),
             entries: batch.entries,
-            written_ns: crate::checkpoint::now_ns(),
+            written_ns: crate::clock::now_ns(),
             reason,
             tenant: batch.tenant.clone(),
         }

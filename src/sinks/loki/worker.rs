@@ -1032,7 +1032,7 @@ impl LokiWorker {
             None => {
                 let written = Instant::now()
                     .checked_sub(Duration::from_nanos(
-                        (crate::checkpoint::now_ns() - header.written_ns).max(0) as u64,
+                        (crate::clock::now_ns() - header.written_ns).max(0) as u64,
                     ))
                     .unwrap_or_else(Instant::now);
                 match self.send_once(&batch, Some(written)).await {
