@@ -12,6 +12,9 @@ mod source;
 mod task;
 
 pub use assembler::Assembler;
-pub use cursor::{Cursor, Position, REORDER_SLACK_NS, ResumeFilter, StreamPositions, since_text};
+pub use cursor::{
+    AckedCursor, Cursor, DeliveredCursor, Position, REORDER_SLACK_NS, ResumeFilter,
+    StreamPositions, since_text,
+};
 pub use decoder::{DecodeError, Decoder, Message, PIECE_BYTES};
-pub use task::{CaptureContext, CaptureExit, CaptureTask, SharedCursor, compact, read_cursor};
+pub use task::{CaptureContext, CaptureExit, CaptureTask, compact, read_cursor};

@@ -3,7 +3,7 @@
 //! and the rotation deadline, and the stream's connection is owned by this task alone, so
 //! closing a stream — idle or busy — is a drop that releases its socket immediately.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
@@ -13,7 +13,7 @@ use bytes::BytesMut;
 
 use super::assembler::Assembler;
 use super::coalesce::Coalescer;
-use super::cursor::{Cursor, ResumeFilter};
+use super::cursor::{Cursor, DeliveredCursor, ResumeFilter};
 use super::decoder::{Decoder, Message};
 use super::pause::PauseTimer;
 use super::rotation::{AtDeadline, RotationGate};
@@ -58,18 +58,14 @@ pub enum CaptureExit {
     Unreadable,
 }
 
-/// A committed cursor shared between a capture task and discovery (which keeps it across
-/// stops and starts of the container).
-pub type SharedCursor = Arc<Mutex<Cursor>>;
-
-pub fn read_cursor(cursor: &SharedCursor) -> Cursor {
+pub fn read_cursor(cursor: &DeliveredCursor) -> Cursor {
     match cursor.lock() {
         Ok(c) => *c,
         Err(poisoned) => *poisoned.into_inner(),
     }
 }
 
-fn write_cursor(cursor: &SharedCursor, value: Cursor) {
+fn write_cursor(cursor: &DeliveredCursor, value: Cursor) {
     match cursor.lock() {
         Ok(mut c) => *c = value,
         Err(poisoned) => *poisoned.into_inner() = value,
@@ -118,7 +114,7 @@ pub struct CaptureTask {
     pub id: String,
     pub tty: bool,
     pub meta: watch::Receiver<Arc<ContainerMeta>>,
-    pub cursor: SharedCursor,
+    pub cursor: DeliveredCursor,
     pub cancel: CancellationToken,
     /// The container's processing pipeline, never used itself: each session runs a fresh
     /// clone of it (an open multiline group dies with its session and is read again).

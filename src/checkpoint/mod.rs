@@ -1,7 +1,8 @@
-//! Per-container cursors persisted under `<state_dir>/checkpoints/<container id>.json`.
-//! A cursor only moves when the sinks acknowledge a batch; files are written atomically
-//! (temporary file, fsync, rename, fsync of the directory). A file that cannot be read or
-//! parsed is renamed aside with a `.corrupt-<unix time>` suffix, reported, and skipped.
+//! Per-container acknowledged cursors ([`AckedCursor`]) persisted under
+//! `<state_dir>/checkpoints/<container id>.json`. A cursor only moves when the sinks acknowledge
+//! a batch; files are written atomically (temporary file, fsync, rename, fsync of the
+//! directory). A file that cannot be read or parsed is renamed aside with a
+//! `.corrupt-<unix time>` suffix, reported, and skipped.
 
 mod error;
 mod files;
@@ -23,7 +24,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 use tracing::{error, warn};
 
-use crate::capture::{Cursor, StreamPositions};
+use crate::capture::{AckedCursor, Cursor, StreamPositions};
 use crate::docker::timestamp::format_rfc3339_nanos;
 use crate::observability::metrics::Metrics;
 
@@ -71,7 +72,7 @@ struct FileEntry {
 
 #[derive(Debug)]
 struct Entry {
-    cursor: Cursor,
+    cursor: AckedCursor,
     /// Acknowledged but not yet persisted since this instant.
     dirty_since: Option<Instant>,
 }
@@ -182,7 +183,7 @@ impl CheckpointStore {
         lock(&self.entries)
     }
 
-    pub fn get(&self, id: &str) -> Option<Cursor> {
+    pub fn get(&self, id: &str) -> Option<AckedCursor> {
         self.lock().get(id).map(|e| e.cursor)
     }
 
@@ -205,7 +206,7 @@ impl CheckpointStore {
     }
 
     /// Records a starting position for a container that has none (persisted with the others).
-    pub fn init(&self, id: &str, cursor: Cursor) {
+    pub fn init(&self, id: &str, cursor: AckedCursor) {
         self.lock().entry(id.to_string()).or_insert(Entry {
             cursor,
             dirty_since: Some(Instant::now()),
@@ -214,7 +215,7 @@ impl CheckpointStore {
 
     /// Every sink has acknowledged everything up to `cursor`. Ignored for containers that are
     /// not tracked (forgotten meanwhile: a late acknowledgement must not resurrect the file).
-    pub fn ack(&self, id: &str, cursor: Cursor) {
+    pub fn ack(&self, id: &str, cursor: AckedCursor) {
         let mut entries = self.lock();
         if let Some(entry) = entries.get_mut(id)
             && cursor.is_at_or_after(&entry.cursor)

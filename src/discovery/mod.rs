@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::backoff::Backoff;
-use crate::capture::{CaptureContext, CaptureExit, SharedCursor};
+use crate::capture::{CaptureContext, CaptureExit, DeliveredCursor};
 use crate::checkpoint::CheckpointStore;
 use crate::clock::now_ns;
 use crate::config::{FilterConfig, InitialPosition};
@@ -58,7 +58,7 @@ pub struct DiscoverySettings {
 struct Tracked {
     meta: watch::Sender<Arc<ContainerMeta>>,
     tty: bool,
-    cursor: SharedCursor,
+    cursor: DeliveredCursor,
     /// Token of the running capture task, if one runs.
     running: Option<CancellationToken>,
     unreadable: bool,

@@ -31,7 +31,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use super::metrics::{ContainerLabels, Metrics};
-use crate::capture::{Cursor, SharedCursor, StreamPositions, read_cursor};
+use crate::capture::{Cursor, DeliveredCursor, StreamPositions, read_cursor};
 use crate::checkpoint::CheckpointStore;
 use crate::clock::now_ns;
 use crate::config::Config;
@@ -80,7 +80,7 @@ impl CaptureState {
 /// capture task, perhaps of a new pipeline generation, tracks the container).
 struct Source {
     meta: watch::Receiver<Arc<ContainerMeta>>,
-    delivered: SharedCursor,
+    delivered: DeliveredCursor,
 }
 
 /// One container's entry. Times are ns since the epoch, 0 for "none".
@@ -128,7 +128,7 @@ impl ContainerStatus {
     pub fn detached(
         id: &str,
         meta: watch::Receiver<Arc<ContainerMeta>>,
-        delivered: SharedCursor,
+        delivered: DeliveredCursor,
     ) -> Arc<Self> {
         Arc::new(ContainerStatus::new(id, Source { meta, delivered }))
     }
@@ -484,7 +484,7 @@ impl StatusBoard {
         &self,
         id: &str,
         meta: watch::Receiver<Arc<ContainerMeta>>,
-        delivered: SharedCursor,
+        delivered: DeliveredCursor,
     ) -> Arc<ContainerStatus> {
         if meta.borrow().is_file() {
             return ContainerStatus::detached(id, meta, delivered);
@@ -619,7 +619,7 @@ mod tests {
         let f = fixture();
         let start = Cursor::at(0);
         f.store.init("id-web", start);
-        let delivered: SharedCursor = Arc::new(Mutex::new(start));
+        let delivered: DeliveredCursor = Arc::new(Mutex::new(start));
         let entry = f.board.track("id-web", meta("web"), Arc::clone(&delivered));
         entry.set_rotation_interval(Duration::from_secs(300));
         let views = f.board.containers();

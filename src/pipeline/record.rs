@@ -7,7 +7,7 @@ use std::time::Instant;
 use super::budget::BudgetPermit;
 use super::encoded::encode_container_fields;
 
-use crate::capture::Cursor;
+use crate::capture::{AckedCursor, Cursor};
 use crate::checkpoint::FilePosition;
 use crate::processing::Extra;
 
@@ -179,7 +179,8 @@ impl ContainerMeta {
 /// (timestamps and counts, in both capture modes), or a host file's byte position.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum AckPosition {
-    Container(Cursor),
+    /// Becomes the container's [`AckedCursor`] once every sink has acknowledged the batch.
+    Container(AckedCursor),
     File(FilePosition),
 }
 
@@ -191,7 +192,7 @@ impl From<Cursor> for AckPosition {
 
 impl AckPosition {
     /// The container cursor (None for a file position).
-    pub fn cursor(&self) -> Option<&Cursor> {
+    pub fn cursor(&self) -> Option<&AckedCursor> {
         match self {
             AckPosition::Container(c) => Some(c),
             AckPosition::File(_) => None,
