@@ -175,7 +175,9 @@ impl CheckpointStore {
         }
     }
 
-    /// Writes every changed host-file position (see [`CheckpointStore::persist`]).
+    /// Writes every changed host-file position (see [`CheckpointStore::persist`]). The same
+    /// loop as the container cursors' there, kept apart on purpose: other entries, file names,
+    /// log fields and messages (one generic loop would take them all as parameters).
     pub(super) fn persist_file_positions(&self) -> bool {
         let mut all_written = true;
         let dirty: Vec<(String, FilePosition, Instant)> = lock(&self.file_positions)
