@@ -1,6 +1,6 @@
 //! Where a capture session's pieces come from: an Engine API follow stream (multiplexed
 //! frames, decoded here), or the container's json-file log (`json_file::source`). Either way
-//! the session gets stamped pieces through the same assembler, so the replay filter, the
+//! the session gets stamped pieces through the same assembler, so the resume filter, the
 //! processing, the batch handover and the cursor are one code path for both modes.
 
 use bytes::Bytes;
