@@ -89,12 +89,12 @@ fn unstamped_line_at_session_start_is_kept_not_dropped() {
     let mut c = Cursor::at(0);
     c.deliver(OUT, 5_000);
     c.deliver(OUT, 5_000);
-    let mut replay = ResumeFilter::new(c);
+    let mut resume = ResumeFilter::new(c);
     let mut assembler = super::super::Assembler::new(1024);
     let mut lines = Vec::new();
     assembler.push(OUT, bytes::Bytes::from_static(b"no stamp\n"), &mut lines);
     assert_eq!(assembler.unstamped, 1, "counted (line_without_timestamp)");
-    replay.filter(&mut lines);
+    resume.filter(&mut lines);
     assert_eq!(lines.len(), 1, "kept");
     assert_eq!(&lines[0].message[..], b"no stamp");
     assert_eq!(
@@ -102,7 +102,7 @@ fn unstamped_line_at_session_start_is_kept_not_dropped() {
         "stamped with the last delivered stamp"
     );
     // It moved no cursor: the two lines at 5 000 are still skipped, the third is new.
-    assert_eq!(replay.cursor(None), c);
+    assert_eq!(resume.cursor(None), c);
     let stamped = |ts| LogLine {
         ts_ns: ts,
         stream: OUT,
@@ -116,7 +116,7 @@ fn unstamped_line_at_session_start_is_kept_not_dropped() {
         stamped(5_000),
         stamped(6_000),
     ];
-    replay.filter(&mut more);
+    resume.filter(&mut more);
     assert_eq!(
         more.iter().map(|l| l.ts_ns).collect::<Vec<_>>(),
         [5_000, 6_000]
@@ -125,7 +125,7 @@ fn unstamped_line_at_session_start_is_kept_not_dropped() {
         ts_ns: UNSTAMPED,
         ..stamped(0)
     }];
-    replay.filter(&mut late);
+    resume.filter(&mut late);
     assert_eq!(late[0].ts_ns, 6_000, "later: the latest stamp seen");
 }
 
@@ -213,7 +213,7 @@ fn read_in_sessions(file: &[Entry], cuts: &[usize]) -> Vec<(StreamKind, usize, S
     let mut committed = Cursor::at(0);
     for &cut in cuts.iter().chain(std::iter::once(&usize::MAX)) {
         let since = committed.since_ns();
-        let mut replay = ResumeFilter::new(committed);
+        let mut resume = ResumeFilter::new(committed);
         let mut pending: [Option<(i64, usize, String)>; 2] = [None, None];
         for (pos, (stream, ts, id, piece, last)) in file.iter().enumerate() {
             if pos >= cut {
@@ -229,10 +229,10 @@ fn read_in_sessions(file: &[Entry], cuts: &[usize]) -> Vec<(StreamKind, usize, S
                 pending[s] = Some((*ts, *id, text));
                 continue;
             }
-            if replay.admit(*stream, *ts) {
+            if resume.admit(*stream, *ts) {
                 emitted.push((*stream, *id, text));
                 let unfinished = pending.iter().flatten().map(|p| p.0).min();
-                committed = replay.cursor(unfinished);
+                committed = resume.cursor(unfinished);
             }
         }
     }
