@@ -1,5 +1,5 @@
 //! Private state files: directories 0700, files 0600, written atomically (state files hold
-//! positions and log bodies). Used by the checkpoints, the on-disk buffers and the state lock.
+//! positions and log bodies). Used by the checkpoints and the state lock.
 
 use std::fs;
 use std::io::{self, Write};
