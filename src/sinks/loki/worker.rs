@@ -217,6 +217,7 @@ impl LokiWorker {
     }
 
     pub async fn run(mut self) {
+        // Starts as the Kafka worker does (same families, each with its own sink label).
         self.metrics.init_sink(SINK, true);
         self.metrics
             .buffer_max_bytes

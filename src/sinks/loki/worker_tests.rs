@@ -106,6 +106,8 @@ async fn delivery(h: &Harness, seq: u64, n: usize) -> Arc<Delivery> {
 }
 
 /// Like [`delivery`], with `edit(i, line)` applied to each line.
+// The Kafka worker's tests build their deliveries alike, against their own harness and
+// ledger set-up: kept apart.
 async fn delivery_with(
     h: &Harness,
     seq: u64,
@@ -158,9 +160,8 @@ async fn accepting_loki() -> (String, Seen) {
     answering_loki(Arc::new(std::sync::atomic::AtomicU16::new(204))).await
 }
 
-/// A Loki that answers each request with the status `answer` holds then (a short text
-/// body unless 204) and records (content type, body, X-Scope-OrgID) per request.
-pub(super) async fn answering_loki(answer: Arc<std::sync::atomic::AtomicU16>) -> (String, Seen) {
+/// A listener on a free local port, and the push URL that reaches it.
+async fn listen() -> (tokio::net::TcpListener, String) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -168,6 +169,13 @@ pub(super) async fn answering_loki(answer: Arc<std::sync::atomic::AtomicU16>) ->
         "http://{}/loki/api/v1/push",
         listener.local_addr().expect("addr")
     );
+    (listener, url)
+}
+
+/// A Loki that answers each request with the status `answer` holds then (a short text
+/// body unless 204) and records (content type, body, X-Scope-OrgID) per request.
+pub(super) async fn answering_loki(answer: Arc<std::sync::atomic::AtomicU16>) -> (String, Seen) {
+    let (listener, url) = listen().await;
     let seen = Arc::new(Mutex::new(Vec::new()));
     let record = Arc::clone(&seen);
     tokio::spawn(async move {
@@ -238,8 +246,6 @@ async fn wait_acked(h: &Harness, ts_ns: i64) -> bool {
     false
 }
 
-/// Issue 9 item 12: a batch whose configured encoding fails goes as plain JSON (counted),
-/// and is acknowledged, so the container's checkpoint keeps moving.
 /// `pipeline.shutdown_timeout` ran out while Loki hangs: the push under way is dropped and
 /// every push not yet done is abandoned, not buffered, so that nothing is acknowledged or
 /// buffered after the agent's final checkpoint write (a buffered batch that is also read
@@ -247,13 +253,7 @@ async fn wait_acked(h: &Harness, ts_ns: i64) -> bool {
 #[tokio::test]
 async fn abandon_at_the_deadline_buffers_and_acknowledges_nothing_more() {
     // A Loki that takes connections and never answers.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let url = format!(
-        "http://{}/loki/api/v1/push",
-        listener.local_addr().expect("addr")
-    );
+    let (listener, url) = listen().await;
     let hold = tokio::spawn(async move {
         let mut open = Vec::new();
         while let Ok((conn, _)) = listener.accept().await {
@@ -281,6 +281,8 @@ async fn abandon_at_the_deadline_buffers_and_acknowledges_nothing_more() {
     assert_eq!(records, 0, "nothing buffered after the deadline");
 }
 
+/// Issue 9 item 12: a batch whose configured encoding fails goes as plain JSON (counted),
+/// and is acknowledged, so the container's checkpoint keeps moving.
 #[tokio::test]
 async fn unencodable_batch_goes_as_plain_json_and_is_acknowledged() {
     let (url, seen) = accepting_loki().await;

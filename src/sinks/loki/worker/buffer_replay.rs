@@ -57,6 +57,8 @@ impl LokiWorker {
             Ok(Ok(Some(x))) => x,
             Ok(Ok(None)) => return,
             Ok(Err(e)) if e.kind() == std::io::ErrorKind::InvalidData => {
+                // The Kafka worker's `read_replay` skips a corrupt record the same way; kept
+                // apart, as what follows differs (here the buffer replay head is dropped).
                 let skipped = self
                     .buffer
                     .with(|s| s.skip_corrupt_head())

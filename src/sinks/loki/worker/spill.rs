@@ -35,8 +35,18 @@ impl LokiWorker {
         }
     }
 
+    fn count_buffer_full(&self) {
+        self.metrics
+            .buffer_full
+            .get_or_create(&Self::labels())
+            .inc();
+    }
+
     /// Appends a push to the on-disk buffer; true when durable.
     pub(super) async fn spill(&self, m: &mut Machine, push: &mut Push) -> bool {
+        // The Kafka worker's `append_waiting` handles the same outcomes: kept apart, as its log
+        // texts name its own unit (messages, Kafka) and its side effects differ (linger, one
+        // message at a time, stop draining).
         let batch = self.encoded(push);
         let record = encode_record(&RecordHeader::for_batch(&batch, None), &batch.body);
         let result = self.buffer.append(record).await;
@@ -54,10 +64,7 @@ impl LokiWorker {
                     // deleted): nothing will free room soon, so try again after a back-off.
                     m.append_at = Deadline::now() + m.append_backoff.next_delay();
                 }
-                self.metrics
-                    .buffer_full
-                    .get_or_create(&Self::labels())
-                    .inc();
+                self.count_buffer_full();
                 error!(
                     sink = SINK,
                     used,
@@ -68,10 +75,7 @@ impl LokiWorker {
             }
             Err(AppendError::TooLarge { len }) => {
                 push.too_large = true;
-                self.metrics
-                    .buffer_full
-                    .get_or_create(&Self::labels())
-                    .inc();
+                self.count_buffer_full();
                 error!(
                     sink = SINK,
                     len,
