@@ -20,6 +20,10 @@
 //! - the entry's timestamp is the record's event time if a stage set one, else Docker's;
 //! - the line stays the message;
 //! - a push carries one tenant: a [`Slice`] only takes the lines of its tenant.
+//!
+//! Files: this one cuts slices into the push request and encodes it (protobuf + snappy, JSON);
+//! `encode/labels.rs` has the stream labels, metadata and label strings; `encode/lines.rs`
+//! the cutting and splitting of lines under `max_line_bytes`.
 
 use std::collections::HashMap;
 use std::io::Write;

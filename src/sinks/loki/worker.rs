@@ -54,14 +54,14 @@
 //!   on to Sending at once if the buffer is empty: a push that can never fit then waits in
 //!   memory for Loki, in order, retried at the Loki retry time (it never spins; capture pauses
 //!   behind it through the queue budget).
-//! - **Replaying** (buffer non-empty): first, ready pushes are appended behind the buffer while
+//! - **Replaying** (buffer replay; the buffer is non-empty): first, ready pushes are appended behind the buffer while
 //!   they fit (the ordering rule). Then the oldest record is sent, at the Loki retry time —
 //!   which carries over from Sending, so a `Retry-After` or back-off is honoured across the
 //!   spill. Sent (or dead-lettered): the record is consumed, which frees room, so pushes that
 //!   found the buffer full follow; the worker remembers the record was delivered, so a failed
 //!   consume (position file not writable) is retried with back-off without sending it again. A
 //!   record that went corrupt on disk is skipped and counted. Buffer empty → Sending.
-//! - **Draining** (shutdown): no replay. Every ready push, and the open one, gets one short
+//! - **Draining** (shutdown): no buffer replay. Every ready push, and the open one, gets one short
 //!   live attempt if the buffer is empty and Loki was not failing, else goes to the buffer. A
 //!   push that neither Loki nor the buffer took stays unacknowledged, and so does every push
 //!   after it: their lines are read again after the restart, and none of them is also in the
@@ -70,6 +70,14 @@
 //!
 //! Every wait of the loop races new input, the `max_wait` timer and the shutdown token; a step
 //! itself (one push, bounded by `timeout`, or one disk operation) runs to its end.
+//!
+//! # Files
+//!
+//! This file: the worker, the machine's variables, the loop and when each state is due.
+//! `worker/batcher.rs`: pushes and how deliveries are cut into them; `worker/send.rs`: Sending,
+//! encoding, one push to Loki, acknowledgement; `worker/spill.rs`: Spilling (buffer appends);
+//! `worker/buffer_replay.rs`: Replaying; `worker/drain.rs`: Draining; `worker/dead_letters.rs`:
+//! the dead-letter store.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -324,11 +332,11 @@ impl LokiWorker {
                 if self.buffered() == 0 {
                     return Due::Now;
                 }
-                let replay = Self::buffer_replay_due(m);
+                let buffer_replay = Self::buffer_replay_due(m);
                 if head.is_some_and(|p| self.can_queue_behind(m, p)) {
-                    return Due::At(replay.min(m.append_at));
+                    return Due::At(buffer_replay.min(m.append_at));
                 }
-                Due::At(replay)
+                Due::At(buffer_replay)
             }
             State::Draining => {
                 if head.is_some() {
