@@ -803,7 +803,17 @@ mod tests {
                 "stream error reason {reason:?} missing from STREAM_ERROR_REASONS"
             );
         }
-        let loki = source("src/sinks/loki/client.rs") + &source("src/sinks/loki/worker.rs");
+        let loki: String = [
+            "src/sinks/loki/client.rs",
+            "src/sinks/loki/worker.rs",
+            "src/sinks/loki/worker/send.rs",
+            "src/sinks/loki/worker/spill.rs",
+            "src/sinks/loki/worker/buffer_replay.rs",
+            "src/sinks/loki/worker/dead_letters.rs",
+        ]
+        .iter()
+        .map(|p| source(p))
+        .collect();
         let known: Vec<&str> = [
             LOKI_SINK_FAILURE_REASONS,
             DEAD_LETTER_REASONS,

@@ -11,6 +11,7 @@
 //! ([`Sink::is_closed_for_good`], a stdout whose reader exited): the writer then stops, and
 //! with it the agent.
 
+pub(crate) mod buffer_errors;
 mod file;
 #[cfg(feature = "kafka")]
 pub mod kafka;

@@ -19,27 +19,27 @@ type Connector = hyper_rustls::HttpsConnector<hyper_util::client::legacy::connec
 #[cfg(not(feature = "tls"))]
 type Connector = hyper_util::client::legacy::connect::HttpConnector;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What a push to Loki came to, when it did not succeed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SendError {
+    #[error("{reason}: {detail}")]
     Retryable {
         /// Bounded metric label: "connect", "timeout", "429", "5xx", "4xx".
         reason: &'static str,
         detail: String,
         retry_after: Option<Duration>,
     },
-    Rejected {
-        status: u16,
-        body: String,
-    },
+    #[error("rejected with {status}: {body}")]
+    Rejected { status: u16, body: String },
 }
 
-impl std::fmt::Display for SendError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            SendError::Retryable { reason, detail, .. } => write!(f, "{reason}: {detail}"),
-            SendError::Rejected { status, body } => write!(f, "rejected with {status}: {body}"),
-        }
-    }
+/// Loki's refusal of a push for good (400/413): its status and answer, which the worker keeps
+/// until the push is a dead letter. Displayed as the dead letter's reason.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{status}: {body}")]
+pub struct Rejection {
+    pub status: u16,
+    pub body: String,
 }
 
 pub struct LokiClient {

@@ -4,7 +4,8 @@ use std::sync::Arc;
 
 use super::*;
 use crate::checkpoint::{FileId, FilePosition, Fingerprint};
-use crate::pipeline::AckPosition;
+use crate::config::MAX_LABEL_VALUE;
+use crate::pipeline::{AckPosition, ContainerMeta};
 use crate::processing::FieldValue;
 
 fn file(path: &str, fields: &[(&str, &str)]) -> Arc<ContainerMeta> {

@@ -3,12 +3,14 @@
 
 mod client;
 pub mod encode;
+mod error;
 pub mod proto;
 pub mod store;
 mod worker;
 
 pub use client::{LokiClient, SendError};
 pub use encode::{EncodedBatch, Encoder};
+pub use error::SinkError;
 pub use worker::LokiWorker;
 
 use std::path::{Path, PathBuf};

@@ -357,16 +357,13 @@ impl KafkaWorker {
 
     fn buffer_error(&self, m: &mut Machine, op: &'static str, e: &str) {
         self.disk_failed(m);
-        self.metrics
-            .buffer_errors
-            .get_or_create(&Self::reason(op))
-            .inc();
-        let what = if op == "consume" {
-            "cannot advance the on-disk buffer past a delivered record; retrying (it is not produced again)"
-        } else {
-            "cannot read the on-disk buffer; retrying"
-        };
-        error!(sink = SINK, op, error = %e, "{what}");
+        // Counted and logged as by the Loki sink.
+        crate::sinks::buffer_errors::BufferErrors {
+            sink: SINK,
+            record: "record",
+            delivered: "produced",
+        }
+        .report(&self.metrics, op, e);
     }
 }
 

@@ -1,0 +1,69 @@
+//! A failed read or consume of a sink's on-disk buffer, reported the same way by every sink
+//! that has one (Loki, Kafka): counted in `log_capturer_buffer_errors_total` under the
+//! operation, and logged. The caller retries after its disk back-off.
+
+use tracing::error;
+
+use crate::observability::metrics::{Metrics, SinkReasonLabels};
+
+/// How a sink names its buffer records in the log.
+pub(crate) struct BufferErrors {
+    /// The sink's metric label and log field ("loki", "kafka").
+    pub sink: &'static str,
+    /// What one buffer record is: "batch" (Loki), "record" (Kafka).
+    pub record: &'static str,
+    /// What a delivered record would be if it were read again: "sent", "produced".
+    pub delivered: &'static str,
+}
+
+impl BufferErrors {
+    /// `op`: "read" or "consume" (a metric reason, see `BUFFER_ERROR_REASONS`).
+    pub(crate) fn report(&self, metrics: &Metrics, op: &'static str, e: &str) {
+        metrics
+            .buffer_errors
+            .get_or_create(&SinkReasonLabels {
+                sink: self.sink,
+                reason: op,
+            })
+            .inc();
+        let (sink, record, delivered) = (self.sink, self.record, self.delivered);
+        if op == "consume" {
+            error!(
+                sink,
+                op,
+                error = %e,
+                "cannot advance the on-disk buffer past a delivered {record}; retrying (it is not {delivered} again)"
+            );
+        } else {
+            error!(sink, op, error = %e, "cannot read the on-disk buffer; retrying");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_under_the_operation() {
+        let metrics = Metrics::new();
+        let loki = BufferErrors {
+            sink: "loki",
+            record: "batch",
+            delivered: "sent",
+        };
+        loki.report(&metrics, "consume", "disk gone");
+        loki.report(&metrics, "read", "disk gone");
+        loki.report(&metrics, "read", "disk gone");
+        let count = |reason| {
+            metrics
+                .buffer_errors
+                .get_or_create(&SinkReasonLabels {
+                    sink: "loki",
+                    reason,
+                })
+                .get()
+        };
+        assert_eq!((count("read"), count("consume")), (2, 1));
+    }
+}
