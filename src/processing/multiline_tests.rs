@@ -297,19 +297,19 @@ fn stdout_and_stderr_groups_stay_apart() {
 fn hold_moves_each_stream_back_before_the_first_line_of_its_open_group() {
     let mut f = Fixture::start("^S");
     let mut out = Vec::new();
-    let mut replay = Replay::new(Cursor::at(100));
-    let mut feed = |f: &mut Fixture, replay: &mut Replay, stream, ts, t: &str| {
-        let before = replay.position(stream);
-        assert!(replay.admit(stream, ts));
+    let mut resume = Replay::new(Cursor::at(100));
+    let mut feed = |f: &mut Fixture, resume: &mut Replay, stream, ts, t: &str| {
+        let before = resume.position(stream);
+        assert!(resume.admit(stream, ts));
         f.ml.push(line(stream, ts, t), before, &mut out);
     };
-    feed(&mut f, &mut replay, OUT, 100, "S a");
-    feed(&mut f, &mut replay, OUT, 100, "c");
-    feed(&mut f, &mut replay, OUT, 101, "S b"); // emits `S a`; `S b` opens at (100, 2)
-    feed(&mut f, &mut replay, OUT, 102, "c");
-    feed(&mut f, &mut replay, ERR, 100, "S e"); // opens at (100, 0): nothing of stderr yet
-    feed(&mut f, &mut replay, ERR, 103, "c");
-    let mut cursor = replay.cursor(None);
+    feed(&mut f, &mut resume, OUT, 100, "S a");
+    feed(&mut f, &mut resume, OUT, 100, "c");
+    feed(&mut f, &mut resume, OUT, 101, "S b"); // emits `S a`; `S b` opens at (100, 2)
+    feed(&mut f, &mut resume, OUT, 102, "c");
+    feed(&mut f, &mut resume, ERR, 100, "S e"); // opens at (100, 0): nothing of stderr yet
+    feed(&mut f, &mut resume, ERR, 103, "c");
+    let mut cursor = resume.cursor(None);
     assert_eq!(cursor.streams.stdout, pos(102, 1));
     assert_eq!(cursor.streams.stderr, pos(103, 1));
     f.ml.hold(&mut cursor);
@@ -328,9 +328,9 @@ fn hold_moves_each_stream_back_before_the_first_line_of_its_open_group() {
     let admitted: Vec<bool> = read.iter().map(|&(s, t)| again.admit(s, t)).collect();
     assert_eq!(admitted, [false, false, true, true, true, true]);
     // With stderr's group emitted, only stdout is held.
-    feed(&mut f, &mut replay, ERR, 104, "S e2");
-    feed(&mut f, &mut replay, ERR, 105, "c");
-    let mut cursor = replay.cursor(None);
+    feed(&mut f, &mut resume, ERR, 104, "S e2");
+    feed(&mut f, &mut resume, ERR, 105, "c");
+    let mut cursor = resume.cursor(None);
     f.ml.flush_due(105 + 1, &mut out); // nothing is due that early
     f.ml.hold(&mut cursor);
     assert_eq!(cursor.streams.stdout, pos(100, 2));
@@ -344,7 +344,7 @@ fn a_held_cursor_reopens_at_or_before_the_first_line_of_an_open_group() {
     const T: i64 = 1_000 * REORDER_SLACK_NS;
     let mut f = Fixture::start("^S");
     let mut out = Vec::new();
-    let mut replay = Replay::new(Cursor::at(T));
+    let mut resume = Replay::new(Cursor::at(T));
     for (stream, ts, t) in [
         (ERR, T, "S err"),
         (OUT, T + 1, "S out"),
@@ -352,11 +352,11 @@ fn a_held_cursor_reopens_at_or_before_the_first_line_of_an_open_group() {
         (OUT, T + 3 * REORDER_SLACK_NS, "S out 2"),
         (OUT, T + 3 * REORDER_SLACK_NS + 1, "S out 3"),
     ] {
-        let before = replay.position(stream);
-        assert!(replay.admit(stream, ts));
+        let before = resume.position(stream);
+        assert!(resume.admit(stream, ts));
         f.ml.push(line(stream, ts, t), before, &mut out);
     }
-    let mut cursor = replay.cursor(None);
+    let mut cursor = resume.cursor(None);
     f.ml.hold(&mut cursor);
     assert_eq!(cursor.streams.stderr, pos(T, 0));
     assert_eq!(cursor.streams.stdout, pos(T + 3 * REORDER_SLACK_NS, 1));
@@ -366,7 +366,7 @@ fn a_held_cursor_reopens_at_or_before_the_first_line_of_an_open_group() {
         cursor.since_ns()
     );
     // And the earliest unfinished line of the assembler still counts.
-    let mut cursor = replay.cursor(Some(T - 5));
+    let mut cursor = resume.cursor(Some(T - 5));
     f.ml.hold(&mut cursor);
     assert_eq!(cursor.since_ns(), T - 5);
 }
@@ -563,9 +563,9 @@ struct Delivered {
 
 /// Reads `file` in sessions as the capture task does: each session is served, in file order,
 /// every entry stamped at or after the committed cursor's `since`, passes each through the
-/// resume filter and, if admitted, into a fresh `Multiline` with the stream's replay position
+/// resume filter and, if admitted, into a fresh `Multiline` with the stream's resume position
 /// before it. Every `batch` entries, the records completed since are handed over with the
-/// batch's cursor (the replay's, held back by the open groups), which is committed, and the
+/// batch's cursor (the resume filter's, held back by the open groups), which is committed, and the
 /// stage's counts are taken. A session ends once it reaches file position `cut`: its open
 /// groups and the records of its unfinished batch are lost. The last one reads to the end
 /// and, the container having stopped, flushes every group. `flush_at`: file positions before
@@ -591,7 +591,7 @@ fn read_in_sessions(
         Err(e) => panic!("{}: {}", e.key, e.message),
     };
     let hand_over = |ml: &mut Multiline,
-                     replay: &Replay,
+                     resume: &Replay,
                      out: &mut Vec<LogLine>,
                      delivered: &mut Delivered|
      -> Cursor {
@@ -599,13 +599,13 @@ fn read_in_sessions(
         let (lines, _) = ml.take_finished();
         delivered.finished_lines[0] += lines[0];
         delivered.finished_lines[1] += lines[1];
-        let mut cursor = replay.cursor(None);
+        let mut cursor = resume.cursor(None);
         ml.hold(&mut cursor);
         cursor
     };
     for &cut in cuts.iter().chain(std::iter::once(&usize::MAX)) {
         let since = committed.since_ns();
-        let mut replay = Replay::new(committed);
+        let mut resume = Replay::new(committed);
         let mut ml = fresh.clone();
         let mut now = 0;
         let mut out = Vec::new();
@@ -618,21 +618,21 @@ fn read_in_sessions(
             }
             if entry.ts >= since {
                 now = now.max(entry.ts);
-                let before = replay.position(entry.stream);
-                if replay.admit(entry.stream, entry.ts) {
+                let before = resume.position(entry.stream);
+                if resume.admit(entry.stream, entry.ts) {
                     ml.push(entry.line(), before, &mut out);
                 }
             }
             if (at + 1) % batch == 0 {
-                committed = hand_over(&mut ml, &replay, &mut out, &mut delivered);
+                committed = hand_over(&mut ml, &resume, &mut out, &mut delivered);
             }
         }
         if cut == usize::MAX {
             ml.flush_all(&mut out);
-            committed = hand_over(&mut ml, &replay, &mut out, &mut delivered);
+            committed = hand_over(&mut ml, &resume, &mut out, &mut delivered);
             assert_eq!(
                 committed,
-                replay.cursor(None),
+                resume.cursor(None),
                 "nothing held after flush_all"
             );
         }
@@ -789,8 +789,8 @@ proptest! {
     }
 }
 
-/// task.rs's processing branch, step by step (before = replay.position; admit_line;
-/// push; cursor = replay.cursor(..); hold; hand over when records or `cursor != shared`).
+/// task/session.rs's processing branch, step by step (before = resume.position; admit_line;
+/// push; cursor = resume.cursor(..); hold; hand over when records or `cursor != shared`).
 /// A session that re-reads from a held cursor first reads only an already-delivered stderr
 /// line (stamped 10 µs after the held stdout group's first line but written before it, the
 /// copier race of capture::cursor): the cursor-only ("settled") batch drops the held
@@ -819,21 +819,21 @@ fn a_settled_batch_keeps_a_held_group_readable() {
     let mut session = |shared: &mut Cursor, reads: &[usize], last: bool| {
         let since = shared.since_ns();
         let served: Vec<LogLine> = file.iter().filter(|l| l.ts_ns >= since).cloned().collect();
-        let mut replay = Replay::new(*shared);
+        let mut resume = Replay::new(*shared);
         let mut ml = fresh.clone();
         let mut served = served.into_iter();
         for (i, &n) in reads.iter().enumerate() {
             let mut out = Vec::new();
             for mut l in served.by_ref().take(n) {
-                let before = replay.position(l.stream);
-                if replay.admit_line(&mut l) {
+                let before = resume.position(l.stream);
+                if resume.admit_line(&mut l) {
                     ml.push(l, before, &mut out);
                 }
             }
             if last && i + 1 == reads.len() {
                 ml.flush_all(&mut out);
             }
-            let mut cursor = replay.cursor(None);
+            let mut cursor = resume.cursor(None);
             ml.hold(&mut cursor);
             if !out.is_empty() || cursor.positions_differ(shared) {
                 delivered.extend(out.iter().map(|r| text(r).to_string()));
