@@ -20,6 +20,7 @@ use rustls::ClientConnection;
 use rustls_pki_types::ServerName;
 use tokio::net::TcpStream;
 
+use super::SetupError;
 use crate::config::DockerTlsConfig;
 use crate::tls::{ClientTls, PemFile};
 
@@ -30,7 +31,7 @@ const SCRATCH: usize = 16 * 1024;
 pub fn settings(
     config: Option<&DockerTlsConfig>,
     env: impl Fn(&str) -> Option<String>,
-) -> Result<Option<ClientTls>, String> {
+) -> Result<Option<ClientTls>, SetupError> {
     if let Some(c) = config {
         let file = |p: &Option<PathBuf>, key: &str| {
             p.as_deref()
@@ -55,11 +56,7 @@ pub fn settings(
         None => match env("HOME").filter(|v| !v.is_empty()) {
             Some(home) => Path::new(&home).join(".docker"),
             None => {
-                return Err(
-                    "DOCKER_TLS_VERIFY/DOCKER_TLS: DOCKER_CERT_PATH is not set and there is no \
-                     HOME for ~/.docker"
-                        .to_string(),
-                );
+                return Err(SetupError::NoCertPath);
             }
         },
     };
@@ -72,7 +69,11 @@ pub fn settings(
     let ca = if verify {
         let ca = pem("ca.pem");
         if let Err(e) = std::fs::File::open(&ca.path) {
-            return Err(format!("{origin}: {}: {e}", ca.path.display()));
+            return Err(SetupError::CaFile {
+                origin,
+                path: ca.path.clone(),
+                error: e.to_string(),
+            });
         }
         Some(ca)
     } else {
@@ -84,18 +85,18 @@ pub fn settings(
         (true, true) => (Some(cert), Some(key)),
         (false, false) => (None, None),
         (true, false) => {
-            return Err(format!(
-                "{origin}: {} exists without {}",
-                cert.path.display(),
-                key.path.display()
-            ));
+            return Err(SetupError::HalfPair {
+                origin,
+                present: cert.path,
+                missing: key.path,
+            });
         }
         (false, true) => {
-            return Err(format!(
-                "{origin}: {} exists without {}",
-                key.path.display(),
-                cert.path.display()
-            ));
+            return Err(SetupError::HalfPair {
+                origin,
+                present: key.path,
+                missing: cert.path,
+            });
         }
     };
     Ok(Some(ClientTls {
@@ -128,12 +129,15 @@ impl std::fmt::Debug for TlsClient {
 impl TlsClient {
     /// Reads the certificates now (errors name the file and its setting). `addr` is the
     /// endpoint's `host:port`; the host is the name the daemon's certificate must carry.
-    pub fn new(spec: ClientTls, addr: &str) -> Result<TlsClient, String> {
+    pub fn new(spec: ClientTls, addr: &str) -> Result<TlsClient, SetupError> {
         let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
         let host = host.trim_start_matches('[').trim_end_matches(']');
-        let server_name = ServerName::try_from(host.to_string())
-            .map_err(|e| format!("{host:?} is not a TLS server name: {e}"))?;
-        let config = crate::tls::client_config(&spec)?;
+        let server_name =
+            ServerName::try_from(host.to_string()).map_err(|e| SetupError::ServerName {
+                host: host.to_string(),
+                error: e.to_string(),
+            })?;
+        let config = crate::tls::client_config(&spec).map_err(SetupError::Certificates)?;
         Ok(TlsClient {
             config: Arc::new(config),
             server_name,

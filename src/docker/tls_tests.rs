@@ -37,7 +37,8 @@ fn environment_follows_the_docker_cli() {
         None,
         env(&[("DOCKER_TLS_VERIFY", "1"), ("DOCKER_CERT_PATH", &d)]),
     )
-    .expect_err("no ca.pem");
+    .expect_err("no ca.pem")
+    .to_string();
     assert!(
         err.contains("DOCKER_TLS_VERIFY") && err.contains("ca.pem"),
         "{err}"
@@ -53,7 +54,8 @@ fn environment_follows_the_docker_cli() {
     // DOCKER_TLS: encrypt only, the CA is not used; a client pair is presented if whole.
     std::fs::write(dir.path().join("cert.pem"), "x").expect("cert");
     let err = settings(None, env(&[("DOCKER_TLS", "1"), ("DOCKER_CERT_PATH", &d)]))
-        .expect_err("cert without key");
+        .expect_err("cert without key")
+        .to_string();
     assert!(err.contains("key.pem"), "{err}");
     std::fs::write(dir.path().join("key.pem"), "x").expect("key");
     let s = settings(None, env(&[("DOCKER_TLS", "1"), ("DOCKER_CERT_PATH", &d)]))
