@@ -151,7 +151,7 @@ pub const CHECKPOINT_ID: &str = "0123456789ab";
 
 /// The checkpoint reader (`checkpoint::CheckpointStore::open`): the input is the content of
 /// `checkpoints/0123456789ab.json`. Whatever the store accepts must be usable: the cursor goes
-/// through a replay session (a line at its position on each stream, then a later one), is
+/// through a resume-filter session (a line at its position on each stream, then a later one), is
 /// acknowledged and persisted, and a reopen must find that cursor (a cursor still skipping an
 /// older version's count: the same resume point and count).
 pub fn checkpoint_file(data: &[u8]) {
@@ -171,7 +171,7 @@ pub fn checkpoint_file(data: &[u8]) {
     };
     let since = cursor.since_ns();
     let _ = cursor.count_at_since();
-    let mut replay = Replay::new(cursor);
+    let mut resume = Replay::new(cursor);
     let mut lines: Vec<LogLine> = [
         (StreamKind::Stdout, since),
         (StreamKind::Stderr, since),
@@ -187,11 +187,11 @@ pub fn checkpoint_file(data: &[u8]) {
         extra: None,
     })
     .collect();
-    replay.filter(&mut lines);
-    let after = replay.cursor(None);
+    resume.filter(&mut lines);
+    let after = resume.cursor(None);
     assert!(
         after.is_at_or_after(&cursor),
-        "a replay moved the cursor back"
+        "the resume filter moved the cursor back"
     );
     store.ack(CHECKPOINT_ID, after);
     assert!(store.persist(), "persist failed");

@@ -277,7 +277,7 @@ pub fn timestamp(data: &[u8]) {
 }
 
 /// The capture path after the socket: frame decoder, assembler (pieces merged, lines cut at
-/// `max_line_bytes`) and replay filter. Input: byte 0 bit 0 TTY, bytes 1-2 `max_line_bytes`
+/// `max_line_bytes`) and resume filter. Input: byte 0 bit 0 TTY, bytes 1-2 `max_line_bytes`
 /// (LE u16, at least 1), byte 3 where a first session stops (a fraction of the lines), then
 /// the stream. Checks that no line exceeds `max_line_bytes` and, when the lines are in an
 /// order Docker can produce (non-decreasing per stream, the other stream at most the reorder
