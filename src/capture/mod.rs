@@ -5,6 +5,7 @@ pub(crate) mod assembler;
 mod coalesce;
 pub(crate) mod cursor;
 mod decoder;
+mod error;
 pub mod json_file;
 mod pause;
 mod rotation;
@@ -17,4 +18,5 @@ pub use cursor::{
     StreamPositions, since_text,
 };
 pub use decoder::{DecodeError, Decoder, Message, PIECE_BYTES};
+pub use error::{CaptureError, StreamErrorReason};
 pub use task::{CaptureContext, CaptureExit, CaptureTask, compact, read_cursor};

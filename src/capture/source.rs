@@ -7,6 +7,7 @@ use bytes::Bytes;
 
 use super::assembler::Assembler;
 use super::decoder::{Decoder, Message};
+use super::error::{CaptureError, StreamErrorReason};
 use super::json_file::source::JsonFileSource;
 use super::task::{SessionEnd, drain_decoder};
 use crate::docker::{DockerError, HttpStream};
@@ -85,7 +86,10 @@ impl Source {
                         }
                         Ok(None) => taken.eof = true,
                         Err(e) => {
-                            taken.failure = Some(SessionEnd::Error("read", e.to_string()));
+                            taken.failure = Some(SessionEnd::Error(CaptureError::failed(
+                                StreamErrorReason::Read,
+                                e.to_string(),
+                            )));
                             break;
                         }
                     }
@@ -102,15 +106,17 @@ impl Source {
             (Source::JsonFile(f), _) => {
                 // Reading a file blocks: off the async worker (see `json_file::off_worker`).
                 let t = super::json_file::off_worker(|| f.take(assembler, lines));
-                let reason = if t.reopen {
-                    super::json_file::REOPEN
-                } else {
-                    "read"
-                };
+                let reopen = t.reopen;
                 Taken {
                     gathered: t.gathered,
                     eof: t.eof,
-                    failure: t.failure.map(|e| SessionEnd::Error(reason, e)),
+                    failure: t.failure.map(|text| {
+                        SessionEnd::Error(if reopen {
+                            CaptureError::Reopen(text)
+                        } else {
+                            CaptureError::failed(StreamErrorReason::Read, text)
+                        })
+                    }),
                 }
             }
             (Source::Api { .. }, Ready::File) => Taken {

@@ -7,24 +7,24 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
-use tracing::{Level, debug, enabled, info, trace, warn};
+use tracing::{debug, info, trace, warn};
 
-use bytes::BytesMut;
-
-use super::assembler::Assembler;
-use super::coalesce::Coalescer;
-use super::cursor::{Cursor, DeliveredCursor, ResumeFilter};
-use super::decoder::{Decoder, Message};
-use super::pause::PauseTimer;
-use super::rotation::{AtDeadline, RotationGate};
-use super::source::{Source, Taken};
+use super::cursor::{Cursor, DeliveredCursor};
+use super::error::{CaptureError, StreamErrorReason};
+use super::source::Source;
 use crate::backoff::{Backoff, sleep_or_cancel};
 use crate::clock::now_ns;
-use crate::docker::{DockerClient, DockerError};
-use crate::observability::metrics::{ContainerLabels, ContainerStreamLabels, Metrics};
+use crate::docker::DockerClient;
+use crate::observability::metrics::{ContainerLabels, Metrics};
 use crate::observability::status::{CaptureState, ContainerStatus, StatusBoard};
-use crate::pipeline::{Batch, ContainerMeta, Delivery, LogLine, QueueBudget, StreamKind};
-use crate::processing::{Pipelines, Processor, StageContext};
+use crate::pipeline::{ContainerMeta, Delivery, QueueBudget};
+use crate::processing::{Pipelines, Processor};
+
+mod batch;
+mod session;
+
+pub use batch::compact;
+pub(super) use batch::drain_decoder;
 
 /// Settings and handles shared by every capture task.
 pub struct CaptureContext {
@@ -81,7 +81,7 @@ pub(super) enum SessionEnd {
         lines: u64,
         unfinished: bool,
     },
-    Error(&'static str, String),
+    Error(CaptureError),
 }
 
 /// Keeps `streams_active` true to the streams actually open, however the session ends.
@@ -183,7 +183,8 @@ impl CaptureTask {
                         return self.gone();
                     }
                     _ => {
-                        ctx.metrics.stream_error(open_reason(&e));
+                        ctx.metrics
+                            .stream_error(StreamErrorReason::of_open(&e).as_label());
                         status.error(&format!("cannot open log stream: {e}"));
                         let delay = backoff.next_delay();
                         warn!(container = %self.name(), error = %e, retry_in = ?delay, "cannot open log stream");
@@ -259,8 +260,17 @@ impl CaptureTask {
                         }
                     }
                 }
-                SessionEnd::Error(reason, message) => {
-                    ctx.metrics.stream_error(reason);
+                // The Engine API source never asks for a reopen; were it to, it would be
+                // reopened after the back-off like a failure, but not counted as one.
+                SessionEnd::Error(error) => {
+                    let reason = match &error {
+                        CaptureError::Failed { reason, .. } => {
+                            ctx.metrics.stream_error(reason.as_label());
+                            reason.as_label()
+                        }
+                        CaptureError::Reopen(_) => "reopen",
+                    };
+                    let message = error.to_string();
                     status.error(&format!("{reason}: {message}"));
                     let delay = backoff.next_delay();
                     warn!(container = %self.name(), error = %message, retry_in = ?delay, "log stream failed; reopening from cursor");
@@ -316,464 +326,5 @@ impl CaptureTask {
                 Some(CaptureExit::Stopped)
             }
         }
-    }
-
-    /// Reads one source until rotation, EOF, error or cancellation. `final_read`: the container
-    /// has stopped, so a line still open at the end of the stream is complete as it is.
-    pub(super) async fn session(
-        &mut self,
-        mut source: Source,
-        opened: Instant,
-        rotation_interval: Duration,
-        final_read: bool,
-        status: &ContainerStatus,
-    ) -> SessionEnd {
-        let ctx = Arc::clone(&self.ctx);
-        let deadline = tokio::time::sleep_until((opened + rotation_interval).into());
-        tokio::pin!(deadline);
-        let mut rotation = RotationGate::new(rotation_interval, opened, now_ns());
-        let mut replay = ResumeFilter::new(read_cursor(&self.cursor));
-        let mut assembler = Assembler::new(ctx.max_line_bytes);
-        let mut lines: Vec<LogLine> = Vec::new();
-        let mut emitted: u64 = 0;
-        let mut counters =
-            SessionCounters::new(&ctx.metrics, &self.meta.borrow_and_update().name, self.tty);
-        let mut coalescer = Coalescer::new(Instant::now());
-        let mut timer = PauseTimer::default();
-        let mut processor = self.processor.clone();
-        // When the open multiline group of a quiet stream is due (see `flush_after`).
-        let flush_timer = tokio::time::sleep(Duration::ZERO);
-        tokio::pin!(flush_timer);
-        let mut last_read = Instant::now();
-        loop {
-            let flush_due = processor.as_ref().and_then(Processor::due_ns);
-            if let Some(due) = flush_due {
-                let wait = Duration::from_nanos(u64::try_from(due - now_ns()).unwrap_or(0));
-                // Due by Docker's timestamps, and the stream quiet for a moment: a reopen
-                // serves an old group's lines in several chunks, and a due group must not
-                // be cut between two of them.
-                let at = (Instant::now() + wait).max(last_read + QUIET_BEFORE_FLUSH);
-                flush_timer.as_mut().reset(at.into());
-            }
-            // Lines already there are read before a due group is flushed: the group may
-            // still get its continuation (the stream arm comes first).
-            let event = tokio::select! {
-                biased;
-                _ = self.cancel.cancelled() => return SessionEnd::Cancelled,
-                _ = &mut deadline => match rotation.at_deadline(Instant::now()) {
-                    AtDeadline::Rotate => return SessionEnd::Rotate,
-                    AtDeadline::NotBefore(at) => {
-                        deadline.as_mut().reset(at.into());
-                        continue;
-                    }
-                },
-                c = source.ready() => Some(c),
-                _ = &mut flush_timer, if flush_due.is_some() => None,
-            };
-            let flushing = event.is_none();
-            // Gather what is already there into one batch (see `Source::take`).
-            // A failure ends the session, but only after the lines completed before it are
-            // handed over: the daemon may not be able to serve them again (a removed container).
-            let Taken {
-                gathered,
-                eof,
-                failure,
-            } = match event {
-                Some(ready) => source.take(ready, &mut assembler, &mut lines),
-                None => Taken {
-                    gathered: 0,
-                    eof: false,
-                    failure: None,
-                },
-            };
-            let read_lines = lines.len();
-            if gathered > 0 {
-                let newest = if rotation.caught_up() {
-                    None
-                } else {
-                    lines.iter().map(|l| l.ts_ns).max()
-                };
-                last_read = Instant::now();
-                rotation.on_read(last_read, newest);
-            }
-            if eof && failure.is_none() {
-                source.finish(&mut assembler, &mut lines);
-                // While the container runs, a line open at the end of the stream may still get
-                // its last pieces: it stays unfinished, and the reopen serves it again.
-                if final_read {
-                    assembler.flush(&mut lines);
-                }
-            }
-            if assembler.unstamped > 0 {
-                ctx.metrics.stream_error("line_without_timestamp");
-                assembler.unstamped = 0;
-            }
-            let before_filter = lines.len();
-            let (cursor, processed) = match &mut processor {
-                None => {
-                    replay.filter(&mut lines);
-                    (replay.cursor(assembler.earliest_open_ns()), None)
-                }
-                Some(p) => {
-                    let meta = self.meta.borrow().clone();
-                    let cx = StageContext {
-                        container: &meta,
-                        now_ns: now_ns(),
-                    };
-                    let mut records = Vec::with_capacity(lines.len());
-                    let mut admitted = 0;
-                    for mut line in lines.drain(..) {
-                        let before = replay.position(line.stream);
-                        if replay.admit_line(&mut line) {
-                            admitted += 1;
-                            p.push(line, before, &cx, &mut records);
-                        }
-                    }
-                    if flushing {
-                        p.flush_due(now_ns(), &cx, &mut records);
-                    }
-                    // The stream ended cleanly: its open groups end with it. Most often the
-                    // container stopped, and may be removed before a reopen could serve the
-                    // group again (`--rm`: its last stack trace would be lost). After a daemon
-                    // restart a group may be cut in two; nothing is lost or repeated.
-                    if eof && failure.is_none() {
-                        p.flush_all(&cx, &mut records);
-                    }
-                    lines = records;
-                    let mut cursor = replay.cursor(assembler.earliest_open_ns());
-                    // Not past the first line of a group still open.
-                    p.hold(&mut cursor);
-                    (cursor, Some(admitted))
-                }
-            };
-            if processed.is_none() && before_filter > lines.len() {
-                trace!(container = %self.name(), skipped = before_filter - lines.len(),
-                    "lines already delivered skipped");
-            }
-            // With processing, a read whose lines were all dropped (or all went into an open
-            // group) can still move the cursor: hand that over too, so dropped lines are
-            // acknowledged and never read again.
-            // Positions only: a cursor that differs just in `unfinished_ns` (a reopen that
-            // has not re-read a held group yet) must not replace the held one.
-            let moved = processed.is_some() && cursor.positions_differ(&read_cursor(&self.cursor));
-            if !lines.is_empty() || moved {
-                let line_count = lines.len();
-                // The lines are slices of the read buffers; copied into one buffer of their
-                // exact size, a batch holds what the budget charges and no more (see `compact`).
-                let message_bytes = compact(&mut lines);
-                // The next batch will likely be as large: size it once instead of regrowing
-                // (within reason: an idle stream should not keep a burst-sized vector).
-                let next_lines = Vec::with_capacity(line_count.min(1024));
-                let batch = Batch {
-                    container: self.meta.borrow().clone(),
-                    lines: std::mem::replace(&mut lines, next_lines),
-                    position: cursor.into(),
-                };
-                // Waiting for budget and queue room is where backpressure pauses reading. Both
-                // race rotation too (for a caught-up stream): an unsent batch is simply re-read
-                // after the reopen, because the shared cursor only moves once the batch is
-                // handed over.
-                // What processing added lives as long as the batch: charged with it (only a
-                // pipeline adds extras, so the path without one skips the pass).
-                let extra_bytes: usize = if processed.is_some() {
-                    batch
-                        .lines
-                        .iter()
-                        .filter_map(|l| l.extra.as_deref())
-                        .map(crate::processing::Extra::heap_bytes)
-                        .sum()
-                } else {
-                    0
-                };
-                let charge = ctx
-                    .budget
-                    .charge(batch.lines.capacity(), message_bytes + extra_bytes);
-                let permit = tokio::select! {
-                    biased;
-                    _ = self.cancel.cancelled() => return SessionEnd::Cancelled,
-                    _ = &mut deadline, if rotation.may_rotate_while_not_reading() => return SessionEnd::Rotate,
-                    p = ctx.budget.acquire(charge, line_count) => match p {
-                        Some(p) => p,
-                        None => return SessionEnd::Cancelled,
-                    },
-                };
-                let first_ts_ns = batch.lines.first().map_or(0, |l| l.ts_ns);
-                let mut delivered = LineCounts::of(&batch.lines);
-                let summary = enabled!(Level::TRACE).then(|| line_summary(&batch.lines));
-                tokio::select! {
-                    biased;
-                    _ = self.cancel.cancelled() => return SessionEnd::Cancelled,
-                    _ = &mut deadline, if rotation.may_rotate_while_not_reading() => return SessionEnd::Rotate,
-                    sent = ctx.pipeline.send(Delivery::new(batch, permit)) => {
-                        if sent.is_err() {
-                            return SessionEnd::Cancelled;
-                        }
-                    }
-                }
-                if let Some(lines) = summary {
-                    trace!(container = %self.name(), lines, since = %cursor.since_text(),
-                        cursor = ?cursor.streams,
-                        "batch handed over");
-                }
-                write_cursor(&self.cursor, cursor);
-                if let Some(p) = &mut processor {
-                    // Collected counts what was read, not what processing made of it: the
-                    // input lines emitted (in a group or alone) or dropped since the last batch.
-                    let ([first, err], bytes) = p.take_finished();
-                    delivered = LineCounts {
-                        first,
-                        err,
-                        bytes,
-                        truncated: delivered.truncated,
-                    };
-                }
-                // Counted once handed over: a batch dropped by a rotation is re-read, and must
-                // not be counted twice. A rename since the last batch counts under the new name.
-                if self.meta.has_changed().unwrap_or(false) {
-                    counters = SessionCounters::new(
-                        &ctx.metrics,
-                        &self.meta.borrow_and_update().name,
-                        self.tty,
-                    );
-                }
-                counters.count(&delivered, &ctx.metrics);
-                status.delivered(line_count as u64, first_ts_ns);
-                // New lines read, whatever processing made of them (the end-of-stream logic
-                // asks whether a session brought anything).
-                emitted += processed.unwrap_or(line_count) as u64;
-            }
-            if let Some(end) = failure {
-                return end;
-            }
-            if eof {
-                return SessionEnd::Eof {
-                    lines: emitted,
-                    // Open multiline groups were flushed at the end of the stream.
-                    unfinished: assembler.has_open_line(),
-                };
-            }
-            // A busy stream that has been caught up with waits a moment before the next read,
-            // so that one read brings many lines instead of a few (see `coalesce`).
-            let pause = coalescer.after_read(read_lines, gathered, Instant::now());
-            if let Some(pause) = pause.filter(|_| source.coalesces()) {
-                if let Err(e) = source.park() {
-                    return SessionEnd::Error("read", e.to_string());
-                }
-                tokio::select! {
-                    biased;
-                    _ = self.cancel.cancelled() => return SessionEnd::Cancelled,
-                    _ = &mut deadline, if rotation.may_rotate_while_not_reading() => return SessionEnd::Rotate,
-                    failed = timer.sleep(pause) => if let Some(e) = failed {
-                        ctx.metrics.stream_error("pause_timer");
-                        warn!(container = %self.name(), error = %e,
-                            "no sub-millisecond timer; pausing with the 1 ms one for this stream");
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// Copies the lines' messages, slices of read buffers that may be far larger (a 100-byte line
-/// can keep a 256 KiB read alive until it is written), into one buffer of exactly their total
-/// size; returns that size. Afterwards a batch holds the bytes the queue budget charges for,
-/// and the read buffers are free as soon as the decoder is done with them.
-pub fn compact(lines: &mut [LogLine]) -> usize {
-    let total: usize = lines.iter().map(|l| l.message.len()).sum();
-    let mut buf = BytesMut::with_capacity(total);
-    for line in lines.iter() {
-        buf.extend_from_slice(&line.message);
-    }
-    let buf = buf.freeze();
-    let mut at = 0;
-    for line in lines.iter_mut() {
-        let len = line.message.len();
-        line.message = buf.slice(at..at + len);
-        at += len;
-    }
-    total
-}
-
-/// For tracing: each line's stream, timestamp and first bytes.
-fn line_summary(lines: &[LogLine]) -> String {
-    lines
-        .iter()
-        .map(|l| {
-            let head = &l.message[..l.message.len().min(12)];
-            format!(
-                "{:?}@{} {:?}/{}",
-                l.stream,
-                l.ts_ns,
-                String::from_utf8_lossy(head),
-                l.message.len()
-            )
-        })
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-/// How long a stream must have sent nothing before its due multiline group is flushed.
-const QUIET_BEFORE_FLUSH: Duration = Duration::from_millis(250);
-
-/// Decodes every complete message buffered in `decoder` into `lines`.
-pub(super) fn drain_decoder(
-    decoder: &mut Decoder,
-    assembler: &mut Assembler,
-    lines: &mut Vec<LogLine>,
-) -> Result<(), SessionEnd> {
-    loop {
-        match decoder.next_message() {
-            Ok(Some(Message::Log { stream, payload })) => assembler.push(stream, payload, lines),
-            Ok(Some(Message::SystemError(text))) => {
-                return Err(SessionEnd::Error(
-                    "daemon_stream_error",
-                    String::from_utf8_lossy(&text).trim().to_string(),
-                ));
-            }
-            Ok(None) => return Ok(()),
-            Err(e) => return Err(SessionEnd::Error("decode", e.to_string())),
-        }
-    }
-}
-
-fn open_reason(e: &DockerError) -> &'static str {
-    match e {
-        DockerError::Timeout => "open_timeout",
-        DockerError::Transport(_) | DockerError::Hinted { .. } => "open_transport",
-        _ => "open_failed",
-    }
-}
-
-/// What a batch adds to the container's counters (taken before the batch is handed over).
-#[derive(Clone, Copy)]
-struct LineCounts {
-    /// stdout or tty lines.
-    first: u64,
-    err: u64,
-    bytes: u64,
-    truncated: u64,
-}
-
-impl LineCounts {
-    fn of(lines: &[LogLine]) -> Self {
-        let (mut err, mut bytes, mut truncated) = (0, 0, 0);
-        for l in lines {
-            err += u64::from(l.stream == StreamKind::Stderr);
-            bytes += l.message.len() as u64;
-            truncated += u64::from(l.truncated);
-        }
-        LineCounts {
-            first: lines.len() as u64 - err,
-            err,
-            bytes,
-            truncated,
-        }
-    }
-}
-
-/// Per-session handles to the container's counters (label lookups once, not per line).
-/// A TTY container only ever has the `tty` series; others only `stdout` and `stderr`.
-struct SessionCounters {
-    first: prometheus_client::metrics::counter::Counter,
-    stderr: Option<prometheus_client::metrics::counter::Counter>,
-    bytes: prometheus_client::metrics::counter::Counter,
-}
-
-impl SessionCounters {
-    fn new(metrics: &Metrics, name: &str, tty: bool) -> Self {
-        let per_stream = |stream: StreamKind| {
-            metrics
-                .logs_collected
-                .get_or_create(&ContainerStreamLabels {
-                    container_name: name.to_string(),
-                    stream: stream.as_str(),
-                })
-                .clone()
-        };
-        SessionCounters {
-            first: per_stream(if tty {
-                StreamKind::Tty
-            } else {
-                StreamKind::Stdout
-            }),
-            stderr: (!tty).then(|| per_stream(StreamKind::Stderr)),
-            bytes: metrics
-                .bytes_collected
-                .get_or_create(&ContainerLabels {
-                    container_name: name.to_string(),
-                })
-                .clone(),
-        }
-    }
-
-    fn count(&self, c: &LineCounts, metrics: &Metrics) {
-        let LineCounts {
-            first,
-            err,
-            bytes,
-            truncated,
-        } = *c;
-        if first > 0 {
-            self.first.inc_by(first);
-        }
-        if let (Some(c), true) = (&self.stderr, err > 0) {
-            c.inc_by(err);
-        }
-        self.bytes.inc_by(bytes);
-        if truncated > 0 {
-            metrics.lines_truncated.inc_by(truncated);
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Item 13 of issue 9: 100-byte lines decoded from one 256 KiB read are slices of it, so a
-    /// batch of a few of them kept the whole read alive (the queue budget counted 100 bytes a
-    /// line). After `compact` the batch's messages live in one buffer of exactly their size,
-    /// and none of them points into the read buffer.
-    #[test]
-    fn a_batch_does_not_pin_the_read_buffer() {
-        let mut read = Vec::new();
-        let mut i = 0;
-        while read.len() < 256 * 1024 {
-            let text = format!("2026-11-28T23:49:08.{i:09}Z line {i} {}\n", "x".repeat(80));
-            read.extend_from_slice(&[1, 0, 0, 0]);
-            read.extend_from_slice(&(text.len() as u32).to_be_bytes());
-            read.extend_from_slice(text.as_bytes());
-            i += 1;
-        }
-        let read = bytes::Bytes::from(read);
-        let range = read.as_ptr() as usize..read.as_ptr() as usize + read.len();
-        let mut decoder = Decoder::new(false);
-        let mut assembler = Assembler::new(1 << 20);
-        let mut lines = Vec::new();
-        decoder.push(read.clone());
-        assert!(drain_decoder(&mut decoder, &mut assembler, &mut lines).is_ok());
-        lines.truncate(5); // a small batch: the rest was handed over before, or filtered out
-        assert!(
-            lines
-                .iter()
-                .all(|l| range.contains(&(l.message.as_ptr() as usize))),
-            "decoded lines are slices of the read buffer"
-        );
-        let total = compact(&mut lines);
-        assert_eq!(total, lines.iter().map(|l| l.message.len()).sum::<usize>());
-        for l in &lines {
-            assert!(
-                !range.contains(&(l.message.as_ptr() as usize)),
-                "a batch's line still points into the read buffer"
-            );
-        }
-        // One buffer, contiguous, exactly the messages.
-        let start = lines[0].message.as_ptr() as usize;
-        let end = lines[4].message.as_ptr() as usize + lines[4].message.len();
-        assert_eq!(end - start, total);
-        assert_eq!(&lines[0].message[..7], b"line 0 ");
-        // The read buffer is referenced by nothing else now: `read` is its only owner.
-        drop(decoder);
-        assert!(read.is_unique(), "the read buffer is still shared");
     }
 }

@@ -10,7 +10,7 @@ use serde::de::DeserializeOwned;
 use std::time::Duration;
 
 use super::endpoint::Endpoint;
-use super::error::DockerError;
+use super::error::{DockerError, SetupError};
 use super::http_stream::{self, HttpStream};
 use super::timestamp::since_param;
 use super::types::{ContainerInspect, ContainerSummary, ErrorResponse, VersionResponse};
@@ -34,22 +34,25 @@ fn parse_version(v: &str) -> Option<(u32, u32)> {
 }
 
 /// `DOCKER_API_VERSION`, as the Docker CLI reads it: empty or unset, negotiate.
-pub fn pinned_api_version() -> Result<Option<(u32, u32)>, String> {
+pub fn pinned_api_version() -> Result<Option<(u32, u32)>, SetupError> {
     pinned_api_version_from(std::env::var("DOCKER_API_VERSION").ok().as_deref())
 }
 
-fn pinned_api_version_from(value: Option<&str>) -> Result<Option<(u32, u32)>, String> {
+fn pinned_api_version_from(value: Option<&str>) -> Result<Option<(u32, u32)>, SetupError> {
     let Some(text) = value.map(str::trim).filter(|v| !v.is_empty()) else {
         return Ok(None);
     };
-    let version = parse_version(text.trim_start_matches('v'))
-        .ok_or_else(|| format!("DOCKER_API_VERSION={text:?} is not an API version such as 1.41"))?;
+    let version = parse_version(text.trim_start_matches('v')).ok_or_else(|| {
+        SetupError::ApiVersion(format!(
+            "DOCKER_API_VERSION={text:?} is not an API version such as 1.41"
+        ))
+    })?;
     if version < MIN_API_VERSION {
-        return Err(format!(
+        return Err(SetupError::ApiVersion(format!(
             "DOCKER_API_VERSION={text} is older than the oldest Engine API the agent speaks \
              ({}.{}, Docker 20.10); unset it or set {}.{} or newer",
             MIN_API_VERSION.0, MIN_API_VERSION.1, MIN_API_VERSION.0, MIN_API_VERSION.1
-        ));
+        )));
     }
     Ok(Some(version))
 }
@@ -288,12 +291,16 @@ mod tests {
         assert_eq!(pinned_api_version_from(Some("")), Ok(None));
         assert_eq!(pinned_api_version_from(Some("1.41")), Ok(Some((1, 41))));
         assert_eq!(pinned_api_version_from(Some("1.45")), Ok(Some((1, 45))));
-        let low = pinned_api_version_from(Some("1.40")).expect_err("below the floor");
+        let low = pinned_api_version_from(Some("1.40"))
+            .expect_err("below the floor")
+            .to_string();
         assert!(
             low.contains("DOCKER_API_VERSION=1.40") && low.contains("1.41"),
             "{low}"
         );
-        let bad = pinned_api_version_from(Some("latest")).expect_err("not a version");
+        let bad = pinned_api_version_from(Some("latest"))
+            .expect_err("not a version")
+            .to_string();
         assert!(bad.contains("DOCKER_API_VERSION"), "{bad}");
     }
 

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpStream, UnixStream};
 
+use super::SetupError;
 #[cfg(feature = "tls")]
 use super::tls::{ParkedTls, TlsClient, TlsConn};
 use crate::config::DockerConfig;
@@ -59,33 +60,40 @@ impl Endpoint {
     }
 
     /// The configured host, else `$DOCKER_HOST`, else the local socket.
-    pub fn resolve(configured: &str) -> Result<Endpoint, String> {
+    pub fn resolve(configured: &str) -> Result<Endpoint, SetupError> {
         Self::pick(configured, |k| std::env::var(k).ok())
     }
 
-    fn pick(configured: &str, env: impl Fn(&str) -> Option<String>) -> Result<Endpoint, String> {
+    fn pick(
+        configured: &str,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Endpoint, SetupError> {
         if !configured.is_empty() {
-            return Endpoint::parse(configured).map_err(|e| format!("docker.host: {e}"));
+            return Endpoint::parse(configured).map_err(|reason| SetupError::Host {
+                origin: "docker.host",
+                reason,
+            });
         }
         match env("DOCKER_HOST") {
-            Some(v) if !v.is_empty() => {
-                Endpoint::parse(&v).map_err(|e| format!("DOCKER_HOST: {e}"))
-            }
-            _ => Endpoint::parse(DEFAULT_SOCKET),
+            Some(v) if !v.is_empty() => Endpoint::parse(&v).map_err(|reason| SetupError::Host {
+                origin: "DOCKER_HOST",
+                reason,
+            }),
+            _ => Endpoint::parse(DEFAULT_SOCKET).map_err(SetupError::DefaultHost),
         }
     }
 
     /// Like [`Endpoint::resolve`] for `docker.host`, with TLS for a `tcp://` endpoint from
     /// `docker.tls` or the `DOCKER_TLS*` environment (see `docker::tls`). Certificate files
     /// are read now, so their errors come at start-up.
-    pub fn resolve_with(config: &DockerConfig) -> Result<Endpoint, String> {
+    pub fn resolve_with(config: &DockerConfig) -> Result<Endpoint, SetupError> {
         Self::resolve_with_env(config, |k| std::env::var(k).ok())
     }
 
     pub fn resolve_with_env(
         config: &DockerConfig,
         env: impl Fn(&str) -> Option<String>,
-    ) -> Result<Endpoint, String> {
+    ) -> Result<Endpoint, SetupError> {
         let addr = match Self::pick(&config.host, &env)? {
             Endpoint::Tcp(addr) => addr,
             other => {
@@ -114,9 +122,7 @@ impl Endpoint {
         {
             let set = |k: &str| env(k).is_some_and(|v| !v.is_empty());
             if config.tls.is_some() || set("DOCKER_TLS_VERIFY") || set("DOCKER_TLS") {
-                return Err(format!(
-                    "TLS to tcp://{addr} is configured, but this build has no TLS (the `tls` feature)"
-                ));
+                return Err(SetupError::NoTlsBuild(addr));
             }
             Ok(Endpoint::Tcp(addr))
         }
@@ -289,7 +295,7 @@ mod tests {
         let mut config = DockerConfig::default();
         assert_eq!(
             Endpoint::resolve_with_env(&config, env(&[])),
-            Endpoint::parse(DEFAULT_SOCKET)
+            Endpoint::parse(DEFAULT_SOCKET).map_err(SetupError::DefaultHost)
         );
         assert_eq!(
             Endpoint::resolve_with_env(&config, env(&[("DOCKER_HOST", "tcp://e:2375")])),
@@ -306,7 +312,8 @@ mod tests {
         );
         let err =
             Endpoint::resolve_with_env(&DockerConfig::default(), env(&[("DOCKER_HOST", "x")]))
-                .expect_err("bad DOCKER_HOST");
+                .expect_err("bad DOCKER_HOST")
+                .to_string();
         assert!(err.starts_with("DOCKER_HOST:"), "{err}");
         #[cfg(feature = "tls")]
         {

@@ -92,3 +92,57 @@ impl fmt::Display for DockerError {
 }
 
 impl std::error::Error for DockerError {}
+
+/// The Docker setup cannot be used: the endpoint (`docker.host`, `DOCKER_HOST`), its TLS
+/// (`docker.tls`, `DOCKER_TLS*`) or `DOCKER_API_VERSION`. Found at start-up and before a reload;
+/// the text names the setting.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SetupError {
+    /// The endpoint does not parse; `origin` is the setting it came from.
+    #[error("{origin}: {reason}")]
+    Host {
+        origin: &'static str,
+        reason: String,
+    },
+    /// The built-in default socket does not parse (it always does).
+    #[error("{0}")]
+    DefaultHost(String),
+    /// TLS from the environment, with no directory to find its files in.
+    #[error(
+        "DOCKER_TLS_VERIFY/DOCKER_TLS: DOCKER_CERT_PATH is not set and there is no HOME for ~/.docker"
+    )]
+    NoCertPath,
+    /// The CA file to verify with cannot be opened.
+    #[error("{origin}: {}: {error}", path.display())]
+    CaFile {
+        origin: &'static str,
+        path: std::path::PathBuf,
+        error: String,
+    },
+    /// One file of the client pair exists without the other.
+    #[error("{origin}: {} exists without {}", present.display(), missing.display())]
+    HalfPair {
+        origin: &'static str,
+        present: std::path::PathBuf,
+        missing: std::path::PathBuf,
+    },
+    /// The endpoint's host cannot be a TLS server name.
+    #[error("{host:?} is not a TLS server name: {error}")]
+    ServerName { host: String, error: String },
+    /// The certificates cannot be loaded (the text names the file and its setting).
+    #[error("{0}")]
+    Certificates(String),
+    /// TLS is configured, but this build has none.
+    #[error("TLS to tcp://{0} is configured, but this build has no TLS (the `tls` feature)")]
+    NoTlsBuild(String),
+    /// `DOCKER_API_VERSION` is not an API version the agent can speak.
+    #[error("{0}")]
+    ApiVersion(String),
+}
+
+/// The agent's start-up and reload paths report setup errors as text.
+impl From<SetupError> for String {
+    fn from(e: SetupError) -> String {
+        e.to_string()
+    }
+}

@@ -13,5 +13,5 @@ pub mod types;
 
 pub use client::{DockerClient, MAX_API_VERSION, MIN_API_VERSION, pinned_api_version};
 pub use endpoint::{Conn, DEFAULT_SOCKET, Endpoint, ParkedConn};
-pub use error::{DockerError, TLS_PORT_HINT};
+pub use error::{DockerError, SetupError, TLS_PORT_HINT};
 pub use http_stream::HttpStream;

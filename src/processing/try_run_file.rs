@@ -65,7 +65,8 @@ pub(super) fn choose(
 /// The first group of `sources.files` that takes `path`: the file source's own matcher
 /// (include minus exclude globs; a compressed rotated file only with `include_compressed`).
 fn group_for(sources: &SourcesConfig, path: &str) -> Result<Option<usize>, Failure> {
-    let matcher = crate::sources::files::matcher::Matcher::new(sources).map_err(config_error)?;
+    let matcher = crate::sources::files::matcher::Matcher::new(sources)
+        .map_err(|e| config_error(e.to_string()))?;
     Ok(matcher.group_of(std::path::Path::new(path)))
 }
 

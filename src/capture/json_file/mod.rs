@@ -9,8 +9,6 @@ pub mod reader;
 pub mod source;
 mod task;
 
-pub(in crate::capture) use task::REOPEN;
-
 /// Runs blocking file work (reads of up to a batch, gunzip, directory listings) without
 /// stalling the async worker it is called on: `block_in_place` hands the worker's other tasks
 /// to another thread for its duration. The agent's runtime is multi-thread (main.rs); on a

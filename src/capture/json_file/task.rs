@@ -16,13 +16,9 @@ use super::source::JsonFileSource;
 use crate::backoff::{Backoff, sleep_or_cancel};
 use crate::capture::source::Source;
 use crate::capture::task::SessionEnd;
-use crate::capture::{CaptureExit, CaptureTask, read_cursor};
+use crate::capture::{CaptureError, CaptureExit, CaptureTask, read_cursor};
 use crate::clock::now_ns;
 use crate::observability::status::ContainerStatus;
-
-/// The session's end reason when the reader asks for a reopen from the cursor (see
-/// `reader::Reopen`).
-pub(in crate::capture) const REOPEN: &str = "reopen";
 
 /// A file has no follow stream to rotate: the session's rotation deadline is never reached.
 const NO_ROTATION: Duration = Duration::from_secs(365 * 24 * 3600);
@@ -214,12 +210,15 @@ impl CaptureTask {
                 SessionEnd::Rotate => backoff.reset(),
                 // The file's place in the rotation is ambiguous: reopened from the cursor at
                 // once (nothing failed).
-                SessionEnd::Error(REOPEN, message) => {
+                SessionEnd::Error(CaptureError::Reopen(message)) => {
                     ctx.metrics.json_file.reopens.inc();
                     debug!(container = %self.name(), reason = %message, "reopening the json-file log from the cursor");
                 }
-                SessionEnd::Error(reason, message) => {
-                    ctx.metrics.stream_error(reason);
+                SessionEnd::Error(CaptureError::Failed {
+                    reason,
+                    text: message,
+                }) => {
+                    ctx.metrics.stream_error(reason.as_label());
                     status.error(&format!("{reason}: {message}"));
                     let delay = backoff.next_delay();
                     warn!(container = %self.name(), error = %message, retry_in = ?delay,

@@ -99,12 +99,29 @@ pub fn compile_glob(pattern: &str) -> Result<globset::Glob, globset::Error> {
     GlobBuilder::new(pattern).literal_separator(true).build()
 }
 
-fn glob_set(patterns: &[String]) -> Result<GlobSet, String> {
+/// A group's globs do not compile (the config was validated: unexpected).
+#[derive(Debug, thiserror::Error)]
+pub enum GlobError {
+    /// One pattern is not a glob.
+    #[error("{pattern}: {error}")]
+    Pattern {
+        pattern: String,
+        error: globset::Error,
+    },
+    /// The set of patterns cannot be built.
+    #[error("{0}")]
+    Set(globset::Error),
+}
+
+fn glob_set(patterns: &[String]) -> Result<GlobSet, GlobError> {
     let mut b = GlobSetBuilder::new();
     for p in patterns {
-        b.add(compile_glob(p).map_err(|e| format!("{p}: {e}"))?);
+        b.add(compile_glob(p).map_err(|error| GlobError::Pattern {
+            pattern: p.clone(),
+            error,
+        })?);
     }
-    b.build().map_err(|e| e.to_string())
+    b.build().map_err(GlobError::Set)
 }
 
 pub fn is_compressed(path: &Path) -> bool {
@@ -114,7 +131,7 @@ pub fn is_compressed(path: &Path) -> bool {
 }
 
 impl Group {
-    fn new(config: &FileGroupConfig) -> Result<Group, String> {
+    fn new(config: &FileGroupConfig) -> Result<Group, GlobError> {
         Ok(Group {
             include: glob_set(&config.include)?,
             exclude: glob_set(&config.exclude)?,
@@ -139,7 +156,7 @@ impl Group {
 
 impl Matcher {
     /// Compiles the groups (the config was validated: errors here are unexpected).
-    pub fn new(config: &SourcesConfig) -> Result<Matcher, String> {
+    pub fn new(config: &SourcesConfig) -> Result<Matcher, GlobError> {
         Ok(Matcher {
             groups: config
                 .files
