@@ -13,7 +13,7 @@ pub mod capture;
 pub mod checkpoint;
 pub mod config;
 pub mod discovery;
-pub mod dlq;
+pub use buffer::dlq;
 pub mod docker;
 #[doc(hidden)]
 pub mod fuzzing;
