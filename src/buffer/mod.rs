@@ -15,5 +15,6 @@ mod shared;
 pub use shared::{SharedStore, buffer_dir, buffer_options, dlq_dir, dlq_options};
 
 pub use segment::{
-    AppendError, FsyncPolicy, OpenReport, ParseRecordIdError, RecordId, SegmentStore, StoreOptions,
+    AppendError, FsyncPolicy, OpenReport, ParseRecordIdError, RecordId, SegmentStore, StoreError,
+    StoreOptions,
 };

@@ -66,7 +66,7 @@ mod store;
 #[cfg(test)]
 mod test_support;
 
-pub use error::AppendError;
+pub use error::{AppendError, StoreError};
 pub use format::{ParseRecordIdError, RecordId};
 
 /// Bytes of framing in front of every payload: length + CRC.

@@ -9,28 +9,28 @@ use tracing::warn;
 
 use super::files::{sync_dir, write_position};
 use super::format::{read_record, with_path};
-use super::{AppendError, FsyncPolicy, HEADER_LEN, RecordId, SegmentStore};
+use super::{FsyncPolicy, HEADER_LEN, RecordId, SegmentStore, StoreError};
 
 impl SegmentStore {
     /// Appends one record (payload must not be empty) and returns its id.
-    pub fn append(&mut self, payload: &[u8]) -> Result<RecordId, AppendError> {
+    pub fn append(&mut self, payload: &[u8]) -> Result<RecordId, StoreError> {
         let len = payload.len();
         let Ok(len32) = u32::try_from(len) else {
-            return Err(AppendError::TooLarge { len });
+            return Err(StoreError::TooLarge { len });
         };
         let size = HEADER_LEN + u64::from(len32);
         if size > self.options.max_bytes {
-            return Err(AppendError::TooLarge { len });
+            return Err(StoreError::TooLarge { len });
         }
         if len == 0 {
-            return Err(AppendError::Io(io::Error::new(
+            return Err(StoreError::Io(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 "empty payloads cannot be buffered",
             )));
         }
         let used = self.used_bytes();
         if used + size > self.options.max_bytes {
-            return Err(AppendError::Full {
+            return Err(StoreError::Full {
                 used,
                 max: self.options.max_bytes,
             });
@@ -46,7 +46,7 @@ impl SegmentStore {
         }
         let fsync = self.options.fsync == FsyncPolicy::Always;
         let (Some(writer), Some(last)) = (self.writer.as_mut(), self.segments.back_mut()) else {
-            return Err(AppendError::Io(io::Error::other(
+            return Err(StoreError::Io(io::Error::other(
                 "segment store has no segment to append to",
             )));
         };
@@ -73,7 +73,7 @@ impl SegmentStore {
                 last.file_len = offset + size;
                 self.writer = None;
             }
-            return Err(AppendError::Io(with_path(e, &self.segment_path(number))));
+            return Err(StoreError::Io(with_path(e, &self.segment_path(number))));
         }
         last.file_len += size;
         last.valid_len += size;
