@@ -11,6 +11,8 @@ use crate::sinks::loki::proto::PushRequest;
 use crate::sinks::loki::store::{RecordHeader, decode_record, encode_record};
 use crate::sinks::loki::{self, LokiClient, SendError};
 
+// `open` and `list` look like the Kafka module's on purpose: each names its own config
+// section, directory and record format; the work they share is `DeadLetters`.
 fn open(config: &Config) -> Result<DeadLetters, String> {
     let loki = config
         .sinks

@@ -98,17 +98,7 @@ impl SegmentStore {
             ));
         };
         let limit = segment.valid_len;
-        let path = self.segment_path(id.segment);
-        let file = match &mut self.reader {
-            Some((number, file)) if *number == id.segment => file,
-            slot => {
-                let file = File::open(&path).map_err(|e| with_path(e, &path))?;
-                &mut slot.insert((id.segment, file)).1
-            }
-        };
-        file.seek(SeekFrom::Start(id.offset))
-            .map_err(|e| with_path(e, &path))?;
-        let payload = read_record(file, id.offset, limit, &path)?;
+        let payload = self.read_at(id, limit)?;
         self.head = Some((id, id.offset + HEADER_LEN + payload.len() as u64));
         Ok(Some((id, payload)))
     }
@@ -223,6 +213,13 @@ impl SegmentStore {
                 None => return Ok(None),
             }
         };
+        let payload = self.read_at(id, limit)?;
+        Ok(Some((id, payload)))
+    }
+
+    /// The record `id` (its frame ending by `limit`), read with the cached read handle of its
+    /// segment; checks its CRC.
+    fn read_at(&mut self, id: RecordId, limit: u64) -> io::Result<Vec<u8>> {
         let path = self.segment_path(id.segment);
         let file = match &mut self.reader {
             Some((number, file)) if *number == id.segment => file,
@@ -233,8 +230,7 @@ impl SegmentStore {
         };
         file.seek(SeekFrom::Start(id.offset))
             .map_err(|e| with_path(e, &path))?;
-        let payload = read_record(file, id.offset, limit, &path)?;
-        Ok(Some((id, payload)))
+        read_record(file, id.offset, limit, &path)
     }
 
     /// After `peek` failed with `InvalidData` (data that went bad after `open`): skips the
