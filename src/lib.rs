@@ -14,7 +14,7 @@ pub mod checkpoint;
 pub mod clock;
 pub mod config;
 pub mod discovery;
-pub mod dlq;
+pub use buffer::dlq;
 pub mod docker;
 pub mod fsutil;
 #[doc(hidden)]

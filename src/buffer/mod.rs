@@ -5,13 +5,16 @@
 //! directories (`<state_dir>/buffer/<sink>`, `<state_dir>/dlq/<sink>`) and its own record
 //! format inside the store's records.
 //!
-//! See [`segment`] for the file format and the crash semantics.
+//! See [`segment`] for the file format and the crash semantics, [`dlq`] for the `dlq`
+//! commands that manage the dead letters.
 
+pub mod dlq;
 pub mod segment;
 mod shared;
 
 pub use shared::{SharedStore, buffer_dir, buffer_options, dlq_dir, dlq_options};
 
 pub use segment::{
-    AppendError, FsyncPolicy, OpenReport, ParseRecordIdError, RecordId, SegmentStore, StoreOptions,
+    AppendError, FsyncPolicy, OpenReport, ParseRecordIdError, RecordId, SegmentStore, StoreError,
+    StoreOptions,
 };

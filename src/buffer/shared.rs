@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use super::{AppendError, FsyncPolicy, OpenReport, RecordId, SegmentStore, StoreOptions};
+use super::{FsyncPolicy, OpenReport, RecordId, SegmentStore, StoreError, StoreOptions};
 use crate::config::{BufferConfig, FsyncMode};
 
 /// `<state_dir>/buffer/<sink>`: where a sink's batches wait while its destination is down.
@@ -65,10 +65,10 @@ impl SharedStore {
             .map_err(|e| e.to_string())
     }
 
-    pub async fn append(&self, record: Vec<u8>) -> Result<RecordId, AppendError> {
+    pub async fn append(&self, record: Vec<u8>) -> Result<RecordId, StoreError> {
         match self.with(move |s| s.append(&record)).await {
             Ok(r) => r,
-            Err(e) => Err(AppendError::Io(std::io::Error::other(e))),
+            Err(e) => Err(StoreError::Io(std::io::Error::other(e))),
         }
     }
 

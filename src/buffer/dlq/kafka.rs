@@ -1,5 +1,5 @@
 //! `dlq … --sink kafka`: the Kafka sink's dead letters (`<state_dir>/dlq/kafka`, records of
-//! [`store::encode_record`]: a header with the reason and the messages).
+//! [`store::encode_record`](crate::sinks::kafka::store::encode_record): a header with the reason and the messages).
 //!
 //! `replay` produces every message again with a producer made from `sinks.kafka` (acks all,
 //! idempotent) and waits for each delivery report: a record whose messages were all
@@ -16,12 +16,11 @@ use rdkafka::ClientContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 
-use crate::buffer::{RecordId, SharedStore};
+use super::{DeadLetters, Summary, parse_id};
 use crate::config::{Config, KafkaSinkConfig};
 use crate::docker::timestamp::format_rfc3339_nanos;
 use crate::sinks::kafka::store::{decode_record, encode_record};
 use crate::sinks::kafka::{self, Message};
-use crate::state_lock::StateLock;
 
 fn sink(config: &Config) -> Result<&KafkaSinkConfig, String> {
     config
@@ -31,54 +30,30 @@ fn sink(config: &Config) -> Result<&KafkaSinkConfig, String> {
         .ok_or_else(|| "the config has no sinks.kafka".to_string())
 }
 
-fn open(config: &Config) -> Result<(SharedStore, StateLock), String> {
+fn open(config: &Config) -> Result<DeadLetters, String> {
     let kafka_config = sink(config)?;
-    let lock = StateLock::acquire(&config.checkpoint.state_dir)?;
-    let dir = kafka::dlq_dir(&config.checkpoint.state_dir);
-    let (store, report) = SharedStore::open(&dir, kafka::dlq_options(kafka_config))
-        .map_err(|e| format!("{}: {e}", dir.display()))?;
-    for p in report.problems {
-        eprintln!("warning: {p}");
-    }
-    Ok((store, lock))
+    DeadLetters::open(
+        config,
+        kafka::dlq_dir(&config.checkpoint.state_dir),
+        kafka::dlq_options(kafka_config),
+    )
 }
 
 pub fn list(config: &Config) -> Result<(), String> {
-    let (store, _lock) = open(config)?;
-    let records = store.lock().records().map_err(|e| e.to_string())?;
-    if records.is_empty() {
-        println!("no dead letters");
-        return Ok(());
-    }
-    println!("{:<24} {:<30} {:>8}  reason", "id", "written", "messages");
-    for (id, bytes) in records {
-        match decode_record(&bytes) {
-            Ok((h, _)) => println!(
-                "{:<24} {:<30} {:>8}  {}",
-                id.to_string(),
-                format_rfc3339_nanos(h.written_ns),
-                h.messages,
-                h.reason
-                    .unwrap_or_default()
-                    .chars()
-                    .take(200)
-                    .collect::<String>()
-            ),
-            Err(e) => println!("{id:<24} (unreadable record: {e})"),
-        }
-    }
-    Ok(())
+    open(config)?.list("messages", |bytes| {
+        let (h, _) = decode_record(bytes)?;
+        Ok(Summary {
+            written_ns: h.written_ns,
+            count: h.messages,
+            reason: h.reason,
+        })
+    })
 }
 
 /// Every message of one dead letter: `topic=… key="…" <value as text>` (`key=-`: none).
 pub fn show(config: &Config, id: &str) -> Result<(), String> {
-    let wanted: RecordId = id.parse().map_err(|e| format!("{e}"))?;
-    let (store, _lock) = open(config)?;
-    let records = store.lock().records().map_err(|e| e.to_string())?;
-    let (_, bytes) = records
-        .into_iter()
-        .find(|(rid, _)| *rid == wanted)
-        .ok_or_else(|| format!("no dead letter {id} (see `dlq list`)"))?;
+    let wanted = parse_id(id)?;
+    let bytes = open(config)?.find(wanted, id)?;
     let (header, messages) = decode_record(&bytes)?;
     println!("reason:   {}", header.reason.clone().unwrap_or_default());
     println!("written:  {}", format_rfc3339_nanos(header.written_ns));
@@ -98,11 +73,7 @@ pub fn show(config: &Config, id: &str) -> Result<(), String> {
 }
 
 pub fn purge(config: &Config) -> Result<(), String> {
-    let (store, _lock) = open(config)?;
-    let n = store.lock().pending_records();
-    store.lock().purge().map_err(|e| e.to_string())?;
-    println!("purged {n} dead letters");
-    Ok(())
+    open(config)?.purge()
 }
 
 /// Delivery reports by message index.
@@ -250,7 +221,8 @@ fn produce(
 
 /// Produces every dead letter again (see the module doc).
 pub fn replay(config: &Config) -> Result<(), String> {
-    let (store, _lock) = open(config)?;
+    let dead_letters = open(config)?;
+    let store = &dead_letters.store;
     let kafka_config = sink(config)?;
     let (producer, give_up) = producer(kafka_config)?;
     let total = store.lock().pending_records();
