@@ -81,7 +81,7 @@ impl AckLedger {
     pub fn register_settled(&self, container: &str, seq: u64, position: impl Into<AckPosition>) {
         self.register(container, seq, position);
         for _ in 0..self.sinks.max(1) {
-            self.complete(container, seq);
+            self.acknowledge(container, seq);
         }
     }
 
@@ -106,12 +106,12 @@ impl AckLedger {
             }
         }
         if let Some(position) = ack {
-            self.acknowledge(container, position);
+            self.store_acked(container, position);
         }
     }
 
     /// Hands an acknowledged position to the store that persists it.
-    fn acknowledge(&self, source: &str, position: AckPosition) {
+    fn store_acked(&self, source: &str, position: AckPosition) {
         match position {
             AckPosition::Container(cursor) => self.checkpoints.ack(source, cursor),
             AckPosition::File(position) => self.checkpoints.ack_file(source, position),
@@ -129,9 +129,9 @@ impl AckLedger {
         self.lock().held.len()
     }
 
-    /// One sink is done with a batch. Advances the checkpoint over every leading batch that all
+    /// One sink acknowledges a batch (it is done with it). Advances the checkpoint over every leading batch that all
     /// sinks are done with.
-    pub fn complete(&self, container: &str, seq: u64) {
+    pub fn acknowledge(&self, container: &str, seq: u64) {
         let mut ack = None;
         {
             let mut state = self.lock();
@@ -153,7 +153,7 @@ impl AckLedger {
             }
         }
         if let Some(position) = ack {
-            self.acknowledge(container, position);
+            self.store_acked(container, position);
         }
     }
 
@@ -196,14 +196,14 @@ mod tests {
         ledger.register("c", 1, at(10));
         ledger.register("c", 2, at(20));
         assert_eq!(ledger.unacknowledged(), 2);
-        ledger.complete("c", 2);
-        ledger.complete("c", 2);
+        ledger.acknowledge("c", 2);
+        ledger.acknowledge("c", 2);
         assert_eq!(store.get("c"), Some(Cursor::at(0)), "batch 1 still pending");
         assert_eq!(ledger.unacknowledged(), 2, "batch 2 waits behind batch 1");
-        ledger.complete("c", 1);
+        ledger.acknowledge("c", 1);
         assert_eq!(store.get("c"), Some(Cursor::at(0)), "one sink of two");
         assert!(ledger.oldest_unacked_age() >= 0.0);
-        ledger.complete("c", 1);
+        ledger.acknowledge("c", 1);
         assert_eq!(store.get("c"), Some(at(20)));
         assert_eq!(ledger.oldest_unacked_age(), 0.0);
         assert_eq!(ledger.unacknowledged(), 0);
@@ -225,16 +225,16 @@ mod tests {
         // The other sink finishes everything; the file sink writes batch 1, then cannot write
         // batch 2 of "held" and holds it.
         for seq in [1, 2, 4] {
-            ledger.complete("held", seq);
+            ledger.acknowledge("held", seq);
         }
-        ledger.complete("fine", 3);
-        ledger.complete("held", 1);
+        ledger.acknowledge("fine", 3);
+        ledger.acknowledge("held", 1);
         ledger.hold("held", 2);
-        ledger.complete("held", 4); // a later batch (e.g. the path works again)
+        ledger.acknowledge("held", 4); // a later batch (e.g. the path works again)
         ledger.register("held", 5, at(50));
-        ledger.complete("held", 5);
-        ledger.complete("held", 5);
-        ledger.complete("fine", 3);
+        ledger.acknowledge("held", 5);
+        ledger.acknowledge("held", 5);
+        ledger.acknowledge("fine", 3);
         assert_eq!(store.get("held"), Some(at(10)), "frozen before batch 2");
         assert_eq!(store.get("fine"), Some(at(30)), "the others move on");
         assert!(ledger.is_held("held") && !ledger.is_held("fine"));

@@ -357,7 +357,7 @@ impl LocalSinkWorker {
                 .get_or_create(&labels)
                 .observe(started.elapsed().as_secs_f64());
             for d in done {
-                self.ledger.complete(&d.batch.container.id, d.seq);
+                self.ledger.acknowledge(&d.batch.container.id, d.seq);
                 self.status.finished(d.charged_bytes());
             }
         }

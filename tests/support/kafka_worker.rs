@@ -347,7 +347,7 @@ impl Rig {
                     ));
                     break;
                 }
-                self.ledger.complete(c, s.seq);
+                self.ledger.acknowledge(c, s.seq);
                 if self.checkpoints.get(c) != Some(cursor(s.last)) {
                     problems.push(format!(
                         "{c}: batch seq {} (lines {}..={}) not acknowledged by the worker",

@@ -68,7 +68,7 @@ impl KafkaWorker {
     /// checkpoint write.
     pub(super) fn lines_kept(&self, m: &mut Machine, dix: u64, n: usize) {
         if let Some(d) = m.deliveries.done(dix, n) {
-            self.ledger.complete(&d.batch.container.id, d.seq);
+            self.ledger.acknowledge(&d.batch.container.id, d.seq);
             self.status.finished(d.charged_bytes());
             let labels = Self::labels();
             self.metrics.sink_batches.get_or_create(&labels).inc();

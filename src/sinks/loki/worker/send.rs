@@ -107,7 +107,7 @@ impl LokiWorker {
         for part in push.parts {
             if part.tracked.parts_left.fetch_sub(1, Ordering::AcqRel) == 1 {
                 let d = &part.tracked.delivery;
-                self.ledger.complete(&d.batch.container.id, d.seq);
+                self.ledger.acknowledge(&d.batch.container.id, d.seq);
                 self.status.finished(d.charged_bytes());
             }
         }
