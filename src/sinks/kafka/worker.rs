@@ -434,5 +434,8 @@ async fn sleep_until(at: Option<Instant>) {
 }
 
 #[cfg(test)]
+#[path = "worker_test_support.rs"]
+mod test_support;
+#[cfg(test)]
 #[path = "worker_tests.rs"]
 mod tests;

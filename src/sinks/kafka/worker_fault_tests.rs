@@ -2,17 +2,7 @@
 //! silent broker at shutdown.
 
 use super::*;
-
-/// Sends deliveries `first_seq..` of `per` lines each, continuing the stamps after `after`.
-async fn send_many(h: &Harness, first_seq: u64, deliveries: u64, per: usize, after: i64) -> i64 {
-    let mut ts = after;
-    for k in 0..deliveries {
-        let d = h.delivery(first_seq + k, ts + 1, per, None).await;
-        h.send(d);
-        ts += per as i64;
-    }
-    ts
-}
+use log_capturer_testkit::kafka::{KafkaMock, consume_all};
 
 /// A fatal producer error while a backlog is being produced: the messages librdkafka refuses
 /// (`Fatal`) wait for the new producer instead of becoming dead letters, and what was in
@@ -71,50 +61,6 @@ fn container_for(partition: u32, partitions: u32) -> String {
         .map(|i| format!("ctr{i}"))
         .find(|id| crc32(id.as_bytes()) % partitions == partition)
         .expect("some id")
-}
-
-impl Harness {
-    /// Delivery `seq` of `container`: lines stamped `first..first+n`.
-    async fn delivery_of(&self, container: &str, seq: u64, first: i64, n: usize) -> Arc<Delivery> {
-        let meta = Arc::new(ContainerMeta::new(
-            container.into(),
-            "web".into(),
-            "img".into(),
-            None,
-            None,
-        ));
-        let lines: Vec<LogLine> = (first..first + n as i64)
-            .map(|ts| LogLine {
-                ts_ns: ts,
-                stream: StreamKind::Stdout,
-                message: Bytes::from(format!("line {ts}")),
-                truncated: false,
-                extra: None,
-            })
-            .collect();
-        let cursor = Cursor::legacy(first + n as i64 - 1, 1);
-        let permit = self.budget.acquire(1, 1).await.expect("permit");
-        let mut d = Delivery::new(
-            Batch {
-                container: meta,
-                lines,
-                position: cursor.into(),
-            },
-            permit,
-        );
-        d.seq = seq;
-        if self.checkpoints.get(container).is_none() {
-            self.checkpoints.init(container, Cursor::at(0));
-        }
-        self.ledger.register(container, seq, cursor);
-        Arc::new(d)
-    }
-
-    fn acked_of(&self, container: &str) -> i64 {
-        self.checkpoints
-            .get(container)
-            .map_or(0, |c| c.streams.stdout.timestamp_ns)
-    }
 }
 
 /// Ten lines for each of two containers.
@@ -295,16 +241,7 @@ async fn shutdown_with_a_silent_broker_buffers_what_is_in_flight() {
         .expect("worker");
     assert_eq!(h.acked(), last, "acknowledged via the buffer");
     assert_eq!(h.ledger.unacknowledged(), 0);
-    let records = h.buffer.lock().records().expect("records");
-    let n: usize = records
-        .iter()
-        .map(|(_, b)| {
-            crate::sinks::kafka::store::decode_record(b)
-                .expect("decode")
-                .1
-                .len()
-        })
-        .sum();
+    let n = stored_messages(&h.buffer);
     assert_eq!(n, 50, "the in-flight lines are in the buffer");
     assert!(h.counter("log_capturer_kafka_messages_possible_duplicates_total") >= 1);
 }
@@ -341,16 +278,7 @@ async fn an_append_completing_after_abandon_is_acknowledged() {
         .await
         .expect("the worker ends")
         .expect("worker");
-    let records = h.buffer.lock().records().expect("records");
-    let n: usize = records
-        .iter()
-        .map(|(_, b)| {
-            crate::sinks::kafka::store::decode_record(b)
-                .expect("decode")
-                .1
-                .len()
-        })
-        .sum();
+    let n = stored_messages(&h.buffer);
     assert_eq!(n, 50, "the append completed");
     assert_eq!(h.acked(), last, "and its lines are acknowledged");
 }
