@@ -23,6 +23,7 @@
 
 use std::path::PathBuf;
 
+use super::error::TemplateError;
 use crate::pipeline::ContainerMeta;
 
 /// Longest file name (one path component) on Linux file systems.
@@ -101,13 +102,13 @@ pub struct PathTemplate {
 
 impl PathTemplate {
     /// Checks that every component holding `{container_name}` leaves room for a name.
-    pub fn new(template: &str) -> Result<PathTemplate, String> {
+    pub fn new(template: &str) -> Result<PathTemplate, TemplateError> {
         Self::reserving(template, 0)
     }
 
     /// Like [`PathTemplate::new`], leaving `suffix` more bytes free in the file name (the
     /// last component): rotated files append `.000001.gz.tmp` to it.
-    pub fn reserving(template: &str, suffix: usize) -> Result<PathTemplate, String> {
+    pub fn reserving(template: &str, suffix: usize) -> Result<PathTemplate, TemplateError> {
         let mut name_budget = NAME_MAX;
         let last = template.split('/').count() - 1;
         for (i, component) in template.split('/').enumerate() {
@@ -124,21 +125,19 @@ impl PathTemplate {
                 }
             }
             if names == 0 && fixed > NAME_MAX {
-                return Err(format!(
-                    "the path component {component:?} is longer than {NAME_MAX} bytes{}",
-                    if reserve > 0 {
-                        format!(" once rotation appends up to {reserve} bytes")
-                    } else {
-                        String::new()
-                    }
-                ));
+                return Err(TemplateError::TooLong {
+                    component: component.to_string(),
+                    max: NAME_MAX,
+                    reserve,
+                });
             }
             if let Some(budget) = NAME_MAX.saturating_sub(fixed).checked_div(names) {
                 if budget < MIN_NAME_BUDGET {
-                    return Err(format!(
-                        "the path component {component:?} leaves {budget} bytes for the \
-                         container name or field value (at least {MIN_NAME_BUDGET} are needed)"
-                    ));
+                    return Err(TemplateError::NoRoom {
+                        component: component.to_string(),
+                        budget,
+                        min: MIN_NAME_BUDGET,
+                    });
                 }
                 name_budget = name_budget.min(budget);
             }
@@ -469,7 +468,8 @@ mod tests {
         assert_eq!(t.shared_part(), (Some(PathBuf::from("/lc")), true));
         // A value shares its component's room with the name.
         let e = PathTemplate::new(&format!("/l/{}{{team}}{{container_name}}", "p".repeat(200)))
-            .expect_err("too long");
+            .expect_err("too long")
+            .to_string();
         assert!(e.contains("leaves"), "{e}");
     }
 
@@ -544,7 +544,8 @@ mod tests {
     #[test]
     fn templates_without_room_for_a_name_are_refused() {
         let e = PathTemplate::new(&format!("/logs/{}{{container_name}}", "p".repeat(230)))
-            .expect_err("too long");
+            .expect_err("too long")
+            .to_string();
         assert!(e.contains("leaves"), "{e}");
         assert!(PathTemplate::new("/logs/{container_name}/{container_id}.log").is_ok());
     }

@@ -1,3 +1,4 @@
+use super::rotate::RotatePolicy;
 use super::*;
 use crate::pipeline::{LogLine, StreamKind};
 use bytes::Bytes;
