@@ -83,23 +83,9 @@ fn retriable_produce_errors_still_exactly_once() {
         mock.with(move |c| c.request_errors(RDKafkaApiKey::Produce, &errors));
         let mut rig = Rig::start(dir.path(), config(&mock), Acks::Audit);
         rig.send_many(&CONTAINERS, 2_000, 50).await;
-        let sent = rig.sent_lines();
-        let got = consume(&mock, total(&sent), LONG).await;
-        check_exactly_once(&got, &expected(&sent)).unwrap();
-        rig.stop(LONG).await;
-        rig.print_metrics("retriable_produce_errors");
-        rig.audit_acks().unwrap();
-        assert_eq!(rig.dead_letters.pending().0, 0, "nothing dead-lettered");
-        assert_eq!(rig.buffer.pending().0, 0, "nothing left in the buffer");
         // librdkafka retried them itself: the worker saw no failure and spilled nothing.
-        assert_eq!(
-            rig.metric("log_capturer_kafka_messages_failed_total", &[]),
-            0.0
-        );
-        assert_eq!(
-            rig.metric("log_capturer_kafka_messages_acknowledged_total", &[]),
-            total(&sent) as f64
-        );
+        exactly_once_without_failures(&mut rig, &mock, "retriable_produce_errors").await;
+        assert_eq!(rig.buffer.pending().0, 0, "nothing left in the buffer");
     });
 }
 
@@ -123,23 +109,30 @@ fn leader_change_mid_stream() {
                 .expect("partition leader");
         }
         rig.send_many(&CONTAINERS, 1_000, 50).await;
-        let sent = rig.sent_lines();
-        let got = consume(&mock, total(&sent), LONG).await;
-        check_exactly_once(&got, &expected(&sent)).unwrap();
-        rig.stop(LONG).await;
-        rig.print_metrics("leader_change");
-        rig.audit_acks().unwrap();
-        assert_eq!(rig.dead_letters.pending().0, 0, "nothing dead-lettered");
         // The producer followed the leaders itself: no failure reached the worker, no spill.
-        assert_eq!(
-            rig.metric("log_capturer_kafka_messages_failed_total", &[]),
-            0.0
-        );
-        assert_eq!(
-            rig.metric("log_capturer_kafka_messages_acknowledged_total", &[]),
-            total(&sent) as f64
-        );
+        exactly_once_without_failures(&mut rig, &mock, "leader_change").await;
     });
+}
+
+/// The end of (2) and (3) (an [`Acks::Audit`] rig): every line read back once, in order; the
+/// worker stopped and each batch acknowledged by it once; nothing dead-lettered; no failure
+/// reached the worker, and the broker acknowledged every line.
+async fn exactly_once_without_failures(rig: &mut Rig, mock: &KafkaMock, test: &str) {
+    let sent = rig.sent_lines();
+    let got = consume(mock, total(&sent), LONG).await;
+    check_exactly_once(&got, &expected(&sent)).unwrap();
+    rig.stop(LONG).await;
+    rig.print_metrics(test);
+    rig.audit_acks().unwrap();
+    assert_eq!(rig.dead_letters.pending().0, 0, "nothing dead-lettered");
+    assert_eq!(
+        rig.metric("log_capturer_kafka_messages_failed_total", &[]),
+        0.0
+    );
+    assert_eq!(
+        rig.metric("log_capturer_kafka_messages_acknowledged_total", &[]),
+        total(&sent) as f64
+    );
 }
 
 /// (4) Every broker down for longer than `buffer.spill_after` while lines keep coming: they go

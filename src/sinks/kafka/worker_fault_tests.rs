@@ -9,9 +9,7 @@ use log_capturer_testkit::kafka::{KafkaMock, consume_all};
 /// flight gets its real outcome (not purged and produced again): every line once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fatal_error_during_a_backlog_loses_and_duplicates_nothing() {
-    let mock = mock();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut h = harness(dir.path(), config(&mock, no_spill));
+    let (mock, _dir, mut h) = setup(no_spill);
     let id = "kfix-fatal-backlog";
     if let Some(w) = h.worker.as_mut() {
         w.client.set("client.id", id);
@@ -170,15 +168,10 @@ async fn one_stuck_partition_spills_while_the_other_delivers() {
 /// `abandon`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_with_the_buffer_full_ends_without_abandon() {
-    let mock = mock();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut h = harness(
-        dir.path(),
-        config(&mock, |c| {
-            c.buffer.max_bytes = crate::config::ByteSize(8 * 1024);
-            c.buffer.segment_bytes = crate::config::ByteSize(4 * 1024);
-        }),
-    );
+    let (mock, _dir, mut h) = setup(|c| {
+        c.buffer.max_bytes = crate::config::ByteSize(8 * 1024);
+        c.buffer.segment_bytes = crate::config::ByteSize(4 * 1024);
+    });
     mock.down(-1);
     let task = h.start();
     let mut last = 0;
@@ -199,12 +192,12 @@ async fn shutdown_with_the_buffer_full_ends_without_abandon() {
     let held = h.buffer.pending().0;
     send_many(&h, seq + 1, 1, 100, last).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    h.shutdown.cancel();
-    h.tx = None;
-    tokio::time::timeout(Duration::from_secs(10), task)
-        .await
-        .expect("the worker ends without abandon")
-        .expect("worker");
+    h.stop_within(
+        task,
+        Duration::from_secs(10),
+        "the worker ends without abandon",
+    )
+    .await;
     assert!(
         h.ledger.unacknowledged() > 0,
         "what did not fit is not acknowledged"
@@ -217,15 +210,10 @@ async fn shutdown_with_the_buffer_full_ends_without_abandon() {
 /// before `abandon` and every line is acknowledged via the buffer.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_with_a_silent_broker_buffers_what_is_in_flight() {
-    let mock = mock();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut h = harness(
-        dir.path(),
-        config(&mock, |c| {
-            no_spill(c);
-            c.timeout = HumanDuration(Duration::from_secs(120));
-        }),
-    );
+    let (mock, _dir, mut h) = setup(|c| {
+        no_spill(c);
+        c.timeout = HumanDuration(Duration::from_secs(120));
+    });
     let task = h.start();
     let last = send_many(&h, 1, 1, 50, 0).await;
     assert!(h.wait_acked(last, Duration::from_secs(20)).await, "warm");
@@ -233,12 +221,12 @@ async fn shutdown_with_a_silent_broker_buffers_what_is_in_flight() {
         .expect("rtt");
     let last = send_many(&h, 2, 1, 50, last).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    h.shutdown.cancel();
-    h.tx = None;
-    tokio::time::timeout(Duration::from_secs(10), task)
-        .await
-        .expect("the worker ends without abandon")
-        .expect("worker");
+    h.stop_within(
+        task,
+        Duration::from_secs(10),
+        "the worker ends without abandon",
+    )
+    .await;
     assert_eq!(h.acked(), last, "acknowledged via the buffer");
     assert_eq!(h.ledger.unacknowledged(), 0);
     let n = stored_messages(&h.buffer);
@@ -250,9 +238,7 @@ async fn shutdown_with_a_silent_broker_buffers_what_is_in_flight() {
 /// its lines are acknowledged (not read again on top of the buffered copy).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_append_completing_after_abandon_is_acknowledged() {
-    let mock = mock();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut h = harness(dir.path(), config(&mock, no_spill));
+    let (mock, _dir, mut h) = setup(no_spill);
     mock.down(-1);
     let task = h.start();
     let last = send_many(&h, 1, 1, 50, 0).await;
@@ -289,9 +275,7 @@ async fn an_append_completing_after_abandon_is_acknowledged() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_topic_for_a_while_is_retried_not_dead_lettered() {
     use rdkafka::types::RDKafkaRespErr;
-    let mock = mock();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut h = harness(dir.path(), config(&mock, |_| {}));
+    let (mock, _dir, mut h) = setup(|_| {});
     if let Some(w) = h.worker.as_mut() {
         w.client.set("topic.metadata.propagation.max.ms", "10");
         w.client.set("allow.auto.create.topics", "false");

@@ -104,11 +104,22 @@ impl Harness {
 
     /// Shutdown token, input closed; the worker must end within 30 s.
     pub(super) async fn stop(&mut self, task: tokio::task::JoinHandle<()>) {
+        self.stop_within(task, Duration::from_secs(30), "the worker ends")
+            .await;
+    }
+
+    /// Shutdown token, input closed; the worker must end `within` (else panics with `what`).
+    pub(super) async fn stop_within(
+        &mut self,
+        task: tokio::task::JoinHandle<()>,
+        within: Duration,
+        what: &str,
+    ) {
         self.shutdown.cancel();
         self.tx = None;
-        tokio::time::timeout(Duration::from_secs(30), task)
+        tokio::time::timeout(within, task)
             .await
-            .expect("the worker ends")
+            .expect(what)
             .expect("worker");
     }
 
@@ -263,6 +274,17 @@ pub(super) async fn read_back(mock: &KafkaMock, want: usize) -> Vec<i64> {
             v.trim_start_matches("line ").parse().unwrap_or(-1)
         })
         .collect()
+}
+
+/// The usual set-up: [`mock`], a state directory (keep it while the test runs), and a
+/// worker on it with [`config`] changed by `tweak`.
+pub(super) fn setup(
+    tweak: impl FnOnce(&mut KafkaSinkConfig),
+) -> (KafkaMock, tempfile::TempDir, Harness) {
+    let mock = mock();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let h = harness(dir.path(), config(&mock, tweak));
+    (mock, dir, h)
 }
 
 /// A cluster of one broker with [`TOPIC`] in one partition.

@@ -8,9 +8,7 @@ use crate::config::HumanDuration;
 /// Every line once, in order, and the ledger acknowledges each delivery once the broker did.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn live_path_delivers_each_line_once_and_acknowledges() {
-    let mock = mock();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut h = harness(dir.path(), config(&mock, no_spill));
+    let (mock, _dir, mut h) = setup(no_spill);
     let task = h.start();
     for seq in 0..20u64 {
         let d = h.delivery(seq + 1, seq as i64 * 50 + 1, 50, None).await;
@@ -40,15 +38,10 @@ async fn live_path_delivers_each_line_once_and_acknowledges() {
 /// are delivered; the delivery is acknowledged once the dead letter is durable.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn too_large_line_is_a_dead_letter_and_delivery_goes_on() {
-    let mock = mock();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut h = harness(
-        dir.path(),
-        config(&mock, |c| {
-            no_spill(c);
-            c.message_max_bytes = crate::config::ByteSize(1000);
-        }),
-    );
+    let (mock, _dir, mut h) = setup(|c| {
+        no_spill(c);
+        c.message_max_bytes = crate::config::ByteSize(1000);
+    });
     let task = h.start();
     let d = h.delivery(1, 1, 10, Some((5, 5000))).await;
     h.send(d);
@@ -83,9 +76,7 @@ async fn too_large_line_is_a_dead_letter_and_delivery_goes_on() {
 /// replayed and every line reaches the topic once, in order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn outage_spills_to_the_buffer_and_replays_in_order() {
-    let mock = mock();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut h = harness(dir.path(), config(&mock, |_| {}));
+    let (mock, _dir, mut h) = setup(|_| {});
     let task = h.start();
     let d = h.delivery(1, 1, 100, None).await;
     h.send(d);
@@ -190,9 +181,7 @@ async fn shutdown_with_brokers_down_spills_after_the_grace() {
 /// At `abandon` the worker stops where it is: nothing acknowledged or buffered afterwards.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn abandon_acknowledges_and_buffers_nothing_more() {
-    let mock = mock();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut h = harness(dir.path(), config(&mock, |_| {}));
+    let (mock, _dir, mut h) = setup(|_| {});
     mock.down(-1);
     let d = h.delivery(1, 1, 50, None).await;
     h.send(d);
@@ -220,9 +209,7 @@ mod replay;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fatal_error_recreates_the_producer() {
     use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
-    let mock = mock();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut h = harness(dir.path(), config(&mock, no_spill));
+    let (mock, _dir, mut h) = setup(no_spill);
     inject(
         &mock,
         RDKafkaApiKey::InitProducerId,
