@@ -75,6 +75,15 @@ fn write_dead_letters(config: &Path, records: &[(&str, Vec<Message>)]) {
     }
 }
 
+/// The id of the first dead letter of a `dlq list`.
+fn first_id(list: &str) -> String {
+    list.lines()
+        .nth(1)
+        .and_then(|l| l.split_whitespace().next())
+        .expect("an id")
+        .to_string()
+}
+
 fn record_count(list: &str) -> usize {
     list.lines()
         .skip(1)
@@ -112,14 +121,9 @@ fn kafka_dead_letters_are_listed_shown_replayed_and_purged() {
     assert_eq!(record_count(&out), 2, "{out}");
     assert!(out.starts_with("id") && out.contains("messages"), "{out}");
     assert!(out.contains("broker: InvalidRecord"), "{out}");
-    let first_id = out
-        .lines()
-        .nth(1)
-        .and_then(|l| l.split_whitespace().next())
-        .expect("an id")
-        .to_string();
+    let first = first_id(&out);
 
-    let (ok, out, err) = dlq(&config, &["show", &first_id]);
+    let (ok, out, err) = dlq(&config, &["show", &first]);
     assert!(ok, "{err}");
     assert!(out.contains("reason:   broker: InvalidRecord"), "{out}");
     assert!(out.contains("messages: 3"), "{out}");
@@ -185,12 +189,7 @@ fn kafka_dead_letters_are_listed_shown_replayed_and_purged() {
     let (_, out, _) = dlq(&config, &["list"]);
     assert_eq!(record_count(&out), 1, "{out}");
     assert!(out.contains("over message_max_bytes (1024)"), "{out}");
-    let id = out
-        .lines()
-        .nth(1)
-        .and_then(|l| l.split_whitespace().next())
-        .expect("an id")
-        .to_string();
+    let id = first_id(&out);
     let (_, shown, _) = dlq(&config, &["show", &id]);
     assert!(
         shown.contains("messages: 1") && shown.contains(&big),

@@ -1,8 +1,9 @@
 //! The Kafka sink's worker under faults, in-process, against librdkafka's mock cluster (the real
 //! Kafka protocol on loopback) and read back with a real consumer: every line exactly once and
 //! in order per container, acknowledged to the ledger only when delivered, buffered or
-//! dead-lettered — through request errors, leader changes, outages, restarts, refusals,
-//! shutdowns without room, and with no thread left behind.
+//! dead-lettered — through request errors, leader changes, outages, restarts, shutdowns
+//! without room, and with no thread left behind. Lines that become dead letters (too large,
+//! refused): `kafka_sink_dead_letters.rs`.
 //!
 //! The tests run one at a time (`serial`): one counts threads, and a loaded 2-core CI machine
 //! should not run several clusters at once.
@@ -11,7 +12,8 @@
 mod kafka_worker;
 
 use kafka_worker::{
-    Acks, Rig, TOPIC, check_exactly_once, config, consume, expected, outage_config, serial,
+    Acks, CONTAINERS, LONG, Rig, TOPIC, check_exactly_once, cluster, config, consume, expected,
+    outage_config, serial, serially, total,
 };
 use log_capturer::config::{ByteSize, KafkaEncoding};
 use log_capturer_testkit::kafka::KafkaMock;
@@ -19,32 +21,12 @@ use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-const CONTAINERS: [&str; 3] = ["c1", "c2", "c3"];
-const LONG: Duration = Duration::from_secs(30);
-
-/// Runs `test` on a runtime of its own, one test at a time (see `serial`).
-fn serially(test: impl std::future::Future<Output = ()>) {
-    let _serial = serial();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    runtime.block_on(test);
-}
-
-fn total(sent: &BTreeMap<String, usize>) -> usize {
-    sent.values().sum()
-}
-
 /// (1) Live: 3 containers × 5 000 lines → every line once, in order per key, every delivery
 /// acknowledged, and the metrics agree.
 #[test]
 fn live_every_line_once_in_order_and_acknowledged() {
     serially(async {
-        let mock = KafkaMock::start(1);
-        mock.create_topic(TOPIC, 3);
-        let dir = tempfile::tempdir().expect("tempdir");
+        let (mock, dir) = cluster(3);
         let mut cfg = config(&mock);
         // The NDJSON record (the default), read back through its `message`.
         cfg.encoding = KafkaEncoding::Ndjson;
@@ -87,8 +69,7 @@ fn live_every_line_once_in_order_and_acknowledged() {
 #[test]
 fn retriable_produce_errors_still_exactly_once() {
     serially(async {
-        let mock = KafkaMock::start(1);
-        mock.create_topic(TOPIC, 3);
+        let (mock, dir) = cluster(3);
         let errors = [
             RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION,
             RDKafkaRespErr::RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT,
@@ -100,26 +81,11 @@ fn retriable_produce_errors_still_exactly_once() {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS,
         ];
         mock.with(move |c| c.request_errors(RDKafkaApiKey::Produce, &errors));
-        let dir = tempfile::tempdir().expect("tempdir");
         let mut rig = Rig::start(dir.path(), config(&mock), Acks::Audit);
         rig.send_many(&CONTAINERS, 2_000, 50).await;
-        let sent = rig.sent_lines();
-        let got = consume(&mock, total(&sent), LONG).await;
-        check_exactly_once(&got, &expected(&sent)).unwrap();
-        rig.stop(LONG).await;
-        rig.print_metrics("retriable_produce_errors");
-        rig.audit_acks().unwrap();
-        assert_eq!(rig.dead_letters.pending().0, 0, "nothing dead-lettered");
-        assert_eq!(rig.buffer.pending().0, 0, "nothing left in the buffer");
         // librdkafka retried them itself: the worker saw no failure and spilled nothing.
-        assert_eq!(
-            rig.metric("log_capturer_kafka_messages_failed_total", &[]),
-            0.0
-        );
-        assert_eq!(
-            rig.metric("log_capturer_kafka_messages_acknowledged_total", &[]),
-            total(&sent) as f64
-        );
+        exactly_once_without_failures(&mut rig, &mock, "retriable_produce_errors").await;
+        assert_eq!(rig.buffer.pending().0, 0, "nothing left in the buffer");
     });
 }
 
@@ -143,23 +109,30 @@ fn leader_change_mid_stream() {
                 .expect("partition leader");
         }
         rig.send_many(&CONTAINERS, 1_000, 50).await;
-        let sent = rig.sent_lines();
-        let got = consume(&mock, total(&sent), LONG).await;
-        check_exactly_once(&got, &expected(&sent)).unwrap();
-        rig.stop(LONG).await;
-        rig.print_metrics("leader_change");
-        rig.audit_acks().unwrap();
-        assert_eq!(rig.dead_letters.pending().0, 0, "nothing dead-lettered");
         // The producer followed the leaders itself: no failure reached the worker, no spill.
-        assert_eq!(
-            rig.metric("log_capturer_kafka_messages_failed_total", &[]),
-            0.0
-        );
-        assert_eq!(
-            rig.metric("log_capturer_kafka_messages_acknowledged_total", &[]),
-            total(&sent) as f64
-        );
+        exactly_once_without_failures(&mut rig, &mock, "leader_change").await;
     });
+}
+
+/// The end of (2) and (3) (an [`Acks::Audit`] rig): every line read back once, in order; the
+/// worker stopped and each batch acknowledged by it once; nothing dead-lettered; no failure
+/// reached the worker, and the broker acknowledged every line.
+async fn exactly_once_without_failures(rig: &mut Rig, mock: &KafkaMock, test: &str) {
+    let sent = rig.sent_lines();
+    let got = consume(mock, total(&sent), LONG).await;
+    check_exactly_once(&got, &expected(&sent)).unwrap();
+    rig.stop(LONG).await;
+    rig.print_metrics(test);
+    rig.audit_acks().unwrap();
+    assert_eq!(rig.dead_letters.pending().0, 0, "nothing dead-lettered");
+    assert_eq!(
+        rig.metric("log_capturer_kafka_messages_failed_total", &[]),
+        0.0
+    );
+    assert_eq!(
+        rig.metric("log_capturer_kafka_messages_acknowledged_total", &[]),
+        total(&sent) as f64
+    );
 }
 
 /// (4) Every broker down for longer than `buffer.spill_after` while lines keep coming: they go
@@ -168,9 +141,7 @@ fn leader_change_mid_stream() {
 #[test]
 fn outage_spills_acknowledges_and_replays() {
     serially(async {
-        let mock = KafkaMock::start(1);
-        mock.create_topic(TOPIC, 3);
-        let dir = tempfile::tempdir().expect("tempdir");
+        let (mock, dir) = cluster(3);
         let mut rig = Rig::start(dir.path(), outage_config(&mock), Acks::Live);
         rig.send_many(&CONTAINERS, 500, 100).await;
         rig.wait(LONG, "the lines before the outage", Rig::all_acked)
@@ -220,9 +191,7 @@ fn outage_spills_acknowledges_and_replays() {
 #[test]
 fn restart_across_an_outage_replays_the_buffer() {
     serially(async {
-        let mock = KafkaMock::start(1);
-        mock.create_topic(TOPIC, 3);
-        let dir = tempfile::tempdir().expect("tempdir");
+        let (mock, dir) = cluster(3);
         let mut a = Rig::start(dir.path(), outage_config(&mock), Acks::Audit);
         a.send_many(&CONTAINERS, 500, 100).await;
         let before = consume(&mock, 1_500, LONG).await;
@@ -265,179 +234,13 @@ fn restart_across_an_outage_replays_the_buffer() {
     });
 }
 
-/// (6a) A line larger than `message_max_bytes` is never produced: one dead letter, and the
-/// lines after it are delivered.
-#[test]
-fn oversized_line_is_a_dead_letter_and_delivery_goes_on() {
-    serially(async {
-        let mock = KafkaMock::start(1);
-        mock.create_topic(TOPIC, 3);
-        let dir = tempfile::tempdir().expect("tempdir");
-        let mut cfg = config(&mock);
-        cfg.message_max_bytes = ByteSize(10_000);
-        let mut rig = Rig::start(dir.path(), cfg, Acks::Audit);
-        let big = "x".repeat(20_000);
-        rig.send("c1", 100).await;
-        // Line 105 of a batch of 10 is too large.
-        let big_line = big.clone();
-        rig.send_with("c1", 10, move |i| {
-            if i == 105 {
-                big_line.clone()
-            } else {
-                kafka_worker::line("c1", i)
-            }
-        })
-        .await;
-        rig.send("c1", 100).await;
-        let mut want: Vec<String> = (1..=210).map(|i| kafka_worker::line("c1", i)).collect();
-        want.remove(104);
-        let got = consume(&mock, want.len(), LONG).await;
-        check_exactly_once(&got, &BTreeMap::from([("c1".to_string(), want)])).unwrap();
-        rig.stop(LONG).await;
-        rig.audit_acks().unwrap();
-        let dead = rig.dead_letter_records();
-        let messages: Vec<_> = dead.iter().flat_map(|(_, m)| m.iter()).collect();
-        assert_eq!(messages.len(), 1, "one dead letter: {dead:?}");
-        assert_eq!(messages[0].value, big.as_bytes());
-        assert_eq!(messages[0].key.as_deref(), Some(&b"c1"[..]));
-        assert!(dead[0].0.is_some(), "the dead letter says why");
-        assert_eq!(rig.buffer.pending().0, 0);
-    });
-}
-
-/// (6b) The broker refuses a record for good (MSG_SIZE_TOO_LARGE, INVALID_RECORD), also when
-/// produced again alone: it becomes a dead letter, is not retried forever, and the lines after
-/// it are delivered.
-#[test]
-fn broker_refusals_are_dead_letters_and_delivery_goes_on() {
-    serially(async {
-        let mock = KafkaMock::start(1);
-        mock.create_topic(TOPIC, 1);
-        let dir = tempfile::tempdir().expect("tempdir");
-        let mut rig = Rig::start(dir.path(), config(&mock), Acks::Live);
-        rig.send("c1", 10).await;
-        rig.wait(LONG, "the first lines", Rig::all_acked).await;
-        let mut refused = Vec::new();
-        for err in [
-            RDKafkaRespErr::RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE,
-            RDKafkaRespErr::RD_KAFKA_RESP_ERR_INVALID_RECORD,
-        ] {
-            // The next produce request (this one line) is refused, and so is the line produced
-            // again alone.
-            mock.with(move |c| c.request_errors(RDKafkaApiKey::Produce, &[err, err]));
-            rig.send("c1", 1).await;
-            refused.push(kafka_worker::line("c1", rig.sent_lines()["c1"]));
-            rig.wait(LONG, "the refused line done with", Rig::all_acked)
-                .await;
-            rig.send("c1", 10).await;
-            rig.wait(LONG, "the lines after it", Rig::all_acked).await;
-        }
-        let want: Vec<String> = (1..=rig.sent_lines()["c1"])
-            .map(|i| kafka_worker::line("c1", i))
-            .filter(|l| !refused.contains(l))
-            .collect();
-        let got = consume(&mock, want.len(), LONG).await;
-        check_exactly_once(&got, &BTreeMap::from([("c1".to_string(), want)])).unwrap();
-        rig.stop(LONG).await;
-        let dead: Vec<String> = rig
-            .dead_letter_records()
-            .iter()
-            .flat_map(|(_, m)| m.iter().map(|m| kafka_worker::text(&m.value)))
-            .collect();
-        assert_eq!(dead, refused, "each refused line is one dead letter");
-        assert!(
-            rig.dead_letter_records()
-                .iter()
-                .all(|(why, _)| why.is_some()),
-            "dead letters say why"
-        );
-    });
-}
-
-/// (6c) A refusal while a stream is in flight: the broker refuses a whole produce request
-/// (librdkafka fails the request's batch as one). Each of its messages is produced again alone,
-/// unless a later message of its partition (a request already in flight) was delivered first:
-/// then it is a dead letter, as producing it again would break the order. So at most the
-/// refused request's messages are dead letters. Each line is delivered once or dead-lettered
-/// once — never both, never lost — and what is delivered stays in order.
-#[test]
-fn refusal_mid_stream_each_line_delivered_or_dead_lettered_once() {
-    serially(async {
-        let mock = KafkaMock::start(1);
-        mock.create_topic(TOPIC, 3);
-        let dir = tempfile::tempdir().expect("tempdir");
-        let mut cfg = config(&mock);
-        cfg.batch.max_messages = 200;
-        let mut rig = Rig::start(dir.path(), cfg, Acks::Audit);
-        rig.send_many(&CONTAINERS, 500, 50).await;
-        mock.with(|c| {
-            c.request_errors(
-                RDKafkaApiKey::Produce,
-                &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_INVALID_RECORD],
-            )
-        });
-        rig.send_many(&CONTAINERS, 1_500, 50).await;
-        let sent = rig.sent_lines();
-        let got = consume(&mock, total(&sent), LONG).await;
-        rig.stop(LONG).await;
-        rig.audit_acks().unwrap();
-        let dead: Vec<String> = rig
-            .dead_letter_records()
-            .iter()
-            .flat_map(|(_, m)| m.iter().map(|m| kafka_worker::text(&m.value)))
-            .collect();
-        eprintln!(
-            "refusal mid-stream: {} delivered, {} dead letters",
-            got.len(),
-            dead.len()
-        );
-        // One request carries at most `batch.max_messages` per partition.
-        assert!(
-            dead.len() <= 200 * 3,
-            "at most the refused request's messages: {}",
-            dead.len()
-        );
-        let mut seen: std::collections::HashMap<String, usize> = Default::default();
-        for l in got.iter().map(|c| kafka_worker::text(&c.value)).chain(dead) {
-            *seen.entry(l).or_default() += 1;
-        }
-        for (c, &n) in &sent {
-            for i in 1..=n {
-                let l = kafka_worker::line(c, i);
-                assert_eq!(
-                    seen.get(&l),
-                    Some(&1),
-                    "{l}: delivered or dead-lettered once"
-                );
-            }
-        }
-        assert_eq!(seen.len(), total(&sent), "nothing else");
-        // Delivered lines keep their order within the key.
-        let mut expect = BTreeMap::new();
-        for c in CONTAINERS {
-            let lines: Vec<String> = got
-                .iter()
-                .filter(|m| m.key.as_deref() == Some(c.as_bytes()))
-                .map(|m| kafka_worker::text(&m.value))
-                .collect();
-            let mut sorted = lines.clone();
-            sorted.sort();
-            assert_eq!(lines, sorted, "{c}: delivered in order");
-            expect.insert(c.to_string(), sorted);
-        }
-        check_exactly_once(&got, &expect).unwrap();
-    });
-}
-
 /// (7) Shutdown with every broker down and no room in the buffer: nothing is acknowledged that
 /// was not delivered or stored; at `abandon` the worker exits promptly and acknowledges
 /// nothing more.
 #[test]
 fn shutdown_without_room_acknowledges_only_what_is_kept() {
     serially(async {
-        let mock = KafkaMock::start(1);
-        mock.create_topic(TOPIC, 3);
-        let dir = tempfile::tempdir().expect("tempdir");
+        let (mock, dir) = cluster(3);
         let mut cfg = outage_config(&mock);
         cfg.buffer.segment_bytes = ByteSize(4096);
         cfg.buffer.max_bytes = ByteSize(8192);
@@ -510,8 +313,7 @@ fn shutdown_without_room_acknowledges_only_what_is_kept() {
 #[test]
 fn producer_threads_are_joined_at_exit() {
     let _serial = serial();
-    let mock = KafkaMock::start(1);
-    mock.create_topic(TOPIC, 3);
+    let (mock, dir) = cluster(3);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_keep_alive(Duration::from_millis(100))
@@ -531,7 +333,6 @@ fn producer_threads_are_joined_at_exit() {
     });
     std::thread::sleep(Duration::from_millis(500));
     let baseline = kafka_worker::threads();
-    let dir = tempfile::tempdir().expect("tempdir");
     for outage in [false, true] {
         let during = runtime.block_on(async {
             let mut rig = Rig::start(dir.path(), outage_config(&mock), Acks::Live);

@@ -24,13 +24,15 @@
 //!   open file's path is checked; if it is gone or is another inode, the file is closed and the
 //!   path reopened (created) at the next write.
 
+mod error;
 mod naming;
 mod open;
 mod rotate;
+mod settings;
 
 pub use naming::PathTemplate;
 pub use open::Modes;
-pub use rotate::RotatePolicy;
+pub use settings::{FileSinkSettings, check_placeholders, template_of};
 
 use std::os::unix::fs::MetadataExt;
 use std::time::SystemTime;
@@ -47,6 +49,7 @@ use super::ndjson::encode_line;
 use super::{Durability, Sink, WriteError, write_out};
 use crate::observability::metrics::{Metrics, SinkLabels};
 use crate::pipeline::{Batch, ContainerMeta};
+use open::{is_fd_limit, with_path};
 
 /// Encoded bytes a file may hold before a batch writes them out ahead of the flush.
 const WRITE_AHEAD_BYTES: usize = 256 * 1024;
@@ -64,89 +67,6 @@ const UPKEPT_REMEMBERED: usize = 10_000;
 
 /// The wall clock (replaced in tests).
 pub type Clock = Arc<dyn Fn() -> SystemTime + Send + Sync>;
-
-pub struct FileSinkSettings {
-    pub template: PathTemplate,
-    pub idle_close: Duration,
-    pub modes: Modes,
-    pub durability: Durability,
-    /// At most this many output files open at once (least recently used closed first).
-    pub max_open_files: usize,
-    /// Rotation (none: `RotatePolicy::default()`).
-    pub rotate: RotatePolicy,
-}
-
-/// `sinks.file.path` checked, with room for the rotation suffix when `rotate` is set.
-pub fn template_of(c: &crate::config::FileSinkConfig) -> Result<PathTemplate, String> {
-    let room = if c.rotate.is_some() {
-        rotate::SUFFIX_ROOM
-    } else {
-        0
-    };
-    PathTemplate::reserving(&c.path, room).map_err(|e| format!("sinks.file.path: {e}"))
-}
-
-/// Every `{NAME}` placeholder of `sinks.file.path` that is not built in must be a container
-/// label copied by `processing.container_labels` (matching one of its globs) or a field of a
-/// `sources.files` group (`group_fields`): anything else is a typo that would put every
-/// container in a `_unknown` directory.
-pub fn check_placeholders(
-    c: &crate::config::FileSinkConfig,
-    container_labels: &[String],
-    group_fields: &[&str],
-) -> Result<(), String> {
-    let template = template_of(c)?;
-    for name in template.label_placeholders() {
-        if !group_fields.contains(&name)
-            && !container_labels
-                .iter()
-                .any(|g| crate::discovery::filter::glob_match(g, name))
-        {
-            return Err(format!(
-                "sinks.file.path: unknown placeholder {{{name}}}: not {{container_name}}, \
-                 {{container_id}}, {{date}}, a container field ({}), a container label \
-                 copied by processing.container_labels or a field of a sources.files group",
-                naming::CONTAINER_FIELDS
-                    .iter()
-                    .map(|f| format!("{{{f}}}"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ));
-        }
-    }
-    Ok(())
-}
-
-impl FileSinkSettings {
-    /// From the validated `sinks.file` configuration.
-    pub fn from_config(c: &crate::config::FileSinkConfig) -> Result<Self, String> {
-        use crate::config::FileFsync;
-        Ok(FileSinkSettings {
-            template: template_of(c)?,
-            idle_close: c.idle_close.0,
-            modes: Modes {
-                file: c.file_mode()?,
-                dir: c.directory_mode()?,
-            },
-            durability: match c.fsync {
-                FileFsync::Always => Durability::Always,
-                FileFsync::Interval => Durability::Interval(c.fsync_interval.0),
-                FileFsync::Never => Durability::Never,
-            },
-            max_open_files: c.max_open_files.max(1),
-            rotate: c
-                .rotate
-                .as_ref()
-                .map(|r| RotatePolicy {
-                    max_bytes: r.max_bytes.map(|b| b.0),
-                    max_age: r.max_age.map(|a| a.0),
-                    max_files: r.max_files,
-                    gzip: r.compress == crate::config::RotateCompress::Gzip,
-                })
-                .unwrap_or_default(),
-        })
-    }
-}
 
 struct OpenFile {
     file: File,
@@ -367,134 +287,6 @@ impl FileSink {
             None => false,
         }
     }
-
-    fn open(&mut self, path: &Path) -> Result<(), WriteError> {
-        if self.files.len() >= self.settings.max_open_files && !self.close_least_recently_used() {
-            return Err(WriteError::Sink(io::Error::other(format!(
-                "{}: {} files open (sinks.file.max_open_files) and none can be closed before \
-                 the next flush",
-                path.display(),
-                self.files.len()
-            ))));
-        }
-        // A failure in the part of the path every container shares (or in the one file all
-        // share) is the sink's: retried, in order, nothing held. Only a failure in the
-        // container's own part can be that container's alone.
-        let (shared_dir, per_container) = self.settings.template.shared_part();
-        if let Some(dir) = shared_dir {
-            // As many components of this path: `{date}` in the shared part is this path's day
-            // (placeholders never add a `/`: names are encoded).
-            let dir: PathBuf = path.components().take(dir.components().count()).collect();
-            let mut changed = Vec::new();
-            open::create_dirs(&dir, self.settings.modes.dir, &mut changed)
-                .map_err(|e| WriteError::Sink(with_path(&dir, e)))?;
-            self.dirs_to_sync.extend(changed);
-        }
-        let mut rotated_at_open = false;
-        loop {
-            match open::open_for_append(path, self.settings.modes) {
-                Ok(opened) => {
-                    if opened.torn_bytes > 0 {
-                        self.metrics
-                            .sink_torn_records
-                            .get_or_create(&Self::labels())
-                            .inc();
-                        warn!(file = %path.display(), bytes = opened.torn_bytes,
-                            "output file ended in a torn record (an earlier run stopped mid-write); cut it away");
-                    }
-                    self.dirs_to_sync.extend(opened.changed_dirs);
-                    let meta = opened
-                        .file
-                        .metadata()
-                        .map_err(|e| WriteError::Sink(with_path(path, e)))?;
-                    // An empty file (new, or created by an external logrotate) ages from now.
-                    let created = match meta.created() {
-                        Ok(t) if meta.len() > 0 => t,
-                        _ => (self.clock)(),
-                    };
-                    let age = (self.clock)().duration_since(created).unwrap_or_default();
-                    // A file left due by an earlier run (or while it was closed) rotates
-                    // before anything is written to it: it holds only acknowledged records.
-                    if !rotated_at_open
-                        && let Some(reason) = self.settings.rotate.due(meta.len(), age)
-                    {
-                        rotated_at_open = true;
-                        // Renamed while open, then closed: the loop opens a new file. If the
-                        // rename failed, writing goes on into this one.
-                        if self.rotate_file(path, reason) {
-                            continue;
-                        }
-                    }
-                    if let Some(u) = &self.upkeeper
-                        && !self.upkept.contains(path)
-                    {
-                        // Leftovers of an earlier run (a crash mid-compression, files beyond
-                        // max_files) are looked after once per path and run. Bounded: with
-                        // many short-lived containers it is forgotten now and then (a path
-                        // is then looked after once more, which is harmless).
-                        if self.upkept.len() >= UPKEPT_REMEMBERED {
-                            self.upkept.clear();
-                        }
-                        u.request(path);
-                        self.upkept.insert(path.to_path_buf());
-                    }
-                    self.files.insert(
-                        path.to_path_buf(),
-                        OpenFile {
-                            file: opened.file,
-                            buf: Vec::with_capacity(64 * 1024),
-                            last_write: Instant::now(),
-                            last_use: self.uses,
-                            uncommitted: 0,
-                            unsynced: false,
-                            ended: false,
-                            size: meta.len(),
-                            created,
-                            date: self.today(),
-                            dev_ino: (meta.dev(), meta.ino()),
-                            rotate_failed: None,
-                        },
-                    );
-                    self.update_open_gauge();
-                    return Ok(());
-                }
-                // Out of file descriptors: make room by closing idle files, then try again.
-                Err(e) if is_fd_limit(&e) && self.close_least_recently_used() => {}
-                Err(e) if per_container && is_permanent_for_path(&e) => {
-                    return Err(WriteError::Container(with_path(path, e)));
-                }
-                Err(e) => return Err(WriteError::Sink(with_path(path, e))),
-            }
-        }
-    }
-}
-
-/// EMFILE or ENFILE.
-fn is_fd_limit(e: &io::Error) -> bool {
-    let code = e.raw_os_error();
-    code == Some(rustix::io::Errno::MFILE.raw_os_error())
-        || code == Some(rustix::io::Errno::NFILE.raw_os_error())
-}
-
-/// Failures of opening one path that retrying will not cure and that say nothing about the
-/// other containers' files: permission, name too long or invalid, a file where a directory
-/// should be (or the reverse), a symlink loop. Disk full, I/O errors and a read-only file
-/// system are not: they are the sink's, and are retried.
-fn is_permanent_for_path(e: &io::Error) -> bool {
-    use io::ErrorKind as K;
-    matches!(
-        e.kind(),
-        K::PermissionDenied
-            | K::InvalidFilename
-            | K::NotADirectory
-            | K::IsADirectory
-            | K::AlreadyExists
-            | K::InvalidInput
-    ) || e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error())
-}
-
-fn with_path(path: &Path, e: io::Error) -> io::Error {
-    io::Error::new(e.kind(), format!("{}: {e}", path.display()))
 }
 
 impl Drop for FileSink {

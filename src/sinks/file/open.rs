@@ -4,8 +4,13 @@
 
 use std::fs::{DirBuilder, File, OpenOptions};
 use std::io;
+use std::os::unix::fs::MetadataExt;
 use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::time::Instant;
+use tracing::warn;
+
+use super::{FileSink, OpenFile, UPKEPT_REMEMBERED, WriteError};
 
 /// Permission bits of what the sink creates.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -114,6 +119,141 @@ pub fn cut_torn_tail(file: &File) -> io::Result<u64> {
         }
         end = start;
     }
+}
+
+// The sink's side of opening: which failures are the container's own, which the sink's.
+
+impl FileSink {
+    /// Opens `path` for the sink (closing the least recently used file to make room), rotating
+    /// a file found due; a failure in the container's own part of the path is
+    /// [`WriteError::Container`], any other [`WriteError::Sink`].
+    pub(super) fn open(&mut self, path: &Path) -> Result<(), WriteError> {
+        if self.files.len() >= self.settings.max_open_files && !self.close_least_recently_used() {
+            return Err(WriteError::Sink(io::Error::other(format!(
+                "{}: {} files open (sinks.file.max_open_files) and none can be closed before \
+                 the next flush",
+                path.display(),
+                self.files.len()
+            ))));
+        }
+        // A failure in the part of the path every container shares (or in the one file all
+        // share) is the sink's: retried, in order, nothing held. Only a failure in the
+        // container's own part can be that container's alone.
+        let (shared_dir, per_container) = self.settings.template.shared_part();
+        if let Some(dir) = shared_dir {
+            // As many components of this path: `{date}` in the shared part is this path's day
+            // (placeholders never add a `/`: names are encoded).
+            let dir: PathBuf = path.components().take(dir.components().count()).collect();
+            let mut changed = Vec::new();
+            super::open::create_dirs(&dir, self.settings.modes.dir, &mut changed)
+                .map_err(|e| WriteError::Sink(with_path(&dir, e)))?;
+            self.dirs_to_sync.extend(changed);
+        }
+        let mut rotated_at_open = false;
+        loop {
+            match super::open::open_for_append(path, self.settings.modes) {
+                Ok(opened) => {
+                    if opened.torn_bytes > 0 {
+                        self.metrics
+                            .sink_torn_records
+                            .get_or_create(&Self::labels())
+                            .inc();
+                        warn!(file = %path.display(), bytes = opened.torn_bytes,
+                            "output file ended in a torn record (an earlier run stopped mid-write); cut it away");
+                    }
+                    self.dirs_to_sync.extend(opened.changed_dirs);
+                    let meta = opened
+                        .file
+                        .metadata()
+                        .map_err(|e| WriteError::Sink(with_path(path, e)))?;
+                    // An empty file (new, or created by an external logrotate) ages from now.
+                    let created = match meta.created() {
+                        Ok(t) if meta.len() > 0 => t,
+                        _ => (self.clock)(),
+                    };
+                    let age = (self.clock)().duration_since(created).unwrap_or_default();
+                    // A file left due by an earlier run (or while it was closed) rotates
+                    // before anything is written to it: it holds only acknowledged records.
+                    if !rotated_at_open
+                        && let Some(reason) = self.settings.rotate.due(meta.len(), age)
+                    {
+                        rotated_at_open = true;
+                        // Renamed while open, then closed: the loop opens a new file. If the
+                        // rename failed, writing goes on into this one.
+                        if self.rotate_file(path, reason) {
+                            continue;
+                        }
+                    }
+                    if let Some(u) = &self.upkeeper
+                        && !self.upkept.contains(path)
+                    {
+                        // Leftovers of an earlier run (a crash mid-compression, files beyond
+                        // max_files) are looked after once per path and run. Bounded: with
+                        // many short-lived containers it is forgotten now and then (a path
+                        // is then looked after once more, which is harmless).
+                        if self.upkept.len() >= UPKEPT_REMEMBERED {
+                            self.upkept.clear();
+                        }
+                        u.request(path);
+                        self.upkept.insert(path.to_path_buf());
+                    }
+                    self.files.insert(
+                        path.to_path_buf(),
+                        OpenFile {
+                            file: opened.file,
+                            buf: Vec::with_capacity(64 * 1024),
+                            last_write: Instant::now(),
+                            last_use: self.uses,
+                            uncommitted: 0,
+                            unsynced: false,
+                            ended: false,
+                            size: meta.len(),
+                            created,
+                            date: self.today(),
+                            dev_ino: (meta.dev(), meta.ino()),
+                            rotate_failed: None,
+                        },
+                    );
+                    self.update_open_gauge();
+                    return Ok(());
+                }
+                // Out of file descriptors: make room by closing idle files, then try again.
+                Err(e) if is_fd_limit(&e) && self.close_least_recently_used() => {}
+                Err(e) if per_container && is_permanent_for_path(&e) => {
+                    return Err(WriteError::Container(with_path(path, e)));
+                }
+                Err(e) => return Err(WriteError::Sink(with_path(path, e))),
+            }
+        }
+    }
+}
+
+/// EMFILE or ENFILE.
+pub(super) fn is_fd_limit(e: &io::Error) -> bool {
+    let code = e.raw_os_error();
+    code == Some(rustix::io::Errno::MFILE.raw_os_error())
+        || code == Some(rustix::io::Errno::NFILE.raw_os_error())
+}
+
+/// Failures of opening one path that retrying will not cure and that say nothing about the
+/// other containers' files: permission, name too long or invalid, a file where a directory
+/// should be (or the reverse), a symlink loop. Disk full, I/O errors and a read-only file
+/// system are not: they are the sink's, and are retried.
+fn is_permanent_for_path(e: &io::Error) -> bool {
+    use io::ErrorKind as K;
+    matches!(
+        e.kind(),
+        K::PermissionDenied
+            | K::InvalidFilename
+            | K::NotADirectory
+            | K::IsADirectory
+            | K::AlreadyExists
+            | K::InvalidInput
+    ) || e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error())
+}
+
+pub(super) fn with_path(path: &Path, e: io::Error) -> io::Error {
+    io::Error::new(e.kind(), format!("{}: {e}", path.display()))
 }
 
 #[cfg(test)]

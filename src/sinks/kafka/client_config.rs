@@ -13,6 +13,7 @@ use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::error::KafkaError;
 use rdkafka::producer::BaseProducer;
 
+use super::error::KafkaConfigError;
 use crate::config::{KafkaAcks, KafkaSinkConfig};
 
 /// Room in librdkafka's `message.max.bytes` (a produce request's size) above our
@@ -23,22 +24,24 @@ pub const REQUEST_OVERHEAD: u64 = 64 * 1024;
 /// (`sinks.kafka.tls.ca_file: …`, `sinks.kafka.properties.<name>: …`). Blocks for as long
 /// as librdkafka takes to make and drop a client (reads the TLS files): from async code use
 /// [`checked_client_config`].
-pub fn client_config(config: &KafkaSinkConfig) -> Result<ClientConfig, String> {
+pub fn client_config(config: &KafkaSinkConfig) -> Result<ClientConfig, KafkaConfigError> {
     let c = properties(config)?;
     check(&c, config)?;
     Ok(c)
 }
 
 /// [`client_config`] on a blocking thread.
-pub async fn checked_client_config(config: &KafkaSinkConfig) -> Result<ClientConfig, String> {
+pub async fn checked_client_config(
+    config: &KafkaSinkConfig,
+) -> Result<ClientConfig, KafkaConfigError> {
     let config = config.clone();
     tokio::task::spawn_blocking(move || client_config(&config))
         .await
-        .map_err(|e| format!("sinks.kafka: checking the client properties: {e}"))?
+        .map_err(KafkaConfigError::CheckThread)?
 }
 
 /// The properties, without making a producer.
-pub fn properties(config: &KafkaSinkConfig) -> Result<ClientConfig, String> {
+pub fn properties(config: &KafkaSinkConfig) -> Result<ClientConfig, KafkaConfigError> {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", config.brokers.join(","));
     c.set(
@@ -85,8 +88,11 @@ pub fn properties(config: &KafkaSinkConfig) -> Result<ClientConfig, String> {
         ] {
             if let Some(path) = file {
                 // librdkafka's own error would not name the key.
-                std::fs::metadata(path)
-                    .map_err(|e| format!("sinks.kafka.{key}: {}: {e}", path.display()))?;
+                std::fs::metadata(path).map_err(|source| KafkaConfigError::TlsFile {
+                    key,
+                    path: path.clone(),
+                    source,
+                })?;
                 c.set(property, path.display().to_string());
             }
         }
@@ -178,7 +184,7 @@ fn secret_looking(name: &str, value: &str) -> bool {
 /// checks (`message.timeout.ms` 0: else a `batch.linger` above 300 s is refused for a
 /// time-out the user cannot set) and without brokers (it does not connect). The error never
 /// shows a secret-looking value.
-fn check(c: &ClientConfig, config: &KafkaSinkConfig) -> Result<(), String> {
+fn check(c: &ClientConfig, config: &KafkaSinkConfig) -> Result<(), KafkaConfigError> {
     let redact = |text: &str| {
         let mut text = text.to_string();
         let secrets = (config.properties.iter())
@@ -197,8 +203,8 @@ fn check(c: &ClientConfig, config: &KafkaSinkConfig) -> Result<(), String> {
     // "No bootstrap.servers configured" is expected here; errors come back as values.
     c.set_log_level(RDKafkaLogLevel::Emerg);
     let fail = |key: Option<String>, description: String| match key {
-        Some(key) => Err(format!("sinks.kafka.{key}: {description}")),
-        None => Err(format!("sinks.kafka: {description}")),
+        Some(key) => Err(KafkaConfigError::Property { key, description }),
+        None => Err(KafkaConfigError::Client { description }),
     };
     match c.create::<BaseProducer>() {
         Ok(producer) => {
@@ -281,7 +287,7 @@ mod tests {
         assert_eq!(get(&c, "enable.ssl.certificate.verification"), None);
         config.tls.cert_file = Some(dir.path().join("missing.pem"));
         config.tls.key_file = Some(dir.path().join("missing.key"));
-        let e = properties(&config).expect_err("missing file");
+        let e = properties(&config).expect_err("missing file").to_string();
         assert!(
             e.starts_with("sinks.kafka.tls.cert_file: ") && e.contains("missing.pem"),
             "{e}"
@@ -303,7 +309,9 @@ mod tests {
         config
             .properties
             .insert("no.such.property".into(), Secret::new("s3cr3t"));
-        let e = client_config(&config).expect_err("unknown property");
+        let e = client_config(&config)
+            .expect_err("unknown property")
+            .to_string();
         assert!(
             e.starts_with("sinks.kafka.properties.no.such.property: "),
             "{e}"
@@ -314,7 +322,7 @@ mod tests {
         config
             .properties
             .insert("compression.codec".into(), Secret::new("s3cr3t-codec"));
-        let e = client_config(&config).expect_err("bad value");
+        let e = client_config(&config).expect_err("bad value").to_string();
         assert!(
             e.starts_with("sinks.kafka.properties.compression.codec: "),
             "{e}"
@@ -325,7 +333,9 @@ mod tests {
         // text names is blamed, and short values are not redacted (the text stays readable).
         let mut config = KafkaSinkConfig::default();
         config.properties.insert("acks".into(), Secret::new("1"));
-        let e = client_config(&config).expect_err("idempotence needs acks=all");
+        let e = client_config(&config)
+            .expect_err("idempotence needs acks=all")
+            .to_string();
         assert!(e.starts_with("sinks.kafka.properties.acks: "), "{e}");
         assert!(!e.contains("***"), "{e}");
     }
@@ -345,7 +355,7 @@ mod tests {
         config
             .properties
             .insert("client.id".into(), Secret::new("web-01"));
-        let e = client_config(&config).expect_err("bad PEM");
+        let e = client_config(&config).expect_err("bad PEM").to_string();
         assert!(
             e.starts_with("sinks.kafka.tls.cert_file: ")
                 || e.starts_with("sinks.kafka.tls.key_file: "),

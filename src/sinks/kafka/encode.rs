@@ -18,6 +18,7 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
 
+use super::error::KafkaConfigError;
 use crate::config::kafka_template::{
     CONTAINER_FIELDS, MISSING, TemplatePart, parse_template, sanitize_topic,
 };
@@ -127,12 +128,15 @@ pub struct MessageEncoder {
 }
 
 impl MessageEncoder {
-    pub fn new(config: &KafkaSinkConfig) -> Result<Self, String> {
-        let topic = Template::new(&config.topic).map_err(|e| format!("topic: {e}"))?;
+    pub fn new(config: &KafkaSinkConfig) -> Result<Self, KafkaConfigError> {
+        let template = |field: &'static str, text: &str| {
+            Template::new(text).map_err(|reason| KafkaConfigError::Template { field, reason })
+        };
+        let topic = template("topic", &config.topic)?;
         let key = if config.key.is_empty() {
             None
         } else {
-            Some(Template::new(&config.key).map_err(|e| format!("key: {e}"))?)
+            Some(template("key", &config.key)?)
         };
         Ok(MessageEncoder {
             topic,

@@ -6,15 +6,18 @@
 //!   record or the raw line).
 //! - [`client_config`]: `sinks.kafka` → librdkafka properties (acks, idempotence, TLS, SASL,
 //!   pass-through properties).
+//! - [`error`]: the sink's error types (configuration, store record).
 //! - [`store`]: how messages are kept in the buffer and dead-letter stores.
 //! - [`worker`]: the state machine (produce, delivery reports, spill, replay, drain).
 
 pub mod client_config;
 pub mod encode;
+pub mod error;
 pub mod store;
 mod worker;
 
 pub use encode::{Message, MessageEncoder};
+pub use error::{KafkaConfigError, RecordError};
 pub use worker::KafkaWorker;
 
 use std::path::{Path, PathBuf};

@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
 use super::encode::Message;
+use super::error::RecordError;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct StoredHeader {
@@ -61,23 +62,23 @@ pub fn encode_record(reason: Option<String>, messages: &[Message]) -> Vec<u8> {
 
 /// A store record back to its header and messages; an error names what is wrong (a record
 /// torn or corrupt on disk is skipped and counted by the caller, never guessed at).
-pub fn decode_record(bytes: &[u8]) -> Result<(StoredHeader, Vec<Message>), String> {
+pub fn decode_record(bytes: &[u8]) -> Result<(StoredHeader, Vec<Message>), RecordError> {
     let mut r = Reader { bytes, at: 0 };
     let head_len = r.u32("header length")? as usize;
     let head = r.take(head_len, "header")?;
-    let header: StoredHeader =
-        serde_json::from_slice(head).map_err(|e| format!("record header: {e}"))?;
+    let header: StoredHeader = serde_json::from_slice(head).map_err(RecordError::Header)?;
     let mut messages = Vec::with_capacity(header.messages.min(bytes.len() / 12 + 1));
     for i in 0..header.messages {
         let what = |part: &str| format!("message {i}: {part}");
+        let bad = |what: &'static str| RecordError::Message { index: i, what };
         let topic_len = r.u32(&what("topic length"))? as usize;
         let topic = std::str::from_utf8(r.take(topic_len, &what("topic"))?)
-            .map_err(|_| what("topic is not UTF-8"))?;
+            .map_err(|_| bad("topic is not UTF-8"))?;
         let key_len = r.u32(&what("key length"))? as i32;
         let key = match key_len {
             -1 => None,
             n if n >= 0 => Some(Arc::from(r.take(n as usize, &what("key"))?)),
-            _ => return Err(what("negative key length")),
+            _ => return Err(bad("negative key length")),
         };
         let value_len = r.u32(&what("value length"))? as usize;
         let value = r.take(value_len, &what("value"))?.to_vec();
@@ -88,11 +89,10 @@ pub fn decode_record(bytes: &[u8]) -> Result<(StoredHeader, Vec<Message>), Strin
         });
     }
     if r.at != bytes.len() {
-        return Err(format!(
-            "{} bytes after the last of {} messages",
-            bytes.len() - r.at,
-            header.messages
-        ));
+        return Err(RecordError::Trailing {
+            extra: bytes.len() - r.at,
+            messages: header.messages,
+        });
     }
     Ok((header, messages))
 }
@@ -103,15 +103,15 @@ struct Reader<'a> {
 }
 
 impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize, what: &str) -> Result<&'a [u8], String> {
+    fn take(&mut self, n: usize, what: &str) -> Result<&'a [u8], RecordError> {
         let end = self.at.checked_add(n).filter(|&e| e <= self.bytes.len());
-        let end = end.ok_or_else(|| format!("record ends inside the {what}"))?;
+        let end = end.ok_or_else(|| RecordError::Truncated(what.to_string()))?;
         let out = &self.bytes[self.at..end];
         self.at = end;
         Ok(out)
     }
 
-    fn u32(&mut self, what: &str) -> Result<u32, String> {
+    fn u32(&mut self, what: &str) -> Result<u32, RecordError> {
         let b = self.take(4, what)?;
         Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
     }
@@ -158,6 +158,7 @@ mod tests {
         assert!(
             decode_record(&long)
                 .expect_err("trailing")
+                .to_string()
                 .contains("after")
         );
     }

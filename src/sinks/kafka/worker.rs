@@ -91,7 +91,7 @@ use crate::observability::metrics::{Metrics, SinkLabels, SinkReasonLabels};
 use crate::observability::status::SinkStatus;
 use crate::pipeline::{AckLedger, Delivery};
 use producer::{Event, KafkaProducer};
-use replay::Replays;
+use replay::ReplayWindow;
 use state::{Deliveries, Isolated, Item, Slots};
 use stores::DeadLetter;
 
@@ -159,7 +159,7 @@ struct Machine {
     /// isolated message with a lower token would land behind it: a dead letter instead.
     delivered: std::collections::HashMap<(Arc<str>, i32), u64>,
     dead: VecDeque<DeadLetter>,
-    replay: Replays,
+    replay: ReplayWindow,
     producer: Option<KafkaProducer>,
     /// A fatal error: the producer is closed and created again once nothing is outstanding.
     recreate: bool,
@@ -260,7 +260,7 @@ impl KafkaWorker {
             isolate: VecDeque::new(),
             delivered: Default::default(),
             dead: VecDeque::new(),
-            replay: Replays::default(),
+            replay: ReplayWindow::default(),
             producer: None,
             recreate: false,
             fatal_until: now,
@@ -433,6 +433,9 @@ async fn sleep_until(at: Option<Instant>) {
     }
 }
 
+#[cfg(test)]
+#[path = "worker_test_support.rs"]
+mod test_support;
 #[cfg(test)]
 #[path = "worker_tests.rs"]
 mod tests;

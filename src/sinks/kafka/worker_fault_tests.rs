@@ -2,26 +2,14 @@
 //! silent broker at shutdown.
 
 use super::*;
-
-/// Sends deliveries `first_seq..` of `per` lines each, continuing the stamps after `after`.
-async fn send_many(h: &Harness, first_seq: u64, deliveries: u64, per: usize, after: i64) -> i64 {
-    let mut ts = after;
-    for k in 0..deliveries {
-        let d = h.delivery(first_seq + k, ts + 1, per, None).await;
-        h.send(d);
-        ts += per as i64;
-    }
-    ts
-}
+use log_capturer_testkit::kafka::{KafkaMock, consume_all};
 
 /// A fatal producer error while a backlog is being produced: the messages librdkafka refuses
 /// (`Fatal`) wait for the new producer instead of becoming dead letters, and what was in
 /// flight gets its real outcome (not purged and produced again): every line once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fatal_error_during_a_backlog_loses_and_duplicates_nothing() {
-    let mock = mock();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut h = harness(dir.path(), config(&mock, no_spill));
+    let (mock, _dir, mut h) = setup(no_spill);
     let id = "kfix-fatal-backlog";
     if let Some(w) = h.worker.as_mut() {
         w.client.set("client.id", id);
@@ -71,50 +59,6 @@ fn container_for(partition: u32, partitions: u32) -> String {
         .map(|i| format!("ctr{i}"))
         .find(|id| crc32(id.as_bytes()) % partitions == partition)
         .expect("some id")
-}
-
-impl Harness {
-    /// Delivery `seq` of `container`: lines stamped `first..first+n`.
-    async fn delivery_of(&self, container: &str, seq: u64, first: i64, n: usize) -> Arc<Delivery> {
-        let meta = Arc::new(ContainerMeta::new(
-            container.into(),
-            "web".into(),
-            "img".into(),
-            None,
-            None,
-        ));
-        let lines: Vec<LogLine> = (first..first + n as i64)
-            .map(|ts| LogLine {
-                ts_ns: ts,
-                stream: StreamKind::Stdout,
-                message: Bytes::from(format!("line {ts}")),
-                truncated: false,
-                extra: None,
-            })
-            .collect();
-        let cursor = Cursor::legacy(first + n as i64 - 1, 1);
-        let permit = self.budget.acquire(1, 1).await.expect("permit");
-        let mut d = Delivery::new(
-            Batch {
-                container: meta,
-                lines,
-                position: cursor.into(),
-            },
-            permit,
-        );
-        d.seq = seq;
-        if self.checkpoints.get(container).is_none() {
-            self.checkpoints.init(container, Cursor::at(0));
-        }
-        self.ledger.register(container, seq, cursor);
-        Arc::new(d)
-    }
-
-    fn acked_of(&self, container: &str) -> i64 {
-        self.checkpoints
-            .get(container)
-            .map_or(0, |c| c.streams.stdout.timestamp_ns)
-    }
 }
 
 /// Ten lines for each of two containers.
@@ -224,15 +168,10 @@ async fn one_stuck_partition_spills_while_the_other_delivers() {
 /// `abandon`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_with_the_buffer_full_ends_without_abandon() {
-    let mock = mock();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut h = harness(
-        dir.path(),
-        config(&mock, |c| {
-            c.buffer.max_bytes = crate::config::ByteSize(8 * 1024);
-            c.buffer.segment_bytes = crate::config::ByteSize(4 * 1024);
-        }),
-    );
+    let (mock, _dir, mut h) = setup(|c| {
+        c.buffer.max_bytes = crate::config::ByteSize(8 * 1024);
+        c.buffer.segment_bytes = crate::config::ByteSize(4 * 1024);
+    });
     mock.down(-1);
     let task = h.start();
     let mut last = 0;
@@ -253,12 +192,12 @@ async fn shutdown_with_the_buffer_full_ends_without_abandon() {
     let held = h.buffer.pending().0;
     send_many(&h, seq + 1, 1, 100, last).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    h.shutdown.cancel();
-    h.tx = None;
-    tokio::time::timeout(Duration::from_secs(10), task)
-        .await
-        .expect("the worker ends without abandon")
-        .expect("worker");
+    h.stop_within(
+        task,
+        Duration::from_secs(10),
+        "the worker ends without abandon",
+    )
+    .await;
     assert!(
         h.ledger.unacknowledged() > 0,
         "what did not fit is not acknowledged"
@@ -271,15 +210,10 @@ async fn shutdown_with_the_buffer_full_ends_without_abandon() {
 /// before `abandon` and every line is acknowledged via the buffer.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_with_a_silent_broker_buffers_what_is_in_flight() {
-    let mock = mock();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut h = harness(
-        dir.path(),
-        config(&mock, |c| {
-            no_spill(c);
-            c.timeout = HumanDuration(Duration::from_secs(120));
-        }),
-    );
+    let (mock, _dir, mut h) = setup(|c| {
+        no_spill(c);
+        c.timeout = HumanDuration(Duration::from_secs(120));
+    });
     let task = h.start();
     let last = send_many(&h, 1, 1, 50, 0).await;
     assert!(h.wait_acked(last, Duration::from_secs(20)).await, "warm");
@@ -287,24 +221,15 @@ async fn shutdown_with_a_silent_broker_buffers_what_is_in_flight() {
         .expect("rtt");
     let last = send_many(&h, 2, 1, 50, last).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    h.shutdown.cancel();
-    h.tx = None;
-    tokio::time::timeout(Duration::from_secs(10), task)
-        .await
-        .expect("the worker ends without abandon")
-        .expect("worker");
+    h.stop_within(
+        task,
+        Duration::from_secs(10),
+        "the worker ends without abandon",
+    )
+    .await;
     assert_eq!(h.acked(), last, "acknowledged via the buffer");
     assert_eq!(h.ledger.unacknowledged(), 0);
-    let records = h.buffer.lock().records().expect("records");
-    let n: usize = records
-        .iter()
-        .map(|(_, b)| {
-            crate::sinks::kafka::store::decode_record(b)
-                .expect("decode")
-                .1
-                .len()
-        })
-        .sum();
+    let n = stored_messages(&h.buffer);
     assert_eq!(n, 50, "the in-flight lines are in the buffer");
     assert!(h.counter("log_capturer_kafka_messages_possible_duplicates_total") >= 1);
 }
@@ -313,9 +238,7 @@ async fn shutdown_with_a_silent_broker_buffers_what_is_in_flight() {
 /// its lines are acknowledged (not read again on top of the buffered copy).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_append_completing_after_abandon_is_acknowledged() {
-    let mock = mock();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut h = harness(dir.path(), config(&mock, no_spill));
+    let (mock, _dir, mut h) = setup(no_spill);
     mock.down(-1);
     let task = h.start();
     let last = send_many(&h, 1, 1, 50, 0).await;
@@ -341,16 +264,7 @@ async fn an_append_completing_after_abandon_is_acknowledged() {
         .await
         .expect("the worker ends")
         .expect("worker");
-    let records = h.buffer.lock().records().expect("records");
-    let n: usize = records
-        .iter()
-        .map(|(_, b)| {
-            crate::sinks::kafka::store::decode_record(b)
-                .expect("decode")
-                .1
-                .len()
-        })
-        .sum();
+    let n = stored_messages(&h.buffer);
     assert_eq!(n, 50, "the append completed");
     assert_eq!(h.acked(), last, "and its lines are acknowledged");
 }
@@ -361,9 +275,7 @@ async fn an_append_completing_after_abandon_is_acknowledged() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_topic_for_a_while_is_retried_not_dead_lettered() {
     use rdkafka::types::RDKafkaRespErr;
-    let mock = mock();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut h = harness(dir.path(), config(&mock, |_| {}));
+    let (mock, _dir, mut h) = setup(|_| {});
     if let Some(w) = h.worker.as_mut() {
         w.client.set("topic.metadata.propagation.max.ms", "10");
         w.client.set("allow.auto.create.topics", "false");

@@ -23,9 +23,7 @@ fn dead_letters(h: &Harness) -> Vec<(i64, String)> {
 /// again alone is accepted); every line delivered once, in order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_request_does_not_dead_letter_its_batch() {
-    let mock = mock();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut h = harness(dir.path(), config(&mock, no_spill));
+    let (mock, _dir, mut h) = setup(no_spill);
     inject(
         &mock,
         RDKafkaApiKey::Produce,
@@ -55,9 +53,7 @@ async fn a_refused_request_does_not_dead_letter_its_batch() {
 /// broker's reason; every other line is delivered once, in order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_message_refused_alone_is_a_dead_letter() {
-    let mock = mock();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut h = harness(dir.path(), config(&mock, no_spill));
+    let (mock, _dir, mut h) = setup(no_spill);
     let task = h.start();
     // Connected first, so that the next request carries the whole delivery.
     let d = h.delivery(1, 1, 1, None).await;

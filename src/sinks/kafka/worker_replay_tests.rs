@@ -10,9 +10,7 @@ use crate::sinks::kafka::store::encode_record;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replay_keeps_several_records_in_flight() {
     const RECORDS: i64 = 3_000;
-    let mock = mock();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut h = harness(dir.path(), config(&mock, |_| {}));
+    let (mock, _dir, mut h) = setup(|_| {});
     let topic: Arc<str> = Arc::from(TOPIC);
     let key: Arc<[u8]> = Arc::from(&b"c1"[..]);
     for ts in 1..=RECORDS {

@@ -123,7 +123,7 @@ impl KafkaWorker {
                         }
                     } else {
                         // Not replayed now; those records stay for the next start.
-                        m.replay.drop_incomplete();
+                        m.replay.drop_unfinished();
                     }
                     if m.replay.is_empty() && m.buffer_full && !m.waiting.is_empty() {
                         // Nothing frees buffer space while draining: the waiting lines stay

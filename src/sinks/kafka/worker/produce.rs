@@ -39,7 +39,7 @@ impl KafkaWorker {
         };
         let msg = match (iso.owner, &iso.msg) {
             (Owner::Live { .. }, Some(msg)) => Some(msg),
-            (Owner::Replay { rec, index }, _) => {
+            (Owner::BufferReplay { rec, index }, _) => {
                 m.replay.get(rec).and_then(|rp| rp.msgs.get(index as usize))
             }
             (Owner::Live { .. }, None) => None,
@@ -105,7 +105,7 @@ impl KafkaWorker {
                         reason,
                         label: "rejected",
                     }),
-                    (Owner::Replay { rec, index }, _) => {
+                    (Owner::BufferReplay { rec, index }, _) => {
                         m.replay.reported(rec, index, Some(Some(reason)))
                     }
                     (Owner::Live { .. }, None) => {}
@@ -125,7 +125,9 @@ impl KafkaWorker {
                     msg,
                     maybe_sent: iso.maybe_sent,
                 }),
-                (Owner::Replay { rec, index }, _) => m.replay.reported(rec, index, Some(None)),
+                (Owner::BufferReplay { rec, index }, _) => {
+                    m.replay.reported(rec, index, Some(None))
+                }
                 (Owner::Live { .. }, None) => {}
             }
         }
@@ -241,7 +243,7 @@ impl KafkaWorker {
                         rp.produced(index);
                         produced += 1;
                         m.slots.insert(Slot {
-                            owner: Owner::Replay {
+                            owner: Owner::BufferReplay {
                                 rec,
                                 index: index as u32,
                             },
@@ -324,7 +326,8 @@ impl KafkaWorker {
                     at_least(m.append_at);
                 }
                 let rp = &m.replay;
-                if rp.front().is_some_and(|r| r.complete()) || (rp.failed && rp.outstanding() == 0)
+                if rp.front().is_some_and(|r| r.all_reported())
+                    || (rp.failed && rp.outstanding() == 0)
                 {
                     at_least(m.disk_at);
                 }

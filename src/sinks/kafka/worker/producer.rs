@@ -198,12 +198,21 @@ pub(super) fn worker_config(client: &ClientConfig) -> ClientConfig {
     c
 }
 
+/// The producer could not be made (the worker retries with a back-off).
+#[derive(Debug, thiserror::Error)]
+pub enum ProducerError {
+    #[error(transparent)]
+    Create(rdkafka::error::KafkaError),
+    #[error("producer creation thread: {0}")]
+    Thread(tokio::task::JoinError),
+}
+
 impl KafkaProducer {
     pub async fn create(
         client: &ClientConfig,
         tx: mpsc::UnboundedSender<Event>,
         metrics: KafkaMetrics,
-    ) -> Result<KafkaProducer, String> {
+    ) -> Result<KafkaProducer, ProducerError> {
         let config = worker_config(client);
         let inner = tokio::task::spawn_blocking(move || {
             let producer = ThreadedProducer::from_config_and_context(
@@ -214,14 +223,14 @@ impl KafkaProducer {
                     rtt_brokers: Mutex::new(BTreeSet::new()),
                 },
             )
-            .map_err(|e| e.to_string())?;
+            .map_err(ProducerError::Create)?;
             let inner = Arc::new(producer);
             #[cfg(test)]
             test_hook::register(&config, &inner);
-            Ok::<_, String>(inner)
+            Ok::<_, ProducerError>(inner)
         })
         .await
-        .map_err(|e| format!("producer creation thread: {e}"))??;
+        .map_err(ProducerError::Thread)??;
         Ok(KafkaProducer { inner: Some(inner) })
     }
 

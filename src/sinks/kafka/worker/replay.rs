@@ -19,8 +19,8 @@ enum Step {
     Done,
 }
 
-/// A buffer record in the window.
-pub(super) struct Replay {
+/// A buffer record being replayed (in the [`ReplayWindow`]).
+pub(super) struct ReplayRecord {
     pub id: RecordId,
     /// Its payload's length (to read the record after it).
     pub len: usize,
@@ -36,10 +36,10 @@ pub(super) struct Replay {
     pub rejected: Vec<(usize, String)>,
 }
 
-impl Replay {
+impl ReplayRecord {
     pub fn new(id: RecordId, len: usize, msgs: Vec<Message>) -> Self {
         let n = msgs.len();
-        Replay {
+        ReplayRecord {
             id,
             len,
             bytes: msgs.iter().map(|m| m.value.len()).sum(),
@@ -96,17 +96,18 @@ impl Replay {
         false
     }
 
-    /// Every message delivered or refused: dead letters, then the consume, are left.
-    pub fn complete(&self) -> bool {
+    /// Every message reported (delivered or refused for good): the record is wholly done
+    /// once its dead letters are written, then it is consumed. (Not the ledger's "complete".)
+    pub fn all_reported(&self) -> bool {
         self.left == 0
     }
 }
 
-/// The records being replayed, oldest (the store's head) first. Records are numbered in the
+/// The buffer replay's window: the records being replayed, oldest (the store's head) first. Records are numbered in the
 /// order they were read; a message's owner names its record by that number.
 #[derive(Default)]
-pub(super) struct Replays {
-    records: VecDeque<Replay>,
+pub(super) struct ReplayWindow {
+    records: VecDeque<ReplayRecord>,
     /// Number of the first record in `records`.
     base: u64,
     messages: usize,
@@ -119,7 +120,7 @@ pub(super) struct Replays {
     pub blocked: bool,
 }
 
-impl Replays {
+impl ReplayWindow {
     pub fn is_empty(&self) -> bool {
         self.records.is_empty()
     }
@@ -129,18 +130,18 @@ impl Replays {
     }
 
     /// Adds the next record; returns its number.
-    pub fn push(&mut self, rp: Replay) -> u64 {
+    pub fn push(&mut self, rp: ReplayRecord) -> u64 {
         self.messages += rp.msgs.len();
         self.bytes += rp.bytes;
         self.records.push_back(rp);
         self.base + self.records.len() as u64 - 1
     }
 
-    pub fn front(&self) -> Option<&Replay> {
+    pub fn front(&self) -> Option<&ReplayRecord> {
         self.records.front()
     }
 
-    pub fn front_mut(&mut self) -> Option<&mut Replay> {
+    pub fn front_mut(&mut self) -> Option<&mut ReplayRecord> {
         self.records.front_mut()
     }
 
@@ -155,13 +156,13 @@ impl Replays {
         }
     }
 
-    /// The run of done records at the front (complete, nothing left to dead-letter) within
+    /// The run of done records at the front (all reported, nothing left to dead-letter) within
     /// the front's segment: the last one's (id, payload length) and how many.
     pub fn done_run(&self) -> Option<(RecordId, usize, usize)> {
         let segment = self.records.front()?.id.segment;
         let mut run = None;
         for (i, r) in self.records.iter().enumerate() {
-            if !r.complete() || !r.rejected.is_empty() || r.id.segment != segment {
+            if !r.all_reported() || !r.rejected.is_empty() || r.id.segment != segment {
                 break;
             }
             run = Some((r.id, r.len, i + 1));
@@ -174,13 +175,13 @@ impl Replays {
         self.records.back().map(|r| (r.id, r.len))
     }
 
-    pub fn get(&self, rec: u64) -> Option<&Replay> {
+    pub fn get(&self, rec: u64) -> Option<&ReplayRecord> {
         self.records
             .get(usize::try_from(rec.checked_sub(self.base)?).ok()?)
     }
 
     /// Each record with its number, oldest first.
-    pub fn iter_mut(&mut self) -> impl Iterator<Item = (u64, &mut Replay)> {
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = (u64, &mut ReplayRecord)> {
         let base = self.base;
         self.records
             .iter_mut()
@@ -188,7 +189,7 @@ impl Replays {
             .map(move |(i, r)| (base + i as u64, r))
     }
 
-    /// A report for message `index` of record `rec` (see [`Replay::reported`]).
+    /// A report for message `index` of record `rec` (see [`ReplayRecord::reported`]).
     pub fn reported(&mut self, rec: u64, index: u32, outcome: Option<Option<String>>) {
         let Some(i) = rec
             .checked_sub(self.base)
@@ -220,10 +221,10 @@ impl Replays {
                 || (self.messages < WINDOW_MESSAGES && self.bytes < WINDOW_BYTES))
     }
 
-    /// Draining with nothing outstanding: the records not wholly done leave the window (they
+    /// Draining with nothing outstanding: the records not all reported leave the window (they
     /// stay in the store, replayed after the next start), and so do all after them.
-    pub fn drop_incomplete(&mut self) {
-        if let Some(first) = self.records.iter().position(|r| !r.complete()) {
+    pub fn drop_unfinished(&mut self) {
+        if let Some(first) = self.records.iter().position(|r| !r.all_reported()) {
             while self.records.len() > first {
                 if let Some(rp) = self.records.pop_back() {
                     self.messages -= rp.msgs.len();

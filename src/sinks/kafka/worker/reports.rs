@@ -142,7 +142,7 @@ impl KafkaWorker {
                 }
                 match slot.owner {
                     Owner::Live { dix, .. } => self.lines_done(m, dix, 1),
-                    Owner::Replay { rec, index } => m.replay.reported(rec, index, None),
+                    Owner::BufferReplay { rec, index } => m.replay.reported(rec, index, None),
                 }
             }
             Err(f) => self.on_failure(m, slot, f, r.token, r.partition),
@@ -153,7 +153,7 @@ impl KafkaWorker {
     fn note_delivered(&self, m: &mut Machine, slot: &Slot, token: u64, partition: i32) {
         let topic = match (&slot.msg, slot.owner) {
             (Some(msg), _) => Some(Arc::clone(&msg.topic)),
-            (None, Owner::Replay { rec, index }) => m
+            (None, Owner::BufferReplay { rec, index }) => m
                 .replay
                 .get(rec)
                 .and_then(|rp| rp.msgs.get(index as usize))
@@ -243,7 +243,7 @@ impl KafkaWorker {
                     "a live message without its bytes came back; its delivery stays unacknowledged"
                 );
             }
-            (Owner::Replay { rec, index }, _) => {
+            (Owner::BufferReplay { rec, index }, _) => {
                 let reason = permanent.then(|| format!("broker: {}", f.text));
                 m.replay.reported(rec, index, Some(reason));
             }

@@ -66,7 +66,7 @@ pub(super) enum Owner {
     /// A line of a delivery (produced live).
     Live { dix: u64, line: u32 },
     /// Message `index` of record `rec` of the replay window.
-    Replay { rec: u64, index: u32 },
+    BufferReplay { rec: u64, index: u32 },
 }
 
 pub(super) struct Slot {
@@ -233,7 +233,7 @@ mod tests {
     fn slots_come_back_in_any_order_once() {
         let mut s = Slots::default();
         let a = s.insert(slot(Owner::Live { dix: 0, line: 0 }));
-        let b = s.insert(slot(Owner::Replay { rec: 0, index: 0 }));
+        let b = s.insert(slot(Owner::BufferReplay { rec: 0, index: 0 }));
         let c = s.insert(slot(Owner::Live { dix: 0, line: 1 }));
         assert_eq!((s.len(), s.live()), (3, 2));
         assert!(s.take(b).is_some());
@@ -252,7 +252,7 @@ mod tests {
         let stuck = s.insert(slot(Owner::Live { dix: 0, line: 0 }));
         let first = s.oldest_sent();
         for _ in 0..10_000 {
-            let t = s.insert(slot(Owner::Replay { rec: 0, index: 0 }));
+            let t = s.insert(slot(Owner::BufferReplay { rec: 0, index: 0 }));
             assert!(s.take(t).is_some());
         }
         assert!(s.held() <= 2 + RING_SLACK, "held {}", s.held());

@@ -9,7 +9,7 @@ use tracing::{error, warn};
 
 use super::super::encode::Message;
 use super::super::store::{decode_record, encode_record};
-use super::replay::Replay;
+use super::replay::ReplayRecord;
 use super::{DEAD_LETTER_FAILURE, KafkaWorker, Machine, Mode, SINK};
 use crate::buffer::{AppendError, RecordId};
 
@@ -70,7 +70,7 @@ impl KafkaWorker {
                 m.replay_at = now + m.replay_backoff.next_delay();
                 return false;
             }
-            if m.replay.front().is_some_and(Replay::complete) {
+            if m.replay.front().is_some_and(ReplayRecord::all_reported) {
                 self.finish_replay(m).await;
                 return true;
             }
@@ -306,7 +306,7 @@ impl KafkaWorker {
                 Vec::new()
             }
         };
-        m.replay.push(Replay::new(id, bytes.len(), msgs));
+        m.replay.push(ReplayRecord::new(id, bytes.len(), msgs));
     }
 
     /// Dead-letters what the brokers refused of the window's oldest record, then consumes it.
