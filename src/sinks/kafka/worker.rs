@@ -1,6 +1,6 @@
 //! The Kafka sink's worker.
 //!
-//! - **Acknowledgement.** A delivery is completed in the ledger (`ledger.acknowledge(container,
+//! - **Acknowledgement.** A delivery is acknowledged in the ledger (`ledger.acknowledge(container,
 //!   seq)`) only when every one of its lines is done: acknowledged by the broker (delivery
 //!   report without error), durably in the on-disk buffer, or durably a dead letter.
 //! - **Order.** Messages with the same key (one container by default) reach their partition in
