@@ -9,6 +9,7 @@ use crate::config::Config;
 use crate::docker::Endpoint;
 use crate::observability::metrics::Metrics;
 use crate::observability::metrics::ResultLabels;
+use crate::observability::reasons::ReloadOutcome;
 use crate::reload::{Change, ReloadError, ReloadReceiver, ReloadRequest, ReloadResult};
 use crate::sinks::loki::LokiClient;
 
@@ -55,7 +56,7 @@ pub(super) async fn run_generations(
                         process.source.name
                     );
                     error!(%message, "config reload failed");
-                    record_reload(&process.metrics, "failed");
+                    record_reload(&process.metrics, ReloadOutcome::Failed);
                     answer(
                         batch,
                         Err(ReloadError {
@@ -70,7 +71,7 @@ pub(super) async fn run_generations(
             },
         };
         if let Some((batch, _)) = reloading.take() {
-            record_reload(&process.metrics, "applied");
+            record_reload(&process.metrics, ReloadOutcome::Applied);
             process.status.set_config(&config);
             let message = format!("{}: configuration reloaded", process.source.name);
             info!("{message}");
@@ -159,7 +160,7 @@ pub(super) async fn run_generations(
                 "reload: the drain did not finish within pipeline.shutdown_timeout; stopping \
                  the agent (exit 3) so that a restart resumes from what was acknowledged"
             );
-            record_reload(&process.metrics, "failed");
+            record_reload(&process.metrics, ReloadOutcome::Failed);
             answer(
                 batch,
                 Err(ReloadError {
@@ -194,19 +195,25 @@ pub(super) async fn evaluate(running: &Config, process: &Process) -> Verdict {
         .await
         .unwrap_or_else(|e| Err(format!("the config loader failed: {e}")));
     let name = &process.source.name;
-    let fail = |result: &'static str, status: u16, message: String| {
+    let fail = |result: ReloadOutcome, status: u16, message: String| {
         error!(file = %name, problem = %message, "config reload failed; the running config is kept");
         record_reload(metrics, result);
         Verdict::Done(Err(ReloadError { status, message }), None)
     };
     let new = match loaded {
         Ok(new) => new,
-        Err(e) => return fail("invalid", 500, format!("invalid configuration: {e}")),
+        Err(e) => {
+            return fail(
+                ReloadOutcome::Invalid,
+                500,
+                format!("invalid configuration: {e}"),
+            );
+        }
     };
     match crate::reload::diff(running, &new) {
-        Err(e) => fail("refused", 409, format!("{name}: {e}")),
+        Err(e) => fail(ReloadOutcome::Refused, 409, format!("{name}: {e}")),
         Ok(Change::Unchanged) => {
-            record_reload(metrics, "unchanged");
+            record_reload(metrics, ReloadOutcome::Unchanged);
             let message = if process.source.fixed {
                 format!("{name}: nothing to reload (no -c FILE); the same configuration runs")
             } else {
@@ -222,7 +229,7 @@ pub(super) async fn evaluate(running: &Config, process: &Process) -> Verdict {
             };
             match applied {
                 Ok(note) => {
-                    record_reload(metrics, "applied");
+                    record_reload(metrics, ReloadOutcome::Applied);
                     let mut message = format!("{name}: log.level is now {:?}", new.log.level);
                     if let Some(note) = note {
                         message.push_str(&format!(" ({note})"));
@@ -230,7 +237,11 @@ pub(super) async fn evaluate(running: &Config, process: &Process) -> Verdict {
                     info!("{message}");
                     Verdict::Done(Ok(message), Some(new))
                 }
-                Err(e) => fail("failed", 500, format!("{name}: log.level: {e}")),
+                Err(e) => fail(
+                    ReloadOutcome::Failed,
+                    500,
+                    format!("{name}: log.level: {e}"),
+                ),
             }
         }
         Ok(Change::Pipeline(sections)) => {
@@ -238,17 +249,25 @@ pub(super) async fn evaluate(running: &Config, process: &Process) -> Verdict {
             if let Some(loki) = &new.sinks.loki
                 && let Err(e) = LokiClient::new(loki)
             {
-                return fail("failed", 500, format!("{name}: sinks.loki: {e}"));
+                return fail(
+                    ReloadOutcome::Failed,
+                    500,
+                    format!("{name}: sinks.loki: {e}"),
+                );
             }
             #[cfg(feature = "kafka")]
             if let Some(kafka) = &new.sinks.kafka
                 && let Err(e) =
                     crate::sinks::kafka::client_config::checked_client_config(kafka).await
             {
-                return fail("failed", 500, format!("{name}: {e}"));
+                return fail(ReloadOutcome::Failed, 500, format!("{name}: {e}"));
             }
             if let Err(e) = Endpoint::resolve_with(&new.docker) {
-                return fail("failed", 500, format!("{name}: docker.host: {e}"));
+                return fail(
+                    ReloadOutcome::Failed,
+                    500,
+                    format!("{name}: docker.host: {e}"),
+                );
             }
             Verdict::NewGeneration(new, sections)
         }
@@ -256,12 +275,14 @@ pub(super) async fn evaluate(running: &Config, process: &Process) -> Verdict {
 }
 
 /// Counts a reload attempt; sets the success gauges.
-pub(super) fn record_reload(metrics: &Metrics, result: &'static str) {
+pub(super) fn record_reload(metrics: &Metrics, result: ReloadOutcome) {
     metrics
         .config_reloads
-        .get_or_create(&ResultLabels { result })
+        .get_or_create(&ResultLabels {
+            result: result.as_label(),
+        })
         .inc();
-    if matches!(result, "applied" | "unchanged") {
+    if matches!(result, ReloadOutcome::Applied | ReloadOutcome::Unchanged) {
         metrics.config_loaded();
     } else {
         metrics.config_last_reload_successful.set(0);
