@@ -1,31 +1,80 @@
 //! Reading a config: the file, YAML with key paths in errors, the embedded default.
 
-use std::fmt;
 use std::path::Path;
 
 use super::{Config, DEFAULT_CONFIG_YAML};
 
-/// A configuration problem, with where it is (`source`) and what is wrong.
-#[derive(Debug)]
-pub struct ConfigError {
-    pub source: String,
-    pub message: String,
+/// A configuration problem, with where it is (`file()`: the config file, or the origin of an
+/// override) and what is wrong (`message()`). Displays as `WHERE: WHAT`.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The config file could not be read.
+    #[error("{file}: cannot read config file: {error}")]
+    Read {
+        file: String,
+        #[source]
+        error: std::io::Error,
+    },
+    /// The file holds no settings (only blank lines and comments).
+    #[error("{file}: {EMPTY_FILE}")]
+    Empty { file: String },
+    /// The YAML does not parse or does not fit the schema (with the key path when known).
+    #[error("{file}: {message}")]
+    Syntax { file: String, message: String },
+    /// A setting fails validation; `problem` starts with its key path.
+    #[error("{file}: {problem}")]
+    Invalid { file: String, problem: String },
+    /// An override (environment variable or flag) fails the check of its key.
+    #[error("{origin}: {key}: {reason}")]
+    Override {
+        origin: String,
+        key: &'static str,
+        reason: String,
+    },
 }
 
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.source, self.message)
+/// What `ConfigError::Empty` says after the file's name.
+const EMPTY_FILE: &str = "the config file is empty (no settings); refusing to run on \
+                          defaults. Write the settings (see examples/config.yaml), or run \
+                          without -c for the embedded default";
+
+impl ConfigError {
+    /// Where the problem is: the config file's name, or the origin of an override.
+    pub fn file(&self) -> &str {
+        match self {
+            ConfigError::Read { file, .. }
+            | ConfigError::Empty { file }
+            | ConfigError::Syntax { file, .. }
+            | ConfigError::Invalid { file, .. } => file,
+            ConfigError::Override { origin, .. } => origin,
+        }
+    }
+
+    /// What is wrong (the text after `file()` and `": "`).
+    pub fn message(&self) -> String {
+        match self {
+            ConfigError::Read { error, .. } => format!("cannot read config file: {error}"),
+            ConfigError::Empty { .. } => EMPTY_FILE.to_string(),
+            ConfigError::Syntax { message, .. } => message.clone(),
+            ConfigError::Invalid { problem, .. } => problem.clone(),
+            ConfigError::Override { key, reason, .. } => format!("{key}: {reason}"),
+        }
     }
 }
 
-impl std::error::Error for ConfigError {}
+/// For callers that report configuration problems as text (the CLI, reload answers).
+impl From<ConfigError> for String {
+    fn from(e: ConfigError) -> String {
+        e.to_string()
+    }
+}
 
 impl Config {
     /// Reads and validates a config file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
-            source: path.display().to_string(),
-            message: format!("cannot read config file: {e}"),
+        let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
+            file: path.display().to_string(),
+            error,
         })?;
         Config::parse(&text, &path.display().to_string())
     }
@@ -35,12 +84,8 @@ impl Config {
         // An empty file (a truncated deploy, a mount of the wrong path) would otherwise run on
         // the defaults: capture everything into the default state directory.
         if !has_content(text) {
-            return Err(ConfigError {
-                source: source.to_string(),
-                message: "the config file is empty (no settings); refusing to run on \
-                          defaults. Write the settings (see examples/config.yaml), or run \
-                          without -c for the embedded default"
-                    .to_string(),
+            return Err(ConfigError::Empty {
+                file: source.to_string(),
             });
         }
         // serde_path_to_error gives the key path (`capture.rotation_interval`); serde-saphyr's
@@ -63,8 +108,8 @@ impl Config {
                 }),
                 (path, _) => path,
             };
-            ConfigError {
-                source: source.to_string(),
+            ConfigError::Syntax {
+                file: source.to_string(),
                 message: match key_path.as_deref() {
                     Some(path) if path != "." => {
                         format!("{path}: {}", render_yaml_error(&e, source))
@@ -73,9 +118,9 @@ impl Config {
                 },
             }
         })?;
-        config.validate().map_err(|message| ConfigError {
-            source: source.to_string(),
-            message,
+        config.validate().map_err(|problem| ConfigError::Invalid {
+            file: source.to_string(),
+            problem,
         })?;
         Ok(config)
     }
