@@ -369,14 +369,8 @@ impl KafkaSinkConfig {
         if self.timeout.0 < Duration::from_millis(1) || self.timeout.0 > Duration::from_secs(900) {
             return Err(format!("{k}.timeout: must be between 1ms and 900s"));
         }
-        if self.buffer.max_bytes.0 < self.buffer.segment_bytes.0 {
-            return Err(format!(
-                "{k}.buffer.max_bytes: must be >= buffer.segment_bytes"
-            ));
-        }
-        if self.retry.initial.0.is_zero() || self.retry.initial.0 > self.retry.max.0 {
-            return Err(format!("{k}.retry.initial: must be > 0 and <= retry.max"));
-        }
+        self.buffer.validate(k)?;
+        self.retry.validate(k)?;
         if self.tls.cert_file.is_some() != self.tls.key_file.is_some() {
             return Err(format!("{k}.tls: cert_file and key_file go together"));
         }

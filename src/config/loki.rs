@@ -78,6 +78,18 @@ pub struct RetryConfig {
     pub max: HumanDuration,
 }
 
+impl RetryConfig {
+    /// Checks the back-off of the network sink at key `sink` (`sinks.loki`, `sinks.kafka`).
+    pub(super) fn validate(&self, sink: &str) -> Result<(), String> {
+        if self.initial.0.is_zero() || self.initial.0 > self.max.0 {
+            return Err(format!(
+                "{sink}.retry.initial: must be > 0 and <= retry.max"
+            ));
+        }
+        Ok(())
+    }
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TlsConfig {
@@ -98,6 +110,18 @@ pub struct BufferConfig {
     pub max_bytes: ByteSize,
     pub segment_bytes: ByteSize,
     pub fsync: FsyncMode,
+}
+
+impl BufferConfig {
+    /// Checks the on-disk buffer of the network sink at key `sink` (`sinks.loki`, `sinks.kafka`).
+    pub(super) fn validate(&self, sink: &str) -> Result<(), String> {
+        if self.max_bytes.0 < self.segment_bytes.0 {
+            return Err(format!(
+                "{sink}.buffer.max_bytes: must be >= buffer.segment_bytes"
+            ));
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -330,17 +354,11 @@ impl LokiSinkConfig {
                 self.max_line_bytes.0, self.batch.max_bytes.0
             ));
         }
-        if self.retry.initial.0.is_zero() || self.retry.initial.0 > self.retry.max.0 {
-            return Err(format!("{k}.retry.initial: must be > 0 and <= retry.max"));
-        }
+        self.retry.validate(k)?;
         if self.timeout.0.is_zero() {
             return Err(format!("{k}.timeout: must be > 0"));
         }
-        if self.buffer.max_bytes.0 < self.buffer.segment_bytes.0 {
-            return Err(format!(
-                "{k}.buffer.max_bytes: must be >= buffer.segment_bytes"
-            ));
-        }
+        self.buffer.validate(k)?;
         if self.tls.cert_file.is_some() != self.tls.key_file.is_some() {
             return Err(format!("{k}.tls: cert_file and key_file go together"));
         }

@@ -102,9 +102,10 @@ impl Overrides {
     }
 
     fn apply_checked(&self, config: &mut Config) -> Result<(), ConfigError> {
-        let fail = |o: &Override, key: &str, reason: String| ConfigError {
-            source: o.origin.clone(),
-            message: format!("{key}: {reason}"),
+        let fail = |o: &Override, key: &'static str, reason: String| ConfigError::Override {
+            origin: o.origin.clone(),
+            key,
+            reason,
         };
         if let Some(o) = &self.state_dir {
             if o.value.is_empty() {

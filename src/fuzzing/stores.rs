@@ -220,7 +220,7 @@ pub fn checkpoint_file(data: &[u8]) {
 pub fn config_yaml(data: &[u8]) {
     let text = String::from_utf8_lossy(data);
     if let Err(e) = Config::parse(&text, "fuzz.yaml") {
-        assert_eq!(e.source, "fuzz.yaml");
-        assert!(!e.message.trim().is_empty(), "empty config error");
+        assert_eq!(e.file(), "fuzz.yaml");
+        assert!(!e.message().trim().is_empty(), "empty config error");
     }
 }

@@ -30,6 +30,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use super::metrics::{Metrics, ReasonLabels};
+use super::reasons::HttpCloseReason;
 use super::status::StatusBoard;
 use crate::backoff::sleep_or_cancel;
 use crate::reload::{ReloadRequest, ReloadSender};
@@ -140,7 +141,7 @@ pub async fn serve(
                 metrics
                     .http_connections_closed
                     .get_or_create(&ReasonLabels {
-                        reason: "over_limit",
+                        reason: HttpCloseReason::OverLimit.as_label(),
                     })
                     .inc();
             }
@@ -197,7 +198,7 @@ async fn serve_connection(
             metrics
                 .http_connections_closed
                 .get_or_create(&ReasonLabels {
-                    reason: "header_timeout",
+                    reason: HttpCloseReason::HeaderTimeout.as_label(),
                 })
                 .inc();
         }

@@ -25,19 +25,10 @@ use super::metrics::ReasonLabels;
 /// - `producer`: the producer could not be created (retried; a sink failure, no message), or
 ///   it refused a message because it is in a fatal state (the message waits for the
 ///   recreated producer).
-pub const KAFKA_SINK_FAILURE_REASONS: &[&str] = &[
-    "too_large",
-    "rejected",
-    "purged",
-    "timeout",
-    "error",
-    "fatal",
-    "dead_letter",
-    "producer",
-];
+pub const KAFKA_SINK_FAILURE_REASONS: &[&str] = super::reasons::KafkaSinkFailureReason::LABELS;
 
 /// Reasons of `log_capturer_dead_letters_total{sink="kafka"}`.
-pub const KAFKA_DEAD_LETTER_REASONS: &[&str] = &["too_large", "rejected"];
+pub const KAFKA_DEAD_LETTER_REASONS: &[&str] = super::reasons::KafkaDeadLetterReason::LABELS;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct BrokerLabels {
