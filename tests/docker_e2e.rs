@@ -15,19 +15,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use support::agent::{Agent, AgentOptions};
-use support::docker::{Containers, docker};
+use support::docker::{Containers, docker, options_for};
+use support::tempdir;
 use support::{assert_sequence, wait_until};
-
-fn options(containers: &Containers, extra_capture: &str) -> AgentOptions {
-    AgentOptions {
-        capture: format!("{}{}", containers.include_yaml(), extra_capture),
-        ..AgentOptions::default()
-    }
-}
-
-fn tempdir() -> tempfile::TempDir {
-    tempfile::tempdir().expect("tempdir")
-}
 
 #[test]
 fn idle_rotation_continuity() {
@@ -35,7 +25,7 @@ fn idle_rotation_continuity() {
     let dir = tempdir();
     let agent = Agent::start(
         dir.path(),
-        options(&containers, "  rotation_interval: 1s\n"),
+        options_for(&containers, "  rotation_interval: 1s\n"),
     );
     // Baseline: agent ready, no container of ours yet. Other tests' containers starting on
     // the same daemon make the agent open short-lived sockets (inspect), which only ever add to
@@ -110,7 +100,7 @@ fn rotation_under_load_keeps_every_line_in_order() {
     let dir = tempdir();
     let agent = Agent::start(
         dir.path(),
-        options(&containers, "  rotation_interval: 1s\n"),
+        options_for(&containers, "  rotation_interval: 1s\n"),
     );
     let name = containers.name("load");
     let n = 6000;
@@ -142,7 +132,7 @@ fn rotation_under_load_keeps_every_line_in_order() {
 fn short_lived_tty_stderr_long_line() {
     let mut containers = Containers::new("shapes");
     let dir = tempdir();
-    let agent = Agent::start(dir.path(), options(&containers, ""));
+    let agent = Agent::start(dir.path(), options_for(&containers, ""));
     let rm_name = containers.name("rm");
     // Lives about a second: a container that exits within milliseconds is already marked for
     // removal when its start event arrives, and the daemon refuses its logs (409).
@@ -209,7 +199,7 @@ fn short_lived_tty_stderr_long_line() {
 fn tty_long_line_is_one_record() {
     let mut containers = Containers::new("ttylong");
     let dir = tempdir();
-    let agent = Agent::start(dir.path(), options(&containers, ""));
+    let agent = Agent::start(dir.path(), options_for(&containers, ""));
     let name = containers.name("ttylong");
     containers.run(
         "ttylong",
@@ -237,7 +227,7 @@ fn truncates_beyond_max_line_bytes() {
     let dir = tempdir();
     let agent = Agent::start(
         dir.path(),
-        options(&containers, "  max_line_bytes: 20KiB\n"),
+        options_for(&containers, "  max_line_bytes: 20KiB\n"),
     );
     let name = containers.name("trunc");
     containers.run(

@@ -10,11 +10,8 @@ use std::time::Duration;
 
 use support::agent::{Agent, AgentOptions};
 use support::docker::{Containers, docker};
+use support::tempdir;
 use support::{assert_sequence, wait_until};
-
-fn tempdir() -> tempfile::TempDir {
-    tempfile::tempdir().expect("tempdir")
-}
 
 /// The agent with only a file sink, configured by `file_keys` (indented by 4 spaces).
 fn options(containers: &Containers, out: &Path, template: &str, file_keys: &str) -> AgentOptions {

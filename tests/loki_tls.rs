@@ -12,16 +12,13 @@ use std::time::{Duration, Instant};
 use support::agent::{Agent, AgentOptions};
 use support::fake_engine::{BASE_NS, Container, FakeEngine, Line, LogsPlan};
 use support::loki::LokiReceiver;
+use support::tempdir;
 use support::tls_proxy::{Certs, TlsProxy};
 use support::wait_until;
 
 /// Lines the fake engine holds for the one container.
 const LINES: usize = 20;
 const CONNECT_FAILURES: &str = r#"log_capturer_sink_failures_total{sink="loki",reason="connect"}"#;
-
-fn tempdir() -> tempfile::TempDir {
-    tempfile::tempdir().expect("tempdir")
-}
 
 fn expected(name: &str) -> Vec<String> {
     (1..=LINES).map(|i| format!("{name} line {i}")).collect()

@@ -7,7 +7,7 @@ use super::*;
 fn log_driver_none_is_reported_and_agent_stays_healthy() {
     let mut containers = Containers::new("none");
     let dir = tempdir();
-    let agent = Agent::start(dir.path(), options(&containers, ""));
+    let agent = Agent::start(dir.path(), options_for(&containers, ""));
     let name = containers.name("none");
     containers.run(
         "none",
@@ -51,7 +51,7 @@ fn stop_start_rename_remove() {
     let dir = tempdir();
     let agent = Agent::start(
         dir.path(),
-        options(&containers, "  rotation_interval: 2s\n"),
+        options_for(&containers, "  rotation_interval: 2s\n"),
     );
     let name = containers.name("life");
     let id = containers.run(
@@ -156,7 +156,7 @@ fn failing_sink_pauses_capture_and_loses_nothing() {
     let dir = tempdir();
     // The output directory cannot be created while a plain file sits at its path.
     std::fs::write(dir.path().join("out"), b"in the way").expect("blocker");
-    let agent = Agent::start(dir.path(), options(&containers, ""));
+    let agent = Agent::start(dir.path(), options_for(&containers, ""));
     let name = containers.name("sinkfail");
     containers.run(
         "sinkfail",
@@ -215,7 +215,7 @@ fn docker_host_tcp_is_honoured() {
         dir.path(),
         AgentOptions {
             docker_host: Some(format!("tcp://{addr}")),
-            ..options(&containers, "  rotation_interval: 1s\n")
+            ..options_for(&containers, "  rotation_interval: 1s\n")
         },
     );
     assert!(
@@ -237,7 +237,7 @@ fn docker_host_tcp_is_honoured() {
 fn fast_writers_that_exit_are_read_to_the_last_line() {
     let mut containers = Containers::new("fastexit");
     let dir = tempdir();
-    let agent = Agent::start(dir.path(), options(&containers, ""));
+    let agent = Agent::start(dir.path(), options_for(&containers, ""));
     let n = 50_000;
     let names: Vec<String> = (0..8)
         .map(|i| containers.name(&format!("fastexit{i}")))

@@ -9,7 +9,7 @@ fn restart_mid_stream_loses_and_duplicates_nothing() {
     let dir = tempdir();
     let mut agent = Agent::start(
         dir.path(),
-        options(&containers, "  rotation_interval: 2s\n"),
+        options_for(&containers, "  rotation_interval: 2s\n"),
     );
     let name = containers.name("restart");
     let n = 6000;
@@ -47,7 +47,7 @@ fn sigkill_then_restart_loses_nothing() {
     let dir = tempdir();
     let mut agent = Agent::start(
         dir.path(),
-        options(&containers, "  rotation_interval: 2s\n"),
+        options_for(&containers, "  rotation_interval: 2s\n"),
     );
     let name = containers.name("sigkill");
     let n = 5000;
@@ -105,7 +105,7 @@ fn sigkill_then_restart_loses_nothing() {
 fn container_that_exits_while_the_agent_is_down_is_drained_after_restart() {
     let mut containers = Containers::new("exitdown");
     let dir = tempdir();
-    let mut agent = Agent::start(dir.path(), options(&containers, ""));
+    let mut agent = Agent::start(dir.path(), options_for(&containers, ""));
     let name = containers.name("exitdown");
     let n = 3000;
     containers.run(
@@ -166,7 +166,7 @@ fn containers_started_after_the_first_run_are_read_from_their_first_new_line() {
     docker(&["wait", &history]);
     std::thread::sleep(Duration::from_secs(1)); // the history is older than the agent's start
     let dir = tempdir();
-    let agent = Agent::start(dir.path(), options(&containers, ""));
+    let agent = Agent::start(dir.path(), options_for(&containers, ""));
 
     let all_names: Vec<&String> = created.iter().chain([&history]).collect();
     for name in &all_names {
@@ -204,7 +204,7 @@ fn containers_that_ran_entirely_while_the_agent_was_down_are_read_after_restart(
     docker(&["wait", &before]);
     std::thread::sleep(Duration::from_secs(1));
     let dir = tempdir();
-    let mut agent = Agent::start(dir.path(), options(&containers, ""));
+    let mut agent = Agent::start(dir.path(), options_for(&containers, ""));
     // Created (not started) while the agent runs: no event to act on, no checkpoint.
     let created = containers.name("created");
     containers.create("created", net, "seq 1 50");
@@ -255,7 +255,7 @@ fn containers_that_ran_entirely_while_the_agent_was_down_are_read_after_restart(
 fn stopped_container_with_a_corrupt_checkpoint_is_read_from_its_first_line() {
     let mut containers = Containers::new("corruptcp");
     let dir = tempdir();
-    let mut agent = Agent::start(dir.path(), options(&containers, ""));
+    let mut agent = Agent::start(dir.path(), options_for(&containers, ""));
     let name = containers.name("corruptcp");
     // Each run prints the next 100 numbers (the count survives `docker start`).
     containers.run(

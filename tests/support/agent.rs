@@ -338,6 +338,15 @@ impl Agent {
             .map(|r| r["message"].as_str().unwrap_or_default().to_string())
             .collect()
     }
+
+    /// The messages of one stream (`stdout`, `stderr`) of a container's records.
+    pub fn stream_messages(&self, container_name: &str, stream: &str) -> Vec<String> {
+        self.records(container_name)
+            .iter()
+            .filter(|r| r["stream"] == stream)
+            .map(|r| r["message"].as_str().unwrap_or_default().to_string())
+            .collect()
+    }
 }
 
 impl Drop for Agent {
