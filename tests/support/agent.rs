@@ -419,3 +419,22 @@ impl Agent {
         self.exit_within_or_panic(Duration::from_secs(60), " of SIGTERM")
     }
 }
+
+/// The agent on a fake Engine API (`engine`), reading every container from its first line and
+/// writing only to `sinks` (a YAML `sinks:` body; no file sink).
+pub fn start_on_fake_engine(
+    dir: &Path,
+    engine: &super::fake_engine::FakeEngine,
+    sinks: &str,
+) -> Agent {
+    Agent::start(
+        dir,
+        AgentOptions {
+            docker_host: Some(engine.docker_host()),
+            capture: "  initial_position: beginning\n".to_string(),
+            file_sink: false,
+            sinks: sinks.to_string(),
+            ..AgentOptions::default()
+        },
+    )
+}
