@@ -2,6 +2,9 @@
 //! a process: exactness across Docker's own rotation (`max-size`/`max-file`) with long lines
 //! on both streams and an agent restart; switching mode across restarts (api → json_file →
 //! api); a burst of instant `--rm` containers; containers whose log driver is not json-file.
+//!
+//! (Alike on purpose: the end of each exactness test — wait, settle, check both streams in
+//! order — is written out in each, with its own context in the failure message.)
 
 mod support;
 

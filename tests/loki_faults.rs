@@ -1,6 +1,10 @@
 //! Loki sink under faults, fake Engine API → agent (real process) → Loki test receiver; no
 //! docker needed. Each test reproduces an item of issue 9 and asserts behaviour (exact line
 //! sets, order, request shapes), never wall-clock speed.
+//!
+//! (Alike on purpose: each test spells out its setup — engine, receiver mode, agent config — as
+//! a whole, because the batch/retry/buffer values are what its fault depends on; `duplicates`
+//! pairs these setups.)
 
 mod support;
 

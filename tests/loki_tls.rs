@@ -1,6 +1,9 @@
 //! The Loki sink over HTTPS: fake Engine API → the real agent binary → a TLS-terminating
 //! proxy (tests/support/tls_proxy.rs, certificates made by rcgen at test time) → the Loki
 //! test receiver. Private CA, unknown CA, `insecure_skip_verify`, mutual TLS, bad PEM paths.
+//!
+//! (Alike on purpose: each test builds its own certificates, proxy and agent in full, so the
+//! TLS keys it sets are read in one place; `duplicates` pairs these setups.)
 
 mod support;
 

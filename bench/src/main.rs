@@ -14,6 +14,10 @@
 //!
 //! Figures are printed as a table and written as CSV and JSON (one row per measurement, with
 //! the commit) for comparison across commits. Nothing is asserted: targets are shown beside.
+//!
+//! (Alike on purpose: every scenario module has the same `scenario(binary, out, runs, quick,
+//! log)` entry point, starts the agent with a full `AgentConfig` and lists its own `Row`s;
+//! `duplicates` pairs those signatures and tables, which are the shared shape, not copies.)
 
 mod agent;
 mod daemon;

@@ -1,5 +1,8 @@
 //! The daemon and its events stream: down at start, dropping, going away and back; failed
 //! listings, and what the agent remembers (checkpoints, ignored containers) across them.
+//!
+//! (Alike on purpose: each test starts its own engine and agent and spells out the waits it
+//! needs; the sequences differ in which fault is injected between them.)
 
 use super::*;
 
