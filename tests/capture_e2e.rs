@@ -7,29 +7,9 @@ mod support;
 use std::time::Duration;
 
 use support::agent::{Agent, AgentOptions};
-use support::docker::Containers;
+use support::docker::{Containers, options_for};
+use support::tempdir;
 use support::wait_until;
-
-fn options(containers: &Containers, extra_capture: &str) -> AgentOptions {
-    AgentOptions {
-        capture: format!("{}{}", containers.include_yaml(), extra_capture),
-        ..AgentOptions::default()
-    }
-}
-
-fn tempdir() -> tempfile::TempDir {
-    tempfile::tempdir().expect("tempdir")
-}
-
-/// The messages of one stream of a container's records.
-fn stream_messages(agent: &Agent, name: &str, stream: &str) -> Vec<String> {
-    agent
-        .records(name)
-        .iter()
-        .filter(|r| r["stream"] == stream)
-        .map(|r| r["message"].as_str().unwrap_or_default().to_string())
-        .collect()
-}
 
 /// The long stdout line of iteration `i`: 20 000 bytes without a newline, then (after `err-i`
 /// went to stderr) `tail-i` and the newline.
@@ -101,7 +81,7 @@ fn long_lines_interleaved_with_stderr_survive_rotations_and_a_restart() {
         AgentOptions {
             // Each session's `since` and each batch's lines and cursor, for a failure message.
             log_level: "log_capturer::capture=trace,log_capturer=debug,info",
-            ..options(&containers, "  rotation_interval: 1s\n")
+            ..options_for(&containers, "  rotation_interval: 1s\n")
         },
     );
     let name = containers.name("interleave");
@@ -125,13 +105,13 @@ fn long_lines_interleaved_with_stderr_survive_rotations_and_a_restart() {
     std::thread::sleep(Duration::from_millis(1500));
     agent.restart();
     let done = wait_until(Duration::from_secs(90), || {
-        stream_messages(&agent, &name, "stderr").len() >= n
-            && stream_messages(&agent, &name, "stdout").len() >= n
+        agent.stream_messages(&name, "stderr").len() >= n
+            && agent.stream_messages(&name, "stdout").len() >= n
     });
     // Some more rotations over the finished output: still nothing new.
     std::thread::sleep(Duration::from_secs(3));
-    let out = stream_messages(&agent, &name, "stdout");
-    let err = stream_messages(&agent, &name, "stderr");
+    let out = agent.stream_messages(&name, "stdout");
+    let err = agent.stream_messages(&name, "stderr");
     let rotations = agent.metric(&format!(
         "log_capturer_container_stream_rotations_total{{container_name=\"{name}\"}}"
     ));
@@ -224,7 +204,7 @@ fn big_backlog_with_a_short_rotation_interval_is_read_completely() {
 fn instant_rm_containers_that_cannot_be_read_are_counted_and_named() {
     let mut containers = Containers::new("instantrm");
     let dir = tempdir();
-    let agent = Agent::start(dir.path(), options(&containers, ""));
+    let agent = Agent::start(dir.path(), options_for(&containers, ""));
     let key = "log_capturer_container_stream_errors_total{reason=\"gone_before_read\"}";
     let before = agent.metric(key);
     let n = 12;
@@ -299,7 +279,7 @@ fn lines_reread_after_a_rotation_under_backpressure_are_counted_once() {
         dir.path(),
         AgentOptions {
             pipeline: "  queue_bytes: 64KiB\n".to_string(),
-            ..options(&containers, "  rotation_interval: 1s\n")
+            ..options_for(&containers, "  rotation_interval: 1s\n")
         },
     );
     let name = containers.name("countonce");
@@ -362,7 +342,7 @@ fn lines_read_after_a_rename_are_counted_under_the_new_name() {
     let mut containers = Containers::new("renamecount");
     let dir = tempdir();
     // The default rotation interval (5 min): the stream open at the rename stays open.
-    let agent = Agent::start(dir.path(), options(&containers, ""));
+    let agent = Agent::start(dir.path(), options_for(&containers, ""));
     let name = containers.name("renamecount");
     containers.run(
         "renamecount",

@@ -13,6 +13,7 @@ use std::time::Duration;
 use support::agent::{Agent, AgentOptions};
 use support::docker::Containers;
 use support::fake_engine::{BASE_NS, Container, FakeEngine, Line, LogsPlan};
+use support::tempdir;
 use support::tls_proxy::{Certs, TlsProxy};
 use support::wait_until;
 
@@ -20,10 +21,6 @@ const DOCKER_SOCK: &str = "/var/run/docker.sock";
 /// Lines per container: 100 written before the agent follows, the rest while it does, at a
 /// rate where it pauses between reads (its sockets, TLS sessions included, parked meanwhile).
 const LINES: usize = 3100;
-
-fn tempdir() -> tempfile::TempDir {
-    tempfile::tempdir().expect("tempdir")
-}
 
 /// A `DOCKER_CERT_PATH` directory (ca.pem, cert.pem, key.pem) with `ca` as the trusted CA and
 /// the client certificate of `client`.

@@ -9,12 +9,10 @@ use std::path::Path;
 use std::time::Duration;
 
 use support::agent::{Agent, AgentOptions};
+use support::blocked_stdout::checkpoint;
 use support::docker::{Containers, docker};
+use support::tempdir;
 use support::{assert_sequence, wait_until};
-
-fn tempdir() -> tempfile::TempDir {
-    tempfile::tempdir().expect("tempdir")
-}
 
 /// The agent with only a file sink, configured by `file_keys` (indented by 4 spaces).
 fn options(containers: &Containers, out: &Path, template: &str, file_keys: &str) -> AgentOptions {
@@ -47,18 +45,6 @@ fn printer(prefix: &str, n: usize, pause_us: u32, then_exit: bool) -> String {
             "exec sleep 3600"
         }
     )
-}
-
-/// The persisted position of a container's stdout: (timestamp_ns, count) of its last line
-/// acknowledged.
-fn checkpoint(agent: &Agent, id: &str) -> Option<(i64, u64)> {
-    let path = agent
-        .dir
-        .join("state/checkpoints")
-        .join(format!("{id}.json"));
-    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()?;
-    let stdout = &v["streams"]["stdout"];
-    Some((stdout["timestamp_ns"].as_i64()?, stdout["count"].as_u64()?))
 }
 
 /// Docker's timestamp of a container's first log line, in nanoseconds.

@@ -2,6 +2,9 @@
 //! a process: exactness across Docker's own rotation (`max-size`/`max-file`) with long lines
 //! on both streams and an agent restart; switching mode across restarts (api → json_file →
 //! api); a burst of instant `--rm` containers; containers whose log driver is not json-file.
+//!
+//! (Alike on purpose: the end of each exactness test — wait, settle, check both streams in
+//! order — is written out in each, with its own context in the failure message.)
 
 mod support;
 
@@ -11,6 +14,7 @@ use std::time::Duration;
 
 use support::agent::{Agent, AgentOptions};
 use support::docker::{Containers, IMAGE, docker};
+use support::tempdir;
 use support::wait_until;
 
 fn options(containers: &Containers, capture_mode: &str) -> AgentOptions {
@@ -19,19 +23,6 @@ fn options(containers: &Containers, capture_mode: &str) -> AgentOptions {
         docker: format!("  capture: {capture_mode}\n"),
         ..AgentOptions::default()
     }
-}
-
-fn tempdir() -> tempfile::TempDir {
-    tempfile::tempdir().expect("tempdir")
-}
-
-fn stream_messages(agent: &Agent, name: &str, stream: &str) -> Vec<String> {
-    agent
-        .records(name)
-        .iter()
-        .filter(|r| r["stream"] == stream)
-        .map(|r| r["message"].as_str().unwrap_or_default().to_string())
-        .collect()
 }
 
 /// The first difference between two sequences, for a failure message.
@@ -86,7 +77,7 @@ fn exact_across_docker_rotation_long_lines_and_a_restart() {
     );
     assert!(
         wait_until(Duration::from_secs(60), || {
-            stream_messages(&agent, &name, "stdout").len() >= n / 4
+            agent.stream_messages(&name, "stdout").len() >= n / 4
         }),
         "no records; log:\n{}",
         agent.log()
@@ -117,12 +108,12 @@ fn exact_across_docker_rotation_long_lines_and_a_restart() {
         .collect();
     let done = wait_until(Duration::from_secs(120), || {
         !running(&name)
-            && stream_messages(&agent, &name, "stdout").len() >= n
-            && stream_messages(&agent, &name, "stderr").len() >= n
+            && agent.stream_messages(&name, "stdout").len() >= n
+            && agent.stream_messages(&name, "stderr").len() >= n
     });
     std::thread::sleep(Duration::from_secs(2));
-    let out = stream_messages(&agent, &name, "stdout");
-    let err = stream_messages(&agent, &name, "stderr");
+    let out = agent.stream_messages(&name, "stdout");
+    let err = agent.stream_messages(&name, "stderr");
     let rotations = agent.metric("log_capturer_json_file_rotations_total");
     let rotated_files = std::fs::read_dir(
         std::path::Path::new(&docker(&["inspect", "-f", "{{.LogPath}}", &name]))
@@ -170,7 +161,7 @@ fn switching_mode_across_restarts_keeps_the_position() {
     let switch = |agent: &mut Agent, from: &str, to: &str, at_least: usize| {
         assert!(
             wait_until(Duration::from_secs(60), || {
-                stream_messages(agent, &name, "stdout").len() >= at_least
+                agent.stream_messages(&name, "stdout").len() >= at_least
             }),
             "records stopped at {} before switching to {to}; log:\n{}",
             agent.records(&name).len(),
@@ -194,7 +185,7 @@ fn switching_mode_across_restarts_keeps_the_position() {
     });
     std::thread::sleep(Duration::from_secs(2));
     for (stream, prefix) in [("stdout", "out-"), ("stderr", "err-")] {
-        let got = stream_messages(&agent, &name, stream);
+        let got = agent.stream_messages(&name, stream);
         support::assert_sequence(
             &got,
             prefix,
@@ -398,7 +389,7 @@ fn exact_with_a_single_log_file_and_with_compressed_rotation() {
         });
         std::thread::sleep(Duration::from_secs(2));
         for (stream, prefix) in [("stdout", "out-"), ("stderr", "err-")] {
-            let got = stream_messages(&agent, &name, stream);
+            let got = agent.stream_messages(&name, stream);
             support::assert_sequence(
                 &got,
                 prefix,
@@ -448,7 +439,7 @@ fn a_missing_log_file_falls_back_to_the_api() {
         !running(&name) && agent.records(&name).len() >= n
     });
     std::thread::sleep(Duration::from_secs(2));
-    let got = stream_messages(&agent, &name, "stdout");
+    let got = agent.stream_messages(&name, "stdout");
     support::assert_sequence(
         &got,
         "out-",

@@ -1,6 +1,9 @@
 //! The agent's lifecycle as a process: how it stops (the shutdown deadline, a failed final
 //! checkpoint write) and what it refuses to start with. Log lines come from the fake Engine
 //! API (tests/support/fake_engine.rs).
+//!
+//! (Alike on purpose: the tests that need one quiet container build it in full, so the fault
+//! each one sets up in the state directory stays next to it.)
 
 mod support;
 

@@ -10,11 +10,8 @@ use std::time::{Duration, Instant};
 use support::agent::{Agent, AgentOptions};
 use support::docker::Containers;
 use support::loki::{LokiReceiver, Mode};
+use support::tempdir;
 use support::wait_until;
-
-fn tempdir() -> tempfile::TempDir {
-    tempfile::tempdir().expect("tempdir")
-}
 
 /// Lines Loki accepted for one container, in arrival order.
 fn received(rx: &LokiReceiver, container: &str) -> Vec<String> {

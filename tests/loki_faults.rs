@@ -1,12 +1,16 @@
 //! Loki sink under faults, fake Engine API → agent (real process) → Loki test receiver; no
 //! docker needed. Each test reproduces an item of issue 9 and asserts behaviour (exact line
 //! sets, order, request shapes), never wall-clock speed.
+//!
+//! (Alike on purpose: each test spells out its setup — engine, receiver mode, agent config — as
+//! a whole, because the batch/retry/buffer values are what its fault depends on; `duplicates`
+//! pairs these setups.)
 
 mod support;
 
 use std::time::Duration;
 
-use support::agent::{Agent, AgentOptions};
+use support::agent::{Agent, start_on_fake_engine};
 use support::fake_engine::{BASE_NS, Container, FakeEngine, Line, LogsPlan};
 use support::loki::{LokiReceiver, Mode, RequestInfo};
 use support::wait_until;
@@ -46,19 +50,6 @@ fn numbered_paced(
         .collect();
     let plan = LogsPlan::LineByLine { every, pause };
     (Container::new(name, lines, vec![plan]), texts)
-}
-
-fn agent_with_loki(dir: &std::path::Path, engine: &FakeEngine, loki: &str) -> Agent {
-    Agent::start(
-        dir,
-        AgentOptions {
-            docker_host: Some(engine.docker_host()),
-            capture: "  initial_position: beginning\n".to_string(),
-            file_sink: false,
-            sinks: loki.to_string(),
-            ..AgentOptions::default()
-        },
-    )
 }
 
 fn unavailable() -> Mode {
@@ -115,7 +106,7 @@ fn full_buffer_drains_when_loki_recovers() {
     let rx = LokiReceiver::start();
     rx.set_mode(unavailable());
     let dir = tempfile::tempdir().expect("tempdir");
-    let agent = agent_with_loki(
+    let agent = start_on_fake_engine(
         dir.path(),
         &engine,
         &format!(
@@ -170,7 +161,7 @@ fn no_push_exceeds_the_batch_caps() {
     let engine = FakeEngine::start(vec![container]);
     let rx = LokiReceiver::start();
     let dir = tempfile::tempdir().expect("tempdir");
-    let agent = agent_with_loki(
+    let agent = start_on_fake_engine(
         dir.path(),
         &engine,
         &loki_config(
@@ -212,7 +203,7 @@ fn gap_before_replay(prefix: &str, failure: Mode, retry: &str) -> Duration {
     rx.set_mode(failure);
     rx.set_mode_after(1, Mode::Accept);
     let dir = tempfile::tempdir().expect("tempdir");
-    let agent = agent_with_loki(
+    let agent = start_on_fake_engine(
         dir.path(),
         &engine,
         &loki_config(
@@ -281,7 +272,7 @@ fn failed_consume_does_not_resend() {
     let rx = LokiReceiver::start();
     rx.set_mode(unavailable());
     let dir = tempfile::tempdir().expect("tempdir");
-    let agent = agent_with_loki(
+    let agent = start_on_fake_engine(
         dir.path(),
         &engine,
         &loki_config(
@@ -332,7 +323,7 @@ fn corrupt_record_after_start_is_skipped() {
     let rx = LokiReceiver::start();
     rx.set_mode(unavailable());
     let dir = tempfile::tempdir().expect("tempdir");
-    let agent = agent_with_loki(
+    let agent = start_on_fake_engine(
         dir.path(),
         &engine,
         &loki_config(
@@ -405,7 +396,7 @@ fn rejected_batch_waits_until_its_dead_letter_is_durable() {
     .expect("dlq");
     dlq.append(&vec![b'x'; 16_000]).expect("fill the dlq");
     drop(dlq);
-    let mut agent = agent_with_loki(
+    let mut agent = start_on_fake_engine(
         dir.path(),
         &engine,
         &loki_config(
@@ -464,7 +455,7 @@ fn batch_too_large_for_the_buffer_waits_in_memory_in_order() {
     let rx = LokiReceiver::start();
     rx.set_mode(unavailable());
     let dir = tempfile::tempdir().expect("tempdir");
-    let agent = agent_with_loki(
+    let agent = start_on_fake_engine(
         dir.path(),
         &engine,
         &loki_config(

@@ -1,6 +1,9 @@
 //! The Loki sink over HTTPS: fake Engine API → the real agent binary → a TLS-terminating
 //! proxy (tests/support/tls_proxy.rs, certificates made by rcgen at test time) → the Loki
 //! test receiver. Private CA, unknown CA, `insecure_skip_verify`, mutual TLS, bad PEM paths.
+//!
+//! (Alike on purpose: each test builds its own certificates, proxy and agent in full, so the
+//! TLS keys it sets are read in one place; `duplicates` pairs these setups.)
 
 mod support;
 
@@ -9,19 +12,16 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use support::agent::{Agent, AgentOptions};
+use support::agent::{Agent, start_on_fake_engine};
 use support::fake_engine::{BASE_NS, Container, FakeEngine, Line, LogsPlan};
 use support::loki::LokiReceiver;
+use support::tempdir;
 use support::tls_proxy::{Certs, TlsProxy};
 use support::wait_until;
 
 /// Lines the fake engine holds for the one container.
 const LINES: usize = 20;
 const CONNECT_FAILURES: &str = r#"log_capturer_sink_failures_total{sink="loki",reason="connect"}"#;
-
-fn tempdir() -> tempfile::TempDir {
-    tempfile::tempdir().expect("tempdir")
-}
 
 fn expected(name: &str) -> Vec<String> {
     (1..=LINES).map(|i| format!("{name} line {i}")).collect()
@@ -51,19 +51,6 @@ fn loki_sink(url: &str, tls: &str) -> String {
     };
     format!(
         "  loki:\n    url: {url}\n    batch:\n      max_wait: 200ms\n    retry:\n      initial: 200ms\n      max: 1s\n{tls}"
-    )
-}
-
-fn start_agent(dir: &Path, engine: &FakeEngine, sinks: String) -> Agent {
-    Agent::start(
-        dir,
-        AgentOptions {
-            docker_host: Some(engine.docker_host()),
-            capture: "  initial_position: beginning\n".to_string(),
-            file_sink: false,
-            sinks,
-            ..AgentOptions::default()
-        },
     )
 }
 
@@ -138,10 +125,10 @@ fn ca_file_trusts_a_private_ca() {
     let rx = LokiReceiver::start();
     let proxy = TlsProxy::start(upstream(&rx), certs.server_options());
     // By name: the certificate's DNS SAN is checked.
-    let agent = start_agent(
+    let agent = start_on_fake_engine(
         &dir.path().join("agent"),
         &fe,
-        loki_sink(
+        &loki_sink(
             &proxy.push_url("localhost"),
             &format!("      ca_file: {}\n", certs.ca_file.display()),
         ),
@@ -160,10 +147,10 @@ fn unknown_ca_is_refused_and_nothing_is_sent() {
     let rx = LokiReceiver::start();
     let proxy = TlsProxy::start(upstream(&rx), certs.server_options());
     let started = Instant::now();
-    let agent = start_agent(
+    let agent = start_on_fake_engine(
         &dir.path().join("agent"),
         &fe,
-        loki_sink(&proxy.push_url("localhost"), ""),
+        &loki_sink(&proxy.push_url("localhost"), ""),
     );
     assert_nothing_sent(&rx, &agent, &proxy, started);
     let errors = proxy.handshake_errors();
@@ -186,10 +173,10 @@ fn insecure_skip_verify_accepts_any_certificate_and_warns() {
     let fe = engine(name);
     let rx = LokiReceiver::start();
     let proxy = TlsProxy::start(upstream(&rx), certs.server_options());
-    let agent = start_agent(
+    let agent = start_on_fake_engine(
         &dir.path().join("agent"),
         &fe,
-        loki_sink(
+        &loki_sink(
             &proxy.push_url("127.0.0.1"),
             "      insecure_skip_verify: true\n",
         ),
@@ -215,10 +202,10 @@ fn mutual_tls_client_certificate() {
     let url = proxy.push_url("127.0.0.1");
     let ca = format!("      ca_file: {}\n", certs.ca_file.display());
 
-    let mut with_cert = start_agent(
+    let mut with_cert = start_on_fake_engine(
         &dir.path().join("with-cert"),
         &fe,
-        loki_sink(
+        &loki_sink(
             &url,
             &format!(
                 "{ca}      cert_file: {}\n      key_file: {}\n",
@@ -237,7 +224,8 @@ fn mutual_tls_client_certificate() {
     rx.clear();
     let ok_before = proxy.handshakes_ok();
     let started = Instant::now();
-    let without_cert = start_agent(&dir.path().join("without-cert"), &fe, loki_sink(&url, &ca));
+    let without_cert =
+        start_on_fake_engine(&dir.path().join("without-cert"), &fe, &loki_sink(&url, &ca));
     let failed = wait_until(Duration::from_secs(20), || {
         without_cert.metric(CONNECT_FAILURES) >= 1.0 && !proxy.handshake_errors().is_empty()
     });

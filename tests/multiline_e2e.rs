@@ -12,11 +12,8 @@ use log_capturer::docker::timestamp::parse_rfc3339_nanos;
 use support::agent::{Agent, AgentOptions};
 use support::blocked_stdout::checkpoint;
 use support::docker::{Containers, docker};
+use support::tempdir;
 use support::wait_until;
-
-fn tempdir() -> tempfile::TempDir {
-    tempfile::tempdir().expect("tempdir")
-}
 
 /// Starts the agent on this test's containers, rotating every second, with one processing
 /// pipeline `name` of `stages` (YAML list items indented by 8 spaces) for them.

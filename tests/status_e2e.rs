@@ -11,13 +11,10 @@ use serde_json::Value;
 use support::agent::{Agent, AgentOptions};
 use support::docker::{Containers, docker};
 use support::loki::{LokiReceiver, Mode};
+use support::tempdir;
 use support::wait_until;
 
 const WAIT: Duration = Duration::from_secs(60);
-
-fn tempdir() -> tempfile::TempDir {
-    tempfile::tempdir().expect("tempdir")
-}
 
 fn get_json(agent: &Agent, path: &str) -> Value {
     let (status, body) = agent

@@ -264,6 +264,8 @@ pub fn live(
             return Err(format!("files-live: {e}"));
         }
         let written = Instant::now();
+        // Not `wait_all` (alike on purpose): the settle and the count check it adds would
+        // fall inside the window measured here.
         let timeout = Duration::from_secs(120);
         agent
             .wait_metric(SINK_LINES, total as f64, timeout)

@@ -338,6 +338,15 @@ impl Agent {
             .map(|r| r["message"].as_str().unwrap_or_default().to_string())
             .collect()
     }
+
+    /// The messages of one stream (`stdout`, `stderr`) of a container's records.
+    pub fn stream_messages(&self, container_name: &str, stream: &str) -> Vec<String> {
+        self.records(container_name)
+            .iter()
+            .filter(|r| r["stream"] == stream)
+            .map(|r| r["message"].as_str().unwrap_or_default().to_string())
+            .collect()
+    }
 }
 
 impl Drop for Agent {
@@ -409,4 +418,23 @@ impl Agent {
         self.signal("TERM");
         self.exit_within_or_panic(Duration::from_secs(60), " of SIGTERM")
     }
+}
+
+/// The agent on a fake Engine API (`engine`), reading every container from its first line and
+/// writing only to `sinks` (a YAML `sinks:` body; no file sink).
+pub fn start_on_fake_engine(
+    dir: &Path,
+    engine: &super::fake_engine::FakeEngine,
+    sinks: &str,
+) -> Agent {
+    Agent::start(
+        dir,
+        AgentOptions {
+            docker_host: Some(engine.docker_host()),
+            capture: "  initial_position: beginning\n".to_string(),
+            file_sink: false,
+            sinks: sinks.to_string(),
+            ..AgentOptions::default()
+        },
+    )
 }

@@ -4,6 +4,8 @@
 use std::process::Command;
 use std::sync::Once;
 
+use super::agent::AgentOptions;
+
 pub const IMAGE: &str = "lc-test:busybox";
 
 /// Runs `docker ARGS`; returns stdout, panics with stderr on failure.
@@ -106,5 +108,14 @@ impl Containers {
 impl Drop for Containers {
     fn drop(&mut self) {
         self.remove_all();
+    }
+}
+
+/// Agent options that capture only `containers` (by their label), with `extra_capture` keys
+/// added to the `capture` section.
+pub fn options_for(containers: &Containers, extra_capture: &str) -> AgentOptions {
+    AgentOptions {
+        capture: format!("{}{}", containers.include_yaml(), extra_capture),
+        ..AgentOptions::default()
     }
 }

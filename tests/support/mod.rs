@@ -16,6 +16,12 @@ pub mod tls_proxy;
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
+/// A temporary directory for one test (removed when dropped). `files::tempdir` is another:
+/// it can keep the directory for a look after a failure.
+pub fn tempdir() -> tempfile::TempDir {
+    tempfile::tempdir().expect("tempdir")
+}
+
 /// Polls `check` every 100 ms until it returns true or `timeout` passes.
 pub fn wait_until(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;
