@@ -167,13 +167,14 @@ impl CaptureTask {
                 Ok(stream) => stream,
                 Err(e) => match e.status() {
                     Some(501) => {
-                        ctx.metrics.stream_error("unreadable_log_driver");
+                        ctx.metrics
+                            .stream_error(StreamErrorReason::UnreadableLogDriver);
                         warn!(container = %self.name(), error = %e,
                             "log driver cannot be read; not retrying until the container starts again");
                         return CaptureExit::Unreadable;
                     }
                     Some(404) | Some(409) if !ever_opened => {
-                        ctx.metrics.stream_error("gone_before_read");
+                        ctx.metrics.stream_error(StreamErrorReason::GoneBeforeRead);
                         warn!(container = %self.name(), container_id = %self.id, error = %e,
                             "container was gone (removed or being removed) before its logs could be read; its output is lost");
                         return CaptureExit::Gone;
@@ -183,8 +184,7 @@ impl CaptureTask {
                         return self.gone();
                     }
                     _ => {
-                        ctx.metrics
-                            .stream_error(StreamErrorReason::of_open(&e).as_label());
+                        ctx.metrics.stream_error(StreamErrorReason::of_open(&e));
                         status.error(&format!("cannot open log stream: {e}"));
                         let delay = backoff.next_delay();
                         warn!(container = %self.name(), error = %e, retry_in = ?delay, "cannot open log stream");
@@ -265,7 +265,7 @@ impl CaptureTask {
                 SessionEnd::Error(error) => {
                     let reason = match &error {
                         CaptureError::Failed { reason, .. } => {
-                            ctx.metrics.stream_error(reason.as_label());
+                            ctx.metrics.stream_error(*reason);
                             reason.as_label()
                         }
                         CaptureError::Reopen(_) => "reopen",
@@ -295,7 +295,9 @@ impl CaptureTask {
     /// and was removed at once is counted too; the two cannot be told apart.
     pub(super) fn gone(&self) -> CaptureExit {
         if self.delivered_nothing() {
-            self.ctx.metrics.stream_error("gone_before_read");
+            self.ctx
+                .metrics
+                .stream_error(StreamErrorReason::GoneBeforeRead);
             warn!(container = %self.name(), container_id = %self.id,
                 "container was gone (removed) before any of its lines could be read; its output, if it had any, is lost");
         }

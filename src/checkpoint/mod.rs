@@ -25,16 +25,10 @@ use std::time::Instant;
 use tracing::{error, warn};
 
 use crate::capture::{AckedCursor, Cursor, StreamPositions};
+use crate::clock::now_ns;
 use crate::docker::timestamp::format_rfc3339_nanos;
+use crate::fsutil::{create_private_dir, write_atomically};
 use crate::observability::metrics::Metrics;
-
-// Transitional (issue 15): these moved to `crate::clock` and `crate::fsutil`, where every other
-// module of this branch imports them from; the re-exports only keep code of the other worktrees
-// of the refactor compiling until they are merged (then the lead removes them).
-#[doc(hidden)]
-pub use crate::clock::now_ns;
-#[doc(hidden)]
-pub use crate::fsutil::{create_private_dir, open_private_file, write_atomically};
 
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

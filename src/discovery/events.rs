@@ -14,6 +14,7 @@ use crate::clock::now_ns;
 use crate::docker::DockerClient;
 use crate::docker::types::Event;
 use crate::observability::metrics::Metrics;
+use crate::observability::reasons::StreamErrorReason;
 
 #[derive(Debug)]
 pub enum DiscoveryMsg {
@@ -56,7 +57,7 @@ pub async fn follow_events(
         let mut stream = match opened {
             Ok(s) => s,
             Err(e) => {
-                metrics.stream_error("events_open");
+                metrics.stream_error(StreamErrorReason::EventsOpen);
                 if !send(&tx, DiscoveryMsg::Lost, &cancel).await {
                     return;
                 }
@@ -117,7 +118,7 @@ pub async fn follow_events(
                                 }
                             }
                             Err(e) => {
-                                metrics.stream_error("events_decode");
+                                metrics.stream_error(StreamErrorReason::EventsDecode);
                                 warn!(error = %e, "undecodable Docker event skipped");
                             }
                         }
@@ -127,7 +128,7 @@ pub async fn follow_events(
                 Err(e) => break e.to_string(),
             }
         };
-        metrics.stream_error("events_dropped");
+        metrics.stream_error(StreamErrorReason::EventsDropped);
         if !send(&tx, DiscoveryMsg::Lost, &cancel).await {
             return;
         }

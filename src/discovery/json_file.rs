@@ -14,6 +14,7 @@ use super::filter::Seen;
 use crate::capture::json_file::{JsonFileMode, JsonFileTarget};
 use crate::clock::now_ns;
 use crate::docker::types::ContainerInspect;
+use crate::observability::reasons::JsonFileFallbackReason;
 use crate::pipeline::ContainerMeta;
 
 impl Discovery {
@@ -33,13 +34,17 @@ impl Discovery {
         let mode = self.json_mode()?;
         let driver = info.host_config.log_config.kind.as_str();
         if !mode.readable {
-            self.metrics.json_file.fallback("containers_dir_unreadable");
+            self.metrics
+                .json_file
+                .fallback(JsonFileFallbackReason::ContainersDirUnreadable);
             debug!(container = %name, containers_dir = %mode.containers_dir.display(),
                 "containers directory not readable; reading this container through the Engine API");
             return None;
         }
         if !driver.is_empty() && driver != "json-file" {
-            self.metrics.json_file.fallback("log_driver");
+            self.metrics
+                .json_file
+                .fallback(JsonFileFallbackReason::LogDriver);
             info!(container = %name, container_id = %id, log_driver = %driver,
                 "docker.capture is json_file, but this container's log driver is not json-file; reading it through the Engine API");
             return None;

@@ -30,6 +30,7 @@ use crate::clock::now_ns;
 use crate::config::{FilterConfig, InitialPosition};
 use crate::docker::types::{ContainerInspect, Event};
 use crate::observability::metrics::Metrics;
+use crate::observability::reasons::StreamErrorReason;
 use crate::pipeline::{ContainerMeta, Delivery};
 use events::{DiscoveryMsg, follow_events};
 use reconcile::ResyncOutcome;
@@ -385,7 +386,7 @@ impl Discovery {
                     Ok(_) => {}
                     Err(e) if e.status() == Some(404) => {}
                     Err(e) => {
-                        self.metrics.stream_error("inspect");
+                        self.metrics.stream_error(StreamErrorReason::Inspect);
                         warn!(container_id = %id, error = %e,
                             "cannot inspect container after its stream ended; listing again");
                         return true;

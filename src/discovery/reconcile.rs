@@ -16,6 +16,7 @@ use crate::capture::json_file::JsonFileTarget;
 use crate::clock::now_ns;
 use crate::docker::timestamp::parse_rfc3339_nanos;
 use crate::docker::types::ContainerSummary;
+use crate::observability::reasons::StreamErrorReason;
 use crate::pipeline::ContainerMeta;
 use crate::processing::Processor;
 
@@ -45,7 +46,7 @@ impl Discovery {
         let (running, all) = match listed {
             Ok(lists) => lists,
             Err(e) => {
-                self.metrics.stream_error("list");
+                self.metrics.stream_error(StreamErrorReason::List);
                 warn!(error = %e, "cannot list containers");
                 return ResyncOutcome::Failed;
             }
@@ -226,7 +227,7 @@ impl Discovery {
                 Ok(info) => info,
                 Err(e) if e.status() == Some(404) => continue,
                 Err(e) => {
-                    self.metrics.stream_error("inspect");
+                    self.metrics.stream_error(StreamErrorReason::Inspect);
                     warn!(container_id = %c.id, error = %e, "cannot inspect stopped container");
                     all_checked = false;
                     continue;
@@ -278,7 +279,7 @@ impl Discovery {
                             self.capture_removed(id, seen, file, cancel);
                             return true;
                         }
-                        self.metrics.stream_error("gone_before_read");
+                        self.metrics.stream_error(StreamErrorReason::GoneBeforeRead);
                         warn!(container = %seen.name, container_id = %id,
                             "container gone before it could be read (removed before its inspect); its lines are lost");
                     }
@@ -291,7 +292,7 @@ impl Discovery {
                 return true;
             }
             Err(e) => {
-                self.metrics.stream_error("inspect");
+                self.metrics.stream_error(StreamErrorReason::Inspect);
                 warn!(container_id = %id, error = %e, "cannot inspect container");
                 // Kept for the retry (an `--rm` container may be removed by then).
                 if let Some(file) = preopened {

@@ -163,9 +163,11 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    pub fn stream_error(&self, reason: &'static str) {
+    pub fn stream_error(&self, reason: StreamErrorReason) {
         self.stream_errors
-            .get_or_create(&ReasonLabels { reason })
+            .get_or_create(&ReasonLabels {
+                reason: reason.as_label(),
+            })
             .inc();
     }
 

@@ -162,6 +162,52 @@ reasons! {
     }
 }
 
+reasons! {
+    /// Reasons of `log_capturer_file_source_errors_total` (the host-file source).
+    FileSourceErrorReason {
+        /// A matched file could not be opened (permissions, gone between scan and open).
+        Open => "open",
+        /// Reading an open file failed.
+        Read => "read",
+        /// stat/fstat failed (size, identity at the path).
+        Stat => "stat",
+        /// A directory of a glob could not be listed.
+        Scan => "scan",
+        /// The file's fingerprint could not be read.
+        Fingerprint => "fingerprint",
+        /// A closed (idle) file was replaced or removed before it could be reopened: the
+        /// bytes it got after it was closed are not read.
+        LostWhileClosed => "lost_while_closed",
+        /// The group's processing pipeline could not be instantiated (lines pass unprocessed).
+        Pipeline => "pipeline",
+    }
+}
+
+reasons! {
+    /// Kinds of `log_capturer_file_rotations_total`: a host file rotated away (renamed) or
+    /// deleted, read to its end. (Not the file sink's rotations: [`FileRotationReason`].)
+    HostFileRotationKind {
+        Rename => "rename",
+        Delete => "delete",
+    }
+}
+
+reasons! {
+    /// Reasons of `log_capturer_json_file_fallbacks_total`: why a container is read through
+    /// the Engine API although `docker.capture` is `json_file`.
+    JsonFileFallbackReason {
+        /// Its log driver is not json-file (`none`, `local`, `journald` …).
+        LogDriver => "log_driver",
+        /// Docker's containers directory cannot be read by the agent.
+        ContainersDirUnreadable => "containers_dir_unreadable",
+        /// The container's log file exists but cannot be opened (permissions).
+        LogFileUnreadable => "log_file_unreadable",
+        /// The container's log file is not there: 10 s after the container started, or at
+        /// its stop (`docker.containers_dir` wrong, or the log moved).
+        LogFileMissing => "log_file_missing",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -231,6 +277,21 @@ mod tests {
             FileRotationReason::ALL,
             FileRotationReason::LABELS,
             FileRotationReason::as_label,
+        );
+        check(
+            FileSourceErrorReason::ALL,
+            FileSourceErrorReason::LABELS,
+            FileSourceErrorReason::as_label,
+        );
+        check(
+            HostFileRotationKind::ALL,
+            HostFileRotationKind::LABELS,
+            HostFileRotationKind::as_label,
+        );
+        check(
+            JsonFileFallbackReason::ALL,
+            JsonFileFallbackReason::LABELS,
+            JsonFileFallbackReason::as_label,
         );
     }
 }

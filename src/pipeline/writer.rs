@@ -38,6 +38,7 @@ use super::Delivery;
 use super::ledger::AckLedger;
 use crate::backoff::{Backoff, sleep_or_cancel};
 use crate::observability::metrics::{Metrics, SinkLabels, SinkReasonLabels};
+use crate::observability::reasons::LocalSinkFailureReason;
 use crate::observability::status::SinkStatus;
 use crate::sinks::{Durability, Sink, WriteError};
 
@@ -304,7 +305,7 @@ impl LocalSinkWorker {
             .sink_failures
             .get_or_create(&SinkReasonLabels {
                 sink: name,
-                reason: "permanent",
+                reason: LocalSinkFailureReason::Permanent.as_label(),
             })
             .inc();
         let retry_at = Instant::now() + self.settings.held_retry;
@@ -404,7 +405,12 @@ impl LocalSinkWorker {
             .sink_failures
             .get_or_create(&SinkReasonLabels {
                 sink: name,
-                reason: if closed { "closed" } else { "io" },
+                reason: if closed {
+                    LocalSinkFailureReason::Closed
+                } else {
+                    LocalSinkFailureReason::Io
+                }
+                .as_label(),
             })
             .inc();
         if closed {

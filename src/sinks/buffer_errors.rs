@@ -5,6 +5,7 @@
 use tracing::error;
 
 use crate::observability::metrics::{Metrics, SinkReasonLabels};
+use crate::observability::reasons::BufferErrorReason;
 
 /// How a sink names its buffer records in the log.
 pub(crate) struct BufferErrors {
@@ -17,25 +18,26 @@ pub(crate) struct BufferErrors {
 }
 
 impl BufferErrors {
-    /// `op`: "read" or "consume" (a metric reason, see `BUFFER_ERROR_REASONS`).
-    pub(crate) fn report(&self, metrics: &Metrics, op: &'static str, e: &str) {
+    /// `op`: the operation that failed (`Read` or `Consume`), the metric's reason.
+    pub(crate) fn report(&self, metrics: &Metrics, op: BufferErrorReason, e: &str) {
         metrics
             .buffer_errors
             .get_or_create(&SinkReasonLabels {
                 sink: self.sink,
-                reason: op,
+                reason: op.as_label(),
             })
             .inc();
         let (sink, record, delivered) = (self.sink, self.record, self.delivered);
-        if op == "consume" {
+        let op_label = op.as_label();
+        if op == BufferErrorReason::Consume {
             error!(
                 sink,
-                op,
+                op = op_label,
                 error = %e,
                 "cannot advance the on-disk buffer past a delivered {record}; retrying (it is not {delivered} again)"
             );
         } else {
-            error!(sink, op, error = %e, "cannot read the on-disk buffer; retrying");
+            error!(sink, op = op_label, error = %e, "cannot read the on-disk buffer; retrying");
         }
     }
 }
@@ -52,9 +54,9 @@ mod tests {
             record: "batch",
             delivered: "sent",
         };
-        loki.report(&metrics, "consume", "disk gone");
-        loki.report(&metrics, "read", "disk gone");
-        loki.report(&metrics, "read", "disk gone");
+        loki.report(&metrics, BufferErrorReason::Consume, "disk gone");
+        loki.report(&metrics, BufferErrorReason::Read, "disk gone");
+        loki.report(&metrics, BufferErrorReason::Read, "disk gone");
         let count = |reason| {
             metrics
                 .buffer_errors

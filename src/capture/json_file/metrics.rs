@@ -1,24 +1,15 @@
 //! Metrics of the json-file capture mode (`log_capturer_json_file_*`).
 
+use crate::observability::reasons::JsonFileFallbackReason;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
-/// Reasons of `log_capturer_json_file_fallbacks_total` (all start at 0): why a container is
-/// read through the Engine API although `docker.capture` is `json_file`.
-pub const FALLBACK_REASONS: &[&str] = &[
-    // Its log driver is not json-file (`none`, `local`, `journald` …).
-    "log_driver",
-    // Docker's containers directory cannot be read by the agent.
-    "containers_dir_unreadable",
-    // The container's log file exists but cannot be opened (permissions).
-    "log_file_unreadable",
-    // The container's log file is not there: 10 s after the container started, or at its
-    // stop (`docker.containers_dir` wrong, or the log moved).
-    "log_file_missing",
-];
+/// Reasons of `log_capturer_json_file_fallbacks_total` (all start at 0; the enum documents
+/// each).
+pub const FALLBACK_REASONS: &[&str] = JsonFileFallbackReason::LABELS;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct FallbackLabels {
@@ -86,7 +77,8 @@ impl JsonFileMetrics {
         }
     }
 
-    pub fn fallback(&self, reason: &'static str) {
+    pub fn fallback(&self, reason: JsonFileFallbackReason) {
+        let reason = reason.as_label();
         self.fallbacks
             .get_or_create(&FallbackLabels { reason })
             .inc();

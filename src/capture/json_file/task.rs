@@ -18,6 +18,8 @@ use crate::capture::source::Source;
 use crate::capture::task::SessionEnd;
 use crate::capture::{CaptureError, CaptureExit, CaptureTask, read_cursor};
 use crate::clock::now_ns;
+use crate::observability::reasons::JsonFileFallbackReason;
+use crate::observability::reasons::StreamErrorReason;
 use crate::observability::status::ContainerStatus;
 
 /// A file has no follow stream to rotate: the session's rotation deadline is never reached.
@@ -122,7 +124,9 @@ impl CaptureTask {
                         }
                     }
                     if stopped_now || since.elapsed() >= MISSING_FALLBACK {
-                        ctx.metrics.json_file.fallback("log_file_missing");
+                        ctx.metrics
+                            .json_file
+                            .fallback(JsonFileFallbackReason::LogFileMissing);
                         warn!(container = %self.name(), file = %files.current().display(), error = %e,
                             stopped = stopped_now,
                             "the container's json-file log is not there (is docker.containers_dir right?); reading it through the Engine API instead");
@@ -139,7 +143,7 @@ impl CaptureTask {
                             Ok(c) => stopped_found = !c.state.running,
                             Err(e) if e.status() == Some(404) => stopped_found = true,
                             Err(e) => {
-                                ctx.metrics.stream_error("inspect");
+                                ctx.metrics.stream_error(StreamErrorReason::Inspect);
                                 debug!(container = %self.name(), error = %e, "cannot inspect container");
                             }
                         }
@@ -150,13 +154,15 @@ impl CaptureTask {
                     continue;
                 }
                 Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
-                    ctx.metrics.json_file.fallback("log_file_unreadable");
+                    ctx.metrics
+                        .json_file
+                        .fallback(JsonFileFallbackReason::LogFileUnreadable);
                     error!(container = %self.name(), file = %files.current().display(), error = %e,
                         "cannot read the container's json-file log (mount Docker's containers directory read-only into the agent, e.g. /var/lib/docker/containers, or set docker.containers_dir); reading it through the Engine API instead");
                     return self.run_with_status(status).await;
                 }
                 Err(e) => {
-                    ctx.metrics.stream_error("open_failed");
+                    ctx.metrics.stream_error(StreamErrorReason::OpenFailed);
                     status.error(&format!("cannot open json-file log: {e}"));
                     let delay = backoff.next_delay();
                     warn!(container = %self.name(), file = %files.current().display(), error = %e,
@@ -218,7 +224,7 @@ impl CaptureTask {
                     reason,
                     text: message,
                 }) => {
-                    ctx.metrics.stream_error(reason.as_label());
+                    ctx.metrics.stream_error(reason);
                     status.error(&format!("{reason}: {message}"));
                     let delay = backoff.next_delay();
                     warn!(container = %self.name(), error = %message, retry_in = ?delay,

@@ -111,7 +111,7 @@ impl CaptureTask {
             }
             if assembler.unstamped > 0 {
                 ctx.metrics
-                    .stream_error(StreamErrorReason::LineWithoutTimestamp.as_label());
+                    .stream_error(StreamErrorReason::LineWithoutTimestamp);
                 assembler.unstamped = 0;
             }
             let before_filter = lines.len();
@@ -273,7 +273,7 @@ impl CaptureTask {
                     _ = self.cancel.cancelled() => return SessionEnd::Cancelled,
                     _ = &mut deadline, if rotation.may_rotate_while_not_reading() => return SessionEnd::Rotate,
                     failed = timer.sleep(pause) => if let Some(e) = failed {
-                        ctx.metrics.stream_error(StreamErrorReason::PauseTimer.as_label());
+                        ctx.metrics.stream_error(StreamErrorReason::PauseTimer);
                         warn!(container = %self.name(), error = %e,
                             "no sub-millisecond timer; pausing with the 1 ms one for this stream");
                     }

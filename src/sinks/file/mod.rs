@@ -48,6 +48,7 @@ use tracing::{error, warn};
 use super::ndjson::encode_line;
 use super::{Durability, Sink, WriteError, write_out};
 use crate::observability::metrics::{Metrics, SinkLabels};
+use crate::observability::reasons::FileRotationReason;
 use crate::pipeline::{Batch, ContainerMeta};
 use open::{is_fd_limit, with_path};
 
@@ -167,20 +168,22 @@ impl FileSink {
         self.settings.template.path_for(meta, &self.today())
     }
 
-    fn count_rotation(&self, reason: &'static str) {
+    fn count_rotation(&self, reason: FileRotationReason) {
         self.metrics
             .file_sink_rotations
-            .get_or_create(&crate::observability::metrics::ReasonLabels { reason })
+            .get_or_create(&crate::observability::metrics::ReasonLabels {
+                reason: reason.as_label(),
+            })
             .inc();
     }
 
     /// Renames a live file with nothing unacknowledged to its next rotated name. False (logged
     /// and counted) if that failed: writing goes on into the same file.
-    fn rotate_file(&mut self, path: &Path, reason: &'static str) -> bool {
+    fn rotate_file(&mut self, path: &Path, reason: FileRotationReason) -> bool {
         match rotate::rotate(path) {
             Ok(to) => {
                 self.count_rotation(reason);
-                tracing::info!(file = %path.display(), rotated = %to.display(), reason, "rotated");
+                tracing::info!(file = %path.display(), rotated = %to.display(), reason = reason.as_label(), "rotated");
                 if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
                     self.dirs_to_sync.insert(dir.to_path_buf());
                 }
@@ -191,7 +194,7 @@ impl FileSink {
             }
             Err(e) => {
                 self.metrics.file_sink_rotation_failures.inc();
-                warn!(file = %path.display(), error = %e, reason,
+                warn!(file = %path.display(), error = %e, reason = reason.as_label(),
                     "cannot rotate; writing goes on into the same file");
                 false
             }
@@ -207,7 +210,7 @@ impl FileSink {
         if check_moved {
             self.moved_checked = Instant::now();
         }
-        let mut close: Vec<(PathBuf, Option<&'static str>)> = Vec::new();
+        let mut close: Vec<(PathBuf, Option<FileRotationReason>)> = Vec::new();
         for (path, f) in &self.files {
             if !f.clean() {
                 continue;
@@ -222,7 +225,7 @@ impl FileSink {
                     Err(e) => e.kind() == io::ErrorKind::NotFound,
                 };
                 if moved {
-                    self.count_rotation("external");
+                    self.count_rotation(FileRotationReason::External);
                     tracing::info!(file = %path.display(),
                         "the file was moved away or deleted (external rotation); reopening the path");
                     close.push((path.clone(), None));
@@ -252,7 +255,7 @@ impl FileSink {
                     if let Some(f) = self.files.remove(&path)
                         && f.date != today
                     {
-                        self.count_rotation("date");
+                        self.count_rotation(FileRotationReason::Date);
                     }
                 }
             }

@@ -13,6 +13,7 @@
 //!   files whose `.gz` is complete, so a crash at any point leaves every line in exactly one
 //!   of the files (after the next upkeep of that path).
 
+use crate::observability::reasons::FileRotationReason;
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
@@ -43,15 +44,15 @@ pub struct RotatePolicy {
 impl RotatePolicy {
     /// Why a live file of `size` bytes and `age` must rotate now, if it must. An empty file
     /// never rotates.
-    pub fn due(&self, size: u64, age: Duration) -> Option<&'static str> {
+    pub fn due(&self, size: u64, age: Duration) -> Option<FileRotationReason> {
         if size == 0 {
             return None;
         }
         if self.max_bytes.is_some_and(|max| size >= max) {
-            return Some("size");
+            return Some(FileRotationReason::Size);
         }
         if self.max_age.is_some_and(|max| age >= max) {
-            return Some("age");
+            return Some(FileRotationReason::Age);
         }
         None
     }

@@ -17,8 +17,11 @@ fn a_file_is_due_by_size_or_age_and_never_when_empty() {
         ..RotatePolicy::default()
     };
     assert_eq!(p.due(99, Duration::from_secs(59)), None);
-    assert_eq!(p.due(100, Duration::ZERO), Some("size"));
-    assert_eq!(p.due(1, Duration::from_secs(60)), Some("age"));
+    assert_eq!(p.due(100, Duration::ZERO), Some(FileRotationReason::Size));
+    assert_eq!(
+        p.due(1, Duration::from_secs(60)),
+        Some(FileRotationReason::Age)
+    );
     assert_eq!(p.due(0, Duration::from_secs(3600)), None);
     assert_eq!(RotatePolicy::default().due(u64::MAX, Duration::MAX), None);
 }

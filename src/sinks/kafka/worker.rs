@@ -88,6 +88,7 @@ use crate::backoff::Backoff;
 use crate::buffer::SharedStore;
 use crate::config::KafkaSinkConfig;
 use crate::observability::metrics::{Metrics, SinkLabels, SinkReasonLabels};
+use crate::observability::reasons::KafkaSinkFailureReason;
 use crate::observability::status::SinkStatus;
 use crate::pipeline::{AckLedger, Delivery};
 use producer::{Event, KafkaProducer};
@@ -213,18 +214,20 @@ impl KafkaWorker {
     }
 
     /// Counts `n` messages failed for `reason`.
-    fn failed(&self, reason: &'static str, n: u64) {
+    fn failed(&self, reason: KafkaSinkFailureReason, n: u64) {
         self.metrics
             .kafka
             .failed
-            .get_or_create(&crate::observability::metrics::ReasonLabels { reason })
+            .get_or_create(&crate::observability::metrics::ReasonLabels {
+                reason: reason.as_label(),
+            })
             .inc_by(n);
     }
 
-    fn sink_failure(&self, reason: &'static str) {
+    fn sink_failure(&self, reason: KafkaSinkFailureReason) {
         self.metrics
             .sink_failures
-            .get_or_create(&Self::reason(reason))
+            .get_or_create(&Self::reason(reason.as_label()))
             .inc();
     }
 
@@ -396,7 +399,7 @@ impl KafkaWorker {
                 self.status.recovered(PRODUCER_FAILURE);
             }
             Err(e) => {
-                self.sink_failure("producer");
+                self.sink_failure(KafkaSinkFailureReason::Producer);
                 self.status.failed(
                     PRODUCER_FAILURE,
                     &format!("cannot create the producer: {e}"),

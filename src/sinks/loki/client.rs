@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use super::encode::EncodedBatch;
 use crate::config::LokiSinkConfig;
+use crate::observability::reasons::LokiSinkFailureReason;
 
 #[cfg(feature = "tls")]
 type Connector = hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>;
@@ -25,7 +26,7 @@ pub enum SendError {
     #[error("{reason}: {detail}")]
     Retryable {
         /// Bounded metric label: "connect", "timeout", "429", "5xx", "4xx".
-        reason: &'static str,
+        reason: LokiSinkFailureReason,
         detail: String,
         retry_after: Option<Duration>,
     },
@@ -126,7 +127,7 @@ impl LokiClient {
             .header(header::CONTENT_TYPE, batch.content_type)
             .body(Full::new(Bytes::from(batch.body.clone())))
             .map_err(|e| SendError::Retryable {
-                reason: "connect",
+                reason: LokiSinkFailureReason::Connect,
                 detail: e.to_string(),
                 retry_after: None,
             })?;
@@ -149,7 +150,7 @@ impl LokiClient {
                     .request(request)
                     .await
                     .map_err(|e| SendError::Retryable {
-                        reason: "connect",
+                        reason: LokiSinkFailureReason::Connect,
                         detail: error_chain(&e),
                         retry_after: None,
                     })?;
@@ -174,7 +175,7 @@ impl LokiClient {
         let (status, retry_after, text) = tokio::time::timeout(self.timeout, exchange)
             .await
             .map_err(|_| SendError::Retryable {
-                reason: "timeout",
+                reason: LokiSinkFailureReason::Timeout,
                 detail: format!("no answer within {:?}", self.timeout),
                 retry_after: None,
             })??;
@@ -195,17 +196,17 @@ fn classify(status: u16, retry_after: Option<Duration>, text: String) -> Result<
         200..=299 => Ok(()),
         400 | 413 => Err(SendError::Rejected { status, body: text }),
         429 => Err(SendError::Retryable {
-            reason: "429",
+            reason: LokiSinkFailureReason::TooManyRequests,
             detail: text,
             retry_after,
         }),
         500..=599 => Err(SendError::Retryable {
-            reason: "5xx",
+            reason: LokiSinkFailureReason::ServerError,
             detail: format!("{status}: {text}"),
             retry_after,
         }),
         _ => Err(SendError::Retryable {
-            reason: "4xx",
+            reason: LokiSinkFailureReason::ClientError,
             detail: format!("{status}: {text}"),
             retry_after,
         }),
@@ -321,15 +322,21 @@ mod tests {
         ));
         assert!(matches!(
             classify(429, Some(Duration::from_secs(7)), String::new()),
-            Err(SendError::Retryable { reason: "429", retry_after: Some(d), .. }) if d == Duration::from_secs(7)
+            Err(SendError::Retryable { reason: LokiSinkFailureReason::TooManyRequests, retry_after: Some(d), .. }) if d == Duration::from_secs(7)
         ));
         assert!(matches!(
             classify(503, None, String::new()),
-            Err(SendError::Retryable { reason: "5xx", .. })
+            Err(SendError::Retryable {
+                reason: LokiSinkFailureReason::ServerError,
+                ..
+            })
         ));
         assert!(matches!(
             classify(401, None, String::new()),
-            Err(SendError::Retryable { reason: "4xx", .. })
+            Err(SendError::Retryable {
+                reason: LokiSinkFailureReason::ClientError,
+                ..
+            })
         ));
     }
 }

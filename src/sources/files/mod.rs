@@ -30,6 +30,7 @@ use tracing::{debug, error, info, warn};
 use crate::checkpoint::{CheckpointStore, FileId};
 use crate::config::SourcesConfig;
 use crate::observability::metrics::Metrics;
+use crate::observability::reasons::FileSourceErrorReason;
 use crate::pipeline::{ContainerMeta, Delivery, QueueBudget};
 use crate::processing::Pipelines;
 use matcher::{Found, Matcher};
@@ -176,7 +177,7 @@ impl FileSource {
             };
             let Ok(found) = found else { continue };
             for (dir, e) in &found.errors {
-                self.ctx.metrics.files.error("scan");
+                self.ctx.metrics.files.error(FileSourceErrorReason::Scan);
                 if run.scan_errors_logged.insert(dir.clone()) {
                     warn!(dir = %dir.display(), error = %e, "cannot list a directory of sources.files globs");
                 }
@@ -340,7 +341,7 @@ impl FileSource {
             {
                 Some(Ok(p)) => Some(p),
                 other => {
-                    self.ctx.metrics.files.error("pipeline");
+                    self.ctx.metrics.files.error(FileSourceErrorReason::Pipeline);
                     warn!(file = %f.path.display(), pipeline = name, error = ?other.and_then(Result::err),
                         "processing pipeline unavailable; lines pass unprocessed");
                     None

@@ -21,6 +21,7 @@ use crate::checkpoint::{CheckpointStore, FileId, FilePosition, Fingerprint};
 use crate::clock::now_ns;
 use crate::config::FileSettings;
 use crate::observability::metrics::Metrics;
+use crate::observability::reasons::{FileSourceErrorReason, HostFileRotationKind};
 use crate::pipeline::{ContainerMeta, Delivery, QueueBudget};
 use crate::processing::Processor;
 use crate::sources::follow::{Followed, PathState};
@@ -169,7 +170,7 @@ impl Tail {
         let (mut followed, start) = match opened {
             Ok(v) => v,
             Err(e) => {
-                ctx.metrics.files.error("open");
+                ctx.metrics.files.error(FileSourceErrorReason::Open);
                 warn!(file = %path.display(), error = %e, "cannot open host file; the rescan tries again");
                 return None;
             }
@@ -215,7 +216,7 @@ impl Tail {
             }
         };
         if offset > 0 && followed.seek_to(offset).is_err() {
-            ctx.metrics.files.error("read");
+            ctx.metrics.files.error(FileSourceErrorReason::Read);
             return None;
         }
         *lock(&self.shared.fingerprint) = Some(fingerprint);
@@ -251,7 +252,10 @@ impl Tail {
         }
         let Some((f, _)) = &st.file else { return };
         let Ok(fp) = f.fingerprint(want) else {
-            self.ctx.metrics.files.error("fingerprint");
+            self.ctx
+                .metrics
+                .files
+                .error(FileSourceErrorReason::Fingerprint);
             return;
         };
         // Shorter: truncated since the read; the truncation is seen at the end of the file.
@@ -288,7 +292,7 @@ impl Tail {
             let Some((followed, permit)) = st.file.take() else {
                 match self.reopen(st).await {
                     Reopen::Open => continue,
-                    Reopen::Gone => return self.finish(st, "delete").await,
+                    Reopen::Gone => return self.finish(st, HostFileRotationKind::Delete).await,
                     Reopen::Cancelled => return TailEnd::Cancelled,
                 }
             };
@@ -318,7 +322,7 @@ impl Tail {
                 }
                 Ok(_) => {}
                 Err(e) => {
-                    ctx.metrics.files.error("read");
+                    ctx.metrics.files.error(FileSourceErrorReason::Read);
                     warn!(file = %self.shared.path().display(), error = %e, "cannot read host file; retrying");
                     if !self.sleep(settings.poll_interval.0).await {
                         return TailEnd::Cancelled;
@@ -352,7 +356,7 @@ impl Tail {
                 }
                 Ok(PathState::Replaced(_)) | Ok(PathState::Gone) => {
                     if self.renamed_within_globs().await {
-                        ctx.metrics.files.rotation("rename");
+                        ctx.metrics.files.rotation(HostFileRotationKind::Rename);
                         away_since = None;
                         continue;
                     }
@@ -360,15 +364,15 @@ impl Tail {
                     let quiet = st.last_data.elapsed().min(since.elapsed());
                     if quiet >= settings.flush_partial_after.0 {
                         let kind = if matches!(state, Ok(PathState::Gone)) {
-                            "delete"
+                            HostFileRotationKind::Delete
                         } else {
-                            "rename"
+                            HostFileRotationKind::Rename
                         };
                         return self.finish(st, kind).await;
                     }
                 }
                 Err(e) => {
-                    ctx.metrics.files.error("stat");
+                    ctx.metrics.files.error(FileSourceErrorReason::Stat);
                     debug!(file = %self.shared.path().display(), error = %e, "cannot stat host file");
                 }
             }

@@ -10,6 +10,7 @@ use tracing::{debug, info, warn};
 
 use super::{CHUNK, Flush, Open, Tail, TailEnd, lock};
 use crate::checkpoint::{FileId, FilePosition, Fingerprint};
+use crate::observability::reasons::{FileSourceErrorReason, HostFileRotationKind};
 use crate::pipeline::Delivery;
 use crate::sources::files::identity;
 use crate::sources::follow::Followed;
@@ -43,7 +44,7 @@ impl Tail {
 
     /// Done with the file (rotated away or deleted, read to its end): the held partial line
     /// and open groups go out, the rotation is counted, the descriptor released.
-    pub(super) async fn finish(&mut self, st: &mut Open, kind: &'static str) -> TailEnd {
+    pub(super) async fn finish(&mut self, st: &mut Open, kind: HostFileRotationKind) -> TailEnd {
         if !self.deliver(st, None, Flush::All).await {
             return TailEnd::Cancelled;
         }
@@ -55,7 +56,7 @@ impl Tail {
             .pipeline
             .try_send(Delivery::end_of_stream(Arc::clone(&self.meta)));
         self.ctx.metrics.files.rotation(kind);
-        debug!(file = %self.shared.path().display(), kind, "host file finished");
+        debug!(file = %self.shared.path().display(), kind = kind.as_label(), "host file finished");
         TailEnd::Finished
     }
 
@@ -72,7 +73,7 @@ impl Tail {
         // empty one would take any file for it.
         let trusted = fp.len > 0 && fp.len >= fp_bytes.min(from);
         if !trusted && from > 0 {
-            ctx.metrics.files.error("fingerprint");
+            ctx.metrics.files.error(FileSourceErrorReason::Fingerprint);
             warn!(file = %path.display(), offset = from, "host file truncated, but its first bytes are not known: the copy is not looked for");
         }
         let p = path.clone();
@@ -114,7 +115,7 @@ impl Tail {
                     })
                     .await;
                 let Some(Ok(buf)) = read else {
-                    ctx.metrics.files.error("read");
+                    ctx.metrics.files.error(FileSourceErrorReason::Read);
                     break;
                 };
                 if buf.is_empty() {
@@ -163,12 +164,12 @@ impl Tail {
             return true;
         };
         if f.rewind().is_err() {
-            ctx.metrics.files.error("read");
+            ctx.metrics.files.error(FileSourceErrorReason::Read);
         }
         st.fingerprint = f
             .fingerprint(ctx.settings.fingerprint_bytes.0)
             .unwrap_or_else(|_| {
-                ctx.metrics.files.error("fingerprint");
+                ctx.metrics.files.error(FileSourceErrorReason::Fingerprint);
                 Fingerprint::default()
             });
         *lock(&self.shared.fingerprint) = Some(st.fingerprint);
@@ -200,7 +201,9 @@ impl Tail {
                     }
                     // Replaced or removed while closed: what it got after it was closed, if
                     // anything, is not read.
-                    ctx.metrics.files.error("lost_while_closed");
+                    ctx.metrics
+                        .files
+                        .error(FileSourceErrorReason::LostWhileClosed);
                     info!(file = %path.display(), "host file rotated or removed while closed (idle); done with it");
                     return Reopen::Gone;
                 }
@@ -237,7 +240,7 @@ impl Tail {
                             return Reopen::Open;
                         }
                         _ => {
-                            ctx.metrics.files.error("open");
+                            ctx.metrics.files.error(FileSourceErrorReason::Open);
                             drop(permit);
                         }
                     }

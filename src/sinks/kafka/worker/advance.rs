@@ -5,6 +5,7 @@ use tokio::time::Instant;
 use tracing::{info, warn};
 
 use super::{IN_FLIGHT_GRACE, KafkaWorker, Machine, Mode, PURGE_EVERY, SEND_FAILURE, SINK, stores};
+use crate::observability::reasons::KafkaSinkFailureReason;
 
 impl KafkaWorker {
     /// Stops producing live: purges librdkafka's queue; what comes back goes to the buffer.
@@ -48,8 +49,8 @@ impl KafkaWorker {
                 if let Some(oldest) = m.slots.oldest_sent()
                     && now.into_std() >= oldest + spill_after
                 {
-                    self.failed("timeout", m.slots.len() as u64);
-                    self.sink_failure("timeout");
+                    self.failed(KafkaSinkFailureReason::Timeout, m.slots.len() as u64);
+                    self.sink_failure(KafkaSinkFailureReason::Timeout);
                     m.failing = true;
                     let text = format!(
                         "a message not acknowledged for {spill_after:?} ({} messages outstanding)",

@@ -7,6 +7,7 @@ use super::producer::Refused;
 use super::state::{Owner, Slot};
 use super::stores::DeadLetter;
 use super::{KafkaWorker, Machine, Mode, PRODUCE_BURST, QUEUE_FULL_WAIT, SEND_FAILURE, SINK};
+use crate::observability::reasons::{KafkaDeadLetterReason, KafkaSinkFailureReason};
 
 impl Machine {
     /// Messages refused with their request wait to be produced alone, or one is: nothing
@@ -69,7 +70,7 @@ impl KafkaWorker {
                 }
                 Err(Refused::Fatal(e)) => {
                     // It stays first in line for the new producer.
-                    self.failed("producer", 1);
+                    self.failed(KafkaSinkFailureReason::Producer, 1);
                     let reason = p.fatal_error().unwrap_or(e);
                     self.fatal(m, &reason);
                     return;
@@ -93,7 +94,7 @@ impl KafkaWorker {
                 });
             }
             Err(reason) => {
-                self.sink_failure("rejected");
+                self.sink_failure(KafkaSinkFailureReason::Rejected);
                 match (iso.owner, iso.msg) {
                     (Owner::Live { dix, line }, Some(msg)) => m.dead.push_back(DeadLetter {
                         items: vec![super::Item {
@@ -103,7 +104,7 @@ impl KafkaWorker {
                             maybe_sent: iso.maybe_sent,
                         }],
                         reason,
-                        label: "rejected",
+                        label: KafkaDeadLetterReason::Rejected,
                     }),
                     (Owner::BufferReplay { rec, index }, _) => {
                         m.replay.reported(rec, index, Some(Some(reason)))
@@ -187,12 +188,12 @@ impl KafkaWorker {
                     let Some(item) = m.waiting.pop_front() else {
                         break;
                     };
-                    self.failed("rejected", 1);
-                    self.sink_failure("rejected");
+                    self.failed(KafkaSinkFailureReason::Rejected, 1);
+                    self.sink_failure(KafkaSinkFailureReason::Rejected);
                     m.dead.push_back(DeadLetter {
                         items: vec![item],
                         reason: format!("producer: {e}"),
-                        label: "rejected",
+                        label: KafkaDeadLetterReason::Rejected,
                     });
                 }
             }
@@ -202,8 +203,8 @@ impl KafkaWorker {
         if let Some(e) = retry
             && m.mode == Mode::Live
         {
-            self.failed("error", 1);
-            self.sink_failure("error");
+            self.failed(KafkaSinkFailureReason::Error, 1);
+            self.sink_failure(KafkaSinkFailureReason::Error);
             m.failing = true;
             self.status
                 .failed(SEND_FAILURE, &format!("cannot produce: {e}"));
@@ -211,7 +212,7 @@ impl KafkaWorker {
             self.start_quiesce(m);
         }
         if let Some(e) = fatal {
-            self.failed("producer", 1);
+            self.failed(KafkaSinkFailureReason::Producer, 1);
             let reason = m.producer.as_ref().and_then(|p| p.fatal_error());
             self.fatal(m, &reason.unwrap_or(e));
         }
@@ -276,8 +277,8 @@ impl KafkaWorker {
             }
         }
         for (rec, index, reason) in rejected {
-            self.failed("rejected", 1);
-            self.sink_failure("rejected");
+            self.failed(KafkaSinkFailureReason::Rejected, 1);
+            self.sink_failure(KafkaSinkFailureReason::Rejected);
             m.replay.reported(rec, index, Some(Some(reason)));
         }
         self.metrics.kafka.produced.inc_by(produced);
@@ -286,7 +287,7 @@ impl KafkaWorker {
         }
         self.count_retried(produced);
         if let Some(e) = fatal {
-            self.failed("producer", 1);
+            self.failed(KafkaSinkFailureReason::Producer, 1);
             let reason = m.producer.as_ref().and_then(|p| p.fatal_error());
             self.fatal(m, &reason.unwrap_or(e));
         }

@@ -10,6 +10,7 @@ use super::producer::{Event, Failure, KafkaProducer, Report};
 use super::state::{Isolated, Item, Owner, Slot};
 use super::stores::DeadLetter;
 use super::{KafkaWorker, Machine, Mode, PRODUCER_FAILURE, PURGE_EVERY, SEND_FAILURE, SINK};
+use crate::observability::reasons::{KafkaDeadLetterReason, KafkaSinkFailureReason};
 use crate::pipeline::Delivery;
 
 impl KafkaWorker {
@@ -36,8 +37,8 @@ impl KafkaWorker {
                 maybe_sent: false,
             };
             if item.msg.value.len() as u64 > max {
-                self.failed("too_large", 1);
-                self.sink_failure("too_large");
+                self.failed(KafkaSinkFailureReason::TooLarge, 1);
+                self.sink_failure(KafkaSinkFailureReason::TooLarge);
                 let reason = format!(
                     "message of {} bytes is over message_max_bytes ({max})",
                     item.msg.value.len()
@@ -45,7 +46,7 @@ impl KafkaWorker {
                 m.dead.push_back(DeadLetter {
                     items: vec![item],
                     reason,
-                    label: "too_large",
+                    label: KafkaDeadLetterReason::TooLarge,
                 });
             } else {
                 m.waiting.push_back(item);
@@ -95,7 +96,7 @@ impl KafkaWorker {
         if m.recreate {
             return;
         }
-        self.sink_failure("fatal");
+        self.sink_failure(KafkaSinkFailureReason::Fatal);
         self.status
             .failed(PRODUCER_FAILURE, &format!("fatal producer error: {reason}"));
         error!(sink = SINK, %reason, outstanding = m.slots.len(),
@@ -180,14 +181,14 @@ impl KafkaWorker {
             self.metrics.kafka.possible_duplicates.inc();
         }
         if f.code == rdkafka::error::RDKafkaErrorCode::Fatal {
-            self.failed("fatal", 1);
+            self.failed(KafkaSinkFailureReason::Fatal, 1);
             self.fatal(m, &f.text);
         } else if f.is_purge() {
-            self.failed("purged", 1);
+            self.failed(KafkaSinkFailureReason::Purged, 1);
         } else if permanent && !slot.alone {
             // librdkafka fails every message of a refused request: the culprit is found by
             // producing each again alone (`produce_isolated`).
-            self.failed("rejected", 1);
+            self.failed(KafkaSinkFailureReason::Rejected, 1);
             if m.isolate.is_empty() {
                 warn!(sink = SINK, error = %f.text, "Kafka refused a produce request; producing its messages again one at a time (one refused alone is a dead letter)");
             }
@@ -201,11 +202,11 @@ impl KafkaWorker {
             });
             return;
         } else if permanent {
-            self.failed("rejected", 1);
-            self.sink_failure("rejected");
+            self.failed(KafkaSinkFailureReason::Rejected, 1);
+            self.sink_failure(KafkaSinkFailureReason::Rejected);
         } else {
-            self.failed("error", 1);
-            self.sink_failure("error");
+            self.failed(KafkaSinkFailureReason::Error, 1);
+            self.sink_failure(KafkaSinkFailureReason::Error);
             if !m.failing || m.mode == Mode::Live {
                 warn!(sink = SINK, error = %f.text, "Kafka delivery failed; spilling to the on-disk buffer and producing again from there");
             }
@@ -228,7 +229,7 @@ impl KafkaWorker {
                     m.dead.push_back(DeadLetter {
                         items: vec![item],
                         reason: format!("broker: {}", f.text),
-                        label: "rejected",
+                        label: KafkaDeadLetterReason::Rejected,
                     });
                 } else {
                     m.spilled.push(item);

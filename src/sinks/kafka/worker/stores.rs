@@ -12,6 +12,9 @@ use super::super::store::{decode_record, encode_record};
 use super::replay::ReplayRecord;
 use super::{DEAD_LETTER_FAILURE, KafkaWorker, Machine, Mode, SINK};
 use crate::buffer::{AppendError, RecordId};
+use crate::observability::reasons::{
+    BufferErrorReason, KafkaDeadLetterReason, KafkaSinkFailureReason,
+};
 
 /// Messages per buffer record (and bytes of values): one record is consumed as a whole when
 /// replayed.
@@ -26,7 +29,7 @@ pub(super) struct DeadLetter {
     pub items: Vec<super::Item>,
     pub reason: String,
     /// `log_capturer_dead_letters_total` reason.
-    pub label: &'static str,
+    pub label: KafkaDeadLetterReason,
 }
 
 impl KafkaWorker {
@@ -128,12 +131,12 @@ impl KafkaWorker {
         }
     }
 
-    fn kept_dead_letter(&self, id: RecordId, label: &'static str, n: usize, reason: &str) {
+    fn kept_dead_letter(&self, id: RecordId, label: KafkaDeadLetterReason, n: usize, reason: &str) {
         self.status.recovered(DEAD_LETTER_FAILURE);
         self.status.set_dead_letters(self.dead_letters.pending().0);
         self.metrics
             .dead_letters
-            .get_or_create(&Self::reason(label))
+            .get_or_create(&Self::reason(label.as_label()))
             .inc_by(n as u64);
         warn!(sink = SINK, %id, messages = n, %reason, "Kafka message refused; kept as a dead letter (see `log-capturer dlq list`)");
     }
@@ -141,8 +144,8 @@ impl KafkaWorker {
     fn dead_letter_failed(&self, e: &AppendError, reason: &str) {
         self.status
             .failed(DEAD_LETTER_FAILURE, &format!("dead-letter store: {e}"));
-        self.sink_failure("dead_letter");
-        self.failed("dead_letter", 1);
+        self.sink_failure(KafkaSinkFailureReason::DeadLetter);
+        self.failed(KafkaSinkFailureReason::DeadLetter, 1);
         error!(sink = SINK, error = %e, %reason,
             "a Kafka message was refused and the dead-letter store cannot keep it; it waits (not acknowledged) and the append is retried");
     }
@@ -230,7 +233,7 @@ impl KafkaWorker {
                 m.append_at = Instant::now() + m.append_backoff.next_delay();
                 self.metrics
                     .buffer_errors
-                    .get_or_create(&Self::reason("append"))
+                    .get_or_create(&Self::reason(BufferErrorReason::Append.as_label()))
                     .inc();
                 error!(sink = SINK, error = %e, "cannot write the on-disk buffer; retrying");
                 self.stop_draining(m, "the on-disk buffer cannot be written");
@@ -288,8 +291,8 @@ impl KafkaWorker {
                 self.update_buffer_gauges();
                 return;
             }
-            Ok(Err(e)) => return self.buffer_error(m, "read", &e.to_string()),
-            Err(e) => return self.buffer_error(m, "read", &e),
+            Ok(Err(e)) => return self.buffer_error(m, BufferErrorReason::Read, &e.to_string()),
+            Err(e) => return self.buffer_error(m, BufferErrorReason::Read, &e),
         };
         self.push_replay(m, id, &bytes);
     }
@@ -319,7 +322,7 @@ impl KafkaWorker {
             let record = encode_record(Some(reason.clone()), msg.as_slice());
             match self.dead_letters.append(record).await {
                 Ok(id) => {
-                    self.kept_dead_letter(id, "rejected", 1, reason);
+                    self.kept_dead_letter(id, KafkaDeadLetterReason::Rejected, 1, reason);
                     rp.rejected.pop();
                     self.disk_ok(m);
                 }
@@ -350,12 +353,12 @@ impl KafkaWorker {
                 self.disk_ok(m);
                 self.update_buffer_gauges();
             }
-            Ok(Err(e)) => self.buffer_error(m, "consume", &e.to_string()),
-            Err(e) => self.buffer_error(m, "consume", &e),
+            Ok(Err(e)) => self.buffer_error(m, BufferErrorReason::Consume, &e.to_string()),
+            Err(e) => self.buffer_error(m, BufferErrorReason::Consume, &e),
         }
     }
 
-    fn buffer_error(&self, m: &mut Machine, op: &'static str, e: &str) {
+    fn buffer_error(&self, m: &mut Machine, op: BufferErrorReason, e: &str) {
         self.disk_failed(m);
         // Counted and logged as by the Loki sink.
         crate::sinks::buffer_errors::BufferErrors {

@@ -9,6 +9,7 @@ use super::super::client::{Rejection, SendError};
 use super::super::store::{RecordHeader, decode_record};
 use super::{BufferReplayHead, LokiWorker, Machine, SINK, State};
 use crate::buffer::RecordId;
+use crate::observability::reasons::BufferErrorReason;
 use crate::sinks::buffer_errors::BufferErrors;
 
 impl LokiWorker {
@@ -79,11 +80,11 @@ impl LokiWorker {
                 return;
             }
             Ok(Err(e)) => {
-                self.buffer_error(m, "read", &e.to_string());
+                self.buffer_error(m, BufferErrorReason::Read, &e.to_string());
                 return;
             }
             Err(e) => {
-                self.buffer_error(m, "read", &e);
+                self.buffer_error(m, BufferErrorReason::Read, &e);
                 return;
             }
         };
@@ -110,8 +111,8 @@ impl LokiWorker {
                 m.buffer_full = false;
                 self.disk_ok(m);
             }
-            Ok(Err(e)) => self.buffer_error(m, "consume", &e.to_string()),
-            Err(e) => self.buffer_error(m, "consume", &e),
+            Ok(Err(e)) => self.buffer_error(m, BufferErrorReason::Consume, &e.to_string()),
+            Err(e) => self.buffer_error(m, BufferErrorReason::Consume, &e),
         }
     }
 
@@ -160,7 +161,7 @@ impl LokiWorker {
         }
     }
 
-    pub(super) fn buffer_error(&self, m: &mut Machine, op: &'static str, e: &str) {
+    pub(super) fn buffer_error(&self, m: &mut Machine, op: BufferErrorReason, e: &str) {
         self.disk_failed(m);
         BufferErrors {
             sink: SINK,

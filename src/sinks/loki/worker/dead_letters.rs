@@ -7,6 +7,7 @@ use super::super::encode::EncodedBatch;
 use super::super::store::{RecordHeader, encode_record};
 use super::batcher::Push;
 use super::{DEAD_LETTER_FAILURE, LokiWorker, Machine, SINK};
+use crate::observability::reasons::{DeadLetterReason, LokiSinkFailureReason};
 
 impl LokiWorker {
     /// Appends a rejected push to the dead-letter store; true when durable.
@@ -38,10 +39,14 @@ impl LokiWorker {
             Ok(id) => {
                 self.status.recovered(DEAD_LETTER_FAILURE);
                 self.status.set_dead_letters(self.dead_letters.pending().0);
-                let label = if status == 413 { "413" } else { "400" };
+                let label = if status == 413 {
+                    DeadLetterReason::TooLarge
+                } else {
+                    DeadLetterReason::BadRequest
+                };
                 self.metrics
                     .dead_letters
-                    .get_or_create(&Self::reason(label))
+                    .get_or_create(&Self::reason(label.as_label()))
                     .inc();
                 warn!(sink = SINK, %id, entries = batch.entries, %reason, "Loki rejected a batch; kept as a dead letter (see `log-capturer dlq list`)");
                 true
@@ -51,7 +56,7 @@ impl LokiWorker {
                     .failed(DEAD_LETTER_FAILURE, &format!("dead-letter store: {e}"));
                 self.metrics
                     .sink_failures
-                    .get_or_create(&Self::reason("dead_letter"))
+                    .get_or_create(&Self::reason(LokiSinkFailureReason::DeadLetter.as_label()))
                     .inc();
                 error!(sink = SINK, error = %e, entries = batch.entries, %reason,
                     "Loki rejected a batch and the dead-letter store cannot keep it; the batch waits (not acknowledged) and the append is retried");

@@ -6,6 +6,7 @@ use tracing::error;
 use super::super::client::{Rejection, SendError};
 use super::batcher::Push;
 use super::{LokiWorker, Machine, SHUTDOWN_SEND_GRACE, SINK};
+use crate::observability::reasons::LokiSinkFailureReason;
 
 impl LokiWorker {
     pub(super) async fn step_draining(&self, m: &mut Machine) {
@@ -35,7 +36,7 @@ impl LokiWorker {
                 _ = self.abandon.cancelled() => None,
             }
             .unwrap_or(Err(SendError::Retryable {
-                reason: "timeout",
+                reason: LokiSinkFailureReason::Timeout,
                 detail: "shutdown grace over".to_string(),
                 retry_after: None,
             }));

@@ -10,6 +10,7 @@ use super::super::client::{Rejection, SendError};
 use super::super::encode::{EncodedBatch, Modified, Slice};
 use super::batcher::Push;
 use super::{LokiWorker, Machine, SEND_FAILURE, SINK, State};
+use crate::observability::reasons::{LinesModifiedReason, LokiSinkFailureReason};
 
 impl LokiWorker {
     pub(super) async fn step_sending(&self, m: &mut Machine) {
@@ -89,7 +90,7 @@ impl LokiWorker {
             Err(e) => {
                 self.metrics
                     .sink_failures
-                    .get_or_create(&Self::reason("encode"))
+                    .get_or_create(&Self::reason(LokiSinkFailureReason::Encode.as_label()))
                     .inc();
                 error!(sink = SINK, error = %e, entries = push.entries,
                     "cannot encode a batch as configured; sending it as plain JSON instead");
@@ -115,15 +116,15 @@ impl LokiWorker {
 
     pub(super) fn count_modified(&self, m: Modified) {
         for (reason, n) in [
-            ("truncated", m.truncated),
-            ("split", m.split),
-            ("label_value_cut", m.label_values_cut),
-            ("label_invalid", m.labels_invalid),
+            (LinesModifiedReason::Truncated, m.truncated),
+            (LinesModifiedReason::Split, m.split),
+            (LinesModifiedReason::LabelValueCut, m.label_values_cut),
+            (LinesModifiedReason::LabelInvalid, m.labels_invalid),
         ] {
             if n > 0 {
                 self.metrics
                     .sink_lines_modified
-                    .get_or_create(&Self::reason(reason))
+                    .get_or_create(&Self::reason(reason.as_label()))
                     .inc_by(n);
             }
         }
@@ -158,10 +159,10 @@ impl LokiWorker {
                     .failed(SEND_FAILURE, &format!("{reason}: {detail}"));
                 self.metrics
                     .sink_failures
-                    .get_or_create(&Self::reason(reason))
+                    .get_or_create(&Self::reason(reason.as_label()))
                     .inc();
                 let failing_for = failing_since.unwrap_or(sent_at).elapsed();
-                warn!(sink = SINK, reason, error = %detail, ?failing_for, "Loki push failed; retrying");
+                warn!(sink = SINK, reason = reason.as_label(), error = %detail, ?failing_for, "Loki push failed; retrying");
             }
         }
         result

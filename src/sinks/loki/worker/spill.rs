@@ -7,6 +7,7 @@ use super::super::store::{RecordHeader, encode_record};
 use super::batcher::Push;
 use super::{LokiWorker, Machine, SINK, State};
 use crate::buffer::AppendError;
+use crate::observability::reasons::BufferErrorReason;
 
 impl LokiWorker {
     pub(super) fn start_spilling(&self, m: &mut Machine, head: Push) {
@@ -87,7 +88,7 @@ impl LokiWorker {
                 m.append_at = Deadline::now() + m.append_backoff.next_delay();
                 self.metrics
                     .buffer_errors
-                    .get_or_create(&Self::reason("append"))
+                    .get_or_create(&Self::reason(BufferErrorReason::Append.as_label()))
                     .inc();
                 error!(sink = SINK, error = %e, "cannot write the on-disk buffer; retrying");
                 false
