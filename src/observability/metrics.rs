@@ -171,6 +171,15 @@ impl Metrics {
             .inc();
     }
 
+    /// A sink with an on-disk buffer (Loki, Kafka) starts: its series at 0 and its buffer's
+    /// capacity.
+    pub fn init_buffered_sink(&self, sink: &'static str, buffer_max_bytes: u64) {
+        self.init_sink(sink, true);
+        self.buffer_max_bytes
+            .get_or_create(&SinkLabels { sink })
+            .set(i64::try_from(buffer_max_bytes).unwrap_or(i64::MAX));
+    }
+
     /// Creates a sink's series at 0 (every failure reason of its kind), so they exist before
     /// the first failure. Called when the sink's worker starts. `loki`: a network sink with
     /// a buffer and dead letters (Loki, Kafka).

@@ -237,11 +237,8 @@ impl KafkaWorker {
 
     /// Runs until the input closes or the shutdown token is cancelled (then drains).
     pub async fn run(mut self) {
-        self.metrics.init_sink(SINK, true);
         self.metrics
-            .buffer_max_bytes
-            .get_or_create(&Self::labels())
-            .set(i64::try_from(self.config.buffer.max_bytes.0).unwrap_or(i64::MAX));
+            .init_buffered_sink(SINK, self.config.buffer.max_bytes.0);
         self.update_buffer_gauges();
         self.status.set_dead_letters(self.dead_letters.pending().0);
         let retry = (self.config.retry.initial.0, self.config.retry.max.0);

@@ -225,12 +225,8 @@ impl LokiWorker {
     }
 
     pub async fn run(mut self) {
-        // Starts as the Kafka worker does (same families, each with its own sink label).
-        self.metrics.init_sink(SINK, true);
         self.metrics
-            .buffer_max_bytes
-            .get_or_create(&Self::labels())
-            .set(i64::try_from(self.config.buffer.max_bytes.0).unwrap_or(i64::MAX));
+            .init_buffered_sink(SINK, self.config.buffer.max_bytes.0);
         self.update_buffer_gauges();
         let retry = (self.config.retry.initial.0, self.config.retry.max.0);
         let mut m = Machine {

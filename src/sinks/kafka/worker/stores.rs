@@ -216,6 +216,8 @@ impl KafkaWorker {
                 m.chunk_one = true;
             }
             Err(AppendError::TooLarge { len }) => {
+                // As `Full` above (kept apart: another cause in the log and in the drain's
+                // stop reason, and no back-off: it will never fit).
                 m.buffer_full = true;
                 self.metrics
                     .buffer_full
