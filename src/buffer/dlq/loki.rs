@@ -125,9 +125,7 @@ pub async fn replay(config: &Config) -> Result<(), DlqError> {
             Err(SendError::Rejected { status, body }) => {
                 rejected += 1;
                 let again = RecordHeader::for_batch(&batch, Some(format!("{status}: {body}")));
-                store
-                    .lock()
-                    .append(&encode_record(&again, &batch.body))?;
+                store.lock().append(&encode_record(&again, &batch.body))?;
             }
             Err(e) => {
                 println!("replayed {accepted}, rejected again {rejected}; stopped: {e}");

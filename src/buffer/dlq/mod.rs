@@ -14,9 +14,9 @@ use crate::config::Config;
 use crate::docker::timestamp::format_rfc3339_nanos;
 use crate::state_lock::StateLock;
 
+mod error;
 #[cfg(feature = "kafka")]
 pub mod kafka;
-mod error;
 pub mod loki;
 
 pub use error::DlqError;
