@@ -232,7 +232,7 @@ fn main() -> ExitCode {
                 DlqAction::Replay => tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()
-                    .map_err(|e| e.to_string())
+                    .map_err(log_capturer::dlq::DlqError::Runtime)
                     .and_then(|rt| rt.block_on(log_capturer::dlq::replay(&config, sink))),
             };
             match result {

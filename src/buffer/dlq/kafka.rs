@@ -16,21 +16,17 @@ use rdkafka::ClientContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 
-use super::{DeadLetters, Summary, parse_id};
+use super::{DeadLetters, DlqError, Summary, parse_id};
 use crate::config::{Config, KafkaSinkConfig};
 use crate::docker::timestamp::format_rfc3339_nanos;
 use crate::sinks::kafka::store::{decode_record, encode_record};
 use crate::sinks::kafka::{self, Message};
 
-fn sink(config: &Config) -> Result<&KafkaSinkConfig, String> {
-    config
-        .sinks
-        .kafka
-        .as_ref()
-        .ok_or_else(|| "the config has no sinks.kafka".to_string())
+fn sink(config: &Config) -> Result<&KafkaSinkConfig, DlqError> {
+    config.sinks.kafka.as_ref().ok_or(DlqError::NoKafkaSink)
 }
 
-fn open(config: &Config) -> Result<DeadLetters, String> {
+fn open(config: &Config) -> Result<DeadLetters, DlqError> {
     let kafka_config = sink(config)?;
     DeadLetters::open(
         config,
@@ -39,10 +35,9 @@ fn open(config: &Config) -> Result<DeadLetters, String> {
     )
 }
 
-pub fn list(config: &Config) -> Result<(), String> {
+pub fn list(config: &Config) -> Result<(), DlqError> {
     open(config)?.list("messages", |bytes| {
-        let (h, _) = decode_record(bytes)?;
-        Ok(Summary {
+        decode_record(bytes).map(|(h, _)| Summary {
             written_ns: h.written_ns,
             count: h.messages,
             reason: h.reason,
@@ -51,7 +46,7 @@ pub fn list(config: &Config) -> Result<(), String> {
 }
 
 /// Every message of one dead letter: `topic=… key="…" <value as text>` (`key=-`: none).
-pub fn show(config: &Config, id: &str) -> Result<(), String> {
+pub fn show(config: &Config, id: &str) -> Result<(), DlqError> {
     let wanted = parse_id(id)?;
     let bytes = open(config)?.find(wanted, id)?;
     let (header, messages) = decode_record(&bytes)?;
@@ -72,7 +67,7 @@ pub fn show(config: &Config, id: &str) -> Result<(), String> {
     Ok(())
 }
 
-pub fn purge(config: &Config) -> Result<(), String> {
+pub fn purge(config: &Config) -> Result<(), DlqError> {
     open(config)?.purge()
 }
 
@@ -123,7 +118,7 @@ fn unreachable(e: &KafkaError) -> bool {
 
 /// The replay producer: `sinks.kafka`'s client, with acks all and idempotence whatever the
 /// config says, and a message time-out so an unreachable cluster ends the replay.
-fn producer(config: &KafkaSinkConfig) -> Result<(BaseProducer<Reports>, Duration), String> {
+fn producer(config: &KafkaSinkConfig) -> Result<(BaseProducer<Reports>, Duration), DlqError> {
     let mut c = kafka::client_config::client_config(config)?;
     let give_up = config
         .timeout
@@ -134,7 +129,7 @@ fn producer(config: &KafkaSinkConfig) -> Result<(BaseProducer<Reports>, Duration
         .set("message.timeout.ms", give_up.as_millis().to_string());
     let producer = c
         .create_with_context(Reports::default())
-        .map_err(|e| format!("sinks.kafka: {e}"))?;
+        .map_err(DlqError::Producer)?;
     Ok((producer, give_up))
 }
 
@@ -220,7 +215,7 @@ fn produce(
 }
 
 /// Produces every dead letter again (see the module doc).
-pub fn replay(config: &Config) -> Result<(), String> {
+pub fn replay(config: &Config) -> Result<(), DlqError> {
     let dead_letters = open(config)?;
     let store = &dead_letters.store;
     let kafka_config = sink(config)?;
@@ -228,7 +223,7 @@ pub fn replay(config: &Config) -> Result<(), String> {
     let total = store.lock().pending_records();
     let (mut delivered, mut refused_again, mut unreadable) = (0usize, 0usize, 0usize);
     for _ in 0..total {
-        let Some((id, bytes)) = store.lock().peek().map_err(|e| e.to_string())? else {
+        let Some((id, bytes)) = store.lock().peek()? else {
             break;
         };
         let messages = match decode_record(&bytes) {
@@ -238,8 +233,8 @@ pub fn replay(config: &Config) -> Result<(), String> {
                 // to the end) for `show`/`purge`, and the replay goes on.
                 eprintln!("warning: dead letter {id} is unreadable ({e}); kept, skipped");
                 unreadable += 1;
-                store.lock().append(&bytes).map_err(|e| e.to_string())?;
-                store.lock().consume(id).map_err(|e| e.to_string())?;
+                store.lock().append(&bytes)?;
+                store.lock().consume(id)?;
                 continue;
             }
         };
@@ -257,18 +252,17 @@ pub fn replay(config: &Config) -> Result<(), String> {
                         refused.iter().map(|(i, _)| messages[*i].clone()).collect();
                     store
                         .lock()
-                        .append(&encode_record(Some(reason.clone()), &kept))
-                        .map_err(|e| e.to_string())?;
+                        .append(&encode_record(Some(reason.clone()), &kept))?;
                 }
             }
             Outcome::Unreachable(e) => {
                 println!(
                     "replayed {delivered} messages, refused again {refused_again}; stopped: {e}"
                 );
-                return Err(format!("Kafka is not accepting: {e}"));
+                return Err(DlqError::KafkaNotAccepting(e));
             }
         }
-        store.lock().consume(id).map_err(|e| e.to_string())?;
+        store.lock().consume(id)?;
     }
     if unreadable > 0 {
         println!(

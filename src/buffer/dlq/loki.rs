@@ -4,7 +4,7 @@
 
 use std::io::Read;
 
-use super::{DeadLetters, Summary, parse_id};
+use super::{DeadLetters, DlqError, Summary, parse_id};
 use crate::config::Config;
 use crate::docker::timestamp::format_rfc3339_nanos;
 use crate::sinks::loki::proto::PushRequest;
@@ -13,12 +13,12 @@ use crate::sinks::loki::{self, LokiClient, SendError};
 
 // `open` and `list` look like the Kafka module's on purpose: each names its own config
 // section, directory and record format; the work they share is `DeadLetters`.
-fn open(config: &Config) -> Result<DeadLetters, String> {
+fn open(config: &Config) -> Result<DeadLetters, DlqError> {
     let loki = config
         .sinks
         .loki
         .as_ref()
-        .ok_or("the config has no sinks.loki: there are no dead letters to manage")?;
+        .ok_or(DlqError::NoLokiDeadLetters)?;
     DeadLetters::open(
         config,
         loki::dlq_dir(&config.checkpoint.state_dir),
@@ -26,10 +26,9 @@ fn open(config: &Config) -> Result<DeadLetters, String> {
     )
 }
 
-pub fn list(config: &Config) -> Result<(), String> {
+pub fn list(config: &Config) -> Result<(), DlqError> {
     open(config)?.list("entries", |bytes| {
-        let (h, _) = decode_record(bytes)?;
-        Ok(Summary {
+        decode_record(bytes).map(|(h, _)| Summary {
             written_ns: h.written_ns,
             count: h.entries,
             reason: h.reason,
@@ -38,10 +37,10 @@ pub fn list(config: &Config) -> Result<(), String> {
 }
 
 /// One dead letter: its header, then every entry as `<time> <labels> <line>`.
-pub fn show(config: &Config, id: &str) -> Result<(), String> {
+pub fn show(config: &Config, id: &str) -> Result<(), DlqError> {
     let wanted = parse_id(id)?;
     let bytes = open(config)?.find(wanted, id)?;
-    let (header, body) = decode_record(&bytes)?;
+    let (header, body) = decode_record(&bytes).map_err(DlqError::LokiRecord)?;
     println!("reason:  {}", header.reason.clone().unwrap_or_default());
     println!("written: {}", format_rfc3339_nanos(header.written_ns));
     println!("entries: {}", header.entries);
@@ -58,19 +57,18 @@ pub fn show(config: &Config, id: &str) -> Result<(), String> {
 pub fn decode_entries(
     header: &RecordHeader,
     body: &[u8],
-) -> Result<Vec<(String, i64, String)>, String> {
+) -> Result<Vec<(String, i64, String)>, DlqError> {
     if header.content_type == "application/json" {
         let raw = if header.content_encoding.is_some() {
             let mut out = Vec::new();
             flate2::read::GzDecoder::new(body)
                 .read_to_end(&mut out)
-                .map_err(|e| format!("gzip: {e}"))?;
+                .map_err(DlqError::Gzip)?;
             out
         } else {
             body.to_vec()
         };
-        let v: serde_json::Value =
-            serde_json::from_slice(&raw).map_err(|e| format!("json: {e}"))?;
+        let v: serde_json::Value = serde_json::from_slice(&raw)?;
         let mut out = Vec::new();
         for s in v["streams"].as_array().into_iter().flatten() {
             let labels = s["stream"].to_string();
@@ -85,11 +83,8 @@ pub fn decode_entries(
         }
         return Ok(out);
     }
-    let raw = snap::raw::Decoder::new()
-        .decompress_vec(body)
-        .map_err(|e| format!("snappy: {e}"))?;
-    let request: PushRequest =
-        prost::Message::decode(raw.as_slice()).map_err(|e| format!("protobuf: {e}"))?;
+    let raw = snap::raw::Decoder::new().decompress_vec(body)?;
+    let request: PushRequest = prost::Message::decode(raw.as_slice())?;
     Ok(request
         .streams
         .into_iter()
@@ -106,41 +101,38 @@ pub fn decode_entries(
         .collect())
 }
 
-pub fn purge(config: &Config) -> Result<(), String> {
+pub fn purge(config: &Config) -> Result<(), DlqError> {
     open(config)?.purge()
 }
 
 /// Sends every dead letter to Loki again. Accepted ones are removed; ones rejected again stay,
 /// with the new reason; a connection problem stops the replay (nothing is lost).
-pub async fn replay(config: &Config) -> Result<(), String> {
+pub async fn replay(config: &Config) -> Result<(), DlqError> {
     let dead_letters = open(config)?;
     let store = &dead_letters.store;
-    let loki_config = config.sinks.loki.as_ref().ok_or("no sinks.loki")?;
-    let client = LokiClient::new(loki_config)?;
+    let loki_config = config.sinks.loki.as_ref().ok_or(DlqError::NoLokiSink)?;
+    let client = LokiClient::new(loki_config).map_err(DlqError::LokiClient)?;
     let total = store.lock().pending_records();
     let (mut accepted, mut rejected) = (0, 0);
     for _ in 0..total {
-        let Some((id, bytes)) = store.lock().peek().map_err(|e| e.to_string())? else {
+        let Some((id, bytes)) = store.lock().peek()? else {
             break;
         };
-        let (header, body) = decode_record(&bytes)?;
+        let (header, body) = decode_record(&bytes).map_err(DlqError::LokiRecord)?;
         let batch = header.to_batch(body);
         match client.send(&batch).await {
             Ok(()) => accepted += 1,
             Err(SendError::Rejected { status, body }) => {
                 rejected += 1;
                 let again = RecordHeader::for_batch(&batch, Some(format!("{status}: {body}")));
-                store
-                    .lock()
-                    .append(&encode_record(&again, &batch.body))
-                    .map_err(|e| e.to_string())?;
+                store.lock().append(&encode_record(&again, &batch.body))?;
             }
             Err(e) => {
                 println!("replayed {accepted}, rejected again {rejected}; stopped: {e}");
-                return Err(format!("Loki is not accepting: {e}"));
+                return Err(DlqError::LokiNotAccepting(e));
             }
         }
-        store.lock().consume(id).map_err(|e| e.to_string())?;
+        store.lock().consume(id)?;
     }
     println!("replayed {accepted}, rejected again {rejected} (kept)");
     Ok(())

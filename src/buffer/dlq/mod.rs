@@ -14,10 +14,12 @@ use crate::config::Config;
 use crate::docker::timestamp::format_rfc3339_nanos;
 use crate::state_lock::StateLock;
 
+mod error;
 #[cfg(feature = "kafka")]
 pub mod kafka;
 pub mod loki;
 
+pub use error::DlqError;
 pub use loki::decode_entries;
 
 /// Whose dead letters (`--sink`).
@@ -28,18 +30,12 @@ pub enum DlqSink {
 }
 
 /// The sink a command is about: `wanted`, or the only network sink of the config.
-pub fn which(config: &Config, wanted: Option<DlqSink>) -> Result<DlqSink, String> {
+pub fn which(config: &Config, wanted: Option<DlqSink>) -> Result<DlqSink, DlqError> {
     let (loki, kafka) = (config.sinks.loki.is_some(), config.sinks.kafka.is_some());
     match wanted {
-        Some(DlqSink::Kafka) if !kafka => {
-            Err("the config has no sinks.kafka: there are no Kafka dead letters to manage".into())
-        }
+        Some(DlqSink::Kafka) if !kafka => Err(DlqError::NoKafkaDeadLetters),
         Some(sink) => Ok(sink),
-        None if loki && kafka => Err(
-            "the config has two network sinks, sinks.loki and sinks.kafka: choose whose dead \
-             letters with --sink loki or --sink kafka"
-                .into(),
-        ),
+        None if loki && kafka => Err(DlqError::TwoNetworkSinks),
         None if kafka => Ok(DlqSink::Kafka),
         None => Ok(DlqSink::Loki),
     }
@@ -60,16 +56,16 @@ macro_rules! dispatch {
     ($config:expr, $sink:expr, $loki:expr, $kafka:expr) => {
         match which($config, $sink)? {
             DlqSink::Loki => $loki,
-            DlqSink::Kafka => Err("this build has no Kafka sink".to_string()),
+            DlqSink::Kafka => Err(DlqError::KafkaNotBuilt),
         }
     };
 }
 
-pub fn list(config: &Config, sink: Option<DlqSink>) -> Result<(), String> {
+pub fn list(config: &Config, sink: Option<DlqSink>) -> Result<(), DlqError> {
     dispatch!(config, sink, loki::list(config), kafka::list(config))
 }
 
-pub fn show(config: &Config, sink: Option<DlqSink>, id: &str) -> Result<(), String> {
+pub fn show(config: &Config, sink: Option<DlqSink>, id: &str) -> Result<(), DlqError> {
     dispatch!(
         config,
         sink,
@@ -78,11 +74,11 @@ pub fn show(config: &Config, sink: Option<DlqSink>, id: &str) -> Result<(), Stri
     )
 }
 
-pub fn purge(config: &Config, sink: Option<DlqSink>) -> Result<(), String> {
+pub fn purge(config: &Config, sink: Option<DlqSink>) -> Result<(), DlqError> {
     dispatch!(config, sink, loki::purge(config), kafka::purge(config))
 }
 
-pub async fn replay(config: &Config, sink: Option<DlqSink>) -> Result<(), String> {
+pub async fn replay(config: &Config, sink: Option<DlqSink>) -> Result<(), DlqError> {
     dispatch!(
         config,
         sink,
@@ -109,10 +105,12 @@ struct Summary {
 impl DeadLetters {
     /// Takes the state directory's lock and opens the store in `dir`; what the open found torn
     /// or corrupt is printed as warnings.
-    fn open(config: &Config, dir: PathBuf, options: StoreOptions) -> Result<Self, String> {
-        let lock = StateLock::acquire(&config.checkpoint.state_dir)?;
-        let (store, report) =
-            SharedStore::open(&dir, options).map_err(|e| format!("{}: {e}", dir.display()))?;
+    fn open(config: &Config, dir: PathBuf, options: StoreOptions) -> Result<Self, DlqError> {
+        let lock = StateLock::acquire(&config.checkpoint.state_dir).map_err(DlqError::Lock)?;
+        let (store, report) = match SharedStore::open(&dir, options) {
+            Ok(opened) => opened,
+            Err(source) => return Err(DlqError::Open { dir, source }),
+        };
         for p in report.problems {
             eprintln!("warning: {p}");
         }
@@ -121,12 +119,12 @@ impl DeadLetters {
 
     /// Prints one line per record: id, when it was written, how many entries or messages
     /// (`count_title`, right-aligned to its width) and the reason (its first 200 characters).
-    fn list(
+    fn list<E: std::fmt::Display>(
         &self,
         count_title: &str,
-        summary: impl Fn(&[u8]) -> Result<Summary, String>,
-    ) -> Result<(), String> {
-        let records = self.store.lock().records().map_err(|e| e.to_string())?;
+        summary: impl Fn(&[u8]) -> Result<Summary, E>,
+    ) -> Result<(), DlqError> {
+        let records = self.store.lock().records()?;
         if records.is_empty() {
             println!("no dead letters");
             return Ok(());
@@ -156,24 +154,24 @@ impl DeadLetters {
     }
 
     /// The record `id` (already parsed as `wanted`), for `show`.
-    fn find(&self, wanted: RecordId, id: &str) -> Result<Vec<u8>, String> {
-        let records = self.store.lock().records().map_err(|e| e.to_string())?;
+    fn find(&self, wanted: RecordId, id: &str) -> Result<Vec<u8>, DlqError> {
+        let records = self.store.lock().records()?;
         let (_, bytes) = records
             .into_iter()
             .find(|(rid, _)| *rid == wanted)
-            .ok_or_else(|| format!("no dead letter {id} (see `dlq list`)"))?;
+            .ok_or_else(|| DlqError::NotFound { id: id.to_owned() })?;
         Ok(bytes)
     }
 
-    fn purge(&self) -> Result<(), String> {
+    fn purge(&self) -> Result<(), DlqError> {
         let n = self.store.lock().pending_records();
-        self.store.lock().purge().map_err(|e| e.to_string())?;
+        self.store.lock().purge()?;
         println!("purged {n} dead letters");
         Ok(())
     }
 }
 
 /// A record id as `show` takes it.
-fn parse_id(id: &str) -> Result<RecordId, String> {
-    id.parse().map_err(|e| format!("{e}"))
+fn parse_id(id: &str) -> Result<RecordId, DlqError> {
+    Ok(id.parse()?)
 }

@@ -100,7 +100,11 @@ impl SegmentStore {
     }
 
     /// Deletes a consumed segment file; on failure remembers it in `orphans`.
-    pub(super) fn remove_segment_file(&mut self, number: u64, file_len: u64) -> Result<(), String> {
+    pub(super) fn remove_segment_file(
+        &mut self,
+        number: u64,
+        file_len: u64,
+    ) -> Result<(), RemoveSegmentError> {
         let path = self.segment_path(number);
         match fs::remove_file(&path) {
             Ok(()) => Ok(()),
@@ -108,10 +112,7 @@ impl SegmentStore {
             Err(e) => {
                 warn!(path = %path.display(), error = %e, "cannot delete consumed segment");
                 self.orphans.push((number, file_len));
-                Err(format!(
-                    "{}: cannot delete consumed segment: {e}",
-                    path.display()
-                ))
+                Err(RemoveSegmentError { path, source: e })
             }
         }
     }
@@ -129,6 +130,15 @@ impl SegmentStore {
             }
         });
     }
+}
+
+/// A consumed segment file that could not be deleted (it is remembered in `orphans` and
+/// retried); recovery reports it as one of the open's problems.
+#[derive(Debug, thiserror::Error)]
+#[error("{}: cannot delete consumed segment: {source}", path.display())]
+pub(super) struct RemoveSegmentError {
+    path: PathBuf,
+    source: io::Error,
 }
 
 pub(super) fn sync_dir(dir: &Path) -> io::Result<()> {

@@ -58,7 +58,7 @@ impl SegmentStore {
             if number < position.segment {
                 // Fully consumed; a crash came between persisting the position and deleting.
                 if let Err(e) = store.remove_segment_file(number, file_len) {
-                    report.problems.push(e);
+                    report.problems.push(e.to_string());
                 }
                 continue;
             }
