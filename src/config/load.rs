@@ -23,7 +23,10 @@ pub enum ConfigError {
     Syntax { file: String, message: String },
     /// A setting fails validation; `problem` starts with its key path.
     #[error("{file}: {problem}")]
-    Invalid { file: String, problem: String },
+    Invalid {
+        file: String,
+        problem: super::InvalidConfig,
+    },
     /// An override (environment variable or flag) fails the check of its key.
     #[error("{origin}: {key}: {reason}")]
     Override {
@@ -56,7 +59,7 @@ impl ConfigError {
             ConfigError::Read { error, .. } => format!("cannot read config file: {error}"),
             ConfigError::Empty { .. } => EMPTY_FILE.to_string(),
             ConfigError::Syntax { message, .. } => message.clone(),
-            ConfigError::Invalid { problem, .. } => problem.clone(),
+            ConfigError::Invalid { problem, .. } => problem.to_string(),
             ConfigError::Override { key, reason, .. } => format!("{key}: {reason}"),
         }
     }
