@@ -34,6 +34,9 @@ pub enum ConfigError {
         key: &'static str,
         reason: String,
     },
+    /// An override's value (`what`: "value" of a variable, "path" of a flag) is not UTF-8.
+    #[error("{origin}: the {what} is not valid UTF-8")]
+    NotUtf8 { origin: String, what: &'static str },
 }
 
 /// What `ConfigError::Empty` says after the file's name.
@@ -49,7 +52,7 @@ impl ConfigError {
             | ConfigError::Empty { file }
             | ConfigError::Syntax { file, .. }
             | ConfigError::Invalid { file, .. } => file,
-            ConfigError::Override { origin, .. } => origin,
+            ConfigError::Override { origin, .. } | ConfigError::NotUtf8 { origin, .. } => origin,
         }
     }
 
@@ -61,6 +64,7 @@ impl ConfigError {
             ConfigError::Syntax { message, .. } => message.clone(),
             ConfigError::Invalid { problem, .. } => problem.to_string(),
             ConfigError::Override { key, reason, .. } => format!("{key}: {reason}"),
+            ConfigError::NotUtf8 { what, .. } => format!("the {what} is not valid UTF-8"),
         }
     }
 }
