@@ -6,6 +6,8 @@
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
+use super::InvalidConfig;
+
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DockerTlsConfig {
@@ -35,7 +37,7 @@ impl Default for DockerTlsConfig {
 impl DockerTlsConfig {
     /// Files that are missing or unreadable, and a certificate without its key, named with
     /// their key path.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), InvalidConfig> {
         for (key, path) in [
             ("ca_file", &self.ca_file),
             ("cert_file", &self.cert_file),
@@ -44,11 +46,11 @@ impl DockerTlsConfig {
             if let Some(path) = path
                 && let Err(e) = std::fs::File::open(path)
             {
-                return Err(format!("docker.tls.{key}: {}: {e}", path.display()));
+                return Err(at!("docker.tls.{key}"; "{}: {e}", path.display()));
             }
         }
         if self.cert_file.is_some() != self.key_file.is_some() {
-            return Err("docker.tls: cert_file and key_file go together".to_string());
+            return Err(at!("docker.tls"; "cert_file and key_file go together"));
         }
         Ok(())
     }

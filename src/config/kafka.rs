@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::kafka_template::{FieldSources, check_template};
-use super::{BufferConfig, ByteSize, HumanDuration, RetryConfig, Secret};
+use super::{BufferConfig, ByteSize, HumanDuration, InvalidConfig, RetryConfig, Secret};
 
 /// What a Kafka message's value is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
@@ -331,68 +331,73 @@ impl KafkaSinkConfig {
         out
     }
 
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), InvalidConfig> {
         let k = "sinks.kafka";
         if self.brokers.is_empty() {
-            return Err(format!("{k}.brokers: at least one host:port"));
+            return Err(at!("{k}.brokers"; "at least one host:port"));
         }
         for (i, broker) in self.brokers.iter().enumerate() {
-            check_broker(broker).map_err(|e| format!("{k}.brokers[{i}]: {broker:?} {e}"))?;
+            check_broker(broker).map_err(|e| at!("{k}.brokers[{i}]"; "{broker:?} {e}"))?;
         }
         if self.topic.is_empty() {
-            return Err(format!("{k}.topic: must not be empty"));
+            return Err(at!("{k}.topic"; "must not be empty"));
         }
         if self.acks == KafkaAcks::Leader && self.idempotent {
-            return Err(format!(
-                "{k}.acks: leader needs idempotent: false (the idempotent producer needs acks: all)"
-            ));
+            return Err(
+                at!("{k}.acks"; "leader needs idempotent: false (the idempotent producer needs acks: all)"
+                ),
+            );
         }
         let m = self.message_max_bytes.0;
         if !(MIN_MESSAGE_BYTES..=MAX_MESSAGE_BYTES).contains(&m) {
-            return Err(format!(
-                "{k}.message_max_bytes: must be between 1KiB and 512MiB (is {m} bytes)"
-            ));
+            return Err(
+                at!("{k}.message_max_bytes"; "must be between 1KiB and 512MiB (is {m} bytes)"
+                ),
+            );
         }
         if !(1..=1_000_000).contains(&self.batch.max_messages) {
-            return Err(format!(
-                "{k}.batch.max_messages: must be between 1 and 1000000"
-            ));
+            return Err(
+                at!("{k}.batch.max_messages"; "must be between 1 and 1000000"
+                ),
+            );
         }
         if !(1024..=i32::MAX as u64).contains(&self.batch.max_bytes.0) {
-            return Err(format!(
-                "{k}.batch.max_bytes: must be between 1KiB and 2GiB - 1"
-            ));
+            return Err(
+                at!("{k}.batch.max_bytes"; "must be between 1KiB and 2GiB - 1"
+                ),
+            );
         }
         if self.batch.linger.0 > Duration::from_secs(900) {
-            return Err(format!("{k}.batch.linger: must be at most 900s"));
+            return Err(at!("{k}.batch.linger"; "must be at most 900s"));
         }
         if self.timeout.0 < Duration::from_millis(1) || self.timeout.0 > Duration::from_secs(900) {
-            return Err(format!("{k}.timeout: must be between 1ms and 900s"));
+            return Err(at!("{k}.timeout"; "must be between 1ms and 900s"));
         }
         self.buffer.validate(k)?;
         self.retry.validate(k)?;
         if self.tls.cert_file.is_some() != self.tls.key_file.is_some() {
-            return Err(format!("{k}.tls: cert_file and key_file go together"));
+            return Err(at!("{k}.tls"; "cert_file and key_file go together"));
         }
         let tls_set = self.tls.ca_file.is_some()
             || self.tls.cert_file.is_some()
             || self.tls.insecure_skip_verify;
         if tls_set && !self.tls.enabled {
-            return Err(format!(
-                "{k}.tls: ca_file, cert_file, key_file and insecure_skip_verify need enabled: true"
-            ));
+            return Err(
+                at!("{k}.tls"; "ca_file, cert_file, key_file and insecure_skip_verify need enabled: true"
+                ),
+            );
         }
         if let Some(sasl) = &self.sasl {
             if sasl.username.is_empty() {
-                return Err(format!("{k}.sasl.username: must not be empty"));
+                return Err(at!("{k}.sasl.username"; "must not be empty"));
             }
             if sasl.password.is_empty() {
-                return Err(format!("{k}.sasl.password: must not be empty"));
+                return Err(at!("{k}.sasl.password"; "must not be empty"));
             }
         }
         for (name, value) in &self.properties {
             if name.is_empty() || name.contains(char::is_whitespace) {
-                return Err(format!("{k}.properties: {name:?} is not a property name"));
+                return Err(at!("{k}.properties"; "{name:?} is not a property name"));
             }
             if let Some((_, why)) = REFUSED.iter().find(|(n, _)| n == name) {
                 // delivery.report.only.error=false is the default and harmless; any value
@@ -400,7 +405,7 @@ impl KafkaSinkConfig {
                 if name != "delivery.report.only.error"
                     || librdkafka_bool(value.expose()) != Some(false)
                 {
-                    return Err(format!("{k}.properties.{name}: refused: {why}"));
+                    return Err(at!("{k}.properties.{name}"; "refused: {why}"));
                 }
             }
         }
@@ -409,7 +414,7 @@ impl KafkaSinkConfig {
 
     /// Checks the `topic` and `key` templates against where fields may come from (done by
     /// `Config::validate`, which knows the processing and sources sections).
-    pub fn check_templates(&self, sources: &FieldSources<'_>) -> Result<(), String> {
+    pub fn check_templates(&self, sources: &FieldSources<'_>) -> Result<(), InvalidConfig> {
         check_template("sinks.kafka.topic", &self.topic, true, sources)?;
         check_template("sinks.kafka.key", &self.key, false, sources)
     }

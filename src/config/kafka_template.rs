@@ -6,6 +6,8 @@
 //! between its lines; `stream`, `level` and processing fields (and copied container labels,
 //! which a processing field of the same name overrides) may.
 
+use super::InvalidConfig;
+
 /// Placeholders resolved from the source alone: the same for every line of a container (or
 /// host file). `host` is the record's host (a host file's, else this machine's hostname),
 /// `file` a host file's path.
@@ -104,17 +106,18 @@ pub fn check_template(
     template: &str,
     topic: bool,
     sources: &FieldSources<'_>,
-) -> Result<(), String> {
-    let parts = parse_template(template).map_err(|e| format!("{key}: {e}"))?;
+) -> Result<(), InvalidConfig> {
+    let parts = parse_template(template).map_err(|e| at!("{key}"; "{e}"))?;
     let mut literal = 0;
     for part in &parts {
         match part {
             TemplatePart::Text(t) => {
                 literal += t.len();
                 if topic && let Some(c) = t.chars().find(|&c| !topic_char(c)) {
-                    return Err(format!(
-                        "{key}: {c:?} is not allowed in a Kafka topic name ([a-zA-Z0-9._-])"
-                    ));
+                    return Err(
+                        at!("{key}"; "{c:?} is not allowed in a Kafka topic name ([a-zA-Z0-9._-])"
+                        ),
+                    );
                 }
             }
             TemplatePart::Field(name) => check_field(key, name, sources)?,
@@ -124,25 +127,27 @@ pub fn check_template(
         && let [TemplatePart::Text(t)] = parts.as_slice()
         && (t == "." || t == "..")
     {
-        return Err(format!("{key}: {t:?} is not a Kafka topic name"));
+        return Err(at!("{key}"; "{t:?} is not a Kafka topic name"));
     }
     if topic
         && let Some(TemplatePart::Text(t)) = parts.first()
         && t.starts_with("__")
     {
-        return Err(format!(
-            "{key}: topics starting with \"__\" are Kafka's internal ones"
-        ));
+        return Err(
+            at!("{key}"; "topics starting with \"__\" are Kafka's internal ones"
+            ),
+        );
     }
     if topic && literal > MAX_TOPIC {
-        return Err(format!(
-            "{key}: the literal text is longer than a topic name may be ({MAX_TOPIC})"
-        ));
+        return Err(
+            at!("{key}"; "the literal text is longer than a topic name may be ({MAX_TOPIC})"
+            ),
+        );
     }
     Ok(())
 }
 
-fn check_field(key: &str, name: &str, sources: &FieldSources<'_>) -> Result<(), String> {
+fn check_field(key: &str, name: &str, sources: &FieldSources<'_>) -> Result<(), InvalidConfig> {
     let known = CONTAINER_FIELDS.contains(&name)
         || RECORD_FIELDS.contains(&name)
         || sources.group_fields.contains(&name)
@@ -156,12 +161,13 @@ fn check_field(key: &str, name: &str, sources: &FieldSources<'_>) -> Result<(), 
     let builtin: Vec<String> = (CONTAINER_FIELDS.iter().chain(RECORD_FIELDS))
         .map(|f| format!("{{{f}}}"))
         .collect();
-    Err(format!(
-        "{key}: unknown placeholder {{{name}}}: not one of {}, a container label copied by \
-         processing.container_labels, a field of a sources.files group or a field set by \
-         processing",
-        builtin.join(", ")
-    ))
+    Err(
+        at!("{key}"; "unknown placeholder {{{name}}}: not one of {}, a container label copied by \
+             processing.container_labels, a field of a sources.files group or a field set by \
+             processing",
+            builtin.join(", ")
+        ),
+    )
 }
 
 /// `rendered` as a legal topic name: characters Kafka refuses become `_`, cut to
@@ -216,7 +222,9 @@ mod tests {
         for ok in ["{container_name}", "{host}-{file}", "x.{level}.{stream}"] {
             check_template(k, ok, true, &sources()).expect(ok);
         }
-        let e = check_template(k, "{team}", true, &sources()).expect_err("unknown");
+        let e = check_template(k, "{team}", true, &sources())
+            .expect_err("unknown")
+            .to_string();
         assert!(
             e.contains("sinks.kafka.topic: unknown placeholder {team}"),
             "{e}"
@@ -243,7 +251,8 @@ mod tests {
     #[test]
     fn topic_text_must_be_topic_characters() {
         let e = check_template("sinks.kafka.topic", "logs/{stream}", true, &sources())
-            .expect_err("slash");
+            .expect_err("slash")
+            .to_string();
         assert!(e.contains("sinks.kafka.topic") && e.contains("'/'"), "{e}");
         // A key may hold anything.
         check_template("sinks.kafka.key", "a/b:{stream}", false, &sources()).expect("key");

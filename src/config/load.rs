@@ -23,7 +23,10 @@ pub enum ConfigError {
     Syntax { file: String, message: String },
     /// A setting fails validation; `problem` starts with its key path.
     #[error("{file}: {problem}")]
-    Invalid { file: String, problem: String },
+    Invalid {
+        file: String,
+        problem: super::InvalidConfig,
+    },
     /// An override (environment variable or flag) fails the check of its key.
     #[error("{origin}: {key}: {reason}")]
     Override {
@@ -31,6 +34,9 @@ pub enum ConfigError {
         key: &'static str,
         reason: String,
     },
+    /// An override's value (`what`: "value" of a variable, "path" of a flag) is not UTF-8.
+    #[error("{origin}: the {what} is not valid UTF-8")]
+    NotUtf8 { origin: String, what: &'static str },
 }
 
 /// What `ConfigError::Empty` says after the file's name.
@@ -46,7 +52,7 @@ impl ConfigError {
             | ConfigError::Empty { file }
             | ConfigError::Syntax { file, .. }
             | ConfigError::Invalid { file, .. } => file,
-            ConfigError::Override { origin, .. } => origin,
+            ConfigError::Override { origin, .. } | ConfigError::NotUtf8 { origin, .. } => origin,
         }
     }
 
@@ -56,8 +62,9 @@ impl ConfigError {
             ConfigError::Read { error, .. } => format!("cannot read config file: {error}"),
             ConfigError::Empty { .. } => EMPTY_FILE.to_string(),
             ConfigError::Syntax { message, .. } => message.clone(),
-            ConfigError::Invalid { problem, .. } => problem.clone(),
+            ConfigError::Invalid { problem, .. } => problem.to_string(),
             ConfigError::Override { key, reason, .. } => format!("{key}: {reason}"),
+            ConfigError::NotUtf8 { what, .. } => format!("the {what} is not valid UTF-8"),
         }
     }
 }

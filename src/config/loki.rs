@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::{ByteSize, HumanDuration, Secret};
+use super::{ByteSize, HumanDuration, InvalidConfig, Secret};
 
 /// Dynamic labels and structured-metadata fields of records: a container's (`container_name`
 /// … `stream`), a host file's (`file` and `filename`: its path) and every record's (`host`).
@@ -80,10 +80,9 @@ pub struct RetryConfig {
 
 impl RetryConfig {
     /// Checks the back-off of the network sink at key `sink` (`sinks.loki`, `sinks.kafka`).
-    pub(super) fn validate(&self, sink: &str) -> Result<(), String> {
+    pub(super) fn validate(&self, sink: &str) -> Result<(), InvalidConfig> {
         if self.initial.0.is_zero() || self.initial.0 > self.max.0 {
-            return Err(format!(
-                "{sink}.retry.initial: must be > 0 and <= retry.max"
+            return Err(at!("{sink}.retry.initial"; "must be > 0 and <= retry.max"
             ));
         }
         Ok(())
@@ -114,11 +113,12 @@ pub struct BufferConfig {
 
 impl BufferConfig {
     /// Checks the on-disk buffer of the network sink at key `sink` (`sinks.loki`, `sinks.kafka`).
-    pub(super) fn validate(&self, sink: &str) -> Result<(), String> {
+    pub(super) fn validate(&self, sink: &str) -> Result<(), InvalidConfig> {
         if self.max_bytes.0 < self.segment_bytes.0 {
-            return Err(format!(
-                "{sink}.buffer.max_bytes: must be >= buffer.segment_bytes"
-            ));
+            return Err(
+                at!("{sink}.buffer.max_bytes"; "must be >= buffer.segment_bytes"
+                ),
+            );
         }
         Ok(())
     }
@@ -270,97 +270,101 @@ impl LokiSinkConfig {
         (!named).then_some(FILE_LABEL)
     }
 
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), InvalidConfig> {
         let k = "sinks.loki";
         let scheme_ok = self.url.starts_with("http://") || self.url.starts_with("https://");
         if !scheme_ok || self.url.parse::<hyper::Uri>().is_err() {
-            return Err(format!(
-                "{k}.url: {:?} is not an http:// or https:// URL",
+            return Err(at!("{k}.url"; "{:?} is not an http:// or https:// URL",
                 self.url
             ));
         }
         if self.url.starts_with("https://") && !cfg!(feature = "tls") {
-            return Err(format!(
-                "{k}.url: https needs a build with the `tls` feature"
+            return Err(at!("{k}.url"; "https needs a build with the `tls` feature"
             ));
         }
         for (i, l) in self.labels.iter().enumerate() {
             if !label_source(l) {
-                return Err(format!(
-                    "{k}.labels[{i}]: {l:?} is neither one of {RECORD_FIELDS:?} nor a field \
-                     named like a Loki label ([a-zA-Z_][a-zA-Z0-9_]*, not message)"
-                ));
+                return Err(
+                    at!("{k}.labels[{i}]"; "{l:?} is neither one of {RECORD_FIELDS:?} nor a field \
+                         named like a Loki label ([a-zA-Z_][a-zA-Z0-9_]*, not message)"
+                    ),
+                );
             }
             if l == "container_id" {
-                return Err(format!(
-                    "{k}.labels[{i}]: container_id is high-cardinality; put it in structured_metadata"
-                ));
+                return Err(
+                    at!("{k}.labels[{i}]"; "container_id is high-cardinality; put it in structured_metadata"
+                    ),
+                );
             }
         }
         for (i, f) in self.structured_metadata.iter().enumerate() {
             if !label_source(f) {
-                return Err(format!(
-                    "{k}.structured_metadata[{i}]: {f:?} is neither one of {RECORD_FIELDS:?} \
-                     nor a field named like a Loki label ([a-zA-Z_][a-zA-Z0-9_]*, not message)"
-                ));
+                return Err(
+                    at!("{k}.structured_metadata[{i}]"; "{f:?} is neither one of {RECORD_FIELDS:?} \
+                         nor a field named like a Loki label ([a-zA-Z_][a-zA-Z0-9_]*, not message)"
+                    ),
+                );
             }
         }
         for (name, value) in &self.static_labels {
             if !valid_label_name(name) {
-                return Err(format!(
-                    "{k}.static_labels.{name}: not a Loki label name ([a-zA-Z_][a-zA-Z0-9_]*)"
-                ));
+                return Err(
+                    at!("{k}.static_labels.{name}"; "not a Loki label name ([a-zA-Z_][a-zA-Z0-9_]*)"
+                    ),
+                );
             }
             if value.is_empty() || value.len() > MAX_LABEL_VALUE {
-                return Err(format!(
-                    "{k}.static_labels.{name}: value must be 1..{MAX_LABEL_VALUE} bytes"
-                ));
+                return Err(
+                    at!("{k}.static_labels.{name}"; "value must be 1..{MAX_LABEL_VALUE} bytes"
+                    ),
+                );
             }
             if self.labels.iter().any(|l| l == name) {
-                return Err(format!("{k}.static_labels.{name}: also a dynamic label"));
+                return Err(at!("{k}.static_labels.{name}"; "also a dynamic label"));
             }
         }
         if self.labels.len() + self.static_labels.len() > MAX_LABELS {
-            return Err(format!("{k}: more than {MAX_LABELS} labels per stream"));
+            return Err(at!("{k}"; "more than {MAX_LABELS} labels per stream"));
         }
         if self.labels.is_empty() && self.static_labels.is_empty() {
-            return Err(format!(
-                "{k}.labels: a Loki stream needs at least one label"
+            return Err(at!("{k}.labels"; "a Loki stream needs at least one label"
             ));
         }
         if self.basic_auth.is_some() && !self.bearer_token.is_empty() {
-            return Err(format!("{k}: basic_auth and bearer_token are exclusive"));
+            return Err(at!("{k}"; "basic_auth and bearer_token are exclusive"));
         }
         for name in self.headers.keys() {
             if hyper::header::HeaderName::from_bytes(name.as_bytes()).is_err() {
-                return Err(format!("{k}.headers.{name}: not a valid header name"));
+                return Err(at!("{k}.headers.{name}"; "not a valid header name"));
             }
         }
         if self.gzip && self.encoding == LokiEncoding::Protobuf {
-            return Err(format!(
-                "{k}.gzip: only for encoding: json (protobuf uses snappy)"
-            ));
+            return Err(
+                at!("{k}.gzip"; "only for encoding: json (protobuf uses snappy)"
+                ),
+            );
         }
         if self.max_line_bytes.0 < 1024 {
-            return Err(format!("{k}.max_line_bytes: must be at least 1KiB"));
+            return Err(at!("{k}.max_line_bytes"; "must be at least 1KiB"));
         }
         if self.batch.max_entries == 0 || self.batch.max_bytes.0 < 1024 {
-            return Err(format!("{k}.batch: max_entries >= 1 and max_bytes >= 1KiB"));
+            return Err(at!("{k}.batch"; "max_entries >= 1 and max_bytes >= 1KiB"));
         }
         if self.max_line_bytes.0 > self.batch.max_bytes.0 {
             // batch.max_bytes is a hard cap per push: one entry must fit in it.
-            return Err(format!(
-                "{k}.max_line_bytes: must be <= batch.max_bytes ({} > {})",
-                self.max_line_bytes.0, self.batch.max_bytes.0
-            ));
+            return Err(
+                at!("{k}.max_line_bytes"; "must be <= batch.max_bytes ({} > {})",
+                    self.max_line_bytes.0, self.batch.max_bytes.0
+                ),
+            );
         }
         self.retry.validate(k)?;
         if self.timeout.0.is_zero() {
-            return Err(format!("{k}.timeout: must be > 0"));
+            return Err(at!("{k}.timeout"; "must be > 0"));
         }
         self.buffer.validate(k)?;
         if self.tls.cert_file.is_some() != self.tls.key_file.is_some() {
-            return Err(format!("{k}.tls: cert_file and key_file go together"));
+            return Err(at!("{k}.tls"; "cert_file and key_file go together"));
         }
         Ok(())
     }
@@ -379,7 +383,8 @@ mod tests {
         c.batch.max_bytes = ByteSize(64 * 1024);
         let err = c
             .validate()
-            .expect_err("256KiB lines cannot fit 64KiB pushes");
+            .expect_err("256KiB lines cannot fit 64KiB pushes")
+            .to_string();
         assert!(err.contains("max_line_bytes"), "{err}");
         c.max_line_bytes = ByteSize(64 * 1024);
         assert!(c.validate().is_ok());
@@ -412,11 +417,11 @@ mod tests {
         for bad in ["message", "com.example.team", "1x", ""] {
             let mut c = LokiSinkConfig::default();
             c.labels.push(bad.into());
-            let err = c.validate().expect_err(bad);
+            let err = c.validate().expect_err(bad).to_string();
             assert!(err.contains("sinks.loki.labels[5]"), "{err}");
             let mut c = LokiSinkConfig::default();
             c.structured_metadata.push(bad.into());
-            let err = c.validate().expect_err(bad);
+            let err = c.validate().expect_err(bad).to_string();
             assert!(err.contains("sinks.loki.structured_metadata[2]"), "{err}");
         }
     }

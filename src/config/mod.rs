@@ -1,6 +1,9 @@
 //! The agent's YAML configuration: typed structs with documented defaults, strict parsing
 //! (unknown keys are errors) and semantic validation that reports the key path and the reason.
 
+// `at!` (in `invalid`) is used by the modules declared after it.
+#[macro_use]
+mod invalid;
 mod docker_tls;
 mod kafka;
 pub mod kafka_template;
@@ -313,6 +316,7 @@ impl Default for LogConfig {
 mod load;
 mod validate;
 
+pub use invalid::InvalidConfig;
 pub use load::ConfigError;
 pub use validate::{check_listen, check_log_filter, log_filter};
 

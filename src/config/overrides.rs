@@ -38,13 +38,13 @@ pub struct Overrides {
 
 impl Overrides {
     /// The `LOG_CAPTURER_*` variables (and `RUST_LOG`) of this process.
-    pub fn from_env() -> Result<Overrides, String> {
+    pub fn from_env() -> Result<Overrides, ConfigError> {
         Overrides::from_vars(|name| std::env::var_os(name))
     }
 
     /// The overrides `get` (a variable's value by name) gives; an error names a variable whose
     /// value is not UTF-8.
-    pub fn from_vars(get: impl Fn(&str) -> Option<OsString>) -> Result<Overrides, String> {
+    pub fn from_vars(get: impl Fn(&str) -> Option<OsString>) -> Result<Overrides, ConfigError> {
         let var = |name: &str| match get(name) {
             Some(value) if !value.is_empty() => value
                 .into_string()
@@ -54,7 +54,10 @@ impl Overrides {
                         origin: name.to_string(),
                     })
                 })
-                .map_err(|_| format!("{name}: the value is not valid UTF-8")),
+                .map_err(|_| ConfigError::NotUtf8 {
+                    origin: name.to_string(),
+                    what: "value",
+                }),
             _ => Ok(None),
         };
         Ok(Overrides {
@@ -69,12 +72,15 @@ impl Overrides {
     }
 
     /// `--state-dir DIR`, which beats `LOG_CAPTURER_STATE_DIR`.
-    pub fn state_dir_flag(&mut self, dir: Option<PathBuf>) -> Result<(), String> {
+    pub fn state_dir_flag(&mut self, dir: Option<PathBuf>) -> Result<(), ConfigError> {
         if let Some(dir) = dir {
             let value = dir
                 .into_os_string()
                 .into_string()
-                .map_err(|_| "--state-dir: the path is not valid UTF-8".to_string())?;
+                .map_err(|_| ConfigError::NotUtf8 {
+                    origin: "--state-dir".to_string(),
+                    what: "path",
+                })?;
             self.state_dir = Some(Override {
                 value,
                 origin: "--state-dir".to_string(),
@@ -97,11 +103,7 @@ impl Overrides {
 
     /// Sets the overridden keys, each validated as the config file's value would be; an error
     /// says `ORIGIN: key: reason`.
-    pub fn apply(&self, config: &mut Config) -> Result<(), String> {
-        self.apply_checked(config).map_err(|e| e.to_string())
-    }
-
-    fn apply_checked(&self, config: &mut Config) -> Result<(), ConfigError> {
+    pub fn apply(&self, config: &mut Config) -> Result<(), ConfigError> {
         let fail = |o: &Override, key: &'static str, reason: String| ConfigError::Override {
             origin: o.origin.clone(),
             key,
@@ -137,7 +139,7 @@ impl Config {
             Some(path) => Config::load(path)?,
             None => Config::embedded_default(),
         };
-        overrides.apply_checked(&mut config)?;
+        overrides.apply(&mut config)?;
         Ok(config)
     }
 }
@@ -147,7 +149,7 @@ mod tests {
     use super::*;
     use std::collections::HashMap;
 
-    fn vars(pairs: &[(&str, &str)]) -> Result<Overrides, String> {
+    fn vars(pairs: &[(&str, &str)]) -> Result<Overrides, ConfigError> {
         let map: HashMap<String, OsString> = pairs
             .iter()
             .map(|(k, v)| (k.to_string(), OsString::from(v)))
@@ -213,12 +215,18 @@ mod tests {
         ];
         for (var, value, key) in cases {
             let o = vars(&[(var, value)]).expect("utf-8");
-            let e = o.apply(&mut Config::embedded_default()).expect_err(value);
+            let e = o
+                .apply(&mut Config::embedded_default())
+                .expect_err(value)
+                .to_string();
             assert!(e.starts_with(&format!("{var}: {key}: ")), "{e}");
         }
         let mut o = Overrides::default();
         o.state_dir_flag(Some(PathBuf::new())).expect("utf-8");
-        let e = o.apply(&mut Config::embedded_default()).expect_err("empty");
+        let e = o
+            .apply(&mut Config::embedded_default())
+            .expect_err("empty")
+            .to_string();
         assert_eq!(e, "--state-dir: checkpoint.state_dir: must not be empty");
     }
 
@@ -228,7 +236,8 @@ mod tests {
         let e = Overrides::from_vars(|name| {
             (name == "LOG_CAPTURER_STATE_DIR").then(|| OsString::from_vec(vec![0xff, b'x']))
         })
-        .expect_err("not utf-8");
+        .expect_err("not utf-8")
+        .to_string();
         assert!(e.starts_with("LOG_CAPTURER_STATE_DIR: "), "{e}");
     }
 

@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{ByteSize, HumanDuration};
+use super::{ByteSize, HumanDuration, InvalidConfig};
 
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -28,20 +28,29 @@ pub enum RotateCompress {
 }
 
 impl FileRotateConfig {
-    pub(super) fn validate(&self) -> Result<(), String> {
+    pub(super) fn validate(&self) -> Result<(), InvalidConfig> {
         if self.max_bytes.is_none() && self.max_age.is_none() {
             return Err(
-                "sinks.file.rotate: set max_bytes and/or max_age (or remove rotate)".to_string(),
+                at!("sinks.file.rotate"; "set max_bytes and/or max_age (or remove rotate)"),
             );
         }
         if self.max_bytes.is_some_and(|b| b.0 == 0) {
-            return Err("sinks.file.rotate.max_bytes must be > 0".to_string());
+            return Err(InvalidConfig::Bare {
+                key: "sinks.file.rotate.max_bytes".to_string(),
+                message: "must be > 0".to_string(),
+            });
         }
         if self.max_age.is_some_and(|a| a.0.as_secs() < 1) {
-            return Err("sinks.file.rotate.max_age must be at least 1s".to_string());
+            return Err(InvalidConfig::Bare {
+                key: "sinks.file.rotate.max_age".to_string(),
+                message: "must be at least 1s".to_string(),
+            });
         }
         if self.max_files == Some(0) {
-            return Err("sinks.file.rotate.max_files must be >= 1".to_string());
+            return Err(InvalidConfig::Bare {
+                key: "sinks.file.rotate.max_files".to_string(),
+                message: "must be >= 1".to_string(),
+            });
         }
         Ok(())
     }

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use super::{ByteSize, HumanDuration, InitialPosition};
+use super::{ByteSize, HumanDuration, InitialPosition, InvalidConfig};
 
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -105,28 +105,30 @@ pub enum CaptureMode {
 impl SourcesConfig {
     /// Checks the groups and settings; errors name the key path
     /// (`sources.files[0].include[1]: …`).
-    pub fn validate(&self, pipelines: &[&str]) -> Result<(), String> {
+    pub fn validate(&self, pipelines: &[&str]) -> Result<(), InvalidConfig> {
         for (g, group) in self.files.iter().enumerate() {
             let at = format!("sources.files[{g}]");
             if group.include.is_empty() {
-                return Err(format!(
-                    "{at}.include: give at least one glob (e.g. /var/log/*.log)"
-                ));
+                return Err(
+                    at!("{at}.include"; "give at least one glob (e.g. /var/log/*.log)"
+                    ),
+                );
             }
             for (key, globs) in [("include", &group.include), ("exclude", &group.exclude)] {
                 for (i, glob) in globs.iter().enumerate() {
-                    check_glob(glob).map_err(|e| format!("{at}.{key}[{i}]: {e}"))?;
+                    check_glob(glob).map_err(|e| at!("{at}.{key}[{i}]"; "{e}"))?;
                 }
             }
             if let Some(name) = &group.pipeline
                 && !pipelines.contains(&name.as_str())
             {
-                return Err(format!(
-                    "{at}.pipeline: no processing.pipelines entry is named `{name}`"
-                ));
+                return Err(
+                    at!("{at}.pipeline"; "no processing.pipelines entry is named `{name}`"
+                    ),
+                );
             }
             if let Some(k) = group.fields.keys().find(|k| k.trim().is_empty()) {
-                return Err(format!("{at}.fields: empty field name {k:?}"));
+                return Err(at!("{at}.fields"; "empty field name {k:?}"));
             }
         }
         self.file_settings.validate()
@@ -145,11 +147,11 @@ fn check_glob(glob: &str) -> Result<(), String> {
 }
 
 impl FileSettings {
-    fn validate(&self) -> Result<(), String> {
+    fn validate(&self) -> Result<(), InvalidConfig> {
         let at = "sources.file_settings";
         let at_least = |key: &str, value: Duration, min: Duration| {
             if value < min {
-                Err(format!("{at}.{key}: must be at least {min:?}"))
+                Err(at!("{at}.{key}"; "must be at least {min:?}"))
             } else {
                 Ok(())
             }
@@ -175,12 +177,13 @@ impl FileSettings {
             Duration::from_millis(1),
         )?;
         if self.max_open_files == 0 {
-            return Err(format!("{at}.max_open_files: must be at least 1"));
+            return Err(at!("{at}.max_open_files"; "must be at least 1"));
         }
         if !(1..=1 << 20).contains(&self.fingerprint_bytes.0) {
-            return Err(format!(
-                "{at}.fingerprint_bytes: must be between 1 byte and 1 MiB"
-            ));
+            return Err(
+                at!("{at}.fingerprint_bytes"; "must be between 1 byte and 1 MiB"
+                ),
+            );
         }
         Ok(())
     }
@@ -198,6 +201,7 @@ mod tests {
         parse(yaml)
             .validate(&["java"])
             .expect_err("must be refused")
+            .to_string()
     }
 
     #[test]

@@ -6,44 +6,47 @@ use std::time::Duration;
 use super::*;
 
 impl FileSinkConfig {
-    pub(super) fn validate(&self) -> Result<(), String> {
+    pub(super) fn validate(&self) -> Result<(), InvalidConfig> {
         if self.path.trim().is_empty() {
-            return Err("sinks.file.path: must not be empty".to_string());
+            return Err(at!("sinks.file.path"; "must not be empty"));
         }
-        crate::sinks::template_of(self)?;
+        crate::sinks::template_of(self).map_err(|e| InvalidConfig::Check(e.to_string()))?;
         self.file_mode()?;
         self.directory_mode()?;
         if self.fsync == FileFsync::Interval && self.fsync_interval.0.is_zero() {
-            return Err("sinks.file.fsync_interval: must be > 0".to_string());
+            return Err(at!("sinks.file.fsync_interval"; "must be > 0"));
         }
         if self.max_open_files == 0 {
-            return Err("sinks.file.max_open_files: must be at least 1".to_string());
+            return Err(at!("sinks.file.max_open_files"; "must be at least 1"));
         }
         if let Some(rotate) = &self.rotate {
             rotate.validate()?;
             // Rotated files are `<live name>.NNNNNN`; Docker names may hold dots and digits, so
             // a live name ending in the container's name could be another's rotated file.
-            if crate::sinks::template_of(self)?.file_name_ends_in_a_value() {
-                return Err(
-                    "sinks.file.path: with sinks.file.rotate the file name must not end in \
-                     {container_name} or another name or field placeholder (write e.g. \
-                     {container_name}.log): rotated files append .NNNNNN to it, and the \
+            if crate::sinks::template_of(self)
+                .map_err(|e| InvalidConfig::Check(e.to_string()))?
+                .file_name_ends_in_a_value()
+            {
+                return Err(at!(
+                    "sinks.file.path";
+                    "with sinks.file.rotate the file name must not end in \
+                     {{container_name}} or another name or field placeholder (write e.g. \
+                     {{container_name}}.log): rotated files append .NNNNNN to it, and the \
                      container web.000001 would be taken for web's first rotated file"
-                        .to_string(),
-                );
+                ));
             }
         }
         Ok(())
     }
 
     /// `mode` as bits.
-    pub fn file_mode(&self) -> Result<u32, String> {
-        parse_mode(&self.mode).map_err(|e| format!("sinks.file.mode: {e}"))
+    pub fn file_mode(&self) -> Result<u32, InvalidConfig> {
+        parse_mode(&self.mode).map_err(|e| at!("sinks.file.mode"; "{e}"))
     }
 
     /// `dir_mode` as bits.
-    pub fn directory_mode(&self) -> Result<u32, String> {
-        parse_mode(&self.dir_mode).map_err(|e| format!("sinks.file.dir_mode: {e}"))
+    pub fn directory_mode(&self) -> Result<u32, InvalidConfig> {
+        parse_mode(&self.dir_mode).map_err(|e| at!("sinks.file.dir_mode"; "{e}"))
     }
 }
 
@@ -63,7 +66,7 @@ impl Config {
     /// Loki refuses a stream with more than 15 label names (`max_label_names_per_series`):
     /// a pipeline whose `labels` stages, with the sink's labels, could name more is refused
     /// here rather than every push failing.
-    fn check_loki_label_count(&self) -> Result<(), String> {
+    fn check_loki_label_count(&self) -> Result<(), InvalidConfig> {
         const LOKI_MAX_LABEL_NAMES: usize = 15;
         let Some(loki) = &self.sinks.loki else {
             return Ok(());
@@ -79,12 +82,13 @@ impl Config {
             && !sink.contains(label)
             && sink.len() >= LOKI_MAX_LABEL_NAMES
         {
-            return Err(format!(
-                "sinks.loki: labels and static_labels name {} labels, and the streams of \
-                 sources.files add {label}; Loki takes at most {LOKI_MAX_LABEL_NAMES} per \
-                 stream — send some as structured_metadata instead",
-                sink.len()
-            ));
+            return Err(
+                at!("sinks.loki"; "labels and static_labels name {} labels, and the streams of \
+                     sources.files add {label}; Loki takes at most {LOKI_MAX_LABEL_NAMES} per \
+                     stream — send some as structured_metadata instead",
+                    sink.len()
+                ),
+            );
         }
         let file_pipelines: Vec<&str> = (self.sources.files.iter())
             .filter_map(|g| g.pipeline.as_deref())
@@ -102,41 +106,42 @@ impl Config {
                 }
             }
             if names.len() > LOKI_MAX_LABEL_NAMES {
-                return Err(format!(
-                    "processing.pipelines[{p}]: its labels stages and sinks.loki.labels / \
-                     static_labels name {} labels ({}); Loki takes at most {LOKI_MAX_LABEL_NAMES} \
-                     per stream — send some as structured_metadata instead",
-                    names.len(),
-                    names.into_iter().collect::<Vec<_>>().join(", ")
-                ));
+                return Err(
+                    at!("processing.pipelines[{p}]"; "its labels stages and sinks.loki.labels / \
+                         static_labels name {} labels ({}); Loki takes at most {LOKI_MAX_LABEL_NAMES} \
+                         per stream — send some as structured_metadata instead",
+                        names.len(),
+                        names.into_iter().collect::<Vec<_>>().join(", ")
+                    ),
+                );
             }
         }
         Ok(())
     }
 
-    pub(super) fn validate(&self) -> Result<(), String> {
-        let pipelines = crate::processing::Pipelines::compile(&self.processing)?;
+    pub(super) fn validate(&self) -> Result<(), InvalidConfig> {
+        let pipelines = crate::processing::Pipelines::compile(&self.processing)
+            .map_err(InvalidConfig::Check)?;
         self.sources
             .validate(&pipelines.names().collect::<Vec<_>>())?;
         self.check_loki_label_count()?;
         let c = &self.capture;
         if c.rotation_interval.0 < Duration::from_secs(1) {
-            return Err(format!(
-                "capture.rotation_interval: {:?} is below the 1s minimum",
-                c.rotation_interval.0
-            ));
+            return Err(
+                at!("capture.rotation_interval"; "{:?} is below the 1s minimum",
+                    c.rotation_interval.0
+                ),
+            );
         }
         if c.max_line_bytes.0 < 1024 || c.max_line_bytes.0 > 64 * 1024 * 1024 {
-            return Err(format!(
-                "capture.max_line_bytes: {} is outside 1KiB..64MiB",
+            return Err(at!("capture.max_line_bytes"; "{} is outside 1KiB..64MiB",
                 c.max_line_bytes.0
             ));
         }
         if c.retry_backoff_initial.0.is_zero() || c.retry_backoff_initial.0 > c.retry_backoff_max.0
         {
             return Err(
-                "capture.retry_backoff_initial: must be > 0 and <= capture.retry_backoff_max"
-                    .to_string(),
+                at!("capture.retry_backoff_initial"; "must be > 0 and <= capture.retry_backoff_max"),
             );
         }
         for (key, filter) in [
@@ -145,20 +150,21 @@ impl Config {
         ] {
             for (i, label) in filter.labels.iter().enumerate() {
                 if label.is_empty() || label.starts_with('=') {
-                    return Err(format!(
-                        "{key}.labels[{i}]: {label:?} is not `key` or `key=value`"
-                    ));
+                    return Err(
+                        at!("{key}.labels[{i}]"; "{label:?} is not `key` or `key=value`"
+                        ),
+                    );
                 }
             }
         }
         if self.pipeline.queue_bytes.0 < 64 * 1024 {
-            return Err("pipeline.queue_bytes: must be at least 64KiB".to_string());
+            return Err(at!("pipeline.queue_bytes"; "must be at least 64KiB"));
         }
         if self.pipeline.flush_interval.0.is_zero() {
-            return Err("pipeline.flush_interval: must be > 0".to_string());
+            return Err(at!("pipeline.flush_interval"; "must be > 0"));
         }
         if self.pipeline.shutdown_timeout.0 < Duration::from_secs(1) {
-            return Err("pipeline.shutdown_timeout: must be at least 1s".to_string());
+            return Err(at!("pipeline.shutdown_timeout"; "must be at least 1s"));
         }
         let s = &self.sinks;
         if s.stdout.is_none()
@@ -168,8 +174,7 @@ impl Config {
             && s.discard.is_none()
         {
             return Err(
-                "sinks: at least one sink (stdout, file, loki, kafka, discard) must be configured"
-                    .to_string(),
+                at!("sinks"; "at least one sink (stdout, file, loki, kafka, discard) must be configured"),
             );
         }
         if let Some(loki) = &self.sinks.loki {
@@ -178,8 +183,7 @@ impl Config {
         if let Some(kafka) = &self.sinks.kafka {
             if !cfg!(feature = "kafka") {
                 return Err(
-                    "sinks.kafka: this build has no Kafka sink (build with the `kafka` feature)"
-                        .to_string(),
+                    at!("sinks.kafka"; "this build has no Kafka sink (build with the `kafka` feature)"),
                 );
             }
             kafka.validate()?;
@@ -201,25 +205,26 @@ impl Config {
                 file,
                 &self.processing.container_labels,
                 &group_fields,
-            )?;
+            )
+            .map_err(|e| InvalidConfig::Check(e.to_string()))?;
         }
         if self.checkpoint.state_dir.as_os_str().is_empty() {
-            return Err("checkpoint.state_dir: must not be empty".to_string());
+            return Err(at!("checkpoint.state_dir"; "must not be empty"));
         }
         if self.checkpoint.interval.0 < Duration::from_millis(100) {
-            return Err("checkpoint.interval: must be at least 100ms".to_string());
+            return Err(at!("checkpoint.interval"; "must be at least 100ms"));
         }
-        check_listen(&self.http.listen).map_err(|e| format!("http.listen: {e}"))?;
+        check_listen(&self.http.listen).map_err(|e| at!("http.listen"; "{e}"))?;
         if self.http.header_read_timeout.0 < Duration::from_millis(100) {
-            return Err("http.header_read_timeout: must be at least 100ms".to_string());
+            return Err(at!("http.header_read_timeout"; "must be at least 100ms"));
         }
         if self.http.max_connections == 0 {
-            return Err("http.max_connections: must be at least 1".to_string());
+            return Err(at!("http.max_connections"; "must be at least 1"));
         }
         if !self.docker.host.is_empty()
             && let Err(e) = crate::docker::Endpoint::parse(&self.docker.host)
         {
-            return Err(format!("docker.host: {e}"));
+            return Err(at!("docker.host"; "{e}"));
         }
         if let Some(tls) = &self.docker.tls {
             tls.validate()?;
@@ -227,13 +232,14 @@ impl Config {
         if !self.docker.containers_dir.is_empty()
             && !std::path::Path::new(&self.docker.containers_dir).is_absolute()
         {
-            return Err(format!(
-                "docker.containers_dir: {:?} must be an absolute path (where Docker's containers \
-                 directory is mounted, e.g. /var/lib/docker/containers)",
-                self.docker.containers_dir
-            ));
+            return Err(
+                at!("docker.containers_dir"; "{:?} must be an absolute path (where Docker's containers \
+                     directory is mounted, e.g. /var/lib/docker/containers)",
+                    self.docker.containers_dir
+                ),
+            );
         }
-        check_log_filter(&self.log.level).map_err(|e| format!("log.level: {e}"))?;
+        check_log_filter(&self.log.level).map_err(|e| at!("log.level"; "{e}"))?;
         Ok(())
     }
 }

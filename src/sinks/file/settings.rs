@@ -62,8 +62,12 @@ impl FileSinkSettings {
             template: template_of(c)?,
             idle_close: c.idle_close.0,
             modes: Modes {
-                file: c.file_mode().map_err(FileSinkError::Config)?,
-                dir: c.directory_mode().map_err(FileSinkError::Config)?,
+                file: c
+                    .file_mode()
+                    .map_err(|e| FileSinkError::Config(e.to_string()))?,
+                dir: c
+                    .directory_mode()
+                    .map_err(|e| FileSinkError::Config(e.to_string()))?,
             },
             durability: match c.fsync {
                 FileFsync::Always => Durability::Always,
