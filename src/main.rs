@@ -8,7 +8,9 @@ use tokio_util::sync::CancellationToken;
 
 use log_capturer::agent::Outcome;
 use log_capturer::config::{Config, LogFormat, Overrides};
-use log_capturer::reload::{ConfigSource, Control, LogLevelSetter, ReloadRequest, ReloadSender};
+use log_capturer::reload::{
+    ConfigSource, Control, LogLevelError, LogLevelSetter, ReloadRequest, ReloadSender,
+};
 
 /// How `--state-dir` and the environment override the config file (also in the README).
 const OVERRIDES_HELP: &str = "\
@@ -357,8 +359,10 @@ fn init_logging(config: &Config) -> LogLevelSetter {
     }
     Box::new(move |level: &str| {
         let filter = log_capturer::config::log_filter(level)
-            .ok_or_else(|| format!("{level:?} is not a log filter"))?;
-        handle.reload(filter).map_err(|e| e.to_string())?;
+            .ok_or_else(|| LogLevelError::NotAFilter(level.to_string()))?;
+        handle
+            .reload(filter)
+            .map_err(|e| LogLevelError::Reload(e.to_string()))?;
         Ok(None)
     })
 }

@@ -30,7 +30,27 @@ pub struct ConfigSource {
 
 /// Applies a new `log.level` to the running process; returns a note for the log (e.g. that
 /// `RUST_LOG` overrides it) or why it could not.
-pub type LogLevelSetter = Box<dyn Fn(&str) -> Result<Option<String>, String> + Send + Sync>;
+pub type LogLevelSetter = Box<dyn Fn(&str) -> Result<Option<String>, LogLevelError> + Send + Sync>;
+
+/// Why a new `log.level` could not be applied.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LogLevelError {
+    #[error("{0:?} is not a log filter")]
+    NotAFilter(String),
+    /// The subscriber refused the new filter (its text).
+    #[error("{0}")]
+    Reload(String),
+}
+
+/// A reload that changes keys only a restart applies: each `key (why)`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "changed keys need a restart: {}; the running config is kept (restart the agent to apply them)",
+    .keys.join("; ")
+)]
+pub struct RestartRequired {
+    pub keys: Vec<String>,
+}
 
 /// A reload's answer: a short message, or why it failed (with an HTTP status for
 /// `POST /-/reload`).
@@ -110,7 +130,7 @@ pub enum Change {
 }
 
 /// Compares the running config with a new one; `Err` names every key that needs a restart.
-pub fn diff(old: &Config, new: &Config) -> Result<Change, String> {
+pub fn diff(old: &Config, new: &Config) -> Result<Change, RestartRequired> {
     let restart: Vec<&(&str, &str)> = RESTART_KEYS
         .iter()
         .filter(|(key, _)| match *key {
@@ -130,10 +150,7 @@ pub fn diff(old: &Config, new: &Config) -> Result<Change, String> {
             .iter()
             .map(|(key, why)| format!("{key} ({why})"))
             .collect();
-        return Err(format!(
-            "changed keys need a restart: {}; the running config is kept (restart the agent to apply them)",
-            keys.join("; ")
-        ));
+        return Err(RestartRequired { keys });
     }
     let mut sections = Vec::new();
     if old.docker != new.docker {
@@ -213,13 +230,13 @@ mod tests {
     #[test]
     fn restart_keys_are_refused_with_their_names() {
         let new = parse("sinks:\n  stdout: {}\ncheckpoint:\n  state_dir: /tmp/b\n");
-        let e = diff(&parse(BASE), &new).expect_err("refused");
+        let e = diff(&parse(BASE), &new).expect_err("refused").to_string();
         assert!(e.contains("checkpoint.state_dir"), "{e}");
         assert!(e.contains("need a restart"), "{e}");
         let new = parse(&format!(
             "{BASE}http:\n  listen: 127.0.0.1:9999\n  max_connections: 3\nlog:\n  format: json\n"
         ));
-        let e = diff(&parse(BASE), &new).expect_err("refused");
+        let e = diff(&parse(BASE), &new).expect_err("refused").to_string();
         for key in ["http.listen", "http.max_connections", "log.format"] {
             assert!(e.contains(key), "{key} in {e}");
         }
@@ -231,7 +248,7 @@ mod tests {
         assert!(diff(&parse(BASE), &new).is_err());
         // Another daemon: refused; its TLS settings alone may change.
         let new = parse(&format!("{BASE}docker:\n  host: tcp://127.0.0.1:2375\n"));
-        let e = diff(&parse(BASE), &new).expect_err("refused");
+        let e = diff(&parse(BASE), &new).expect_err("refused").to_string();
         assert!(e.contains("docker.host"), "{e}");
         let new = parse(&format!("{BASE}docker:\n  request_timeout: 9s\n"));
         assert_eq!(

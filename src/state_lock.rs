@@ -2,26 +2,49 @@
 //! the life of the process (also taken by `dlq` commands, so they never race the agent).
 
 use std::fs::File;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+/// Why the state directory could not be locked.
+#[derive(Debug, thiserror::Error)]
+pub enum StateLockError {
+    /// Another process holds the lock.
+    #[error(
+        "{} is in use by another log-capturer (one agent per state_dir; stop it first)",
+        .0.display()
+    )]
+    InUse(PathBuf),
+    /// The directory or its lock file cannot be created or locked; the text is
+    /// [`state_dir_error`]'s (names the key and, for permissions, how to choose another).
+    #[error("{0}")]
+    StateDir(String),
+}
+
+/// Callers that still speak `String` (the agent and `dlq` command results).
+impl From<StateLockError> for String {
+    fn from(e: StateLockError) -> String {
+        e.to_string()
+    }
+}
 
 pub struct StateLock {
     _file: File,
 }
 
 impl StateLock {
-    pub fn acquire(state_dir: &Path) -> Result<StateLock, String> {
-        crate::fsutil::create_private_dir(state_dir)
-            .map_err(|e| state_dir_error(state_dir, state_dir, &e))?;
+    pub fn acquire(state_dir: &Path) -> Result<StateLock, StateLockError> {
+        let dir_error = |path: &Path, e: &std::io::Error| {
+            StateLockError::StateDir(state_dir_error(state_dir, path, e))
+        };
+        crate::fsutil::create_private_dir(state_dir).map_err(|e| dir_error(state_dir, &e))?;
         let path = state_dir.join("lock");
-        let file = crate::fsutil::open_private_file(&path, false)
-            .map_err(|e| state_dir_error(state_dir, &path, &e))?;
+        let file =
+            crate::fsutil::open_private_file(&path, false).map_err(|e| dir_error(&path, &e))?;
         match file.try_lock() {
             Ok(()) => Ok(StateLock { _file: file }),
-            Err(std::fs::TryLockError::WouldBlock) => Err(format!(
-                "{} is in use by another log-capturer (one agent per state_dir; stop it first)",
-                state_dir.display()
-            )),
-            Err(std::fs::TryLockError::Error(e)) => Err(state_dir_error(state_dir, &path, &e)),
+            Err(std::fs::TryLockError::WouldBlock) => {
+                Err(StateLockError::InUse(state_dir.to_path_buf()))
+            }
+            Err(std::fs::TryLockError::Error(e)) => Err(dir_error(&path, &e)),
         }
     }
 }
@@ -59,7 +82,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let first = StateLock::acquire(dir.path()).expect("first");
         let second = StateLock::acquire(dir.path());
-        assert!(second.is_err_and(|e| e.contains("in use")));
+        assert!(second.is_err_and(|e| e.to_string().contains("in use")));
         drop(first);
         StateLock::acquire(dir.path()).expect("after release");
     }

@@ -26,9 +26,34 @@ impl PemFile {
         }
     }
 
-    fn error(&self, e: impl std::fmt::Display) -> String {
-        format!("{} {}: {e}", self.origin, self.path.display())
+    fn error(&self, e: impl std::fmt::Display) -> TlsError {
+        TlsError::File {
+            origin: self.origin.clone(),
+            path: self.path.clone(),
+            reason: e.to_string(),
+        }
     }
+}
+
+/// Why a client TLS configuration cannot be built; the text names the file and the setting.
+/// Causes are kept as text: rustls' and pem's errors are neither `Clone` nor `Eq`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TlsError {
+    /// A PEM file cannot be read or holds nothing usable.
+    #[error("{origin} {}: {reason}", .path.display())]
+    File {
+        origin: String,
+        path: PathBuf,
+        reason: String,
+    },
+    /// The crypto provider refuses the default protocol versions.
+    #[error("TLS: {0}")]
+    Protocols(String),
+    /// The client certificate and key do not go together; `origin` is the TLS setting.
+    #[error("{origin}: client certificate: {reason}")]
+    ClientCert { origin: String, reason: String },
+    #[error("{origin}: a client certificate needs both cert_file and key_file")]
+    HalfPair { origin: String },
 }
 
 /// What a client trusts and presents.
@@ -49,7 +74,7 @@ pub struct ClientTls {
     pub origin: String,
 }
 
-pub fn client_config(c: &ClientTls) -> Result<rustls::ClientConfig, String> {
+pub fn client_config(c: &ClientTls) -> Result<rustls::ClientConfig, TlsError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut roots = rustls::RootCertStore::empty();
     if !(c.ca_only && c.ca.is_some()) {
@@ -69,7 +94,7 @@ pub fn client_config(c: &ClientTls) -> Result<rustls::ClientConfig, String> {
     }
     let builder = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
         .with_safe_default_protocol_versions()
-        .map_err(|e| format!("TLS: {e}"))?
+        .map_err(|e| TlsError::Protocols(e.to_string()))?
         .with_root_certificates(roots);
     let mut config = match (&c.cert, &c.key) {
         (Some(cert), Some(key)) => {
@@ -82,13 +107,15 @@ pub fn client_config(c: &ClientTls) -> Result<rustls::ClientConfig, String> {
             let key = PrivateKeyDer::from_pem_file(&key.path).map_err(|e| key.error(e))?;
             builder
                 .with_client_auth_cert(chain, key)
-                .map_err(|e| format!("{}: client certificate: {e}", c.origin))?
+                .map_err(|e| TlsError::ClientCert {
+                    origin: c.origin.clone(),
+                    reason: e.to_string(),
+                })?
         }
         (Some(_), None) | (None, Some(_)) => {
-            return Err(format!(
-                "{}: a client certificate needs both cert_file and key_file",
-                c.origin
-            ));
+            return Err(TlsError::HalfPair {
+                origin: c.origin.clone(),
+            });
         }
         (None, None) => builder.with_no_client_auth(),
     };

@@ -67,7 +67,7 @@ pub(super) async fn run_generations(
                     config = previous;
                     continue;
                 }
-                None => return Err(e),
+                None => return Err(e.into()),
             },
         };
         if let Some((batch, _)) = reloading.take() {

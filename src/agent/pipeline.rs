@@ -48,7 +48,7 @@ pub(super) async fn run_pipeline(
         Err(e) => {
             error!(error = %e, "processing");
             process.shutdown.cancel();
-            return not_started(Outcome::Incomplete(vec![e]));
+            return not_started(Outcome::Incomplete(vec![e.to_string()]));
         }
     };
     let endpoint = match Endpoint::resolve_with(&config.docker) {

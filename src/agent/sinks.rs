@@ -49,10 +49,40 @@ pub(super) struct PreparedSinks {
     pub(super) kafka: Option<PreparedKafka>,
 }
 
+/// Why a network sink could not be prepared (the generation does not start; a reload keeps
+/// the previous config).
+#[derive(Debug, thiserror::Error)]
+pub(super) enum SinkSetupError {
+    #[error("{0}")]
+    Loki(#[from] loki::LokiSetupError),
+    #[cfg(feature = "kafka")]
+    #[error("{0}")]
+    KafkaClient(#[source] crate::sinks::kafka::KafkaConfigError),
+    #[cfg(feature = "kafka")]
+    #[error("sinks.kafka: {0}")]
+    KafkaEncoder(#[source] crate::sinks::kafka::KafkaConfigError),
+    /// A buffer or dead-letter store.
+    #[error("cannot open {}: {source}", .dir.display())]
+    OpenStore {
+        dir: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The blocking task that opens the stores failed (panicked).
+    #[error("{0}")]
+    Join(#[from] tokio::task::JoinError),
+}
+
+impl From<SinkSetupError> for String {
+    fn from(e: SinkSetupError) -> String {
+        e.to_string()
+    }
+}
+
 pub(super) async fn prepare_sinks(
     config: &Config,
     metrics: &Arc<Metrics>,
-) -> Result<PreparedSinks, String> {
+) -> Result<PreparedSinks, SinkSetupError> {
     let mut prepared = PreparedSinks::default();
     if let Some(loki) = &config.sinks.loki {
         prepared.loki = Some(prepare_loki(config, loki, metrics).await?);
@@ -78,7 +108,7 @@ pub(super) async fn prepare_kafka(
     config: &Config,
     kafka: &crate::config::KafkaSinkConfig,
     metrics: &Arc<Metrics>,
-) -> Result<PreparedKafka, String> {
+) -> Result<PreparedKafka, SinkSetupError> {
     use crate::sinks::kafka;
     for (property, why) in kafka.weakening_properties() {
         warn!(%property, "sinks.kafka.properties: {why}");
@@ -86,8 +116,10 @@ pub(super) async fn prepare_kafka(
     for warning in kafka.security_warnings() {
         warn!("{warning}");
     }
-    let client = kafka::client_config::checked_client_config(kafka).await?;
-    let encoder = kafka::MessageEncoder::new(kafka).map_err(|e| format!("sinks.kafka: {e}"))?;
+    let client = kafka::client_config::checked_client_config(kafka)
+        .await
+        .map_err(SinkSetupError::KafkaClient)?;
+    let encoder = kafka::MessageEncoder::new(kafka).map_err(SinkSetupError::KafkaEncoder)?;
     let state = config.checkpoint.state_dir.clone();
     let (buffer, dead_letters) = {
         let kafka_config = kafka.clone();
@@ -103,8 +135,7 @@ pub(super) async fn prepare_kafka(
                 &metrics,
             )
         })
-        .await
-        .map_err(|e| e.to_string())??
+        .await??
     };
     Ok(PreparedKafka {
         config: kafka.clone(),
@@ -119,7 +150,7 @@ pub(super) async fn prepare_loki(
     config: &Config,
     loki: &LokiSinkConfig,
     metrics: &Arc<Metrics>,
-) -> Result<PreparedLoki, String> {
+) -> Result<PreparedLoki, SinkSetupError> {
     if loki.tls.insecure_skip_verify {
         warn!("sinks.loki.tls.insecure_skip_verify is set: Loki's certificate is NOT verified");
     }
@@ -128,9 +159,7 @@ pub(super) async fn prepare_loki(
     let (buffer, dead_letters) = {
         let loki = loki.clone();
         let metrics = Arc::clone(metrics);
-        tokio::task::spawn_blocking(move || open_loki_stores(&state, &loki, &metrics))
-            .await
-            .map_err(|e| e.to_string())??
+        tokio::task::spawn_blocking(move || open_loki_stores(&state, &loki, &metrics)).await??
     };
     Ok(PreparedLoki {
         config: loki.clone(),
@@ -272,7 +301,7 @@ pub(super) fn open_loki_stores(
     state_dir: &std::path::Path,
     config: &LokiSinkConfig,
     metrics: &Metrics,
-) -> Result<(SharedStore, SharedStore), String> {
+) -> Result<(SharedStore, SharedStore), SinkSetupError> {
     open_sink_stores(
         "loki",
         (loki::buffer_dir(state_dir), loki::buffer_options(config)),
@@ -287,10 +316,13 @@ pub(super) fn open_sink_stores(
     buffer: (std::path::PathBuf, crate::buffer::StoreOptions),
     dlq: (std::path::PathBuf, crate::buffer::StoreOptions),
     metrics: &Metrics,
-) -> Result<(SharedStore, SharedStore), String> {
+) -> Result<(SharedStore, SharedStore), SinkSetupError> {
     let open = |(dir, options): (std::path::PathBuf, crate::buffer::StoreOptions)| {
-        let (store, report) = SharedStore::open(&dir, options)
-            .map_err(|e| format!("cannot open {}: {e}", dir.display()))?;
+        let (store, report) =
+            SharedStore::open(&dir, options).map_err(|source| SinkSetupError::OpenStore {
+                dir: dir.clone(),
+                source,
+            })?;
         for problem in &report.problems {
             metrics
                 .buffer_corrupt
@@ -301,7 +333,7 @@ pub(super) fn open_sink_stores(
         if report.pending_records > 0 {
             info!(store = %dir.display(), records = report.pending_records, "records waiting from an earlier run");
         }
-        Ok::<_, String>(store)
+        Ok::<_, SinkSetupError>(store)
     };
     Ok((open(buffer)?, open(dlq)?))
 }

@@ -38,25 +38,54 @@ impl PartialEq for Endpoint {
 
 impl Eq for Endpoint {}
 
+/// Why a `docker.host` / `DOCKER_HOST` text is not an endpoint (the text is quoted).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EndpointError {
+    #[error("{0:?} has no socket path")]
+    NoSocketPath(String),
+    #[error("{0:?} must be tcp://host:port")]
+    NotHostPort(String),
+    #[error("{0:?} is not a Docker endpoint (unix:///path or tcp://host:port)")]
+    UnknownScheme(String),
+}
+
+impl From<EndpointError> for String {
+    fn from(e: EndpointError) -> String {
+        e.to_string()
+    }
+}
+
+impl std::str::FromStr for Endpoint {
+    type Err = EndpointError;
+
+    fn from_str(text: &str) -> Result<Endpoint, EndpointError> {
+        Endpoint::parse_typed(text)
+    }
+}
+
 impl Endpoint {
-    /// Parses `unix:///path` or `tcp://host:port` (the `DOCKER_HOST` syntax).
+    /// Parses `unix:///path` or `tcp://host:port` (the `DOCKER_HOST` syntax). The `String`
+    /// form is for config validation and overrides, which still speak `String`; inside the
+    /// Docker client use `str::parse` (typed [`EndpointError`]).
     pub fn parse(text: &str) -> Result<Endpoint, String> {
+        text.parse().map_err(String::from)
+    }
+
+    fn parse_typed(text: &str) -> Result<Endpoint, EndpointError> {
         if let Some(path) = text.strip_prefix("unix://") {
             if path.is_empty() {
-                return Err(format!("{text:?} has no socket path"));
+                return Err(EndpointError::NoSocketPath(text.to_string()));
             }
             return Ok(Endpoint::Unix(PathBuf::from(path)));
         }
         if let Some(addr) = text.strip_prefix("tcp://") {
             let addr = addr.trim_end_matches('/');
             if addr.is_empty() || !addr.contains(':') {
-                return Err(format!("{text:?} must be tcp://host:port"));
+                return Err(EndpointError::NotHostPort(text.to_string()));
             }
             return Ok(Endpoint::Tcp(addr.to_string()));
         }
-        Err(format!(
-            "{text:?} is not a Docker endpoint (unix:///path or tcp://host:port)"
-        ))
+        Err(EndpointError::UnknownScheme(text.to_string()))
     }
 
     /// The configured host, else `$DOCKER_HOST`, else the local socket.
@@ -69,17 +98,19 @@ impl Endpoint {
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<Endpoint, SetupError> {
         if !configured.is_empty() {
-            return Endpoint::parse(configured).map_err(|reason| SetupError::Host {
+            return Endpoint::parse_typed(configured).map_err(|reason| SetupError::Host {
                 origin: "docker.host",
                 reason,
             });
         }
         match env("DOCKER_HOST") {
-            Some(v) if !v.is_empty() => Endpoint::parse(&v).map_err(|reason| SetupError::Host {
-                origin: "DOCKER_HOST",
-                reason,
-            }),
-            _ => Endpoint::parse(DEFAULT_SOCKET).map_err(SetupError::DefaultHost),
+            Some(v) if !v.is_empty() => {
+                Endpoint::parse_typed(&v).map_err(|reason| SetupError::Host {
+                    origin: "DOCKER_HOST",
+                    reason,
+                })
+            }
+            _ => Endpoint::parse_typed(DEFAULT_SOCKET).map_err(SetupError::DefaultHost),
         }
     }
 
@@ -281,6 +312,17 @@ mod tests {
         assert!(Endpoint::parse("tcp://nohost").is_err());
         assert!(Endpoint::parse("http://x").is_err());
         assert!(Endpoint::parse("unix://").is_err());
+        // The texts config validation and overrides print.
+        for (text, message) in [
+            ("unix://", r#""unix://" has no socket path"#),
+            ("tcp://nohost", r#""tcp://nohost" must be tcp://host:port"#),
+            (
+                "http://x",
+                r#""http://x" is not a Docker endpoint (unix:///path or tcp://host:port)"#,
+            ),
+        ] {
+            assert_eq!(Endpoint::parse(text), Err(message.to_string()));
+        }
     }
 
     #[test]
@@ -295,7 +337,7 @@ mod tests {
         let mut config = DockerConfig::default();
         assert_eq!(
             Endpoint::resolve_with_env(&config, env(&[])),
-            Endpoint::parse(DEFAULT_SOCKET).map_err(SetupError::DefaultHost)
+            Endpoint::parse_typed(DEFAULT_SOCKET).map_err(SetupError::DefaultHost)
         );
         assert_eq!(
             Endpoint::resolve_with_env(&config, env(&[("DOCKER_HOST", "tcp://e:2375")])),

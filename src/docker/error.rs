@@ -102,11 +102,11 @@ pub enum SetupError {
     #[error("{origin}: {reason}")]
     Host {
         origin: &'static str,
-        reason: String,
+        reason: super::EndpointError,
     },
     /// The built-in default socket does not parse (it always does).
     #[error("{0}")]
-    DefaultHost(String),
+    DefaultHost(super::EndpointError),
     /// TLS from the environment, with no directory to find its files in.
     #[error(
         "DOCKER_TLS_VERIFY/DOCKER_TLS: DOCKER_CERT_PATH is not set and there is no HOME for ~/.docker"

@@ -12,6 +12,6 @@ pub mod tls;
 pub mod types;
 
 pub use client::{DockerClient, MAX_API_VERSION, MIN_API_VERSION, pinned_api_version};
-pub use endpoint::{Conn, DEFAULT_SOCKET, Endpoint, ParkedConn};
+pub use endpoint::{Conn, DEFAULT_SOCKET, Endpoint, EndpointError, ParkedConn};
 pub use error::{DockerError, SetupError, TLS_PORT_HINT};
 pub use http_stream::HttpStream;

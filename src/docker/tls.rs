@@ -137,7 +137,8 @@ impl TlsClient {
                 host: host.to_string(),
                 error: e.to_string(),
             })?;
-        let config = crate::tls::client_config(&spec).map_err(SetupError::Certificates)?;
+        let config = crate::tls::client_config(&spec)
+            .map_err(|e| SetupError::Certificates(e.to_string()))?;
         Ok(TlsClient {
             config: Arc::new(config),
             server_name,

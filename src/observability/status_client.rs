@@ -45,46 +45,100 @@ pub fn base_url(url: &str) -> String {
     }
 }
 
+/// Why `log-capturer status` has no report; `url` is the address asked.
+#[derive(Debug, thiserror::Error)]
+pub enum StatusError {
+    #[error("cannot start the runtime: {0}")]
+    Runtime(#[source] std::io::Error),
+    #[error("{url}: {source}")]
+    Uri {
+        url: String,
+        #[source]
+        source: hyper::http::uri::InvalidUri,
+    },
+    #[error("{url}: {reason}")]
+    Request {
+        url: String,
+        #[source]
+        reason: RequestError,
+    },
+    #[error("{url}: not a status answer: {source}")]
+    NotAStatusAnswer {
+        url: String,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+/// Why one status request got no usable answer.
+#[derive(Debug, thiserror::Error)]
+pub enum RequestError {
+    /// The client error with its chain of causes (see `describe`).
+    #[error("{0}")]
+    Connect(String),
+    #[error("{0}")]
+    Body(#[source] hyper::Error),
+    #[error("answered {status}: {body}")]
+    Status {
+        status: hyper::StatusCode,
+        body: String,
+    },
+    #[error("no answer within {0:?}")]
+    Timeout(std::time::Duration),
+}
+
 /// Fetches both lists from the agent at `base` (`http://host:port`).
-pub async fn fetch(base: &str) -> Result<Report, String> {
+pub async fn fetch(base: &str) -> Result<Report, StatusError> {
     let client: Client<_, Empty<Bytes>> =
         Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
     let get = |path: &'static str| {
         let client = client.clone();
         let url = format!("{base}{path}");
         async move {
-            let uri: hyper::Uri = url.parse().map_err(|e| format!("{url}: {e}"))?;
+            let uri: hyper::Uri = url.parse().map_err(|source| StatusError::Uri {
+                url: url.clone(),
+                source,
+            })?;
             let request = async {
-                let response = client.get(uri).await.map_err(|e| describe(&e))?;
+                let response = client
+                    .get(uri)
+                    .await
+                    .map_err(|e| RequestError::Connect(describe(&e)))?;
                 let status = response.status();
                 let body = response
                     .into_body()
                     .collect()
                     .await
-                    .map_err(|e| e.to_string())?
+                    .map_err(RequestError::Body)?
                     .to_bytes();
                 if !status.is_success() {
-                    return Err(format!(
-                        "answered {status}: {}",
-                        String::from_utf8_lossy(&body).trim()
-                    ));
+                    return Err(RequestError::Status {
+                        status,
+                        body: String::from_utf8_lossy(&body).trim().to_string(),
+                    });
                 }
                 Ok(body)
             };
             tokio::time::timeout(REQUEST_TIMEOUT, request)
                 .await
-                .map_err(|_| format!("no answer within {REQUEST_TIMEOUT:?}"))
+                .map_err(|_| RequestError::Timeout(REQUEST_TIMEOUT))
                 .and_then(|r| r)
-                .map_err(|e| format!("{url}: {e}"))
+                .map_err(|reason| StatusError::Request { url, reason })
         }
     };
     let containers = get("/api/v1/containers").await?;
     let sinks = get("/api/v1/sinks").await?;
     Ok(Report {
-        containers: serde_json::from_slice(&containers)
-            .map_err(|e| format!("{base}/api/v1/containers: not a status answer: {e}"))?,
-        sinks: serde_json::from_slice(&sinks)
-            .map_err(|e| format!("{base}/api/v1/sinks: not a status answer: {e}"))?,
+        containers: serde_json::from_slice(&containers).map_err(|source| {
+            StatusError::NotAStatusAnswer {
+                url: format!("{base}/api/v1/containers"),
+                source,
+            }
+        })?,
+        sinks: serde_json::from_slice(&sinks).map_err(|source| StatusError::NotAStatusAnswer {
+            url: format!("{base}/api/v1/sinks"),
+            source,
+        })?,
     })
 }
 
@@ -303,7 +357,7 @@ pub fn run(url: &str, json: bool) -> u8 {
     let fetched = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| format!("cannot start the runtime: {e}"))
+        .map_err(StatusError::Runtime)
         .and_then(|rt| rt.block_on(fetch(&base)));
     let report = match fetched {
         Ok(r) => r,

@@ -14,6 +14,32 @@ use crate::config::FilterConfig;
 use crate::discovery::filter::{Candidate, glob_match, selected};
 use crate::pipeline::{LogLine, StreamKind};
 
+/// Why a pipeline does not compile. The text names the key path (config validation and
+/// `log-capturer process` print it).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProcessingError {
+    /// `at` is `processing.pipelines[i]`.
+    #[error("{at}.name: every pipeline needs a name (metrics and logs use it)")]
+    Unnamed { at: String },
+    #[error("{at}.name: `{name}` is already the name of processing.pipelines[{first}]")]
+    DuplicateName {
+        at: String,
+        name: String,
+        first: usize,
+    },
+    /// A stage setting is invalid; `key` is its full path
+    /// (`processing.pipelines[1].stages[0].multiline.start`).
+    #[error("{key}: {message}")]
+    Stage { key: String, message: String },
+}
+
+/// Config validation still speaks `String`.
+impl From<ProcessingError> for String {
+    fn from(e: ProcessingError) -> String {
+        e.to_string()
+    }
+}
+
 /// Every pipeline of the config, compiled once (at load: bad patterns are config errors).
 #[derive(Clone, Debug, Default)]
 pub struct Pipelines {
@@ -35,21 +61,20 @@ struct CompiledPipeline {
 impl Pipelines {
     /// Checks every pipeline and stage; the error names the key path
     /// (`processing.pipelines[1].stages[0].multiline.start: invalid regex: …`).
-    pub fn compile(config: &ProcessingConfig) -> Result<Pipelines, String> {
+    pub fn compile(config: &ProcessingConfig) -> Result<Pipelines, ProcessingError> {
         let mut names = HashMap::new();
         let mut pipelines = Vec::new();
         for (p, pipeline) in config.pipelines.iter().enumerate() {
             let at = format!("processing.pipelines[{p}]");
             if pipeline.name.trim().is_empty() {
-                return Err(format!(
-                    "{at}.name: every pipeline needs a name (metrics and logs use it)"
-                ));
+                return Err(ProcessingError::Unnamed { at });
             }
             if let Some(first) = names.insert(pipeline.name.clone(), p) {
-                return Err(format!(
-                    "{at}.name: `{}` is already the name of processing.pipelines[{first}]",
-                    pipeline.name
-                ));
+                return Err(ProcessingError::DuplicateName {
+                    at,
+                    name: pipeline.name.clone(),
+                    first,
+                });
             }
             let mut compiled = CompiledPipeline {
                 index: p,
@@ -62,8 +87,12 @@ impl Pipelines {
             let prototype = compiled.instantiate(&ProcessingMetrics::default())?;
             for (s, stage) in pipeline.stages.iter().enumerate() {
                 if let StageConfig::Tenant(tenant) = stage {
-                    check_label_copied(tenant, &config.container_labels)
-                        .map_err(|e| format!("{at}.stages[{s}].tenant.{}: {}", e.key, e.message))?;
+                    check_label_copied(tenant, &config.container_labels).map_err(|e| {
+                        ProcessingError::Stage {
+                            key: format!("{at}.stages[{s}].tenant.{}", e.key),
+                            message: e.message,
+                        }
+                    })?;
                 }
             }
             compiled.shared = prototype.stages.iter().map(|s| s.stage.shared()).collect();
@@ -107,7 +136,7 @@ impl Pipelines {
         &self,
         name: &str,
         metrics: &ProcessingMetrics,
-    ) -> Option<Result<Processor, String>> {
+    ) -> Option<Result<Processor, ProcessingError>> {
         let pipeline = self.pipelines.iter().find(|p| &*p.name == name)?;
         Some(pipeline.instantiate(metrics))
     }
@@ -132,7 +161,7 @@ impl Pipelines {
 }
 
 impl CompiledPipeline {
-    fn instantiate(&self, metrics: &ProcessingMetrics) -> Result<Processor, String> {
+    fn instantiate(&self, metrics: &ProcessingMetrics) -> Result<Processor, ProcessingError> {
         let name = &self.name;
         let mut multiline = None;
         let mut stages = Vec::new();
@@ -159,15 +188,20 @@ impl CompiledPipeline {
                         })
                         .clone()
                 });
-                let built = Multiline::build(config, ends)
-                    .map_err(|e| format!("{}: {}", at(e.key), e.message))?;
+                let built = Multiline::build(config, ends).map_err(|e| ProcessingError::Stage {
+                    key: at(e.key),
+                    message: e.message,
+                })?;
                 multiline = Some(built);
                 continue;
             }
             let label: Arc<str> = Arc::from(format!("{}[{s}]", stage.kind()));
             let stage_metrics = metrics.stage(name, Arc::clone(&label));
-            let mut built = Stage::build(stage, &stage_metrics)
-                .map_err(|e| format!("{}: {}", at(e.key), e.message))?;
+            let mut built =
+                Stage::build(stage, &stage_metrics).map_err(|e| ProcessingError::Stage {
+                    key: at(e.key),
+                    message: e.message,
+                })?;
             if let Some(Some(shared)) = self.shared.get(stages.len()) {
                 built.share(shared);
             }

@@ -22,7 +22,7 @@ mod tests;
 pub mod try_run;
 
 pub use config::ProcessingConfig;
-pub use engine::{Pipelines, Processor};
+pub use engine::{Pipelines, ProcessingError, Processor};
 pub use metrics::ProcessingMetrics;
 pub use multiline::Multiline;
 pub use record::{Extra, FieldValue, Fields, Level, lookup};

@@ -147,8 +147,17 @@ enum Piece {
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Template(Vec<Piece>);
 
+/// Why an `add` template does not parse (`at`: byte offset of the `{`).
+#[derive(Debug, thiserror::Error)]
+enum TemplateError {
+    #[error("the `{{` at byte {at} has no closing `}}` (write `{{{{` for a literal brace)")]
+    Unclosed { at: usize },
+    #[error("empty placeholder `{{}}` at byte {at}")]
+    Empty { at: usize },
+}
+
 impl Template {
-    fn parse(template: &str) -> Result<Template, String> {
+    fn parse(template: &str) -> Result<Template, TemplateError> {
         let mut pieces = Vec::new();
         let mut text = String::new();
         let mut rest = template;
@@ -171,12 +180,10 @@ impl Template {
                 .find(['{', '}'])
                 .filter(|&j| after.as_bytes()[j] == b'}');
             let Some(end) = end else {
-                return Err(format!(
-                    "the `{{` at byte {at} has no closing `}}` (write `{{{{` for a literal brace)"
-                ));
+                return Err(TemplateError::Unclosed { at });
             };
             if end == 0 {
-                return Err(format!("empty placeholder `{{}}` at byte {at}"));
+                return Err(TemplateError::Empty { at });
             }
             if !text.is_empty() {
                 pieces.push(Piece::Text(std::mem::take(&mut text).into()));

@@ -80,7 +80,7 @@ impl LabelsStage {
         }
         let mut labels: Vec<Label> = Vec::with_capacity(config.fields.len());
         for name in &config.fields {
-            check_label_name(name).map_err(|e| BuildError::at("fields", e))?;
+            check_label_name(name).map_err(|e| BuildError::at("fields", e.to_string()))?;
             if labels.iter().any(|l| &*l.name == name) {
                 return Err(BuildError::at(
                     "fields",
@@ -169,23 +169,30 @@ impl LabelsStage {
     }
 }
 
+/// Why a field cannot be promoted to a label (the name is quoted).
+#[derive(Debug, thiserror::Error)]
+enum LabelNameError {
+    #[error(
+        "`{0}` is not a Loki label name ([a-zA-Z_][a-zA-Z0-9_]*); rename the field first with \
+         a fields stage"
+    )]
+    Invalid(String),
+    #[error("`{0}`: names starting with `__` are reserved for Loki's internal use")]
+    Reserved(String),
+}
+
 /// Why `name` is not a Loki label name, if it is not.
-fn check_label_name(name: &str) -> Result<(), String> {
+fn check_label_name(name: &str) -> Result<(), LabelNameError> {
     let mut bytes = name.bytes();
     let valid = bytes
         .next()
         .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
         && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_');
     if !valid {
-        return Err(format!(
-            "`{name}` is not a Loki label name ([a-zA-Z_][a-zA-Z0-9_]*); rename the field \
-             first with a fields stage"
-        ));
+        return Err(LabelNameError::Invalid(name.to_string()));
     }
     if name.starts_with("__") {
-        return Err(format!(
-            "`{name}`: names starting with `__` are reserved for Loki's internal use"
-        ));
+        return Err(LabelNameError::Reserved(name.to_string()));
     }
     Ok(())
 }

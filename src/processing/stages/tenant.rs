@@ -264,7 +264,7 @@ mod tests {
                 }],
             })
         };
-        let e = pipelines(&["team"]).unwrap_err();
+        let e = pipelines(&["team"]).unwrap_err().to_string();
         assert!(
             e.starts_with("processing.pipelines[0].stages[0].tenant.container_label: "),
             "{e}"

@@ -85,9 +85,9 @@ impl TimestampStage {
             "unix_ms" => Format::Unix(1_000_000),
             "unix_us" => Format::Unix(1_000),
             "unix_ns" => Format::Unix(1),
-            layout => {
-                Format::Layout(compile_layout(layout).map_err(|e| BuildError::at("format", e))?)
-            }
+            layout => Format::Layout(
+                compile_layout(layout).map_err(|e| BuildError::at("format", e.to_string()))?,
+            ),
         };
         let out_of_bounds_events = match config.out_of_bounds {
             OutOfBounds::Clamp => Some(metrics.event("timestamp_clamped")),
@@ -193,12 +193,28 @@ fn parse_unix(text: &[u8], unit: i64) -> Option<i64> {
 
 const SUPPORTED: &str = "%Y %m %b %d %e %a %H %M %S %f %z %T %F %%";
 
-fn compile_layout(layout: &str) -> Result<Vec<Item>, String> {
+/// Why a `format` layout does not compile (the layout is quoted).
+#[derive(Debug, thiserror::Error)]
+enum LayoutError {
+    #[error(
+        "`{0}` is neither rfc3339, unix, unix_ms, unix_us, unix_ns nor a layout with % \
+         directives (supported: {SUPPORTED})"
+    )]
+    NoDirective(String),
+    #[error("`{0}` ends in a lone %")]
+    LonePercent(String),
+    /// The directive (escaped) and the layout.
+    #[error("`%{directive}` in `{layout}` is not supported (supported: {SUPPORTED})")]
+    Unsupported { directive: String, layout: String },
+    #[error(
+        "`{0}` does not name a full time: a layout needs %Y, %m (or %b), %d (or %e), %H and %M"
+    )]
+    NotFullTime(String),
+}
+
+fn compile_layout(layout: &str) -> Result<Vec<Item>, LayoutError> {
     if !layout.contains('%') {
-        return Err(format!(
-            "`{layout}` is neither rfc3339, unix, unix_ms, unix_us, unix_ns nor a layout \
-             with % directives (supported: {SUPPORTED})"
-        ));
+        return Err(LayoutError::NoDirective(layout.to_string()));
     }
     let mut items = Vec::new();
     let mut bytes = layout.bytes();
@@ -215,7 +231,7 @@ fn compile_layout(layout: &str) -> Result<Vec<Item>, String> {
         }
         let directive = bytes
             .next()
-            .ok_or_else(|| format!("`{layout}` ends in a lone %"))?;
+            .ok_or_else(|| LayoutError::LonePercent(layout.to_string()))?;
         match directive {
             b'Y' => items.push(Item::Year),
             b'm' => items.push(Item::Month),
@@ -244,10 +260,10 @@ fn compile_layout(layout: &str) -> Result<Vec<Item>, String> {
             ]),
             b'%' => items.push(Item::Literal(b'%')),
             other => {
-                return Err(format!(
-                    "`%{}` in `{layout}` is not supported (supported: {SUPPORTED})",
-                    char::from(other).escape_default()
-                ));
+                return Err(LayoutError::Unsupported {
+                    directive: char::from(other).escape_default().to_string(),
+                    layout: layout.to_string(),
+                });
             }
         }
     }
@@ -258,10 +274,7 @@ fn compile_layout(layout: &str) -> Result<Vec<Item>, String> {
         && has(&[Item::Hour])
         && has(&[Item::Minute]))
     {
-        return Err(format!(
-            "`{layout}` does not name a full time: a layout needs %Y, %m (or %b), %d (or %e), \
-             %H and %M"
-        ));
+        return Err(LayoutError::NotFullTime(layout.to_string()));
     }
     Ok(items)
 }

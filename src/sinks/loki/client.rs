@@ -12,6 +12,7 @@ use hyper_util::rt::TokioExecutor;
 use std::time::Duration;
 
 use super::encode::EncodedBatch;
+use super::error::LokiSetupError;
 use crate::config::LokiSinkConfig;
 use crate::observability::reasons::LokiSinkFailureReason;
 
@@ -51,21 +52,19 @@ pub struct LokiClient {
 }
 
 impl LokiClient {
-    pub fn new(config: &LokiSinkConfig) -> Result<LokiClient, String> {
-        let uri: Uri = config
-            .url
-            .parse()
-            .map_err(|e| format!("sinks.loki.url: {e}"))?;
+    pub fn new(config: &LokiSinkConfig) -> Result<LokiClient, LokiSetupError> {
+        let uri: Uri = config.url.parse().map_err(LokiSetupError::Url)?;
         let mut headers = HeaderMap::new();
-        let mut put = |name: HeaderName, value: &str, what: &str| -> Result<(), String> {
-            let v = HeaderValue::from_str(value)
-                .map_err(|_| format!("sinks.loki.{what}: not a valid header value"))?;
+        let mut put = |name: HeaderName, value: &str, what: &str| -> Result<(), LokiSetupError> {
+            let v = HeaderValue::from_str(value).map_err(|_| LokiSetupError::HeaderValue {
+                what: what.to_string(),
+            })?;
             headers.insert(name, v);
             Ok(())
         };
         for (name, value) in &config.headers {
             let n = HeaderName::from_bytes(name.as_bytes())
-                .map_err(|_| format!("sinks.loki.headers.{name}: invalid name"))?;
+                .map_err(|_| LokiSetupError::HeaderName { name: name.clone() })?;
             put(n, value.expose(), &format!("headers.{name}"))?;
         }
         if !config.tenant.is_empty() {
@@ -225,14 +224,14 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 }
 
 #[cfg(not(feature = "tls"))]
-fn connector(_config: &LokiSinkConfig) -> Result<Connector, String> {
+fn connector(_config: &LokiSinkConfig) -> Result<Connector, LokiSetupError> {
     let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
     http.set_nodelay(true);
     Ok(http)
 }
 
 #[cfg(feature = "tls")]
-fn connector(config: &LokiSinkConfig) -> Result<Connector, String> {
+fn connector(config: &LokiSinkConfig) -> Result<Connector, LokiSetupError> {
     let tls = tls::client_config(&config.tls)?;
     let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
     http.set_nodelay(true);
@@ -249,7 +248,7 @@ mod tls {
     use crate::config::TlsConfig;
     use crate::tls::{ClientTls, PemFile};
 
-    pub fn client_config(c: &TlsConfig) -> Result<rustls::ClientConfig, String> {
+    pub fn client_config(c: &TlsConfig) -> Result<rustls::ClientConfig, crate::tls::TlsError> {
         let file = |p: &Option<std::path::PathBuf>, key: &str| {
             p.as_deref()
                 .map(|p| PemFile::new(p, format!("sinks.loki.tls.{key}")))

@@ -1,4 +1,4 @@
-//! The Loki sink's encode boundary error. (What a send to Loki comes to is
+//! The Loki sink's set-up error ([`LokiSetupError`]) and its encode boundary error. (What a send to Loki comes to is
 //! [`SendError`](super::SendError): retry, or rejected for good.)
 
 /// Why a batch could not be encoded as configured. The worker then sends it as plain JSON,
@@ -13,4 +13,28 @@ pub enum SinkError {
     #[cfg(test)]
     #[error("compression failure injected by a test")]
     InjectedForTest,
+}
+
+/// Why a Loki client cannot be built from its config (at start, on reload, for `dlq replay`).
+/// The text names the setting.
+#[derive(Debug, thiserror::Error)]
+pub enum LokiSetupError {
+    #[error("sinks.loki.url: {0}")]
+    Url(#[source] hyper::http::uri::InvalidUri),
+    #[error("sinks.loki.headers.{name}: invalid name")]
+    HeaderName { name: String },
+    /// `what` is the setting under `sinks.loki.` (`tenant`, `headers.X`, `basic_auth`, …).
+    #[error("sinks.loki.{what}: not a valid header value")]
+    HeaderValue { what: String },
+    /// `sinks.loki.tls` (its text names the file and the key).
+    #[cfg(feature = "tls")]
+    #[error("{0}")]
+    Tls(#[from] crate::tls::TlsError),
+}
+
+/// Callers that still speak `String` (the `dlq` commands).
+impl From<LokiSetupError> for String {
+    fn from(e: LokiSetupError) -> String {
+        e.to_string()
+    }
 }

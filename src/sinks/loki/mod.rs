@@ -10,7 +10,7 @@ mod worker;
 
 pub use client::{LokiClient, SendError};
 pub use encode::{EncodedBatch, Encoder};
-pub use error::SinkError;
+pub use error::{LokiSetupError, SinkError};
 pub use worker::LokiWorker;
 
 use std::path::{Path, PathBuf};

@@ -35,16 +35,31 @@ pub fn encode_record(header: &RecordHeader, body: &[u8]) -> Vec<u8> {
     out
 }
 
-pub fn decode_record(bytes: &[u8]) -> Result<(RecordHeader, Vec<u8>), String> {
+/// Why a stored record does not decode (a corrupt or truncated buffer / dead-letter record).
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error("record shorter than its header length")]
+    NoHeaderLength,
+    #[error("record shorter than its header")]
+    ShortHeader,
+    #[error("record header: {0}")]
+    Header(#[source] serde_json::Error),
+}
+
+/// The `dlq` commands still speak `String`.
+impl From<DecodeError> for String {
+    fn from(e: DecodeError) -> String {
+        e.to_string()
+    }
+}
+
+pub fn decode_record(bytes: &[u8]) -> Result<(RecordHeader, Vec<u8>), DecodeError> {
     let len = bytes
         .get(..4)
         .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
-        .ok_or("record shorter than its header length")?;
-    let head = bytes
-        .get(4..4 + len)
-        .ok_or("record shorter than its header")?;
-    let header: RecordHeader =
-        serde_json::from_slice(head).map_err(|e| format!("record header: {e}"))?;
+        .ok_or(DecodeError::NoHeaderLength)?;
+    let head = bytes.get(4..4 + len).ok_or(DecodeError::ShortHeader)?;
+    let header: RecordHeader = serde_json::from_slice(head).map_err(DecodeError::Header)?;
     Ok((header, bytes[4 + len..].to_vec()))
 }
 

@@ -342,7 +342,7 @@ impl FileSource {
                 Some(Ok(p)) => Some(p),
                 other => {
                     self.ctx.metrics.files.error(FileSourceErrorReason::Pipeline);
-                    warn!(file = %f.path.display(), pipeline = name, error = ?other.and_then(Result::err),
+                    warn!(file = %f.path.display(), pipeline = name, error = ?other.and_then(Result::err).map(|e| e.to_string()),
                         "processing pipeline unavailable; lines pass unprocessed");
                     None
                 }
