@@ -121,7 +121,7 @@ impl Config {
 
     pub(super) fn validate(&self) -> Result<(), InvalidConfig> {
         let pipelines = crate::processing::Pipelines::compile(&self.processing)
-            .map_err(InvalidConfig::Check)?;
+            .map_err(|e| InvalidConfig::Check(e.to_string()))?;
         self.sources
             .validate(&pipelines.names().collect::<Vec<_>>())?;
         self.check_loki_label_count()?;

@@ -35,7 +35,7 @@ pub enum DlqError {
     NoKafkaSink,
     /// The state directory's lock (`StateLock::acquire`'s message).
     #[error("{0}")]
-    Lock(String),
+    Lock(crate::state_lock::StateLockError),
     /// The dead-letter store could not be opened.
     #[error("{}: {source}", dir.display())]
     Open { dir: PathBuf, source: io::Error },
@@ -53,7 +53,7 @@ pub enum DlqError {
     NotFound { id: String },
     /// A Loki record whose header cannot be decoded (`decode_record`'s message).
     #[error("{0}")]
-    LokiRecord(String),
+    LokiRecord(crate::sinks::loki::store::DecodeError),
     /// A Loki record's body, gzip-compressed JSON.
     #[error("gzip: {0}")]
     Gzip(io::Error),
@@ -66,7 +66,7 @@ pub enum DlqError {
     Protobuf(#[from] prost::DecodeError),
     /// The Loki client could not be built from `sinks.loki` (`LokiClient::new`'s message).
     #[error("{0}")]
-    LokiClient(String),
+    LokiClient(crate::sinks::loki::LokiSetupError),
     /// Replay stopped: Loki did not answer (or answered other than accept/reject).
     #[error("Loki is not accepting: {0}")]
     LokiNotAccepting(SendError),
