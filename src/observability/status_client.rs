@@ -1,3 +1,6 @@
+//! (Kept in one file, a little over 500 lines: the status command is one request → one table, and
+//! its printing and exit codes read best next to each other.)
+//!
 //! `log-capturer status`: fetches `/api/v1/containers` and `/api/v1/sinks` from a running
 //! agent and prints them for a person at a terminal (containers by lag, largest first; then
 //! sinks), or as raw JSON. The exit code makes it a check command:
