@@ -55,8 +55,13 @@
 //!   (`sinks/loki/worker/send.rs`) and the Kafka worker (`sinks/kafka/worker/reports.rs`).
 //! - **A new sink**: a worker under `sinks/` fed by the router (`pipeline/router.rs`), wired in
 //!   `agent/`; its on-disk buffer and dead letters through `buffer::SharedStore`.
-//! - **A new metric or failure reason**: `observability/metrics.rs` (families) and
-//!   `observability/reasons.rs` (every reason label, one enum per family).
+//! - **A new metric or failure reason**: `observability/metrics.rs` (families; registered in
+//!   `observability/metrics/register.rs`) and `observability/reasons.rs` (every reason label,
+//!   one enum per family; the call sites take the enums).
+//! - **Errors**: one type per boundary, next to it — `config::ConfigError` (+ `InvalidConfig`),
+//!   `docker::DockerError` / `SetupError`, `capture::CaptureError`, `checkpoint::CheckpointError`,
+//!   `buffer::StoreError`, `dlq::DlqError`, the sinks' (`loki::SinkError`, `LokiSetupError`,
+//!   `kafka::error`, `file::FileSinkError`), `processing::ProcessingError`.
 //! - **A config key**: `config/` (schema, defaults in `config/default.yaml`, validation naming
 //!   the key path), documented in `examples/config.yaml` and the README.
 
