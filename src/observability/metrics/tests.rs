@@ -1,5 +1,39 @@
 use super::*;
 
+/// A sink removed by a config reload leaves no gauge behind (a "buffer above 80 %" alert
+/// would fire for ever); a new worker starts with no held container.
+#[test]
+fn a_removed_sink_leaves_no_gauges_and_a_new_worker_holds_nothing() {
+    let metrics = Metrics::new();
+    let loki = SinkLabels { sink: "loki" };
+    metrics.buffer_bytes.get_or_create(&loki).set(900);
+    metrics.buffer_max_bytes.get_or_create(&loki).set(1000);
+    let file = SinkLabels { sink: "file" };
+    metrics.sink_containers_held.get_or_create(&file).set(2);
+    metrics.file_sink_files_open.set(5);
+    metrics.forget_sink_gauges("loki");
+    let text = metrics.render();
+    assert!(!text.contains("buffer_bytes{sink=\"loki\"}"), "{text}");
+    assert!(!text.contains("buffer_max_bytes{sink=\"loki\"}"), "{text}");
+    assert!(text.contains("log_capturer_sink_containers_held{sink=\"file\"} 2"));
+    metrics.init_sink("file", false);
+    let text = metrics.render();
+    assert!(
+        text.contains("log_capturer_sink_containers_held{sink=\"file\"} 0"),
+        "{text}"
+    );
+    metrics.forget_sink_gauges("file");
+    let text = metrics.render();
+    assert!(
+        !text.contains("sink_containers_held{sink=\"file\"}"),
+        "{text}"
+    );
+    assert!(
+        text.contains("log_capturer_file_sink_files_open 0"),
+        "{text}"
+    );
+}
+
 /// Every reason of every failure family starts at 0 (an alert on a reason must not wait for
 /// its first failure). The code can only count a reason its family's enum lists
 /// (`observability::reasons`: the call sites take the enums), so the lists are complete.
