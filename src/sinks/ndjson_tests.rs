@@ -25,6 +25,14 @@ fn line(msg: &'static [u8]) -> LogLine {
     }
 }
 
+/// Asserts that `out` is exactly the record `want` (spelled out in full by each test) and
+/// valid JSON.
+#[track_caller]
+fn assert_record(out: &[u8], want: &str) {
+    assert_eq!(String::from_utf8_lossy(out), want);
+    serde_json::from_slice::<serde_json::Value>(out).expect("valid JSON");
+}
+
 #[test]
 fn encodes_valid_json() {
     let mut out = Vec::new();
@@ -102,8 +110,7 @@ fn extras_follow_the_message_in_a_stable_order() {
         r#""joined_lines":3,"truncated":true}"#,
         "\n"
     );
-    assert_eq!(String::from_utf8_lossy(&out), want);
-    serde_json::from_slice::<serde_json::Value>(&out).expect("valid JSON");
+    assert_record(&out, want);
 }
 
 #[test]
@@ -201,8 +208,7 @@ fn a_file_record_takes_the_event_time_and_orders_its_fields() {
         r#""joined_lines":3}"#,
         "\n"
     );
-    assert_eq!(String::from_utf8_lossy(&out), want);
-    serde_json::from_slice::<serde_json::Value>(&out).expect("valid JSON");
+    assert_record(&out, want);
 }
 
 /// The same line of a container keeps its `stream` and Docker's time in `timestamp`.

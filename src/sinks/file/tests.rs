@@ -5,13 +5,7 @@ use bytes::Bytes;
 use std::time::SystemTime;
 
 fn meta(id: &str, name: &str) -> Arc<ContainerMeta> {
-    Arc::new(ContainerMeta::new(
-        id.into(),
-        name.into(),
-        String::new(),
-        None,
-        None,
-    ))
+    Arc::new(ContainerMeta::named(id, name))
 }
 
 fn batch(container: &Arc<ContainerMeta>, from: usize, n: usize, width: usize) -> Batch {
