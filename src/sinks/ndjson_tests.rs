@@ -150,6 +150,17 @@ fn file_meta(fields: &[(&str, &str)]) -> ContainerMeta {
     )
 }
 
+/// `l` encoded as a line of a file whose group has the fields `job: syslog` and `env: prod`.
+fn encoded_in_group(l: &LogLine) -> Vec<u8> {
+    let mut out = Vec::new();
+    encode_line(
+        &mut out,
+        &file_meta(&[("job", "syslog"), ("env", "prod")]),
+        l,
+    );
+    out
+}
+
 fn file_line(msg: &'static [u8]) -> LogLine {
     LogLine {
         stream: StreamKind::Stdout,
@@ -169,14 +180,9 @@ fn a_file_record_has_file_and_host_and_no_stream() {
         "\n"
     );
     assert_eq!(String::from_utf8_lossy(&out), want);
-    let mut out = Vec::new();
     let mut l = file_line(b"hi");
     l.truncated = true;
-    encode_line(
-        &mut out,
-        &file_meta(&[("job", "syslog"), ("env", "prod")]),
-        &l,
-    );
+    let out = encoded_in_group(&l);
     let want = concat!(
         r#"{"timestamp":"2026-11-28T23:49:08.780644778Z","file":"/var/log/app \"x\".log","#,
         r#""host":"node-1","message":"hi","fields":{"env":"prod","job":"syslog"},"#,
@@ -195,12 +201,7 @@ fn a_file_record_takes_the_event_time_and_orders_its_fields() {
     l.extra_mut()
         .fields
         .set("job".into(), FieldValue::Str("override".into()));
-    let mut out = Vec::new();
-    encode_line(
-        &mut out,
-        &file_meta(&[("job", "syslog"), ("env", "prod")]),
-        &l,
-    );
+    let out = encoded_in_group(&l);
     let want = concat!(
         r#"{"timestamp":"2023-11-14T22:13:20.000000001Z","file":"/var/log/app \"x\".log","#,
         r#""host":"node-1","message":"hi","level":"warn","#,

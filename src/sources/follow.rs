@@ -59,15 +59,7 @@ impl Followed {
         if offset > 0 {
             file.seek(SeekFrom::Start(offset))?;
         }
-        Ok(Followed {
-            file,
-            path: path.to_path_buf(),
-            id: FileId {
-                dev: meta.dev(),
-                ino: meta.ino(),
-            },
-            offset,
-        })
+        Ok(Followed::at(file, &meta, path, offset))
     }
 
     /// Follows an already open file (opened earlier, e.g. before its path could go away), read
@@ -76,7 +68,12 @@ impl Followed {
         let mut file = file;
         let meta = file.metadata()?;
         let offset = file.stream_position()?;
-        Ok(Followed {
+        Ok(Followed::at(file, &meta, path, offset))
+    }
+
+    /// `file` (with its metadata `meta`, opened at `path`), read from `offset`.
+    fn at(file: File, meta: &fs::Metadata, path: &Path, offset: u64) -> Followed {
+        Followed {
             file,
             path: path.to_path_buf(),
             id: FileId {
@@ -84,7 +81,7 @@ impl Followed {
                 ino: meta.ino(),
             },
             offset,
-        })
+        }
     }
 
     /// The open file (for positional reads, which leave the read position alone).

@@ -1,11 +1,13 @@
 use super::*;
 use std::io::Write;
 
+/// A container's json-file log as the daemon writes and rotates it, in a temporary directory.
 struct Docker {
     files: LogFiles,
     current: File,
     max_files: u32,
     compress: bool,
+    _dir: tempfile::TempDir,
 }
 
 /// Every entry begins with the same 600 bytes (as pieces of long lines of one character
@@ -21,8 +23,9 @@ fn entry(i: u64) -> String {
 }
 
 impl Docker {
-    fn new(dir: &Path, max_files: u32, compress: bool) -> Docker {
-        let files = LogFiles::of(dir, "c1");
+    fn new(max_files: u32, compress: bool) -> Docker {
+        let dir = tempfile::tempdir().unwrap();
+        let files = LogFiles::of(dir.path(), "c1");
         std::fs::create_dir_all(&files.dir).unwrap();
         let current = File::create(files.current()).unwrap();
         Docker {
@@ -30,6 +33,7 @@ impl Docker {
             current,
             max_files,
             compress,
+            _dir: dir,
         }
     }
     /// A reader of this log from its start, without a descriptor opened beforehand.
@@ -109,8 +113,7 @@ fn assert_drains(r: &mut ChainReader, want: std::ops::Range<u64>) {
 #[test]
 fn follows_rotations_plain_and_compressed_even_several_between_reads() {
     for compress in [false, true] {
-        let dir = tempfile::tempdir().unwrap();
-        let mut d = Docker::new(dir.path(), 5, compress);
+        let mut d = Docker::new(5, compress);
         d.write(0..3);
         let mut r = d.reader();
         assert_drains(&mut r, 0..3);
@@ -139,8 +142,7 @@ fn follows_rotations_plain_and_compressed_even_several_between_reads() {
 
 #[test]
 fn max_file_1_unlink_and_create_is_followed_without_error() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut d = Docker::new(dir.path(), 1, false);
+    let mut d = Docker::new(1, false);
     d.write(0..3);
     let mut r = d.reader();
     assert_drains(&mut r, 0..3);
@@ -160,8 +162,7 @@ fn max_file_1_unlink_and_create_is_followed_without_error() {
 #[test]
 fn max_file_1_truncation_is_read_again_from_0() {
     use std::io::{Seek, SeekFrom};
-    let dir = tempfile::tempdir().unwrap();
-    let mut d = Docker::new(dir.path(), 1, false);
+    let mut d = Docker::new(1, false);
     d.write(0..10);
     let mut r = d.reader();
     assert_drains(&mut r, 0..10);
@@ -177,8 +178,7 @@ fn max_file_1_truncation_is_read_again_from_0() {
 /// plain files are told apart by inode, so each is read once.
 #[test]
 fn files_with_identical_first_entries_are_each_read_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut d = Docker::new(dir.path(), 5, false);
+    let mut d = Docker::new(5, false);
     let mut r = d.reader();
     let mut want = Vec::new();
     for k in 0..4 {
@@ -197,8 +197,7 @@ fn files_with_identical_first_entries_are_each_read_once() {
 /// Several `.gz` copies with the first entry of the plain file being read: no guess.
 #[test]
 fn several_compressed_copies_with_the_same_first_entry_ask_for_a_reopen() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut d = Docker::new(dir.path(), 5, true);
+    let mut d = Docker::new(5, true);
     d.write(999..1000);
     d.write(0..3);
     d.rotate();
@@ -221,8 +220,7 @@ fn several_compressed_copies_with_the_same_first_entry_ask_for_a_reopen() {
 
 #[test]
 fn a_listing_between_rename_and_create_does_not_make_the_rotated_file_live() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut d = Docker::new(dir.path(), 5, false);
+    let mut d = Docker::new(5, false);
     d.write(0..3);
     let name = d.files.current();
     std::fs::rename(&name, format!("{}.1", name.display())).unwrap();
@@ -237,8 +235,7 @@ fn a_listing_between_rename_and_create_does_not_make_the_rotated_file_live() {
 
 #[test]
 fn starts_at_the_file_that_holds_the_cursor() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut d = Docker::new(dir.path(), 10, true);
+    let mut d = Docker::new(10, true);
     for k in 0..4 {
         d.write(k * 10..k * 10 + 10);
         d.rotate();
@@ -259,8 +256,7 @@ fn starts_at_the_file_that_holds_the_cursor() {
 
 #[test]
 fn a_removed_containers_log_is_read_through_the_descriptor_opened_at_start() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut d = Docker::new(dir.path(), 5, false);
+    let mut d = Docker::new(5, false);
     let pre = File::open(d.files.current()).unwrap();
     d.write(0..20);
     std::fs::remove_dir_all(&d.files.dir).unwrap();
@@ -273,8 +269,7 @@ fn a_removed_containers_log_is_read_through_the_descriptor_opened_at_start() {
 /// shares its read position): a reopen after an error reads the log from its start again.
 #[test]
 fn a_reopen_from_a_duplicate_of_the_descriptor_reads_from_the_start() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut d = Docker::new(dir.path(), 5, false);
+    let mut d = Docker::new(5, false);
     let pre = File::open(d.files.current()).unwrap();
     d.write(0..20);
     std::fs::remove_dir_all(&d.files.dir).unwrap();

@@ -164,6 +164,7 @@ async fn a_copytruncate_copy_in_the_globs_is_not_read_twice() {
         (from..=to).map(|i| format!("line {i:04}\n")).collect()
     };
     append(&live, &lines(1, 200));
+    // Started as in the test above, each with its own sources YAML spelled out (kept apart).
     let Running {
         mut rx,
         store,
