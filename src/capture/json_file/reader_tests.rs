@@ -162,6 +162,7 @@ fn max_file_1_unlink_and_create_is_followed_without_error() {
 #[test]
 fn max_file_1_truncation_is_read_again_from_0() {
     use std::io::{Seek, SeekFrom};
+    // Starts as the test above (write, open, read it all); kept apart: what follows differs.
     let mut d = Docker::new(1, false);
     d.write(0..10);
     let mut r = d.reader();

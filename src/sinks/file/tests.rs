@@ -8,6 +8,13 @@ fn meta(id: &str, name: &str) -> Arc<ContainerMeta> {
     Arc::new(ContainerMeta::named(id, name))
 }
 
+/// Containers `id0`..: named `c0`.., each writing to `c{i}.log`.
+fn containers(n: usize) -> Vec<Arc<ContainerMeta>> {
+    (0..n)
+        .map(|i| meta(&format!("id{i}"), &format!("c{i}")))
+        .collect()
+}
+
 fn batch(container: &Arc<ContainerMeta>, from: usize, n: usize, width: usize) -> Batch {
     Batch {
         container: Arc::clone(container),
@@ -106,9 +113,7 @@ fn large_buffers_are_written_ahead_of_the_flush() {
 fn written_out_buffers_let_large_allocations_go() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut sink = sink_in(dir.path(), 16);
-    let containers: Vec<_> = (0..4)
-        .map(|i| meta(&format!("id{i}"), &format!("c{i}")))
-        .collect();
+    let containers = containers(4);
     for c in &containers {
         write(&mut sink, &batch(c, 0, 1000, 1000)); // ~1 MiB encoded
     }
@@ -174,9 +179,7 @@ fn a_file_is_closed_once_its_stream_ended_and_its_lines_are_committed() {
 fn at_max_open_files_the_least_recently_used_committed_file_is_closed() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut sink = sink_in(dir.path(), 2);
-    let containers: Vec<_> = (0..5)
-        .map(|i| meta(&format!("id{i}"), &format!("c{i}")))
-        .collect();
+    let containers = containers(5);
     for round in 0..3 {
         for c in &containers {
             // A third file cannot open while two hold unacknowledged lines: the sink says
