@@ -4,7 +4,7 @@ use super::*;
 use crate::capture::Cursor;
 use crate::checkpoint::CheckpointStore;
 use crate::pipeline::{Batch, BudgetPermit, ContainerMeta, LogLine, QueueBudget, StreamKind};
-use crate::sinks::{FileSink, FileSinkSettings, Modes, PathTemplate};
+use crate::sinks::FileSink;
 use bytes::Bytes;
 use std::sync::Mutex;
 
@@ -252,17 +252,7 @@ async fn one_containers_permanent_failure_holds_only_that_container() {
     // A regular file where the container's directory should be: fails even for root.
     std::fs::write(dir.path().join("blocked"), b"").expect("blocker");
     let metrics = Arc::new(Metrics::new());
-    let sink = FileSink::new(
-        FileSinkSettings {
-            template: PathTemplate::new(&template).expect("template"),
-            idle_close: Duration::from_secs(60),
-            modes: Modes::default(),
-            durability: Durability::Always,
-            max_open_files: 16,
-            rotate: Default::default(),
-        },
-        metrics,
-    );
+    let sink = FileSink::for_tests(&template, Durability::Always, 16, metrics);
     let (blocked, fine) = (meta("b", "blocked"), meta("f", "fine"));
     let mut h = Harness::start(Box::new(sink), &["b", "f"]);
     for ts in 1..=5 {
@@ -307,17 +297,7 @@ async fn a_held_container_resumes_writing_when_its_path_works_again_but_stays_fr
     let dir = tempfile::tempdir().expect("tempdir");
     let template = format!("{}/{{container_name}}/out.log", dir.path().display());
     std::fs::write(dir.path().join("blocked"), b"").expect("blocker");
-    let sink = FileSink::new(
-        FileSinkSettings {
-            template: PathTemplate::new(&template).expect("template"),
-            idle_close: Duration::from_secs(60),
-            modes: Modes::default(),
-            durability: Durability::Never,
-            max_open_files: 16,
-            rotate: Default::default(),
-        },
-        Arc::new(Metrics::new()),
-    );
+    let sink = FileSink::for_tests(&template, Durability::Never, 16, Arc::new(Metrics::new()));
     let blocked = meta("b", "blocked");
     let mut h = Harness::start(Box::new(sink), &["b"]);
     h.send(&blocked, 1).await;

@@ -33,31 +33,11 @@ fn batch(container: &Arc<ContainerMeta>, from: usize, n: usize, width: usize) ->
 
 fn sink_in(dir: &Path, max_open_files: usize) -> FileSink {
     let template = format!("{}/{{container_name}}.log", dir.display());
-    sink_with(
+    FileSink::for_tests(
         &template,
         Durability::Always,
         max_open_files,
         Arc::new(Metrics::new()),
-    )
-}
-
-/// A sink writing to `template` (no rotation, a minute's idle close, default modes).
-fn sink_with(
-    template: &str,
-    durability: Durability,
-    max_open_files: usize,
-    metrics: Arc<Metrics>,
-) -> FileSink {
-    FileSink::new(
-        FileSinkSettings {
-            template: PathTemplate::new(template).expect("template"),
-            idle_close: Duration::from_secs(60),
-            modes: Modes::default(),
-            durability,
-            max_open_files,
-            rotate: RotatePolicy::default(),
-        },
-        metrics,
     )
 }
 
@@ -207,7 +187,7 @@ fn at_max_open_files_the_least_recently_used_committed_file_is_closed() {
 fn a_path_that_cannot_be_created_is_that_containers_problem() {
     let dir = tempfile::tempdir().expect("tempdir");
     let template = format!("{}/{{container_name}}/out.log", dir.path().display());
-    let mut sink = sink_with(&template, Durability::Never, 16, Arc::new(Metrics::new()));
+    let mut sink = FileSink::for_tests(&template, Durability::Never, 16, Arc::new(Metrics::new()));
     // A regular file where the container's directory should be (fails even for root).
     std::fs::write(dir.path().join("blocked"), b"").expect("blocker");
     let blocked = meta("b", "blocked");
@@ -223,7 +203,7 @@ fn sync_makes_files_and_new_directory_entries_durable() {
     let dir = tempfile::tempdir().expect("tempdir");
     let metrics = Arc::new(Metrics::new());
     let template = format!("{}/sub/{{container_name}}.log", dir.path().display());
-    let mut sink = sink_with(&template, Durability::Always, 16, Arc::clone(&metrics));
+    let mut sink = FileSink::for_tests(&template, Durability::Always, 16, Arc::clone(&metrics));
     write(&mut sink, &batch(&meta("a", "a"), 0, 1, 1));
     assert_eq!(sink.dirs_to_sync.len(), 2, "{:?}", sink.dirs_to_sync);
     sink.flush().expect("flush");
@@ -245,7 +225,7 @@ fn a_failure_in_the_shared_directory_is_the_sinks() {
     // sink must pause (and retry), not hold a container.
     std::fs::write(dir.path().join("out"), b"").expect("blocker");
     let template = format!("{}/out/{{container_name}}.log", dir.path().display());
-    let mut sink = sink_with(&template, Durability::Never, 16, Arc::new(Metrics::new()));
+    let mut sink = FileSink::for_tests(&template, Durability::Never, 16, Arc::new(Metrics::new()));
     match sink.write_batch(&batch(&meta("a", "a"), 0, 1, 1)) {
         Err(WriteError::Sink(_)) => {}
         other => panic!("expected a sink error, got {other:?}"),
