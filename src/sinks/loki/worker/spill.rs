@@ -85,8 +85,6 @@ impl LokiWorker {
                 false
             }
             Err(AppendError::Io(e)) => {
-                // As the Kafka worker's append failure (kafka/worker/stores.rs); kept apart:
-                // another clock type, and here the caller learns of it through `false`.
                 m.append_at = Deadline::now() + m.append_backoff.next_delay();
                 self.metrics
                     .buffer_errors
