@@ -13,11 +13,18 @@ fn delivered(ts: i64, n: u64) -> Cursor {
     c
 }
 
-#[test]
-fn older_checkpoint_files_still_load_and_new_ones_keep_stream_positions() {
+/// A state directory (the guard) with its `checkpoints` directory made, for files the test
+/// writes before the store opens.
+fn state_with_checkpoints_dir() -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().expect("tempdir");
     let cps = dir.path().join("checkpoints");
     fs::create_dir_all(&cps).expect("mkdir");
+    (dir, cps)
+}
+
+#[test]
+fn older_checkpoint_files_still_load_and_new_ones_keep_stream_positions() {
+    let (dir, cps) = state_with_checkpoints_dir();
     fs::write(
         cps.join("old.json"),
         br#"{"container_id":"old","timestamp_ns":5,"count":2,"timestamp":"1970-01-01T00:00:00.000000005Z"}"#,
@@ -191,9 +198,7 @@ fn failed_write_leaves_no_temporary_file() {
 
 #[test]
 fn corrupt_file_is_set_aside() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let cps = dir.path().join("checkpoints");
-    fs::create_dir_all(&cps).expect("mkdir");
+    let (dir, cps) = state_with_checkpoints_dir();
     fs::write(cps.join("bad.json"), b"{not json").expect("write");
     let metrics = Arc::new(Metrics::new());
     let store = CheckpointStore::open(dir.path(), metrics.clone()).expect("open");
@@ -224,9 +229,7 @@ fn corrupt_file_is_set_aside() {
 /// aside at once, reported like any corrupt one.
 #[test]
 fn negative_stream_positions_are_set_aside_not_loaded() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let cps = dir.path().join("checkpoints");
-    fs::create_dir_all(&cps).expect("mkdir");
+    let (dir, cps) = state_with_checkpoints_dir();
     for (name, streams) in [
         (
             "out",
@@ -262,9 +265,7 @@ fn negative_stream_positions_are_set_aside_not_loaded() {
 /// overflow (a panic in debug builds, a wrapped count written in release ones).
 #[test]
 fn huge_counts_persist_without_overflow() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let cps = dir.path().join("checkpoints");
-    fs::create_dir_all(&cps).expect("mkdir");
+    let (dir, cps) = state_with_checkpoints_dir();
     fs::write(
         cps.join("big.json"),
         br#"{"container_id":"big","timestamp_ns":5,"count":0,"timestamp":"x","streams":{"stdout":{"timestamp_ns":5,"count":18446744073709551615},"stderr":{"timestamp_ns":5,"count":3}}}"#,

@@ -234,6 +234,7 @@ mod tests {
 
     #[test]
     fn converts_every_openmetrics_difference() {
+        // The expected text repeats most of the input on purpose: each rewrite is shown whole.
         let om = "# HELP lc_lines Lines \\\"seen\\\" \\\\ here.\n\
                   # TYPE lc_lines counter\n\
                   lc_lines_total{name=\"a}b\\\"c\"} 3\n\

@@ -19,6 +19,8 @@ mod register;
 
 pub use super::reasons::*;
 
+// One label-set type per combination of labels (the derive wants a struct each): alike in
+// shape only.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ContainerLabels {
     pub container_name: String,

@@ -96,6 +96,12 @@ impl ContainerMeta {
         meta
     }
 
+    /// A container with only an id and a name (no image, no compose labels): the tests' usual one.
+    #[cfg(test)]
+    pub(crate) fn named(id: &str, name: &str) -> Self {
+        ContainerMeta::new(id.into(), name.into(), String::new(), None, None)
+    }
+
     /// A host log file: `key` is its position key, `path` where it was found, `fields` the
     /// group's `fields` (record fields of each of its lines).
     pub fn for_file(

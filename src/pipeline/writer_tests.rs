@@ -4,7 +4,7 @@ use super::*;
 use crate::capture::Cursor;
 use crate::checkpoint::CheckpointStore;
 use crate::pipeline::{Batch, BudgetPermit, ContainerMeta, LogLine, QueueBudget, StreamKind};
-use crate::sinks::{FileSink, FileSinkSettings, Modes, PathTemplate};
+use crate::sinks::FileSink;
 use bytes::Bytes;
 use std::sync::Mutex;
 
@@ -114,6 +114,15 @@ impl Harness {
             .expect("send");
     }
 
+    /// Waits up to `timeout` for `container`'s checkpoint to reach the batch `send` sent at
+    /// `ts`; false if it did not.
+    async fn acknowledged(&self, container: &str, ts: i64, timeout: Duration) -> bool {
+        wait_for(timeout, || {
+            self.store.get(container) == Some(Cursor::legacy(ts, 1))
+        })
+        .await
+    }
+
     /// Closes the input and waits for the worker (which must not hang) to drain.
     async fn finish(&mut self) {
         self.tx = None;
@@ -143,13 +152,7 @@ async fn wait_for(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
 }
 
 fn meta(id: &str, name: &str) -> Arc<ContainerMeta> {
-    Arc::new(ContainerMeta::new(
-        id.into(),
-        name.into(),
-        String::new(),
-        None,
-        None,
-    ))
+    Arc::new(ContainerMeta::named(id, name))
 }
 
 /// A sink whose writes fail `failures` times, then work.
@@ -186,10 +189,7 @@ async fn the_status_board_follows_a_failing_sink() {
     assert_eq!(v.last_error.as_deref(), Some("disk full"));
     assert!(v.failing_since.is_some());
     assert_eq!((v.in_flight_batches, v.queue_bytes), (1, 100));
-    let acked = wait_for(Duration::from_secs(20), || {
-        h.store.get("c") == Some(Cursor::legacy(10, 1))
-    })
-    .await;
+    let acked = h.acknowledged("c", 10, Duration::from_secs(20)).await;
     assert!(acked, "never acknowledged");
     let v = h.status.view();
     assert!(!v.failing && v.last_error.is_none(), "{v:?}");
@@ -238,10 +238,7 @@ async fn always_syncs_before_every_acknowledgement() {
     let c = meta("c", "c");
     let mut h = Harness::start(Box::new(sink), &["c"]);
     h.send(&c, 10).await;
-    let acked = wait_for(Duration::from_secs(10), || {
-        h.store.get("c") == Some(Cursor::legacy(10, 1))
-    })
-    .await;
+    let acked = h.acknowledged("c", 10, Duration::from_secs(10)).await;
     assert!(acked, "not acknowledged");
     let log = log.lock().expect("log").clone();
     assert_eq!(&log[..3], &["write", "flush", "sync"], "{log:?}");
@@ -255,27 +252,14 @@ async fn one_containers_permanent_failure_holds_only_that_container() {
     // A regular file where the container's directory should be: fails even for root.
     std::fs::write(dir.path().join("blocked"), b"").expect("blocker");
     let metrics = Arc::new(Metrics::new());
-    let sink = FileSink::new(
-        FileSinkSettings {
-            template: PathTemplate::new(&template).expect("template"),
-            idle_close: Duration::from_secs(60),
-            modes: Modes::default(),
-            durability: Durability::Always,
-            max_open_files: 16,
-            rotate: Default::default(),
-        },
-        metrics,
-    );
+    let sink = FileSink::for_tests(&template, Durability::Always, 16, metrics);
     let (blocked, fine) = (meta("b", "blocked"), meta("f", "fine"));
     let mut h = Harness::start(Box::new(sink), &["b", "f"]);
     for ts in 1..=5 {
         h.send(&blocked, ts).await;
         h.send(&fine, ts).await;
     }
-    let fine_done = wait_for(Duration::from_secs(10), || {
-        h.store.get("f") == Some(Cursor::legacy(5, 1))
-    })
-    .await;
+    let fine_done = h.acknowledged("f", 5, Duration::from_secs(10)).await;
     assert!(
         fine_done,
         "the other container's lines were not all acknowledged"
@@ -313,17 +297,7 @@ async fn a_held_container_resumes_writing_when_its_path_works_again_but_stays_fr
     let dir = tempfile::tempdir().expect("tempdir");
     let template = format!("{}/{{container_name}}/out.log", dir.path().display());
     std::fs::write(dir.path().join("blocked"), b"").expect("blocker");
-    let sink = FileSink::new(
-        FileSinkSettings {
-            template: PathTemplate::new(&template).expect("template"),
-            idle_close: Duration::from_secs(60),
-            modes: Modes::default(),
-            durability: Durability::Never,
-            max_open_files: 16,
-            rotate: Default::default(),
-        },
-        Arc::new(Metrics::new()),
-    );
+    let sink = FileSink::for_tests(&template, Durability::Never, 16, Arc::new(Metrics::new()));
     let blocked = meta("b", "blocked");
     let mut h = Harness::start(Box::new(sink), &["b"]);
     h.send(&blocked, 1).await;
@@ -389,10 +363,7 @@ async fn an_output_closed_for_good_ends_the_worker_without_acknowledging() {
     let c = meta("c", "c");
     let mut h = Harness::start(Box::new(sink), &["c"]);
     h.send(&c, 10).await;
-    let acked = wait_for(Duration::from_secs(10), || {
-        h.store.get("c") == Some(Cursor::legacy(10, 1))
-    })
-    .await;
+    let acked = h.acknowledged("c", 10, Duration::from_secs(10)).await;
     assert!(acked, "the first batch was not acknowledged");
     closed.store(true, std::sync::atomic::Ordering::SeqCst);
     h.send(&c, 20).await;

@@ -51,6 +51,8 @@ pub const STAGE_EVENTS: &[&str] = &[
     "tenant_invalid",
 ];
 
+// Same shape as `Metrics` (observability/metrics.rs, a family per metric); kept apart: the
+// processing families have their own label sets and register themselves.
 #[derive(Clone, Default)]
 pub struct ProcessingMetrics {
     pub lines_in: Family<PipelineLabels, Counter>,

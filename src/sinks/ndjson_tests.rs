@@ -25,6 +25,14 @@ fn line(msg: &'static [u8]) -> LogLine {
     }
 }
 
+/// Asserts that `out` is exactly the record `want` (spelled out in full by each test) and
+/// valid JSON.
+#[track_caller]
+fn assert_record(out: &[u8], want: &str) {
+    assert_eq!(String::from_utf8_lossy(out), want);
+    serde_json::from_slice::<serde_json::Value>(out).expect("valid JSON");
+}
+
 #[test]
 fn encodes_valid_json() {
     let mut out = Vec::new();
@@ -102,8 +110,7 @@ fn extras_follow_the_message_in_a_stable_order() {
         r#""joined_lines":3,"truncated":true}"#,
         "\n"
     );
-    assert_eq!(String::from_utf8_lossy(&out), want);
-    serde_json::from_slice::<serde_json::Value>(&out).expect("valid JSON");
+    assert_record(&out, want);
 }
 
 #[test]
@@ -143,6 +150,17 @@ fn file_meta(fields: &[(&str, &str)]) -> ContainerMeta {
     )
 }
 
+/// `l` encoded as a line of a file whose group has the fields `job: syslog` and `env: prod`.
+fn encoded_in_group(l: &LogLine) -> Vec<u8> {
+    let mut out = Vec::new();
+    encode_line(
+        &mut out,
+        &file_meta(&[("job", "syslog"), ("env", "prod")]),
+        l,
+    );
+    out
+}
+
 fn file_line(msg: &'static [u8]) -> LogLine {
     LogLine {
         stream: StreamKind::Stdout,
@@ -162,14 +180,9 @@ fn a_file_record_has_file_and_host_and_no_stream() {
         "\n"
     );
     assert_eq!(String::from_utf8_lossy(&out), want);
-    let mut out = Vec::new();
     let mut l = file_line(b"hi");
     l.truncated = true;
-    encode_line(
-        &mut out,
-        &file_meta(&[("job", "syslog"), ("env", "prod")]),
-        &l,
-    );
+    let out = encoded_in_group(&l);
     let want = concat!(
         r#"{"timestamp":"2026-11-28T23:49:08.780644778Z","file":"/var/log/app \"x\".log","#,
         r#""host":"node-1","message":"hi","fields":{"env":"prod","job":"syslog"},"#,
@@ -188,12 +201,7 @@ fn a_file_record_takes_the_event_time_and_orders_its_fields() {
     l.extra_mut()
         .fields
         .set("job".into(), FieldValue::Str("override".into()));
-    let mut out = Vec::new();
-    encode_line(
-        &mut out,
-        &file_meta(&[("job", "syslog"), ("env", "prod")]),
-        &l,
-    );
+    let out = encoded_in_group(&l);
     let want = concat!(
         r#"{"timestamp":"2023-11-14T22:13:20.000000001Z","file":"/var/log/app \"x\".log","#,
         r#""host":"node-1","message":"hi","level":"warn","#,
@@ -201,8 +209,7 @@ fn a_file_record_takes_the_event_time_and_orders_its_fields() {
         r#""joined_lines":3}"#,
         "\n"
     );
-    assert_eq!(String::from_utf8_lossy(&out), want);
-    serde_json::from_slice::<serde_json::Value>(&out).expect("valid JSON");
+    assert_record(&out, want);
 }
 
 /// The same line of a container keeps its `stream` and Docker's time in `timestamp`.

@@ -59,15 +59,7 @@ impl Followed {
         if offset > 0 {
             file.seek(SeekFrom::Start(offset))?;
         }
-        Ok(Followed {
-            file,
-            path: path.to_path_buf(),
-            id: FileId {
-                dev: meta.dev(),
-                ino: meta.ino(),
-            },
-            offset,
-        })
+        Ok(Followed::at(file, &meta, path, offset))
     }
 
     /// Follows an already open file (opened earlier, e.g. before its path could go away), read
@@ -76,7 +68,12 @@ impl Followed {
         let mut file = file;
         let meta = file.metadata()?;
         let offset = file.stream_position()?;
-        Ok(Followed {
+        Ok(Followed::at(file, &meta, path, offset))
+    }
+
+    /// `file` (with its metadata `meta`, opened at `path`), read from `offset`.
+    fn at(file: File, meta: &fs::Metadata, path: &Path, offset: u64) -> Followed {
+        Followed {
             file,
             path: path.to_path_buf(),
             id: FileId {
@@ -84,7 +81,7 @@ impl Followed {
                 ino: meta.ino(),
             },
             offset,
-        })
+        }
     }
 
     /// The open file (for positional reads, which leave the read position alone).
@@ -176,6 +173,14 @@ mod tests {
     use super::*;
     use std::io::Write;
 
+    /// `app.log` holding `contents`, in a temporary directory that lives as long as the guard.
+    fn app_log(contents: &[u8]) -> io::Result<(tempfile::TempDir, PathBuf)> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("app.log");
+        File::create(&path)?.write_all(contents)?;
+        Ok((dir, path))
+    }
+
     #[test]
     fn reads_the_renamed_file_to_its_end_then_sees_the_new_one() -> io::Result<()> {
         let dir = tempfile::tempdir()?;
@@ -198,9 +203,7 @@ mod tests {
 
     #[test]
     fn a_file_shorter_than_the_offset_was_truncated() -> io::Result<()> {
-        let dir = tempfile::tempdir()?;
-        let path = dir.path().join("app.log");
-        File::create(&path)?.write_all(b"0123456789\n")?;
+        let (_dir, path) = app_log(b"0123456789\n")?;
         let mut f = Followed::open(&path, 0)?;
         let mut buf = Vec::new();
         f.read(&mut buf, 64)?;
@@ -215,9 +218,7 @@ mod tests {
 
     #[test]
     fn the_fingerprint_covers_at_most_len_bytes() -> io::Result<()> {
-        let dir = tempfile::tempdir()?;
-        let path = dir.path().join("app.log");
-        File::create(&path)?.write_all(b"abcdef")?;
+        let (_dir, path) = app_log(b"abcdef")?;
         let f = Followed::open(&path, 0)?;
         assert_eq!(f.fingerprint(4)?.len, 4);
         assert_eq!(f.fingerprint(4)?.crc32, crc32fast::hash(b"abcd"));

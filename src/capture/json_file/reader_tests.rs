@@ -1,11 +1,13 @@
 use super::*;
 use std::io::Write;
 
+/// A container's json-file log as the daemon writes and rotates it, in a temporary directory.
 struct Docker {
     files: LogFiles,
     current: File,
     max_files: u32,
     compress: bool,
+    _dir: tempfile::TempDir,
 }
 
 /// Every entry begins with the same 600 bytes (as pieces of long lines of one character
@@ -21,8 +23,9 @@ fn entry(i: u64) -> String {
 }
 
 impl Docker {
-    fn new(dir: &Path, max_files: u32, compress: bool) -> Docker {
-        let files = LogFiles::of(dir, "c1");
+    fn new(max_files: u32, compress: bool) -> Docker {
+        let dir = tempfile::tempdir().unwrap();
+        let files = LogFiles::of(dir.path(), "c1");
         std::fs::create_dir_all(&files.dir).unwrap();
         let current = File::create(files.current()).unwrap();
         Docker {
@@ -30,7 +33,12 @@ impl Docker {
             current,
             max_files,
             compress,
+            _dir: dir,
         }
+    }
+    /// A reader of this log from its start, without a descriptor opened beforehand.
+    fn reader(&self) -> ChainReader {
+        ChainReader::open(self.files.clone(), 0, None).unwrap()
     }
     fn write(&mut self, range: std::ops::Range<u64>) {
         for i in range {
@@ -96,14 +104,19 @@ fn drain(r: &mut ChainReader) -> Vec<u64> {
         .collect()
 }
 
+/// Asserts that the reader gives exactly the lines `want` until it is idle.
+#[track_caller]
+fn assert_drains(r: &mut ChainReader, want: std::ops::Range<u64>) {
+    assert_eq!(drain(r), want.collect::<Vec<_>>());
+}
+
 #[test]
 fn follows_rotations_plain_and_compressed_even_several_between_reads() {
     for compress in [false, true] {
-        let dir = tempfile::tempdir().unwrap();
-        let mut d = Docker::new(dir.path(), 5, compress);
+        let mut d = Docker::new(5, compress);
         d.write(0..3);
-        let mut r = ChainReader::open(d.files.clone(), 0, None).unwrap();
-        assert_eq!(drain(&mut r), (0..3).collect::<Vec<_>>());
+        let mut r = d.reader();
+        assert_drains(&mut r, 0..3);
         d.write(3..5);
         d.rotate();
         d.write(5..7);
@@ -129,37 +142,36 @@ fn follows_rotations_plain_and_compressed_even_several_between_reads() {
 
 #[test]
 fn max_file_1_unlink_and_create_is_followed_without_error() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut d = Docker::new(dir.path(), 1, false);
+    let mut d = Docker::new(1, false);
     d.write(0..3);
-    let mut r = ChainReader::open(d.files.clone(), 0, None).unwrap();
-    assert_eq!(drain(&mut r), (0..3).collect::<Vec<_>>());
+    let mut r = d.reader();
+    assert_drains(&mut r, 0..3);
     d.write(3..5);
     d.rotate();
     d.write(5..7);
-    assert_eq!(drain(&mut r), (3..7).collect::<Vec<_>>());
+    assert_drains(&mut r, 3..7);
     // Twice while the reader does not look: the middle file is lost to everyone.
     d.rotate();
     d.write(7..9);
     d.rotate();
     d.write(9..11);
-    assert_eq!(drain(&mut r), (9..11).collect::<Vec<_>>());
+    assert_drains(&mut r, 9..11);
     assert_eq!(r.rotations, 2);
 }
 
 #[test]
 fn max_file_1_truncation_is_read_again_from_0() {
     use std::io::{Seek, SeekFrom};
-    let dir = tempfile::tempdir().unwrap();
-    let mut d = Docker::new(dir.path(), 1, false);
+    // Starts as the test above (write, open, read it all); kept apart: what follows differs.
+    let mut d = Docker::new(1, false);
     d.write(0..10);
-    let mut r = ChainReader::open(d.files.clone(), 0, None).unwrap();
-    assert_eq!(drain(&mut r), (0..10).collect::<Vec<_>>());
+    let mut r = d.reader();
+    assert_drains(&mut r, 0..10);
     // As older daemons: the log reopened with O_TRUNC.
     d.current.set_len(0).unwrap();
     d.current.seek(SeekFrom::Start(0)).unwrap();
     d.write(10..12);
-    assert_eq!(drain(&mut r), (10..12).collect::<Vec<_>>());
+    assert_drains(&mut r, 10..12);
     assert_eq!(r.truncations, 1);
 }
 
@@ -167,9 +179,8 @@ fn max_file_1_truncation_is_read_again_from_0() {
 /// plain files are told apart by inode, so each is read once.
 #[test]
 fn files_with_identical_first_entries_are_each_read_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut d = Docker::new(dir.path(), 5, false);
-    let mut r = ChainReader::open(d.files.clone(), 0, None).unwrap();
+    let mut d = Docker::new(5, false);
+    let mut r = d.reader();
     let mut want = Vec::new();
     for k in 0..4 {
         d.write(999..1000);
@@ -187,14 +198,13 @@ fn files_with_identical_first_entries_are_each_read_once() {
 /// Several `.gz` copies with the first entry of the plain file being read: no guess.
 #[test]
 fn several_compressed_copies_with_the_same_first_entry_ask_for_a_reopen() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut d = Docker::new(dir.path(), 5, true);
+    let mut d = Docker::new(5, true);
     d.write(999..1000);
     d.write(0..3);
     d.rotate();
     d.write(999..1000);
     d.write(10..13);
-    let mut r = ChainReader::open(d.files.clone(), 0, None).unwrap();
+    let mut r = d.reader();
     let mut buf = Vec::new();
     while r.step(&mut buf, 1 << 20).unwrap() != Step::Idle {}
     // Rotated and compressed while read: two `.gz` files begin with its first entry.
@@ -211,24 +221,22 @@ fn several_compressed_copies_with_the_same_first_entry_ask_for_a_reopen() {
 
 #[test]
 fn a_listing_between_rename_and_create_does_not_make_the_rotated_file_live() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut d = Docker::new(dir.path(), 5, false);
+    let mut d = Docker::new(5, false);
     d.write(0..3);
     let name = d.files.current();
     std::fs::rename(&name, format!("{}.1", name.display())).unwrap();
     // Docker has not created the new file yet.
-    let mut r = ChainReader::open(d.files.clone(), 0, None).unwrap();
+    let mut r = d.reader();
     assert!(!r.live);
-    assert_eq!(drain(&mut r), (0..3).collect::<Vec<_>>());
+    assert_drains(&mut r, 0..3);
     d.current = File::create(&name).unwrap();
     d.write(3..5);
-    assert_eq!(drain(&mut r), (3..5).collect::<Vec<_>>());
+    assert_drains(&mut r, 3..5);
 }
 
 #[test]
 fn starts_at_the_file_that_holds_the_cursor() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut d = Docker::new(dir.path(), 10, true);
+    let mut d = Docker::new(10, true);
     for k in 0..4 {
         d.write(k * 10..k * 10 + 10);
         d.rotate();
@@ -237,25 +245,24 @@ fn starts_at_the_file_that_holds_the_cursor() {
     let at = |i: i64| 1_000_000_000_000 + i * 1_000_000_000;
     // Line 25 is in the third file (lines 20..30): read from there, nothing older.
     let mut r = ChainReader::open(d.files.clone(), at(25), None).unwrap();
-    assert_eq!(drain(&mut r), (20..45).collect::<Vec<_>>());
+    assert_drains(&mut r, 20..45);
     // Within a second (the reorder slack) of the fourth file's first entry: the third too.
     let mut r = ChainReader::open(d.files.clone(), at(30), None).unwrap();
     assert_eq!(drain(&mut r)[0], 20);
     let mut r = ChainReader::open(d.files.clone(), at(32), None).unwrap();
     assert_eq!(drain(&mut r)[0], 30);
-    let mut r = ChainReader::open(d.files.clone(), 0, None).unwrap();
-    assert_eq!(drain(&mut r), (0..45).collect::<Vec<_>>());
+    let mut r = d.reader();
+    assert_drains(&mut r, 0..45);
 }
 
 #[test]
 fn a_removed_containers_log_is_read_through_the_descriptor_opened_at_start() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut d = Docker::new(dir.path(), 5, false);
+    let mut d = Docker::new(5, false);
     let pre = File::open(d.files.current()).unwrap();
     d.write(0..20);
     std::fs::remove_dir_all(&d.files.dir).unwrap();
     let mut r = ChainReader::open(d.files.clone(), 0, Some(pre)).unwrap();
-    assert_eq!(drain(&mut r), (0..20).collect::<Vec<_>>());
+    assert_drains(&mut r, 0..20);
     assert!(ChainReader::open(d.files.clone(), 0, None).is_err());
 }
 
@@ -263,8 +270,7 @@ fn a_removed_containers_log_is_read_through_the_descriptor_opened_at_start() {
 /// shares its read position): a reopen after an error reads the log from its start again.
 #[test]
 fn a_reopen_from_a_duplicate_of_the_descriptor_reads_from_the_start() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut d = Docker::new(dir.path(), 5, false);
+    let mut d = Docker::new(5, false);
     let pre = File::open(d.files.current()).unwrap();
     d.write(0..20);
     std::fs::remove_dir_all(&d.files.dir).unwrap();
@@ -273,5 +279,5 @@ fn a_reopen_from_a_duplicate_of_the_descriptor_reads_from_the_start() {
     r.step(&mut buf, 1000).unwrap();
     drop(r);
     let mut r = ChainReader::open(d.files.clone(), 0, Some(pre.try_clone().unwrap())).unwrap();
-    assert_eq!(drain(&mut r), (0..20).collect::<Vec<_>>());
+    assert_drains(&mut r, 0..20);
 }

@@ -44,19 +44,21 @@ fn event(metrics: &ProcessingMetrics, event: &'static str) -> u64 {
     testing::event(metrics, "labels[0]", event)
 }
 
-#[test]
-fn promotes_fields_level_and_container_fields() {
+/// A labels stage of pipeline `p` built from `config`, with the metrics it counts into.
+fn counted_stage(config: &LabelsConfig) -> (ProcessingMetrics, LabelsStage) {
     let metrics = ProcessingMetrics::default();
     let sm = metrics.stage(&Arc::from("p"), Arc::from("labels[0]"));
-    let mut st = LabelsStage::build(
-        &labels_config(
-            &["app", "level", "compose_service", "gone", "empty"],
-            10,
-            60,
-        ),
-        &sm,
-    )
-    .unwrap();
+    let stage = LabelsStage::build(config, &sm).unwrap();
+    (metrics, stage)
+}
+
+#[test]
+fn promotes_fields_level_and_container_fields() {
+    let (metrics, mut st) = counted_stage(&labels_config(
+        &["app", "level", "compose_service", "gone", "empty"],
+        10,
+        60,
+    ));
     let mut l = line(&[("app", "shop-api"), ("empty", "")]);
     l.extra_mut().level = Some(Level::Error);
     run(&mut |l, cx| st.apply(l, cx), &mut l, 0);
@@ -75,9 +77,7 @@ fn promotes_fields_level_and_container_fields() {
 
 #[test]
 fn long_values_are_cut_at_a_char_boundary() {
-    let metrics = ProcessingMetrics::default();
-    let sm = metrics.stage(&Arc::from("p"), Arc::from("labels[0]"));
-    let mut st = LabelsStage::build(&labels_config(&["v"], 10, 60), &sm).unwrap();
+    let (metrics, mut st) = counted_stage(&labels_config(&["v"], 10, 60));
     // 1023 ASCII bytes then a 2-byte char: the char would end at byte 1025.
     let long = format!("{}é tail", "a".repeat(1023));
     let mut l = line(&[("v", &long)]);
@@ -93,9 +93,7 @@ fn long_values_are_cut_at_a_char_boundary() {
 
 #[test]
 fn guard_refuses_beyond_the_bound_and_forgets_after_the_window() {
-    let metrics = ProcessingMetrics::default();
-    let sm = metrics.stage(&Arc::from("p"), Arc::from("labels[0]"));
-    let mut st = LabelsStage::build(&labels_config(&["user"], 2, 10), &sm).unwrap();
+    let (metrics, mut st) = counted_stage(&labels_config(&["user"], 2, 10));
     let mut other = st.clone(); // another container of the same pipeline
     let promote = |st: &mut LabelsStage, v: &str, t: i64| {
         let mut l = line(&[("user", v)]);

@@ -21,6 +21,7 @@ use crate::processing::metrics::StageMetrics;
 use crate::processing::record::FieldValue;
 use crate::processing::stage::{BuildError, StageContext, Verdict};
 
+// Same shape as `JsonStage` (json.rs); kept apart: each stage type names its own parser.
 #[derive(Clone, Debug)]
 pub struct LogfmtStage(ParseStage);
 

@@ -244,6 +244,7 @@ fn compile_layout(layout: &str) -> Result<Vec<Item>, LayoutError> {
             b'S' => items.push(Item::Second),
             b'f' => items.push(Item::Fraction),
             b'z' => items.push(Item::Zone),
+            // %T and %F: strftime's shorthands for %H:%M:%S and %Y-%m-%d (alike in shape only).
             b'T' => items.extend([
                 Item::Hour,
                 Item::Literal(b':'),

@@ -155,6 +155,28 @@ impl FileSink {
         }
     }
 
+    /// A sink writing to `template` with no rotation, a minute's idle close and the default
+    /// modes: the tests' usual one.
+    #[cfg(test)]
+    pub(crate) fn for_tests(
+        template: &str,
+        durability: Durability,
+        max_open_files: usize,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        FileSink::new(
+            FileSinkSettings {
+                template: PathTemplate::new(template).expect("template"),
+                idle_close: Duration::from_secs(60),
+                modes: Modes::default(),
+                durability,
+                max_open_files,
+                rotate: rotate::RotatePolicy::default(),
+            },
+            metrics,
+        )
+    }
+
     /// Today's `{date}` (empty when the template has none).
     fn today(&self) -> String {
         if self.settings.template.has_date() {

@@ -2,7 +2,7 @@ use super::*;
 use std::collections::HashSet;
 
 fn meta(id: &str, name: &str) -> ContainerMeta {
-    ContainerMeta::new(id.into(), name.into(), String::new(), None, None)
+    ContainerMeta::named(id, name)
 }
 
 #[test]

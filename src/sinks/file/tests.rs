@@ -5,13 +5,14 @@ use bytes::Bytes;
 use std::time::SystemTime;
 
 fn meta(id: &str, name: &str) -> Arc<ContainerMeta> {
-    Arc::new(ContainerMeta::new(
-        id.into(),
-        name.into(),
-        String::new(),
-        None,
-        None,
-    ))
+    Arc::new(ContainerMeta::named(id, name))
+}
+
+/// Containers `id0`..: named `c0`.., each writing to `c{i}.log`.
+fn containers(n: usize) -> Vec<Arc<ContainerMeta>> {
+    (0..n)
+        .map(|i| meta(&format!("id{i}"), &format!("c{i}")))
+        .collect()
 }
 
 fn batch(container: &Arc<ContainerMeta>, from: usize, n: usize, width: usize) -> Batch {
@@ -32,15 +33,10 @@ fn batch(container: &Arc<ContainerMeta>, from: usize, n: usize, width: usize) ->
 
 fn sink_in(dir: &Path, max_open_files: usize) -> FileSink {
     let template = format!("{}/{{container_name}}.log", dir.display());
-    FileSink::new(
-        FileSinkSettings {
-            template: PathTemplate::new(&template).expect("template"),
-            idle_close: Duration::from_secs(60),
-            modes: Modes::default(),
-            durability: Durability::Always,
-            max_open_files,
-            rotate: RotatePolicy::default(),
-        },
+    FileSink::for_tests(
+        &template,
+        Durability::Always,
+        max_open_files,
         Arc::new(Metrics::new()),
     )
 }
@@ -57,6 +53,12 @@ fn numbers(path: &Path) -> Vec<usize> {
                 .expect("number")
         })
         .collect()
+}
+
+/// Asserts that `file` in `dir` holds exactly the numbered lines `want`, in order.
+#[track_caller]
+fn assert_numbers(dir: &Path, file: &str, want: std::ops::Range<usize>) {
+    assert_eq!(numbers(&dir.join(file)), want.collect::<Vec<_>>());
 }
 
 fn write(sink: &mut FileSink, b: &Batch) {
@@ -91,9 +93,7 @@ fn large_buffers_are_written_ahead_of_the_flush() {
 fn written_out_buffers_let_large_allocations_go() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut sink = sink_in(dir.path(), 16);
-    let containers: Vec<_> = (0..4)
-        .map(|i| meta(&format!("id{i}"), &format!("c{i}")))
-        .collect();
+    let containers = containers(4);
     for c in &containers {
         write(&mut sink, &batch(c, 0, 1000, 1000)); // ~1 MiB encoded
     }
@@ -105,10 +105,7 @@ fn written_out_buffers_let_large_allocations_go() {
         containers.len()
     );
     for i in 0..4 {
-        assert_eq!(
-            numbers(&dir.path().join(format!("c{i}.log"))),
-            (0..1000).collect::<Vec<_>>()
-        );
+        assert_numbers(dir.path(), &format!("c{i}.log"), 0..1000);
     }
 }
 
@@ -128,22 +125,13 @@ fn abandon_removes_exactly_what_was_written_after_the_last_commit() {
     write(&mut sink, &batch(&a, 20, 400, 1000));
     write(&mut sink, &batch(&a, 420, 1, 10));
     sink.abandon();
-    assert_eq!(
-        numbers(&dir.path().join("a.log")),
-        (0..10).collect::<Vec<_>>()
-    );
-    assert_eq!(
-        numbers(&dir.path().join("b.log")),
-        (0..10).collect::<Vec<_>>()
-    );
+    assert_numbers(dir.path(), "a.log", 0..10);
+    assert_numbers(dir.path(), "b.log", 0..10);
     // The next run appends the re-read lines after whole records.
     let mut again = sink_in(dir.path(), 16);
     write(&mut again, &batch(&a, 10, 5, 10));
     again.flush().expect("flush");
-    assert_eq!(
-        numbers(&dir.path().join("a.log")),
-        (0..15).collect::<Vec<_>>()
-    );
+    assert_numbers(dir.path(), "a.log", 0..15);
 }
 
 #[test]
@@ -164,19 +152,14 @@ fn a_file_is_closed_once_its_stream_ended_and_its_lines_are_committed() {
     sink.flush().expect("flush");
     sink.commit();
     assert_eq!(sink.files.len(), 2);
-    assert_eq!(
-        numbers(&dir.path().join("a.log")),
-        (0..6).collect::<Vec<_>>()
-    );
+    assert_numbers(dir.path(), "a.log", 0..6);
 }
 
 #[test]
 fn at_max_open_files_the_least_recently_used_committed_file_is_closed() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut sink = sink_in(dir.path(), 2);
-    let containers: Vec<_> = (0..5)
-        .map(|i| meta(&format!("id{i}"), &format!("c{i}")))
-        .collect();
+    let containers = containers(5);
     for round in 0..3 {
         for c in &containers {
             // A third file cannot open while two hold unacknowledged lines: the sink says
@@ -196,10 +179,7 @@ fn at_max_open_files_the_least_recently_used_committed_file_is_closed() {
     }
     sink.flush().expect("flush");
     for i in 0..5 {
-        assert_eq!(
-            numbers(&dir.path().join(format!("c{i}.log"))),
-            (0..30).collect::<Vec<_>>()
-        );
+        assert_numbers(dir.path(), &format!("c{i}.log"), 0..30);
     }
 }
 
@@ -207,17 +187,7 @@ fn at_max_open_files_the_least_recently_used_committed_file_is_closed() {
 fn a_path_that_cannot_be_created_is_that_containers_problem() {
     let dir = tempfile::tempdir().expect("tempdir");
     let template = format!("{}/{{container_name}}/out.log", dir.path().display());
-    let mut sink = FileSink::new(
-        FileSinkSettings {
-            template: PathTemplate::new(&template).expect("template"),
-            idle_close: Duration::from_secs(60),
-            modes: Modes::default(),
-            durability: Durability::Never,
-            max_open_files: 16,
-            rotate: RotatePolicy::default(),
-        },
-        Arc::new(Metrics::new()),
-    );
+    let mut sink = FileSink::for_tests(&template, Durability::Never, 16, Arc::new(Metrics::new()));
     // A regular file where the container's directory should be (fails even for root).
     std::fs::write(dir.path().join("blocked"), b"").expect("blocker");
     let blocked = meta("b", "blocked");
@@ -233,17 +203,7 @@ fn sync_makes_files_and_new_directory_entries_durable() {
     let dir = tempfile::tempdir().expect("tempdir");
     let metrics = Arc::new(Metrics::new());
     let template = format!("{}/sub/{{container_name}}.log", dir.path().display());
-    let mut sink = FileSink::new(
-        FileSinkSettings {
-            template: PathTemplate::new(&template).expect("template"),
-            idle_close: Duration::from_secs(60),
-            modes: Modes::default(),
-            durability: Durability::Always,
-            max_open_files: 16,
-            rotate: RotatePolicy::default(),
-        },
-        Arc::clone(&metrics),
-    );
+    let mut sink = FileSink::for_tests(&template, Durability::Always, 16, Arc::clone(&metrics));
     write(&mut sink, &batch(&meta("a", "a"), 0, 1, 1));
     assert_eq!(sink.dirs_to_sync.len(), 2, "{:?}", sink.dirs_to_sync);
     sink.flush().expect("flush");
@@ -265,17 +225,7 @@ fn a_failure_in_the_shared_directory_is_the_sinks() {
     // sink must pause (and retry), not hold a container.
     std::fs::write(dir.path().join("out"), b"").expect("blocker");
     let template = format!("{}/out/{{container_name}}.log", dir.path().display());
-    let mut sink = FileSink::new(
-        FileSinkSettings {
-            template: PathTemplate::new(&template).expect("template"),
-            idle_close: Duration::from_secs(60),
-            modes: Modes::default(),
-            durability: Durability::Never,
-            max_open_files: 16,
-            rotate: RotatePolicy::default(),
-        },
-        Arc::new(Metrics::new()),
-    );
+    let mut sink = FileSink::for_tests(&template, Durability::Never, 16, Arc::new(Metrics::new()));
     match sink.write_batch(&batch(&meta("a", "a"), 0, 1, 1)) {
         Err(WriteError::Sink(_)) => {}
         other => panic!("expected a sink error, got {other:?}"),

@@ -224,6 +224,8 @@ impl LokiWorker {
         self.buffer.pending().0
     }
 
+    // Starts as the Kafka worker's `run` does (gauges, back-offs); kept apart: each builds
+    // and drives its own state machine from here on.
     pub async fn run(mut self) {
         self.metrics
             .init_buffered_sink(SINK, self.config.buffer.max_bytes.0);

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::OpenOptions;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::tail::tests::append;
@@ -53,13 +53,19 @@ fn run_source_on(
     }
 }
 
+/// A temporary directory with an empty `logs` directory in it (the state goes beside it).
+fn logs_dir() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let logs = dir.path().join("logs");
+    std::fs::create_dir_all(&logs).expect("mkdir");
+    (dir, logs)
+}
+
 /// Three files and one descriptor: each is read (the ones waiting get the descriptor when
 /// the reader holding it has nothing to read), and more lines written later too.
 #[tokio::test]
 async fn more_files_than_descriptors_are_all_read() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let logs = dir.path().join("logs");
-    std::fs::create_dir_all(&logs).expect("mkdir");
+    let (dir, logs) = logs_dir();
     for name in ["a", "b", "c"] {
         append(
             &logs.join(format!("{name}.log")),
@@ -152,14 +158,13 @@ fn rotated_names() {
 /// new file, the lines written just before the truncation are read from it, every line once.
 #[tokio::test]
 async fn a_copytruncate_copy_in_the_globs_is_not_read_twice() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let logs = dir.path().join("logs");
-    std::fs::create_dir_all(&logs).expect("mkdir");
+    let (dir, logs) = logs_dir();
     let live = logs.join("app.log");
     let lines = |from: usize, to: usize| -> String {
         (from..=to).map(|i| format!("line {i:04}\n")).collect()
     };
     append(&live, &lines(1, 200));
+    // Started as in the test above, each with its own sources YAML spelled out (kept apart).
     let Running {
         mut rx,
         store,
@@ -244,9 +249,7 @@ async fn messages(
 /// appears later — also while a reload restarts the source — is read from its start.
 #[tokio::test]
 async fn initial_position_end_applies_to_the_first_scan_of_a_first_run_only() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let logs = dir.path().join("logs");
-    std::fs::create_dir_all(&logs).expect("mkdir");
+    let (dir, logs) = logs_dir();
     append(&logs.join("a.log"), "old 1\nold 2\n");
     let yaml = format!(
         "files:\n  - include: [\"{}/*.log\"]\n    initial_position: end\nfile_settings:\n  poll_interval: 20ms\n  rescan_interval: 100ms\n",
@@ -276,9 +279,7 @@ async fn initial_position_end_applies_to_the_first_scan_of_a_first_run_only() {
 /// are kept, and they resume where they were when it is back (not read again from 0).
 #[tokio::test]
 async fn a_missing_directory_does_not_forget_its_files_positions() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let logs = dir.path().join("logs");
-    std::fs::create_dir_all(&logs).expect("mkdir");
+    let (dir, logs) = logs_dir();
     let path = logs.join("app.log");
     append(&path, "one\ntwo\n");
     let id = crate::sources::follow::id_of_path(&path)

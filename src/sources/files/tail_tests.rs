@@ -46,11 +46,33 @@ pub(crate) fn append(path: &Path, text: &str) {
         .expect("write");
 }
 
+/// Cuts `path` to nothing, as logrotate's copytruncate does after its copy.
+fn truncate(path: &Path) {
+    OpenOptions::new()
+        .write(true)
+        .open(path)
+        .expect("open")
+        .set_len(0)
+        .expect("truncate");
+}
+
 impl Harness {
     /// A reader on `logs/app.log` (written with `initial` first), with the pipeline `pipeline`
     /// (a `processing.pipelines` YAML list) if given.
     fn start(initial: &str, pipeline: Option<&str>) -> Harness {
         Harness::start_with(initial, pipeline, settings())
+    }
+
+    /// Rotates `app.log` the way logrotate's copytruncate does: `before` is appended, the
+    /// file copied to `app.log.1` and truncated, then `after` appended. Returns the copy.
+    fn copytruncate(&self, before: &str, after: &str) -> PathBuf {
+        let path = self.path();
+        append(&path, before);
+        let copy = self.logs.join("app.log.1");
+        fs::copy(&path, &copy).expect("copy");
+        truncate(&path);
+        append(&path, after);
+        copy
     }
 
     fn start_with(initial: &str, pipeline: Option<&str>, settings: FileSettings) -> Harness {
@@ -182,17 +204,7 @@ async fn copytruncate_reads_the_rest_from_the_copy_then_the_file_from_zero() {
     // Let the reader reach its wait, then rotate the way logrotate's copytruncate does, with
     // two lines written after its last read.
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let path = h.path();
-    append(&path, "line 4\nline 5\n");
-    let copy = h.logs.join("app.log.1");
-    fs::copy(&path, &copy).expect("copy");
-    OpenOptions::new()
-        .write(true)
-        .open(&path)
-        .expect("open")
-        .set_len(0)
-        .expect("truncate");
-    append(&path, "line 6\n");
+    let copy = h.copytruncate("line 4\nline 5\n", "line 6\n");
     let (got, offset) = h.take(3).await;
     assert_eq!(got, ["line 4", "line 5", "line 6"]);
     assert_eq!(offset, 7, "the truncated file's own position");
@@ -326,14 +338,6 @@ async fn after_a_copytruncate_another_file_is_never_taken_for_the_copy() {
     assert_eq!(h.take(1).await.0, ["line 1, longer than what follows"]);
     tokio::time::sleep(Duration::from_millis(100)).await;
     let path = h.path();
-    let truncate = |path: &Path| {
-        OpenOptions::new()
-            .write(true)
-            .open(path)
-            .expect("open")
-            .set_len(0)
-            .expect("truncate");
-    };
     fs::copy(&path, h.logs.join("app.log.1")).expect("copy");
     truncate(&path);
     // Seen empty first (the poll, 300 ms): what the reader fingerprints then is nothing.
@@ -385,17 +389,7 @@ async fn after_a_copytruncate_the_copy_keeps_what_is_not_acknowledged_yet() {
     let mut h = Harness::start("line 1\nline 2\nline 3\n", None);
     assert_eq!(h.take(3).await.1, 21);
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let path = h.path();
-    append(&path, "line 4\nline 5\n");
-    let copy = h.logs.join("app.log.1");
-    fs::copy(&path, &copy).expect("copy");
-    OpenOptions::new()
-        .write(true)
-        .open(&path)
-        .expect("open")
-        .set_len(0)
-        .expect("truncate");
-    append(&path, "line 6\n");
+    let copy = h.copytruncate("line 4\nline 5\n", "line 6\n");
     // Received, not acknowledged yet (a SIGKILL now must leave lines 4 and 5 to be read).
     let mut pending = Vec::new();
     let mut got = Vec::new();
