@@ -420,6 +420,16 @@ impl Agent {
     }
 }
 
+/// Options for the agent on a fake Engine API (`engine`): every container read from its first
+/// line, then the `capture` lines (YAML under `capture:`, or empty); the other options default.
+pub fn fake_engine_options(engine: &super::fake_engine::FakeEngine, capture: &str) -> AgentOptions {
+    AgentOptions {
+        docker_host: Some(engine.docker_host()),
+        capture: format!("  initial_position: beginning\n{capture}"),
+        ..AgentOptions::default()
+    }
+}
+
 /// The agent on a fake Engine API (`engine`), reading every container from its first line and
 /// writing only to `sinks` (a YAML `sinks:` body; no file sink).
 pub fn start_on_fake_engine(
@@ -430,11 +440,9 @@ pub fn start_on_fake_engine(
     Agent::start(
         dir,
         AgentOptions {
-            docker_host: Some(engine.docker_host()),
-            capture: "  initial_position: beginning\n".to_string(),
             file_sink: false,
             sinks: sinks.to_string(),
-            ..AgentOptions::default()
+            ..fake_engine_options(engine, "")
         },
     )
 }
