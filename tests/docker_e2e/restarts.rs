@@ -5,12 +5,7 @@ use super::*;
 
 #[test]
 fn restart_mid_stream_loses_and_duplicates_nothing() {
-    let mut containers = Containers::new("restart");
-    let dir = tempdir();
-    let mut agent = Agent::start(
-        dir.path(),
-        options_for(&containers, "  rotation_interval: 2s\n"),
-    );
+    let (mut containers, _dir, mut agent) = start_agent_for("restart", "  rotation_interval: 2s\n");
     let name = containers.name("restart");
     let n = 6000;
     containers.run(
@@ -43,12 +38,7 @@ fn restart_mid_stream_loses_and_duplicates_nothing() {
 
 #[test]
 fn sigkill_then_restart_loses_nothing() {
-    let mut containers = Containers::new("sigkill");
-    let dir = tempdir();
-    let mut agent = Agent::start(
-        dir.path(),
-        options_for(&containers, "  rotation_interval: 2s\n"),
-    );
+    let (mut containers, _dir, mut agent) = start_agent_for("sigkill", "  rotation_interval: 2s\n");
     let name = containers.name("sigkill");
     let n = 5000;
     containers.run(
@@ -103,9 +93,7 @@ fn sigkill_then_restart_loses_nothing() {
 
 #[test]
 fn container_that_exits_while_the_agent_is_down_is_drained_after_restart() {
-    let mut containers = Containers::new("exitdown");
-    let dir = tempdir();
-    let mut agent = Agent::start(dir.path(), options_for(&containers, ""));
+    let (mut containers, _dir, mut agent) = start_agent_for("exitdown", "");
     let name = containers.name("exitdown");
     let n = 3000;
     containers.run(
@@ -253,9 +241,7 @@ fn containers_that_ran_entirely_while_the_agent_was_down_are_read_after_restart(
 /// never read, so what it wrote while the agent was down was lost.
 #[test]
 fn stopped_container_with_a_corrupt_checkpoint_is_read_from_its_first_line() {
-    let mut containers = Containers::new("corruptcp");
-    let dir = tempdir();
-    let mut agent = Agent::start(dir.path(), options_for(&containers, ""));
+    let (mut containers, dir, mut agent) = start_agent_for("corruptcp", "");
     let name = containers.name("corruptcp");
     // Each run prints the next 100 numbers (the count survives `docker start`).
     containers.run(

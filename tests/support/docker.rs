@@ -4,7 +4,7 @@
 use std::process::Command;
 use std::sync::Once;
 
-use super::agent::AgentOptions;
+use super::agent::{Agent, AgentOptions};
 
 pub const IMAGE: &str = "lc-test:busybox";
 
@@ -118,4 +118,14 @@ pub fn options_for(containers: &Containers, extra_capture: &str) -> AgentOptions
         capture: format!("{}{}", containers.include_yaml(), extra_capture),
         ..AgentOptions::default()
     }
+}
+
+/// The usual start of a docker test: its containers (labelled for `test`), a fresh state
+/// directory, and the agent capturing only those containers with `options_for(extra_capture)`.
+/// Keep the directory bound (`_dir`) for as long as the agent runs.
+pub fn start_agent_for(test: &str, extra_capture: &str) -> (Containers, tempfile::TempDir, Agent) {
+    let containers = Containers::new(test);
+    let dir = super::tempdir();
+    let agent = Agent::start(dir.path(), options_for(&containers, extra_capture));
+    (containers, dir, agent)
 }
