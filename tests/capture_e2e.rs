@@ -7,7 +7,7 @@ mod support;
 use std::time::Duration;
 
 use support::agent::{Agent, AgentOptions};
-use support::docker::{Containers, options_for, start_agent_for};
+use support::docker::{Containers, options_for, printer, start_agent_for};
 use support::tempdir;
 use support::wait_until;
 
@@ -343,7 +343,7 @@ fn lines_read_after_a_rename_are_counted_under_the_new_name() {
     containers.run(
         "renamecount",
         &["--network", "none"],
-        "i=1; while [ $i -le 120 ]; do echo r-$i; usleep 50000; i=$((i+1)); done; exec sleep 3600",
+        &printer("r-", 120, 50000),
     );
     assert!(wait_until(Duration::from_secs(30), || agent
         .records(&name)

@@ -15,7 +15,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use support::agent::{Agent, AgentOptions};
-use support::docker::{Containers, docker, options_for, start_agent_for};
+use support::docker::{
+    Containers, docker, options_for, printer, printer_then_exit, start_agent_for,
+};
 use support::tempdir;
 use support::{assert_sequence, wait_until};
 
@@ -94,11 +96,7 @@ fn rotation_under_load_keeps_every_line_in_order() {
     let (mut containers, _dir, agent) = start_agent_for("load", "  rotation_interval: 1s\n");
     let name = containers.name("load");
     let n = 6000;
-    containers.run(
-        "load",
-        &[],
-        &format!("i=1; while [ $i -le {n} ]; do echo seq-$i; usleep 1000; i=$((i+1)); done; exec sleep 3600"),
-    );
+    containers.run("load", &[], &printer("seq-", n, 1000));
     let done = wait_until(Duration::from_secs(120), || agent.records(&name).len() >= n);
     assert!(
         done,

@@ -13,7 +13,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use support::agent::{Agent, AgentOptions};
-use support::docker::{Containers, IMAGE, docker};
+use support::docker::{Containers, IMAGE, docker, printer_then_exit};
 use support::tempdir;
 use support::wait_until;
 
@@ -431,7 +431,7 @@ fn a_missing_log_file_falls_back_to_the_api() {
     containers.run(
         "lcjf-missing",
         &["--network", "none"],
-        &format!("i=1; while [ $i -le {n} ]; do echo out-$i; usleep 50000; i=$((i+1)); done"),
+        &printer_then_exit("out-", n, 50000),
     );
     let done = wait_until(Duration::from_secs(90), || {
         !running(&name) && agent.records(&name).len() >= n

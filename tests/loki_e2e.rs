@@ -8,7 +8,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use support::agent::{Agent, AgentOptions};
-use support::docker::Containers;
+use support::docker::{Containers, printer};
 use support::loki::{LokiReceiver, Mode};
 use support::tempdir;
 use support::wait_until;
@@ -169,11 +169,7 @@ fn sigkill_with_buffered_batches_then_restart_delivers_everything() {
     );
     let name = containers.name("lokikill");
     let n = 1000;
-    containers.run(
-        "lokikill",
-        &[],
-        &format!("i=1; while [ $i -le {n} ]; do echo k-$i; i=$((i+1)); usleep 2000; done; exec sleep 3600"),
-    );
+    containers.run("lokikill", &[], &printer("k-", n, 2000));
     // Everything captured and acknowledged by both sinks (Loki's share via its disk buffer).
     let acked = wait_until(Duration::from_secs(60), || {
         agent.records(&name).len() >= n

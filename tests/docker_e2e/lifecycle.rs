@@ -151,11 +151,7 @@ fn failing_sink_pauses_capture_and_loses_nothing() {
     std::fs::write(dir.path().join("out"), b"in the way").expect("blocker");
     let agent = Agent::start(dir.path(), options_for(&containers, ""));
     let name = containers.name("sinkfail");
-    containers.run(
-        "sinkfail",
-        &[],
-        "i=1; while [ $i -le 300 ]; do echo f-$i; usleep 5000; i=$((i+1)); done; exec sleep 3600",
-    );
+    containers.run("sinkfail", &[], &printer("f-", 300, 5000));
     assert!(wait_until(Duration::from_secs(30), || {
         agent.metric("log_capturer_sink_errors_total{sink=\"file\"}") >= 2.0
     }));

@@ -8,11 +8,7 @@ fn restart_mid_stream_loses_and_duplicates_nothing() {
     let (mut containers, _dir, mut agent) = start_agent_for("restart", "  rotation_interval: 2s\n");
     let name = containers.name("restart");
     let n = 6000;
-    containers.run(
-        "restart",
-        &[],
-        &format!("i=1; while [ $i -le {n} ]; do echo r-$i; usleep 1000; i=$((i+1)); done; exec sleep 3600"),
-    );
+    containers.run("restart", &[], &printer("r-", n, 1000));
     assert!(wait_until(Duration::from_secs(60), || agent
         .records(&name)
         .len()
@@ -41,11 +37,7 @@ fn sigkill_then_restart_loses_nothing() {
     let (mut containers, _dir, mut agent) = start_agent_for("sigkill", "  rotation_interval: 2s\n");
     let name = containers.name("sigkill");
     let n = 5000;
-    containers.run(
-        "sigkill",
-        &[],
-        &format!("i=1; while [ $i -le {n} ]; do echo k-$i; usleep 1000; i=$((i+1)); done; exec sleep 3600"),
-    );
+    containers.run("sigkill", &[], &printer("k-", n, 1000));
     assert!(wait_until(Duration::from_secs(60), || agent
         .records(&name)
         .len()
@@ -96,11 +88,7 @@ fn container_that_exits_while_the_agent_is_down_is_drained_after_restart() {
     let (mut containers, _dir, mut agent) = start_agent_for("exitdown", "");
     let name = containers.name("exitdown");
     let n = 3000;
-    containers.run(
-        "exitdown",
-        &[],
-        &format!("i=1; while [ $i -le {n} ]; do echo x-$i; usleep 1000; i=$((i+1)); done"),
-    );
+    containers.run("exitdown", &[], &printer_then_exit("x-", n, 1000));
     assert!(wait_until(Duration::from_secs(60), || agent
         .records(&name)
         .len()

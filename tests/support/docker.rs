@@ -111,6 +111,21 @@ impl Drop for Containers {
     }
 }
 
+/// A container script printing `prefix1 ..= prefixN`, one line every `pause_us` µs, then
+/// staying up (`exec sleep 3600`) until the test removes it.
+pub fn printer(prefix: &str, n: usize, pause_us: u32) -> String {
+    format!("{}; exec sleep 3600", printing_loop(prefix, n, pause_us))
+}
+
+/// Like `printer`, but the container exits (status 0) after the last line.
+pub fn printer_then_exit(prefix: &str, n: usize, pause_us: u32) -> String {
+    format!("{}; exit 0", printing_loop(prefix, n, pause_us))
+}
+
+fn printing_loop(prefix: &str, n: usize, pause_us: u32) -> String {
+    format!("i=1; while [ $i -le {n} ]; do echo {prefix}$i; usleep {pause_us}; i=$((i+1)); done")
+}
+
 /// Agent options that capture only `containers` (by their label), with `extra_capture` keys
 /// added to the `capture` section.
 pub fn options_for(containers: &Containers, extra_capture: &str) -> AgentOptions {
