@@ -4,7 +4,7 @@
 //!
 //! Each test spells out the batch/retry/buffer values its fault depends on; the start-up
 //! around them (`start_agent`) and the final exactly-once check (`assert_all_arrive_once`)
-//! are shared.
+//! are shared. (`duplicates` pairs the calls of these helpers: kept, each passes its own values.)
 
 mod support;
 
