@@ -114,8 +114,6 @@ fn assert_failed_listing_counted(agent: &Agent) {
     );
 }
 
-// The two tests below show bugs in src/ (see each `ignore` reason); they fail until fixed.
-
 /// The first container listing fails (500, a time-out under load...) while the events stream
 /// is healthy: the listing must be retried, or containers already running are never captured
 /// and /ready never turns 200.
