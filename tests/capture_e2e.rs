@@ -7,7 +7,7 @@ mod support;
 use std::time::Duration;
 
 use support::agent::{Agent, AgentOptions};
-use support::docker::{Containers, options_for};
+use support::docker::{Containers, options_for, printer, start_agent_for};
 use support::tempdir;
 use support::wait_until;
 
@@ -202,9 +202,7 @@ fn big_backlog_with_a_short_rotation_interval_is_read_completely() {
 /// counted and named in a warning.
 #[test]
 fn instant_rm_containers_that_cannot_be_read_are_counted_and_named() {
-    let mut containers = Containers::new("instantrm");
-    let dir = tempdir();
-    let agent = Agent::start(dir.path(), options_for(&containers, ""));
+    let (mut containers, _dir, agent) = start_agent_for("instantrm", "");
     let key = "log_capturer_container_stream_errors_total{reason=\"gone_before_read\"}";
     let before = agent.metric(key);
     let n = 12;
@@ -339,15 +337,13 @@ fn lines_reread_after_a_rotation_under_backpressure_are_counted_once() {
 /// it read after the rename were counted nowhere.
 #[test]
 fn lines_read_after_a_rename_are_counted_under_the_new_name() {
-    let mut containers = Containers::new("renamecount");
-    let dir = tempdir();
     // The default rotation interval (5 min): the stream open at the rename stays open.
-    let agent = Agent::start(dir.path(), options_for(&containers, ""));
+    let (mut containers, _dir, agent) = start_agent_for("renamecount", "");
     let name = containers.name("renamecount");
     containers.run(
         "renamecount",
         &["--network", "none"],
-        "i=1; while [ $i -le 120 ]; do echo r-$i; usleep 50000; i=$((i+1)); done; exec sleep 3600",
+        &printer("r-", 120, 50000),
     );
     assert!(wait_until(Duration::from_secs(30), || agent
         .records(&name)

@@ -15,18 +15,15 @@ use std::path::Path;
 use std::time::Duration;
 
 use support::agent::{Agent, AgentOptions};
-use support::docker::{Containers, docker, options_for};
+use support::docker::{
+    Containers, docker, options_for, printer, printer_then_exit, start_agent_for,
+};
 use support::tempdir;
 use support::{assert_sequence, wait_until};
 
 #[test]
 fn idle_rotation_continuity() {
-    let mut containers = Containers::new("idle");
-    let dir = tempdir();
-    let agent = Agent::start(
-        dir.path(),
-        options_for(&containers, "  rotation_interval: 1s\n"),
-    );
+    let (mut containers, _dir, agent) = start_agent_for("idle", "  rotation_interval: 1s\n");
     // Baseline: agent ready, no container of ours yet. Other tests' containers starting on
     // the same daemon make the agent open short-lived sockets (inspect), which only ever add to
     // the counts: the baseline is the lowest of several samples.
@@ -96,19 +93,10 @@ fn idle_rotation_continuity() {
 
 #[test]
 fn rotation_under_load_keeps_every_line_in_order() {
-    let mut containers = Containers::new("load");
-    let dir = tempdir();
-    let agent = Agent::start(
-        dir.path(),
-        options_for(&containers, "  rotation_interval: 1s\n"),
-    );
+    let (mut containers, _dir, agent) = start_agent_for("load", "  rotation_interval: 1s\n");
     let name = containers.name("load");
     let n = 6000;
-    containers.run(
-        "load",
-        &[],
-        &format!("i=1; while [ $i -le {n} ]; do echo seq-$i; usleep 1000; i=$((i+1)); done; exec sleep 3600"),
-    );
+    containers.run("load", &[], &printer("seq-", n, 1000));
     let done = wait_until(Duration::from_secs(120), || agent.records(&name).len() >= n);
     assert!(
         done,
@@ -130,9 +118,7 @@ fn rotation_under_load_keeps_every_line_in_order() {
 
 #[test]
 fn short_lived_tty_stderr_long_line() {
-    let mut containers = Containers::new("shapes");
-    let dir = tempdir();
-    let agent = Agent::start(dir.path(), options_for(&containers, ""));
+    let (mut containers, _dir, agent) = start_agent_for("shapes", "");
     let rm_name = containers.name("rm");
     // Lives about a second: a container that exits within milliseconds is already marked for
     // removal when its start event arrives, and the daemon refuses its logs (409).
@@ -197,9 +183,7 @@ fn short_lived_tty_stderr_long_line() {
 
 #[test]
 fn tty_long_line_is_one_record() {
-    let mut containers = Containers::new("ttylong");
-    let dir = tempdir();
-    let agent = Agent::start(dir.path(), options_for(&containers, ""));
+    let (mut containers, _dir, agent) = start_agent_for("ttylong", "");
     let name = containers.name("ttylong");
     containers.run(
         "ttylong",
@@ -223,12 +207,7 @@ fn tty_long_line_is_one_record() {
 
 #[test]
 fn truncates_beyond_max_line_bytes() {
-    let mut containers = Containers::new("trunc");
-    let dir = tempdir();
-    let agent = Agent::start(
-        dir.path(),
-        options_for(&containers, "  max_line_bytes: 20KiB\n"),
-    );
+    let (mut containers, _dir, agent) = start_agent_for("trunc", "  max_line_bytes: 20KiB\n");
     let name = containers.name("trunc");
     containers.run(
         "trunc",

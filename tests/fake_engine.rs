@@ -10,7 +10,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use support::agent::{Agent, AgentOptions};
+use support::agent::{Agent, AgentOptions, fake_engine_options};
 use support::fake_engine::{BASE_NS, Container, FakeEngine, Line, LogsPlan, now_ns, stamp};
 use support::wait_until;
 
@@ -20,14 +20,6 @@ mod daemon;
 mod gone;
 #[path = "fake_engine/streams.rs"]
 mod streams;
-
-fn agent_options(engine: &FakeEngine, capture: &str) -> AgentOptions {
-    AgentOptions {
-        docker_host: Some(engine.docker_host()),
-        capture: format!("  initial_position: beginning\n{capture}"),
-        ..AgentOptions::default()
-    }
-}
 
 /// `count` stdout lines "<prefix> NNN", `per_stamp` of them sharing each timestamp
 /// (1 ms apart, from BASE + 1 s).
@@ -87,7 +79,7 @@ fn log_driver_none_501_warns_once_and_does_not_retry() {
     let id = nolog.id.clone();
     let engine = FakeEngine::start(vec![nolog]);
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut agent = Agent::start(dir.path(), agent_options(&engine, ""));
+    let mut agent = Agent::start(dir.path(), fake_engine_options(&engine, ""));
 
     let unreadable = wait_until(Duration::from_secs(10), || {
         agent.metric("log_capturer_containers_unreadable") == 1.0
@@ -183,7 +175,7 @@ fn the_last_multiline_group_of_a_removed_container_is_delivered() {
     let dir = tempfile::tempdir().expect("tempdir");
     let options = AgentOptions {
         processing: "  pipelines:\n    - name: traces\n      stages:\n        - multiline: { start: '^S', flush_after: 1h }\n".to_string(),
-        ..agent_options(&engine, "")
+        ..fake_engine_options(&engine, "")
     };
     let agent = Agent::start(dir.path(), options);
     engine.send_start(&id, "rmjob");

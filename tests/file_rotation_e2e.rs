@@ -12,7 +12,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use support::agent::{Agent, AgentOptions};
-use support::docker::Containers;
+use support::docker::{Containers, printer};
 use support::{assert_run, wait_until};
 
 fn options(containers: &Containers, out: &Path, file_keys: &str) -> AgentOptions {
@@ -28,12 +28,6 @@ fn options(containers: &Containers, out: &Path, file_keys: &str) -> AgentOptions
 }
 
 /// A script printing `prefix1..prefixN`, then sleeping.
-fn printer(prefix: &str, n: usize, pause_us: u32) -> String {
-    format!(
-        "i=1; while [ $i -le {n} ]; do echo {prefix}$i; usleep {pause_us}; i=$((i+1)); done; exec sleep 3600"
-    )
-}
-
 fn read_text(path: &Path) -> String {
     if path.extension().is_some_and(|e| e == "gz") {
         let mut text = String::new();

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use support::agent::{Agent, AgentOptions};
 use support::blocked_stdout::checkpoint;
-use support::docker::{Containers, docker};
+use support::docker::{Containers, docker, printer, printer_then_exit};
 use support::tempdir;
 use support::{assert_sequence, wait_until};
 
@@ -33,18 +33,6 @@ fn options(containers: &Containers, out: &Path, template: &str, file_keys: &str)
 fn messages(path: &Path) -> Vec<String> {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     support::ndjson_messages(&text, path)
-}
-
-/// A script printing `prefix1..prefixN`, then sleeping (or exiting with `then_exit`).
-fn printer(prefix: &str, n: usize, pause_us: u32, then_exit: bool) -> String {
-    format!(
-        "i=1; while [ $i -le {n} ]; do echo {prefix}$i; usleep {pause_us}; i=$((i+1)); done; {}",
-        if then_exit {
-            "exit 0"
-        } else {
-            "exec sleep 3600"
-        }
-    )
 }
 
 /// Docker's timestamp of a container's first log line, in nanoseconds.
@@ -78,10 +66,10 @@ fn a_289_character_name_gets_a_bounded_file_and_nobody_waits() {
     let long_short = "l".repeat(289 - suffix.len());
     let long_name = containers.name(&long_short);
     assert_eq!(long_name.len(), 289);
-    let long_id = containers.run(&long_short, &[], &printer("long-", 200, 1000, false));
+    let long_id = containers.run(&long_short, &[], &printer("long-", 200, 1000));
     std::thread::sleep(Duration::from_millis(500));
     let normal = containers.name("normal-long");
-    containers.run("normal-long", &[], &printer("n-", 200, 1000, false));
+    containers.run("normal-long", &[], &printer("n-", 200, 1000));
     let normal_file = out.join(format!("{normal}.log"));
     let arrived = wait_until(Duration::from_secs(60), || {
         messages(&normal_file).len() >= 200
@@ -143,10 +131,10 @@ fn one_containers_permanent_failure_does_not_stall_the_others() {
         dir.path(),
         options(&containers, &out, "{container_name}/out.log", ""),
     );
-    let blocked_id = containers.run("blocked", &[], &printer("b-", 300, 2000, false));
+    let blocked_id = containers.run("blocked", &[], &printer("b-", 300, 2000));
     std::thread::sleep(Duration::from_millis(300));
     let normal = containers.name("normal");
-    let normal_id = containers.run("normal", &[], &printer("n-", 300, 2000, false));
+    let normal_id = containers.run("normal", &[], &printer("n-", 300, 2000));
     let normal_file = out.join(&normal).join("out.log");
     let arrived = wait_until(Duration::from_secs(60), || {
         messages(&normal_file).len() >= 300
@@ -270,7 +258,7 @@ fn files_of_ended_containers_are_closed_and_fds_return_to_baseline() {
         containers.run(
             &format!("churn{i}"),
             &[],
-            &printer(&format!("c{i}-"), lines, 20_000, true),
+            &printer_then_exit(&format!("c{i}-"), lines, 20_000),
         );
     }
     let all = wait_until(Duration::from_secs(120), || {
@@ -340,7 +328,7 @@ fn at_the_fd_limit_idle_files_are_closed_and_no_line_is_lost() {
     for i in 0..n {
         let script = format!(
             "while [ $(date +%s) -lt {start_at} ]; do usleep 100000; done; {}",
-            printer(&format!("f{i}-"), lines, 20_000, false)
+            printer(&format!("f{i}-"), lines, 20_000)
         );
         containers.run(&format!("fd{i}"), &[], &script);
     }

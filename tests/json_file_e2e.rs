@@ -3,8 +3,8 @@
 //! on both streams and an agent restart; switching mode across restarts (api → json_file →
 //! api); a burst of instant `--rm` containers; containers whose log driver is not json-file.
 //!
-//! (Alike on purpose: the end of each exactness test — wait, settle, check both streams in
-//! order — is written out in each, with its own context in the failure message.)
+//! The end of the exactness tests of both streams (wait, settle, check each in order) is
+//! `assert_both_streams_exact`; the rotation test writes its own, for its long lines.
 
 mod support;
 
@@ -13,7 +13,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use support::agent::{Agent, AgentOptions};
-use support::docker::{Containers, IMAGE, docker};
+use support::docker::{Containers, IMAGE, docker, printer_then_exit};
 use support::tempdir;
 use support::wait_until;
 
@@ -180,19 +180,7 @@ fn switching_mode_across_restarts_keeps_the_position() {
     let at_json = agent.records(&name).len();
     switch(&mut agent, "json_file", "api", n / 2);
     let at_api = agent.records(&name).len();
-    let done = wait_until(Duration::from_secs(120), || {
-        !running(&name) && agent.records(&name).len() >= 2 * n
-    });
-    std::thread::sleep(Duration::from_secs(2));
-    for (stream, prefix) in [("stdout", "out-"), ("stderr", "err-")] {
-        let got = agent.stream_messages(&name, stream);
-        support::assert_sequence(
-            &got,
-            prefix,
-            n,
-            &format!("{stream} (done: {done}); agent log:\n{}", agent.log()),
-        );
-    }
+    assert_both_streams_exact(&agent, &name, n, "");
     println!(
         "mode switch: {n} + {n} lines exactly once; api until {at_json} records, json_file \
          until {at_api}, then api"
@@ -361,6 +349,28 @@ fn other_log_drivers_fall_back_to_the_api_and_are_reported() {
     );
 }
 
+/// Waits (up to 120 s) until container `name` has exited and written `n` lines on each
+/// stream, lets 2 s pass, and checks stdout is `out-1 ..= out-n` and stderr `err-1 ..= err-n`,
+/// each exactly once, in order. `context` starts the failure message.
+fn assert_both_streams_exact(agent: &Agent, name: &str, n: usize, context: &str) {
+    let done = wait_until(Duration::from_secs(120), || {
+        !running(name) && agent.records(name).len() >= 2 * n
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    for (stream, prefix) in [("stdout", "out-"), ("stderr", "err-")] {
+        let got = agent.stream_messages(name, stream);
+        support::assert_sequence(
+            &got,
+            prefix,
+            n,
+            &format!(
+                "{context}{stream} (done: {done}); agent log:\n{}",
+                agent.log()
+            ),
+        );
+    }
+}
+
 /// Docker's rotation with `max-size` and no `max-file` (one file kept: the daemon renames or
 /// unlinks the log, or reopens it truncated, by version), and with `compress=true` (rotated
 /// files gzipped): every line of both streams exactly once, in order, and rotations followed.
@@ -397,19 +407,7 @@ fn exact_with_a_single_log_file_and_with_compressed_rotation() {
                  i=$((i+1)); done"
             ),
         );
-        let done = wait_until(Duration::from_secs(120), || {
-            !running(&name) && agent.records(&name).len() >= 2 * n
-        });
-        std::thread::sleep(Duration::from_secs(2));
-        for (stream, prefix) in [("stdout", "out-"), ("stderr", "err-")] {
-            let got = agent.stream_messages(&name, stream);
-            support::assert_sequence(
-                &got,
-                prefix,
-                n,
-                &format!("{tag} {stream} (done: {done}); agent log:\n{}", agent.log()),
-            );
-        }
+        assert_both_streams_exact(&agent, &name, n, &format!("{tag} "));
         let rotations = agent.metric("log_capturer_json_file_rotations_total");
         let truncations = agent.metric("log_capturer_json_file_truncations_total");
         assert!(
@@ -446,7 +444,7 @@ fn a_missing_log_file_falls_back_to_the_api() {
     containers.run(
         "lcjf-missing",
         &["--network", "none"],
-        &format!("i=1; while [ $i -le {n} ]; do echo out-$i; usleep 50000; i=$((i+1)); done"),
+        &printer_then_exit("out-", n, 50000),
     );
     let done = wait_until(Duration::from_secs(90), || {
         !running(&name) && agent.records(&name).len() >= n

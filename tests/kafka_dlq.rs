@@ -12,7 +12,7 @@ use log_capturer::buffer::SharedStore;
 use log_capturer::config::Config;
 use log_capturer::sinks::kafka::store::encode_record;
 use log_capturer::sinks::kafka::{self, Message};
-use log_capturer_testkit::kafka::{KafkaMock, consume_all};
+use log_capturer_testkit::kafka::{Consumed, KafkaMock, consume_all};
 
 const BIN: &str = env!("CARGO_BIN_EXE_log-capturer");
 
@@ -61,12 +61,18 @@ fn message(key: Option<&str>, value: &str) -> Message {
     }
 }
 
-/// Appends dead letters to `<state_dir>/dlq/kafka` as the sink does.
-fn write_dead_letters(config: &Path, records: &[(&str, Vec<Message>)]) {
+/// The Kafka sink's dead-letter store (`<state_dir>/dlq/kafka`), opened as the sink opens it.
+fn open_dlq(config: &Path) -> SharedStore {
     let c = Config::load(config).expect("config");
     let k = c.sinks.kafka.as_ref().expect("kafka");
     let dir = kafka::dlq_dir(&c.checkpoint.state_dir);
     let (store, _) = SharedStore::open(&dir, kafka::dlq_options(k)).expect("open dlq");
+    store
+}
+
+/// Appends dead letters to `<state_dir>/dlq/kafka` as the sink does.
+fn write_dead_letters(config: &Path, records: &[(&str, Vec<Message>)]) {
+    let store = open_dlq(config);
     for (reason, messages) in records {
         store
             .lock()
@@ -82,6 +88,18 @@ fn first_id(list: &str) -> String {
         .and_then(|l| l.split_whitespace().next())
         .expect("an id")
         .to_string()
+}
+
+/// What topic `t` holds: up to `want` messages, as `consume_all` reads them.
+fn consume_t(mock: &KafkaMock, want: usize) -> Vec<Consumed> {
+    consume_all(
+        mock.bootstrap_servers(),
+        "t",
+        want,
+        Duration::from_secs(5),
+        Duration::from_secs(60),
+    )
+    .expect("consume")
 }
 
 fn record_count(list: &str) -> usize {
@@ -149,14 +167,7 @@ fn kafka_dead_letters_are_listed_shown_replayed_and_purged() {
         out.contains("replayed 4 messages, refused again 1 (kept)"),
         "{out}"
     );
-    let got = consume_all(
-        mock.bootstrap_servers(),
-        "t",
-        4,
-        Duration::from_secs(5),
-        Duration::from_secs(60),
-    )
-    .expect("consume");
+    let got = consume_t(&mock, 4);
     let mut values: Vec<(Option<String>, String)> = got
         .iter()
         .map(|c| {
@@ -212,13 +223,10 @@ fn an_unreadable_dead_letter_is_skipped_and_kept() {
     let dir = tempfile::tempdir().expect("tempdir");
     let config = config(dir.path(), mock.bootstrap_servers(), false);
     write_dead_letters(&config, &[("r1", vec![message(Some("a"), "one")])]);
-    {
-        let c = Config::load(&config).expect("config");
-        let k = c.sinks.kafka.as_ref().expect("kafka");
-        let dir = kafka::dlq_dir(&c.checkpoint.state_dir);
-        let (store, _) = SharedStore::open(&dir, kafka::dlq_options(k)).expect("open dlq");
-        store.lock().append(b"not a record").expect("append");
-    }
+    open_dlq(&config)
+        .lock()
+        .append(b"not a record")
+        .expect("append");
     write_dead_letters(&config, &[("r2", vec![message(Some("a"), "two")])]);
 
     let (ok, out, err) = dlq(&config, &["replay"]);
@@ -228,14 +236,7 @@ fn an_unreadable_dead_letter_is_skipped_and_kept() {
         "{out}"
     );
     assert!(err.contains("is unreadable"), "{err}");
-    let got = consume_all(
-        mock.bootstrap_servers(),
-        "t",
-        2,
-        Duration::from_secs(5),
-        Duration::from_secs(60),
-    )
-    .expect("consume");
+    let got = consume_t(&mock, 2);
     let values: Vec<&[u8]> = got.iter().map(|c| c.value.as_slice()).collect();
     assert_eq!(values, [b"one".as_slice(), b"two".as_slice()]);
     let (_, out, _) = dlq(&config, &["list"]);

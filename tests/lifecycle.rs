@@ -1,22 +1,38 @@
 //! The agent's lifecycle as a process: how it stops (the shutdown deadline, a failed final
 //! checkpoint write) and what it refuses to start with. Log lines come from the fake Engine
 //! API (tests/support/fake_engine.rs).
-//!
-//! (Alike on purpose: the tests that need one quiet container build it in full, so the fault
-//! each one sets up in the state directory stays next to it.)
 
 mod support;
 
-use std::process::{Command, Stdio};
+use std::process::{Command, ExitStatus, Stdio};
 use std::time::Duration;
 
-use support::agent::{Agent, AgentOptions};
+use support::agent::{Agent, fake_engine_options};
 use support::blocked_stdout::{BlockedStdout, checkpoint, line_ts};
 use support::fake_engine::{Container, FakeEngine, Line, LogsPlan};
 use support::wait_until;
 
 /// Exit code of a stop that left something behind (README, "Quick start").
 const EXIT_INCOMPLETE: i32 = 3;
+
+/// A fake engine with one container, "quiet", that printed 5 lines and prints no more; and
+/// that container's id.
+fn engine_with_a_quiet_container() -> (FakeEngine, String) {
+    let lines: Vec<Line> = (0..5)
+        .map(|i| Line::stdout(line_ts(i), format!("hello {i}")))
+        .collect();
+    let quiet = Container::new("quiet", lines, vec![LogsPlan::Follow]);
+    let id = quiet.id.clone();
+    (FakeEngine::start(vec![quiet]), id)
+}
+
+fn assert_incomplete_stop(status: ExitStatus, log: &str) {
+    assert_eq!(
+        status.code(),
+        Some(EXIT_INCOMPLETE),
+        "exit status {status}; log:\n{log}"
+    );
+}
 
 /// SIGTERM while the stdout sink is blocked for good (its stdout is a pipe nobody reads, and
 /// it is full): the agent must still exit, after `pipeline.shutdown_timeout`, with exit code 3,
@@ -27,11 +43,7 @@ fn shutdown_deadline_abandons_a_blocked_stdout() {
     let mut blocked = BlockedStdout::start();
     let status = blocked.agent.terminate_within_60s();
     let log = blocked.agent.log();
-    assert_eq!(
-        status.code(),
-        Some(EXIT_INCOMPLETE),
-        "exit status {status}; log:\n{log}"
-    );
+    assert_incomplete_stop(status, &log);
     assert!(
         log.contains("shutdown_timeout reached"),
         "abandoned work not reported; log:\n{log}"
@@ -44,23 +56,11 @@ fn shutdown_deadline_abandons_a_blocked_stdout() {
 /// not log "checkpoints persisted" and exit 0.
 #[test]
 fn failed_final_checkpoint_write_exits_non_zero() {
-    let lines: Vec<Line> = (0..5)
-        .map(|i| Line::stdout(line_ts(i), format!("hello {i}")))
-        .collect();
-    let quiet = Container::new("quiet", lines, vec![LogsPlan::Follow]);
-    let id = quiet.id.clone();
-    let engine = FakeEngine::start(vec![quiet]);
+    let (engine, id) = engine_with_a_quiet_container();
     let dir = tempfile::tempdir().expect("tempdir");
     let blocker = dir.path().join(format!("state/checkpoints/{id}.tmp"));
     std::fs::create_dir_all(&blocker).expect("directory in the temporary file's place");
-    let mut agent = Agent::start(
-        dir.path(),
-        AgentOptions {
-            docker_host: Some(engine.docker_host()),
-            capture: "  initial_position: beginning\n".to_string(),
-            ..AgentOptions::default()
-        },
-    );
+    let mut agent = Agent::start(dir.path(), fake_engine_options(&engine, ""));
     let delivered = wait_until(Duration::from_secs(30), || {
         agent.messages("quiet").len() == 5
             && agent.metric("log_capturer_checkpoint_errors_total") >= 1.0
@@ -73,11 +73,7 @@ fn failed_final_checkpoint_write_exits_non_zero() {
 
     let status = agent.terminate();
     let log = agent.log();
-    assert_eq!(
-        status.code(),
-        Some(EXIT_INCOMPLETE),
-        "exit status {status}; log:\n{log}"
-    );
+    assert_incomplete_stop(status, &log);
     assert!(
         log.contains("final checkpoint write failed"),
         "failure not reported; log:\n{log}"
@@ -137,23 +133,11 @@ fn empty_config_file_is_refused() {
 /// not the clean stop exit 0 promises, and the checkpoint does not move past those lines.
 #[test]
 fn sink_failing_at_shutdown_is_an_incomplete_stop() {
-    let lines: Vec<Line> = (0..5)
-        .map(|i| Line::stdout(line_ts(i), format!("hello {i}")))
-        .collect();
-    let quiet = Container::new("quiet", lines, vec![LogsPlan::Follow]);
-    let id = quiet.id.clone();
-    let engine = FakeEngine::start(vec![quiet]);
+    let (engine, id) = engine_with_a_quiet_container();
     let dir = tempfile::tempdir().expect("tempdir");
     // The file sink's output directory cannot be created while a plain file sits there.
     std::fs::write(dir.path().join("out"), b"in the way").expect("blocker");
-    let mut agent = Agent::start(
-        dir.path(),
-        AgentOptions {
-            docker_host: Some(engine.docker_host()),
-            capture: "  initial_position: beginning\n".to_string(),
-            ..AgentOptions::default()
-        },
-    );
+    let mut agent = Agent::start(dir.path(), fake_engine_options(&engine, ""));
     let failing = wait_until(Duration::from_secs(30), || {
         agent.metric("log_capturer_sink_errors_total{sink=\"file\"}") >= 2.0
     });
@@ -161,11 +145,7 @@ fn sink_failing_at_shutdown_is_an_incomplete_stop() {
 
     let status = agent.terminate();
     let log = agent.log();
-    assert_eq!(
-        status.code(),
-        Some(EXIT_INCOMPLETE),
-        "exit status {status}; log:\n{log}"
-    );
+    assert_incomplete_stop(status, &log);
     assert!(
         log.contains("not acknowledged by every sink"),
         "not reported; log:\n{log}"

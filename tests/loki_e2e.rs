@@ -8,7 +8,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use support::agent::{Agent, AgentOptions};
-use support::docker::Containers;
+use support::docker::{Containers, printer};
 use support::loki::{LokiReceiver, Mode};
 use support::tempdir;
 use support::wait_until;
@@ -47,6 +47,16 @@ fn loki_sink(rx: &LokiReceiver, extra: &str) -> String {
     )
 }
 
+/// Options for the agent capturing `containers`, writing to the file sink and to Loki at `rx`
+/// (`extra`: more keys for `loki_sink`).
+fn loki_options(containers: &Containers, rx: &LokiReceiver, extra: &str) -> AgentOptions {
+    AgentOptions {
+        capture: containers.include_yaml(),
+        sinks: loki_sink(rx, extra),
+        ..AgentOptions::default()
+    }
+}
+
 #[test]
 fn outage_503_then_down_delivers_every_line_once_in_order_within_budget() {
     let rx = LokiReceiver::start();
@@ -56,13 +66,12 @@ fn outage_503_then_down_delivers_every_line_once_in_order_within_budget() {
     let agent = Agent::start(
         dir.path(),
         AgentOptions {
-            capture: containers.include_yaml(),
-            sinks: loki_sink(
+            pipeline: "  queue_bytes: 64KiB\n".to_string(),
+            ..loki_options(
+                &containers,
                 &rx,
                 "    tenant: acme\n    buffer:\n      spill_after: 5s\n      fsync: never\n",
-            ),
-            pipeline: "  queue_bytes: 64KiB\n".to_string(),
-            ..AgentOptions::default()
+            )
         },
     );
     let name = containers.name("lokiout");
@@ -156,19 +165,11 @@ fn sigkill_with_buffered_batches_then_restart_delivers_everything() {
     let dir = tempdir();
     let mut agent = Agent::start(
         dir.path(),
-        AgentOptions {
-            capture: containers.include_yaml(),
-            sinks: loki_sink(&rx, "    buffer:\n      spill_after: 1s\n"),
-            ..AgentOptions::default()
-        },
+        loki_options(&containers, &rx, "    buffer:\n      spill_after: 1s\n"),
     );
     let name = containers.name("lokikill");
     let n = 1000;
-    containers.run(
-        "lokikill",
-        &[],
-        &format!("i=1; while [ $i -le {n} ]; do echo k-$i; i=$((i+1)); usleep 2000; done; exec sleep 3600"),
-    );
+    containers.run("lokikill", &[], &printer("k-", n, 2000));
     // Everything captured and acknowledged by both sinks (Loki's share via its disk buffer).
     let acked = wait_until(Duration::from_secs(60), || {
         agent.records(&name).len() >= n
@@ -232,14 +233,7 @@ fn rejected_batch_becomes_a_dead_letter_and_can_be_replayed() {
     });
     let mut containers = Containers::new("lokidlq");
     let dir = tempdir();
-    let mut agent = Agent::start(
-        dir.path(),
-        AgentOptions {
-            capture: containers.include_yaml(),
-            sinks: loki_sink(&rx, ""),
-            ..AgentOptions::default()
-        },
-    );
+    let mut agent = Agent::start(dir.path(), loki_options(&containers, &rx, ""));
     let name = containers.name("lokidlq");
     containers.run(
         "lokidlq",
@@ -296,14 +290,11 @@ fn json_gzip_auth_headers_labels_and_metadata() {
     // Kept alive for the duration of the test (dropping it stops the agent).
     let _agent = Agent::start(
         dir.path(),
-        AgentOptions {
-            capture: containers.include_yaml(),
-            sinks: loki_sink(
-                &rx,
-                "    encoding: json\n    gzip: true\n    basic_auth: { username: u, password: p }\n    headers: { X-Test: yes }\n    static_labels: { env: test }\n    host: node-7\n",
-            ),
-            ..AgentOptions::default()
-        },
+        loki_options(
+            &containers,
+            &rx,
+            "    encoding: json\n    gzip: true\n    basic_auth: { username: u, password: p }\n    headers: { X-Test: yes }\n    static_labels: { env: test }\n    host: node-7\n",
+        ),
     );
     let name = containers.name("lokijson");
     let id = containers.run(

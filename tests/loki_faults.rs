@@ -2,18 +2,19 @@
 //! docker needed. Each test reproduces an item of issue 9 and asserts behaviour (exact line
 //! sets, order, request shapes), never wall-clock speed.
 //!
-//! (Alike on purpose: each test spells out its setup — engine, receiver mode, agent config — as
-//! a whole, because the batch/retry/buffer values are what its fault depends on; `duplicates`
-//! pairs these setups.)
+//! Each test spells out the batch/retry/buffer values its fault depends on; the start-up
+//! around them (`start_agent`) and the final exactly-once check (`assert_all_arrive_once`)
+//! are shared. (`duplicates` pairs the calls of these helpers: kept, each passes its own values.)
 
 mod support;
 
+use std::path::Path;
 use std::time::Duration;
 
 use support::agent::{Agent, start_on_fake_engine};
 use support::fake_engine::{BASE_NS, Container, FakeEngine, Line, LogsPlan};
 use support::loki::{LokiReceiver, Mode, RequestInfo};
-use support::wait_until;
+use support::{tempdir, wait_until};
 
 /// One container printing `n` numbered lines with `width` bytes of hardly compressible text,
 /// served like dockerd (line by line, pausing every `every` lines, so capture hands over many
@@ -102,19 +103,15 @@ fn assert_caps(requests: &[RequestInfo], max_entries: usize, max_bytes: usize) {
 #[test]
 fn full_buffer_drains_when_loki_recovers() {
     let (container, want) = numbered("full", 2000, 60, 20);
-    let engine = FakeEngine::start(vec![container]);
-    let rx = LokiReceiver::start();
-    rx.set_mode(unavailable());
-    let dir = tempfile::tempdir().expect("tempdir");
-    let agent = start_on_fake_engine(
+    let rx = receiver(unavailable());
+    let dir = tempdir();
+    let (_engine, agent) = start_agent(
         dir.path(),
-        &engine,
-        &format!(
-            "  loki:\n    url: {}\n    batch:\n      max_entries: 100\n      max_wait: 50ms\n    \
-             retry:\n      initial: 100ms\n      max: 500ms\n    \
-             buffer:\n      spill_after: 300ms\n      max_bytes: 16KiB\n      segment_bytes: 4KiB\n",
-            rx.push_url()
-        ),
+        container,
+        &rx,
+        "    batch:\n      max_entries: 100\n      max_wait: 50ms\n    \
+         retry:\n      initial: 100ms\n      max: 500ms\n    \
+         buffer:\n      spill_after: 300ms\n      max_bytes: 16KiB\n      segment_bytes: 4KiB\n",
     );
     let full = wait_until(Duration::from_secs(60), || {
         agent.metric("log_capturer_buffer_full_total{sink=\"loki\"}") > 0.0
@@ -125,22 +122,62 @@ fn full_buffer_drains_when_loki_recovers() {
         tail(&agent.log())
     );
     rx.set_mode(Mode::Accept);
-    let all = wait_until(Duration::from_secs(120), || rx.lines().len() >= want.len());
-    assert!(
-        all,
-        "{} of {} lines after Loki recovered; log tail:\n{}",
-        rx.lines().len(),
-        want.len(),
-        tail(&agent.log())
+    assert_all_arrive_once(
+        &rx,
+        &want,
+        &agent,
+        Duration::from_secs(120),
+        Duration::from_secs(1),
+        "after Loki recovered",
     );
-    // Late duplicates would show up after the last line.
-    std::thread::sleep(Duration::from_secs(1));
-    assert_exactly_once_in_order(&rx, &want, &agent);
     assert_caps(&rx.requests(), 100, 1024 * 1024);
 }
 
 fn loki_config(rx: &LokiReceiver, extra: &str) -> String {
     format!("  loki:\n    url: {}\n{extra}", rx.push_url())
+}
+
+/// The Loki receiver, answering `mode` until told otherwise.
+fn receiver(mode: Mode) -> LokiReceiver {
+    let rx = LokiReceiver::start();
+    rx.set_mode(mode);
+    rx
+}
+
+/// Starts the agent in `dir`, capturing `container` from a fake engine (returned: it must
+/// outlive the agent) and pushing to `rx` with `loki_settings`, the keys under `sinks.loki`
+/// besides `url`.
+fn start_agent(
+    dir: &Path,
+    container: Container,
+    rx: &LokiReceiver,
+    loki_settings: &str,
+) -> (FakeEngine, Agent) {
+    let engine = FakeEngine::start(vec![container]);
+    let agent = start_on_fake_engine(dir, &engine, &loki_config(rx, loki_settings));
+    (engine, agent)
+}
+
+/// Waits up to `timeout` for as many lines as `want`, lets `settle` pass (late duplicates
+/// would show up after the last line), then checks every line arrived exactly once, in
+/// order. `when` says at which point of the test, for the failure message.
+fn assert_all_arrive_once(
+    rx: &LokiReceiver,
+    want: &[String],
+    agent: &Agent,
+    timeout: Duration,
+    settle: Duration,
+    when: &str,
+) {
+    assert!(
+        wait_until(timeout, || rx.lines().len() >= want.len()),
+        "{} of {} lines {when}; log tail:\n{}",
+        rx.lines().len(),
+        want.len(),
+        tail(&agent.log())
+    );
+    std::thread::sleep(settle);
+    assert_exactly_once_in_order(rx, want, agent);
 }
 
 /// Issue 9 item 10: `batch.max_entries` and `batch.max_bytes` are hard caps on every push, even
@@ -158,17 +195,14 @@ fn no_push_exceeds_the_batch_caps() {
         want_lines.push(line.text.clone());
     }
     container.plans = vec![LogsPlan::Follow];
-    let engine = FakeEngine::start(vec![container]);
     let rx = LokiReceiver::start();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let agent = start_on_fake_engine(
+    let dir = tempdir();
+    let (_engine, agent) = start_agent(
         dir.path(),
-        &engine,
-        &loki_config(
-            &rx,
-            "    max_line_bytes: 1KiB\n    line_overflow: split\n    \
-             batch:\n      max_entries: 100\n      max_bytes: 4KiB\n      max_wait: 200ms\n",
-        ),
+        container,
+        &rx,
+        "    max_line_bytes: 1KiB\n    line_overflow: split\n    \
+         batch:\n      max_entries: 100\n      max_bytes: 4KiB\n      max_wait: 200ms\n",
     );
     let want: String = want_lines.concat();
     let all = wait_until(Duration::from_secs(120), || {
@@ -198,27 +232,25 @@ fn gap_after_first_failure(rx: &LokiReceiver) -> Duration {
 /// attempt (the buffer replay), after checking that every line arrived exactly once.
 fn gap_before_replay(prefix: &str, failure: Mode, retry: &str) -> Duration {
     let (container, want) = numbered(prefix, 10, 20, 10);
-    let engine = FakeEngine::start(vec![container]);
-    let rx = LokiReceiver::start();
-    rx.set_mode(failure);
+    let rx = receiver(failure);
     rx.set_mode_after(1, Mode::Accept);
-    let dir = tempfile::tempdir().expect("tempdir");
-    let agent = start_on_fake_engine(
+    let dir = tempdir();
+    let (_engine, agent) = start_agent(
         dir.path(),
-        &engine,
-        &loki_config(
-            &rx,
-            &format!(
-                "    batch:\n      max_wait: 300ms\n    retry:\n{retry}    buffer:\n      spill_after: 0s\n"
-            ),
+        container,
+        &rx,
+        &format!(
+            "    batch:\n      max_wait: 300ms\n    retry:\n{retry}    buffer:\n      spill_after: 0s\n"
         ),
     );
-    assert!(
-        wait_until(Duration::from_secs(60), || rx.lines().len() >= want.len()),
-        "log:\n{}",
-        tail(&agent.log())
+    assert_all_arrive_once(
+        &rx,
+        &want,
+        &agent,
+        Duration::from_secs(60),
+        Duration::ZERO,
+        "after the replay",
     );
-    assert_exactly_once_in_order(&rx, &want, &agent);
     gap_after_first_failure(&rx)
 }
 
@@ -268,18 +300,14 @@ fn wait_buffered(agent: &Agent, records: f64) {
 #[test]
 fn failed_consume_does_not_resend() {
     let (container, want) = numbered("consume", 200, 40, 20);
-    let engine = FakeEngine::start(vec![container]);
-    let rx = LokiReceiver::start();
-    rx.set_mode(unavailable());
-    let dir = tempfile::tempdir().expect("tempdir");
-    let agent = start_on_fake_engine(
+    let rx = receiver(unavailable());
+    let dir = tempdir();
+    let (_engine, agent) = start_agent(
         dir.path(),
-        &engine,
-        &loki_config(
-            &rx,
-            "    batch:\n      max_entries: 20\n      max_wait: 50ms\n    \
-             retry:\n      initial: 100ms\n      max: 400ms\n    buffer:\n      spill_after: 0s\n",
-        ),
+        container,
+        &rx,
+        "    batch:\n      max_entries: 20\n      max_wait: 50ms\n    \
+         retry:\n      initial: 100ms\n      max: 400ms\n    buffer:\n      spill_after: 0s\n",
     );
     wait_buffered(&agent, 10.0);
     let blocker = dir.path().join("state/buffer/loki/position.tmp");
@@ -305,13 +333,14 @@ fn failed_consume_does_not_resend() {
     );
     assert!(consume_errors() >= 3.0, "consume errors not counted");
     std::fs::remove_dir(&blocker).expect("unblock");
-    assert!(
-        wait_until(Duration::from_secs(60), || rx.lines().len() >= want.len()),
-        "log:\n{}",
-        tail(&agent.log())
+    assert_all_arrive_once(
+        &rx,
+        &want,
+        &agent,
+        Duration::from_secs(60),
+        Duration::from_secs(1),
+        "once the position could be written",
     );
-    std::thread::sleep(Duration::from_secs(1));
-    assert_exactly_once_in_order(&rx, &want, &agent);
 }
 
 /// Issue 9 item 3: a buffer record that goes bad on disk after start-up is skipped (with the
@@ -319,19 +348,15 @@ fn failed_consume_does_not_resend() {
 #[test]
 fn corrupt_record_after_start_is_skipped() {
     let (container, want) = numbered("corrupt", 400, 40, 20);
-    let engine = FakeEngine::start(vec![container]);
-    let rx = LokiReceiver::start();
-    rx.set_mode(unavailable());
-    let dir = tempfile::tempdir().expect("tempdir");
-    let agent = start_on_fake_engine(
+    let rx = receiver(unavailable());
+    let dir = tempdir();
+    let (_engine, agent) = start_agent(
         dir.path(),
-        &engine,
-        &loki_config(
-            &rx,
-            "    batch:\n      max_entries: 20\n      max_wait: 50ms\n    \
-             retry:\n      initial: 100ms\n      max: 400ms\n    \
-             buffer:\n      spill_after: 0s\n      segment_bytes: 4KiB\n",
-        ),
+        container,
+        &rx,
+        "    batch:\n      max_entries: 20\n      max_wait: 50ms\n    \
+         retry:\n      initial: 100ms\n      max: 400ms\n    \
+         buffer:\n      spill_after: 0s\n      segment_bytes: 4KiB\n",
     );
     wait_buffered(&agent, 20.0);
     let buffer = dir.path().join("state/buffer/loki");
@@ -376,14 +401,12 @@ fn corrupt_record_after_start_is_skipped() {
 fn rejected_batch_waits_until_its_dead_letter_is_durable() {
     use log_capturer::buffer::{FsyncPolicy, SegmentStore, StoreOptions};
     let (container, want) = numbered("dlq", 50, 40, 50);
-    let engine = FakeEngine::start(vec![container]);
-    let rx = LokiReceiver::start();
-    rx.set_mode(Mode::Status {
+    let rx = receiver(Mode::Status {
         code: 400,
         retry_after: None,
         body: "entry too far behind".into(),
     });
-    let dir = tempfile::tempdir().expect("tempdir");
+    let dir = tempdir();
     // A dead-letter store (same cap as the buffer) with no room left.
     let (mut dlq, _) = SegmentStore::open(
         &dir.path().join("state/dlq/loki"),
@@ -396,14 +419,12 @@ fn rejected_batch_waits_until_its_dead_letter_is_durable() {
     .expect("dlq");
     dlq.append(&vec![b'x'; 16_000]).expect("fill the dlq");
     drop(dlq);
-    let mut agent = start_on_fake_engine(
+    let (_engine, mut agent) = start_agent(
         dir.path(),
-        &engine,
-        &loki_config(
-            &rx,
-            "    batch:\n      max_wait: 100ms\n    retry:\n      initial: 100ms\n      max: 300ms\n    \
-             buffer:\n      max_bytes: 16KiB\n      segment_bytes: 4KiB\n",
-        ),
+        container,
+        &rx,
+        "    batch:\n      max_wait: 100ms\n    retry:\n      initial: 100ms\n      max: 300ms\n    \
+         buffer:\n      max_bytes: 16KiB\n      segment_bytes: 4KiB\n",
     );
     let dead_letter_failures =
         || agent.metric("log_capturer_sink_failures_total{sink=\"loki\",reason=\"dead_letter\"}");
@@ -428,15 +449,14 @@ fn rejected_batch_waits_until_its_dead_letter_is_durable() {
     assert_eq!(status.code(), Some(3), "exit {status:?}");
     rx.set_mode(Mode::Accept);
     agent.restart();
-    assert!(
-        wait_until(Duration::from_secs(60), || rx.lines().len() >= want.len()),
-        "the rejected lines were acknowledged without a dead letter: {} of {} after restart; log:\n{}",
-        rx.lines().len(),
-        want.len(),
-        tail(&agent.log())
+    assert_all_arrive_once(
+        &rx,
+        &want,
+        &agent,
+        Duration::from_secs(60),
+        Duration::from_millis(500),
+        "after the restart (the rejected lines were acknowledged without a dead letter?)",
     );
-    std::thread::sleep(Duration::from_millis(500));
-    assert_exactly_once_in_order(&rx, &want, &agent);
 }
 
 /// Issue 9 item 1, second half: a batch too large for the buffer behind a non-empty buffer.
@@ -451,19 +471,15 @@ fn batch_too_large_for_the_buffer_waits_in_memory_in_order() {
         line.text.truncate(12);
     }
     let want: Vec<String> = container.lines.iter().map(|l| l.text.clone()).collect();
-    let engine = FakeEngine::start(vec![container]);
-    let rx = LokiReceiver::start();
-    rx.set_mode(unavailable());
-    let dir = tempfile::tempdir().expect("tempdir");
-    let agent = start_on_fake_engine(
+    let rx = receiver(unavailable());
+    let dir = tempdir();
+    let (_engine, agent) = start_agent(
         dir.path(),
-        &engine,
-        &loki_config(
-            &rx,
-            "    max_line_bytes: 2KiB\n    batch:\n      max_entries: 3\n      max_wait: 50ms\n    \
-             retry:\n      initial: 100ms\n      max: 300ms\n    \
-             buffer:\n      spill_after: 300ms\n      max_bytes: 4KiB\n      segment_bytes: 4KiB\n",
-        ),
+        container,
+        &rx,
+        "    max_line_bytes: 2KiB\n    batch:\n      max_entries: 3\n      max_wait: 50ms\n    \
+         retry:\n      initial: 100ms\n      max: 300ms\n    \
+         buffer:\n      spill_after: 300ms\n      max_bytes: 4KiB\n      segment_bytes: 4KiB\n",
     );
     let stuck = wait_until(Duration::from_secs(60), || {
         agent.metric("log_capturer_buffer_batches{sink=\"loki\"}") >= 1.0
@@ -483,13 +499,12 @@ fn batch_too_large_for_the_buffer_waits_in_memory_in_order() {
         "{attempts} pushes in 2 s while Loki was down"
     );
     rx.set_mode(Mode::Accept);
-    assert!(
-        wait_until(Duration::from_secs(60), || rx.lines().len() >= want.len()),
-        "{} of {} lines after Loki recovered; log tail:\n{}",
-        rx.lines().len(),
-        want.len(),
-        tail(&agent.log())
+    assert_all_arrive_once(
+        &rx,
+        &want,
+        &agent,
+        Duration::from_secs(60),
+        Duration::from_millis(500),
+        "after Loki recovered",
     );
-    std::thread::sleep(Duration::from_millis(500));
-    assert_exactly_once_in_order(&rx, &want, &agent);
 }

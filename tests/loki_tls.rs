@@ -2,8 +2,8 @@
 //! proxy (tests/support/tls_proxy.rs, certificates made by rcgen at test time) → the Loki
 //! test receiver. Private CA, unknown CA, `insecure_skip_verify`, mutual TLS, bad PEM paths.
 //!
-//! (Alike on purpose: each test builds its own certificates, proxy and agent in full, so the
-//! TLS keys it sets are read in one place; `duplicates` pairs these setups.)
+//! The parties are made by `set_up`; each test starts its agent itself, so the TLS keys it
+//! sets are read in one place.
 
 mod support;
 
@@ -16,7 +16,7 @@ use support::agent::{Agent, start_on_fake_engine};
 use support::fake_engine::{BASE_NS, Container, FakeEngine, Line, LogsPlan};
 use support::loki::LokiReceiver;
 use support::tempdir;
-use support::tls_proxy::{Certs, TlsProxy};
+use support::tls_proxy::{Certs, TlsProxy, TlsProxyOptions};
 use support::wait_until;
 
 /// Lines the fake engine holds for the one container.
@@ -39,6 +39,39 @@ fn engine(name: &str) -> FakeEngine {
 
 fn upstream(rx: &LokiReceiver) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], rx.port()))
+}
+
+/// One test's parties: fresh certificates (under `dir/certs`), the fake engine with container
+/// `name`, the Loki receiver and the TLS proxy in front of it with `proxy_options`. (Fields
+/// drop in this order: the directory last.)
+struct Parties {
+    proxy: TlsProxy,
+    rx: LokiReceiver,
+    fe: FakeEngine,
+    certs: Certs,
+    dir: tempfile::TempDir,
+}
+
+fn set_up(name: &str, proxy_options: fn(&Certs) -> TlsProxyOptions) -> Parties {
+    let dir = tempdir();
+    let certs = Certs::generate(&dir.path().join("certs"));
+    let fe = engine(name);
+    let rx = LokiReceiver::start();
+    let proxy = TlsProxy::start(upstream(&rx), proxy_options(&certs));
+    Parties {
+        proxy,
+        rx,
+        fe,
+        certs,
+        dir,
+    }
+}
+
+impl Parties {
+    /// The agent, its state under `dir/<state>`, pushing to `url` with the `tls` keys.
+    fn start_agent(&self, state: &str, url: &str, tls: &str) -> Agent {
+        start_on_fake_engine(&self.dir.path().join(state), &self.fe, &loki_sink(url, tls))
+    }
 }
 
 /// The `sinks:` entry: Loki at `url` with short batching and retries and `tls` (keys
@@ -119,41 +152,26 @@ fn assert_nothing_sent(rx: &LokiReceiver, agent: &Agent, proxy: &TlsProxy, start
 #[test]
 fn ca_file_trusts_a_private_ca() {
     let name = "tls-ca";
-    let dir = tempdir();
-    let certs = Certs::generate(&dir.path().join("certs"));
-    let fe = engine(name);
-    let rx = LokiReceiver::start();
-    let proxy = TlsProxy::start(upstream(&rx), certs.server_options());
+    let p = set_up(name, Certs::server_options);
     // By name: the certificate's DNS SAN is checked.
-    let agent = start_on_fake_engine(
-        &dir.path().join("agent"),
-        &fe,
-        &loki_sink(
-            &proxy.push_url("localhost"),
-            &format!("      ca_file: {}\n", certs.ca_file.display()),
-        ),
+    let agent = p.start_agent(
+        "agent",
+        &p.proxy.push_url("localhost"),
+        &format!("      ca_file: {}\n", p.certs.ca_file.display()),
     );
-    assert_all_lines_once(&rx, name, &agent, &proxy);
-    let stats = proxy.stats();
+    assert_all_lines_once(&p.rx, name, &agent, &p.proxy);
+    let stats = p.proxy.stats();
     assert!(stats.handshakes_ok >= 1, "{stats:?}");
     assert!(stats.handshake_errors.is_empty(), "{stats:?}");
 }
 
 #[test]
 fn unknown_ca_is_refused_and_nothing_is_sent() {
-    let dir = tempdir();
-    let certs = Certs::generate(&dir.path().join("certs"));
-    let fe = engine("tls-unknown");
-    let rx = LokiReceiver::start();
-    let proxy = TlsProxy::start(upstream(&rx), certs.server_options());
+    let p = set_up("tls-unknown", Certs::server_options);
     let started = Instant::now();
-    let agent = start_on_fake_engine(
-        &dir.path().join("agent"),
-        &fe,
-        &loki_sink(&proxy.push_url("localhost"), ""),
-    );
-    assert_nothing_sent(&rx, &agent, &proxy, started);
-    let errors = proxy.handshake_errors();
+    let agent = p.start_agent("agent", &p.proxy.push_url("localhost"), "");
+    assert_nothing_sent(&p.rx, &agent, &p.proxy, started);
+    let errors = p.proxy.handshake_errors();
     assert!(
         errors.iter().all(|e| e.contains("alert")),
         "the agent aborts the handshake with an alert: {errors:?}"
@@ -168,20 +186,13 @@ fn unknown_ca_is_refused_and_nothing_is_sent() {
 #[test]
 fn insecure_skip_verify_accepts_any_certificate_and_warns() {
     let name = "tls-insecure";
-    let dir = tempdir();
-    let certs = Certs::generate(&dir.path().join("certs"));
-    let fe = engine(name);
-    let rx = LokiReceiver::start();
-    let proxy = TlsProxy::start(upstream(&rx), certs.server_options());
-    let agent = start_on_fake_engine(
-        &dir.path().join("agent"),
-        &fe,
-        &loki_sink(
-            &proxy.push_url("127.0.0.1"),
-            "      insecure_skip_verify: true\n",
-        ),
+    let p = set_up(name, Certs::server_options);
+    let agent = p.start_agent(
+        "agent",
+        &p.proxy.push_url("127.0.0.1"),
+        "      insecure_skip_verify: true\n",
     );
-    assert_all_lines_once(&rx, name, &agent, &proxy);
+    assert_all_lines_once(&p.rx, name, &agent, &p.proxy);
     let log = agent.log();
     let warning = log
         .lines()
@@ -193,57 +204,50 @@ fn insecure_skip_verify_accepts_any_certificate_and_warns() {
 #[test]
 fn mutual_tls_client_certificate() {
     let name = "tls-mutual";
-    let dir = tempdir();
-    let certs = Certs::generate(&dir.path().join("certs"));
-    let fe = engine(name);
-    let rx = LokiReceiver::start();
-    let proxy = TlsProxy::start(upstream(&rx), certs.mutual_options());
+    let p = set_up(name, Certs::mutual_options);
     // By IP address: the certificate's IP SAN is checked.
-    let url = proxy.push_url("127.0.0.1");
-    let ca = format!("      ca_file: {}\n", certs.ca_file.display());
+    let url = p.proxy.push_url("127.0.0.1");
+    let ca = format!("      ca_file: {}\n", p.certs.ca_file.display());
 
-    let mut with_cert = start_on_fake_engine(
-        &dir.path().join("with-cert"),
-        &fe,
-        &loki_sink(
-            &url,
-            &format!(
-                "{ca}      cert_file: {}\n      key_file: {}\n",
-                certs.client_cert_file.display(),
-                certs.client_key_file.display()
-            ),
+    let mut with_cert = p.start_agent(
+        "with-cert",
+        &url,
+        &format!(
+            "{ca}      cert_file: {}\n      key_file: {}\n",
+            p.certs.client_cert_file.display(),
+            p.certs.client_key_file.display()
         ),
     );
-    assert_all_lines_once(&rx, name, &with_cert, &proxy);
-    let stats = proxy.stats();
+    assert_all_lines_once(&p.rx, name, &with_cert, &p.proxy);
+    let stats = p.proxy.stats();
     assert!(stats.handshakes_ok >= 1, "{stats:?}");
     assert!(stats.handshake_errors.is_empty(), "{stats:?}");
     assert!(with_cert.terminate().success(), "{}", with_cert.log());
     drop(with_cert);
 
-    rx.clear();
-    let ok_before = proxy.handshakes_ok();
+    p.rx.clear();
+    let ok_before = p.proxy.handshakes_ok();
     let started = Instant::now();
-    let without_cert =
-        start_on_fake_engine(&dir.path().join("without-cert"), &fe, &loki_sink(&url, &ca));
+    let without_cert = p.start_agent("without-cert", &url, &ca);
+    // Like `assert_nothing_sent`, but the proxy already completed handshakes for `with_cert`.
     let failed = wait_until(Duration::from_secs(20), || {
-        without_cert.metric(CONNECT_FAILURES) >= 1.0 && !proxy.handshake_errors().is_empty()
+        without_cert.metric(CONNECT_FAILURES) >= 1.0 && !p.proxy.handshake_errors().is_empty()
     });
     assert!(
         failed,
         "no connect failure counted or no failed handshake ({:?}); log:\n{}",
-        proxy.stats(),
+        p.proxy.stats(),
         without_cert.log()
     );
     if let Some(rest) = Duration::from_secs(5).checked_sub(started.elapsed()) {
         std::thread::sleep(rest);
     }
     assert!(
-        rx.entries().is_empty(),
+        p.rx.entries().is_empty(),
         "Loki received {} entries without a client certificate",
-        rx.entries().len()
+        p.rx.entries().len()
     );
-    let stats = proxy.stats();
+    let stats = p.proxy.stats();
     assert_eq!(stats.handshakes_ok, ok_before, "{stats:?}");
     assert!(
         stats

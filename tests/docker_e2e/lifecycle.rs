@@ -5,9 +5,7 @@ use super::*;
 
 #[test]
 fn log_driver_none_is_reported_and_agent_stays_healthy() {
-    let mut containers = Containers::new("none");
-    let dir = tempdir();
-    let agent = Agent::start(dir.path(), options_for(&containers, ""));
+    let (mut containers, _dir, agent) = start_agent_for("none", "");
     let name = containers.name("none");
     containers.run(
         "none",
@@ -47,12 +45,7 @@ fn log_driver_none_is_reported_and_agent_stays_healthy() {
 
 #[test]
 fn stop_start_rename_remove() {
-    let mut containers = Containers::new("life");
-    let dir = tempdir();
-    let agent = Agent::start(
-        dir.path(),
-        options_for(&containers, "  rotation_interval: 2s\n"),
-    );
+    let (mut containers, dir, agent) = start_agent_for("life", "  rotation_interval: 2s\n");
     let name = containers.name("life");
     let id = containers.run(
         "life",
@@ -158,11 +151,7 @@ fn failing_sink_pauses_capture_and_loses_nothing() {
     std::fs::write(dir.path().join("out"), b"in the way").expect("blocker");
     let agent = Agent::start(dir.path(), options_for(&containers, ""));
     let name = containers.name("sinkfail");
-    containers.run(
-        "sinkfail",
-        &[],
-        "i=1; while [ $i -le 300 ]; do echo f-$i; usleep 5000; i=$((i+1)); done; exec sleep 3600",
-    );
+    containers.run("sinkfail", &[], &printer("f-", 300, 5000));
     assert!(wait_until(Duration::from_secs(30), || {
         agent.metric("log_capturer_sink_errors_total{sink=\"file\"}") >= 2.0
     }));
@@ -235,9 +224,7 @@ fn docker_host_tcp_is_honoured() {
 
 #[test]
 fn fast_writers_that_exit_are_read_to_the_last_line() {
-    let mut containers = Containers::new("fastexit");
-    let dir = tempdir();
-    let agent = Agent::start(dir.path(), options_for(&containers, ""));
+    let (mut containers, _dir, agent) = start_agent_for("fastexit", "");
     let n = 50_000;
     let names: Vec<String> = (0..8)
         .map(|i| containers.name(&format!("fastexit{i}")))

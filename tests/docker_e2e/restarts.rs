@@ -5,19 +5,10 @@ use super::*;
 
 #[test]
 fn restart_mid_stream_loses_and_duplicates_nothing() {
-    let mut containers = Containers::new("restart");
-    let dir = tempdir();
-    let mut agent = Agent::start(
-        dir.path(),
-        options_for(&containers, "  rotation_interval: 2s\n"),
-    );
+    let (mut containers, _dir, mut agent) = start_agent_for("restart", "  rotation_interval: 2s\n");
     let name = containers.name("restart");
     let n = 6000;
-    containers.run(
-        "restart",
-        &[],
-        &format!("i=1; while [ $i -le {n} ]; do echo r-$i; usleep 1000; i=$((i+1)); done; exec sleep 3600"),
-    );
+    containers.run("restart", &[], &printer("r-", n, 1000));
     assert!(wait_until(Duration::from_secs(60), || agent
         .records(&name)
         .len()
@@ -43,19 +34,10 @@ fn restart_mid_stream_loses_and_duplicates_nothing() {
 
 #[test]
 fn sigkill_then_restart_loses_nothing() {
-    let mut containers = Containers::new("sigkill");
-    let dir = tempdir();
-    let mut agent = Agent::start(
-        dir.path(),
-        options_for(&containers, "  rotation_interval: 2s\n"),
-    );
+    let (mut containers, _dir, mut agent) = start_agent_for("sigkill", "  rotation_interval: 2s\n");
     let name = containers.name("sigkill");
     let n = 5000;
-    containers.run(
-        "sigkill",
-        &[],
-        &format!("i=1; while [ $i -le {n} ]; do echo k-$i; usleep 1000; i=$((i+1)); done; exec sleep 3600"),
-    );
+    containers.run("sigkill", &[], &printer("k-", n, 1000));
     assert!(wait_until(Duration::from_secs(60), || agent
         .records(&name)
         .len()
@@ -103,16 +85,10 @@ fn sigkill_then_restart_loses_nothing() {
 
 #[test]
 fn container_that_exits_while_the_agent_is_down_is_drained_after_restart() {
-    let mut containers = Containers::new("exitdown");
-    let dir = tempdir();
-    let mut agent = Agent::start(dir.path(), options_for(&containers, ""));
+    let (mut containers, _dir, mut agent) = start_agent_for("exitdown", "");
     let name = containers.name("exitdown");
     let n = 3000;
-    containers.run(
-        "exitdown",
-        &[],
-        &format!("i=1; while [ $i -le {n} ]; do echo x-$i; usleep 1000; i=$((i+1)); done"),
-    );
+    containers.run("exitdown", &[], &printer_then_exit("x-", n, 1000));
     assert!(wait_until(Duration::from_secs(60), || agent
         .records(&name)
         .len()
@@ -253,9 +229,7 @@ fn containers_that_ran_entirely_while_the_agent_was_down_are_read_after_restart(
 /// never read, so what it wrote while the agent was down was lost.
 #[test]
 fn stopped_container_with_a_corrupt_checkpoint_is_read_from_its_first_line() {
-    let mut containers = Containers::new("corruptcp");
-    let dir = tempdir();
-    let mut agent = Agent::start(dir.path(), options_for(&containers, ""));
+    let (mut containers, dir, mut agent) = start_agent_for("corruptcp", "");
     let name = containers.name("corruptcp");
     // Each run prints the next 100 numbers (the count survives `docker start`).
     containers.run(

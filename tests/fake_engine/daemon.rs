@@ -20,7 +20,7 @@ fn events_stream_drop_reconnects_and_resyncs() {
     engine.close_first_events_after(Duration::from_millis(500));
     engine.add_after_first_events_drop(late);
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut agent = Agent::start(dir.path(), agent_options(&engine, ""));
+    let mut agent = Agent::start(dir.path(), fake_engine_options(&engine, ""));
 
     let found = wait_until(Duration::from_secs(20), || {
         agent.messages("late").len() >= late_lines.len()
@@ -66,7 +66,7 @@ fn daemon_down_at_start_then_up() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut agent = Agent::start_unready(
         dir.path(),
-        agent_options(&engine, "  retry_backoff_max: 1s\n"),
+        fake_engine_options(&engine, "  retry_backoff_max: 1s\n"),
     );
 
     let retried = wait_until(Duration::from_secs(10), || {
@@ -101,7 +101,18 @@ fn daemon_down_at_start_then_up() {
     assert_clean_exit(&mut agent);
 }
 
-// The two tests below show bugs in src/ (see each `ignore` reason); they fail until fixed.
+/// Waits until the agent serves /metrics and has counted a failed container listing.
+fn assert_failed_listing_counted(agent: &Agent) {
+    let failed = wait_until(Duration::from_secs(10), || {
+        agent.get("/metrics").is_some()
+            && agent.metric(r#"log_capturer_container_stream_errors_total{reason="list"}"#) >= 1.0
+    });
+    assert!(
+        failed,
+        "the failing listing was not seen; log:\n{}",
+        agent.log()
+    );
+}
 
 /// The first container listing fails (500, a time-out under load...) while the events stream
 /// is healthy: the listing must be retried, or containers already running are never captured
@@ -113,17 +124,9 @@ fn failed_first_listing_is_retried() {
     let engine = FakeEngine::start(vec![patient]);
     engine.fail_next_lists(1);
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut agent = Agent::start_unready(dir.path(), agent_options(&engine, ""));
+    let mut agent = Agent::start_unready(dir.path(), fake_engine_options(&engine, ""));
 
-    let failed = wait_until(Duration::from_secs(10), || {
-        agent.get("/metrics").is_some()
-            && agent.metric(r#"log_capturer_container_stream_errors_total{reason="list"}"#) >= 1.0
-    });
-    assert!(
-        failed,
-        "the failing listing was not seen; log:\n{}",
-        agent.log()
-    );
+    assert_failed_listing_counted(&agent);
     let captured = wait_until(Duration::from_secs(15), || {
         agent.messages("patient").len() >= lines.len()
     });
@@ -160,17 +163,9 @@ fn stale_checkpoint_is_dropped_when_the_first_full_listing_fails() {
         ),
     )
     .expect("write checkpoint");
-    let mut agent = Agent::start_unready(dir.path(), agent_options(&engine, ""));
+    let mut agent = Agent::start_unready(dir.path(), fake_engine_options(&engine, ""));
 
-    let failed = wait_until(Duration::from_secs(10), || {
-        agent.get("/metrics").is_some()
-            && agent.metric(r#"log_capturer_container_stream_errors_total{reason="list"}"#) >= 1.0
-    });
-    assert!(
-        failed,
-        "the failing listing was not seen; log:\n{}",
-        agent.log()
-    );
+    assert_failed_listing_counted(&agent);
     let dropped = wait_until(Duration::from_secs(15), || !stale.exists());
     assert!(
         dropped,
@@ -203,7 +198,7 @@ fn ignored_container_removed_while_events_were_down_is_forgotten() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut agent = Agent::start(
         dir.path(),
-        agent_options(&engine, "  include:\n    names: [\"kept\"]\n"),
+        fake_engine_options(&engine, "  include:\n    names: [\"kept\"]\n"),
     );
     let ignored = wait_until(Duration::from_secs(10), || {
         agent.metric("log_capturer_containers_ignored") == 1.0
@@ -245,7 +240,7 @@ fn ready_follows_the_daemon_going_down_and_up() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut agent = Agent::start(
         dir.path(),
-        agent_options(&engine, "  retry_backoff_max: 1s\n"),
+        fake_engine_options(&engine, "  retry_backoff_max: 1s\n"),
     );
     assert!(wait_until(Duration::from_secs(10), || {
         agent.messages("steady").len() >= lines.len()
@@ -316,7 +311,7 @@ fn stopped_container_that_ran_unwatched_is_read_once_despite_failed_inspects() {
         ),
     )
     .expect("marker");
-    let mut agent = Agent::start_unready(dir.path(), agent_options(&engine, ""));
+    let mut agent = Agent::start_unready(dir.path(), fake_engine_options(&engine, ""));
 
     let captured = wait_until(Duration::from_secs(30), || {
         agent.messages("unwatched").len() >= lines.len()

@@ -14,7 +14,7 @@ fn conflict_409_does_not_loop() {
     let id = removing.id.clone();
     let engine = FakeEngine::start(vec![removing]);
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut agent = Agent::start(dir.path(), agent_options(&engine, ""));
+    let mut agent = Agent::start(dir.path(), fake_engine_options(&engine, ""));
 
     let asked = wait_until(Duration::from_secs(10), || {
         engine.logs_stats(&id).requests >= 1
@@ -49,7 +49,7 @@ fn container_that_exits_during_a_resync_is_read_to_its_end() {
     let engine = FakeEngine::start(vec![first]);
     engine.exit_during_inspect(&first_id, Duration::from_secs(3));
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut agent = Agent::start(dir.path(), agent_options(&engine, ""));
+    let mut agent = Agent::start(dir.path(), fake_engine_options(&engine, ""));
 
     let read = wait_until(Duration::from_secs(20), || {
         agent.messages("first").len() >= first_lines.len()
@@ -98,7 +98,7 @@ fn container_removed_between_listing_and_inspect_is_counted_and_named() {
     let engine = FakeEngine::start(vec![doomed, kept]);
     engine.remove_during_inspect(&doomed_id);
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut agent = Agent::start(dir.path(), agent_options(&engine, ""));
+    let mut agent = Agent::start(dir.path(), fake_engine_options(&engine, ""));
     let key = "log_capturer_container_stream_errors_total{reason=\"gone_before_read\"}";
     let counted = wait_until(Duration::from_secs(20), || agent.metric(key) >= 1.0);
     assert!(counted, "not counted; log:\n{}", agent.log());
@@ -134,7 +134,7 @@ fn container_gone_before_its_inspect_is_counted_only_when_the_filters_select_it(
     let dir = tempfile::tempdir().expect("tempdir");
     let agent = Agent::start(
         dir.path(),
-        agent_options(
+        fake_engine_options(
             &engine,
             "  include:\n    names: [\"inside*\"]\n    labels: [\"team=core\"]\n",
         ),
@@ -189,7 +189,7 @@ fn container_whose_inspect_fails_at_its_start_event_is_retried() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut agent = Agent::start(
         dir.path(),
-        agent_options(
+        fake_engine_options(
             &engine,
             "  retry_backoff_initial: 100ms\n  retry_backoff_max: 1s\n",
         ),
@@ -239,7 +239,7 @@ fn empty_stream_then_gone_is_counted_as_gone_before_read() {
     let id = vanishing.id.clone();
     let engine = FakeEngine::start(vec![vanishing]);
     let dir = tempfile::tempdir().expect("tempdir");
-    let agent = Agent::start(dir.path(), agent_options(&engine, ""));
+    let agent = Agent::start(dir.path(), fake_engine_options(&engine, ""));
     engine.send_start(&id, "vanishing");
     let key = "log_capturer_container_stream_errors_total{reason=\"gone_before_read\"}";
     let counted = wait_until(Duration::from_secs(20), || agent.metric(key) >= 1.0);

@@ -13,7 +13,7 @@ fn silent_stream_is_rotated_and_its_connection_closed() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut agent = Agent::start(
         dir.path(),
-        agent_options(&engine, "  rotation_interval: 1s\n"),
+        fake_engine_options(&engine, "  rotation_interval: 1s\n"),
     );
 
     let rotated = wait_until(Duration::from_secs(15), || {
@@ -71,7 +71,7 @@ fn reset_mid_frame_resumes_without_loss_or_duplicate() {
     let id = resets.id.clone();
     let engine = FakeEngine::start(vec![resets]);
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut agent = Agent::start(dir.path(), agent_options(&engine, ""));
+    let mut agent = Agent::start(dir.path(), fake_engine_options(&engine, ""));
 
     let all = wait_until(Duration::from_secs(20), || {
         agent.messages("resets").len() >= expected.len()
@@ -133,7 +133,7 @@ fn answer_then_close_is_not_an_error() {
     let engine = FakeEngine::start(vec![closer]);
     engine.close_after_response(true);
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut agent = Agent::start_unready(dir.path(), agent_options(&engine, ""));
+    let mut agent = Agent::start_unready(dir.path(), fake_engine_options(&engine, ""));
 
     let captured = wait_until(Duration::from_secs(15), || {
         agent.messages("closer").len() >= lines.len()
@@ -168,7 +168,7 @@ fn hundreds_of_idle_streams_rotate_and_shut_down_cleanly() {
         AgentOptions {
             file_sink: false,
             sinks: "  discard: {}\n".to_string(),
-            ..agent_options(&engine, "  rotation_interval: 5s\n")
+            ..fake_engine_options(&engine, "  rotation_interval: 5s\n")
         },
     );
     let open = wait_until(Duration::from_secs(60), || {
@@ -256,7 +256,7 @@ fn line_by_line_stream_is_read_exactly_once_across_rotations() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut agent = Agent::start(
         dir.path(),
-        agent_options(&engine, "  rotation_interval: 1s\n"),
+        fake_engine_options(&engine, "  rotation_interval: 1s\n"),
     );
 
     let all = wait_until(Duration::from_secs(90), || {

@@ -146,6 +146,12 @@ impl Agent {
     }
 
     fn spawn_process(&mut self) {
+        self.child = Some(self.spawn_child(Stdio::null()));
+    }
+
+    /// Spawns the agent process with the options it was started with: stdout to `stdout`,
+    /// stderr appended to `agent.log`.
+    fn spawn_child(&self, stdout: Stdio) -> std::process::Child {
         let stderr = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -170,7 +176,7 @@ impl Agent {
             .arg("-c")
             .arg(&self.options_config)
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(stdout)
             .stderr(stderr)
             .env_remove("RUST_LOG");
         match &self.docker_host {
@@ -186,7 +192,7 @@ impl Agent {
             cmd.env_remove(name);
         }
         cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
-        self.child = Some(cmd.spawn().expect("spawn agent"));
+        cmd.spawn().expect("spawn agent")
     }
 
     /// Waits (up to 60 s) for `/ready`; panics with the agent's log otherwise.
@@ -381,24 +387,7 @@ impl Agent {
     }
 
     fn spawn_process_with_piped_stdout(&mut self) -> std::process::ChildStdout {
-        let stderr = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.join("agent.log"))
-            .expect("agent log");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_log-capturer"));
-        cmd.arg("run")
-            .arg("-c")
-            .arg(&self.options_config)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(stderr)
-            .env_remove("RUST_LOG");
-        match &self.docker_host {
-            Some(h) => cmd.env("DOCKER_HOST", h),
-            None => cmd.env_remove("DOCKER_HOST"),
-        };
-        let mut child = cmd.spawn().expect("spawn agent");
+        let mut child = self.spawn_child(Stdio::piped());
         let stdout = child.stdout.take().expect("stdout pipe");
         self.child = Some(child);
         stdout
@@ -420,6 +409,16 @@ impl Agent {
     }
 }
 
+/// Options for the agent on a fake Engine API (`engine`): every container read from its first
+/// line, then the `capture` lines (YAML under `capture:`, or empty); the other options default.
+pub fn fake_engine_options(engine: &super::fake_engine::FakeEngine, capture: &str) -> AgentOptions {
+    AgentOptions {
+        docker_host: Some(engine.docker_host()),
+        capture: format!("  initial_position: beginning\n{capture}"),
+        ..AgentOptions::default()
+    }
+}
+
 /// The agent on a fake Engine API (`engine`), reading every container from its first line and
 /// writing only to `sinks` (a YAML `sinks:` body; no file sink).
 pub fn start_on_fake_engine(
@@ -430,11 +429,9 @@ pub fn start_on_fake_engine(
     Agent::start(
         dir,
         AgentOptions {
-            docker_host: Some(engine.docker_host()),
-            capture: "  initial_position: beginning\n".to_string(),
             file_sink: false,
             sinks: sinks.to_string(),
-            ..AgentOptions::default()
+            ..fake_engine_options(engine, "")
         },
     )
 }

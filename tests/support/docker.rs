@@ -4,7 +4,7 @@
 use std::process::Command;
 use std::sync::Once;
 
-use super::agent::AgentOptions;
+use super::agent::{Agent, AgentOptions};
 
 pub const IMAGE: &str = "lc-test:busybox";
 
@@ -111,6 +111,21 @@ impl Drop for Containers {
     }
 }
 
+/// A container script printing `prefix1 ..= prefixN`, one line every `pause_us` µs, then
+/// staying up (`exec sleep 3600`) until the test removes it.
+pub fn printer(prefix: &str, n: usize, pause_us: u32) -> String {
+    format!("{}; exec sleep 3600", printing_loop(prefix, n, pause_us))
+}
+
+/// Like `printer`, but the container exits (status 0) after the last line.
+pub fn printer_then_exit(prefix: &str, n: usize, pause_us: u32) -> String {
+    format!("{}; exit 0", printing_loop(prefix, n, pause_us))
+}
+
+fn printing_loop(prefix: &str, n: usize, pause_us: u32) -> String {
+    format!("i=1; while [ $i -le {n} ]; do echo {prefix}$i; usleep {pause_us}; i=$((i+1)); done")
+}
+
 /// Agent options that capture only `containers` (by their label), with `extra_capture` keys
 /// added to the `capture` section.
 pub fn options_for(containers: &Containers, extra_capture: &str) -> AgentOptions {
@@ -118,4 +133,14 @@ pub fn options_for(containers: &Containers, extra_capture: &str) -> AgentOptions
         capture: format!("{}{}", containers.include_yaml(), extra_capture),
         ..AgentOptions::default()
     }
+}
+
+/// The usual start of a docker test: its containers (labelled for `test`), a fresh state
+/// directory, and the agent capturing only those containers with `options_for(extra_capture)`.
+/// Keep the directory bound (`_dir`) for as long as the agent runs.
+pub fn start_agent_for(test: &str, extra_capture: &str) -> (Containers, tempfile::TempDir, Agent) {
+    let containers = Containers::new(test);
+    let dir = super::tempdir();
+    let agent = Agent::start(dir.path(), options_for(&containers, extra_capture));
+    (containers, dir, agent)
 }
