@@ -15,7 +15,7 @@ use crate::sinks::loki::LokiClient;
 
 use super::pipeline::*;
 use super::sinks::*;
-use super::{Outcome, Process};
+use super::{AgentError, Outcome, Process};
 
 /// How a generation ended.
 pub(super) struct GenerationEnd {
@@ -41,7 +41,7 @@ pub(super) async fn run_generations(
     mut config: Config,
     process: &Process,
     requests: &mut ReloadReceiver,
-) -> Result<Outcome, String> {
+) -> Result<Outcome, AgentError> {
     let mut catch_up_from_ns = None;
     // The reload that started this generation: its requests (answered once it runs) and the
     // config to go back to if it cannot start.
