@@ -191,9 +191,7 @@ pub(super) async fn run_generations(
 pub(super) async fn evaluate(running: &Config, process: &Process) -> Verdict {
     let metrics = &process.metrics;
     let source = Arc::clone(&process.source);
-    let loaded = tokio::task::spawn_blocking(move || (source.load)())
-        .await
-        .unwrap_or_else(|e| Err(format!("the config loader failed: {e}")));
+    let loaded = tokio::task::spawn_blocking(move || (source.load)()).await;
     let name = &process.source.name;
     let fail = |result: ReloadOutcome, status: u16, message: String| {
         error!(file = %name, problem = %message, "config reload failed; the running config is kept");
@@ -201,12 +199,19 @@ pub(super) async fn evaluate(running: &Config, process: &Process) -> Verdict {
         Verdict::Done(Err(ReloadError { status, message }), None)
     };
     let new = match loaded {
-        Ok(new) => new,
-        Err(e) => {
+        Ok(Ok(new)) => new,
+        Ok(Err(e)) => {
             return fail(
                 ReloadOutcome::Invalid,
                 500,
                 format!("invalid configuration: {e}"),
+            );
+        }
+        Err(e) => {
+            return fail(
+                ReloadOutcome::Invalid,
+                500,
+                format!("invalid configuration: the config loader failed: {e}"),
             );
         }
     };

@@ -73,7 +73,6 @@ pub enum SinkSetupError {
     Join(#[from] tokio::task::JoinError),
 }
 
-
 pub(super) async fn prepare_sinks(
     config: &Config,
     metrics: &Arc<Metrics>,

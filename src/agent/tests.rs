@@ -1,5 +1,6 @@
 use super::*;
 use crate::capture::Cursor;
+use crate::config::ConfigError;
 use crate::observability::metrics::{ResultLabels, SinkLabels};
 use crate::pipeline::{Batch, ContainerMeta, LogLine, StreamKind};
 use crate::pipeline::{Delivery, LocalSinkWorker, QueueBudget, WriterSettings};
@@ -162,7 +163,12 @@ async fn invalid_reload_keeps_the_config_and_sets_the_metric() {
         dir.path(),
         ConfigSource {
             name: "c.yaml".to_string(),
-            load: Box::new(|| Err("c.yaml: capture.rotation_interval: bad".to_string())),
+            load: Box::new(|| {
+                Err(ConfigError::Syntax {
+                    file: "c.yaml".to_string(),
+                    message: "capture.rotation_interval: bad".to_string(),
+                })
+            }),
             fixed: false,
         },
     );
@@ -185,9 +191,7 @@ async fn invalid_reload_keeps_the_config_and_sets_the_metric() {
         dir.path(),
         ConfigSource {
             name: "c.yaml".to_string(),
-            load: Box::new(|| {
-                Config::parse("sinks:\n  discard: {}\n", "c.yaml").map_err(|e| e.to_string())
-            }),
+            load: Box::new(|| Config::parse("sinks:\n  discard: {}\n", "c.yaml")),
             fixed: false,
         },
     );
@@ -212,7 +216,6 @@ async fn reload_with_a_bad_kafka_property_fails_with_its_key() {
                     "sinks:\n  kafka:\n    properties: {no.such.property: s3cr3t}\n",
                     "c.yaml",
                 )
-                .map_err(|e| e.to_string())
             }),
             fixed: false,
         },
