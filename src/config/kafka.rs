@@ -149,6 +149,8 @@ pub struct KafkaSinkConfig {
     pub buffer: BufferConfig,
 }
 
+// Same shape as `LokiBatchConfig`'s default (config/loki.rs); kept apart: each sink batches
+// by its own fields (messages and linger here, entries and max_wait there) and defaults.
 impl Default for KafkaBatchConfig {
     fn default() -> Self {
         KafkaBatchConfig {
