@@ -7,7 +7,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use log_capturer::agent::Outcome;
-use log_capturer::config::{Config, LogFormat, Overrides};
+use log_capturer::config::{Config, ConfigError, LogFormat, Overrides};
 use log_capturer::reload::{
     ConfigSource, Control, LogLevelError, LogLevelSetter, ReloadRequest, ReloadSender,
 };
@@ -172,7 +172,7 @@ enum DlqAction {
 
 /// The overrides of this process: `--state-dir` (if given) over the `LOG_CAPTURER_*`
 /// environment.
-fn overrides(state_dir: Option<PathBuf>) -> Result<Overrides, String> {
+fn overrides(state_dir: Option<PathBuf>) -> Result<Overrides, ConfigError> {
     let mut overrides = Overrides::from_env()?;
     overrides.state_dir_flag(state_dir)?;
     Ok(overrides)
@@ -185,10 +185,7 @@ fn load_config(
     state_dir: Option<PathBuf>,
 ) -> Result<(Config, Overrides), ExitCode> {
     overrides(state_dir)
-        .and_then(|o| {
-            let config = Config::load_with(path, &o).map_err(|e| e.to_string())?;
-            Ok((config, o))
-        })
+        .and_then(|o| Ok((Config::load_with(path, &o)?, o)))
         .map_err(|e| {
             eprintln!("error: {e}");
             ExitCode::from(2)
@@ -322,9 +319,7 @@ fn main() -> ExitCode {
                 fixed: config.is_none(),
                 load: {
                     let overrides = overrides.clone();
-                    Box::new(move || {
-                        Config::load_with(config.as_deref(), &overrides).map_err(|e| e.to_string())
-                    })
+                    Box::new(move || Config::load_with(config.as_deref(), &overrides))
                 },
             };
             let set_log_level = init_logging(&loaded);

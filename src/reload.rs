@@ -16,14 +16,14 @@
 
 use tokio::sync::{mpsc, oneshot};
 
-use crate::config::Config;
+use crate::config::{Config, ConfigError};
 
 /// Where the configuration comes from; `load` reads and validates it anew on every call.
 pub struct ConfigSource {
     /// For messages: the file's path, or `embedded default config`.
     pub name: String,
     /// Reads and validates the configuration (the same loader the start used).
-    pub load: Box<dyn Fn() -> Result<Config, String> + Send + Sync>,
+    pub load: Box<dyn Fn() -> Result<Config, ConfigError> + Send + Sync>,
     /// True when there is no file to read again (the embedded default config).
     pub fixed: bool,
 }

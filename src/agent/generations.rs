@@ -15,7 +15,7 @@ use crate::sinks::loki::LokiClient;
 
 use super::pipeline::*;
 use super::sinks::*;
-use super::{Outcome, Process};
+use super::{AgentError, Outcome, Process};
 
 /// How a generation ended.
 pub(super) struct GenerationEnd {
@@ -41,7 +41,7 @@ pub(super) async fn run_generations(
     mut config: Config,
     process: &Process,
     requests: &mut ReloadReceiver,
-) -> Result<Outcome, String> {
+) -> Result<Outcome, AgentError> {
     let mut catch_up_from_ns = None;
     // The reload that started this generation: its requests (answered once it runs) and the
     // config to go back to if it cannot start.
@@ -191,9 +191,7 @@ pub(super) async fn run_generations(
 pub(super) async fn evaluate(running: &Config, process: &Process) -> Verdict {
     let metrics = &process.metrics;
     let source = Arc::clone(&process.source);
-    let loaded = tokio::task::spawn_blocking(move || (source.load)())
-        .await
-        .unwrap_or_else(|e| Err(format!("the config loader failed: {e}")));
+    let loaded = tokio::task::spawn_blocking(move || (source.load)()).await;
     let name = &process.source.name;
     let fail = |result: ReloadOutcome, status: u16, message: String| {
         error!(file = %name, problem = %message, "config reload failed; the running config is kept");
@@ -201,12 +199,19 @@ pub(super) async fn evaluate(running: &Config, process: &Process) -> Verdict {
         Verdict::Done(Err(ReloadError { status, message }), None)
     };
     let new = match loaded {
-        Ok(new) => new,
-        Err(e) => {
+        Ok(Ok(new)) => new,
+        Ok(Err(e)) => {
             return fail(
                 ReloadOutcome::Invalid,
                 500,
                 format!("invalid configuration: {e}"),
+            );
+        }
+        Err(e) => {
+            return fail(
+                ReloadOutcome::Invalid,
+                500,
+                format!("invalid configuration: the config loader failed: {e}"),
             );
         }
     };

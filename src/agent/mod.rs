@@ -43,9 +43,13 @@ use crate::observability::{http, metrics::Metrics};
 use crate::pipeline::AckLedger;
 use crate::reload::{ConfigSource, Control, LogLevelSetter};
 
+mod error;
 mod generations;
 mod pipeline;
 mod sinks;
+
+pub use error::AgentError;
+pub use sinks::SinkSetupError;
 
 use generations::run_generations;
 #[cfg(test)]
@@ -76,7 +80,7 @@ pub async fn run(
     config: Config,
     control: Control,
     shutdown: CancellationToken,
-) -> Result<Outcome, String> {
+) -> Result<Outcome, AgentError> {
     let metrics = Arc::new(Metrics::new());
     // Fails early on a bad host; each generation resolves it again (it may be reloaded).
     Endpoint::resolve_with(&config.docker)?;
@@ -88,8 +92,8 @@ pub async fn run(
         let metrics = Arc::clone(&metrics);
         tokio::task::spawn_blocking(move || CheckpointStore::open(&state_dir, metrics))
             .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| format!("cannot open state directory: {e}"))?
+            .map_err(AgentError::OpenCheckpointsTask)?
+            .map_err(AgentError::OpenCheckpoints)?
     };
     let checkpoints = Arc::new(checkpoints);
     let ready = Arc::new(AtomicBool::new(false));
@@ -110,7 +114,7 @@ pub async fn run(
     } else {
         let listener = http::bind(&config.http.listen)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(AgentError::Listen)?;
         let bound = listener
             .local_addr()
             .map(|a| a.to_string())
@@ -165,7 +169,7 @@ pub async fn run(
             Ok(Ok(())) => {}
         }
     }
-    if result == Ok(Outcome::Clean) {
+    if matches!(result, Ok(Outcome::Clean)) {
         info!("checkpoints persisted; bye");
     }
     result

@@ -18,6 +18,7 @@ use crate::pipeline::{QueueBudget, route};
 use crate::processing::Pipelines;
 use tokio::task::JoinHandle;
 
+use super::error::FinalPersistError;
 use super::generations::*;
 use super::sinks::*;
 use super::{ABANDON_GRACE, FINAL_PERSIST_GRACE, Outcome, Process, lock};
@@ -66,7 +67,7 @@ pub(super) async fn run_pipeline(
         // checkpoint write may have failed: write what is still dirty now (nothing otherwise).
         return not_started(match persist_final(checkpoints, async {}).await {
             Ok(()) => Outcome::Clean,
-            Err(problem) => Outcome::Incomplete(vec![problem]),
+            Err(problem) => Outcome::Incomplete(vec![problem.to_string()]),
         });
     };
     info!(endpoint = %client.endpoint(), api = client.api_version(), "connected to Docker");
@@ -286,7 +287,7 @@ pub(super) async fn run_pipeline(
         }
     };
     if let Err(problem) = persist_final(checkpoints, persister_ended).await {
-        problems.push(problem);
+        problems.push(problem.to_string());
     }
     let outcome = if problems.is_empty() {
         Outcome::Clean
@@ -305,7 +306,7 @@ pub(super) async fn run_pipeline(
 pub(super) async fn persist_final(
     checkpoints: &Arc<CheckpointStore>,
     before: impl std::future::Future<Output = ()>,
-) -> Result<(), String> {
+) -> Result<(), FinalPersistError> {
     let store = Arc::clone(checkpoints);
     let write = async move {
         before.await;
@@ -318,17 +319,15 @@ pub(super) async fn persist_final(
                 "final checkpoint write failed (see the errors above): those containers resume \
                  from their last persisted position, so lines after it are read again"
             );
-            Err("the final checkpoint write failed".to_string())
+            Err(FinalPersistError::Failed)
         }
         Ok(Err(e)) => {
             error!(error = %e, "final checkpoint write failed");
-            Err(format!("the final checkpoint write failed: {e}"))
+            Err(FinalPersistError::Task(e))
         }
         Err(_) => {
             error!(grace = ?FINAL_PERSIST_GRACE, "final checkpoint write did not finish in time");
-            Err(format!(
-                "the final checkpoint write did not finish within {FINAL_PERSIST_GRACE:?}"
-            ))
+            Err(FinalPersistError::TimedOut)
         }
     }
 }

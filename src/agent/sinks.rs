@@ -52,7 +52,7 @@ pub(super) struct PreparedSinks {
 /// Why a network sink could not be prepared (the generation does not start; a reload keeps
 /// the previous config).
 #[derive(Debug, thiserror::Error)]
-pub(super) enum SinkSetupError {
+pub enum SinkSetupError {
     #[error("{0}")]
     Loki(#[from] loki::LokiSetupError),
     #[cfg(feature = "kafka")]
@@ -71,12 +71,6 @@ pub(super) enum SinkSetupError {
     /// The blocking task that opens the stores failed (panicked).
     #[error("{0}")]
     Join(#[from] tokio::task::JoinError),
-}
-
-impl From<SinkSetupError> for String {
-    fn from(e: SinkSetupError) -> String {
-        e.to_string()
-    }
 }
 
 pub(super) async fn prepare_sinks(

@@ -1,5 +1,6 @@
 use super::*;
 use crate::capture::Cursor;
+use crate::config::ConfigError;
 use crate::observability::metrics::{ResultLabels, SinkLabels};
 use crate::pipeline::{Batch, ContainerMeta, LogLine, StreamKind};
 use crate::pipeline::{Delivery, LocalSinkWorker, QueueBudget, WriterSettings};
@@ -129,6 +130,22 @@ fn process(dir: &std::path::Path, source: ConfigSource) -> Process {
     }
 }
 
+/// The config file `c.yaml` (not fixed), read by `load`.
+fn file_source(
+    load: impl Fn() -> Result<Config, ConfigError> + Send + Sync + 'static,
+) -> ConfigSource {
+    ConfigSource {
+        name: "c.yaml".to_string(),
+        load: Box::new(load),
+        fixed: false,
+    }
+}
+
+/// The config file `c.yaml` holding `yaml`.
+fn yaml_source(yaml: &'static str) -> ConfigSource {
+    file_source(move || Config::parse(yaml, "c.yaml"))
+}
+
 /// Without `-c` there is no file: a reload applies the embedded default again and says so.
 #[tokio::test]
 async fn reload_of_the_embedded_default_says_so() {
@@ -160,11 +177,12 @@ async fn invalid_reload_keeps_the_config_and_sets_the_metric() {
     let dir = tempfile::tempdir().expect("tempdir");
     let p = process(
         dir.path(),
-        ConfigSource {
-            name: "c.yaml".to_string(),
-            load: Box::new(|| Err("c.yaml: capture.rotation_interval: bad".to_string())),
-            fixed: false,
-        },
+        file_source(|| {
+            Err(ConfigError::Syntax {
+                file: "c.yaml".to_string(),
+                message: "capture.rotation_interval: bad".to_string(),
+            })
+        }),
     );
     match evaluate(&Config::embedded_default(), &p).await {
         Verdict::Done(Err(e), None) => {
@@ -181,16 +199,7 @@ async fn invalid_reload_keeps_the_config_and_sets_the_metric() {
         .get();
     assert_eq!(invalid, 1);
 
-    let p = process(
-        dir.path(),
-        ConfigSource {
-            name: "c.yaml".to_string(),
-            load: Box::new(|| {
-                Config::parse("sinks:\n  discard: {}\n", "c.yaml").map_err(|e| e.to_string())
-            }),
-            fixed: false,
-        },
-    );
+    let p = process(dir.path(), yaml_source("sinks:\n  discard: {}\n"));
     match evaluate(&Config::embedded_default(), &p).await {
         Verdict::NewGeneration(_, sections) => assert_eq!(sections, vec!["sinks"]),
         _ => panic!("expected a new generation"),
@@ -205,17 +214,7 @@ async fn reload_with_a_bad_kafka_property_fails_with_its_key() {
     let dir = tempfile::tempdir().expect("tempdir");
     let p = process(
         dir.path(),
-        ConfigSource {
-            name: "c.yaml".to_string(),
-            load: Box::new(|| {
-                Config::parse(
-                    "sinks:\n  kafka:\n    properties: {no.such.property: s3cr3t}\n",
-                    "c.yaml",
-                )
-                .map_err(|e| e.to_string())
-            }),
-            fixed: false,
-        },
+        yaml_source("sinks:\n  kafka:\n    properties: {no.such.property: s3cr3t}\n"),
     );
     match evaluate(&Config::embedded_default(), &p).await {
         Verdict::Done(Err(e), None) => {

@@ -57,17 +57,8 @@ impl SharedStore {
     }
 
     /// Runs a blocking operation on the store off the async runtime; the error is the blocking
-    /// task's failure (a panic), as text.
-    // `String` kept at this edge: the Loki and Kafka workers pass it on as `&str` (their
-    // `buffer_error`), so a typed error here would change their code.
+    /// task's failure (a panic).
     pub async fn with<T: Send + 'static>(
-        &self,
-        op: impl FnOnce(&mut SegmentStore) -> T + Send + 'static,
-    ) -> Result<T, String> {
-        self.blocking(op).await.map_err(|e| e.to_string())
-    }
-
-    async fn blocking<T: Send + 'static>(
         &self,
         op: impl FnOnce(&mut SegmentStore) -> T + Send + 'static,
     ) -> Result<T, JoinError> {
@@ -76,7 +67,7 @@ impl SharedStore {
     }
 
     pub async fn append(&self, record: Vec<u8>) -> Result<RecordId, StoreError> {
-        match self.blocking(move |s| s.append(&record)).await {
+        match self.with(move |s| s.append(&record)).await {
             Ok(r) => r,
             // Same text as before (the join error's), now without a String in between.
             Err(e) => Err(StoreError::Io(std::io::Error::other(e))),

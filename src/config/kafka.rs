@@ -149,6 +149,8 @@ pub struct KafkaSinkConfig {
     pub buffer: BufferConfig,
 }
 
+// Same shape as `LokiBatchConfig`'s default (config/loki.rs); kept apart: each sink batches
+// by its own fields (messages and linger here, entries and max_wait there) and defaults.
 impl Default for KafkaBatchConfig {
     fn default() -> Self {
         KafkaBatchConfig {
@@ -420,19 +422,30 @@ impl KafkaSinkConfig {
     }
 }
 
+/// Why a broker address is refused (the text follows the quoted address).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+enum BrokerError {
+    #[error("is not host:port")]
+    NoPort,
+    #[error("is not host:port (an IPv6 address goes in brackets)")]
+    BadHost,
+    #[error("has no port 1..65535")]
+    PortOutOfRange,
+}
+
 /// `host:port` (`[v6]:port` for an IPv6 address), port 1..=65535.
-fn check_broker(broker: &str) -> Result<(), String> {
+fn check_broker(broker: &str) -> Result<(), BrokerError> {
     let Some((host, port)) = broker.rsplit_once(':') else {
-        return Err("is not host:port".to_string());
+        return Err(BrokerError::NoPort);
     };
     let host_ok = !host.is_empty()
         && !host.contains(|c: char| c.is_whitespace() || c == ',' || c == '/')
         && (!host.contains(':') || (host.starts_with('[') && host.ends_with(']')));
     if !host_ok {
-        return Err("is not host:port (an IPv6 address goes in brackets)".to_string());
+        return Err(BrokerError::BadHost);
     }
     match port.parse::<u16>() {
         Ok(p) if p > 0 => Ok(()),
-        _ => Err("has no port 1..65535".to_string()),
+        _ => Err(BrokerError::PortOutOfRange),
     }
 }

@@ -42,10 +42,24 @@ pub fn topic_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')
 }
 
+/// Why a template does not parse (the template is quoted).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TemplateError {
+    #[error("unclosed {{ in {0:?}")]
+    Unclosed(String),
+    #[error(
+        "{{{name}}} in {template:?} is not a placeholder ({{field}}, field \
+         names are [A-Za-z0-9_.-])"
+    )]
+    NotAPlaceholder { name: String, template: String },
+    #[error("unmatched }} in {0:?}")]
+    Unmatched(String),
+}
+
 /// Splits a template into text and placeholders. `{name}` is a placeholder when `name` is a
 /// field name (`[A-Za-z0-9_.-]+`); a `{` or `}` outside one is an error (it is not a topic
 /// character, and in a key it is almost certainly a typo).
-pub fn parse_template(template: &str) -> Result<Vec<TemplatePart>, String> {
+pub fn parse_template(template: &str) -> Result<Vec<TemplatePart>, TemplateError> {
     let mut parts = Vec::new();
     let mut text = String::new();
     let mut rest = template;
@@ -53,14 +67,14 @@ pub fn parse_template(template: &str) -> Result<Vec<TemplatePart>, String> {
         match c {
             '{' => {
                 let Some(end) = rest.find('}') else {
-                    return Err(format!("unclosed {{ in {template:?}"));
+                    return Err(TemplateError::Unclosed(template.to_string()));
                 };
                 let name = &rest[1..end];
                 if name.is_empty() || !name.chars().all(topic_char) {
-                    return Err(format!(
-                        "{{{name}}} in {template:?} is not a placeholder ({{field}}, field \
-                         names are [A-Za-z0-9_.-])"
-                    ));
+                    return Err(TemplateError::NotAPlaceholder {
+                        name: name.to_string(),
+                        template: template.to_string(),
+                    });
                 }
                 if !text.is_empty() {
                     parts.push(TemplatePart::Text(std::mem::take(&mut text)));
@@ -68,7 +82,7 @@ pub fn parse_template(template: &str) -> Result<Vec<TemplatePart>, String> {
                 parts.push(TemplatePart::Field(name.to_string()));
                 rest = &rest[end + 1..];
             }
-            '}' => return Err(format!("unmatched }} in {template:?}")),
+            '}' => return Err(TemplateError::Unmatched(template.to_string())),
             c => {
                 text.push(c);
                 rest = &rest[c.len_utf8()..];

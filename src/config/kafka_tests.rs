@@ -249,26 +249,15 @@ fn secrets_stay_hidden() {
 /// every key of `sinks.kafka` (and of its nested sections).
 #[test]
 fn the_examples_kafka_section_is_valid_and_documents_every_key() {
-    let text = include_str!("../../examples/config.yaml");
-    let start = text.find("  # kafka:\n").expect("kafka sink section");
-    let section: String = text[start..]
-        .lines()
-        .take_while(|l| l.starts_with("  #"))
-        .map(|l| format!("{}\n", l.replacen("# ", "", 1)))
-        .collect();
-    let c = ok(&format!("sinks:\n{section}"));
+    // Only the Kafka block: the keys of the sections after it must not count.
+    let (block, yaml) = super::tests::example_sink("kafka");
+    let c = ok(&yaml);
     let k = c.sinks.kafka.expect("kafka");
     assert_eq!(
         k,
         super::KafkaSinkConfig::default(),
         "the example shows the defaults"
     );
-    // Only the Kafka block: the keys of the sections after it must not count.
-    let block_len: usize = (text[start..].lines())
-        .take_while(|l| l.starts_with("  #"))
-        .map(|l| l.len() + 1)
-        .sum();
-    let block = &text[start..(start + block_len).min(text.len())];
     let documented = |key: &str| block.contains(&format!("{key}:"));
     let value = serde_json::to_value(super::KafkaSinkConfig::default()).expect("json");
     let mut keys = vec![];

@@ -32,7 +32,8 @@ pub enum ConfigError {
     Override {
         origin: String,
         key: &'static str,
-        reason: String,
+        #[source]
+        reason: super::overrides::OverrideReason,
     },
     /// An override's value (`what`: "value" of a variable, "path" of a flag) is not UTF-8.
     #[error("{origin}: the {what} is not valid UTF-8")]
@@ -66,13 +67,6 @@ impl ConfigError {
             ConfigError::Override { key, reason, .. } => format!("{key}: {reason}"),
             ConfigError::NotUtf8 { what, .. } => format!("the {what} is not valid UTF-8"),
         }
-    }
-}
-
-/// For callers that report configuration problems as text (the CLI, reload answers).
-impl From<ConfigError> for String {
-    fn from(e: ConfigError) -> String {
-        e.to_string()
     }
 }
 

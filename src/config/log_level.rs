@@ -29,10 +29,30 @@ fn level(word: &str) -> Option<&'static str> {
         .or_else(|| ALIASES.iter().find(|(a, _)| *a == word).map(|(_, l)| *l))
 }
 
+/// Why a filter is refused before tracing parses it: a word that is no level.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LevelError {
+    /// A bare word (a directive without `=`) that is no level.
+    #[error(
+        "{0:?} is not a level (off, error, warn, info, debug, trace; \
+         also warning, err, critical, fatal, information); a module at every \
+         level is written {0}=trace"
+    )]
+    BareWord(String),
+    /// `target=word` whose word is no level.
+    #[error(
+        "{directive:?}: {word:?} is not a level (off, error, warn, info, debug, \
+         trace; also warning, err, critical, fatal, information)"
+    )]
+    TargetLevel { directive: String, word: String },
+    #[error("empty: give a level such as info")]
+    Empty,
+}
+
 /// The filter with aliases replaced by tracing's level names and blanks around directives
 /// removed, or why it is not one. Checks only what tracing would misread silently; the
 /// caller still parses the result (see `config::log_filter`).
-pub(super) fn normalize(spec: &str) -> Result<String, String> {
+pub(super) fn normalize(spec: &str) -> Result<String, LevelError> {
     let mut out = Vec::new();
     for directive in spec.split(',').map(str::trim) {
         if directive.is_empty() {
@@ -41,28 +61,21 @@ pub(super) fn normalize(spec: &str) -> Result<String, String> {
         match directive.split_once('=') {
             None => match level(directive) {
                 Some(l) => out.push(l.to_string()),
-                None => {
-                    return Err(format!(
-                        "{directive:?} is not a level (off, error, warn, info, debug, trace; \
-                         also warning, err, critical, fatal, information); a module at every \
-                         level is written {directive}=trace"
-                    ));
-                }
+                None => return Err(LevelError::BareWord(directive.to_string())),
             },
             Some((target, word)) => match level(word.trim()) {
                 Some(l) => out.push(format!("{}={l}", target.trim())),
                 None => {
-                    return Err(format!(
-                        "{directive:?}: {:?} is not a level (off, error, warn, info, debug, \
-                         trace; also warning, err, critical, fatal, information)",
-                        word.trim()
-                    ));
+                    return Err(LevelError::TargetLevel {
+                        directive: directive.to_string(),
+                        word: word.trim().to_string(),
+                    });
                 }
             },
         }
     }
     if out.is_empty() {
-        return Err("empty: give a level such as info".to_string());
+        return Err(LevelError::Empty);
     }
     Ok(out.join(","))
 }
@@ -95,7 +108,7 @@ mod tests {
         // tracing would read these as targets and log nothing else.
         for spec in ["verbose", "log_capturer", "info,inof", "[capture]"] {
             let e = normalize(spec).expect_err(spec);
-            assert!(e.contains("is not a level"), "{spec}: {e}");
+            assert!(e.to_string().contains("is not a level"), "{spec}: {e}");
         }
         assert!(normalize("log_capturer=loud").is_err());
         assert!(normalize("").is_err());

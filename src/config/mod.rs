@@ -18,7 +18,7 @@ mod sources;
 mod units;
 
 pub use docker_tls::DockerTlsConfig;
-pub use overrides::{Override, Overrides};
+pub use overrides::{Override, OverrideReason, Overrides};
 pub use rotate::{FileRotateConfig, RotateCompress};
 pub use secret::Secret;
 pub use sources::{CaptureMode, FileGroupConfig, FileSettings, SourcesConfig};
@@ -318,7 +318,7 @@ mod validate;
 
 pub use invalid::InvalidConfig;
 pub use load::ConfigError;
-pub use validate::{check_listen, check_log_filter, log_filter};
+pub use validate::{ListenError, LogFilterError, check_listen, check_log_filter, log_filter};
 
 #[cfg(test)]
 mod tests;

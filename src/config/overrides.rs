@@ -14,7 +14,22 @@
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
+use super::validate::{ListenError, LogFilterError};
 use super::{Config, ConfigError, check_listen, check_log_filter};
+use crate::docker::{Endpoint, EndpointError};
+
+/// Why an override's value is refused (the text after `ORIGIN: key: `).
+#[derive(Debug, thiserror::Error)]
+pub enum OverrideReason {
+    #[error("must not be empty")]
+    Empty,
+    #[error(transparent)]
+    Listen(#[from] ListenError),
+    #[error(transparent)]
+    DockerHost(#[from] EndpointError),
+    #[error(transparent)]
+    LogLevel(#[from] LogFilterError),
+}
 
 /// One overriding value and where it came from (`--state-dir`, `LOG_CAPTURER_STATE_DIR`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -104,27 +119,28 @@ impl Overrides {
     /// Sets the overridden keys, each validated as the config file's value would be; an error
     /// says `ORIGIN: key: reason`.
     pub fn apply(&self, config: &mut Config) -> Result<(), ConfigError> {
-        let fail = |o: &Override, key: &'static str, reason: String| ConfigError::Override {
-            origin: o.origin.clone(),
-            key,
-            reason,
-        };
+        let fail =
+            |o: &Override, key: &'static str, reason: OverrideReason| ConfigError::Override {
+                origin: o.origin.clone(),
+                key,
+                reason,
+            };
         if let Some(o) = &self.state_dir {
             if o.value.is_empty() {
-                return Err(fail(o, "checkpoint.state_dir", "must not be empty".into()));
+                return Err(fail(o, "checkpoint.state_dir", OverrideReason::Empty));
             }
             config.checkpoint.state_dir = PathBuf::from(&o.value);
         }
         if let Some(o) = &self.http_listen {
-            check_listen(&o.value).map_err(|e| fail(o, "http.listen", e))?;
+            check_listen(&o.value).map_err(|e| fail(o, "http.listen", e.into()))?;
             config.http.listen.clone_from(&o.value);
         }
         if let Some(o) = &self.docker_host {
-            crate::docker::Endpoint::parse(&o.value).map_err(|e| fail(o, "docker.host", e))?;
+            Endpoint::parse(&o.value).map_err(|e| fail(o, "docker.host", e.into()))?;
             config.docker.host.clone_from(&o.value);
         }
         if let Some(o) = &self.log_level {
-            check_log_filter(&o.value).map_err(|e| fail(o, "log.level", e))?;
+            check_log_filter(&o.value).map_err(|e| fail(o, "log.level", e.into()))?;
             config.log.level.clone_from(&o.value);
         }
         Ok(())

@@ -127,14 +127,8 @@ mod example_tests {
     /// with the documented rotation keys.
     #[test]
     fn the_examples_file_sink_section_is_valid_when_uncommented() {
-        let text = include_str!("../../examples/config.yaml");
-        let start = text.find("  # file:\n").expect("file sink section");
-        let section: String = text[start..]
-            .lines()
-            .take_while(|l| l.starts_with("  #"))
-            .map(|l| format!("{}\n", l.replacen("# ", "", 1)))
-            .collect();
-        let c = Config::parse(&format!("sinks:\n{section}"), "example").expect("valid");
+        let (_, yaml) = crate::config::tests::example_sink("file");
+        let c = Config::parse(&yaml, "example").expect("valid");
         let r = c
             .sinks
             .file

@@ -135,15 +135,25 @@ impl SourcesConfig {
     }
 }
 
-fn check_glob(glob: &str) -> Result<(), String> {
+/// Why a `sources.files` glob is refused (the glob is quoted).
+#[derive(Debug, thiserror::Error)]
+enum GlobError {
+    #[error("`{0}` is not absolute (globs are matched against absolute paths)")]
+    NotAbsolute(String),
+    #[error("`{glob}`: {}", .error.kind())]
+    Invalid { glob: String, error: globset::Error },
+}
+
+fn check_glob(glob: &str) -> Result<(), GlobError> {
     if !glob.starts_with('/') {
-        return Err(format!(
-            "`{glob}` is not absolute (globs are matched against absolute paths)"
-        ));
+        return Err(GlobError::NotAbsolute(glob.to_string()));
     }
     crate::sources::files::matcher::compile_glob(glob)
         .map(|_| ())
-        .map_err(|e| format!("`{glob}`: {}", e.kind()))
+        .map_err(|error| GlobError::Invalid {
+            glob: glob.to_string(),
+            error,
+        })
 }
 
 impl FileSettings {

@@ -1,3 +1,20 @@
+/// The commented-out sink `name` of examples/config.yaml: its commented block (what it
+/// documents) and the same lines uncommented, as a config (`sinks:\n  {name}: …`).
+pub(super) fn example_sink(name: &str) -> (&'static str, String) {
+    let text = include_str!("../../examples/config.yaml");
+    let start =
+        (text.find(&format!("  # {name}:\n"))).unwrap_or_else(|| panic!("{name} sink section"));
+    let block_len: usize = (text[start..].lines())
+        .take_while(|l| l.starts_with("  #"))
+        .map(|l| l.len() + 1)
+        .sum();
+    let block = &text[start..(start + block_len).min(text.len())];
+    let section: String = (block.lines())
+        .map(|l| format!("{}\n", l.replacen("# ", "", 1)))
+        .collect();
+    (block, format!("sinks:\n{section}"))
+}
+
 #[test]
 fn log_filters_with_blanks_and_multibyte_text_are_parsed_without_panic() {
     assert!(super::log_filter("info").is_some());

@@ -50,14 +50,23 @@ impl FileSinkConfig {
     }
 }
 
+/// Why a `mode` / `dir_mode` text is refused (the text is quoted).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+enum ModeError {
+    #[error("{0:?} is not an octal mode such as \"0640\"")]
+    NotOctal(String),
+    #[error("{0:?} sets bits beyond 0777")]
+    BeyondPermissionBits(String),
+}
+
 /// `"0640"` → 0o640. Octal digits only, at most 0777 (no setuid, setgid or sticky bits).
-fn parse_mode(text: &str) -> Result<u32, String> {
+fn parse_mode(text: &str) -> Result<u32, ModeError> {
     let bits = u32::from_str_radix(text, 8)
         .ok()
         .filter(|_| !text.is_empty() && text.len() <= 4)
-        .ok_or_else(|| format!("{text:?} is not an octal mode such as \"0640\""))?;
+        .ok_or_else(|| ModeError::NotOctal(text.to_string()))?;
     if bits > 0o777 {
-        return Err(format!("{text:?} sets bits beyond 0777"));
+        return Err(ModeError::BeyondPermissionBits(text.to_string()));
     }
     Ok(bits)
 }
@@ -257,37 +266,60 @@ pub fn log_filter(spec: &str) -> Option<tracing_subscriber::EnvFilter> {
 /// multi-byte character, e.g. `" é=info"`. Field values are matched as plain text, never
 /// compiled as regular expressions: a hostile value (found by the same fuzzing) made the
 /// regex compilation run for minutes and past 2 GiB.
-pub fn check_log_filter(spec: &str) -> Result<tracing_subscriber::EnvFilter, String> {
+pub fn check_log_filter(spec: &str) -> Result<tracing_subscriber::EnvFilter, LogFilterError> {
     // Targets, span names and levels only: field filters (`{...}`) and other characters take
     // tracing-subscriber down paths fuzzing broke (see above; also an ordering invariant of
     // field matches that fails its own debug assertion).
     let allowed = |c: char| c.is_ascii_alphanumeric() || "_-:.=[], ".contains(c);
     if !spec.chars().all(allowed) {
-        return Err(format!(
-            "{spec:?} is not a log filter: use a level such as info or debug, or directives \
-             such as warn,log_capturer=debug (letters, digits and _-:.=[], only; field \
-             filters {{...}} are not supported)"
-        ));
+        return Err(LogFilterError::Characters(spec.to_string()));
     }
-    let normalized = log_level::normalize(spec).map_err(|e| format!("{spec:?}: {e}"))?;
+    let normalized = log_level::normalize(spec).map_err(|reason| LogFilterError::Level {
+        spec: spec.to_string(),
+        reason,
+    })?;
     tracing_subscriber::EnvFilter::builder()
         .with_regex(false)
         .parse(normalized)
-        .map_err(|e| format!("{spec:?} is not a log filter: {e}"))
+        .map_err(|error| LogFilterError::Directive {
+            spec: spec.to_string(),
+            error,
+        })
+}
+
+/// Why a log filter (`log.level`, `LOG_CAPTURER_LOG_LEVEL`, `RUST_LOG`) is refused (the
+/// filter is quoted).
+#[derive(Debug, thiserror::Error)]
+pub enum LogFilterError {
+    #[error(
+        "{0:?} is not a log filter: use a level such as info or debug, or directives \
+         such as warn,log_capturer=debug (letters, digits and _-:.=[], only; field \
+         filters {{...}} are not supported)"
+    )]
+    Characters(String),
+    /// A bare word that is no level, or a directive's level that is none.
+    #[error("{spec:?}: {reason}")]
+    Level {
+        spec: String,
+        #[source]
+        reason: log_level::LevelError,
+    },
+    /// tracing-subscriber refused the (normalized) filter.
+    #[error("{spec:?} is not a log filter: {error}")]
+    Directive {
+        spec: String,
+        #[source]
+        error: tracing_subscriber::filter::ParseError,
+    },
 }
 
 /// `http.listen`: empty (no listener), an address (`127.0.0.1:8001`, `[::1]:8001`) or a host
 /// name and port (`localhost:8001`), resolved when the listener is bound.
-pub fn check_listen(listen: &str) -> Result<(), String> {
+pub fn check_listen(listen: &str) -> Result<(), ListenError> {
     if listen.is_empty() || listen.parse::<SocketAddr>().is_ok() {
         return Ok(());
     }
-    let bad = || {
-        format!(
-            "{listen:?} is not host:port (e.g. 127.0.0.1:8001, [::1]:8001, localhost:8001; \
-             empty disables the listener)"
-        )
-    };
+    let bad = || ListenError(listen.to_string());
     let (host, port) = listen.rsplit_once(':').ok_or_else(bad)?;
     let name_ok = !host.is_empty()
         && host.len() <= 253
@@ -299,3 +331,11 @@ pub fn check_listen(listen: &str) -> Result<(), String> {
     }
     Ok(())
 }
+
+/// Why an `http.listen` text is refused (the text is quoted).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "{0:?} is not host:port (e.g. 127.0.0.1:8001, [::1]:8001, localhost:8001; \
+     empty disables the listener)"
+)]
+pub struct ListenError(String);

@@ -49,29 +49,17 @@ pub enum EndpointError {
     UnknownScheme(String),
 }
 
-impl From<EndpointError> for String {
-    fn from(e: EndpointError) -> String {
-        e.to_string()
-    }
-}
-
 impl std::str::FromStr for Endpoint {
     type Err = EndpointError;
 
     fn from_str(text: &str) -> Result<Endpoint, EndpointError> {
-        Endpoint::parse_typed(text)
+        Endpoint::parse(text)
     }
 }
 
 impl Endpoint {
-    /// Parses `unix:///path` or `tcp://host:port` (the `DOCKER_HOST` syntax). The `String`
-    /// form is for config validation and overrides, which still speak `String`; inside the
-    /// Docker client use `str::parse` (typed [`EndpointError`]).
-    pub fn parse(text: &str) -> Result<Endpoint, String> {
-        text.parse().map_err(String::from)
-    }
-
-    fn parse_typed(text: &str) -> Result<Endpoint, EndpointError> {
+    /// Parses `unix:///path` or `tcp://host:port` (the `DOCKER_HOST` syntax).
+    pub fn parse(text: &str) -> Result<Endpoint, EndpointError> {
         if let Some(path) = text.strip_prefix("unix://") {
             if path.is_empty() {
                 return Err(EndpointError::NoSocketPath(text.to_string()));
@@ -98,19 +86,17 @@ impl Endpoint {
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<Endpoint, SetupError> {
         if !configured.is_empty() {
-            return Endpoint::parse_typed(configured).map_err(|reason| SetupError::Host {
+            return Endpoint::parse(configured).map_err(|reason| SetupError::Host {
                 origin: "docker.host",
                 reason,
             });
         }
         match env("DOCKER_HOST") {
-            Some(v) if !v.is_empty() => {
-                Endpoint::parse_typed(&v).map_err(|reason| SetupError::Host {
-                    origin: "DOCKER_HOST",
-                    reason,
-                })
-            }
-            _ => Endpoint::parse_typed(DEFAULT_SOCKET).map_err(SetupError::DefaultHost),
+            Some(v) if !v.is_empty() => Endpoint::parse(&v).map_err(|reason| SetupError::Host {
+                origin: "DOCKER_HOST",
+                reason,
+            }),
+            _ => Endpoint::parse(DEFAULT_SOCKET).map_err(SetupError::DefaultHost),
         }
     }
 
@@ -321,7 +307,10 @@ mod tests {
                 r#""http://x" is not a Docker endpoint (unix:///path or tcp://host:port)"#,
             ),
         ] {
-            assert_eq!(Endpoint::parse(text), Err(message.to_string()));
+            assert_eq!(
+                Endpoint::parse(text).map_err(|e| e.to_string()),
+                Err(message.to_string())
+            );
         }
     }
 
@@ -337,7 +326,7 @@ mod tests {
         let mut config = DockerConfig::default();
         assert_eq!(
             Endpoint::resolve_with_env(&config, env(&[])),
-            Endpoint::parse_typed(DEFAULT_SOCKET).map_err(SetupError::DefaultHost)
+            Endpoint::parse(DEFAULT_SOCKET).map_err(SetupError::DefaultHost)
         );
         assert_eq!(
             Endpoint::resolve_with_env(&config, env(&[("DOCKER_HOST", "tcp://e:2375")])),

@@ -61,10 +61,3 @@ fn rotation_note(reserve: usize) -> String {
         String::new()
     }
 }
-
-// The config layer still returns `Result<_, String>`: `?` keeps working there, same text.
-impl From<FileSinkError> for String {
-    fn from(e: FileSinkError) -> String {
-        e.to_string()
-    }
-}

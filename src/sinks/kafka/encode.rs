@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex, Weak};
 
 use super::error::KafkaConfigError;
 use crate::config::kafka_template::{
-    CONTAINER_FIELDS, MISSING, TemplatePart, parse_template, sanitize_topic,
+    CONTAINER_FIELDS, MISSING, TemplateError, TemplatePart, parse_template, sanitize_topic,
 };
 use crate::config::{KafkaEncoding, KafkaSinkConfig};
 use crate::pipeline::{Batch, ContainerMeta, LogLine, SourceKind};
@@ -47,7 +47,7 @@ struct Template {
 }
 
 impl Template {
-    fn new(template: &str) -> Result<Self, String> {
+    fn new(template: &str) -> Result<Self, TemplateError> {
         let parts = parse_template(template)?;
         let field = |p: &TemplatePart| match p {
             TemplatePart::Field(name) => Some(name.clone()),

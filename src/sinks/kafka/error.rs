@@ -27,7 +27,11 @@ pub enum KafkaConfigError {
     CheckThread(tokio::task::JoinError),
     /// The `topic` or `key` template (the text has no `sinks.kafka: ` prefix: callers add it).
     #[error("{field}: {reason}")]
-    Template { field: &'static str, reason: String },
+    Template {
+        field: &'static str,
+        #[source]
+        reason: crate::config::kafka_template::TemplateError,
+    },
 }
 
 /// A buffer or dead-letter store record that cannot be decoded (torn or corrupt on disk).
@@ -45,16 +49,10 @@ pub enum RecordError {
     Trailing { extra: usize, messages: usize },
 }
 
-// Callers outside the sink (`dlq_kafka`, the agent, the config layer) still return
-// `Result<_, String>`: `?` keeps working there, with the same text.
+// The bench harness (`bench/src/kafka_producer.rs`) reports its set-up failures as text: `?`
+// keeps working there, with the same text.
 impl From<KafkaConfigError> for String {
     fn from(e: KafkaConfigError) -> String {
-        e.to_string()
-    }
-}
-
-impl From<RecordError> for String {
-    fn from(e: RecordError) -> String {
         e.to_string()
     }
 }

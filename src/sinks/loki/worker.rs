@@ -293,6 +293,7 @@ impl LokiWorker {
                 .buffer
                 .with(move |s| s.consume(id))
                 .await
+                .map_err(|e| e.to_string())
                 .map(|r| r.map_err(|e| e.to_string()))
             {
                 error!(sink = SINK, error = %e, "cannot advance the on-disk buffer past a delivered batch; it is sent again after the restart");

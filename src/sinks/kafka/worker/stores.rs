@@ -294,7 +294,7 @@ impl KafkaWorker {
                 return;
             }
             Ok(Err(e)) => return self.buffer_error(m, BufferErrorReason::Read, &e.to_string()),
-            Err(e) => return self.buffer_error(m, BufferErrorReason::Read, &e),
+            Err(e) => return self.buffer_error(m, BufferErrorReason::Read, &e.to_string()),
         };
         self.push_replay(m, id, &bytes);
     }
@@ -356,7 +356,7 @@ impl KafkaWorker {
                 self.update_buffer_gauges();
             }
             Ok(Err(e)) => self.buffer_error(m, BufferErrorReason::Consume, &e.to_string()),
-            Err(e) => self.buffer_error(m, BufferErrorReason::Consume, &e),
+            Err(e) => self.buffer_error(m, BufferErrorReason::Consume, &e.to_string()),
         }
     }
 

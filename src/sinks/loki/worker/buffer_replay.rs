@@ -84,7 +84,7 @@ impl LokiWorker {
                 return;
             }
             Err(e) => {
-                self.buffer_error(m, BufferErrorReason::Read, &e);
+                self.buffer_error(m, BufferErrorReason::Read, &e.to_string());
                 return;
             }
         };
@@ -112,7 +112,7 @@ impl LokiWorker {
                 self.disk_ok(m);
             }
             Ok(Err(e)) => self.buffer_error(m, BufferErrorReason::Consume, &e.to_string()),
-            Err(e) => self.buffer_error(m, BufferErrorReason::Consume, &e),
+            Err(e) => self.buffer_error(m, BufferErrorReason::Consume, &e.to_string()),
         }
     }
 
