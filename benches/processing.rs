@@ -192,10 +192,10 @@ fn pipelines(c: &mut Criterion) {
         );
         let processor = Config::parse(&yaml, "bench")
             .map_err(|e| e.to_string())
-            .and_then(|config| Pipelines::compile(&config.processing).map_err(String::from))
+            .and_then(|config| Pipelines::compile(&config.processing).map_err(|e| e.to_string()))
             .and_then(|p| {
                 p.processor_named("bench", &ProcessingMetrics::default())
-                    .map(|r| r.map_err(String::from))
+                    .map(|r| r.map_err(|e| e.to_string()))
                     .unwrap_or_else(|| Err("no pipeline".into()))
             });
         let mut processor = match processor {

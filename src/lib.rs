@@ -58,8 +58,10 @@
 //! - **A new metric or failure reason**: `observability/metrics.rs` (families; registered in
 //!   `observability/metrics/register.rs`) and `observability/reasons.rs` (every reason label,
 //!   one enum per family; the call sites take the enums).
-//! - **Errors**: one type per boundary, next to it — `config::ConfigError` (+ `InvalidConfig`),
-//!   `docker::DockerError` / `SetupError`, `capture::CaptureError`, `checkpoint::CheckpointError`,
+//! - **Errors**: one type per boundary, next to it — `agent::AgentError` (start-up; `main`
+//!   maps it to the exit code), `config::ConfigError` (+ `InvalidConfig`, and a small typed
+//!   reason per value validator), `docker::DockerError` / `SetupError` / `EndpointError`,
+//!   `capture::CaptureError`, `checkpoint::CheckpointError`,
 //!   `buffer::StoreError`, `dlq::DlqError`, the sinks' (`loki::SinkError`, `LokiSetupError`,
 //!   `kafka::error`, `file::FileSinkError`), `processing::ProcessingError`.
 //! - **A config key**: `config/` (schema, defaults in `config/default.yaml`, validation naming

@@ -19,13 +19,6 @@ pub enum StateLockError {
     StateDir(String),
 }
 
-/// Callers that still speak `String` (the agent and `dlq` command results).
-impl From<StateLockError> for String {
-    fn from(e: StateLockError) -> String {
-        e.to_string()
-    }
-}
-
 pub struct StateLock {
     _file: File,
 }

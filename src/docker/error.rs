@@ -139,10 +139,3 @@ pub enum SetupError {
     #[error("{0}")]
     ApiVersion(String),
 }
-
-/// The agent's start-up and reload paths report setup errors as text.
-impl From<SetupError> for String {
-    fn from(e: SetupError) -> String {
-        e.to_string()
-    }
-}

@@ -33,13 +33,6 @@ pub enum ProcessingError {
     Stage { key: String, message: String },
 }
 
-/// Config validation still speaks `String`.
-impl From<ProcessingError> for String {
-    fn from(e: ProcessingError) -> String {
-        e.to_string()
-    }
-}
-
 /// Every pipeline of the config, compiled once (at load: bad patterns are config errors).
 #[derive(Clone, Debug, Default)]
 pub struct Pipelines {

@@ -190,7 +190,7 @@ fn processor_named(
     metrics: &ProcessingMetrics,
 ) -> Result<Option<Processor>, Failure> {
     match pipelines.processor_named(wanted, metrics) {
-        Some(p) => p.map(Some).map_err(config_error),
+        Some(p) => p.map(Some).map_err(|e| config_error(e.to_string())),
         None => {
             let names: Vec<&str> = pipelines.names().collect();
             Err(config_error(if names.is_empty() {
@@ -237,7 +237,7 @@ fn choose(
     match pipelines.names().next() {
         Some(first) => pipelines
             .processor_named(first, metrics)
-            .map(|p| p.map(Some).map_err(config_error))
+            .map(|p| p.map(Some).map_err(|e| config_error(e.to_string())))
             .unwrap_or(Ok(None)),
         None => {
             notes("processing.pipelines is empty: lines pass unchanged");

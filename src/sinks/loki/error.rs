@@ -31,10 +31,3 @@ pub enum LokiSetupError {
     #[error("{0}")]
     Tls(#[from] crate::tls::TlsError),
 }
-
-/// Callers that still speak `String` (the `dlq` commands).
-impl From<LokiSetupError> for String {
-    fn from(e: LokiSetupError) -> String {
-        e.to_string()
-    }
-}

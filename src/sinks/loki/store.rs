@@ -46,13 +46,6 @@ pub enum DecodeError {
     Header(#[source] serde_json::Error),
 }
 
-/// The `dlq` commands still speak `String`.
-impl From<DecodeError> for String {
-    fn from(e: DecodeError) -> String {
-        e.to_string()
-    }
-}
-
 pub fn decode_record(bytes: &[u8]) -> Result<(RecordHeader, Vec<u8>), DecodeError> {
     let len = bytes
         .get(..4)
