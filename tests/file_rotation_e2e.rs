@@ -27,7 +27,7 @@ fn options(containers: &Containers, out: &Path, file_keys: &str) -> AgentOptions
     }
 }
 
-/// A script printing `prefix1..prefixN`, then sleeping.
+/// The text of a sink file, gunzipped when it ends in `.gz`.
 fn read_text(path: &Path) -> String {
     if path.extension().is_some_and(|e| e == "gz") {
         let mut text = String::new();

@@ -352,6 +352,7 @@ fn other_log_drivers_fall_back_to_the_api_and_are_reported() {
 /// Waits (up to 120 s) until container `name` has exited and written `n` lines on each
 /// stream, lets 2 s pass, and checks stdout is `out-1 ..= out-n` and stderr `err-1 ..= err-n`,
 /// each exactly once, in order. `context` starts the failure message.
+#[track_caller]
 fn assert_both_streams_exact(agent: &Agent, name: &str, n: usize, context: &str) {
     let done = wait_until(Duration::from_secs(120), || {
         !running(name) && agent.records(name).len() >= 2 * n

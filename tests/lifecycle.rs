@@ -26,6 +26,7 @@ fn engine_with_a_quiet_container() -> (FakeEngine, String) {
     (FakeEngine::start(vec![quiet]), id)
 }
 
+#[track_caller]
 fn assert_incomplete_stop(status: ExitStatus, log: &str) {
     assert_eq!(
         status.code(),

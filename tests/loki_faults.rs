@@ -161,6 +161,7 @@ fn start_agent(
 /// Waits up to `timeout` for as many lines as `want`, lets `settle` pass (late duplicates
 /// would show up after the last line), then checks every line arrived exactly once, in
 /// order. `when` says at which point of the test, for the failure message.
+#[track_caller]
 fn assert_all_arrive_once(
     rx: &LokiReceiver,
     want: &[String],

@@ -9,22 +9,22 @@ use super::sinks::SinkSetupError;
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
     /// `docker.host`, its TLS or `DOCKER_API_VERSION` cannot be used.
-    #[error("{0}")]
+    #[error(transparent)]
     DockerSetup(#[from] crate::docker::SetupError),
     /// The state directory is locked by another agent, or cannot be locked.
-    #[error("{0}")]
+    #[error(transparent)]
     StateLock(#[from] crate::state_lock::StateLockError),
     /// The checkpoint store cannot be opened.
     #[error("cannot open state directory: {0}")]
     OpenCheckpoints(#[source] std::io::Error),
     /// The blocking task that opens the checkpoint store failed (panicked).
-    #[error("{0}")]
-    OpenCheckpointsTask(#[source] tokio::task::JoinError),
+    #[error(transparent)]
+    OpenCheckpointsTask(tokio::task::JoinError),
     /// `http.listen` cannot be bound.
-    #[error("{0}")]
-    Listen(#[source] std::io::Error),
+    #[error(transparent)]
+    Listen(std::io::Error),
     /// The first generation's network sinks (their client or stores) cannot be prepared.
-    #[error("{0}")]
+    #[error(transparent)]
     Sinks(#[from] SinkSetupError),
 }
 

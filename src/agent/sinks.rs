@@ -53,11 +53,11 @@ pub(super) struct PreparedSinks {
 /// the previous config).
 #[derive(Debug, thiserror::Error)]
 pub enum SinkSetupError {
-    #[error("{0}")]
+    #[error(transparent)]
     Loki(#[from] loki::LokiSetupError),
     #[cfg(feature = "kafka")]
-    #[error("{0}")]
-    KafkaClient(#[source] crate::sinks::kafka::KafkaConfigError),
+    #[error(transparent)]
+    KafkaClient(crate::sinks::kafka::KafkaConfigError),
     #[cfg(feature = "kafka")]
     #[error("sinks.kafka: {0}")]
     KafkaEncoder(#[source] crate::sinks::kafka::KafkaConfigError),
@@ -69,7 +69,7 @@ pub enum SinkSetupError {
         source: std::io::Error,
     },
     /// The blocking task that opens the stores failed (panicked).
-    #[error("{0}")]
+    #[error(transparent)]
     Join(#[from] tokio::task::JoinError),
 }
 

@@ -6,10 +6,10 @@ use std::io;
 #[derive(Debug, thiserror::Error)]
 pub enum CheckpointError {
     /// The file cannot be read.
-    #[error("{0}")]
+    #[error(transparent)]
     Read(#[from] io::Error),
     /// Not the JSON of such a file.
-    #[error("{0}")]
+    #[error(transparent)]
     Parse(#[from] serde_json::Error),
     /// A container checkpoint whose `container_id` is not its file name.
     #[error("content does not match the file name (container_id {container_id:?})")]

@@ -79,8 +79,8 @@ pub enum RequestError {
     /// The client error with its chain of causes (see `describe`).
     #[error("{0}")]
     Connect(String),
-    #[error("{0}")]
-    Body(#[source] hyper::Error),
+    #[error(transparent)]
+    Body(hyper::Error),
     #[error("answered {status}: {body}")]
     Status {
         status: hyper::StatusCode,

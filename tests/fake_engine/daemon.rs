@@ -102,6 +102,7 @@ fn daemon_down_at_start_then_up() {
 }
 
 /// Waits until the agent serves /metrics and has counted a failed container listing.
+#[track_caller]
 fn assert_failed_listing_counted(agent: &Agent) {
     let failed = wait_until(Duration::from_secs(10), || {
         agent.get("/metrics").is_some()

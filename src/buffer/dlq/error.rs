@@ -40,13 +40,13 @@ pub enum DlqError {
     #[error("{}: {source}", dir.display())]
     Open { dir: PathBuf, source: io::Error },
     /// Reading, consuming or purging the store.
-    #[error("{0}")]
+    #[error(transparent)]
     Store(#[from] io::Error),
     /// Writing a record back (rejected again, or an unreadable one moved to the end).
-    #[error("{0}")]
+    #[error(transparent)]
     Append(#[from] StoreError),
     /// `show`'s id is not a record id.
-    #[error("{0}")]
+    #[error(transparent)]
     BadId(#[from] ParseRecordIdError),
     /// `show`'s id names no record.
     #[error("no dead letter {id} (see `dlq list`)")]
@@ -72,11 +72,11 @@ pub enum DlqError {
     LokiNotAccepting(SendError),
     /// A Kafka record that cannot be decoded.
     #[cfg(feature = "kafka")]
-    #[error("{0}")]
+    #[error(transparent)]
     KafkaRecord(#[from] RecordError),
     /// `sinks.kafka` does not make a client config.
     #[cfg(feature = "kafka")]
-    #[error("{0}")]
+    #[error(transparent)]
     KafkaConfig(#[from] KafkaConfigError),
     /// The replay producer could not be created.
     #[cfg(feature = "kafka")]

@@ -28,6 +28,6 @@ pub enum LokiSetupError {
     HeaderValue { what: String },
     /// `sinks.loki.tls` (its text names the file and the key).
     #[cfg(feature = "tls")]
-    #[error("{0}")]
+    #[error(transparent)]
     Tls(#[from] crate::tls::TlsError),
 }
