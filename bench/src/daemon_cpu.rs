@@ -262,6 +262,7 @@ fn measure(s: &Setup, k: usize, mode: &str, run: usize) -> Result<Sample, String
     Ok(sample)
 }
 
+// The entry point every scenario shares (alike on purpose, see main.rs).
 pub fn scenario(
     binary: &Path,
     out: &Path,

@@ -79,6 +79,7 @@ fn write_files(dir: &Path, lines: usize) -> Result<(), String> {
     Ok(())
 }
 
+// A full `AgentConfig`, as in every scenario (alike on purpose, see main.rs).
 fn start_agent(
     binary: &Path,
     dir: &Path,
@@ -131,6 +132,7 @@ fn wait_all(
     Ok(took)
 }
 
+// The entry point every scenario shares (alike on purpose, see main.rs).
 pub fn scenario(
     binary: &Path,
     out: &Path,
