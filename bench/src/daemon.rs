@@ -99,46 +99,39 @@ pub(crate) fn daemon(
         }
         let case = format!("{k} container(s) × {per} lines → file");
         let (a, d) = (median(agent_cpu), median(daemon_cpu));
-        rows.push(Row {
-            scenario: "daemon".into(),
-            case: case.clone(),
-            metric: "time until every line captured",
-            unit: "s",
-            value: median(secs),
-            target: None,
-        });
-        rows.push(Row {
-            scenario: "daemon".into(),
-            case: case.clone(),
-            metric: "agent CPU",
-            unit: "s",
-            value: a,
-            target: None,
-        });
-        rows.push(Row {
-            scenario: "daemon".into(),
-            case: case.clone(),
-            metric: "dockerd CPU (same window)",
-            unit: "s",
-            value: d,
-            target: None,
-        });
-        rows.push(Row {
-            scenario: "daemon".into(),
-            case: case.clone(),
-            metric: "agent CPU / dockerd CPU",
-            unit: "%",
-            value: if d > 0.0 { 100.0 * a / d } else { 0.0 },
-            target: Some(("<=", 15.0)),
-        });
-        rows.push(Row {
-            scenario: "daemon".into(),
-            case,
-            metric: "peak RSS",
-            unit: "MiB",
-            value: median(rss),
-            target: None,
-        });
+        rows.push(Row::new(
+            "daemon",
+            &case,
+            "time until every line captured",
+            "s",
+            median(secs),
+            None,
+        ));
+        rows.push(Row::new("daemon", &case, "agent CPU", "s", a, None));
+        rows.push(Row::new(
+            "daemon",
+            &case,
+            "dockerd CPU (same window)",
+            "s",
+            d,
+            None,
+        ));
+        rows.push(Row::new(
+            "daemon",
+            &case,
+            "agent CPU / dockerd CPU",
+            "%",
+            if d > 0.0 { 100.0 * a / d } else { 0.0 },
+            Some(("<=", 15.0)),
+        ));
+        rows.push(Row::new(
+            "daemon",
+            &case,
+            "peak RSS",
+            "MiB",
+            median(rss),
+            None,
+        ));
         eprintln!("bench: daemon {k} done");
     }
     Ok(rows)
@@ -215,22 +208,22 @@ pub(crate) fn reopen(runs: usize, quick: bool) -> Result<Vec<Row>, String> {
         let _ = docker(&["rm", "-f", &name]);
         let (cpu, wall) = result?;
         let case = format!("json log of {lines} lines, since=now");
-        rows.push(Row {
-            scenario: "reopen".into(),
-            case: case.clone(),
-            metric: "dockerd CPU per reopen",
-            unit: "s",
-            value: cpu,
-            target: None,
-        });
-        rows.push(Row {
-            scenario: "reopen".into(),
-            case,
-            metric: "time until the first line could come",
-            unit: "s",
-            value: wall,
-            target: None,
-        });
+        rows.push(Row::new(
+            "reopen",
+            &case,
+            "dockerd CPU per reopen",
+            "s",
+            cpu,
+            None,
+        ));
+        rows.push(Row::new(
+            "reopen",
+            &case,
+            "time until the first line could come",
+            "s",
+            wall,
+            None,
+        ));
         eprintln!("bench: reopen {lines} done");
     }
     Ok(rows)

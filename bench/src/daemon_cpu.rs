@@ -262,6 +262,7 @@ fn measure(s: &Setup, k: usize, mode: &str, run: usize) -> Result<Sample, String
     Ok(sample)
 }
 
+// The entry point every scenario shares (alike on purpose, see main.rs).
 pub fn scenario(
     binary: &Path,
     out: &Path,
@@ -316,27 +317,44 @@ pub fn scenario(
         };
         for (m, mode) in MODES.iter().enumerate() {
             let case = format!("{k} × {} lines, agent: {mode}", setup.per);
-            let row = |metric, unit, value, target| Row {
-                scenario: "daemon-cpu".into(),
-                case: case.clone(),
-                metric,
-                unit,
-                value,
-                target,
-            };
-            rows.push(row("window", "s", med(m, |s| s.window), None));
+            rows.push(Row::new(
+                "daemon-cpu",
+                &case,
+                "window",
+                "s",
+                med(m, |s| s.window),
+                None,
+            ));
             if *mode != "none" {
-                rows.push(row("agent CPU", "s", med(m, |s| s.agent), None));
+                rows.push(Row::new(
+                    "daemon-cpu",
+                    &case,
+                    "agent CPU",
+                    "s",
+                    med(m, |s| s.agent),
+                    None,
+                ));
             }
-            rows.push(row("dockerd CPU", "s", med(m, |s| s.dockerd), None));
-            rows.push(row(
+            rows.push(Row::new(
+                "daemon-cpu",
+                &case,
+                "dockerd CPU",
+                "s",
+                med(m, |s| s.dockerd),
+                None,
+            ));
+            rows.push(Row::new(
+                "daemon-cpu",
+                &case,
                 "containerd + shims CPU",
                 "s",
                 med(m, |s| s.shims),
                 None,
             ));
             let target = (*mode == "json_file").then_some(("<=", FLUENT_BIT_US_PER_LINE));
-            rows.push(row(
+            rows.push(Row::new(
+                "daemon-cpu",
+                &case,
                 "host CPU (agent + dockerd) per line",
                 "µs",
                 host_us(m),
@@ -346,22 +364,22 @@ pub fn scenario(
         let (none, api, json) = (host_us(0), host_us(1), host_us(2));
         // dockerd writing the json log is paid in every mode: the lowest ratio any agent
         // could reach is the no-agent baseline over api mode.
-        rows.push(Row {
-            scenario: "daemon-cpu".into(),
-            case: format!("{k} × {} lines", setup.per),
-            metric: "host CPU per line, no agent / api (floor of the ratio)",
-            unit: "×",
-            value: if api > 0.0 { none / api } else { 0.0 },
-            target: None,
-        });
-        rows.push(Row {
-            scenario: "daemon-cpu".into(),
-            case: format!("{k} × {} lines", setup.per),
-            metric: "host CPU per line, json_file / api",
-            unit: "×",
-            value: if api > 0.0 { json / api } else { 0.0 },
-            target: Some(("<=", 0.25)),
-        });
+        rows.push(Row::new(
+            "daemon-cpu",
+            &format!("{k} × {} lines", setup.per),
+            "host CPU per line, no agent / api (floor of the ratio)",
+            "×",
+            if api > 0.0 { none / api } else { 0.0 },
+            None,
+        ));
+        rows.push(Row::new(
+            "daemon-cpu",
+            &format!("{k} × {} lines", setup.per),
+            "host CPU per line, json_file / api",
+            "×",
+            if api > 0.0 { json / api } else { 0.0 },
+            Some(("<=", 0.25)),
+        ));
         eprintln!("bench: daemon-cpu {k} done");
     }
     Ok(rows)

@@ -79,6 +79,7 @@ fn write_files(dir: &Path, lines: usize) -> Result<(), String> {
     Ok(())
 }
 
+// A full `AgentConfig`, as in every scenario (alike on purpose, see main.rs).
 fn start_agent(
     binary: &Path,
     dir: &Path,
@@ -131,6 +132,7 @@ fn wait_all(
     Ok(took)
 }
 
+// The entry point every scenario shares (alike on purpose, see main.rs).
 pub fn scenario(
     binary: &Path,
     out: &Path,
@@ -175,24 +177,25 @@ pub fn scenario(
         cpu.push(c);
         rss.push(r);
     }
-    let row = |metric, unit, value, target| Row {
-        scenario: "files".into(),
-        case: case.clone(),
-        metric,
-        unit,
-        value,
-        target,
-    };
     Ok(vec![
-        row(
+        Row::new(
+            "files",
+            &case,
             "throughput",
             "lines/s",
             median(rate),
             Some((">=", 2_000_000.0)),
         ),
-        row("throughput", "MB/s", median(mbs), None),
-        row("agent CPU per million lines", "s", median(cpu), None),
-        row("peak RSS", "MiB", median(rss), None),
+        Row::new("files", &case, "throughput", "MB/s", median(mbs), None),
+        Row::new(
+            "files",
+            &case,
+            "agent CPU per million lines",
+            "s",
+            median(cpu),
+            None,
+        ),
+        Row::new("files", &case, "peak RSS", "MiB", median(rss), None),
     ])
 }
 
@@ -296,17 +299,30 @@ pub fn live(
         share.push(100.0 * c / window);
         lag.push(l);
     }
-    let row = |metric, unit, value| Row {
-        scenario: "files-live".into(),
-        case: case.clone(),
-        metric,
-        unit,
-        value,
-        target: None,
-    };
     Ok(vec![
-        row("agent CPU per million lines", "s", median(cpu)),
-        row("agent CPU while following", "% of a core", median(share)),
-        row("last line counted after the last write", "s", median(lag)),
+        Row::new(
+            "files-live",
+            &case,
+            "agent CPU per million lines",
+            "s",
+            median(cpu),
+            None,
+        ),
+        Row::new(
+            "files-live",
+            &case,
+            "agent CPU while following",
+            "% of a core",
+            median(share),
+            None,
+        ),
+        Row::new(
+            "files-live",
+            &case,
+            "last line counted after the last write",
+            "s",
+            median(lag),
+            None,
+        ),
     ])
 }

@@ -81,39 +81,39 @@ pub(crate) fn firehose(
                 (100, "file") => Some((">=", 700_000.0)),
                 _ => None,
             };
-            rows.push(Row {
-                scenario: "firehose".into(),
-                case: case.clone(),
-                metric: "throughput",
-                unit: "lines/s",
-                value: median(rate),
-                target: target_rate,
-            });
-            rows.push(Row {
-                scenario: "firehose".into(),
-                case: case.clone(),
-                metric: "throughput",
-                unit: "MB/s",
-                value: median(mbs),
-                target: None,
-            });
+            rows.push(Row::new(
+                "firehose",
+                &case,
+                "throughput",
+                "lines/s",
+                median(rate),
+                target_rate,
+            ));
+            rows.push(Row::new(
+                "firehose",
+                &case,
+                "throughput",
+                "MB/s",
+                median(mbs),
+                None,
+            ));
             let cpu_target = (line_bytes == 100 && sink == "null").then_some(("<=", 0.5));
-            rows.push(Row {
-                scenario: "firehose".into(),
-                case: case.clone(),
-                metric: "agent CPU per million lines",
-                unit: "s",
-                value: median(cpu),
-                target: cpu_target,
-            });
-            rows.push(Row {
-                scenario: "firehose".into(),
-                case,
-                metric: "peak RSS",
-                unit: "MiB",
-                value: median(rss),
-                target: None,
-            });
+            rows.push(Row::new(
+                "firehose",
+                &case,
+                "agent CPU per million lines",
+                "s",
+                median(cpu),
+                cpu_target,
+            ));
+            rows.push(Row::new(
+                "firehose",
+                &case,
+                "peak RSS",
+                "MiB",
+                median(rss),
+                None,
+            ));
             eprintln!("bench: firehose {containers}x{line_bytes} {sink} done");
         }
     }

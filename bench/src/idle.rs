@@ -73,13 +73,7 @@ pub(crate) fn idle(
         )?;
         open_wave.push(opened.as_secs_f64());
         std::thread::sleep(Duration::from_secs(2));
-        let m = agent.metrics();
-        let before = (
-            m.get("log_capturer_tasks_alive").copied().unwrap_or(0.0),
-            m.get("log_capturer_file_descriptors_open")
-                .copied()
-                .unwrap_or(0.0),
-        );
+        let before = tasks_and_fds(&agent);
         let rss = status_field(agent.pid(), "VmRSS:");
         per_stream.push((rss - base) / n as f64);
         base_rss.push(base / 1024.0);
@@ -111,59 +105,73 @@ pub(crate) fn idle(
         };
         rot.push((d - f).as_secs_f64());
         std::thread::sleep(Duration::from_millis(500));
-        let m = agent.metrics();
-        let after = (
-            m.get("log_capturer_tasks_alive").copied().unwrap_or(0.0),
-            m.get("log_capturer_file_descriptors_open")
-                .copied()
-                .unwrap_or(0.0),
-        );
+        let after = tasks_and_fds(&agent);
         back.push(if after == before { 1.0 } else { 0.0 });
         shut.push(agent.terminate()?.as_secs_f64());
         engine.stop();
     }
     let case = format!("{n} idle streams, null sink");
-    let row = |metric, unit, value, target| Row {
-        scenario: "idle".into(),
-        case: case.clone(),
-        metric,
-        unit,
-        value,
-        target,
-    };
     Ok(vec![
-        row("empty agent RSS", "MiB", median(base_rss), None),
-        row(
+        Row::new(
+            "idle",
+            &case,
+            "empty agent RSS",
+            "MiB",
+            median(base_rss),
+            None,
+        ),
+        Row::new(
+            "idle",
+            &case,
             "RSS per idle stream",
             "KiB",
             median(per_stream),
             Some(("<=", 48.0)),
         ),
-        row("tasks alive", "tasks", median(tasks), None),
-        row("FDs open", "FDs", median(fds), None),
-        row(
+        Row::new("idle", &case, "tasks alive", "tasks", median(tasks), None),
+        Row::new("idle", &case, "FDs open", "FDs", median(fds), None),
+        Row::new(
+            "idle",
+            &case,
             "time to open all streams (from agent start)",
             "s",
             median(open_wave),
             None,
         ),
-        row(
+        Row::new(
+            "idle",
+            &case,
             "full rotation of all streams",
             "s",
             median(rot),
             Some(("<=", 2.0)),
         ),
-        row(
+        Row::new(
+            "idle",
+            &case,
             "tasks and FDs back at pre-rotation count",
             "runs ok/total",
             back.iter().sum::<f64>() / back.len() as f64,
             Some((">=", 1.0)),
         ),
-        row(
+        Row::new(
+            "idle",
+            &case,
             "shutdown (SIGTERM → exit)",
             "s",
             median(shut),
             Some(("<=", 2.0)),
         ),
     ])
+}
+
+/// The agent's live tasks and open FDs (0 where a gauge is missing): compared before and after
+/// the rotation wave.
+fn tasks_and_fds(agent: &Agent) -> (f64, f64) {
+    let m = agent.metrics();
+    let gauge = |name: &str| m.get(name).copied().unwrap_or(0.0);
+    (
+        gauge("log_capturer_tasks_alive"),
+        gauge("log_capturer_file_descriptors_open"),
+    )
 }

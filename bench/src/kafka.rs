@@ -82,39 +82,67 @@ pub fn scenario(
             rss.push(r.rss);
             let _ = std::fs::remove_dir_all(dir.join("state"));
         }
-        let row = |metric, unit, value, target| Row {
-            scenario: "kafka".into(),
-            case: case.clone(),
-            metric,
-            unit,
-            value,
-            target,
-        };
         let min = rate.iter().copied().fold(f64::INFINITY, f64::min);
         let max = rate.iter().copied().fold(0.0, f64::max);
-        rows.push(row(
+        rows.push(Row::new(
+            "kafka",
+            &case,
             "throughput to broker ack",
             "lines/s",
             median(rate),
             Some((">=", TARGET)),
         ));
-        rows.push(row("throughput, slowest run", "lines/s", min, None));
-        rows.push(row("throughput, fastest run", "lines/s", max, None));
-        rows.push(row("agent CPU per million lines", "s", median(cpu), None));
-        rows.push(row(
+        rows.push(Row::new(
+            "kafka",
+            &case,
+            "throughput, slowest run",
+            "lines/s",
+            min,
+            None,
+        ));
+        rows.push(Row::new(
+            "kafka",
+            &case,
+            "throughput, fastest run",
+            "lines/s",
+            max,
+            None,
+        ));
+        rows.push(Row::new(
+            "kafka",
+            &case,
+            "agent CPU per million lines",
+            "s",
+            median(cpu),
+            None,
+        ));
+        rows.push(Row::new(
+            "kafka",
+            &case,
             "runner CPU per million lines (mock brokers, fake engine)",
             "s",
             median(own),
             None,
         ));
-        rows.push(row("peak RSS", "MiB", median(rss), None));
-        rows.push(row(
+        rows.push(Row::new(
+            "kafka",
+            &case,
+            "peak RSS",
+            "MiB",
+            median(rss),
+            None,
+        ));
+        rows.push(Row::new(
+            "kafka",
+            &case,
             "ceiling: librdkafka producer alone in the runner → mock",
             "msgs/s",
             median(base_rate),
             None,
         ));
-        rows.push(row(
+        rows.push(Row::new(
+            "kafka",
+            &case,
             "ceiling: producer + mock brokers CPU per million messages",
             "s",
             median(base_cpu),

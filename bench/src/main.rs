@@ -86,6 +86,26 @@ struct Row {
 }
 
 impl Row {
+    /// The one way every scenario builds its rows: `scenario` and `case` name the measurement,
+    /// `target` (if any) is shown beside the value.
+    fn new(
+        scenario: &str,
+        case: &str,
+        metric: &'static str,
+        unit: &'static str,
+        value: f64,
+        target: Option<(&'static str, f64)>,
+    ) -> Row {
+        Row {
+            scenario: scenario.to_string(),
+            case: case.to_string(),
+            metric,
+            unit,
+            value,
+            target,
+        }
+    }
+
     fn meets(&self) -> Option<bool> {
         self.target.map(|(op, t)| {
             if op == ">=" {

@@ -200,30 +200,30 @@ pub fn scenario(binary: &Path, out: &Path, runs: usize, quick: bool) -> Result<V
             engine.stop();
         }
         let case_name = format!("{CONTAINERS} containers, {}", case.name);
-        rows.push(Row {
-            scenario: "processing".into(),
-            case: case_name.clone(),
-            metric: "input throughput",
-            unit: "lines/s",
-            value: median(rate),
-            target: case.target.map(|t| (">=", t)),
-        });
-        rows.push(Row {
-            scenario: "processing".into(),
-            case: case_name.clone(),
-            metric: "agent CPU per million input lines",
-            unit: "s",
-            value: median(cpu),
-            target: None,
-        });
-        rows.push(Row {
-            scenario: "processing".into(),
-            case: case_name,
-            metric: "peak RSS",
-            unit: "MiB",
-            value: median(rss),
-            target: None,
-        });
+        rows.push(Row::new(
+            "processing",
+            &case_name,
+            "input throughput",
+            "lines/s",
+            median(rate),
+            case.target.map(|t| (">=", t)),
+        ));
+        rows.push(Row::new(
+            "processing",
+            &case_name,
+            "agent CPU per million input lines",
+            "s",
+            median(cpu),
+            None,
+        ));
+        rows.push(Row::new(
+            "processing",
+            &case_name,
+            "peak RSS",
+            "MiB",
+            median(rss),
+            None,
+        ));
         eprintln!("bench: processing {} done", case.name);
     }
     Ok(rows)
