@@ -52,7 +52,8 @@ pub fn run(
         ..KafkaSinkConfig::default()
     };
     let acked = Arc::new(AtomicUsize::new(0));
-    let producer: ThreadedProducer<Acks> = client_config(&config)?
+    let producer: ThreadedProducer<Acks> = client_config(&config)
+        .map_err(|e| e.to_string())?
         .create_with_context(Acks(Arc::clone(&acked)))
         .map_err(|e| format!("producer: {e}"))?;
     let ids: Vec<String> = (0..containers).map(|i| format!("{:064x}", i + 1)).collect();
