@@ -198,8 +198,13 @@ fn run(args: &Args) -> Result<(), String> {
             .map(|(op, t)| format!("{op}{t}"))
             .unwrap_or_default();
         csv.push_str(&format!(
-            "{commit},{},{},{},{},{:.4},{target}\n",
-            r.scenario, r.case, r.metric, r.unit, r.value
+            "{commit},{},{},{},{},{:.4},{}\n",
+            csv_field(&r.scenario),
+            csv_field(&r.case),
+            csv_field(r.metric),
+            csv_field(r.unit),
+            r.value,
+            csv_field(&target)
         ));
     }
     std::fs::write(out.join("results.csv"), csv).map_err(|e| e.to_string())?;
@@ -250,4 +255,29 @@ fn render(rows: &[Row], commit: &str, runs: usize) -> String {
 pub(crate) fn dir_ready(dir: &Path) -> Result<PathBuf, String> {
     std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
     Ok(dir.to_path_buf())
+}
+
+/// One CSV field (RFC 4180): quoted when it holds a comma, a quote or a line break (the case
+/// names do: "10 containers, 100 B lines → file"), its quotes doubled.
+fn csv_field(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", text.replace('"', "\"\"")).into()
+    } else {
+        text.into()
+    }
+}
+
+#[cfg(test)]
+mod csv_tests {
+    use super::csv_field;
+
+    #[test]
+    fn fields_with_commas_or_quotes_are_quoted() {
+        assert_eq!(csv_field("throughput"), "throughput");
+        assert_eq!(
+            csv_field("10 containers, 100 B lines → file"),
+            "\"10 containers, 100 B lines → file\""
+        );
+        assert_eq!(csv_field("say \"hi\""), "\"say \"\"hi\"\"\"");
+    }
 }
