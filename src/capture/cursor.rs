@@ -20,7 +20,6 @@
 //! [`Cursor::since_ns`]), and [`ResumeFilter`] skips, per stream, exactly the lines already
 //! delivered. Whatever point of a session a rotation, reconnect or crash falls on, no entry the
 //! agent has not delivered is skipped, and none is delivered twice.
-
 //!
 //! One container has three cursors, each with its name:
 //! - the session's own, inside the [`ResumeFilter`]: what this session has admitted so far;
@@ -85,8 +84,32 @@ pub struct StreamPositions {
 
 /// The cursor handed over to the pipeline: moved by the capture task at each delivery, read by
 /// discovery (which keeps it across stops and starts of the container) and the status board.
-/// (A type alias, not a newtype: those regions only read and pass it.)
-pub type DeliveredCursor = Arc<Mutex<Cursor>>;
+/// Clones share it.
+#[derive(Clone, Debug, Default)]
+pub struct DeliveredCursor(Arc<Mutex<Cursor>>);
+
+impl DeliveredCursor {
+    pub fn new(start: Cursor) -> Self {
+        DeliveredCursor(Arc::new(Mutex::new(start)))
+    }
+
+    /// The cursor now. A poisoned lock still holds a whole cursor (it is `Copy` and written in
+    /// one assignment), so it is read all the same.
+    pub fn get(&self) -> Cursor {
+        match self.0.lock() {
+            Ok(c) => *c,
+            Err(poisoned) => *poisoned.into_inner(),
+        }
+    }
+
+    /// Moves it (the capture task, at each delivery).
+    pub(crate) fn set(&self, value: Cursor) {
+        match self.0.lock() {
+            Ok(mut c) => *c = value,
+            Err(poisoned) => *poisoned.into_inner() = value,
+        }
+    }
+}
 
 /// The cursor every sink has acknowledged: what the ledger releases and the checkpoint stores
 /// (see `pipeline::AckPosition`, `checkpoint::CheckpointStore::ack`). A type alias: it is a

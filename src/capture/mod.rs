@@ -19,4 +19,4 @@ pub use cursor::{
 };
 pub use decoder::{DecodeError, Decoder, Message, PIECE_BYTES};
 pub use error::{CaptureError, StreamErrorReason};
-pub use task::{CaptureContext, CaptureExit, CaptureTask, compact, read_cursor};
+pub use task::{CaptureContext, CaptureExit, CaptureTask, compact};

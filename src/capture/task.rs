@@ -9,7 +9,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, trace, warn};
 
-use super::cursor::{Cursor, DeliveredCursor};
+use super::cursor::DeliveredCursor;
 use super::error::{CaptureError, StreamErrorReason};
 use super::source::Source;
 use crate::backoff::{Backoff, sleep_or_cancel};
@@ -56,20 +56,6 @@ pub enum CaptureExit {
     Gone,
     /// The log driver cannot be read (501): wait for the next `start`.
     Unreadable,
-}
-
-pub fn read_cursor(cursor: &DeliveredCursor) -> Cursor {
-    match cursor.lock() {
-        Ok(c) => *c,
-        Err(poisoned) => *poisoned.into_inner(),
-    }
-}
-
-fn write_cursor(cursor: &DeliveredCursor, value: Cursor) {
-    match cursor.lock() {
-        Ok(mut c) => *c = value,
-        Err(poisoned) => *poisoned.into_inner() = value,
-    }
 }
 
 pub(super) enum SessionEnd {
@@ -129,7 +115,7 @@ impl CaptureTask {
         // The entry discovery made when it started this task; a detached one (on no board)
         // if the container was forgotten meanwhile.
         let status = self.ctx.status.container(&self.id).unwrap_or_else(|| {
-            ContainerStatus::detached(&self.id, self.meta.clone(), Arc::clone(&self.cursor))
+            ContainerStatus::detached(&self.id, self.meta.clone(), self.cursor.clone())
         });
         status.set_rotation_interval(self.ctx.rotation_interval);
         status.set_pipeline(self.processor.as_ref().map(Processor::name));
@@ -158,7 +144,7 @@ impl CaptureTask {
             if self.cancel.is_cancelled() {
                 return CaptureExit::Cancelled;
             }
-            let since = read_cursor(&self.cursor).since_ns();
+            let since = self.cursor.get().since_ns();
             let opened = tokio::select! {
                 _ = self.cancel.cancelled() => return CaptureExit::Cancelled,
                 r = ctx.client.logs(&self.id, since) => r,
@@ -285,7 +271,7 @@ impl CaptureTask {
     /// No line of this container was ever delivered, by this task or before it (checkpoint
     /// cursors only move forward, so "nothing" now means nothing at the task's start too).
     fn delivered_nothing(&self) -> bool {
-        read_cursor(&self.cursor).delivered_nothing()
+        self.cursor.get().delivered_nothing()
     }
 
     /// The container is gone after its stream was opened. If not a line of it was ever

@@ -356,7 +356,7 @@ impl Discovery {
                     t.unreadable = false;
                     self.metrics.containers_unreadable.dec();
                 }
-                (Arc::clone(&t.cursor), t.tty)
+                (t.cursor.clone(), t.tty)
             }
             None => {
                 let start = start_position(&StartFacts {
@@ -368,7 +368,7 @@ impl Discovery {
                 });
                 let resumed = self.checkpoints.get(id).is_some();
                 self.checkpoints.init(id, start);
-                let cursor = Arc::new(std::sync::Mutex::new(start));
+                let cursor = crate::capture::DeliveredCursor::new(start);
                 // During the first listing the start-up summary counts these (see `summary`).
                 if let Some(first) = &mut self.first_listing {
                     first.resumed += usize::from(resumed);
@@ -385,7 +385,7 @@ impl Discovery {
                     Tracked {
                         meta: watch::Sender::new(Arc::clone(&meta)),
                         tty,
-                        cursor: Arc::clone(&cursor),
+                        cursor: cursor.clone(),
                         running: None,
                         unreadable: false,
                         destroyed: false,
@@ -403,7 +403,7 @@ impl Discovery {
         let token = cancel.child_token();
         self.ctx
             .status
-            .track(id, t.meta.subscribe(), Arc::clone(&cursor));
+            .track(id, t.meta.subscribe(), cursor.clone());
         let task = CaptureTask {
             ctx: Arc::clone(&self.ctx),
             id: id.to_string(),

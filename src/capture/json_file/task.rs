@@ -16,7 +16,7 @@ use super::source::JsonFileSource;
 use crate::backoff::{Backoff, sleep_or_cancel};
 use crate::capture::source::Source;
 use crate::capture::task::SessionEnd;
-use crate::capture::{CaptureError, CaptureExit, CaptureTask, read_cursor};
+use crate::capture::{CaptureError, CaptureExit, CaptureTask};
 use crate::clock::now_ns;
 use crate::observability::reasons::JsonFileFallbackReason;
 use crate::observability::reasons::StreamErrorReason;
@@ -75,7 +75,7 @@ impl CaptureTask {
             if self.cancel.is_cancelled() {
                 return CaptureExit::Cancelled;
             }
-            let since = read_cursor(&self.cursor).since_ns();
+            let since = self.cursor.get().since_ns();
             let chain = files.clone();
             let pre = preopened.as_ref().and_then(|f| match f.try_clone() {
                 Ok(f) => Some(f),
@@ -188,7 +188,7 @@ impl CaptureTask {
             .trim_cr(trim_cr);
             missing_since = None;
             let reading = Reading::open(&ctx.metrics.json_file.containers);
-            let cursor_before = read_cursor(&self.cursor);
+            let cursor_before = self.cursor.get();
             status.stream_opened(now_ns());
             let end = self
                 .session(
@@ -204,7 +204,7 @@ impl CaptureTask {
             // The session ends only by an error (or the end): lines delivered mean the error
             // is not a repeating one, so the next one waits from the start of the back-off
             // again (a back-off grown over hours would let rotated files be deleted unread).
-            if read_cursor(&self.cursor) != cursor_before {
+            if self.cursor.get() != cursor_before {
                 backoff.reset();
             }
             match end {

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use tracing::{Level, enabled, trace, warn};
 
 use super::batch::{LineCounts, SessionCounters, compact, line_summary};
-use super::{CaptureTask, SessionEnd, read_cursor, write_cursor};
+use super::{CaptureTask, SessionEnd};
 use crate::capture::assembler::Assembler;
 use crate::capture::coalesce::Coalescer;
 use crate::capture::cursor::ResumeFilter;
@@ -37,7 +37,7 @@ impl CaptureTask {
         let deadline = tokio::time::sleep_until((opened + rotation_interval).into());
         tokio::pin!(deadline);
         let mut rotation = RotationGate::new(rotation_interval, opened, now_ns());
-        let mut resume = ResumeFilter::new(read_cursor(&self.cursor));
+        let mut resume = ResumeFilter::new(self.cursor.get());
         let mut assembler = Assembler::new(ctx.max_line_bytes);
         let mut lines: Vec<LogLine> = Vec::new();
         let mut emitted: u64 = 0;
@@ -161,7 +161,7 @@ impl CaptureTask {
             // acknowledged and never read again.
             // Positions only: a cursor that differs just in `unfinished_ns` (a reopen that
             // has not re-read a held group yet) must not replace the held one.
-            let moved = processed.is_some() && cursor.positions_differ(&read_cursor(&self.cursor));
+            let moved = processed.is_some() && cursor.positions_differ(&self.cursor.get());
             if !lines.is_empty() || moved {
                 let line_count = lines.len();
                 // The lines are slices of the read buffers; copied into one buffer of their
@@ -221,7 +221,7 @@ impl CaptureTask {
                         cursor = ?cursor.streams,
                         "batch handed over");
                 }
-                write_cursor(&self.cursor, cursor);
+                self.cursor.set(cursor);
                 if let Some(p) = &mut processor {
                     // Collected counts what was read, not what processing made of it: the
                     // input lines emitted (in a group or alone) or dropped since the last batch.

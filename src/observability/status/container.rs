@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::watch;
 
-use crate::capture::{Cursor, DeliveredCursor, StreamPositions, read_cursor};
+use crate::capture::{Cursor, DeliveredCursor, StreamPositions};
 use crate::clock::now_ns;
 use crate::docker::timestamp::format_rfc3339_nanos;
 use crate::pipeline::ContainerMeta;
@@ -156,7 +156,7 @@ impl ContainerStatus {
         let (meta, delivered) = {
             let source = lock(&self.source);
             let meta = Arc::clone(&source.meta.borrow());
-            (meta, read_cursor(&source.delivered))
+            (meta, source.delivered.get())
         };
         let state = self.state();
         let open_since = nonzero(self.open_since_ns.load(Ordering::Relaxed));

@@ -45,8 +45,8 @@ fn containers_show_cursors_lines_and_lag() {
     let f = fixture();
     let start = Cursor::at(0);
     f.store.init("id-web", start);
-    let delivered: DeliveredCursor = Arc::new(Mutex::new(start));
-    let entry = f.board.track("id-web", meta("web"), Arc::clone(&delivered));
+    let delivered = DeliveredCursor::new(start);
+    let entry = f.board.track("id-web", meta("web"), delivered.clone());
     entry.set_rotation_interval(Duration::from_secs(300));
     let views = f.board.containers();
     assert_eq!(views.len(), 1);
@@ -59,7 +59,7 @@ fn containers_show_cursors_lines_and_lag() {
     let now = now_ns();
     let first = after(start, StreamKind::Stdout, now - 30_000_000_000);
     let second = after(first, StreamKind::Stderr, now - 10_000_000_000);
-    *lock(&delivered) = second;
+    delivered.set(second);
     entry.delivered(2, now - 30_000_000_000);
     let v = &f.board.containers()[0];
     assert_eq!((v.state.as_str(), v.lines, v.pending), ("running", 2, true));
@@ -97,7 +97,7 @@ fn containers_show_cursors_lines_and_lag() {
 fn entries_outlive_tasks_and_go_with_the_container() {
     let f = fixture();
     let metrics = Metrics::new();
-    let cursor = || Arc::new(Mutex::new(Cursor::at(0)));
+    let cursor = || DeliveredCursor::new(Cursor::at(0));
     let a = f.board.track("id-a", meta("a"), cursor());
     a.delivered(5, 1);
     a.set_state(CaptureState::Detached);
@@ -137,7 +137,7 @@ fn host_files_are_never_listed_as_containers() {
     .subscribe();
     let entry = f
         .board
-        .track("file-1-2", file, Arc::new(Mutex::new(Cursor::at(0))));
+        .track("file-1-2", file, DeliveredCursor::new(Cursor::at(0)));
     entry.delivered(3, 1);
     assert!(f.board.containers().is_empty());
     assert!(f.board.container("file-1-2").is_none());
@@ -151,7 +151,7 @@ fn a_stream_not_rotated_for_two_intervals_is_overdue() {
     let f = fixture();
     let e = f
         .board
-        .track("id-x", meta("x"), Arc::new(Mutex::new(Cursor::at(0))));
+        .track("id-x", meta("x"), DeliveredCursor::new(Cursor::at(0)));
     e.set_rotation_interval(Duration::from_secs(10));
     e.stream_opened(now_ns() - 15_000_000_000);
     assert!(!f.board.containers()[0].rotation_overdue);
