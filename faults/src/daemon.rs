@@ -175,14 +175,7 @@ impl Daemon {
             .child
             .take()
             .ok_or("the suite's dockerd is not running")?;
-        let status = Command::new("kill")
-            .arg(format!("-{sig}"))
-            .arg(child.id().to_string())
-            .status()
-            .map_err(|e| format!("kill: {e}"))?;
-        if !status.success() {
-            return Err(format!("kill -{sig} {} failed", child.id()));
-        }
+        log_capturer_testkit::send_signal(child.id(), sig)?;
         let deadline = Instant::now() + within;
         loop {
             match child.try_wait() {
@@ -235,23 +228,7 @@ impl Daemon {
 
     /// `docker -H <this daemon> ARGS`: stdout on success, the error text otherwise.
     pub fn docker(&self, args: &[&str]) -> Result<String, String> {
-        let out = Command::new("docker")
-            .arg("-H")
-            .arg(self.host())
-            .args(args)
-            .env_remove("DOCKER_HOST")
-            .output()
-            .map_err(|e| format!("cannot run docker: {e}"))?;
-        if out.status.success() {
-            Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
-        } else {
-            Err(format!(
-                "docker -H {} {}: {}",
-                self.host(),
-                args.first().copied().unwrap_or_default(),
-                String::from_utf8_lossy(&out.stderr).trim()
-            ))
-        }
+        docker::docker_at(Some(&self.host()), args)
     }
 
     /// `docker save IMAGE | docker -H … load`: the host daemon's test image, here.

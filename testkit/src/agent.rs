@@ -215,16 +215,7 @@ impl AgentProcess {
 
     fn signal(&self, sig: &str) -> Result<(), String> {
         let pid = self.pid().ok_or("the agent is not running")?;
-        let status = Command::new("kill")
-            .arg(format!("-{sig}"))
-            .arg(pid.to_string())
-            .status()
-            .map_err(|e| format!("kill: {e}"))?;
-        if status.success() {
-            Ok(())
-        } else {
-            Err(format!("kill -{sig} {pid} failed"))
-        }
+        crate::send_signal(pid, sig)
     }
 }
 
