@@ -7,7 +7,7 @@
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use super::kit::{Held, parallel, wait_until};
+use super::kit::{Held, parallel, terminate_checked, wait_until};
 use crate::ctx::{AgentYaml, Ctx, IMAGE, verify};
 use crate::scenario::{Outcome, Scenario};
 use log_capturer_testkit::docker::{Served, docker};
@@ -123,10 +123,7 @@ fn check(ctx: &Ctx) -> Result<Outcome, String> {
         }
         tally.add(one);
     }
-    let exit = agent.terminate(Duration::from_secs(30))?;
-    if !exit.success() {
-        problems.push(format!("agent stopped with {exit}"));
-    }
+    terminate_checked(&mut agent, Duration::from_secs(30), &mut problems)?;
     let peak = peak.into_inner().unwrap_or_default();
     Ok(Outcome::judge(
         problems,

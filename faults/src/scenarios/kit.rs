@@ -7,6 +7,19 @@ use std::time::{Duration, Instant};
 
 use crate::ctx::Agent;
 
+/// SIGTERM, waiting up to `within`; a problem unless the agent stops with 0.
+pub fn terminate_checked(
+    agent: &mut Agent,
+    within: Duration,
+    problems: &mut Vec<String>,
+) -> Result<(), String> {
+    let exit = agent.terminate(within)?;
+    if !exit.success() {
+        problems.push(format!("agent stopped with {exit}"));
+    }
+    Ok(())
+}
+
 /// Polls `check` every 200 ms until it returns true or `within` has passed; its last answer.
 pub fn wait_until(within: Duration, mut check: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + within;
