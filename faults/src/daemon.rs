@@ -25,8 +25,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::ctx::{Ctx, IMAGE};
+use crate::counted;
+use crate::ctx::{Agent, Ctx, IMAGE};
 use log_capturer_testkit::docker;
+use log_capturer_testkit::verify::Tally;
 
 /// How long a start (socket answering) or a stop may take before it counts as failed.
 const START_WITHIN: Duration = Duration::from_secs(60);
@@ -286,6 +288,26 @@ impl Daemon {
             .iter()
             .map(|n| self.served(n).map(|(o, _)| o.len()).unwrap_or(0))
             .collect()
+    }
+
+    /// The end of the dockerd scenarios: waits (bounded, 300 s each) until the daemon served
+    /// every container's last counted line (`tag_of(i)` is the tag of `names[i]`), then (120 s)
+    /// until the agent wrote as many, and accounts them.
+    pub fn account_to_the_end(
+        &self,
+        agent: &Agent,
+        names: &[String],
+        tag_of: impl Fn(usize) -> String,
+        lines: usize,
+    ) -> Result<Tally, String> {
+        for (i, n) in names.iter().enumerate() {
+            let last = counted::last_line(&tag_of(i), lines);
+            self.wait_served(n, Duration::from_secs(300), |out| {
+                out.last().is_some_and(|l| *l == last)
+            })?;
+        }
+        counted::wait_all(agent, names, |n| self.served(n), Duration::from_secs(120))?;
+        counted::account(agent, names, |n| self.served(n))
     }
 
     /// Polls (bounded) until `done(stdout lines)` holds for the served log of `name`.
