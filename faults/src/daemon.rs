@@ -132,6 +132,8 @@ impl Daemon {
         self.wait_answering(START_WITHIN)
     }
 
+    // Same loop as testkit's AgentProcess::wait_ready; kept apart: another probe, pace and
+    // texts, and a shared one would need the probe and the child borrowed from one `&mut self`.
     /// Polls `docker version` until the daemon answers; fails early if it exited.
     fn wait_answering(&mut self, within: Duration) -> Result<(), String> {
         let deadline = Instant::now() + within;

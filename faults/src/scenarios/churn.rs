@@ -23,6 +23,7 @@ pub const SCENARIO: Scenario = Scenario {
 /// Lines per stream of each container.
 const LINES: usize = 100;
 
+// Every scenario's entry has this shape (scenario.rs); kept per file: some add their clean-up.
 fn run(ctx: &Ctx) -> Outcome {
     check(ctx).unwrap_or_else(Outcome::fail)
 }

@@ -157,6 +157,8 @@ pub fn percent(part: usize, whole: usize) -> String {
     format!("{:.1}%", part as f64 * 100.0 / whole as f64)
 }
 
+// Like src/docker/timestamp.rs's parser, written again on purpose: a check of the agent's
+// output should not reuse the agent's own code (nor does this crate link it).
 /// Nanoseconds since the UNIX epoch of a record's `timestamp` (`2026-11-30T19:41:00.123456789Z`,
 /// as Docker writes it); `None` for anything else.
 pub fn parse_timestamp_ns(s: &str) -> Option<i64> {

@@ -268,6 +268,7 @@ fn check(ctx: &Ctx) -> Result<Outcome, String> {
             "log_capturer_sink_failures_total{{sink=\"loki\",reason=\"{r}\"}}"
         ))
     };
+    // The counts chain every scenario ends with (e.g. rename_pause_restart.rs): its own names.
     Ok(Outcome::judge(
         problems,
         format!(
