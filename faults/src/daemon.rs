@@ -99,11 +99,7 @@ impl Daemon {
             return Err("the suite's dockerd is already running".into());
         }
         let log_path = self.log_path();
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log_path)
-            .map_err(|e| format!("{}: {e}", log_path.display()))?;
+        let log = log_capturer_testkit::open_append(&log_path)?;
         let d = &self.dir;
         let mut cmd = Command::new("unshare");
         // `unshare --net` without `--fork` execs dockerd itself: the child *is* the daemon, so

@@ -95,11 +95,7 @@ impl AgentProcess {
             return Err("the agent is already running".into());
         }
         let log_path = self.log_path();
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log_path)
-            .map_err(|e| format!("{}: {e}", log_path.display()))?;
+        let log = crate::open_append(&log_path)?;
         let mut cmd = Command::new(&self.binary);
         cmd.args(["run", "-c"])
             .arg(&self.config)

@@ -89,6 +89,15 @@ pub fn free_port() -> std::io::Result<u16> {
         .map(|a| a.port())
 }
 
+/// Opens `path` for appending (created if missing); the error text names the path.
+pub fn open_append(path: &std::path::Path) -> Result<std::fs::File, String> {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|e| format!("{}: {e}", path.display()))
+}
+
 /// `kill -SIG PID` (`sig` as `TERM`, `KILL`, …); the error text names the signal and the pid.
 pub fn send_signal(pid: u32, sig: &str) -> Result<(), String> {
     let status = Command::new("kill")
