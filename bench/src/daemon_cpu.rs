@@ -143,6 +143,8 @@ fn measure(s: &Setup, k: usize, mode: &str, run: usize) -> Result<Sample, String
     let cmd = command(s.per);
     for i in 0..k {
         let name = format!("lcbench-cpu-{tag}-{i}");
+        // Same options as tests/json_file_e2e.rs's `docker run --rm -d`; kept: `create`, started
+        // later, and the argument list is the whole of it.
         let id = docker(&[
             "create",
             "--network",

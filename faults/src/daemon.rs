@@ -25,8 +25,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::ctx::{Ctx, IMAGE};
+use crate::counted;
+use crate::ctx::{Agent, Ctx, IMAGE};
 use log_capturer_testkit::docker;
+use log_capturer_testkit::verify::Tally;
 
 /// How long a start (socket answering) or a stop may take before it counts as failed.
 const START_WITHIN: Duration = Duration::from_secs(60);
@@ -97,11 +99,7 @@ impl Daemon {
             return Err("the suite's dockerd is already running".into());
         }
         let log_path = self.log_path();
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log_path)
-            .map_err(|e| format!("{}: {e}", log_path.display()))?;
+        let log = log_capturer_testkit::open_append(&log_path)?;
         let d = &self.dir;
         let mut cmd = Command::new("unshare");
         // `unshare --net` without `--fork` execs dockerd itself: the child *is* the daemon, so
@@ -130,6 +128,8 @@ impl Daemon {
         self.wait_answering(START_WITHIN)
     }
 
+    // Same loop as testkit's AgentProcess::wait_ready; kept apart: another probe, pace and
+    // texts, and a shared one would need the probe and the child borrowed from one `&mut self`.
     /// Polls `docker version` until the daemon answers; fails early if it exited.
     fn wait_answering(&mut self, within: Duration) -> Result<(), String> {
         let deadline = Instant::now() + within;
@@ -175,14 +175,7 @@ impl Daemon {
             .child
             .take()
             .ok_or("the suite's dockerd is not running")?;
-        let status = Command::new("kill")
-            .arg(format!("-{sig}"))
-            .arg(child.id().to_string())
-            .status()
-            .map_err(|e| format!("kill: {e}"))?;
-        if !status.success() {
-            return Err(format!("kill -{sig} {} failed", child.id()));
-        }
+        log_capturer_testkit::send_signal(child.id(), sig)?;
         let deadline = Instant::now() + within;
         loop {
             match child.try_wait() {
@@ -235,23 +228,7 @@ impl Daemon {
 
     /// `docker -H <this daemon> ARGS`: stdout on success, the error text otherwise.
     pub fn docker(&self, args: &[&str]) -> Result<String, String> {
-        let out = Command::new("docker")
-            .arg("-H")
-            .arg(self.host())
-            .args(args)
-            .env_remove("DOCKER_HOST")
-            .output()
-            .map_err(|e| format!("cannot run docker: {e}"))?;
-        if out.status.success() {
-            Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
-        } else {
-            Err(format!(
-                "docker -H {} {}: {}",
-                self.host(),
-                args.first().copied().unwrap_or_default(),
-                String::from_utf8_lossy(&out.stderr).trim()
-            ))
-        }
+        docker::docker_at(Some(&self.host()), args)
     }
 
     /// `docker save IMAGE | docker -H … load`: the host daemon's test image, here.
@@ -309,6 +286,26 @@ impl Daemon {
             .iter()
             .map(|n| self.served(n).map(|(o, _)| o.len()).unwrap_or(0))
             .collect()
+    }
+
+    /// The end of the dockerd scenarios: waits (bounded, 300 s each) until the daemon served
+    /// every container's last counted line (`tag_of(i)` is the tag of `names[i]`), then (120 s)
+    /// until the agent wrote as many, and accounts them.
+    pub fn account_to_the_end(
+        &self,
+        agent: &Agent,
+        names: &[String],
+        tag_of: impl Fn(usize) -> String,
+        lines: usize,
+    ) -> Result<Tally, String> {
+        for (i, n) in names.iter().enumerate() {
+            let last = counted::last_line(&tag_of(i), lines);
+            self.wait_served(n, Duration::from_secs(300), |out| {
+                out.last().is_some_and(|l| *l == last)
+            })?;
+        }
+        counted::wait_all(agent, names, |n| self.served(n), Duration::from_secs(120))?;
+        counted::account(agent, names, |n| self.served(n))
     }
 
     /// Polls (bounded) until `done(stdout lines)` holds for the served log of `name`.

@@ -19,6 +19,7 @@ use std::time::Instant;
 use ctx::Ctx;
 use scenario::{Outcome, Scenario};
 
+// The same clap header as soak/src/main.rs: two binaries, each with its own CLI.
 #[derive(Parser, Debug)]
 #[command(
     name = "log-capturer-faults",

@@ -60,11 +60,7 @@ impl Tmpfs {
             _ => self.free_bytes()?.saturating_sub(leave),
         };
         let path = self.path.join(FILLER);
-        let mut f = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .map_err(|e| format!("{}: {e}", path.display()))?;
+        let mut f = log_capturer_testkit::open_append(&path)?;
         let block = vec![0u8; 4096];
         let mut written = 0u64;
         while written < target {

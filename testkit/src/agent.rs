@@ -95,11 +95,7 @@ impl AgentProcess {
             return Err("the agent is already running".into());
         }
         let log_path = self.log_path();
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log_path)
-            .map_err(|e| format!("{}: {e}", log_path.display()))?;
+        let log = crate::open_append(&log_path)?;
         let mut cmd = Command::new(&self.binary);
         cmd.args(["run", "-c"])
             .arg(&self.config)
@@ -215,16 +211,7 @@ impl AgentProcess {
 
     fn signal(&self, sig: &str) -> Result<(), String> {
         let pid = self.pid().ok_or("the agent is not running")?;
-        let status = Command::new("kill")
-            .arg(format!("-{sig}"))
-            .arg(pid.to_string())
-            .status()
-            .map_err(|e| format!("kill: {e}"))?;
-        if status.success() {
-            Ok(())
-        } else {
-            Err(format!("kill -{sig} {pid} failed"))
-        }
+        crate::send_signal(pid, sig)
     }
 }
 

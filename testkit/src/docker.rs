@@ -4,15 +4,26 @@ use std::process::Command;
 
 /// Runs `docker ARGS`; stdout on success, the error text otherwise.
 pub fn docker(args: &[&str]) -> Result<String, String> {
-    let out = Command::new("docker")
+    docker_at(None, args)
+}
+
+/// `docker` against the daemon at `host` (`unix://…`, as `-H`; `DOCKER_HOST` is then ignored),
+/// or the default one; the error text names the host too.
+pub fn docker_at(host: Option<&str>, args: &[&str]) -> Result<String, String> {
+    let mut cmd = Command::new("docker");
+    if let Some(host) = host {
+        cmd.args(["-H", host]).env_remove("DOCKER_HOST");
+    }
+    let out = cmd
         .args(args)
         .output()
         .map_err(|e| format!("cannot run docker: {e}"))?;
     if out.status.success() {
         Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
     } else {
+        let at = host.map(|h| format!("-H {h} ")).unwrap_or_default();
         Err(format!(
-            "docker {}: {}",
+            "docker {at}{}: {}",
             args.first().copied().unwrap_or_default(),
             String::from_utf8_lossy(&out.stderr).trim()
         ))

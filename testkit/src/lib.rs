@@ -89,6 +89,29 @@ pub fn free_port() -> std::io::Result<u16> {
         .map(|a| a.port())
 }
 
+/// Opens `path` for appending (created if missing); the error text names the path.
+pub fn open_append(path: &std::path::Path) -> Result<std::fs::File, String> {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// `kill -SIG PID` (`sig` as `TERM`, `KILL`, …); the error text names the signal and the pid.
+pub fn send_signal(pid: u32, sig: &str) -> Result<(), String> {
+    let status = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status()
+        .map_err(|e| format!("kill: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("kill -{sig} {pid} failed"))
+    }
+}
+
 /// CPU seconds (user + system) a process has used, its exited threads included.
 pub fn cpu_seconds(pid: u32) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();

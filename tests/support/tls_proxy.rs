@@ -217,6 +217,8 @@ impl TlsProxy {
             .expect("server certificate");
         let acceptor = TlsAcceptor::from(Arc::new(config));
 
+        // The same runtime set-up as testkit's LokiReceiver::start; kept: four builder lines,
+        // and the listener here is bound another way (a std one, made non-blocking).
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()

@@ -7,7 +7,7 @@
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use super::kit::{Held, parallel, wait_until};
+use super::kit::{Held, parallel, terminate_checked, wait_until};
 use crate::ctx::{AgentYaml, Ctx, IMAGE, verify};
 use crate::scenario::{Outcome, Scenario};
 use log_capturer_testkit::docker::{Served, docker};
@@ -23,6 +23,7 @@ pub const SCENARIO: Scenario = Scenario {
 /// Lines per stream of each container.
 const LINES: usize = 100;
 
+// Every scenario's entry has this shape (scenario.rs); kept per file: some add their clean-up.
 fn run(ctx: &Ctx) -> Outcome {
     check(ctx).unwrap_or_else(Outcome::fail)
 }
@@ -123,10 +124,7 @@ fn check(ctx: &Ctx) -> Result<Outcome, String> {
         }
         tally.add(one);
     }
-    let exit = agent.terminate(Duration::from_secs(30))?;
-    if !exit.success() {
-        problems.push(format!("agent stopped with {exit}"));
-    }
+    terminate_checked(&mut agent, Duration::from_secs(30), &mut problems)?;
     let peak = peak.into_inner().unwrap_or_default();
     Ok(Outcome::judge(
         problems,

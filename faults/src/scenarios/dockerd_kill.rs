@@ -83,19 +83,12 @@ fn check(ctx: &Ctx) -> Result<Outcome, String> {
     if !back {
         problems.push("the agent was not ready again within 90 s of the daemon's start".into());
     }
-    for (i, n) in names.iter().enumerate() {
-        let last = counted::last_line(&format!("{}-kill-{i}", ctx.prefix), lines);
-        daemon.wait_served(n, Duration::from_secs(300), |out| {
-            out.last().is_some_and(|l| *l == last)
-        })?;
-    }
-    counted::wait_all(
+    let tally = daemon.account_to_the_end(
         &agent,
         &names,
-        |n| daemon.served(n),
-        Duration::from_secs(120),
+        |i| format!("{}-kill-{i}", ctx.prefix),
+        lines,
     )?;
-    let tally = counted::account(&agent, &names, |n| daemon.served(n))?;
     counted::stop_clean(&mut agent, &tally, &mut problems)?;
     daemon.remove_all()?;
     drop(daemon);

@@ -106,24 +106,17 @@ fn restart_once(ctx: &Ctx, live_restore: bool) -> Result<(Vec<String>, Counts, S
         problems.push("the agent was not ready again within 90 s of the daemon's start".into());
     }
 
-    for (i, n) in names.iter().enumerate() {
-        let last = counted::last_line(&format!("{}-{phase}-{i}", ctx.prefix), lines);
-        daemon.wait_served(n, Duration::from_secs(300), |out| {
-            out.last().is_some_and(|l| *l == last)
-        })?;
-    }
     if at_fault.iter().any(|&n| n >= lines) {
         problems.push(format!(
             "not mid-stream: lines served per container at the restart {at_fault:?} of {lines}"
         ));
     }
-    counted::wait_all(
+    let tally = daemon.account_to_the_end(
         &agent,
         &names,
-        |n| daemon.served(n),
-        Duration::from_secs(120),
+        |i| format!("{}-{phase}-{i}", ctx.prefix),
+        lines,
     )?;
-    let tally = counted::account(&agent, &names, |n| daemon.served(n))?;
     let reconnects = agent.metric("log_capturer_events_reconnects_total") - reconnects_before;
     let health = agent.process.get("/health").map(|(s, _)| s);
     if health != Some(200) {

@@ -13,7 +13,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use super::kit::{Held, parallel, wait_until};
+use super::kit::{Held, parallel, terminate_checked, wait_until};
 use crate::ctx::{AgentYaml, Ctx, verify};
 use crate::scenario::{Outcome, Scenario};
 use log_capturer_testkit::docker::docker;
@@ -199,10 +199,7 @@ fn check(ctx: &Ctx) -> Result<Outcome, String> {
             tally.lost, tally.duplicated, tally.out_of_order
         ));
     }
-    let exit = agent.terminate(Duration::from_secs(30))?;
-    if !exit.success() {
-        problems.push(format!("agent stopped with {exit}"));
-    }
+    terminate_checked(&mut agent, Duration::from_secs(30), &mut problems)?;
     let garbage_text = garbage
         .iter()
         .map(|(n, e)| match e {

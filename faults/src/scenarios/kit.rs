@@ -7,6 +7,19 @@ use std::time::{Duration, Instant};
 
 use crate::ctx::Agent;
 
+/// SIGTERM, waiting up to `within`; a problem unless the agent stops with 0.
+pub fn terminate_checked(
+    agent: &mut Agent,
+    within: Duration,
+    problems: &mut Vec<String>,
+) -> Result<(), String> {
+    let exit = agent.terminate(within)?;
+    if !exit.success() {
+        problems.push(format!("agent stopped with {exit}"));
+    }
+    Ok(())
+}
+
 /// Polls `check` every 200 ms until it returns true or `within` has passed; its last answer.
 pub fn wait_until(within: Duration, mut check: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + within;
@@ -144,6 +157,8 @@ pub fn percent(part: usize, whole: usize) -> String {
     format!("{:.1}%", part as f64 * 100.0 / whole as f64)
 }
 
+// Like src/docker/timestamp.rs's parser, written again on purpose: a check of the agent's
+// output should not reuse the agent's own code (nor does this crate link it).
 /// Nanoseconds since the UNIX epoch of a record's `timestamp` (`2026-11-30T19:41:00.123456789Z`,
 /// as Docker writes it); `None` for anything else.
 pub fn parse_timestamp_ns(s: &str) -> Option<i64> {

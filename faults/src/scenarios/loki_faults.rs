@@ -12,7 +12,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
-use super::kit::wait_until;
+use super::kit::{terminate_checked, wait_until};
 use crate::ctx::{Agent, AgentYaml, Ctx};
 use crate::scenario::{Outcome, Scenario};
 use log_capturer_testkit::docker::{Served, docker};
@@ -163,10 +163,7 @@ fn check(ctx: &Ctx) -> Result<Outcome, String> {
         now >= want / 2 && stable >= 5
     });
     runs.push(agent.process.metrics());
-    let exit = agent.terminate(Duration::from_secs(40))?;
-    if !exit.success() {
-        problems.push(format!("agent stopped with {exit}"));
-    }
+    terminate_checked(&mut agent, Duration::from_secs(40), &mut problems)?;
     let delivered = rx.entries().len();
     let (list_ok, list) = dlq(ctx, &agent, "list");
     let dead_letters = list
@@ -271,6 +268,7 @@ fn check(ctx: &Ctx) -> Result<Outcome, String> {
             "log_capturer_sink_failures_total{{sink=\"loki\",reason=\"{r}\"}}"
         ))
     };
+    // The counts chain every scenario ends with (e.g. rename_pause_restart.rs): its own names.
     Ok(Outcome::judge(
         problems,
         format!(

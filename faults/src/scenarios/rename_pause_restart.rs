@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use super::kit::{now_ns, parse_timestamp_ns, wait_until};
+use super::kit::{now_ns, parse_timestamp_ns, terminate_checked, wait_until};
 use crate::ctx::{AgentYaml, Ctx, verify};
 use crate::scenario::{Outcome, Scenario};
 use log_capturer_testkit::docker::docker;
@@ -192,10 +192,7 @@ fn check(ctx: &Ctx) -> Result<Outcome, String> {
             "{old_series} /metrics series still name an old name"
         ));
     }
-    let exit = agent.terminate(Duration::from_secs(30))?;
-    if !exit.success() {
-        problems.push(format!("agent stopped with {exit}"));
-    }
+    terminate_checked(&mut agent, Duration::from_secs(30), &mut problems)?;
     Ok(Outcome::judge(
         problems,
         format!(

@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use super::kit::{names_whole, parallel, percent, wait_until, warned};
+use super::kit::{names_whole, parallel, percent, terminate_checked, wait_until, warned};
 use crate::ctx::{AgentYaml, Ctx, IMAGE, numbered};
 use crate::scenario::{Outcome, Scenario};
 use log_capturer_testkit::docker::docker;
@@ -156,10 +156,7 @@ fn check(ctx: &Ctx) -> Result<Outcome, String> {
             "{foreign_named} of {foreign_n} containers outside the filters named in the log, {foreign_written} written"
         ));
     }
-    let exit = agent.terminate(Duration::from_secs(30))?;
-    if !exit.success() {
-        problems.push(format!("agent stopped with {exit}"));
-    }
+    terminate_checked(&mut agent, Duration::from_secs(30), &mut problems)?;
     Ok(Outcome::judge(
         problems,
         format!(

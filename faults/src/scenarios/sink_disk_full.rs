@@ -21,6 +21,7 @@ pub const SCENARIO: Scenario = Scenario {
     run,
 };
 
+// As in state_dir_full_or_readonly.rs: the entry, then the containers removed even on a failure.
 fn run(ctx: &Ctx) -> Outcome {
     let outcome = check(ctx).unwrap_or_else(Outcome::fail);
     let _ = ctx.remove_containers();
