@@ -5,6 +5,8 @@
 //! Each test spells out the batch/retry/buffer values its fault depends on; the start-up
 //! around them (`start_agent`) and the final exactly-once check (`assert_all_arrive_once`)
 //! are shared. (`duplicates` pairs the calls of these helpers: kept, each passes its own values.)
+//! One file, a little over 500 lines, because the eight tests share these helpers and nothing
+//! else does.
 
 mod support;
 
