@@ -84,8 +84,8 @@ pub struct StreamPositions {
 
 /// The cursor handed over to the pipeline: moved by the capture task at each delivery, read by
 /// discovery (which keeps it across stops and starts of the container) and the status board.
-/// Clones share it.
-#[derive(Clone, Debug, Default)]
+/// Clones share it. No `Default` on purpose: a default one would be shared with no one.
+#[derive(Clone, Debug)]
 pub struct DeliveredCursor(Arc<Mutex<Cursor>>);
 
 impl DeliveredCursor {
