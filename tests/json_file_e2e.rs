@@ -254,20 +254,17 @@ fn instant_rm_burst_is_captured_completely_in_json_file_mode() {
         let agent = Agent::start(dir.path(), options(&containers, mode));
         let tag = if mode == "api" { "a" } else { "j" };
         let names = rm_burst(&containers, tag, count);
-        let total = |agent: &Agent| captured(agent, &names).values().sum::<usize>();
-        // API mode cannot capture the whole burst: wait only until every container is either
-        // complete or counted gone before read (rather than the full time-out, ~95 s of CI).
-        let accounted = |agent: &Agent| {
-            let complete = captured(agent, &names)
-                .values()
-                .filter(|n| **n == 20)
-                .count();
-            let gone = agent
-                .metric("log_capturer_container_stream_errors_total{reason=\"gone_before_read\"}");
-            complete + gone as usize >= count
+        let gone_before_read = |agent: &Agent| {
+            agent.metric("log_capturer_container_stream_errors_total{reason=\"gone_before_read\"}")
         };
+        // Done when every line arrived. API mode cannot capture the whole burst: there, also
+        // done once every container is complete or counted gone before read (rather than
+        // waiting out the time-out, ~95 s of CI). One read of the output per poll.
         let complete = wait_until(Duration::from_secs(90), || {
-            total(&agent) >= count * 20 || (mode == "api" && accounted(&agent))
+            let per = captured(&agent, &names);
+            let whole = per.values().filter(|n| **n == 20).count();
+            per.values().sum::<usize>() >= count * 20
+                || (mode == "api" && whole + gone_before_read(&agent) as usize >= count)
         });
         if !complete {
             // Let whatever is still in flight land before counting.
@@ -278,8 +275,7 @@ fn instant_rm_burst_is_captured_completely_in_json_file_mode() {
         let partial: Vec<(&String, &usize)> =
             per.iter().filter(|(_, n)| **n != 0 && **n != 20).collect();
         let empty = per.values().filter(|n| **n == 0).count();
-        let gone =
-            agent.metric("log_capturer_container_stream_errors_total{reason=\"gone_before_read\"}");
+        let gone = gone_before_read(&agent);
         figures.push(format!(
             "{mode}: {got} of {} lines captured ({empty} containers with none; {gone} counted gone before read)",
             count * 20
